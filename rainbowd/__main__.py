@@ -1,0 +1,3 @@
+from rainbowd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `rainbowd` subcommand; each exposes `register(subparsers)`."""

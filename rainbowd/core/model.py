@@ -24,7 +24,7 @@ PROTECT = "rainbowd.io/protect"
 PHASE = "rainbowd.io/phase"
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Where a color stands in its life, in the project's vocabulary."""
 
     LIVE = "live"
@@ -37,7 +37,7 @@ class State(str, enum.Enum):
     UNKNOWN_CONNECTIONS = "unknown-connections"
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why an action was planned."""
 
     OBSERVED_LIVE = "observed-live"  # stamp live-at
@@ -53,14 +53,14 @@ class Reason(str, enum.Enum):
     KEEP_SCALED_DOWN = "keep-scaled-down"
 
 
-class BlockReason(str, enum.Enum):
+class BlockReason(enum.StrEnum):
     """Why the planner does nothing at all for an app."""
 
     NO_LIVE_COLOR = "no-live-color"
     LIVE_NOT_AVAILABLE = "live-not-available"
 
 
-class ActionKind(str, enum.Enum):
+class ActionKind(enum.StrEnum):
     ANNOTATE = "annotate"
     SCALE = "scale"
     DELETE = "delete"

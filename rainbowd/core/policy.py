@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 
-class CleanupAction(str, enum.Enum):
+class CleanupAction(enum.StrEnum):
     SCALE = "scale"
     DELETE = "delete"
     SCALE_THEN_DELETE = "scale-then-delete"
@@ -42,7 +42,7 @@ class Knobs:
     """A pending color never promoted counts as retired after this long; None: never."""
 
 
-class Operator(str, enum.Enum):
+class Operator(enum.StrEnum):
     IN = "in"
     NOT_IN = "notin"
     EXISTS = "exists"
@@ -87,23 +87,18 @@ class ConnectionsQuery:
     namespace_label: str = "namespace"
     app_label: str = "app"
     color_label: str = "color"
-    # The escape hatch: free PromQL returning one series per (namespace, app, color). The
-    # coverage check cannot be made then.
+    # The escape hatch: free PromQL returning one series per (namespace, app, color), summed
+    # by rainbowd if several share the labels. The coverage check cannot be made then.
     query: str | None = None
 
     @property
-    def promql(self) -> str:
-        if self.query is not None:
-            return self.query
-        by = f"{self.namespace_label}, {self.app_label}, {self.color_label}"
-        return f"sum by ({by}) ({self.metric}{{{self.matchers}}})"
+    def selector(self) -> str:
+        """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
 
-    @property
-    def coverage_promql(self) -> str | None:
-        if self.query is not None:
-            return None
-        by = f"{self.namespace_label}, {self.app_label}, {self.color_label}"
-        return f"count by ({by}) ({self.metric}{{{self.matchers}}})"
+        One query of the raw per-pod series gives both the sum per color and the number of
+        series reporting it (the coverage check), so each distinct query costs one request.
+        """
+        return f"{self.metric}{{{self.matchers}}}"
 
 
 @dataclass(frozen=True, slots=True)

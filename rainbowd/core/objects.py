@@ -1,0 +1,144 @@
+"""Turns Kubernetes objects, as decoded JSON, into the model's Deployment and Service.
+
+Shared by the watch cache (raw watch events) and snapshot files (`kubectl get -o yaml` output),
+so both see exactly the same fields. Bad input raises ObjectError naming the object and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rainbowd.core.model import ANNOTATION_PREFIX, Condition, Deployment, Service
+
+
+class ObjectError(ValueError):
+    """A Kubernetes object lacks a field rainbowd needs, or has it in the wrong shape."""
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 (`2026-11-21T10:00:00Z`, fractions and offsets allowed) to an aware UTC datetime."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """The form rainbowd writes into annotations: RFC 3339, UTC, whole seconds."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _where(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        return f"{obj.get('kind', 'object')} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    return str(obj.get("kind", "object"))
+
+
+def _mapping(obj: Mapping[str, Any], value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ObjectError(f"{_where(obj)}: {path}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _str_map(obj: Mapping[str, Any], value: Any, path: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in _mapping(obj, value, path).items():
+        if not isinstance(v, str):
+            raise ObjectError(f"{_where(obj)}: {path}.{k}: expected a string, got {v!r}")
+        out[str(k)] = v
+    return out
+
+
+def _int(obj: Mapping[str, Any], value: Any, path: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ObjectError(f"{_where(obj)}: {path}: expected an integer, got {value!r}")
+    return value
+
+
+def _metadata(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str]:
+    if not isinstance(obj, Mapping):
+        raise ObjectError(f"expected a Kubernetes object, got {type(obj).__name__}")
+    meta = _mapping(obj, obj.get("metadata"), "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ObjectError(f"{_where(obj)}: metadata.name: missing")
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str):
+        raise ObjectError(f"{_where(obj)}: metadata.namespace: expected a string")
+    return meta, namespace, name
+
+
+def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
+    """An apps/v1 Deployment (decoded JSON) to a model Deployment."""
+    meta, namespace, name = _metadata(obj)
+    spec = _mapping(obj, obj.get("spec"), "spec")
+    status = _mapping(obj, obj.get("status"), "status")
+    template = _mapping(obj, spec.get("template"), "spec.template")
+    template_meta = _mapping(obj, template.get("metadata"), "spec.template.metadata")
+    created = meta.get("creationTimestamp")
+    if not isinstance(created, str):
+        raise ObjectError(f"{_where(obj)}: metadata.creationTimestamp: missing")
+    try:
+        created_at = parse_time(created)
+    except ValueError as exc:
+        raise ObjectError(f"{_where(obj)}: metadata.creationTimestamp: {exc}") from exc
+    annotations = {
+        k: v
+        for k, v in _str_map(obj, meta.get("annotations"), "metadata.annotations").items()
+        if k.startswith(ANNOTATION_PREFIX)
+    }
+    raw_conditions = status.get("conditions") or []
+    if not isinstance(raw_conditions, list):
+        raise ObjectError(f"{_where(obj)}: status.conditions: expected a list")
+    conditions = tuple(
+        Condition(
+            type=str(c.get("type", "")),
+            status=str(c.get("status", "")),
+            reason=str(c.get("reason") or ""),
+            message=str(c.get("message") or ""),
+        )
+        for c in raw_conditions
+        if isinstance(c, Mapping)
+    )
+    return Deployment(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        created_at=created_at,
+        labels=_str_map(obj, meta.get("labels"), "metadata.labels"),
+        template_labels=_str_map(obj, template_meta.get("labels"), "spec.template.metadata.labels"),
+        annotations=annotations,
+        # The API defaults spec.replicas to 1; a document without it means the same.
+        replicas=_int(obj, spec.get("replicas"), "spec.replicas", 1),
+        ready_replicas=_int(obj, status.get("readyReplicas"), "status.readyReplicas", 0),
+        available_replicas=_int(
+            obj, status.get("availableReplicas"), "status.availableReplicas", 0
+        ),
+        conditions=conditions,
+        generation=_int(obj, meta.get("generation"), "metadata.generation", 0),
+        observed_generation=_int(
+            obj, status.get("observedGeneration"), "status.observedGeneration", 0
+        ),
+    )
+
+
+def service_from_k8s(obj: Mapping[str, Any]) -> Service:
+    """A v1 Service (decoded JSON) to a model Service."""
+    _, namespace, name = _metadata(obj)
+    spec = _mapping(obj, obj.get("spec"), "spec")
+    return Service(
+        namespace=namespace,
+        name=name,
+        selector=_str_map(obj, spec.get("selector"), "spec.selector"),
+    )

@@ -1,0 +1,14 @@
+# rainbowd's image; the same image runs the demo app (`python -m demo_app`).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY rainbowd ./rainbowd
+COPY demo_app ./demo_app
+RUN pip install --no-cache-dir . && rm -rf /src
+WORKDIR /
+# A non-root user with no home: rainbowd writes nothing to disk.
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["rainbowd"]
+CMD ["run"]

@@ -1,0 +1,329 @@
+"""Applies a Plan to the cluster: annotation stamps, scale-downs and deletes of Deployments.
+
+Each action carries the resourceVersion (and uid) the planner saw, sent as a precondition, so an
+action never lands on a Deployment that changed since: the apiserver answers 409 and the next
+cycle plans again from fresh state. Each applied action gets one log line and one Event.
+
+Every applied action, routine bookkeeping included (the live-at stamp), gets an Event: the planner
+only plans transitions, so a color gets a handful of Events in its whole life, and `kubectl
+describe deployment` then tells the full story of the color (MarkedLive, MarkedRetired,
+DrainStarted, ScaledDown...). Skipped actions (dry run, paused, stopping) get no Event.
+
+Pods of a retired color are annotated `rainbowd.io/phase: retired` when the retired-at stamp is
+applied, so the app can read it through the downward API (and, say, ask clients to reconnect).
+Pods created later for a retired color (a restart, a manual scale-up) are not stamped: the stamp
+is written once, at the transition, not kept up to date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import PHASE, RETIRED_AT, Action, ActionKind, Plan, Reason
+from rainbowd.kube.clients import (
+    MERGE_PATCH,
+    Conflict,
+    KubeError,
+    NotFound,
+    request_json,
+    resource_path,
+)
+from rainbowd.kube.events import EventRecorder, EventType
+from rainbowd.logs import get_logger
+
+log = get_logger(__name__)
+
+RETIRED_PHASE = "retired"
+# Pod annotation patches in flight at once for one color: a chat app may run hundreds of pods,
+# and one at a time would stall the cycle, while all at once would flood the apiserver.
+POD_PATCH_CONCURRENCY = 8
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"
+    GONE = "gone"  # the Deployment no longer exists: for a delete, already done
+    CONFLICT = "conflict"  # it changed since the snapshot (precondition failed): re-plan
+    ERROR = "error"
+    SKIPPED = "skipped"  # not attempted: dry run, paused, or stopping
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+    error: str | None = None
+
+
+# Event reasons per annotation stamp: (what happened, what was attempted). A failed attempt is
+# reported as `<attempt>Failed` or `<attempt>Conflict`.
+_STAMP_REASONS: dict[Reason, tuple[str, str]] = {
+    Reason.OBSERVED_LIVE: ("MarkedLive", "MarkLive"),
+    Reason.LIVE_AGAIN: ("LiveAgain", "MarkLiveAgain"),
+    Reason.OBSERVED_RETIRED: ("MarkedRetired", "MarkRetired"),
+    Reason.MALFORMED_ANNOTATION: ("MalformedAnnotation", "RestampAnnotation"),
+    Reason.ABANDONED: ("Abandoned", "MarkAbandoned"),
+    Reason.DRAIN_STARTED: ("DrainStarted", "MarkDrainStarted"),
+    Reason.DRAIN_RESET: ("DrainReset", "MarkDrainReset"),
+}
+_KIND_REASONS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.ANNOTATE: ("Annotated", "Annotate"),
+    ActionKind.SCALE: ("ScaledDown", "ScaleDown"),
+    ActionKind.DELETE: ("Deleted", "Delete"),
+}
+# Successes that still report a problem someone should fix, so they show among the Warnings.
+_WARNING_REASONS = frozenset({Reason.MALFORMED_ANNOTATION})
+
+
+def event_reason(action: Action, outcome: Outcome) -> str:
+    """The CamelCase Event reason for what happened to `action`."""
+    if action.kind is ActionKind.ANNOTATE and action.reason in _STAMP_REASONS:
+        done, attempt = _STAMP_REASONS[action.reason]
+    else:
+        done, attempt = _KIND_REASONS[action.kind]
+    if outcome is Outcome.OK:
+        return done
+    if outcome is Outcome.GONE:
+        return "AlreadyDeleted"
+    if outcome is Outcome.CONFLICT:
+        return f"{attempt}Conflict"
+    return f"{attempt}Failed"
+
+
+def event_type(action: Action, outcome: Outcome) -> EventType:
+    if outcome in (Outcome.CONFLICT, Outcome.ERROR):
+        return "Warning"
+    if outcome is Outcome.OK and action.reason in _WARNING_REASONS:
+        return "Warning"
+    return "Normal"
+
+
+def _deployment_path(action: Action, subresource: str = "") -> str:
+    path = resource_path("apps/v1", "deployments", namespace=action.namespace, name=action.name)
+    return f"{path}/{subresource}" if subresource else path
+
+
+class Executor:
+    """Applies plans with the given API client; one per process, reused across cycles."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        recorder: EventRecorder,
+        *,
+        app_label: str = "app",
+        color_label: str = "color",
+        dry_run: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        """`timeout` (seconds) bounds one action's API calls, so a hung apiserver cannot hold
+        the cycle (and a SIGTERM waiting on it) forever; 30 s is far above a healthy answer."""
+        self._api = api
+        self._recorder = recorder
+        self.app_label = app_label
+        self.color_label = color_label
+        self.dry_run = dry_run
+        self.timeout = timeout
+
+    async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
+        """Apply the plan's actions in order; one result per action, in the same order.
+
+        Errors are reported in the results, never raised (except cancellation): one failed
+        action does not stop the others. `stop` is looked at between actions: the action under
+        way finishes, the rest are skipped.
+        """
+        results: list[ActionResult] = []
+        dry_run = plan.dry_run or self.dry_run
+        for action in plan.actions:
+            if dry_run:
+                results.append(self._skip(action, "dry-run", dry_run=True))
+            elif plan.paused:
+                results.append(self._skip(action, "paused", dry_run=False))
+            elif stop is not None and stop.is_set():
+                results.append(self._skip(action, "stopping", dry_run=False))
+            else:
+                results.append(await self._apply_one(action))
+        return results
+
+    async def _apply_one(self, action: Action) -> ActionResult:
+        """Apply one action now, whatever dry-run says; log it and record its Event."""
+        result = await self._perform(action)
+        fields = self._fields(action, result.outcome)
+        if result.outcome in (Outcome.OK, Outcome.GONE):
+            log.info("action applied", **fields, dry_run=False)
+        else:
+            log.warning("action applied", **fields, dry_run=False, error=result.error)
+        note = action.message
+        if result.error:
+            note = f"{note} ({result.outcome}: {result.error})"
+        await self._recorder.emit(
+            kind="Deployment",
+            api_version="apps/v1",
+            namespace=action.namespace,
+            name=action.name,
+            uid=action.uid,
+            type=event_type(action, result.outcome),
+            reason=event_reason(action, result.outcome),
+            note=note,
+            action=action.kind.value.capitalize(),
+        )
+        if result.outcome is Outcome.OK and action.kind is ActionKind.ANNOTATE:
+            await self._stamp_pods(action)
+        return result
+
+    def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
+        log.info(
+            "action skipped", **self._fields(action, Outcome.SKIPPED), dry_run=dry_run, why=why
+        )
+        return ActionResult(action, Outcome.SKIPPED)
+
+    @staticmethod
+    def _fields(action: Action, outcome: Outcome) -> dict[str, Any]:
+        return {
+            "namespace": action.namespace,
+            "app": action.app,
+            "color": action.color,
+            "deployment": action.name,
+            "action": action.kind.value,
+            "reason": action.reason.value,
+            "connections": action.connections,
+            "outcome": outcome.value,
+            "message": action.message,
+        }
+
+    async def _perform(self, action: Action) -> ActionResult:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if action.kind is ActionKind.ANNOTATE:
+                    await self._annotate(action, action.resource_version)
+                elif action.kind is ActionKind.SCALE:
+                    await self._scale_down(action)
+                elif action.kind is ActionKind.DELETE:
+                    await self._delete(action)
+                else:  # pragma: no cover - a new ActionKind without executor support
+                    return ActionResult(action, Outcome.ERROR, f"unknown kind {action.kind}")
+        except NotFound as exc:
+            return ActionResult(
+                action, Outcome.GONE, None if action.kind is ActionKind.DELETE else str(exc)
+            )
+        except Conflict as exc:
+            return ActionResult(action, Outcome.CONFLICT, str(exc))
+        except KubeError as exc:
+            return ActionResult(action, Outcome.ERROR, str(exc))
+        except TimeoutError:
+            return ActionResult(action, Outcome.ERROR, f"timed out after {self.timeout:g}s")
+        except Exception as exc:  # a bug must cost one action, not the cycle
+            log.exception("action crashed", namespace=action.namespace, deployment=action.name)
+            return ActionResult(action, Outcome.ERROR, f"{type(exc).__name__}: {exc}")
+        return ActionResult(action, Outcome.OK)
+
+    async def _annotate(self, action: Action, resource_version: str) -> str:
+        """Merge-patch the action's annotations; the resourceVersion in the body is a
+        precondition. Returns the new resourceVersion."""
+        body = {
+            "metadata": {
+                "resourceVersion": resource_version,
+                # None becomes JSON null, which a merge patch reads as "remove".
+                "annotations": dict(action.annotations),
+            }
+        }
+        answer = await request_json(
+            self._api, "PATCH", _deployment_path(action), body=body, content_type=MERGE_PATCH
+        )
+        return str(answer.get("metadata", {}).get("resourceVersion") or "")
+
+    async def _scale_down(self, action: Action) -> None:
+        resource_version = action.resource_version
+        if action.annotations:
+            resource_version = await self._annotate(action, resource_version)
+        # Through /scale, never spec.replicas on the Deployment itself: the scale subresource
+        # cannot touch the pod template, and a template change would roll every pod and cut
+        # every connection the color still holds. The Scale's resourceVersion is the
+        # Deployment's, so it is a precondition here too.
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": 0}}
+        await request_json(
+            self._api,
+            "PATCH",
+            _deployment_path(action, "scale"),
+            body=body,
+            content_type=MERGE_PATCH,
+        )
+
+    async def _delete(self, action: Action) -> None:
+        preconditions: dict[str, str] = {}
+        if action.uid:
+            preconditions["uid"] = action.uid
+        if action.resource_version:
+            preconditions["resourceVersion"] = action.resource_version
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": preconditions,
+            # The ReplicaSets and pods go too, but the call returns without waiting for them.
+            "propagationPolicy": "Background",
+        }
+        await request_json(self._api, "DELETE", _deployment_path(action), body=body)
+
+    async def _stamp_pods(self, action: Action) -> None:
+        """Mark or unmark the color's pods as retired after a stamp that changes retirement."""
+        if RETIRED_AT in action.annotations and action.annotations[RETIRED_AT] is not None:
+            value: str | None = RETIRED_PHASE
+        elif action.reason is Reason.LIVE_AGAIN:
+            value = None
+        else:
+            return
+        fields: dict[str, Any] = {
+            "namespace": action.namespace,
+            "app": action.app,
+            "color": action.color,
+            "deployment": action.name,
+        }
+        selector = f"{self.app_label}={action.app},{self.color_label}={action.color}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                listing = await request_json(
+                    self._api,
+                    "GET",
+                    resource_path("v1", "pods", namespace=action.namespace),
+                    query={"labelSelector": selector},
+                )
+        except (KubeError, TimeoutError) as exc:
+            log.warning("pods not listed", **fields, selector=selector, error=str(exc) or "timeout")
+            return
+        names = [
+            str(item["metadata"]["name"])
+            for item in listing.get("items") or []
+            if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
+        ]
+        limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
+
+        async def patch(name: str) -> bool:
+            body = {"metadata": {"annotations": {PHASE: value}}}
+            path = resource_path("v1", "pods", namespace=action.namespace, name=name)
+            async with limit:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await request_json(
+                            self._api, "PATCH", path, body=body, content_type=MERGE_PATCH
+                        )
+                except NotFound:
+                    return True  # the pod went away meanwhile: nothing left to mark
+                except (KubeError, TimeoutError) as exc:
+                    log.warning(
+                        "pod not annotated", **fields, pod=name, error=str(exc) or "timeout"
+                    )
+                    return False
+            return True
+
+        done = await asyncio.gather(*(patch(name) for name in names))
+        log.info(
+            "pods annotated",
+            **fields,
+            phase=value,
+            pods=len(names),
+            failed=len(names) - sum(done),
+        )

@@ -203,6 +203,9 @@ class ColorPlan(NamedTuple):
     drained_since: datetime | None
     note: str  # why the color is in this state / why it is held, one line
     actions: tuple[Action, ...] = ()
+    # A scale-down or delete that was due but not planned (paused, or the disruption budget of
+    # the cycle spent): the reason it was due. The note says what would have been done.
+    held: Reason | None = None
 
     def retired_for(self, now: datetime) -> timedelta | None:
         return None if self.retired_at is None else now - self.retired_at

@@ -1,0 +1,358 @@
+"""Asks Prometheus how many connections every color holds: one pinned instant query per distinct
+connections query, parsed strictly, with every fault turned into an *unknown* result and a short
+human cause. A missing series is unknown, never zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.logs import get_logger
+
+log = get_logger(__name__)
+
+# The client waits this much longer than the `timeout` it asks Prometheus for, so a slow query
+# is normally ended by Prometheus itself, with its own error body, rather than by a cut socket.
+_CLIENT_GRACE = timedelta(seconds=1)
+# Messages carry at most this much of a body or an error text: enough to recognise it in a log
+# line or an Event, not enough to flood them.
+_MAX_TEXT = 200
+
+ColorKey = tuple[str, str, str]
+"""(namespace, app, color)"""
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class PrometheusError(Exception):
+    """A query failed; `cause` is the short human sentence shown as the reason it is unknown."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class PrometheusUnreachable(PrometheusError):
+    """No HTTP answer at all: connection refused, name not resolved, connection dropped."""
+
+
+class PrometheusTimeout(PrometheusError):
+    """No complete answer within the policy's timeout."""
+
+
+class PrometheusAPIError(PrometheusError):
+    """Prometheus answered with an error: an HTTP error status or `status: error`."""
+
+    def __init__(self, cause: str, *, http_status: int, error_type: str, error: str) -> None:
+        super().__init__(cause)
+        self.http_status = http_status
+        self.error_type = error_type
+        self.error = error
+
+
+class PrometheusBadResponse(PrometheusError):
+    """An answer that is not what the API documents: not JSON, wrong shape, wrong result type."""
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One series of an instant vector. `value` may be NaN or infinite: Prometheus sends those."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Vector:
+    """An instant query's result, with Prometheus' warnings (they mean partial data)."""
+
+    samples: tuple[Sample, ...]
+    warnings: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Every color's connections as one connections query saw them at one instant."""
+
+    query: ConnectionsQuery
+    at: datetime
+    by_color: Mapping[ColorKey, Connections] = field(default_factory=dict)
+    error: str | None = None
+    """The whole query failed: every color is unknown with this cause."""
+    warnings: tuple[str, ...] = ()
+    """Problems that did not fail the query (series without the color labels...)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def get(self, namespace: str, app: str, color: str) -> Connections:
+        if self.error is not None:
+            return Connections.unknown(self.error)
+        return self.by_color.get((namespace, app, color), NO_SERIES)
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class PrometheusClient:
+    """Instant queries against one Prometheus server, over a session the caller owns."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: PrometheusSettings) -> None:
+        self._session = session
+        self._settings = settings
+        self._url = settings.url.rstrip("/") + "/api/v1/query"
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=(settings.timeout + _CLIENT_GRACE).total_seconds()
+        )
+
+    @property
+    def settings(self) -> PrometheusSettings:
+        return self._settings
+
+    async def query(self, expr: str, *, at: datetime) -> Vector:
+        """One instant query evaluated at `at` (an aware datetime); raises PrometheusError."""
+        form = {
+            "query": expr,
+            "time": format_timestamp(at),
+            "timeout": format_duration(self._settings.timeout),
+        }
+        try:
+            async with self._session.post(
+                self._url, data=form, timeout=self._client_timeout
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:
+            raise PrometheusTimeout(
+                f"prometheus timed out after {format_duration(self._settings.timeout)}"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise PrometheusUnreachable(f"prometheus unreachable: {_connect_cause(exc)}") from exc
+        except aiohttp.ClientError as exc:
+            raise PrometheusUnreachable(
+                f"prometheus unreachable: {_shorten(str(exc) or type(exc).__name__)}"
+            ) from exc
+        return parse_response(status, body)
+
+    async def connections(self, query: ConnectionsQuery, *, at: datetime) -> QueryResult:
+        """Every color's connections; a Prometheus fault gives an unknown result, never raises."""
+        expr = query.query if query.query is not None else query.selector
+        try:
+            vector = await self.query(expr, at=at)
+        except PrometheusError as exc:
+            log.warning("prometheus query failed", cause=exc.cause, query=_shorten(expr))
+            return QueryResult(query=query, at=at, error=exc.cause)
+        if vector.warnings:
+            # Partial data could hide some pods' connections and pass for a drain.
+            cause = "partial data: " + _shorten("; ".join(vector.warnings))
+            log.warning("prometheus query failed", cause=cause, query=_shorten(expr))
+            return QueryResult(query=query, at=at, error=cause, warnings=vector.warnings)
+        result = group_connections(query, vector, at=at)
+        for warning in result.warnings:
+            log.warning("prometheus result partly ignored", cause=warning, query=_shorten(expr))
+        return result
+
+
+async def fetch_connections(
+    client: PrometheusClient, queries: Iterable[ConnectionsQuery], *, at: datetime
+) -> dict[ConnectionsQuery, QueryResult]:
+    """Runs every distinct query concurrently, all pinned to the same instant."""
+    distinct = list(dict.fromkeys(queries))
+    results = await asyncio.gather(*(client.connections(q, at=at) for q in distinct))
+    return dict(zip(distinct, results, strict=True))
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+
+def parse_response(status: int, body: bytes) -> Vector:
+    """An HTTP status and body from /api/v1/query into a Vector; raises PrometheusError."""
+    try:
+        doc: Any = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        if status >= 400:
+            raise PrometheusAPIError(
+                f"prometheus HTTP {status}: {_shorten_body(body)}",
+                http_status=status,
+                error_type="",
+                error=_shorten_body(body),
+            )
+        raise PrometheusBadResponse(f"prometheus answered non-JSON: {_shorten_body(body)}")
+    if status >= 400 or doc.get("status") != "success":
+        error_type = str(doc.get("errorType") or f"http {status}")
+        error = str(doc.get("error") or "no error message")
+        raise PrometheusAPIError(
+            f"prometheus error ({error_type}): {_shorten(error)}",
+            http_status=status,
+            error_type=error_type,
+            error=error,
+        )
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusBadResponse("prometheus answered without data")
+    result_type = data.get("resultType")
+    if result_type != "vector":
+        raise PrometheusBadResponse(
+            f"prometheus returned a {_shorten(str(result_type))}, expected a vector"
+        )
+    raw = data.get("result")
+    if not isinstance(raw, list):
+        raise PrometheusBadResponse("prometheus answered a vector that is not a list")
+    samples = tuple(_parse_sample(item, i) for i, item in enumerate(raw))
+    warnings = doc.get("warnings") or []
+    if not isinstance(warnings, list):
+        warnings = [warnings]
+    return Vector(samples=samples, warnings=tuple(str(w) for w in warnings))
+
+
+def _parse_sample(item: Any, index: int) -> Sample:
+    if not isinstance(item, dict):
+        raise PrometheusBadResponse(f"prometheus vector item {index} is not an object")
+    metric = item.get("metric", {})
+    if not isinstance(metric, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metric.items()
+    ):
+        raise PrometheusBadResponse(f"prometheus vector item {index} has malformed labels")
+    pair = item.get("value")
+    # The API sends [<unix time as a number>, "<value as a string>"]; a bare number would mean
+    # something else is answering.
+    if (
+        not isinstance(pair, list)
+        or len(pair) != 2
+        or not isinstance(pair[1], str)
+        or not isinstance(pair[0], int | float)
+    ):
+        raise PrometheusBadResponse(
+            f"prometheus vector item {index} has a malformed value: {_shorten(repr(pair))}"
+        )
+    try:
+        value = float(pair[1])
+    except ValueError:
+        raise PrometheusBadResponse(
+            f"prometheus vector item {index} has a non-numeric value: {_shorten(pair[1])}"
+        ) from None
+    return Sample(labels=MappingProxyType(dict(metric)), value=value)
+
+
+def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) -> QueryResult:
+    """Sums the series per (namespace, app, color); counts them too in metric mode.
+
+    A color with any NaN, infinite or negative series is unknown: summing it in would give a
+    number that means nothing, and a wrong low number looks like a drain.
+    """
+    label_names = (query.namespace_label, query.app_label, query.color_label)
+    sums: dict[ColorKey, float] = {}
+    counts: dict[ColorKey, int] = {}
+    bad: dict[ColorKey, str] = {}
+    unlabelled = 0
+    for sample in vector:
+        key = _color_key(sample.labels, label_names)
+        if key is None:
+            unlabelled += 1
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        if key in bad:
+            continue
+        problem = _bad_value(sample.value)
+        if problem is not None:
+            bad[key] = problem
+            continue
+        sums[key] = sums.get(key, 0.0) + sample.value
+
+    counting = query.query is None
+    by_color: dict[ColorKey, Connections] = {}
+    for key, count in counts.items():
+        if key in bad:
+            by_color[key] = Connections.unknown(bad[key])
+        else:
+            by_color[key] = Connections(value=sums[key], series=count if counting else None)
+    warnings: list[str] = []
+    if unlabelled:
+        warnings.append(
+            f"{unlabelled} series without all of the labels {', '.join(label_names)} ignored"
+        )
+    return QueryResult(
+        query=query, at=at, by_color=MappingProxyType(by_color), warnings=tuple(warnings)
+    )
+
+
+def _color_key(labels: Mapping[str, str], names: tuple[str, str, str]) -> ColorKey | None:
+    namespace, app, color = (labels.get(name, "") for name in names)
+    # Prometheus drops empty labels, but a relabelling rule can still produce one: an empty
+    # value names no color.
+    if not (namespace and app and color):
+        return None
+    return (namespace, app, color)
+
+
+def _bad_value(value: float) -> str | None:
+    if math.isnan(value):
+        return "prometheus returned NaN"
+    if math.isinf(value):
+        return f"prometheus returned {'+Inf' if value > 0 else '-Inf'}"
+    if value < 0:
+        return f"prometheus returned a negative count ({value:g})"
+    return None
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def format_timestamp(at: datetime) -> str:
+    """A Unix timestamp with milliseconds, as the API's `time` parameter takes it."""
+    if at.tzinfo is None:
+        # A naive datetime would be read as local time: a silent offset of hours.
+        raise ValueError("query time must be timezone-aware")
+    return f"{at.timestamp():.3f}"
+
+
+def format_duration(value: timedelta) -> str:
+    """Whole seconds as `10s`, anything finer as `1500ms`: both parse as Prometheus durations."""
+    ms = round(value.total_seconds() * 1000)
+    if ms % 1000 == 0:
+        return f"{ms // 1000}s"
+    return f"{ms}ms"
+
+
+def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {exc.host}"
+    # asyncio's strerror is "Connect call failed (host, port)"; the errno says why.
+    errno = exc.os_error.errno
+    text = os.strerror(errno) if errno else str(exc.os_error)
+    return _shorten(text.lower() or "cannot connect")
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 3] + "..."
+
+
+def _shorten_body(body: bytes) -> str:
+    text = _shorten(body[: _MAX_TEXT * 4].decode("utf-8", errors="replace"))
+    return text or "empty body"

@@ -1,0 +1,282 @@
+"""The Prometheus adapter against a scripted fake server on loopback: each fault becomes unknown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.prom import (
+    PrometheusAPIError,
+    PrometheusBadResponse,
+    PrometheusClient,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+    fetch_connections,
+)
+from tests.fakeprom import FakePrometheus, Reply, fakeprom, vector
+
+__all__ = ["fakeprom"]
+
+AT = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+METRIC = ConnectionsQuery(matchers='job="chat"')
+FREE = ConnectionsQuery(metric=None, query="sum by (namespace, app, color) (x)")
+
+
+def labels(ns: str, app: str, color: str, **extra: str) -> dict[str, str]:
+    return {"__name__": "rainbow_open_connections", "namespace": ns, "app": app, "color": color} | (
+        extra
+    )
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def client_for(session: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> PrometheusClient:
+    return PrometheusClient(
+        session, PrometheusSettings(url=url, timeout=timedelta(seconds=timeout))
+    )
+
+
+async def test_metric_mode_sums_and_counts_series_per_color(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body=vector(
+            (labels("chat", "web", "3c3fdc", pod="a"), "4"),
+            (labels("chat", "web", "3c3fdc", pod="b"), "1.5"),
+            (labels("chat", "web", "9d2cc9", pod="c"), "0"),
+            (labels("other", "web", "3c3fdc", pod="d"), "7"),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is None
+    assert result.get("chat", "web", "3c3fdc") == Connections(value=5.5, series=2)
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=0.0, series=1)
+    assert result.get("other", "web", "3c3fdc") == Connections(value=7.0, series=1)
+    # Absent from the answer: unknown, never zero.
+    assert result.get("chat", "web", "ffffff") == NO_SERIES
+    assert not result.get("chat", "web", "ffffff").known
+
+
+async def test_one_form_post_with_pinned_time_and_timeout(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    await client_for(session, fakeprom.url, timeout=2.5).connections(METRIC, at=AT)
+    assert len(fakeprom.requests) == 1
+    req = fakeprom.requests[0]
+    assert req.method == "POST"
+    assert req.path == "/api/v1/query"
+    assert req.content_type == "application/x-www-form-urlencoded"
+    assert req.query_string == {}
+    assert req.form["query"] == 'rainbow_open_connections{job="chat"}'
+    assert float(req.form["time"]) == pytest.approx(AT.timestamp(), abs=0.001)
+    assert req.form["timeout"] == "2500ms"
+
+
+async def test_free_query_mode_sums_without_series_counts(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body=vector(
+            ({"namespace": "chat", "app": "web", "color": "3c3fdc"}, "3"),
+            ({"namespace": "chat", "app": "web", "color": "3c3fdc", "zone": "b"}, "2"),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(FREE, at=AT)
+    assert fakeprom.requests[0].form["query"] == FREE.query
+    assert result.get("chat", "web", "3c3fdc") == Connections(value=5.0, series=None)
+
+
+async def test_custom_label_names_group_the_series(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    query = ConnectionsQuery(
+        namespace_label="kubernetes_namespace", app_label="label_app", color_label="label_color"
+    )
+    fakeprom.reply = Reply(
+        body=vector(
+            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c"}, "2"),
+            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c"}, "3"),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    assert result.get("n", "a", "c") == Connections(value=5.0, series=2)
+
+
+@pytest.mark.parametrize(
+    ("raw", "cause"),
+    [("NaN", "NaN"), ("+Inf", "+Inf"), ("-Inf", "-Inf"), ("-2", "negative")],
+)
+async def test_bad_values_make_only_that_color_unknown(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession, raw: str, cause: str
+) -> None:
+    fakeprom.reply = Reply(
+        body=vector(
+            (labels("chat", "web", "3c3fdc", pod="a"), "4"),
+            (labels("chat", "web", "3c3fdc", pod="b"), raw),
+            (labels("chat", "web", "9d2cc9", pod="c"), "1"),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is None
+    bad = result.get("chat", "web", "3c3fdc")
+    assert not bad.known
+    assert cause in bad.cause
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
+
+
+async def test_series_missing_a_label_are_ignored_with_a_warning(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body=vector(
+            (labels("chat", "web", "3c3fdc"), "4"),
+            ({"namespace": "chat", "app": "web"}, "100"),
+            ({"namespace": "chat", "color": "3c3fdc"}, "100"),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is None
+    assert result.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=1)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith("2 series")
+
+
+def unknown_everywhere(result_get: Connections, cause: str) -> None:
+    assert not result_get.known
+    assert result_get.cause == cause
+
+
+async def test_status_error_in_a_200(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body={"status": "error", "errorType": "execution", "error": "many-to-many matching"}
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error == "prometheus error (execution): many-to-many matching"
+    unknown_everywhere(result.get("chat", "web", "3c3fdc"), result.error)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "error"),
+    [
+        (503, "timeout", "query timed out in expression evaluation"),
+        (422, "execution", "query processing would load too many samples into memory"),
+        (400, "bad_data", 'invalid parameter "query": 1:10: parse error'),
+    ],
+)
+async def test_http_errors_with_prometheus_error_body(
+    fakeprom: FakePrometheus,
+    session: aiohttp.ClientSession,
+    status: int,
+    error_type: str,
+    error: str,
+) -> None:
+    fakeprom.reply = Reply(
+        status=status, body={"status": "error", "errorType": error_type, "error": error}
+    )
+    client = client_for(session, fakeprom.url)
+    result = await client.connections(METRIC, at=AT)
+    assert result.error == f"prometheus error ({error_type}): {error}"
+    with pytest.raises(PrometheusAPIError) as raised:
+        await client.query("x", at=AT)
+    assert raised.value.http_status == status
+    assert raised.value.error_type == error_type
+
+
+async def test_http_error_without_json_body_is_cut_short(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(status=502, body=b"<html>" + b"bad gateway " * 200 + b"</html>")
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is not None
+    assert result.error.startswith("prometheus HTTP 502: <html>bad gateway")
+    assert len(result.error) < 260
+
+
+async def test_non_json_body(fakeprom: FakePrometheus, session: aiohttp.ClientSession) -> None:
+    fakeprom.reply = Reply(body=b"this is not json")
+    client = client_for(session, fakeprom.url)
+    result = await client.connections(METRIC, at=AT)
+    assert result.error == "prometheus answered non-JSON: this is not json"
+    with pytest.raises(PrometheusBadResponse):
+        await client.query("x", at=AT)
+
+
+async def test_wrong_result_type(fakeprom: FakePrometheus, session: aiohttp.ClientSession) -> None:
+    fakeprom.reply = Reply(
+        body={"status": "success", "data": {"resultType": "matrix", "result": []}}
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error == "prometheus returned a matrix, expected a vector"
+
+
+async def test_warnings_mean_partial_data(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body=vector(
+            (labels("chat", "web", "3c3fdc"), "4"),
+            warnings=["remote read store-b: connection refused"],
+        )
+    )
+    client = client_for(session, fakeprom.url)
+    result = await client.connections(METRIC, at=AT)
+    assert result.error == "partial data: remote read store-b: connection refused"
+    assert result.warnings == ("remote read store-b: connection refused",)
+    # Even the colors that did come back are unknown: their sum may be missing pods.
+    unknown_everywhere(result.get("chat", "web", "3c3fdc"), result.error)
+    vec = await client.query("x", at=AT)
+    assert vec.warnings == ("remote read store-b: connection refused",)
+
+
+async def test_hang_past_the_timeout(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(hang=True)
+    client = client_for(session, fakeprom.url, timeout=0.2)
+    result = await client.connections(METRIC, at=AT)
+    assert result.error == "prometheus timed out after 200ms"
+    with pytest.raises(PrometheusTimeout) as raised:
+        await client.query("x", at=AT)
+    assert isinstance(raised.value.__cause__, TimeoutError)
+
+
+async def test_connection_refused(fakeprom: FakePrometheus, session: aiohttp.ClientSession) -> None:
+    url = fakeprom.url
+    await fakeprom.stop()
+    client = client_for(session, url)
+    result = await client.connections(METRIC, at=AT)
+    assert result.error == "prometheus unreachable: connection refused"
+    with pytest.raises(PrometheusUnreachable) as raised:
+        await client.query("x", at=AT)
+    assert isinstance(raised.value.__cause__, aiohttp.ClientConnectorError)
+
+
+async def test_fetch_connections_sends_one_request_per_distinct_query(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(body=vector((labels("chat", "web", "3c3fdc"), "4")))
+    other = ConnectionsQuery(matchers='job="other"')
+    same_as_metric = ConnectionsQuery(matchers='job="chat"')
+    results = await fetch_connections(
+        client_for(session, fakeprom.url), [METRIC, other, same_as_metric, METRIC], at=AT
+    )
+    assert set(results) == {METRIC, other}
+    assert sorted(r.form["query"] for r in fakeprom.requests) == sorted(
+        [METRIC.selector, other.selector]
+    )
+    assert {r.form["time"] for r in fakeprom.requests} == {f"{AT.timestamp():.3f}"}
+    for q, result in results.items():
+        assert result.query == q
+        assert result.at == AT
+        assert result.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=1)

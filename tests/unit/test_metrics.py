@@ -1,0 +1,186 @@
+"""The metrics registry: per-color series follow the latest plan, counters count what happened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rainbowd.core.model import (
+    Action,
+    ActionKind,
+    AppPlan,
+    BlockReason,
+    ColorPlan,
+    Connections,
+    Plan,
+    Reason,
+    State,
+)
+from rainbowd.kube.executing import ActionResult, Outcome
+from rainbowd.metrics import Metrics, PrometheusErrorCause
+
+NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(metrics: Metrics) -> Samples:
+    text = generate_latest(metrics.registry).decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def names(samples: Samples, name: str) -> list[dict[str, str]]:
+    return [dict(labels) for (n, labels) in samples if n == name]
+
+
+def color(
+    name: str,
+    state: State,
+    *,
+    conns: float | None,
+    retired_ago: timedelta | None = None,
+    replicas: int = 2,
+    app: str = "chat",
+) -> ColorPlan:
+    return ColorPlan(
+        namespace="ns",
+        app=app,
+        color=name,
+        name=f"{app}-{name}",
+        state=state,
+        rule="r",
+        replicas=replicas,
+        ready_replicas=replicas,
+        connections=Connections(conns, series=replicas)
+        if conns is not None
+        else Connections.unknown("no series"),
+        created_at=NOW - timedelta(days=1),
+        retired_at=None if retired_ago is None else NOW - retired_ago,
+        drained_since=None,
+        note="",
+    )
+
+
+def make_plan(*colors: ColorPlan, blocked: BlockReason | None = None) -> Plan:
+    return Plan(
+        now=NOW,
+        apps=(
+            AppPlan(
+                namespace="ns", app="chat", rule="r", blocked=blocked, message="", colors=colors
+            ),
+        ),
+    )
+
+
+def test_per_color_series_follow_the_latest_plan() -> None:
+    metrics = Metrics()
+    metrics.observe_plan(
+        make_plan(
+            color("aaaaaa", State.LIVE, conns=40),
+            color("bbbbbb", State.DRAINING, conns=7, retired_ago=timedelta(minutes=5)),
+            color("cccccc", State.UNKNOWN_CONNECTIONS, conns=None, retired_ago=timedelta(hours=1)),
+        )
+    )
+    s = scrape(metrics)
+    assert value(s, "rainbowd_color_connections", namespace="ns", app="chat", color="aaaaaa") == 40
+    assert value(s, "rainbowd_color_connections", namespace="ns", app="chat", color="bbbbbb") == 7
+    # Unknown connections have no series at all, never a 0 that would read as drained.
+    unknown = value(s, "rainbowd_color_connections", namespace="ns", app="chat", color="cccccc")
+    assert unknown is None
+    assert (
+        value(
+            s, "rainbowd_color_state", namespace="ns", app="chat", color="bbbbbb", state="draining"
+        )
+        == 1
+    )
+    states = {
+        (d["color"], d["state"]) for d in names(s, "rainbowd_color_state") if d["app"] == "chat"
+    }
+    assert states == {
+        ("aaaaaa", "live"),
+        ("bbbbbb", "draining"),
+        ("cccccc", "unknown-connections"),
+    }
+    assert (
+        value(s, "rainbowd_color_retired_seconds", namespace="ns", app="chat", color="bbbbbb")
+        == 300
+    )
+    assert (
+        value(s, "rainbowd_color_retired_seconds", namespace="ns", app="chat", color="aaaaaa")
+        is None
+    )
+    assert value(s, "rainbowd_colors", namespace="ns", app="chat", state="live") == 1
+    assert value(s, "rainbowd_colors", namespace="ns", app="chat", state="draining") == 1
+    assert names(s, "rainbowd_app_blocked") == []
+
+    # The next cycle: bbbbbb was deleted, the app is blocked. Its series vanish.
+    metrics.observe_plan(
+        make_plan(
+            color("aaaaaa", State.LIVE, conns=41),
+            blocked=BlockReason.LIVE_NOT_AVAILABLE,
+        )
+    )
+    s = scrape(metrics)
+    colors_left = {d["color"] for d in names(s, "rainbowd_color_state")}
+    assert colors_left == {"aaaaaa"}
+    assert names(s, "rainbowd_color_retired_seconds") == []
+    assert (
+        value(s, "rainbowd_app_blocked", namespace="ns", app="chat", reason="live-not-available")
+        == 1
+    )
+    assert value(s, "rainbowd_colors", namespace="ns", app="chat", state="draining") is None
+
+
+def test_no_plan_yet_exports_no_color_series() -> None:
+    s = scrape(Metrics())
+    assert names(s, "rainbowd_color_state") == []
+    assert value(s, "rainbowd_prometheus_errors_total", cause="timeout") == 0
+
+
+def test_counters_and_gauges() -> None:
+    metrics = Metrics()
+    action = Action(
+        kind=ActionKind.SCALE,
+        namespace="ns",
+        name="chat-bbbbbb",
+        app="chat",
+        color="bbbbbb",
+        uid="u",
+        resource_version="1",
+        reason=Reason.DRAINED,
+        message="drained",
+    )
+    metrics.record_actions(
+        [
+            ActionResult(action, Outcome.OK),
+            ActionResult(action, Outcome.CONFLICT, "changed"),
+            ActionResult(action, Outcome.OK),
+        ]
+    )
+    metrics.record_prometheus_errors([PrometheusErrorCause.TIMEOUT, PrometheusErrorCause.TIMEOUT])
+    metrics.policy_valid.set(0)
+    metrics.leader.set(1)
+    metrics.watch_informers(
+        lambda: {"deployments": {"watch_events": 5, "relists": 1}, "services": {"relists": 2}}
+    )
+    s = scrape(metrics)
+    key = {"action": "scale", "reason": "drained"}
+    assert value(s, "rainbowd_actions_total", **key, outcome="ok") == 2
+    assert value(s, "rainbowd_actions_total", **key, outcome="conflict") == 1
+    assert value(s, "rainbowd_prometheus_errors_total", cause="timeout") == 2
+    assert value(s, "rainbowd_prometheus_errors_total", cause="query") == 0
+    assert value(s, "rainbowd_policy_valid") == 0
+    assert value(s, "rainbowd_leader") == 1
+    assert value(s, "rainbowd_informer_relists_total", resource="services") == 2
+    assert value(s, "rainbowd_informer_watch_events_total", resource="deployments") == 5
+    assert value(s, "rainbowd_informer_watch_events_total", resource="services") is None

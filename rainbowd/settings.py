@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rainbowd.core import durations
+
 ENV_PREFIX = "RAINBOWD_"
 # Where Kubernetes mounts a pod's service-account namespace: the in-cluster convention.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -131,34 +133,10 @@ class Settings:
 
 # --- value parsers: each takes the text and returns the value or raises ValueError ---------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
 
 def parse_duration(text: str) -> float:
-    """A Go duration (`30s`, `1m30s`, `500ms`, `1.5h`) to seconds."""
-    value = text.strip()
-    if value == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    while pos < len(value):
-        match = _DURATION_PART.match(value, pos)
-        if match is None:
-            raise ValueError(f"expected a duration like 30s, 1m30s or 500ms, got {text!r}")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos == 0:
-        raise ValueError(f"expected a duration like 30s, 1m30s or 500ms, got {text!r}")
-    return total
+    """A Go duration (`30s`, `1m30s`, `500ms`, `1.5h`) to seconds, as the policy writes them."""
+    return durations.parse_duration(text).total_seconds()
 
 
 def _positive_duration(text: str) -> float:

@@ -1,0 +1,98 @@
+"""Reading a policy from YAML text or a file: the decoding layer in front of `parse_policy`.
+
+Lives outside `core` because core imports no yaml. Every error it raises, whether YAML or
+policy, is prefixed with the source name (the path as given) so people know which file is wrong.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rainbowd.core.policy import Policy, PolicyError, parse_policy
+
+CONFIGMAP_KEY = "policy.yaml"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys: PyYAML keeps the last one silently, so a knob
+    repeated further down would quietly win over the one the reader sees first."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key; construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"duplicate key {key!r}",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None:
+            return f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML: {exc}"
+
+
+def _prefixed(source: str, errors: list[str]) -> PolicyError:
+    return PolicyError([f"{source}: {error}" for error in errors])
+
+
+def load_policy_text(text: str, *, source: str) -> Policy:
+    """Decode and validate a policy.yaml text (or a ConfigMap holding one under `policy.yaml`)."""
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise _prefixed(source, [_yaml_error(exc)]) from exc
+    if document is None:
+        raise _prefixed(source, ["empty document: expected a DrainPolicy"])
+    if isinstance(document, dict) and document.get("kind") == "ConfigMap":
+        data = document.get("data")
+        embedded = data.get(CONFIGMAP_KEY) if isinstance(data, dict) else None
+        if not isinstance(embedded, str):
+            raise _prefixed(
+                source, [f'a ConfigMap without data["{CONFIGMAP_KEY}"]: nothing to read']
+            )
+        return load_policy_text(embedded, source=f'{source}: data["{CONFIGMAP_KEY}"]')
+    try:
+        return parse_policy(document)
+    except PolicyError as exc:
+        raise _prefixed(source, exc.errors) from None
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """Read and validate a policy file; `-` reads standard input."""
+    if str(path) == "-":
+        return load_policy_text(sys.stdin.read(), source="<stdin>")
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _prefixed(source, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    except OSError as exc:
+        raise _prefixed(source, [f"cannot read: {exc.strerror or exc}"]) from exc
+    return load_policy_text(text, source=source)

@@ -1,0 +1,519 @@
+"""List-then-watch caches of Deployments, Services and ConfigMaps, kept as model objects.
+
+`Informer` owns one resource's store and its LIST/WATCH loop (raw JSON, bookmarks, 410 re-lists,
+backoff on dropped streams); `ClusterCache` runs the Deployment and Service informers the daemon
+reads each cycle. In steady state the only request in flight is the long-running WATCH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import Deployment, Service
+from rainbowd.core.objects import deployment_from_k8s, service_from_k8s
+from rainbowd.kube.clients import (
+    Gone,
+    KubeError,
+    open_stream,
+    request_json,
+    resource_path,
+    status_error,
+)
+from rainbowd.logs import get_logger
+
+T = TypeVar("T")
+Key = tuple[str, str]  # (namespace, name)
+OnChange = Callable[[str, Key], None]
+
+log = get_logger(__name__)
+
+# Errors that mean "the connection or the apiserver went away", not "the apiserver said no".
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    group_version: str
+    plural: str
+    kind: str
+
+
+DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
+SERVICES = Resource("v1", "services", "Service")
+CONFIGMAPS = Resource("v1", "configmaps", "ConfigMap")
+
+# Dropped from cached ConfigMaps: managedFields is pure bookkeeping, and kubectl's
+# last-applied annotation repeats the whole data a second time.
+_DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def configmap_from_k8s(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A ConfigMap trimmed to metadata (without managedFields) and data."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+        raise ValueError("ConfigMap without metadata.name")
+    trimmed_meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = trimmed_meta.get("annotations")
+    if isinstance(annotations, Mapping):
+        trimmed_meta["annotations"] = {
+            k: v for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS
+        }
+    data = obj.get("data") or {}
+    if not isinstance(data, Mapping):
+        raise ValueError("ConfigMap data is not a mapping")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": trimmed_meta,
+        "data": dict(data),
+    }
+
+
+@dataclass(slots=True)
+class InformerStats:
+    """Counters exported as metrics; each only grows."""
+
+    lists: int = 0  # completed full LISTs (initial and re-lists)
+    list_pages: int = 0  # LIST requests, one per page
+    relists: int = 0  # LISTs after the first, forced by 410 Gone or an unexpected failure
+    watches: int = 0  # WATCH requests started
+    events: int = 0  # ADDED/MODIFIED/DELETED events applied
+    bookmarks: int = 0
+    errors: int = 0  # failed requests and dropped streams
+    bad_objects: int = 0  # objects left out because conversion failed
+
+    def add(self, other: InformerStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between retries after failures: exponential from `initial` seconds up to `cap`."""
+
+    initial: float = 0.5
+    cap: float = 30.0  # an apiserver restart takes ~10-30 s; retrying faster only adds load
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.cap, self.initial * (2 ** min(attempt, 20)))
+        # Full-range jitter between half and all of the ceiling spreads the reconnects of many
+        # informers (and many replicas) after an apiserver restart.
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class Informer(Generic[T]):
+    """One resource, cluster-wide or in one namespace, kept current by LIST then WATCH.
+
+    Objects are converted once per event with `convert`; objects it rejects are logged once and
+    left out. `run()` loops until cancelled; `synced` is set after the first full list.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        resource: Resource,
+        convert: Callable[[Mapping[str, Any]], T],
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        on_change: OnChange | None = None,
+        page_size: int = 500,
+        watch_timeout: int = 300,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.convert = convert
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.on_change = on_change
+        # 500 per page keeps one page's JSON around a few MB for Deployments.
+        self.page_size = page_size
+        # The server ends each watch after this long; re-watching from the last resourceVersion
+        # is cheap and bounds how long a silently dead connection can go unnoticed.
+        self.watch_timeout = watch_timeout
+        self.backoff = backoff
+        self.synced = asyncio.Event()
+        self.stats = InformerStats()
+        self._store: dict[Key, T] = {}
+        self._bad: dict[Key, str] = {}  # keys whose last version failed conversion
+        self._resource_version = ""
+        self._path = resource_path(resource.group_version, resource.plural, namespace=namespace)
+
+    @property
+    def resource_version(self) -> str:
+        return self._resource_version
+
+    def items(self) -> Mapping[Key, T]:
+        """The current store; read it, do not keep it across awaits."""
+        return self._store
+
+    def get(self, namespace: str, name: str) -> T | None:
+        return self._store.get((namespace, name))
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _fields(self) -> dict[str, str]:
+        out = {"resource": self.resource.plural}
+        if self.namespace is not None:
+            out["namespace"] = self.namespace
+        if self.label_selector:
+            out["label_selector"] = self.label_selector
+        if self.field_selector:
+            out["field_selector"] = self.field_selector
+        return out
+
+    async def run(self) -> None:
+        need_list = True
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                started = loop.time()
+                delivered = await self._watch()
+                # A watch that ended by the server's timeout is routine. One that ends at once
+                # and empty-handed, again and again, is a sick apiserver: back off from it.
+                if delivered or loop.time() - started >= 1.0:
+                    attempt = 0
+                    continue
+                log.debug("watch ended early", **self._fields())
+            except Gone as exc:
+                # The resourceVersion fell out of etcd's history: only a fresh LIST can say
+                # what exists now. Back off only if this keeps happening.
+                log.info("watch expired, listing again", error=str(exc), **self._fields())
+                need_list = True
+                if attempt == 0:
+                    attempt += 1
+                    continue
+            except KubeError as exc:
+                self.stats.errors += 1
+                log.warning("watch failed", error=str(exc), status=exc.status, **self._fields())
+            except TRANSPORT_ERRORS as exc:
+                self.stats.errors += 1
+                log.warning(
+                    "watch dropped",
+                    error=f"{type(exc).__name__}: {exc}",
+                    resource_version=self._resource_version,
+                    **self._fields(),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A bug or a malformed answer: nothing is known about the stream's position
+                # any more, so start over from a LIST rather than die.
+                self.stats.errors += 1
+                log.error("watch loop failed", exc_info=True, error=repr(exc), **self._fields())
+                need_list = True
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _list(self) -> None:
+        store: dict[Key, T] = {}
+        bad: dict[Key, str] = {}
+        token: str | None = None
+        resource_version = ""
+        while True:
+            answer = await request_json(
+                self.api,
+                "GET",
+                self._path,
+                query={
+                    "labelSelector": self.label_selector,
+                    "fieldSelector": self.field_selector,
+                    "limit": self.page_size,
+                    "continue": token,
+                },
+            )
+            self.stats.list_pages += 1
+            items = answer.get("items") or []
+            for obj in items:
+                self._convert_into(store, bad, obj)
+            meta = answer.get("metadata") or {}
+            resource_version = str(meta.get("resourceVersion") or "")
+            token = meta.get("continue") or None
+            if not token:
+                break
+        if not resource_version:
+            raise KubeError(f"LIST {self._path}: answer has no resourceVersion")
+        previous = self._store
+        self._store = store
+        self._bad = bad
+        self._resource_version = resource_version
+        if self.stats.lists > 0:
+            self.stats.relists += 1
+        self.stats.lists += 1
+        self.synced.set()
+        log.info(
+            "listed",
+            objects=len(store),
+            left_out=len(bad),
+            resource_version=resource_version,
+            **self._fields(),
+        )
+        self._notify_diff(previous, store)
+
+    def _convert_into(self, store: dict[Key, T], bad: dict[Key, str], obj: Any) -> None:
+        key = _key(obj)
+        try:
+            store[key] = self.convert(obj)
+        except Exception as exc:
+            message = str(exc)
+            if self._bad.get(key) != message:
+                self.stats.bad_objects += 1
+                log.warning("object left out", error=message, name=key[1], **self._fields())
+            bad[key] = message
+
+    def _notify_diff(self, before: Mapping[Key, T], after: Mapping[Key, T]) -> None:
+        if self.on_change is None:
+            return
+        for key in before.keys() - after.keys():
+            self._notify("DELETED", key)
+        for key, value in after.items():
+            old = before.get(key)
+            if old is None:
+                self._notify("ADDED", key)
+            elif old != value:
+                self._notify("MODIFIED", key)
+
+    def _notify(self, event: str, key: Key) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(event, key)
+        except Exception:
+            log.error("change callback failed", exc_info=True, event=event, **self._fields())
+
+    async def _watch(self) -> bool:
+        """One WATCH from the last resourceVersion; True when it delivered any event."""
+        self.stats.watches += 1
+        resp = await open_stream(
+            self.api,
+            "GET",
+            self._path,
+            query={
+                "watch": True,
+                "resourceVersion": self._resource_version,
+                "allowWatchBookmarks": True,
+                "timeoutSeconds": self.watch_timeout,
+                "labelSelector": self.label_selector,
+                "fieldSelector": self.field_selector,
+            },
+            # Bookmarks arrive about once a minute and the server closes the stream after
+            # watch_timeout: silence for longer than that means the connection is dead.
+            request_timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=10, sock_read=self.watch_timeout + 60
+            ),
+        )
+        delivered = False
+        try:
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return delivered
+                if not line.strip():
+                    continue
+                self._apply(json.loads(line))
+                delivered = True
+        finally:
+            # Not release(): a stream cut short must not go back into the connection pool.
+            resp.close()
+
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object")
+        if not isinstance(obj, Mapping):
+            raise KubeError(f"watch {self._path}: event without an object: {kind}")
+        if kind == "ERROR":
+            code = obj.get("code")
+            raise status_error(
+                code if isinstance(code, int) else 0,
+                str(obj.get("reason") or ""),
+                json.dumps(obj),
+            )
+        meta = obj.get("metadata")
+        rv = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        if kind == "BOOKMARK":
+            self.stats.bookmarks += 1
+            if rv:
+                self._resource_version = str(rv)
+            return
+        key = _key(obj)
+        self.stats.events += 1
+        if kind == "DELETED":
+            self._bad.pop(key, None)
+            if self._store.pop(key, None) is not None:
+                self._notify("DELETED", key)
+        elif kind in ("ADDED", "MODIFIED"):
+            try:
+                value = self.convert(obj)
+            except Exception as exc:
+                message = str(exc)
+                if self._bad.get(key) != message:
+                    self.stats.bad_objects += 1
+                    log.warning("object left out", error=message, name=key[1], **self._fields())
+                self._bad[key] = message
+                if self._store.pop(key, None) is not None:
+                    self._notify("DELETED", key)
+            else:
+                self._bad.pop(key, None)
+                existed = key in self._store
+                self._store[key] = value
+                self._notify("MODIFIED" if existed else "ADDED", key)
+        else:
+            raise KubeError(f"watch {self._path}: unknown event type {kind!r}")
+        if rv:
+            self._resource_version = str(rv)
+
+
+def _key(obj: Any) -> Key:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return ("", "")
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+class ClusterCache:
+    """Deployments and Services, cluster-wide or for a list of namespaces, as model objects.
+
+    `changed` is set on every change (the daemon clears it and debounces it into an early
+    wake-up); `run()` returns after `stop()`.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        namespaces: Sequence[str] | None = None,
+        label_selector: str | None = None,
+        watch_timeout: int = 300,
+        page_size: int = 500,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self.changed = asyncio.Event()
+        self._on_change = on_change
+        scopes: Sequence[str | None] = list(dict.fromkeys(namespaces)) if namespaces else [None]
+        self.deployment_informers: list[Informer[Deployment]] = [
+            Informer(
+                api,
+                DEPLOYMENTS,
+                deployment_from_k8s,
+                namespace=ns,
+                label_selector=label_selector,
+                on_change=self._changed,
+                page_size=page_size,
+                watch_timeout=watch_timeout,
+            )
+            for ns in scopes
+        ]
+        self.service_informers: list[Informer[Service]] = [
+            Informer(
+                api,
+                SERVICES,
+                service_from_k8s,
+                namespace=ns,
+                on_change=self._changed,
+                page_size=page_size,
+                watch_timeout=watch_timeout,
+            )
+            for ns in scopes
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
+
+    @property
+    def informers(self) -> list[Informer[Any]]:
+        return [*self.deployment_informers, *self.service_informers]
+
+    @property
+    def synced(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers)
+
+    def _changed(self, event: str, key: Key) -> None:
+        self.changed.set()
+        if self._on_change is not None:
+            self._on_change(event, key)
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """True once every informer has listed; False if `timeout` seconds pass first."""
+        try:
+            async with asyncio.timeout(timeout):
+                for inf in self.informers:
+                    await inf.synced.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def deployments(self) -> dict[str, list[Deployment]]:
+        return _grouped(self.deployment_informers)
+
+    def services(self) -> dict[str, list[Service]]:
+        return _grouped(self.service_informers)
+
+    def stats(self) -> InformerStats:
+        total = InformerStats()
+        for inf in self.informers:
+            total.add(inf.stats)
+        return total
+
+    async def run(self) -> None:
+        if self._running:
+            raise RuntimeError("ClusterCache.run() is already running")
+        self._running = True
+        self._stopped.clear()
+        self._tasks = [
+            asyncio.create_task(
+                inf.run(), name=f"informer {inf.resource.plural} {inf.namespace or '*'}"
+            )
+            for inf in self.informers
+        ]
+        stop = asyncio.create_task(self._stop.wait(), name="cluster cache stop")
+        try:
+            done, _ = await asyncio.wait([*self._tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                # Informers only end by raising: a bug, surfaced rather than hidden.
+                error = None if task is stop or task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+        finally:
+            stop.cancel()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(stop, *self._tasks, return_exceptions=True)
+            self._tasks = []
+            self._running = False
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Cancel the informers and wait until their tasks are finished."""
+        self._stop.set()
+        if self._running:
+            await self._stopped.wait()
+
+
+def _grouped(informers: Iterable[Informer[Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for inf in informers:
+        for (namespace, _), value in inf.items().items():
+            out.setdefault(namespace, []).append(value)
+    return out

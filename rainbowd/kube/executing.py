@@ -141,7 +141,9 @@ class Executor:
         for action in plan.actions:
             if dry_run:
                 results.append(self._skip(action, "dry-run", dry_run=True))
-            elif plan.paused:
+            elif plan.paused and action.disruptive:
+                # The planner holds cleanups when paused; this is the second lock on that door.
+                # Stamps still go through: they keep the record of when colors retired true.
                 results.append(self._skip(action, "paused", dry_run=False))
             elif stop is not None and stop.is_set():
                 results.append(self._skip(action, "stopping", dry_run=False))

@@ -1,0 +1,615 @@
+"""The executor against a real apiserver: preconditions, /scale, deletes, Events, log lines, pods.
+
+Tests that need ReplicaSets, pods and garbage collection use `cluster_full`; the rest only need
+the apiserver, whose objects then stay exactly as written (no controller touches them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import (
+    LIVE_AT,
+    ORIGINAL_REPLICAS,
+    PHASE,
+    RETIRED_AT,
+    Action,
+    ActionKind,
+    AppPlan,
+    ColorPlan,
+    Connections,
+    Plan,
+    Reason,
+    State,
+)
+from rainbowd.kube.clients import NotFound, request_json, resource_path
+from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
+from rainbowd.kube.executing import ActionResult, Executor, Outcome
+
+NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+STAMP = "2026-11-21T10:00:00Z"
+LOGGER = "rainbowd.kube.executing"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def deployment_body(app: str, color: str, *, replicas: int = 1) -> dict[str, Any]:
+    labels = {"app": app, "color": color}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{app}-{color}",
+            "labels": {"app": app},
+            "annotations": {"team": "chat"},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/chat:1"}]},
+            },
+        },
+    }
+
+
+async def create_deployment(
+    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int = 1
+) -> dict[str, Any]:
+    return await request_json(
+        api,
+        "POST",
+        resource_path("apps/v1", "deployments", namespace=namespace),
+        body=deployment_body(app, color, replicas=replicas),
+    )
+
+
+async def get_deployment(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return await request_json(
+        api, "GET", resource_path("apps/v1", "deployments", namespace=namespace, name=name)
+    )
+
+
+async def touch_deployment(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """Change the Deployment behind the planner's back (a user editing a label)."""
+    return await request_json(
+        api,
+        "PATCH",
+        resource_path("apps/v1", "deployments", namespace=namespace, name=name),
+        body={"metadata": {"labels": {"edited": "by-hand"}}},
+        content_type="application/merge-patch+json",
+    )
+
+
+async def list_items(
+    api: ApiClient, group_version: str, plural: str, namespace: str, selector: str = ""
+) -> list[dict[str, Any]]:
+    listing = await request_json(
+        api,
+        "GET",
+        resource_path(group_version, plural, namespace=namespace),
+        query={"labelSelector": selector or None},
+    )
+    items: list[dict[str, Any]] = listing["items"]
+    return items
+
+
+async def our_events(api: ApiClient, namespace: str) -> list[dict[str, Any]]:
+    events = await list_items(api, "events.k8s.io/v1", "events", namespace)
+    return [e for e in events if e.get("reportingController") == REPORTING_CONTROLLER]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds; fail with `what` once the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {within:g}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def settled_deployment(
+    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int
+) -> dict[str, Any]:
+    """Create a Deployment and wait until its pods are ready and its status stops changing, so
+    the resourceVersion an action carries is not overtaken by the controller's own writes."""
+    await create_deployment(api, namespace, app, color, replicas=replicas)
+    name = f"{app}-{color}"
+
+    async def settled() -> bool:
+        obj = await get_deployment(api, namespace, name)
+        status = obj.get("status", {})
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        progressing = conditions.get("Progressing", {})
+        return bool(
+            status.get("observedGeneration") == obj["metadata"]["generation"]
+            and status.get("readyReplicas") == replicas
+            and status.get("availableReplicas") == replicas
+            and status.get("updatedReplicas") == replicas
+            and conditions.get("Available", {}).get("status") == "True"
+            and progressing.get("reason") == "NewReplicaSetAvailable"
+        )
+
+    await eventually(settled, what=f"{name} to have {replicas} ready pods")
+    return await get_deployment(api, namespace, name)
+
+
+def action_for(
+    obj: Mapping[str, Any],
+    kind: ActionKind,
+    reason: Reason,
+    *,
+    annotations: Mapping[str, str | None] | None = None,
+    resource_version: str | None = None,
+    uid: str | None = None,
+    connections: float | None = 0.0,
+) -> Action:
+    meta = obj["metadata"]
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    return Action(
+        kind=kind,
+        namespace=meta["namespace"],
+        name=meta["name"],
+        app=labels["app"],
+        color=labels["color"],
+        uid=uid if uid is not None else meta["uid"],
+        resource_version=(
+            resource_version if resource_version is not None else meta["resourceVersion"]
+        ),
+        reason=reason,
+        message=f"{kind.value} {meta['name']} ({reason.value})",
+        annotations=dict(annotations or {}),
+        connections=connections,
+    )
+
+
+def plan_of(*actions: Action, dry_run: bool = False, paused: bool = False) -> Plan:
+    colors = tuple(
+        ColorPlan(
+            namespace=a.namespace,
+            app=a.app,
+            color=a.color,
+            name=a.name,
+            state=State.RETIRED,
+            rule="test",
+            replicas=1,
+            ready_replicas=1,
+            connections=Connections(value=a.connections),
+            created_at=NOW,
+            retired_at=None,
+            drained_since=None,
+            note="",
+            actions=(a,),
+        )
+        for a in actions
+    )
+    app = AppPlan(
+        namespace=actions[0].namespace if actions else "",
+        app=actions[0].app if actions else "",
+        rule="test",
+        blocked=None,
+        message="",
+        colors=colors,
+    )
+    return Plan(now=NOW, apps=(app,), dry_run=dry_run, paused=paused)
+
+
+def outcomes(results: list[ActionResult]) -> list[Outcome]:
+    return [r.outcome for r in results]
+
+
+def applied_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    return [
+        r.rainbowd_fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == LOGGER and r.getMessage() == message
+    ]
+
+
+@pytest.fixture
+def executor(kube_api: ApiClient) -> Executor:
+    return Executor(kube_api, EventRecorder(kube_api, instance="test"))
+
+
+# --- annotate ------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+async def test_annotate_sets_and_removes_annotations(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    stamp = action_for(
+        obj,
+        ActionKind.ANNOTATE,
+        Reason.OBSERVED_RETIRED,
+        annotations={RETIRED_AT: STAMP, LIVE_AT: STAMP},
+    )
+    assert outcomes(await executor.apply(plan_of(stamp))) == [Outcome.OK]
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["metadata"]["annotations"] == {
+        "team": "chat",
+        RETIRED_AT: STAMP,
+        LIVE_AT: STAMP,
+    }
+
+    clear = action_for(
+        after, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
+    )
+    assert outcomes(await executor.apply(plan_of(clear))) == [Outcome.OK]
+    cleared = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert cleared["metadata"]["annotations"] == {"team": "chat", LIVE_AT: STAMP}
+    # Annotations only: the spec, and so the pod template, is untouched.
+    assert cleared["metadata"]["generation"] == obj["metadata"]["generation"]
+    assert cleared["spec"] == obj["spec"]
+
+
+@pytest.mark.cluster
+async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_nothing(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    edited = await touch_deployment(kube_api, namespace, "chat-aaaaaa")
+    stale = action_for(
+        obj, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+    )
+    [result] = await executor.apply(plan_of(stale))
+    assert result.outcome is Outcome.CONFLICT
+    assert result.error
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
+    assert after["metadata"]["annotations"] == {"team": "chat"}
+
+
+# --- scale ---------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster_full
+async def test_scale_down_goes_through_scale_and_keeps_the_template(
+    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    selector = "app=chat,color=aaaaaa"
+    assert len(await list_items(kube_api, "v1", "pods", namespace, selector)) == 2
+    scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
+
+    assert outcomes(await executor.apply(plan_of(scale))) == [Outcome.OK]
+
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["spec"]["replicas"] == 0
+    assert after["metadata"]["annotations"][ORIGINAL_REPLICAS] == "2"
+    assert after["spec"]["template"] == obj["spec"]["template"]
+    # One ReplicaSet still: a template change would have started a second one (a rollout).
+    replica_sets = await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)
+    assert len(replica_sets) == 1
+
+    async def no_pods() -> bool:
+        return not await list_items(kube_api, "v1", "pods", namespace, selector)
+
+    await eventually(no_pods, what="the color's pods to go away")
+
+
+@pytest.mark.cluster
+async def test_scale_down_with_a_stale_resource_version_conflicts(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=3)
+    edited = await touch_deployment(kube_api, namespace, "chat-aaaaaa")
+    scale = action_for(
+        obj, ActionKind.SCALE, Reason.MAX_COLORS, annotations={ORIGINAL_REPLICAS: "3"}
+    )
+    [result] = await executor.apply(plan_of(scale))
+    assert result.outcome is Outcome.CONFLICT
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["spec"]["replicas"] == 3
+    assert ORIGINAL_REPLICAS not in after["metadata"]["annotations"]
+    assert after["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
+
+
+@pytest.mark.cluster
+async def test_scale_down_without_annotations_uses_the_planned_resource_version(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    fresh = action_for(obj, ActionKind.SCALE, Reason.MAX_RETIRED_AGE)
+    assert outcomes(await executor.apply(plan_of(fresh))) == [Outcome.OK]
+    assert (await get_deployment(kube_api, namespace, "chat-aaaaaa"))["spec"]["replicas"] == 0
+
+    obj2 = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
+    await touch_deployment(kube_api, namespace, "chat-bbbbbb")
+    stale = action_for(obj2, ActionKind.SCALE, Reason.MAX_RETIRED_AGE)
+    assert outcomes(await executor.apply(plan_of(stale))) == [Outcome.CONFLICT]
+    assert (await get_deployment(kube_api, namespace, "chat-bbbbbb"))["spec"]["replicas"] == 2
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+async def test_delete_with_matching_preconditions_deletes_then_gone(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    delete = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
+    assert outcomes(await executor.apply(plan_of(delete))) == [Outcome.OK]
+    with pytest.raises(NotFound):
+        await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    # Applying the same plan again (a restart between delete and its bookkeeping) is success.
+    [again] = await executor.apply(plan_of(delete))
+    assert again.outcome is Outcome.GONE
+    assert again.error is None
+
+
+@pytest.mark.cluster
+async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    await touch_deployment(kube_api, namespace, "chat-aaaaaa")
+    stale = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
+    assert outcomes(await executor.apply(plan_of(stale))) == [Outcome.CONFLICT]
+    current = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+
+    # The same name recreated is another object: its uid differs from the planned one.
+    wrong_uid = action_for(
+        current,
+        ActionKind.DELETE,
+        Reason.KEEP_SCALED_DOWN,
+        uid="00000000-0000-0000-0000-000000000000",
+    )
+    assert outcomes(await executor.apply(plan_of(wrong_uid))) == [Outcome.CONFLICT]
+    still = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert still["metadata"]["uid"] == obj["metadata"]["uid"]
+    assert "deletionTimestamp" not in still["metadata"]
+
+
+@pytest.mark.cluster_full
+async def test_delete_garbage_collects_replica_sets_and_pods(
+    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    selector = "app=chat,color=aaaaaa"
+    assert len(await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)) == 1
+    delete = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
+    assert outcomes(await executor.apply(plan_of(delete))) == [Outcome.OK]
+
+    async def collected() -> bool:
+        replica_sets = await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)
+        pods = await list_items(kube_api, "v1", "pods", namespace, selector)
+        return not replica_sets and not pods
+
+    await eventually(collected, what="the ReplicaSet and pods to be garbage-collected")
+
+
+# --- dry run and stop ----------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("where", ["plan", "executor"])
+async def test_dry_run_applies_nothing_but_logs_every_action(
+    kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    executor = Executor(
+        kube_api, EventRecorder(kube_api, instance="test"), dry_run=where == "executor"
+    )
+    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
+    c = await create_deployment(kube_api, namespace, "chat", "cccccc")
+    plan = plan_of(
+        action_for(
+            a, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+        ),
+        action_for(b, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
+        action_for(c, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN),
+        dry_run=where == "plan",
+    )
+
+    results = await executor.apply(plan)
+
+    assert outcomes(results) == [Outcome.SKIPPED] * 3
+    for before in (a, b, c):
+        now = await get_deployment(kube_api, namespace, before["metadata"]["name"])
+        assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert await our_events(kube_api, namespace) == []
+    lines = applied_lines(caplog, "action skipped")
+    assert [(f["deployment"], f["action"], f["dry_run"]) for f in lines] == [
+        ("chat-aaaaaa", "annotate", True),
+        ("chat-bbbbbb", "scale", True),
+        ("chat-cccccc", "delete", True),
+    ]
+    assert applied_lines(caplog, "action applied") == []
+
+
+@pytest.mark.cluster
+async def test_paused_plan_holds_scale_and_delete_but_keeps_stamping(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
+    plan = plan_of(
+        action_for(
+            a, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+        ),
+        action_for(b, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
+        paused=True,
+    )
+    assert outcomes(await executor.apply(plan)) == [Outcome.OK, Outcome.SKIPPED]
+    assert (await get_deployment(kube_api, namespace, "chat-bbbbbb"))["spec"]["replicas"] == 2
+    annotated = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert annotated["metadata"]["annotations"][RETIRED_AT] == STAMP
+
+
+class StopAfterFirstEvent(EventRecorder):
+    """Sets the stop flag while the first action is being applied, as SIGTERM would."""
+
+    def __init__(self, api: ApiClient, stop: asyncio.Event) -> None:
+        super().__init__(api, instance="test")
+        self.stop = stop
+
+    async def emit(self, **kwargs: Any) -> None:
+        await super().emit(**kwargs)
+        self.stop.set()
+
+
+@pytest.mark.cluster
+async def test_stop_during_apply_finishes_the_current_action_and_skips_the_rest(
+    kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    stop = asyncio.Event()
+    executor = Executor(kube_api, StopAfterFirstEvent(kube_api, stop))
+    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
+    c = await create_deployment(kube_api, namespace, "chat", "cccccc")
+    plan = plan_of(
+        action_for(a, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
+        action_for(b, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
+        action_for(c, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN),
+    )
+
+    results = await executor.apply(plan, stop=stop)
+
+    assert outcomes(results) == [Outcome.OK, Outcome.SKIPPED, Outcome.SKIPPED]
+    assert (await get_deployment(kube_api, namespace, "chat-aaaaaa"))["spec"]["replicas"] == 0
+    untouched = await get_deployment(kube_api, namespace, "chat-bbbbbb")
+    assert untouched["metadata"]["resourceVersion"] == b["metadata"]["resourceVersion"]
+    await get_deployment(kube_api, namespace, "chat-cccccc")  # still there
+    skipped = applied_lines(caplog, "action skipped")
+    assert [(f["deployment"], f["why"]) for f in skipped] == [
+        ("chat-bbbbbb", "stopping"),
+        ("chat-cccccc", "stopping"),
+    ]
+
+
+# --- events and log lines ------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+async def test_each_applied_action_has_one_event_and_one_log_line(
+    kube_api: ApiClient, namespace: str, executor: Executor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    live = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    retired = await create_deployment(kube_api, namespace, "chat", "bbbbbb")
+    drained = await create_deployment(kube_api, namespace, "chat", "cccccc", replicas=2)
+    old = await create_deployment(kube_api, namespace, "chat", "dddddd")
+    raced = await create_deployment(kube_api, namespace, "chat", "eeeeee")
+    await touch_deployment(kube_api, namespace, "chat-eeeeee")
+    malformed = await create_deployment(kube_api, namespace, "chat", "ffffff")
+    plan = plan_of(
+        action_for(live, ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, annotations={LIVE_AT: STAMP}),
+        action_for(
+            retired, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+        ),
+        action_for(
+            drained,
+            ActionKind.SCALE,
+            Reason.DRAINED,
+            annotations={ORIGINAL_REPLICAS: "2"},
+            connections=3.0,
+        ),
+        action_for(old, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN),
+        action_for(
+            raced, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+        ),
+        action_for(
+            malformed,
+            ActionKind.ANNOTATE,
+            Reason.MALFORMED_ANNOTATION,
+            annotations={RETIRED_AT: STAMP},
+            connections=None,
+        ),
+    )
+
+    results = await executor.apply(plan)
+
+    assert outcomes(results) == [
+        Outcome.OK,
+        Outcome.OK,
+        Outcome.OK,
+        Outcome.OK,
+        Outcome.CONFLICT,
+        Outcome.OK,
+    ]
+    events = await our_events(kube_api, namespace)
+    by_name = {e["regarding"]["name"]: e for e in events}
+    assert len(events) == len(by_name) == 6
+    expected = {
+        "chat-aaaaaa": ("Normal", "MarkedLive", "Annotate", live),
+        "chat-bbbbbb": ("Normal", "MarkedRetired", "Annotate", retired),
+        "chat-cccccc": ("Normal", "ScaledDown", "Scale", drained),
+        "chat-dddddd": ("Normal", "Deleted", "Delete", old),
+        "chat-eeeeee": ("Warning", "MarkRetiredConflict", "Annotate", raced),
+        "chat-ffffff": ("Warning", "MalformedAnnotation", "Annotate", malformed),
+    }
+    for name, (type_, reason, verb, obj) in expected.items():
+        event = by_name[name]
+        assert (event["type"], event["reason"], event["action"]) == (type_, reason, verb), name
+        assert event["regarding"]["kind"] == "Deployment"
+        assert event["regarding"]["apiVersion"] == "apps/v1"
+        assert event["regarding"]["uid"] == obj["metadata"]["uid"]
+        assert event["note"].startswith(plan.actions[list(expected).index(name)].message)
+
+    lines = applied_lines(caplog, "action applied")
+    assert len(lines) == 6
+    for line, action, result in zip(lines, plan.actions, results, strict=True):
+        assert line == {
+            "namespace": namespace,
+            "app": "chat",
+            "color": action.color,
+            "deployment": action.name,
+            "action": action.kind.value,
+            "reason": action.reason.value,
+            "connections": action.connections,
+            "outcome": result.outcome.value,
+            "message": action.message,
+            "dry_run": False,
+            **({"error": result.error} if result.outcome is Outcome.CONFLICT else {}),
+        }
+
+
+# --- pods of retired colors ----------------------------------------------------------------
+
+
+async def phases(api: ApiClient, namespace: str, selector: str) -> list[str | None]:
+    pods = await list_items(api, "v1", "pods", namespace, selector)
+    return [(p["metadata"].get("annotations") or {}).get(PHASE) for p in pods]
+
+
+@pytest.mark.cluster_full
+async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
+    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    retired = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    other = await settled_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=1)
+    stamp = action_for(
+        retired, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+    )
+    live = action_for(
+        other, ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, annotations={LIVE_AT: STAMP}
+    )
+
+    assert outcomes(await executor.apply(plan_of(stamp, live))) == [Outcome.OK, Outcome.OK]
+
+    assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == ["retired", "retired"]
+    assert await phases(kube_api, namespace, "app=chat,color=bbbbbb") == [None]
+
+    current = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    again = action_for(
+        current, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
+    )
+    assert outcomes(await executor.apply(plan_of(again))) == [Outcome.OK]
+    assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == [None, None]

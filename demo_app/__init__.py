@@ -1,1 +1,3 @@
-"""The seed's demo color app: an HTTP page in its color and a TCP color stream, with a connections gauge."""
+"""The seed's demo color app: an HTTP page in its color and a TCP stream printing it, with a
+Prometheus gauge of the connections it holds. `python -m demo_app --color 3c3fdc`; see README.md.
+"""

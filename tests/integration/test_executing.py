@@ -1,7 +1,8 @@
-"""The executor against a real apiserver: preconditions, /scale, deletes, Events, log lines, pods.
+"""The executor against a real control plane: preconditions, /scale, deletes, Events, log lines.
 
-Tests that need ReplicaSets, pods and garbage collection use `cluster_full`; the rest only need
-the apiserver, whose objects then stay exactly as written (no controller touches them).
+Every test runs with the controllers and kwok (`cluster_full`): the session's control plane is
+shared, so once any test has started them they write Deployment status for everyone, and a test
+must wait for its Deployments to settle before taking the resourceVersion an action carries.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 STAMP = "2026-11-21T10:00:00Z"
 LOGGER = "rainbowd.kube.executing"
 
+pytestmark = [pytest.mark.cluster_full, pytest.mark.usefixtures("cluster_full")]
+
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -62,7 +65,7 @@ def deployment_body(app: str, color: str, *, replicas: int = 1) -> dict[str, Any
     }
 
 
-async def create_deployment(
+async def post_deployment(
     api: ApiClient, namespace: str, app: str, color: str, *, replicas: int = 1
 ) -> dict[str, Any]:
     return await request_json(
@@ -120,12 +123,12 @@ async def eventually(
         await asyncio.sleep(0.2)
 
 
-async def settled_deployment(
-    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int
+async def create_deployment(
+    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int = 1
 ) -> dict[str, Any]:
     """Create a Deployment and wait until its pods are ready and its status stops changing, so
-    the resourceVersion an action carries is not overtaken by the controller's own writes."""
-    await create_deployment(api, namespace, app, color, replicas=replicas)
+    the resourceVersion an action carries is not overtaken by the controllers' own writes."""
+    await post_deployment(api, namespace, app, color, replicas=replicas)
     name = f"{app}-{color}"
 
     async def settled() -> bool:
@@ -226,7 +229,6 @@ def executor(kube_api: ApiClient) -> Executor:
 # --- annotate ------------------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 async def test_annotate_sets_and_removes_annotations(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -256,7 +258,6 @@ async def test_annotate_sets_and_removes_annotations(
     assert cleared["spec"] == obj["spec"]
 
 
-@pytest.mark.cluster
 async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_nothing(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -276,11 +277,10 @@ async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_noth
 # --- scale ---------------------------------------------------------------------------------
 
 
-@pytest.mark.cluster_full
 async def test_scale_down_goes_through_scale_and_keeps_the_template(
-    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+    kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
-    obj = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
     selector = "app=chat,color=aaaaaa"
     assert len(await list_items(kube_api, "v1", "pods", namespace, selector)) == 2
     scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
@@ -301,7 +301,6 @@ async def test_scale_down_goes_through_scale_and_keeps_the_template(
     await eventually(no_pods, what="the color's pods to go away")
 
 
-@pytest.mark.cluster
 async def test_scale_down_with_a_stale_resource_version_conflicts(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -318,7 +317,6 @@ async def test_scale_down_with_a_stale_resource_version_conflicts(
     assert after["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
 
 
-@pytest.mark.cluster
 async def test_scale_down_without_annotations_uses_the_planned_resource_version(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -337,7 +335,6 @@ async def test_scale_down_without_annotations_uses_the_planned_resource_version(
 # --- delete --------------------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 async def test_delete_with_matching_preconditions_deletes_then_gone(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -352,7 +349,6 @@ async def test_delete_with_matching_preconditions_deletes_then_gone(
     assert again.error is None
 
 
-@pytest.mark.cluster
 async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
@@ -375,11 +371,10 @@ async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete
     assert "deletionTimestamp" not in still["metadata"]
 
 
-@pytest.mark.cluster_full
 async def test_delete_garbage_collects_replica_sets_and_pods(
-    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+    kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
-    obj = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
     selector = "app=chat,color=aaaaaa"
     assert len(await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)) == 1
     delete = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
@@ -396,7 +391,6 @@ async def test_delete_garbage_collects_replica_sets_and_pods(
 # --- dry run and stop ----------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 @pytest.mark.parametrize("where", ["plan", "executor"])
 async def test_dry_run_applies_nothing_but_logs_every_action(
     kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture, where: str
@@ -405,9 +399,11 @@ async def test_dry_run_applies_nothing_but_logs_every_action(
     executor = Executor(
         kube_api, EventRecorder(kube_api, instance="test"), dry_run=where == "executor"
     )
-    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
-    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
-    c = await create_deployment(kube_api, namespace, "chat", "cccccc")
+    a, b, c = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa"),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2),
+        create_deployment(kube_api, namespace, "chat", "cccccc"),
+    )
     plan = plan_of(
         action_for(
             a, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
@@ -433,12 +429,13 @@ async def test_dry_run_applies_nothing_but_logs_every_action(
     assert applied_lines(caplog, "action applied") == []
 
 
-@pytest.mark.cluster
 async def test_paused_plan_holds_scale_and_delete_but_keeps_stamping(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
-    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
-    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
+    a, b = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa"),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2),
+    )
     plan = plan_of(
         action_for(
             a, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
@@ -464,16 +461,17 @@ class StopAfterFirstEvent(EventRecorder):
         self.stop.set()
 
 
-@pytest.mark.cluster
 async def test_stop_during_apply_finishes_the_current_action_and_skips_the_rest(
     kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     stop = asyncio.Event()
     executor = Executor(kube_api, StopAfterFirstEvent(kube_api, stop))
-    a = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
-    b = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
-    c = await create_deployment(kube_api, namespace, "chat", "cccccc")
+    a, b, c = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2),
+        create_deployment(kube_api, namespace, "chat", "cccccc"),
+    )
     plan = plan_of(
         action_for(a, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
         action_for(b, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
@@ -497,18 +495,19 @@ async def test_stop_during_apply_finishes_the_current_action_and_skips_the_rest(
 # --- events and log lines ------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 async def test_each_applied_action_has_one_event_and_one_log_line(
     kube_api: ApiClient, namespace: str, executor: Executor, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    live = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
-    retired = await create_deployment(kube_api, namespace, "chat", "bbbbbb")
-    drained = await create_deployment(kube_api, namespace, "chat", "cccccc", replicas=2)
-    old = await create_deployment(kube_api, namespace, "chat", "dddddd")
-    raced = await create_deployment(kube_api, namespace, "chat", "eeeeee")
+    live, retired, drained, old, raced, malformed = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa"),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb"),
+        create_deployment(kube_api, namespace, "chat", "cccccc", replicas=2),
+        create_deployment(kube_api, namespace, "chat", "dddddd"),
+        create_deployment(kube_api, namespace, "chat", "eeeeee"),
+        create_deployment(kube_api, namespace, "chat", "ffffff"),
+    )
     await touch_deployment(kube_api, namespace, "chat-eeeeee")
-    malformed = await create_deployment(kube_api, namespace, "chat", "ffffff")
     plan = plan_of(
         action_for(live, ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, annotations={LIVE_AT: STAMP}),
         action_for(
@@ -589,12 +588,13 @@ async def phases(api: ApiClient, namespace: str, selector: str) -> list[str | No
     return [(p["metadata"].get("annotations") or {}).get(PHASE) for p in pods]
 
 
-@pytest.mark.cluster_full
 async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
-    cluster_full: Any, kube_api: ApiClient, namespace: str, executor: Executor
+    kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
-    retired = await settled_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
-    other = await settled_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=1)
+    retired, other = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=1),
+    )
     stamp = action_for(
         retired, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
     )

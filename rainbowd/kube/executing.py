@@ -102,6 +102,12 @@ def event_type(action: Action, outcome: Outcome) -> EventType:
     return "Normal"
 
 
+def _precondition(resource_version: str) -> dict[str, str]:
+    # An empty resourceVersion in a patch would mean "whatever the current one is", which is no
+    # precondition at all; leave it out so that is visible rather than implied.
+    return {"resourceVersion": resource_version} if resource_version else {}
+
+
 def _deployment_path(action: Action, subresource: str = "") -> str:
     path = resource_path("apps/v1", "deployments", namespace=action.namespace, name=action.name)
     return f"{path}/{subresource}" if subresource else path
@@ -174,7 +180,12 @@ class Executor:
             action=action.kind.value.capitalize(),
         )
         if result.outcome is Outcome.OK and action.kind is ActionKind.ANNOTATE:
-            await self._stamp_pods(action)
+            try:
+                await self._stamp_pods(action)
+            except Exception:  # the pods' stamp is a courtesy; the action itself is done
+                log.exception(
+                    "pods not annotated", namespace=action.namespace, deployment=action.name
+                )
         return result
 
     def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
@@ -198,6 +209,12 @@ class Executor:
         }
 
     async def _perform(self, action: Action) -> ActionResult:
+        # A disruptive action without its preconditions could land on whatever now bears the
+        # name; that is a planning bug, and refusing it costs one cycle at most.
+        if action.disruptive and not action.resource_version:
+            return ActionResult(action, Outcome.ERROR, "no resourceVersion to use as precondition")
+        if action.kind is ActionKind.DELETE and not action.uid:
+            return ActionResult(action, Outcome.ERROR, "no uid to use as precondition")
         try:
             async with asyncio.timeout(self.timeout):
                 if action.kind is ActionKind.ANNOTATE:
@@ -226,12 +243,9 @@ class Executor:
     async def _annotate(self, action: Action, resource_version: str) -> str:
         """Merge-patch the action's annotations; the resourceVersion in the body is a
         precondition. Returns the new resourceVersion."""
+        # None becomes JSON null, which a merge patch reads as "remove".
         body = {
-            "metadata": {
-                "resourceVersion": resource_version,
-                # None becomes JSON null, which a merge patch reads as "remove".
-                "annotations": dict(action.annotations),
-            }
+            "metadata": {**_precondition(resource_version), "annotations": dict(action.annotations)}
         }
         answer = await request_json(
             self._api, "PATCH", _deployment_path(action), body=body, content_type=MERGE_PATCH
@@ -246,7 +260,7 @@ class Executor:
         # cannot touch the pod template, and a template change would roll every pod and cut
         # every connection the color still holds. The Scale's resourceVersion is the
         # Deployment's, so it is a precondition here too.
-        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": 0}}
+        body = {"metadata": _precondition(resource_version), "spec": {"replicas": 0}}
         await request_json(
             self._api,
             "PATCH",
@@ -256,15 +270,10 @@ class Executor:
         )
 
     async def _delete(self, action: Action) -> None:
-        preconditions: dict[str, str] = {}
-        if action.uid:
-            preconditions["uid"] = action.uid
-        if action.resource_version:
-            preconditions["resourceVersion"] = action.resource_version
         body = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
-            "preconditions": preconditions,
+            "preconditions": {"uid": action.uid, "resourceVersion": action.resource_version},
             # The ReplicaSets and pods go too, but the call returns without waiting for them.
             "propagationPolicy": "Background",
         }

@@ -366,6 +366,11 @@ async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete
         uid="00000000-0000-0000-0000-000000000000",
     )
     assert outcomes(await executor.apply(plan_of(wrong_uid))) == [Outcome.CONFLICT]
+    # No uid at all would make the delete unconditional: refused without calling the API.
+    no_uid = action_for(current, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN, uid="")
+    [refused] = await executor.apply(plan_of(no_uid))
+    assert refused.outcome is Outcome.ERROR
+    assert refused.error == "no uid to use as precondition"
     still = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert still["metadata"]["uid"] == obj["metadata"]["uid"]
     assert "deletionTimestamp" not in still["metadata"]
@@ -386,6 +391,33 @@ async def test_delete_garbage_collects_replica_sets_and_pods(
         return not replica_sets and not pods
 
     await eventually(collected, what="the ReplicaSet and pods to be garbage-collected")
+
+
+async def test_a_failed_action_does_not_stop_the_others(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    a, b = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa"),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb"),
+    )
+    # The apiserver rejects an annotation key with a space in it (422 Invalid).
+    invalid = action_for(
+        a, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={"rainbowd.io/bad key": "x"}
+    )
+    fine = action_for(
+        b, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+    )
+    results = await executor.apply(plan_of(invalid, fine))
+    assert outcomes(results) == [Outcome.ERROR, Outcome.OK]
+    assert results[0].error is not None and "422" in results[0].error
+    events = {e["regarding"]["name"]: e for e in await our_events(kube_api, namespace)}
+    assert (events["chat-aaaaaa"]["type"], events["chat-aaaaaa"]["reason"]) == (
+        "Warning",
+        "MarkRetiredFailed",
+    )
+    assert events["chat-bbbbbb"]["reason"] == "MarkedRetired"
+    annotated = await get_deployment(kube_api, namespace, "chat-bbbbbb")
+    assert annotated["metadata"]["annotations"][RETIRED_AT] == STAMP
 
 
 # --- dry run and stop ----------------------------------------------------------------------

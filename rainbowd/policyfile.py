@@ -34,9 +34,9 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
             continue
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                f"duplicate key {key!r}",
+                None,
+                None,
+                f'duplicate key "{key}"',
                 key_node.start_mark,
             )
     return loader.construct_mapping(node)
@@ -51,7 +51,12 @@ _StrictLoader.add_constructor(
 def _yaml_error(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            # PyYAML splits one sentence in two: "expected a single document in the stream",
+            # "but found another document".
+            sep = ", " if problem.startswith("but ") else ": "
+            problem = f"{exc.context}{sep}{problem}"
         if mark is not None:
             return f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
         return f"not valid YAML: {problem}"

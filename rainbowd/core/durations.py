@@ -75,6 +75,8 @@ def parse_duration(value: object) -> timedelta:
         return timedelta(0)
     if not text:
         raise DurationError(f"{_HINT}, got an empty string")
+    if any(c.isspace() for c in text):
+        raise DurationError(f"{_HINT}, without spaces, got {_show(value)}")
     body = text
     if body[0] in "+-":
         if body[0] == "-":

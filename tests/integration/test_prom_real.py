@@ -1,0 +1,223 @@
+"""The Prometheus adapter against the real Prometheus, scraping real demo_app processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
+from rainbowd.sandbox.prometheus import PrometheusServer
+from tests.demoapps import DemoApp
+
+pytestmark = pytest.mark.prometheus
+
+T = TypeVar("T")
+# Generous: a 1 s scrape interval on a shared, busy machine.
+DEADLINE = 45.0
+A, B = "3c3fdc", "9d2cc9"
+QUERY = ConnectionsQuery(matchers='job="targets"')
+Streams = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+
+
+@pytest.fixture
+def demos(tmp_path: Path) -> Iterator[Callable[[str], DemoApp]]:
+    started: list[DemoApp] = []
+
+    def start(color: str) -> DemoApp:
+        app = DemoApp(color, workdir=tmp_path, namespace="chat", app="web", interval=0.5)
+        started.append(app)
+        return app.start()
+
+    try:
+        yield start
+    finally:
+        for app in started:
+            app.close()
+
+
+@pytest.fixture
+async def client(prometheus: PrometheusServer) -> AsyncIterator[PrometheusClient]:
+    async with aiohttp.ClientSession() as session:
+        yield PrometheusClient(
+            session, PrometheusSettings(url=prometheus.url, timeout=timedelta(seconds=5))
+        )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        found = await check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {DEADLINE}s")
+        await asyncio.sleep(0.2)
+
+
+async def until_connections(
+    client: PrometheusClient,
+    expected: dict[str, Connections],
+    query: ConnectionsQuery = QUERY,
+) -> QueryResult:
+    last: QueryResult | None = None
+
+    async def check() -> QueryResult | None:
+        nonlocal last
+        last = await client.connections(query, at=datetime.now(UTC))
+        seen = {color: last.get("chat", "web", color) for color in expected}
+        return last if seen == expected else None
+
+    try:
+        return await eventually(check, f"connections {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last result: {last}") from None
+
+
+async def open_streams(app: DemoApp, n: int) -> Streams:
+    streams = [await asyncio.open_connection("127.0.0.1", app.tcp_port) for _ in range(n)]
+    for reader, _ in streams:
+        # The first line proves the server has accepted and counts the connection.
+        assert (
+            await asyncio.wait_for(reader.readline(), DEADLINE)
+            == f"The color is #{app.color}\n".encode()
+        )
+    return streams
+
+
+async def close_streams(streams: Streams) -> None:
+    for _, writer in streams:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_sums_and_series_per_color_follow_the_connections(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+) -> None:
+    before_any_scrape = datetime.now(UTC) - timedelta(minutes=5)
+    a1, a2, b1 = demos(A), demos(A), demos(B)
+    prometheus.set_targets([(a.target, {}) for a in (a1, a2, b1)])
+    a1_streams = await open_streams(a1, 3)
+    a2_streams = await open_streams(a2, 2)
+    b1_streams = await open_streams(b1, 1)
+    try:
+        result = await until_connections(
+            client, {A: Connections(value=5.0, series=2), B: Connections(value=1.0, series=1)}
+        )
+        assert result.error is None
+        assert result.warnings == ()
+        assert result.get("chat", "web", "ffffff") == NO_SERIES
+
+        # Connections closing: the sum falls, every pod still reports.
+        await close_streams(a1_streams[:2])
+        await close_streams(b1_streams)
+        await until_connections(
+            client, {A: Connections(value=3.0, series=2), B: Connections(value=0.0, series=1)}
+        )
+
+        # A pod of A dies: its series goes stale at once. The sum drops with it, and only the
+        # series count (1 of 2 ready pods) tells a lost pod from a drain.
+        a2.close()
+        await until_connections(
+            client, {A: Connections(value=1.0, series=1), B: Connections(value=0.0, series=1)}
+        )
+    finally:
+        await close_streams(a1_streams[2:] + a2_streams)
+
+    # The query time is pinned: before the first scrape there was nothing, which is unknown.
+    past = await client.connections(QUERY, at=before_any_scrape)
+    assert past.error is None
+    assert past.by_color == {}
+    assert not past.get("chat", "web", A).known
+
+
+async def test_free_query_sums_without_coverage(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+) -> None:
+    a1, a2 = demos(A), demos(A)
+    prometheus.set_targets([(a.target, {}) for a in (a1, a2)])
+    streams = await open_streams(a1, 2) + await open_streams(a2, 1)
+    free = ConnectionsQuery(
+        metric=None, query="sum by (namespace, app, color) (rainbow_open_connections)"
+    )
+    try:
+        await until_connections(client, {A: Connections(value=3.0, series=None)}, free)
+    finally:
+        await close_streams(streams)
+
+
+async def test_one_request_per_distinct_query(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+) -> None:
+    a1 = demos(A)
+    prometheus.set_targets([(a1.target, {})])
+    await until_connections(client, {A: Connections(value=0.0, series=1)})
+    other = ConnectionsQuery(matchers='job="targets",instance!=""')
+    before = await query_requests(prometheus)
+    results = await fetch_connections(
+        client,
+        [QUERY, other, ConnectionsQuery(matchers='job="targets"'), QUERY],
+        at=datetime.now(UTC),
+    )
+    after = await query_requests(prometheus)
+    # Prometheus' own request counter, read from /metrics, not through the query API.
+    assert after - before == 2
+    assert set(results) == {QUERY, other}
+    for result in results.values():
+        assert result.get("chat", "web", A) == Connections(value=0.0, series=1)
+
+
+async def query_requests(prometheus: PrometheusServer) -> float:
+    async with aiohttp.ClientSession() as session, session.get(prometheus.url + "/metrics") as r:
+        text = await r.text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "prometheus_http_requests":
+            for s in family.samples:
+                if s.name.endswith("_total") and s.labels.get("handler") == "/api/v1/query":
+                    total += s.value
+    return total
+
+
+async def test_prometheus_down_is_unknown_then_recovers(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+) -> None:
+    a1 = demos(A)
+    prometheus.set_targets([(a1.target, {})])
+    await until_connections(client, {A: Connections(value=0.0, series=1)})
+
+    await asyncio.to_thread(prometheus.stop)
+    down = await client.connections(QUERY, at=datetime.now(UTC))
+    assert down.error == "prometheus unreachable: connection refused"
+    assert down.get("chat", "web", A) == Connections.unknown(down.error)
+
+    await asyncio.to_thread(prometheus.start)
+    await until_connections(client, {A: Connections(value=0.0, series=1)})
+
+
+async def test_bad_matcher_is_a_bad_data_error(
+    prometheus: PrometheusServer, client: PrometheusClient
+) -> None:
+    result = await client.connections(
+        ConnectionsQuery(matchers='job=~"(unclosed"'), at=datetime.now(UTC)
+    )
+    assert result.error is not None
+    assert result.error.startswith("prometheus error (bad_data): ")
+    assert not result.get("chat", "web", A).known

@@ -100,7 +100,10 @@ class QueryResult:
     at: datetime
     by_color: Mapping[ColorKey, Connections] = field(default_factory=dict)
     error: str | None = None
-    """The whole query failed: every color is unknown with this cause."""
+    """The whole query failed: every color is unknown with this cause. Causes start with a fixed
+    prefix callers may classify by: `prometheus unreachable`, `prometheus timed out`,
+    `prometheus HTTP` (error status, no API body), `prometheus error (<errorType>)`,
+    `partial data`, or `prometheus answered` / `returned` / `vector` (a malformed answer)."""
     warnings: tuple[str, ...] = ()
     """Problems that did not fail the query (series without the color labels...)."""
 

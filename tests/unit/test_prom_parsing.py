@@ -1,0 +1,241 @@
+"""Parsing Prometheus answers and grouping series into per-color connections, without a server."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.policy import ConnectionsQuery
+from rainbowd.prom.querying import (
+    PrometheusAPIError,
+    PrometheusBadResponse,
+    QueryResult,
+    Sample,
+    Vector,
+    format_duration,
+    format_timestamp,
+    group_connections,
+    parse_response,
+)
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+QUERY = ConnectionsQuery()
+
+
+def body(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def envelope(result: list[Any], **extra: Any) -> bytes:
+    return body({"status": "success", "data": {"resultType": "vector", "result": result}} | extra)
+
+
+def test_parses_values_as_strings_including_special_floats() -> None:
+    vec = parse_response(
+        200,
+        envelope(
+            [
+                {"metric": {"color": "a"}, "value": [1.5, "3"]},
+                {"metric": {"color": "b"}, "value": [1, "NaN"]},
+                {"metric": {"color": "c"}, "value": [1, "+Inf"]},
+                {"metric": {"color": "d"}, "value": [1, "-Inf"]},
+                {"metric": {"color": "e"}, "value": [1, "1e+06"]},
+            ]
+        ),
+    )
+    values = [s.value for s in vec]
+    assert values[0] == 3.0
+    assert math.isnan(values[1])
+    assert values[2:4] == [math.inf, -math.inf]
+    assert values[4] == 1e6
+    assert vec.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"metric": {"color": "a"}, "value": [1, 3]},  # a bare number: not the API's shape
+        {"metric": {"color": "a"}, "value": ["1", "3"]},
+        {"metric": {"color": "a"}, "value": [1]},
+        {"metric": {"color": "a"}},
+        {"metric": {"color": 1}, "value": [1, "3"]},
+        {"metric": ["color"], "value": [1, "3"]},
+        {"metric": {"color": "a"}, "value": [1, "three"]},
+        "not an object",
+    ],
+)
+def test_malformed_samples_are_a_bad_response(item: Any) -> None:
+    with pytest.raises(PrometheusBadResponse, match="vector item 0"):
+        parse_response(200, envelope([item]))
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"status": "success"}, "prometheus answered without data"),
+        (
+            {"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}},
+            "prometheus returned a scalar, expected a vector",
+        ),
+        (
+            {"status": "success", "data": {"resultType": "vector", "result": {}}},
+            "prometheus answered a vector that is not a list",
+        ),
+        ([1, 2], "prometheus answered non-JSON: [1, 2]"),
+    ],
+)
+def test_wrong_shapes(doc: Any, message: str) -> None:
+    with pytest.raises(PrometheusBadResponse) as raised:
+        parse_response(200, body(doc))
+    assert raised.value.cause == message
+
+
+def test_error_status_without_error_fields_still_names_the_status() -> None:
+    with pytest.raises(PrometheusAPIError) as raised:
+        parse_response(503, body({"status": "error"}))
+    assert raised.value.cause == "prometheus error (http 503): no error message"
+    assert raised.value.http_status == 503
+
+
+def test_a_success_envelope_with_an_error_status_code_is_still_an_error() -> None:
+    with pytest.raises(PrometheusAPIError):
+        parse_response(500, envelope([]))
+
+
+def test_long_error_text_is_cut_short() -> None:
+    with pytest.raises(PrometheusAPIError) as raised:
+        parse_response(
+            422, body({"status": "error", "errorType": "execution", "error": "x" * 5000})
+        )
+    assert len(raised.value.cause) < 250
+    assert raised.value.cause.endswith("...")
+    # The full text stays on the exception for whoever wants it.
+    assert raised.value.error == "x" * 5000
+
+
+def test_warnings_are_kept() -> None:
+    vec = parse_response(200, envelope([], warnings=["store b: timeout"]))
+    assert vec.warnings == ("store b: timeout",)
+
+
+def test_empty_label_values_name_no_color() -> None:
+    vec = Vector(
+        samples=(
+            Sample({"namespace": "n", "app": "a", "color": ""}, 5.0),
+            Sample({"namespace": "n", "app": "a", "color": "c"}, 2.0),
+        )
+    )
+    result = group_connections(QUERY, vec, at=AT)
+    assert dict(result.by_color) == {("n", "a", "c"): Connections(value=2.0, series=1)}
+    assert result.warnings == ("1 series without all of the labels namespace, app, color ignored",)
+
+
+def test_a_bad_series_makes_its_color_unknown_whatever_the_order() -> None:
+    good = Sample({"namespace": "n", "app": "a", "color": "c"}, 2.0)
+    bad = Sample({"namespace": "n", "app": "a", "color": "c"}, -1.0)
+    for samples in ((good, bad), (bad, good)):
+        result = group_connections(QUERY, Vector(samples=samples), at=AT)
+        conn = result.get("n", "a", "c")
+        assert not conn.known
+        assert conn.cause == "prometheus returned a negative count (-1)"
+
+
+def test_query_result_get() -> None:
+    ok = QueryResult(query=QUERY, at=AT, by_color={("n", "a", "c"): Connections(1.0, 1)})
+    assert ok.get("n", "a", "c") == Connections(1.0, 1)
+    assert ok.get("n", "a", "other") is NO_SERIES
+    failed = QueryResult(query=QUERY, at=AT, by_color=ok.by_color, error="prometheus down")
+    assert failed.get("n", "a", "c") == Connections.unknown("prometheus down")
+    assert not failed.ok
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(seconds=10), "10s"),
+        (timedelta(minutes=2), "120s"),
+        (timedelta(milliseconds=1500), "1500ms"),
+        (timedelta(milliseconds=200), "200ms"),
+    ],
+)
+def test_format_duration(value: timedelta, text: str) -> None:
+    assert format_duration(value) == text
+
+
+def test_format_timestamp_needs_an_aware_time() -> None:
+    assert format_timestamp(datetime(1970, 1, 1, 0, 1, 0, 500000, tzinfo=UTC)) == "60.500"
+    plus_one = timezone(timedelta(hours=1))
+    assert format_timestamp(datetime(1970, 1, 1, 1, 1, tzinfo=plus_one)) == "60.000"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_timestamp(datetime(2026, 3, 1, 12, 0))
+
+
+# Every cause the client writes starts with one of these: the daemon classifies errors by them.
+CAUSE_PREFIXES = (
+    "prometheus unreachable",
+    "prometheus timed out",
+    "prometheus HTTP",
+    "prometheus error",
+    "partial data",
+    "prometheus answered",
+    "prometheus returned",
+    "prometheus vector",
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "raw"),
+    [
+        (200, b"not json"),
+        (502, b"<html>bad gateway</html>"),
+        (400, body({"status": "error", "errorType": "bad_data", "error": "parse error"})),
+        (200, body({"status": "success", "data": {"resultType": "matrix", "result": []}})),
+        (200, envelope([{"metric": {}, "value": [1, 2]}])),
+        (200, body({"status": "success", "data": {"resultType": "vector", "result": 1}})),
+    ],
+)
+def test_causes_keep_their_documented_prefixes(status: int, raw: bytes) -> None:
+    with pytest.raises((PrometheusAPIError, PrometheusBadResponse)) as raised:
+        parse_response(status, raw)
+    assert raised.value.cause.startswith(CAUSE_PREFIXES)
+
+
+labels = st.fixed_dictionaries(
+    {
+        "namespace": st.sampled_from(["n1", "n2"]),
+        "app": st.sampled_from(["web", "chat"]),
+        "color": st.sampled_from(["3c3fdc", "9d2cc9", "ffffff"]),
+    }
+)
+counts = st.integers(min_value=0, max_value=10_000)
+
+
+@given(st.lists(st.tuples(labels, counts), max_size=30))
+def test_grouping_sums_and_counts_exactly_the_series_present(
+    series: list[tuple[dict[str, str], int]],
+) -> None:
+    vec = Vector(samples=tuple(Sample(dict(m), float(v)) for m, v in series))
+    metric = group_connections(QUERY, vec, at=AT)
+    free = group_connections(ConnectionsQuery(metric=None, query="q"), vec, at=AT)
+    for ns in ("n1", "n2"):
+        for app in ("web", "chat"):
+            for color in ("3c3fdc", "9d2cc9", "ffffff"):
+                values = [
+                    v
+                    for m, v in series
+                    if (m["namespace"], m["app"], m["color"]) == (ns, app, color)
+                ]
+                if not values:
+                    # Never a zero for a color nobody reports.
+                    assert metric.get(ns, app, color) is NO_SERIES
+                    assert free.get(ns, app, color) is NO_SERIES
+                    continue
+                assert metric.get(ns, app, color) == Connections(float(sum(values)), len(values))
+                assert free.get(ns, app, color) == Connections(float(sum(values)), None)

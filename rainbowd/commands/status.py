@@ -1,0 +1,181 @@
+"""`rainbowd status`: asks a running daemon for its /status and prints the plan table (or JSON).
+
+The table is rendered by the same reporting code as `rainbowd plan`, from a Plan rebuilt out of
+the JSON document, so a plan reads the same whether computed here or fetched from a daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from rainbowd.core.model import (
+    Action,
+    ActionKind,
+    AppPlan,
+    BlockReason,
+    ColorPlan,
+    Connections,
+    Plan,
+    Reason,
+    State,
+)
+from rainbowd.core.objects import parse_time
+from rainbowd.core.reporting import render_plan_table
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+# A daemon answers /status from memory; anything slower than this is not going to answer.
+TIMEOUT = 10.0
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "status",
+        help="show a running daemon's last plan",
+        description="Fetch /status from a running `rainbowd run` and print its last plan.",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("RAINBOWD_URL", DEFAULT_URL),
+        help=f"the daemon's HTTP address ({DEFAULT_URL}) [RAINBOWD_URL]",
+    )
+    parser.add_argument(
+        "--output", "-o", choices=("table", "json"), default="table", help="table or json"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+            document = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        print(f"rainbowd status: cannot read {url}: {reason}", file=sys.stderr)
+        return 1
+    if not isinstance(document, dict):
+        print(f"rainbowd status: {url} did not answer a JSON object", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+        return 0
+    try:
+        sys.stdout.write(render_status(document))
+    except (KeyError, TypeError, ValueError) as exc:
+        print(f"rainbowd status: unexpected /status document: {exc!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def render_status(document: Mapping[str, Any]) -> str:
+    """A few header lines about the daemon, then the plan table."""
+    policy = document.get("policy") or {}
+    cycle = document.get("cycle")
+    lines = [
+        f"daemon:  {document.get('identity', '?')}"
+        f"  leader={_yes(document.get('leader'))}  ready={_yes(document.get('ready'))}",
+        f"policy:  {policy.get('source', '?')}  valid={_yes(policy.get('valid'))}",
+    ]
+    for error in policy.get("errors") or []:
+        lines.append(f"  error: {error}")
+    if cycle:
+        lines.append(
+            f"cycle:   #{cycle.get('number')} at {cycle.get('started_at')}"
+            f"  took {float(cycle.get('duration_seconds') or 0) * 1000:.0f}ms"
+            f"  ok={_yes(cycle.get('ok'))}"
+            + (f"  error: {cycle['error']}" if cycle.get("error") else "")
+        )
+        for query, error in (cycle.get("prometheus_errors") or {}).items():
+            lines.append(f"  prometheus: {query}: {error}")
+    else:
+        lines.append("cycle:   none yet")
+    text = "\n".join(lines) + "\n\n"
+    plan = document.get("plan")
+    if plan is None:
+        return text + "no plan yet\n"
+    return text + render_plan_table(plan_from_document(plan))
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def _connections(doc: Mapping[str, Any]) -> Connections:
+    return Connections(
+        value=doc.get("value"), series=doc.get("series"), cause=doc.get("cause") or ""
+    )
+
+
+def plan_from_document(doc: Mapping[str, Any]) -> Plan:
+    """The inverse of reporting.plan_to_document, as far as the table needs it."""
+    now = parse_time(doc["now"])
+    apps = []
+    for app in doc.get("apps") or []:
+        namespace, app_name = app["namespace"], app["app"]
+        colors = []
+        for c in app.get("colors") or []:
+            retired_for = c.get("retiredFor")
+            # The document's times are whole seconds; retiredFor is exact, so keep the age.
+            retired_at = None if retired_for is None else now - timedelta(seconds=retired_for)
+            actions = tuple(
+                Action(
+                    kind=ActionKind(a["kind"]),
+                    namespace=namespace,
+                    name=c["deployment"],
+                    app=app_name,
+                    color=c["color"],
+                    uid=a.get("uid") or "",
+                    resource_version=a.get("resourceVersion") or "",
+                    reason=Reason(a["reason"]),
+                    message=a.get("message") or "",
+                    annotations=a.get("annotations") or {},
+                    connections=a.get("connections"),
+                )
+                for a in c.get("actions") or []
+            )
+            colors.append(
+                ColorPlan(
+                    namespace=namespace,
+                    app=app_name,
+                    color=c["color"],
+                    name=c["deployment"],
+                    state=State(c["state"]),
+                    rule=c.get("rule"),
+                    replicas=int(c["replicas"]),
+                    ready_replicas=int(c.get("readyReplicas") or 0),
+                    connections=_connections(c.get("connections") or {}),
+                    created_at=parse_time(c["createdAt"]),
+                    retired_at=retired_at,
+                    drained_since=None
+                    if c.get("drainedSince") is None
+                    else parse_time(c["drainedSince"]),
+                    note=c.get("note") or "",
+                    actions=actions,
+                    held=None if c.get("held") is None else Reason(c["held"]),
+                )
+            )
+        apps.append(
+            AppPlan(
+                namespace=namespace,
+                app=app_name,
+                rule=app.get("rule"),
+                blocked=None if app.get("blocked") is None else BlockReason(app["blocked"]),
+                message=app.get("message") or "",
+                colors=tuple(colors),
+            )
+        )
+    return Plan(
+        now=now,
+        apps=tuple(apps),
+        dry_run=bool(doc.get("dryRun")),
+        paused=bool(doc.get("paused")),
+        warnings=tuple(doc.get("warnings") or ()),
+    )

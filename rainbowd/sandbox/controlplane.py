@@ -1,0 +1,532 @@
+"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, optionally with
+kube-controller-manager, kube-scheduler and kwok serving one fake Node, for tests and the sandbox.
+
+Binaries come from `tests/cluster/build`; `python -m rainbowd.sandbox.controlplane` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from rainbowd.logs import get_logger, setup_logging
+from rainbowd.sandbox.certs import Pki, write_pki
+from rainbowd.sandbox.procs import Process, ProcessError, free_port, wait_until
+
+log = get_logger(__name__)
+
+BIN_DIR_ENV = "RAINBOWD_CONTROLPLANE_BIN"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+BUILD_COMMAND = "tests/cluster/build"
+FAKE_NODE = "kwok-node-0"
+FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+POD_CIDR = "10.244.0.1/16"
+
+# A cold apiserver start includes etcd schema bootstrap and RBAC/APF defaults: seconds on an idle
+# machine, much longer on a 2-core box compiling something else.
+_START_TIMEOUT = 90.0
+_REQUEST_TIMEOUT = 10.0
+_STOP_TIMEOUT = 15.0
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane cannot start: binaries missing, or a component failed."""
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def kubernetes_version() -> str:
+    """The Kubernetes version pinned in tests/cluster/versions."""
+    versions = _repo_root() / "tests" / "cluster" / "versions"
+    for line in versions.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "KUBERNETES_VERSION":
+            return value.strip()
+    raise ControlPlaneError(f"no KUBERNETES_VERSION in {versions}")
+
+
+def default_binaries_dir() -> Path:
+    """$RAINBOWD_CONTROLPLANE_BIN, else where tests/cluster/build puts the pinned version."""
+    env = os.environ.get(BIN_DIR_ENV)
+    if env:
+        return Path(env)
+    return _repo_root() / ".cache" / "controlplane" / kubernetes_version() / "bin"
+
+
+def missing_binaries(binaries: Path) -> list[str]:
+    return [b for b in BINARIES if not os.access(binaries / b, os.X_OK)]
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ controller-manager, scheduler, kwok) on free loopback ports.
+
+    Use as a context manager or call `start()`/`stop()`. Data (etcd, certificates, kubeconfig,
+    one log file per process) lives in `data_dir`, a fresh temporary folder unless given.
+    """
+
+    def __init__(
+        self,
+        *,
+        binaries: Path | None = None,
+        data_dir: Path | None = None,
+        full: bool = False,
+        start_timeout: float = _START_TIMEOUT,
+    ) -> None:
+        self.binaries = binaries if binaries is not None else default_binaries_dir()
+        self._own_data_dir = data_dir is None
+        self._data_dir_arg = data_dir
+        self.full = full
+        self.start_timeout = start_timeout
+        self.timings: dict[str, float] = {}
+        self._data_dir: Path | None = None
+        self._pki: Pki | None = None
+        self._procs: dict[str, Process] = {}
+        self._etcd_port = 0
+        self._apiserver_port = 0
+        self._ssl: ssl.SSLContext | None = None
+        self._full_started = False
+
+    # -- paths and addresses ------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            raise ControlPlaneError("control plane not started")
+        return self._data_dir
+
+    @property
+    def pki(self) -> Pki:
+        if self._pki is None:
+            raise ControlPlaneError("control plane not started")
+        return self._pki
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self._apiserver_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self._etcd_port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki.ca_cert
+
+    @property
+    def client_cert(self) -> Path:
+        return self.pki.admin_cert
+
+    @property
+    def client_key(self) -> Path:
+        return self.pki.admin_key
+
+    def process_ids(self) -> dict[str, int]:
+        """Pids of the running components, by name."""
+        return {
+            name: proc.pid
+            for name, proc in self._procs.items()
+            if proc.pid is not None and proc.running()
+        }
+
+    def log_path(self, component: str) -> Path:
+        return self.data_dir / "logs" / f"{component}.log"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Starts etcd and kube-apiserver (and the rest when `full`), each polled until ready."""
+        if self._data_dir is not None:
+            return
+        missing = missing_binaries(self.binaries)
+        if missing:
+            raise ControlPlaneError(
+                f"control-plane binaries missing in {self.binaries}: {', '.join(missing)}; "
+                f"build them with: {BUILD_COMMAND}"
+            )
+        began = time.monotonic()
+        if self._data_dir_arg is not None:
+            self._data_dir = self._data_dir_arg
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="rainbowd-controlplane-"))
+        try:
+            self._pki = write_pki(self.data_dir / "pki")
+            self._ssl = ssl.create_default_context(cafile=str(self._pki.ca_cert))
+            self._ssl.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
+            self._etcd_port = free_port()
+            self._apiserver_port = free_port()
+            self._write_kubeconfig()
+            self._start_etcd()
+            self._start_apiserver_process()
+            self.timings["start"] = time.monotonic() - began
+            log.info(
+                "control plane started",
+                server=self.server,
+                kubeconfig=str(self.kubeconfig),
+                seconds=round(self.timings["start"], 2),
+            )
+            if self.full:
+                self.start_full()
+        except BaseException:
+            self.stop(keep_data=True)
+            raise
+
+    def start_full(self) -> None:
+        """Adds kube-controller-manager, kube-scheduler, kwok and the fake Node; idempotent."""
+        if self._full_started:
+            return
+        began = time.monotonic()
+        self.full = True
+        self._start_controller_manager()
+        self._start_scheduler()
+        self._start_kwok()
+        self._create_fake_node()
+        self._full_started = True
+        self.timings["start_full"] = time.monotonic() - began
+        log.info(
+            "control plane components started",
+            node=FAKE_NODE,
+            seconds=round(self.timings["start_full"], 2),
+        )
+
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stops every component (SIGTERM, SIGKILL after a deadline) and removes owned data."""
+        # Clients of the apiserver first, so they do not log a storm of connection errors.
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop(_STOP_TIMEOUT)
+        self._full_started = False
+        if self._data_dir is not None and self._own_data_dir and not keep_data:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+        self._data_dir = None
+
+    def stop_apiserver(self) -> None:
+        proc = self._procs.get("kube-apiserver")
+        if proc is not None:
+            proc.stop(_STOP_TIMEOUT)
+
+    def start_apiserver(self) -> None:
+        """Starts kube-apiserver again on the same port with the same etcd data."""
+        self._start_apiserver_process()
+
+    def restart_apiserver(self) -> None:
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    # -- talking to the apiserver -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One admin call to the apiserver; decoded JSON, or the text for non-JSON answers."""
+        raw = self._request_raw(method, path, body, headers=headers)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    def apiserver_metrics(self) -> str:
+        """The apiserver's own /metrics (Prometheus text), read with the admin certificate."""
+        return self._request_raw("GET", "/metrics")
+
+    def create_namespace(self, name: str) -> None:
+        self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.request("DELETE", f"/api/v1/namespaces/{name}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+
+    def _request_raw(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = _REQUEST_TIMEOUT,
+    ) -> str:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("Accept", "application/json, */*")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            req.add_header(key, value)
+        with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
+            text: str = resp.read().decode()
+            return text
+
+    # -- components ---------------------------------------------------------------------------
+
+    def _process(self, name: str, args: list[str]) -> Process:
+        proc = Process(name, [str(self.binaries / name), *args], log_path=self.log_path(name))
+        self._procs[name] = proc
+        proc.start()
+        return proc
+
+    def _start_etcd(self) -> None:
+        peer = f"http://127.0.0.1:{free_port()}"
+        proc = self._process(
+            "etcd",
+            [
+                "--name=default",
+                f"--data-dir={self.data_dir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=default={peer}",
+                # Test data is thrown away: fsync would only make every write wait on the disk.
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+
+        def healthy() -> bool | None:
+            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as resp:
+                return True if json.loads(resp.read()).get("health") == "true" else None
+
+        wait_until(healthy, timeout=self.start_timeout, what="healthy", process=proc)
+
+    def _start_apiserver_process(self) -> None:
+        pki = self.pki
+        proc = self._process(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={self.etcd_url}",
+                f"--secure-port={self._apiserver_port}",
+                "--bind-address=127.0.0.1",
+                # Without it the apiserver looks for a default route, which a sandbox may lack.
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={self.data_dir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--allow-privileged=true",
+                # No kubelet mounts tokens here; pods must not wait for a ServiceAccount.
+                "--disable-admission-plugins=ServiceAccount",
+                f"--service-account-issuer={self.server}/",
+                f"--service-account-key-file={pki.sa_public_key}",
+                f"--service-account-signing-key-file={pki.sa_private_key}",
+            ],
+        )
+
+        def ready() -> bool | None:
+            return True if self._request_raw("GET", "/readyz", timeout=2) == "ok" else None
+
+        began = time.monotonic()
+        wait_until(ready, timeout=self.start_timeout, what="ready (/readyz)", process=proc)
+        self.timings["apiserver_ready"] = time.monotonic() - began
+
+    def _start_controller_manager(self) -> None:
+        pki = self.pki
+        proc = self._process(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--controllers=*",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki.sa_private_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                # kwok renews the fake Node's lease every 40s; leave it room before NotReady.
+                "--node-monitor-grace-period=50s",
+            ],
+        )
+
+        # The root-CA publisher writes this ConfigMap into every namespace once its informers
+        # synced: a sign that the controllers run, since --secure-port=0 leaves no /healthz.
+        def running() -> bool | None:
+            try:
+                self.request("GET", "/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                raise
+            return True
+
+        wait_until(running, timeout=self.start_timeout, what="running controllers", process=proc)
+
+    def _start_scheduler(self) -> None:
+        self._process(
+            "kube-scheduler",
+            [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0"],
+        )
+
+    def _start_kwok(self) -> None:
+        stages = self.data_dir / "kwok-stages.yaml"
+        stages.write_text(
+            resources.files("rainbowd.sandbox").joinpath("kwok-stages.yaml").read_text()
+        )
+        key, value = FAKE_NODE_ANNOTATION
+        self._process(
+            "kwok",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={key}={value}",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=10.244.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+
+    def _create_fake_node(self) -> None:
+        resources_ = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        key, value = FAKE_NODE_ANNOTATION
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": FAKE_NODE,
+                "annotations": {key: value, "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": FAKE_NODE,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {"capacity": resources_, "allocatable": resources_},
+        }
+        try:
+            self.request("POST", "/api/v1/nodes", node)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # a restarted start_full() on the same etcd data
+                raise
+
+        def node_ready() -> bool | None:
+            got = self.request("GET", f"/api/v1/nodes/{FAKE_NODE}")
+            for cond in got.get("status", {}).get("conditions", []):
+                if cond.get("type") == "Ready" and cond.get("status") == "True":
+                    return True
+            return None
+
+        wait_until(
+            node_ready,
+            timeout=self.start_timeout,
+            what=f"node {FAKE_NODE} Ready",
+            process=self._procs["kwok"],
+        )
+
+    def _write_kubeconfig(self) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        name = "rainbowd-sandbox"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": name,
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(self.pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64(self.pki.admin_cert),
+                        "client-key-data": b64(self.pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": "admin"}}],
+            "current-context": name,
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rainbowd.sandbox.controlplane",
+        description="Runs a loopback Kubernetes control plane with one fake node until Ctrl-C.",
+    )
+    parser.add_argument("--data-dir", type=Path, help="keep data here (default: a temp folder)")
+    parser.add_argument(
+        "--minimal", action="store_true", help="only etcd and kube-apiserver (no pods run)"
+    )
+    args = parser.parse_args(argv)
+    setup_logging("INFO", "text")
+
+    # Ctrl-C and SIGTERM both end the wait below and fall through to a clean stop.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    cp = ControlPlane(data_dir=args.data_dir, full=not args.minimal)
+    try:
+        cp.start()
+    except (ControlPlaneError, ProcessError) as exc:
+        print(f"error: {exc}")
+        return 1
+    try:
+        print(f"kubeconfig: {cp.kubeconfig}")
+        print(f"export KUBECONFIG={cp.kubeconfig}")
+        seconds = cp.timings.get("start", 0.0) + cp.timings.get("start_full", 0.0)
+        print(f"started in {seconds:.1f}s; press Ctrl-C to stop", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        cp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

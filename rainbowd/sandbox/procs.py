@@ -1,0 +1,233 @@
+"""Child processes of the sandbox: start with logs captured, poll readiness, stop for sure.
+
+Every child runs in its own process group, dies with its parent (PR_SET_PDEATHSIG) and is killed at
+interpreter exit, so neither a failing test nor a killed Python leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TypeVar
+
+from rainbowd.logs import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1
+_LOG_TAIL_LINES = 40
+
+
+class ProcessError(RuntimeError):
+    """A child process failed to start, exited early, or never became ready."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec. If the Python test process is killed (even with
+    # SIGKILL) the kernel sends SIGKILL to the child, which atexit alone could never do.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie (a zombie is dead, only not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the command name, which is in parentheses and may itself contain spaces.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+class Process:
+    """One named child process with its output in `log_path`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log_path.open("ab")
+        self._log_file.write(f"--- start {' '.join(self.argv)}\n".encode())
+        self._log_file.flush()
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from the main thread
+        # (the test process's) rather than from a short-lived worker thread.
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("child started from a non-main thread", name=self.name)
+        self._popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        _registry.add(self)
+        log.debug("process started", name=self.name, pid=self._popen.pid)
+
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def returncode(self) -> int | None:
+        return self._popen.poll() if self._popen is not None else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the process group, SIGKILL after `timeout` seconds, then reap."""
+        popen = self._popen
+        if popen is None:
+            return
+        if popen.poll() is None:
+            self._signal_group(popen.pid, signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("process ignored SIGTERM, killing", name=self.name, pid=popen.pid)
+                self._signal_group(popen.pid, signal.SIGKILL)
+                popen.wait()
+        # Grandchildren (none of ours fork, but a wrapper might) share the group: take them too.
+        self._signal_group(popen.pid, signal.SIGKILL)
+        self._popen = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        _registry.discard(self)
+        log.debug("process stopped", name=self.name, pid=popen.pid, code=popen.returncode)
+
+    def kill(self) -> None:
+        if self._popen is not None:
+            self._signal_group(self._popen.pid, signal.SIGKILL)
+        self.stop(timeout=5.0)
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fail(self, what: str) -> ProcessError:
+        """An error naming the process, its exit status and the tail of its log."""
+        code = self.returncode()
+        state = f"exited with code {code}" if code is not None else "still running"
+        return ProcessError(
+            f"{self.name} {what} ({state}); log {self.log_path}, last lines:\n{self.log_tail()}"
+        )
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    process: Process | None = None,
+    interval: float = 0.05,
+) -> T:
+    """Polls `check` until it returns a value that is not None, or fails after `timeout` seconds.
+
+    Exceptions from `check` count as "not yet" (a server still starting refuses connections). When
+    `process` exits meanwhile, fails at once with its log tail instead of waiting out the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+        except Exception as exc:
+            last_error = exc
+        else:
+            if result is not None:
+                return result
+        if process is not None and not process.running():
+            raise process.fail(f"exited while waiting for {what}")
+        if time.monotonic() >= deadline:
+            detail = f"; last error: {last_error!r}" if last_error is not None else ""
+            if process is not None:
+                raise process.fail(f"not {what} after {timeout:.0f}s{detail}")
+            raise ProcessError(f"not {what} after {timeout:.0f}s{detail}")
+        time.sleep(interval)
+
+
+class _Registry:
+    """Every started, not yet stopped child of this interpreter, killed at exit."""
+
+    def __init__(self) -> None:
+        self._procs: set[Process] = set()
+        self._lock = threading.Lock()
+        atexit.register(self.kill_all)
+
+    def add(self, proc: Process) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: Process) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def running(self) -> list[Process]:
+        with self._lock:
+            return [p for p in self._procs if p.running()]
+
+    def kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            proc.kill()
+
+
+_registry = _Registry()
+
+
+def running_processes() -> list[Process]:
+    """Children started through this module and not stopped yet (for leak checks)."""
+    return _registry.running()
+
+
+def kill_all() -> None:
+    _registry.kill_all()

@@ -1,0 +1,727 @@
+"""The planner: `plan(snapshot, policy, now) -> Plan`, the burn-down decisions of one cycle.
+
+Purely computational: a snapshot and a policy in, a plan out, no I/O and no clock. The executor
+applies the plan; the reporting module renders it. DESIGN.md "What the planner decides" is the spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    LIVE_AT,
+    ORIGINAL_REPLICAS,
+    PROTECT,
+    RETIRED_AT,
+    Action,
+    ActionKind,
+    AppPlan,
+    BlockReason,
+    ColorPlan,
+    Connections,
+    Deployment,
+    Namespace,
+    Plan,
+    Reason,
+    Service,
+    Snapshot,
+    State,
+)
+from rainbowd.core.objects import format_time, parse_time
+from rainbowd.core.policy import CleanupAction, Knobs, Policy, Rule
+from rainbowd.core.reporting import compact_duration, format_count
+
+# Why an annotation change is made, in the words of the action message.
+_STAMP_WORDS: dict[Reason, str] = {
+    Reason.OBSERVED_LIVE: "first seen live",
+    Reason.LIVE_AGAIN: "live again (rolled back to)",
+    Reason.OBSERVED_RETIRED: "first seen retired",
+    Reason.MALFORMED_ANNOTATION: "unparsable annotation re-stamped as now",
+    Reason.ABANDONED: "pending for longer than abandonedAfter, never promoted",
+    Reason.DRAIN_STARTED: "connections at or below the floor",
+    Reason.DRAIN_RESET: "the drain must be continuous",
+}
+_DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"
+_DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
+
+_NOTE_LIVE = "live: selected by Service "
+_NOTE_PENDING = "pending: created after the live color and not selected yet"
+_NOTE_UNMANAGED = "no rule matches this Deployment: never touched"
+_NOTE_SCALED_DOWN = "scaled down: kept for a fast rollback"
+_NOTE_PROTECTED = f"protected ({PROTECT}): never scaled or deleted"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_stamp(value: str) -> datetime | None:
+    """A rainbowd annotation's time, or None when it does not parse.
+
+    Memoized: the same few thousand stamps are read again every cycle, and parsing dominates
+    the per-color cost otherwise.
+    """
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+class _RuleMatcher:
+    """`policy.rule_for` memoized per namespace and per the label values the rules look at.
+
+    Rules only read the keys their selectors name, so Deployments that agree on those keys share
+    one answer however many other labels (a color, a version) they carry.
+    """
+
+    __slots__ = ("_cache", "_keys", "_policy")
+
+    def __init__(self, policy: Policy) -> None:
+        keys: dict[str, None] = {}
+        for rule in policy.rules:
+            for requirement in rule.selector.requirements:
+                keys.setdefault(requirement.key, None)
+        self._policy = policy
+        self._keys = tuple(keys)
+        self._cache: dict[tuple[str, object], Rule | None] = {}
+
+    def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
+        keys = self._keys
+        signature: object
+        if not keys:
+            signature = None
+        elif len(keys) == 1:
+            signature = labels.get(keys[0])
+        else:
+            signature = tuple([labels.get(k) for k in keys])
+        key = (namespace, signature)
+        try:
+            return self._cache[key]
+        except KeyError:
+            rule = self._cache[key] = self._policy.rule_for(namespace, labels)
+            return rule
+
+
+class _Cycle:
+    """What one plan() call computes once and every app reads."""
+
+    __slots__ = ("app_label", "color_label", "now", "paused", "rules", "stamp", "stamp_at")
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self.now = now
+        # Stamps are written with whole seconds; deciding with the value as it will read back
+        # makes the next cycle see exactly what this one decided on.
+        self.stamp = format_time(now)
+        self.stamp_at = parse_time(self.stamp)
+        self.app_label = policy.app_label
+        self.color_label = policy.color_label
+        self.paused = policy.paused
+        self.rules = _RuleMatcher(policy)
+
+
+class _Color:
+    """One color while its app is being planned; becomes a ColorPlan."""
+
+    __slots__ = (
+        "changes",
+        "cleanup",
+        "connections",
+        "deployment",
+        "disruptive",
+        "drained_since",
+        "held",
+        "kind",
+        "live",
+        "note",
+        "protected",
+        "reasons",
+        "retired_at",
+        "rule",
+        "state",
+        "why",
+    )
+
+    def __init__(self, deployment: Deployment, rule: Rule | None, live: str | None) -> None:
+        self.deployment = deployment
+        self.rule = rule
+        self.live = live  # the name of a Service selecting it, or None
+        self.state = State.RETIRED
+        self.note = ""
+        self.connections: Connections | None = None
+        self.retired_at: datetime | None = None
+        self.drained_since: datetime | None = None
+        self.protected = False
+        self.changes: dict[str, str | None] | None = None
+        self.reasons: list[tuple[Reason, str]] | None = None
+        self.cleanup: Reason | None = None
+        self.kind: ActionKind | None = None
+        self.why = ""
+        self.disruptive = False
+        self.held: Reason | None = None
+
+    def change(self, key: str, value: str | None, reason: Reason, why: str) -> None:
+        if self.changes is None:
+            self.changes = {}
+            self.reasons = []
+        self.changes[key] = value
+        assert self.reasons is not None
+        self.reasons.append((reason, why))
+
+
+def _service_index(
+    services: Sequence[Service], app_label: str
+) -> tuple[dict[str, list[Service]], list[Service]]:
+    """Services by the app their selector names; the rest must be tried against every color.
+
+    A selector naming app X can only match pod templates of app X, so each color is compared
+    with its own app's Services, not with every Service of the namespace.
+    """
+    by_app: dict[str, list[Service]] = {}
+    other: list[Service] = []
+    for service in services:
+        selector = service.selector
+        if not selector:
+            continue  # selects no pods (an ExternalName or a manually managed Endpoints)
+        app = selector.get(app_label)
+        if app is None:
+            other.append(service)
+        else:
+            by_app.setdefault(app, []).append(service)
+    return by_app, other
+
+
+def _live_service(template_labels: Mapping[str, str], services: Sequence[Service]) -> str | None:
+    items = template_labels.items()
+    for service in services:
+        if service.selector.items() <= items:
+            return service.name
+    return None
+
+
+def _effective_connections(connections: Connections, ready: int) -> Connections:
+    value = connections.value
+    if value is None:
+        return connections
+    if not math.isfinite(value):
+        return Connections.unknown(f"not a finite number: {value}")
+    series = connections.series
+    if series is not None and series < ready:
+        # Pods whose scrape fails vanish from the sum: an undercount would look like a drain.
+        return Connections(
+            value=None, series=series, cause=f"coverage: {series} of {ready} ready pods report"
+        )
+    return connections
+
+
+def _cleanup_kind(action: CleanupAction) -> ActionKind:
+    return ActionKind.DELETE if action is CleanupAction.DELETE else ActionKind.SCALE
+
+
+def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
+    """Decide this cycle's actions for every managed app of the snapshot."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    cycle = _Cycle(policy, now)
+    apps: list[AppPlan] = []
+    warnings: list[str] = []
+    for namespace in snapshot.namespaces.values():
+        _plan_namespace(cycle, namespace, apps, warnings)
+    apps.sort(key=lambda a: (a.namespace, a.app))
+    return Plan(
+        now=now,
+        apps=tuple(apps),
+        dry_run=policy.dry_run,
+        paused=policy.paused,
+        warnings=tuple(warnings),
+    )
+
+
+def _plan_namespace(
+    cycle: _Cycle, namespace: Namespace, apps: list[AppPlan], warnings: list[str]
+) -> None:
+    app_label = cycle.app_label
+    color_label = cycle.color_label
+    groups: dict[str, list[Deployment]] = {}
+    for deployment in namespace.deployments:
+        labels = deployment.template_labels
+        app = labels.get(app_label)
+        if app is None or color_label not in labels:
+            continue
+        group = groups.get(app)
+        if group is None:
+            groups[app] = [deployment]
+        else:
+            group.append(deployment)
+    if not groups:
+        return
+    by_app, other = _service_index(namespace.services, app_label)
+    rule_for = cycle.rules.rule_for
+    ns = namespace.name
+    for app, deployments in groups.items():
+        services = by_app.get(app)
+        candidates = (services + other if other else services) if services else other
+        colors: list[_Color] = []
+        managed = False
+        for deployment in deployments:
+            rule = rule_for(ns, deployment.labels)
+            if rule is not None:
+                managed = True
+            live = _live_service(deployment.template_labels, candidates) if candidates else None
+            colors.append(_Color(deployment, rule, live))
+        if managed:
+            apps.append(_plan_app(cycle, namespace, app, colors, warnings))
+
+
+def _app_rule(colors: list[_Color]) -> Rule:
+    """The newest live color's rule, else the newest managed color's: the app's knobs."""
+    best: _Color | None = None
+    for color in colors:
+        if color.rule is None:
+            continue
+        if best is None or (color.live is not None, color.deployment.created_at) > (
+            best.live is not None,
+            best.deployment.created_at,
+        ):
+            best = color
+    assert best is not None and best.rule is not None
+    return best.rule
+
+
+def _plan_app(
+    cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Color], warnings: list[str]
+) -> AppPlan:
+    rule = _app_rule(colors)
+    knobs = rule.knobs
+    now = cycle.now
+    newest_live: datetime | None = None
+    blocked: BlockReason | None = None
+    blocked_by = ""
+    for color in colors:
+        if color.live is not None:
+            created = color.deployment.created_at
+            if newest_live is None or created > newest_live:
+                newest_live = created
+            if blocked is None and not color.deployment.available:
+                blocked = BlockReason.LIVE_NOT_AVAILABLE
+                blocked_by = color.deployment.name
+    if newest_live is None:
+        blocked = BlockReason.NO_LIVE_COLOR
+        message = "blocked: no Service selects any color; old colors may be needed for a rollback"
+    elif blocked is not None:
+        message = f"blocked: live color {blocked_by} is not Available"
+    else:
+        message = ""
+
+    connections = namespace.connections
+    abandoned_after = knobs.abandoned_after
+    evaluate = blocked is None
+    retired: list[_Color] = []
+    for color in colors:
+        deployment = color.deployment
+        annotations = deployment.annotations
+        raw = connections.get((app, deployment.template_labels[cycle.color_label]))
+        color.connections = (
+            _effective_connections(raw, deployment.ready_replicas)
+            if raw is not None
+            else _NO_SERIES
+        )
+        if color.live is not None:
+            color.state = State.LIVE
+            color.note = _NOTE_LIVE + color.live
+            if evaluate and color.rule is not None:
+                _plan_live(cycle, color, annotations)
+            continue
+        abandoned = False
+        if (
+            LIVE_AT not in annotations
+            and RETIRED_AT not in annotations
+            and (newest_live is None or deployment.created_at >= newest_live)
+        ):
+            if (
+                not evaluate
+                or color.rule is None
+                or abandoned_after is None
+                or now - deployment.created_at < abandoned_after
+            ):
+                color.state = State.PENDING
+                color.note = _NOTE_PENDING
+                continue
+            abandoned = True
+        color.protected = annotations.get(PROTECT) == "true"
+        if color.rule is None:
+            color.note = _NOTE_UNMANAGED
+            stamp = annotations.get(RETIRED_AT)
+            color.retired_at = None if stamp is None else _parse_stamp(stamp)
+            continue
+        _retired_at(cycle, color, annotations, abandoned, warnings, stamp_it=evaluate)
+        if not evaluate:
+            color.state = State.PROTECTED if color.protected else State.RETIRED
+            color.note = f"{message}; not evaluated"
+            continue
+        _evaluate_retired(cycle, color, knobs, annotations, warnings)
+        retired.append(color)
+
+    if evaluate:
+        _decide_cleanups(cycle, colors, retired, knobs)
+    return AppPlan(
+        namespace=namespace.name,
+        app=app,
+        rule=rule.name,
+        blocked=blocked,
+        message=message,
+        colors=_color_plans(cycle, namespace.name, app, colors),
+    )
+
+
+_NO_SERIES = Connections.unknown("no series for this color")
+
+
+def _plan_live(cycle: _Cycle, color: _Color, annotations: Mapping[str, str]) -> None:
+    again = RETIRED_AT in annotations or DRAINED_SINCE in annotations
+    if LIVE_AT not in annotations:
+        reason = Reason.LIVE_AGAIN if again else Reason.OBSERVED_LIVE
+        color.change(LIVE_AT, cycle.stamp, reason, _STAMP_WORDS[reason])
+    if again:
+        for key in (RETIRED_AT, DRAINED_SINCE):
+            if key in annotations:
+                color.change(key, None, Reason.LIVE_AGAIN, _STAMP_WORDS[Reason.LIVE_AGAIN])
+
+
+def _retired_at(
+    cycle: _Cycle,
+    color: _Color,
+    annotations: Mapping[str, str],
+    abandoned: bool,
+    warnings: list[str],
+    *,
+    stamp_it: bool,
+) -> None:
+    stamp = annotations.get(RETIRED_AT)
+    if stamp is None:
+        color.retired_at = cycle.stamp_at
+        if stamp_it:
+            reason = Reason.ABANDONED if abandoned else Reason.OBSERVED_RETIRED
+            color.change(RETIRED_AT, cycle.stamp, reason, _STAMP_WORDS[reason])
+        return
+    parsed = _parse_stamp(stamp)
+    if parsed is not None:
+        color.retired_at = parsed
+        return
+    # Never "long ago": a typo must not get a color holding connections scaled down early.
+    color.retired_at = cycle.stamp_at
+    deployment = color.deployment
+    warnings.append(
+        f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC 3339 "
+        f"time; treated as now{' and re-stamped' if stamp_it else ''}"
+    )
+    if stamp_it:
+        color.change(
+            RETIRED_AT,
+            cycle.stamp,
+            Reason.MALFORMED_ANNOTATION,
+            _STAMP_WORDS[Reason.MALFORMED_ANNOTATION],
+        )
+
+
+def _evaluate_retired(
+    cycle: _Cycle,
+    color: _Color,
+    knobs: Knobs,
+    annotations: Mapping[str, str],
+    warnings: list[str],
+) -> None:
+    """State and drain bookkeeping of a retired color of an app that is not blocked."""
+    deployment = color.deployment
+    if deployment.replicas == 0:
+        color.state = State.PROTECTED if color.protected else State.SCALED_DOWN
+        color.note = _NOTE_PROTECTED if color.protected else _NOTE_SCALED_DOWN
+        return
+    connections = color.connections
+    assert connections is not None
+    value = connections.value
+    floor = knobs.connection_floor
+    drained_stamp = annotations.get(DRAINED_SINCE)
+    if value is None:
+        color.state = State.UNKNOWN_CONNECTIONS
+        color.disruptive = True
+        note = f"connections unknown ({connections.cause}): not evaluated for drain"
+        if drained_stamp is not None:
+            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+    elif value > floor:
+        color.state = State.DRAINING
+        color.disruptive = True
+        note = f"draining: {format_count(value)} connections > floor {floor}"
+        if drained_stamp is not None:
+            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
+    else:
+        drained_since = None if drained_stamp is None else _parse_stamp(drained_stamp)
+        if drained_since is None:
+            if drained_stamp is not None:
+                warnings.append(
+                    f"{deployment.namespace}/{deployment.name}: {DRAINED_SINCE} "
+                    f"{drained_stamp!r} is not an RFC 3339 time; the drain starts now"
+                )
+            drained_since = cycle.stamp_at
+            color.change(
+                DRAINED_SINCE, cycle.stamp, Reason.DRAIN_STARTED, _STAMP_WORDS[Reason.DRAIN_STARTED]
+            )
+        color.drained_since = drained_since
+        assert color.retired_at is not None
+        now = cycle.now
+        held_for = now - drained_since
+        retired_for = now - color.retired_at
+        if held_for < knobs.drain_hold:
+            color.state = State.DRAINING
+            note = (
+                f"draining: {format_count(value)} <= floor {floor} for "
+                f"{compact_duration(held_for)} of drainHold {compact_duration(knobs.drain_hold)}"
+            )
+        elif retired_for < knobs.min_retired_age:
+            color.state = State.DRAINING
+            note = (
+                f"draining: drained, but retired for {compact_duration(retired_for)} of "
+                f"minRetiredAge {compact_duration(knobs.min_retired_age)}"
+            )
+        else:
+            color.state = State.DRAINED
+            note = (
+                f"drained: {format_count(value)} <= floor {floor} for {compact_duration(held_for)}"
+            )
+            if not color.protected:
+                color.cleanup = Reason.DRAINED
+                color.why = note
+    if color.protected:
+        color.state = State.PROTECTED
+        note = f"{_NOTE_PROTECTED}; {note}"
+    color.note = note
+
+
+def _decide_cleanups(
+    cycle: _Cycle, colors: list[_Color], retired: list[_Color], knobs: Knobs
+) -> None:
+    """Forced rules, the disruption budget, the cleanup kind, keepScaledDown, paused."""
+    kind = _cleanup_kind(knobs.action)
+    budget = knobs.max_disruptions_per_cycle
+    now = cycle.now
+    floor_words = f"floor {knobs.connection_floor}"
+    for color in retired:
+        if color.cleanup is not None:
+            color.kind = kind
+
+    def force(color: _Color, reason: Reason, why: str) -> None:
+        nonlocal budget
+        if color.disruptive:
+            if budget <= 0:
+                color.held = reason
+                color.note = (
+                    f"{color.note}; held: {why}, but maxDisruptionsPerCycle "
+                    f"({knobs.max_disruptions_per_cycle}) is spent this cycle"
+                )
+                return
+            budget -= 1
+            value = color.connections.value if color.connections is not None else None
+            if value is None:
+                why = f"{why} (connections unknown)"
+            else:
+                why = f"{why} (still holds {format_count(value)} connections > {floor_words})"
+        color.cleanup = reason
+        color.kind = kind
+        color.why = why
+        color.note = f"{color.note}; forced: {why}"
+
+    max_age = knobs.max_retired_age
+    if max_age is not None:
+        overdue = [
+            c
+            for c in retired
+            if c.cleanup is None
+            and not c.protected
+            and c.deployment.replicas > 0
+            and c.retired_at is not None
+            and now - c.retired_at > max_age
+        ]
+        overdue.sort(key=_retired_order)
+        for color in overdue:
+            assert color.retired_at is not None
+            force(
+                color,
+                Reason.MAX_RETIRED_AGE,
+                f"retired for {compact_duration(now - color.retired_at)} > maxRetiredAge "
+                f"{compact_duration(max_age)}",
+            )
+
+    max_colors = knobs.max_colors
+    if max_colors is not None:
+        running = 0
+        for color in colors:
+            if color.deployment.replicas > 0 and color.cleanup is None:
+                running += 1
+        if running > max_colors:
+            excess = [
+                c
+                for c in retired
+                if c.cleanup is None
+                and c.held is None
+                and not c.protected
+                and c.deployment.replicas > 0
+            ]
+            excess.sort(key=_retired_order)
+            for color in excess:
+                if running <= max_colors:
+                    break
+                force(
+                    color,
+                    Reason.MAX_COLORS,
+                    f"{running} colors with replicas > maxColors {max_colors}",
+                )
+                if color.cleanup is not None:
+                    running -= 1
+
+    if knobs.action is CleanupAction.SCALE_THEN_DELETE:
+        _keep_scaled_down(retired, knobs.keep_scaled_down)
+
+    if cycle.paused:
+        for color in retired:
+            if color.cleanup is not None and color.kind is not None:
+                verb = "scale to 0" if color.kind is ActionKind.SCALE else "delete"
+                color.held = color.cleanup
+                color.note = f"paused: would {verb} ({color.cleanup}); {color.note}"
+                color.cleanup = None
+                color.kind = None
+
+
+def _retired_order(color: _Color) -> tuple[datetime, datetime, str]:
+    assert color.retired_at is not None
+    return (color.retired_at, color.deployment.created_at, color.deployment.name)
+
+
+def _keep_scaled_down(retired: list[_Color], keep: int) -> None:
+    """Delete scaled-down colors beyond the newest `keep`, counting those scaled this cycle."""
+    scaled = [
+        c
+        for c in retired
+        if not c.protected
+        and (
+            (c.deployment.replicas == 0 and c.cleanup is None)
+            or (c.cleanup is not None and c.kind is ActionKind.SCALE)
+        )
+    ]
+    if len(scaled) <= keep:
+        return
+    scaled.sort(key=lambda c: (c.deployment.created_at, c.deployment.name), reverse=True)
+    for color in scaled[keep:]:
+        color.kind = ActionKind.DELETE
+        if color.cleanup is None:
+            color.cleanup = Reason.KEEP_SCALED_DOWN
+            color.why = f"scaled down, beyond the newest keepScaledDown {keep}"
+            color.note = f"{color.note}; beyond keepScaledDown {keep}"
+        else:
+            # Scaling it now would only make it the next cycle's delete.
+            color.why = f"{color.why}; deleted directly, beyond keepScaledDown {keep}"
+
+
+def _color_plans(
+    cycle: _Cycle, namespace: str, app: str, colors: list[_Color]
+) -> tuple[ColorPlan, ...]:
+    colors.sort(key=lambda c: (c.deployment.created_at, c.deployment.name), reverse=True)
+    plans: list[ColorPlan] = []
+    color_label = cycle.color_label
+    for color in colors:
+        deployment = color.deployment
+        name = deployment.name
+        color_name = deployment.template_labels[color_label]
+        connections = color.connections
+        assert connections is not None
+        actions: tuple[Action, ...] = ()
+        value = connections.value
+        if color.kind is ActionKind.DELETE:
+            actions = (
+                Action(
+                    ActionKind.DELETE,
+                    namespace,
+                    name,
+                    app,
+                    color_name,
+                    deployment.uid,
+                    deployment.resource_version,
+                    color.cleanup or Reason.KEEP_SCALED_DOWN,
+                    f"delete {name}: {color.why}",
+                    {},
+                    value,
+                ),
+            )
+        elif color.kind is ActionKind.SCALE:
+            # Bookkeeping rides on the scale-down: a separate annotate would bump the
+            # resourceVersion and fail the scale's precondition.
+            changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
+            if ORIGINAL_REPLICAS not in deployment.annotations:
+                changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
+            actions = (
+                Action(
+                    ActionKind.SCALE,
+                    namespace,
+                    name,
+                    app,
+                    color_name,
+                    deployment.uid,
+                    deployment.resource_version,
+                    color.cleanup or Reason.DRAINED,
+                    f"scale {name} from {deployment.replicas} to 0: {color.why}",
+                    changes,
+                    value,
+                ),
+            )
+        elif color.changes is not None and color.reasons is not None:
+            actions = (
+                Action(
+                    ActionKind.ANNOTATE,
+                    namespace,
+                    name,
+                    app,
+                    color_name,
+                    deployment.uid,
+                    deployment.resource_version,
+                    color.reasons[0][0],
+                    _annotate_message(name, color.changes, color.reasons),
+                    color.changes,
+                    value,
+                ),
+            )
+        plans.append(
+            ColorPlan(
+                namespace,
+                app,
+                color_name,
+                name,
+                color.state,
+                None if color.rule is None else color.rule.name,
+                deployment.replicas,
+                deployment.ready_replicas,
+                connections,
+                deployment.created_at,
+                color.retired_at,
+                color.drained_since,
+                color.note,
+                actions,
+                color.held,
+            )
+        )
+    return tuple(plans)
+
+
+def _annotate_message(
+    name: str, changes: Mapping[str, str | None], reasons: list[tuple[Reason, str]]
+) -> str:
+    parts = []
+    for key, value in changes.items():
+        short = key.rpartition("/")[2]
+        parts.append(f"clear {short}" if value is None else f"set {short}={value}")
+    whys: list[str] = []
+    for _, why in reasons:
+        if why not in whys:
+            whys.append(why)
+    return f"annotate {name}: {', '.join(parts)} ({'; '.join(whys)})"
+
+
+__all__ = ["plan"]

@@ -1,0 +1,216 @@
+"""Renders a Plan for people and programs: the plan table and a JSON-able document.
+
+Pure: `rainbowd plan`, `rainbowd status` and the daemon's /status all print through here, so a
+plan reads the same wherever it is shown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from rainbowd.core.model import ActionKind, AppPlan, ColorPlan, Connections, Plan, State
+from rainbowd.core.objects import format_time
+
+COLUMNS = (
+    "NAMESPACE",
+    "APP",
+    "COLOR",
+    "STATE",
+    "REPLICAS",
+    "CONNECTIONS",
+    "RETIRED-FOR",
+    "ACTION",
+    "REASON",
+    "NOTE",
+)
+_STATE_ORDER = tuple(State)
+
+
+def compact_duration(value: timedelta) -> str:
+    """`2h5m`, `3d4h`, `45s`: the two largest units, for tables and notes."""
+    seconds = int(value.total_seconds())
+    if seconds < 0:
+        return "-" + compact_duration(-value)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    shown = parts[:2]
+    if len(shown) == 2 and shown[1][0] == 0:
+        shown = shown[:1]
+    return "".join(f"{n}{unit}" for n, unit in shown)
+
+
+def format_count(value: float) -> str:
+    """A connection count: `12`, `0.5`; whole numbers without a decimal point."""
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return f"{value:g}"
+
+
+def _connections_cell(connections: Connections) -> str:
+    return "?" if connections.value is None else format_count(connections.value)
+
+
+def _action_cells(color: ColorPlan, app: AppPlan) -> tuple[str, str]:
+    if app.blocked is not None:
+        return "blocked", str(app.blocked)
+    disruptive = [a for a in color.actions if a.kind is not ActionKind.ANNOTATE]
+    shown = disruptive[0] if disruptive else (color.actions[0] if color.actions else None)
+    if shown is not None:
+        return str(shown.kind), str(shown.reason)
+    if color.held is not None:
+        return "held", str(color.held)
+    return "-", "-"
+
+
+def _note(color: ColorPlan) -> str:
+    note = color.note
+    if color.connections.value is None and color.connections.cause not in note:
+        note = f"{note} (connections: {color.connections.cause})"
+    return note
+
+
+def render_plan_table(plan: Plan) -> str:
+    """The plan as an aligned table, one row per color, then a summary line and warnings."""
+    rows: list[tuple[str, ...]] = [COLUMNS]
+    for app in plan.apps:
+        for color in app.colors:
+            retired_for = color.retired_for(plan.now)
+            action, reason = _action_cells(color, app)
+            rows.append(
+                (
+                    app.namespace,
+                    app.app,
+                    color.color,
+                    str(color.state),
+                    f"{color.ready_replicas}/{color.replicas}",
+                    _connections_cell(color.connections),
+                    "-" if retired_for is None else compact_duration(retired_for),
+                    action,
+                    reason,
+                    _note(color),
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines.append("")
+    lines.append(summary_line(plan))
+    for app in plan.apps:
+        if app.blocked is not None:
+            lines.append(f"blocked: {app.namespace}/{app.app}: {app.message}")
+    for warning in plan.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(plan: Plan) -> str:
+    """`3 apps (1 blocked), 9 colors: 3 live, ...; 4 actions: ...`, for tables and logs."""
+    states: Counter[State] = Counter()
+    colors = 0
+    held = 0
+    for app in plan.apps:
+        for color in app.colors:
+            colors += 1
+            states[color.state] += 1
+            if color.held is not None:
+                held += 1
+    actions = plan.actions
+    kinds: Counter[ActionKind] = Counter(a.kind for a in actions)
+    blocked = sum(1 for app in plan.apps if app.blocked is not None)
+    parts = [f"{len(plan.apps)} apps"]
+    if blocked:
+        parts[0] += f" ({blocked} blocked)"
+    state_text = ", ".join(f"{states[s]} {s}" for s in _STATE_ORDER if states[s])
+    text = f"{parts[0]}, {colors} colors" + (f": {state_text}" if state_text else "")
+    action_text = ", ".join(f"{kinds[k]} {k}" for k in ActionKind if kinds[k])
+    text += f"; {len(actions)} actions" + (f": {action_text}" if action_text else "")
+    if held:
+        text += f"; {held} held"
+    if plan.dry_run:
+        text += "; dry run: nothing will be applied"
+    if plan.paused:
+        text += "; paused: no scale-down or delete"
+    return text
+
+
+def _connections_document(connections: Connections) -> dict[str, Any]:
+    return {
+        "value": connections.value,
+        "known": connections.value is not None,
+        "series": connections.series,
+        "cause": connections.cause or None,
+    }
+
+
+def plan_to_document(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON-able data: every color, every action, blocked apps, warnings."""
+    apps = []
+    for app in plan.apps:
+        colors = []
+        for color in app.colors:
+            retired_for = color.retired_for(plan.now)
+            colors.append(
+                {
+                    "color": color.color,
+                    "deployment": color.name,
+                    "state": str(color.state),
+                    "rule": color.rule,
+                    "replicas": color.replicas,
+                    "readyReplicas": color.ready_replicas,
+                    "connections": _connections_document(color.connections),
+                    "createdAt": format_time(color.created_at),
+                    "retiredAt": None
+                    if color.retired_at is None
+                    else format_time(color.retired_at),
+                    "retiredFor": None if retired_for is None else retired_for.total_seconds(),
+                    "drainedSince": (
+                        None if color.drained_since is None else format_time(color.drained_since)
+                    ),
+                    "note": color.note,
+                    "held": None if color.held is None else str(color.held),
+                    "actions": [
+                        {
+                            "kind": str(action.kind),
+                            "reason": str(action.reason),
+                            "message": action.message,
+                            "uid": action.uid,
+                            "resourceVersion": action.resource_version,
+                            "annotations": dict(action.annotations),
+                            "connections": action.connections,
+                        }
+                        for action in color.actions
+                    ],
+                }
+            )
+        apps.append(
+            {
+                "namespace": app.namespace,
+                "app": app.app,
+                "rule": app.rule,
+                "blocked": None if app.blocked is None else str(app.blocked),
+                "message": app.message,
+                "colors": colors,
+            }
+        )
+    return {
+        "now": format_time(plan.now),
+        "dryRun": plan.dry_run,
+        "paused": plan.paused,
+        "summary": summary_line(plan),
+        "apps": apps,
+        "blocked": [
+            {"namespace": a.namespace, "app": a.app, "reason": str(a.blocked), "message": a.message}
+            for a in plan.apps
+            if a.blocked is not None
+        ],
+        "warnings": list(plan.warnings),
+    }

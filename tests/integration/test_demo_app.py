@@ -142,11 +142,20 @@ async def test_retired_phase_shows_on_the_page(demo: DemoApp, http: aiohttp.Clie
     assert 'data-phase="retired"' in text
 
 
-async def test_sigterm_closes_open_streams_and_exits_zero(demo: DemoApp) -> None:
+async def test_sigterm_closes_open_streams_and_exits_zero(
+    demo: DemoApp, http: aiohttp.ClientSession
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", demo.tcp_port)
     assert await asyncio.wait_for(reader.readline(), DEADLINE) == b"The color is #3c3fdc\n"
+    ws = await http.ws_connect(demo.http_url + "/ws")
+    assert await ws.receive_str(timeout=DEADLINE) == "The color is #3c3fdc\n"
     code = await asyncio.to_thread(demo.terminate)
     assert code == 0
+    while (msg := await ws.receive(timeout=DEADLINE)).type is aiohttp.WSMsgType.TEXT:
+        pass
+    # A close frame saying "going away", not a dropped connection.
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1001
     rest = await asyncio.wait_for(reader.read(), DEADLINE)
     # read() returned, so the server closed the stream; only whole color lines came before.
     assert set(rest.splitlines(keepends=True)) <= {b"The color is #3c3fdc\n"}

@@ -1,0 +1,158 @@
+"""`rainbowd check-policy` as a user runs it: a subprocess, its exit code, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rainbowd.core.policy import parse_policy
+from rainbowd.policyfile import load_policy_file
+
+POLICIES = Path(__file__).parent / "policies"
+REPO = Path(__file__).parents[2]
+
+
+def check_policy(
+    *args: str, cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rainbowd", "check-policy", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=stdin,
+        timeout=60,
+        # The tests run from a temporary directory: make sure this checkout is the one imported.
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def write(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+HEADER = "apiVersion: rainbowd.io/v1alpha1\nkind: DrainPolicy\n"
+
+
+def test_errors_go_to_stderr_prefixed_with_the_file_name_and_exit_1(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER + "rules:\n  - name: chat\n    maxColors: 0\n    connectionFloor: ten\n",
+    )
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        'policy.yaml: rules[0].connectionFloor: expected a non-negative integer, got "ten"',
+        "policy.yaml: rules[0].maxColors: must be >= 1, got 0",
+    ]
+
+
+def test_the_multi_error_corpus_document_prints_every_error(tmp_path: Path) -> None:
+    source = POLICIES / "invalid" / "multiple-errors.yaml"
+    write(tmp_path, source.read_text(encoding="utf-8"))
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    expected = source.with_suffix(".expected").read_text(encoding="utf-8")
+    assert proc.stderr == expected
+
+
+def test_not_yaml_names_line_and_column(tmp_path: Path) -> None:
+    write(tmp_path, HEADER + "dryRun: true: false\n", name="bad.yaml")
+    proc = check_policy("bad.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "bad.yaml: line 3, column 13: not valid YAML: mapping values are not allowed here\n"
+    )
+
+
+def test_missing_file_exits_1(tmp_path: Path) -> None:
+    proc = check_policy("absent.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == "absent.yaml: cannot read: No such file or directory\n"
+
+
+def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "defaults: {connectionFloor: 5, abandonedAfter: 2h}\n"
+        + "rules:\n"
+        + "  - name: chat\n    namespaces: [chat, chat-eu]\n    selector: app=chat\n"
+        + "    maxColors: null\n    maxRetiredAge: null\n    connectionFloor: 25\n"
+        + "  - name: rest\n",
+    )
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    out = proc.stdout
+    assert out.startswith("policy.yaml: valid, 2 rules (first match wins)\n")
+    chat, rest = out.split("\nrule ")[1:]
+    assert chat.splitlines() == [
+        "chat",
+        "  namespaces:             chat, chat-eu",
+        "  selector:               app=chat",
+        "  connections:            rainbow_open_connections{}  (by namespace, app, color)",
+        "  minRetiredAge:          30m",
+        "  connectionFloor:        25  (defaults: 5)",
+        "  drainHold:              5m",
+        "  maxColors:              no cap  (defaults: 4)",
+        "  maxRetiredAge:          never  (defaults: 72h)",
+        "  action:                 scale-then-delete",
+        "  keepScaledDown:         2",
+        "  maxDisruptionsPerCycle: 1",
+        "  abandonedAfter:         2h",
+    ]
+    assert "  namespaces:             all" in rest.splitlines()
+    assert "  selector:               (every Deployment)" in rest.splitlines()
+    assert "  connectionFloor:        5" in rest.splitlines()
+
+
+def test_no_rules_warns_but_exits_0(tmp_path: Path) -> None:
+    write(tmp_path, HEADER)
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stderr == (
+        "policy.yaml: warning: rules: no rules, so no Deployment will be managed\n"
+    )
+    assert proc.stdout.startswith("policy.yaml: valid, 0 rules")
+
+
+def test_json_output_is_the_effective_document(tmp_path: Path) -> None:
+    path = POLICIES / "valid" / "overrides.yaml"
+    proc = check_policy("--output", "json", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["rules"][0]["maxColors"] is None
+    assert document["rules"][1]["abandonedAfter"] == "12h"
+    assert parse_policy(document) == load_policy_file(path)
+
+
+def test_reads_standard_input(tmp_path: Path) -> None:
+    proc = check_policy("-", cwd=tmp_path, stdin=HEADER + "paused: 1\n")
+    assert proc.returncode == 1
+    assert proc.stderr == "<stdin>: paused: expected true or false, got 1\n"
+
+
+def test_the_example_policy_checks_clean() -> None:
+    proc = check_policy("config/policy.yaml", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "\nrule rainbow-deploys\n" in proc.stdout
+
+
+def test_a_configmap_file_is_read_through_its_policy_key(tmp_path: Path) -> None:
+    proc = check_policy(str(POLICIES / "valid" / "configmap.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "  drainHold:              2m  (defaults: 5m)" in proc.stdout.splitlines()
+
+
+def test_no_file_is_a_usage_error(tmp_path: Path) -> None:
+    proc = check_policy(cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "FILE" in proc.stderr

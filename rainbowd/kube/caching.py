@@ -406,6 +406,7 @@ class ClusterCache:
         label_selector: str | None = None,
         watch_timeout: int = 300,
         page_size: int = 500,
+        backoff: Backoff = Backoff(),
         on_change: OnChange | None = None,
     ) -> None:
         self.changed = asyncio.Event()
@@ -421,6 +422,7 @@ class ClusterCache:
                 on_change=self._changed,
                 page_size=page_size,
                 watch_timeout=watch_timeout,
+                backoff=backoff,
             )
             for ns in scopes
         ]
@@ -433,6 +435,7 @@ class ClusterCache:
                 on_change=self._changed,
                 page_size=page_size,
                 watch_timeout=watch_timeout,
+                backoff=backoff,
             )
             for ns in scopes
         ]

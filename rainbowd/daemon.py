@@ -390,6 +390,11 @@ class Daemon:
         age = asyncio.get_running_loop().time() - self.alive_at
         return age <= self.settings.health_max_age and not self.lease_lost
 
+    @property
+    def http_url(self) -> str | None:
+        """The HTTP server's base URL once it listens (the real port when given port 0)."""
+        return None if self._http is None else self._http.url
+
     def request_stop(self) -> None:
         if not self.stopping.is_set():
             log.info("stopping", identity=self.settings.identity)
@@ -506,8 +511,14 @@ class Daemon:
             )
             self._spawn(self._lead(self.elector), "leader elector")
 
-        self._http = HttpServer(self, host=s.listen_host, port=s.listen_port)
-        await self._http.start()
+        http = HttpServer(self, host=s.listen_host, port=s.listen_port)
+        try:
+            await http.start()
+        except OSError as exc:
+            log.error("cannot listen", listen=s.listen, error=str(exc))
+            await http.stop()
+            return 1
+        self._http = http
 
         if s.once:
             return await self._run_once()

@@ -471,3 +471,58 @@ def test_dash_reads_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy_file("-")
     assert caught.value.errors == ['<stdin>: kind: expected "DrainPolicy", got "x"']
+
+
+# --- any document: a Policy or a PolicyError, never a crash ---------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=100),
+    st.floats(allow_nan=True),
+    st.sampled_from(["", "0", "90s", "2d", "-1m", "scale", "app=chat", "chat", "http://p:9090"]),
+    st.text(max_size=8),
+)
+_KEYS = st.sampled_from(
+    [
+        "apiVersion",
+        "kind",
+        "dryRun",
+        "rules",
+        "defaults",
+        "connections",
+        "prometheus",
+        "name",
+        "namespaces",
+        "selector",
+        "metric",
+        "query",
+        "labels",
+        "url",
+        "timeout",
+        "maxColors",
+        "minRetiredAge",
+        "maxRetiredAge",
+        "action",
+        "connectionFloor",
+    ]
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_KEYS, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=6))
+def test_any_document_parses_or_fails_with_path_prefixed_errors(
+    document: dict[str, object],
+) -> None:
+    try:
+        policy = parse_policy({**HEADER, **document})
+    except PolicyError as exc:
+        assert exc.errors
+        for error in exc.errors:
+            assert re.match(r"^[A-Za-z]+(\[\d+\])?[.:\[]", error), error
+    else:
+        assert parse_policy(policy_to_document(policy)) == policy

@@ -214,8 +214,6 @@ class Informer(Generic[T]):
                     resource_version=self._resource_version,
                     **self._fields(),
                 )
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 # A bug or a malformed answer: nothing is known about the stream's position
                 # any more, so start over from a LIST rather than die.

@@ -13,11 +13,13 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from rainbowd.core.model import Deployment
 from rainbowd.core.objects import deployment_from_k8s
@@ -31,7 +33,18 @@ from rainbowd.kube.caching import (
     Key,
     configmap_from_k8s,
 )
-from rainbowd.kube.clients import make_api_client, request_json, resource_path
+from rainbowd.kube.clients import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    Gone,
+    KubeError,
+    NotFound,
+    make_api_client,
+    request_json,
+    resource_path,
+    translate,
+)
 from rainbowd.sandbox.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.cluster]
@@ -577,6 +590,53 @@ async def test_stop_leaves_no_task_behind(api: ApiClient, namespace: str) -> Non
     await cache.stop()
     await task
     assert asyncio.all_tasks() - baseline == set()
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+async def test_client_from_kubeconfig_env_and_errors_naming_what_was_tried(
+    cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    client = await make_api_client(kubeconfig=None)
+    try:
+        answer = await request_json(client, "GET", "/api/v1/namespaces/default")
+        assert answer["metadata"]["name"] == "default"
+        with pytest.raises(NotFound, match="404") as caught:
+            await request_json(client, "GET", "/api/v1/namespaces/no-such-namespace")
+        assert caught.value.status == 404
+        assert isinstance(caught.value.__cause__, ApiException)
+    finally:
+        await client.close()
+
+    missing = tmp_path / "nothing-here"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
+    with pytest.raises(ConfigError) as error:
+        await make_api_client(kubeconfig=None)
+    assert "KUBERNETES_SERVICE_HOST" in str(error.value)
+    assert str(missing) in str(error.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        await make_api_client(kubeconfig=str(missing))
+    with pytest.raises(ConfigError, match="no-such-context"):
+        await make_api_client(kubeconfig=str(cluster.kubeconfig), context="no-such-context")
+
+
+def test_translate_cuts_bodies_and_maps_statuses() -> None:
+    for status, kind in ((409, Conflict), (404, NotFound), (410, Gone), (403, Forbidden)):
+        exc = ApiException(status=status, reason="Nope")
+        exc.body = json.dumps({"kind": "Status", "message": "x" * 5000, "reason": "Nope"}).encode()
+        error = translate(exc)
+        assert type(error) is kind
+        assert error.status == status
+        assert len(str(error)) < 400
+    plain = ApiException(status=502, reason="Bad Gateway")
+    plain.body = b"<html>" + b"y" * 5000
+    error = translate(plain)
+    assert type(error) is KubeError
+    assert str(error).startswith("502 Bad Gateway: <html>")
+    assert len(str(error)) < 400
 
 
 # --- 410 in both forms, from a loopback fake -------------------------------------------------

@@ -205,7 +205,13 @@ class Informer(Generic[T]):
                     continue
             except KubeError as exc:
                 self.stats.errors += 1
-                log.warning("watch failed", error=str(exc), status=exc.status, **self._fields())
+                log.warning(
+                    "request failed",
+                    phase="list" if need_list else "watch",
+                    error=str(exc),
+                    status=exc.status,
+                    **self._fields(),
+                )
             except TRANSPORT_ERRORS as exc:
                 self.stats.errors += 1
                 log.warning(

@@ -247,6 +247,7 @@ def load_file_policy(path: str, state: PolicyState, metrics: Metrics) -> bool:
 class CycleReport:
     """What the last cycle saw, decided and did; served on /status."""
 
+    number: int
     started_at: datetime
     duration: float
     ok: bool
@@ -408,7 +409,7 @@ class Daemon:
         if report is not None:
             outcomes = Tally(r.outcome.value for r in report.results)
             cycle = {
-                "number": self.cycles,
+                "number": report.number,
                 "started_at": report.started_at.isoformat(),
                 "duration_seconds": round(report.duration, 6),
                 "ok": report.ok,
@@ -634,6 +635,8 @@ class Daemon:
         while not self.stopping.is_set():
             if await self._wait_ready(s.interval):
                 break
+            if self.stopping.is_set():
+                return
             self.alive_at = loop.time()  # waiting for the apiserver is not a hung loop
             log.warning(
                 "not ready yet",
@@ -695,6 +698,7 @@ class Daemon:
         except Exception as exc:
             log.exception("cycle failed", cycle=self.cycles)
             report = CycleReport(
+                number=self.cycles,
                 started_at=now,
                 duration=loop.time() - started,
                 ok=False,
@@ -794,6 +798,7 @@ class Daemon:
             # next cycle plans from it.
             self._wake.set()
         return CycleReport(
+            number=self.cycles,
             started_at=now,
             duration=duration,
             ok=True,

@@ -1,0 +1,154 @@
+"""Two replicas with leader election against one cluster: only the leader acts; when it is
+stopped (SIGTERM) it releases the Lease and the other takes over.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.sandbox.prometheus import PrometheusServer
+from tests.e2e.harness import (
+    DaemonProcess,
+    Fleet,
+    create_color,
+    eventually,
+    fetch_json,
+    get_deployment,
+    held_connection,
+    lease_holder,
+    metric_sum,
+    our_events,
+    point_service,
+    policy_text,
+    replicas,
+    scrape_metrics,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
+
+FIRST_OLD, SECOND_OLD, NEW = "aaaaaa", "cccccc", "bbbbbb"
+# Short lease timings so a takeover after a crash would take seconds, not the default 15 s.
+LEASE = ["--leader-elect", "--lease-duration=6s", "--renew-deadline=4s", "--retry-period=1s"]
+
+
+async def test_only_the_leader_acts_and_the_other_takes_over(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    # Both old colors predate the live one, so both are retired at first sight.
+    for color in (FIRST_OLD, SECOND_OLD, NEW):
+        await create_color(kube_api, namespace, color)
+        fleet.start(color)
+    await point_service(kube_api, namespace, NEW)
+    for color in (FIRST_OLD, SECOND_OLD, NEW):
+        await fleet.wait_scraped(color, 0)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(prometheus.url, namespace))
+    args = [f"--policy-file={policy}"]
+
+    async with held_connection(fleet.apps[SECOND_OLD]):
+        await fleet.wait_scraped(SECOND_OLD, 1)
+        a = DaemonProcess(
+            cluster_full, namespace, tmp_path, policy_args=args, identity="rb-a", extra=LEASE
+        ).start()
+        b: DaemonProcess | None = None
+        try:
+
+            async def a_leads() -> bool:
+                return await lease_holder(kube_api, namespace) == "rb-a"
+
+            await eventually(a_leads, what="rb-a to hold the Lease")
+            b = DaemonProcess(
+                cluster_full, namespace, tmp_path, policy_args=args, identity="rb-b", extra=LEASE
+            ).start()
+            await b.wait_ready()
+
+            # The drained first color is burned down, by the leader alone.
+            async def first_gone() -> bool:
+                return await get_deployment(kube_api, namespace, f"chat-{FIRST_OLD}") is None
+
+            await eventually(first_gone, what="the leader to delete the drained color")
+            a_metrics = await scrape_metrics(a.url)
+            b_metrics = await scrape_metrics(b.url)
+            assert metric_sum(a_metrics, "rainbowd_leader") == 1
+            assert metric_sum(b_metrics, "rainbowd_leader") == 0
+            assert metric_sum(a_metrics, "rainbowd_actions_total", action="delete") == 1
+            assert metric_sum(b_metrics, "rainbowd_actions_total") == 0
+            instances = {e["reportingInstance"] for e in await our_events(kube_api, namespace)}
+            assert instances == {"rb-a"}
+            # The standby still plans and reports.
+            b_status = await fetch_json(b.url + "/status")
+            assert b_status["leader"] is False and b_status["plan"] is not None
+
+            stopped_at = time.monotonic()
+            assert await a.terminate() == 0, a.process.log_tail()
+            assert any(e.get("msg") == "lease released" for e in a.log_entries())
+
+            async def b_leads() -> bool:
+                return await lease_holder(kube_api, namespace) == "rb-b"
+
+            # A released Lease is taken at the standby's next retry; a lease duration is the
+            # bound even for a leader that vanished without releasing.
+            await eventually(b_leads, within=6.0 + 2.0, what="rb-b to take the Lease over")
+            print(f"takeover after SIGTERM: {time.monotonic() - stopped_at:.2f}s")
+
+            async def b_leader_metric() -> bool:
+                return metric_sum(await scrape_metrics(b.url), "rainbowd_leader") == 1
+
+            await eventually(b_leader_metric, what="rb-b to report rainbowd_leader 1")
+        except BaseException:
+            a.close()
+            if b is not None:
+                b.close()
+            raise
+    assert b is not None
+    try:
+        # The connection closed: the new leader burns the second color down.
+        async def second_scaled() -> bool:
+            return await replicas(kube_api, namespace, f"chat-{SECOND_OLD}") in (0, None)
+
+        await eventually(second_scaled, what="the new leader to scale the second color down")
+        scaled = await our_events(
+            kube_api, namespace, name=f"chat-{SECOND_OLD}", reason="ScaledDown"
+        )
+        assert [e["reportingInstance"] for e in scaled] == ["rb-b"]
+        assert await b.terminate() == 0, b.process.log_tail()
+    finally:
+        b.close()
+
+
+async def test_sigterm_exits_0_and_releases_the_lease(
+    cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    # Nothing in the namespace to manage, so no Prometheus is ever asked.
+    policy.write_text(policy_text("http://127.0.0.1:9", namespace))
+    daemon = DaemonProcess(
+        cluster,
+        namespace,
+        tmp_path,
+        policy_args=[f"--policy-file={policy}"],
+        identity="rb-solo",
+        extra=LEASE,
+    ).start()
+    try:
+
+        async def leads() -> bool:
+            return await lease_holder(kube_api, namespace) == "rb-solo"
+
+        await eventually(leads, what="rb-solo to hold the Lease")
+        await daemon.wait_ready()
+        code = await daemon.terminate()
+    finally:
+        daemon.close()
+    assert code == 0, daemon.process.log_tail()
+    assert await lease_holder(kube_api, namespace) is None

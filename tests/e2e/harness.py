@@ -23,7 +23,13 @@ from kubernetes_asyncio.client import ApiClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from rainbowd.daemon import Daemon
-from rainbowd.kube.clients import MERGE_PATCH, NotFound, request_json, resource_path
+from rainbowd.kube.clients import (
+    MERGE_PATCH,
+    KubeError,
+    NotFound,
+    request_json,
+    resource_path,
+)
 from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.procs import Process, free_port
@@ -47,7 +53,7 @@ async def eventually(
     while True:
         try:
             result = await check()
-        except (AssertionError, aiohttp.ClientError, OSError) as exc:
+        except (AssertionError, aiohttp.ClientError, OSError, KubeError) as exc:
             last_error = exc
         else:
             if result:

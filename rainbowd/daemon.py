@@ -38,7 +38,13 @@ from rainbowd.core.policy import (
 )
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import CONFIGMAPS, ClusterCache, Informer, configmap_from_k8s
-from rainbowd.kube.clients import ConfigError, make_api_client
+from rainbowd.kube.clients import (
+    ConfigError,
+    NotFound,
+    make_api_client,
+    request_json,
+    resource_path,
+)
 from rainbowd.kube.events import EventRecorder
 from rainbowd.kube.executing import ActionResult, Executor, Outcome
 from rainbowd.kube.leasing import LeaderElector
@@ -46,7 +52,7 @@ from rainbowd.logs import get_logger, setup_logging
 from rainbowd.metrics import Metrics, PrometheusErrorCause
 from rainbowd.policyfile import load_policy_file, load_policy_text
 from rainbowd.prom.querying import PrometheusClient, QueryResult, fetch_connections
-from rainbowd.settings import Settings
+from rainbowd.settings import PolicySource, Settings
 
 log = get_logger(__name__)
 
@@ -321,6 +327,15 @@ def queries_needed(policy: Policy, deployments: Mapping[str, list[Deployment]]) 
             if rule is not None:
                 needed.setdefault(rule.connections, None)
     return list(needed)
+
+
+def query_errors(results: Mapping[ConnectionsQuery, QueryResult]) -> dict[str, str]:
+    """The failed queries' causes, keyed by the PromQL sent."""
+    return {
+        q.selector if q.query is None else q.query: r.error
+        for q, r in results.items()
+        if r.error is not None
+    }
 
 
 def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:
@@ -742,11 +757,7 @@ class Daemon:
         if queries:
             prometheus = self._prometheus_for(policy.prometheus)
             results = await fetch_connections(prometheus, queries, at=now)
-        prom_errors = {
-            q.selector if q.query is None else q.query: r.error
-            for q, r in results.items()
-            if r.error is not None
-        }
+        prom_errors = query_errors(results)
         self.metrics.record_prometheus_errors(
             [classify_prometheus_error(e) for e in prom_errors.values()]
         )
@@ -868,6 +879,80 @@ class Daemon:
             log.error("shutdown timed out", timeout=self.settings.shutdown_timeout)
             return False
         return not self._failed
+
+
+async def read_policy(api: ApiClient, source: PolicySource) -> Policy:
+    """The policy from its source, read once; PolicyError (path-prefixed) when invalid."""
+    if source.file is not None:
+        return load_policy_file(source.file)
+    assert source.configmap_namespace and source.configmap_name
+    where = f"configmap {source.configmap_namespace}/{source.configmap_name}"
+    path = resource_path(
+        "v1", "configmaps", namespace=source.configmap_namespace, name=source.configmap_name
+    )
+    try:
+        configmap = await request_json(api, "GET", path)
+    except NotFound:
+        raise PolicyError([f"{where}: not found"]) from None
+    text = (configmap.get("data") or {}).get(CONFIGMAP_KEY)
+    if not isinstance(text, str):
+        raise PolicyError([f'{where}: no data["{CONFIGMAP_KEY}"]: nothing to read'])
+    return load_policy_text(text, source=where)
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    """One read-only cycle against a live cluster: what `rainbowd plan` prints without a file."""
+
+    snapshot: Snapshot
+    plan: Plan
+    prometheus_errors: Mapping[str, str]
+
+
+async def plan_live(settings: Settings, *, sync_timeout: float = ONCE_SYNC_TIMEOUT) -> LivePlan:
+    """List Deployments and Services, query Prometheus once per distinct query, plan. Never
+    writes: no Executor, no Events, no Lease. Raises ConfigError, PolicyError, KubeError, or
+    TimeoutError when the caches do not sync within `sync_timeout` seconds."""
+    api = await make_api_client(kubeconfig=settings.kubeconfig, context=settings.context)
+    try:
+        policy = await read_policy(api, settings.policy)
+        cache = ClusterCache(
+            api,
+            namespaces=settings.namespaces or None,
+            label_selector=settings.selector or None,
+        )
+        runner = asyncio.create_task(cache.run(), name="cluster cache")
+        try:
+            synced = asyncio.create_task(cache.wait_synced(sync_timeout))
+            await asyncio.wait([runner, synced], return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                synced.cancel()
+                runner.result()  # an informer crashed: raise its error
+            if not synced.result():
+                raise TimeoutError(f"Deployments and Services not listed within {sync_timeout:g}s")
+            deployments = cache.deployments()
+            services = cache.services()
+        finally:
+            await cache.stop()
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        now = datetime.now(UTC)
+        results: dict[ConnectionsQuery, QueryResult] = {}
+        queries = queries_needed(policy, deployments)
+        if queries:
+            async with aiohttp.ClientSession() as session:
+                client = PrometheusClient(session, policy.prometheus)
+                results = await fetch_connections(client, queries, at=now)
+        snapshot = build_snapshot(
+            now=now, policy=policy, deployments=deployments, services=services, results=results
+        )
+        plan = make_plan(snapshot, policy, now)
+        if settings.dry_run:
+            plan = dataclasses.replace(plan, dry_run=True)
+        errors = query_errors(results)
+        return LivePlan(snapshot=snapshot, plan=plan, prometheus_errors=errors)
+    finally:
+        await api.close()
 
 
 def _counts(tally: Mapping[str, int]) -> str:

@@ -389,6 +389,7 @@ class Daemon:
         self._http: HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._failed = False  # a component task died
+        self.acting = False  # the executor is applying a plan
 
     # --- what /status, /readyz and /healthz read ---
 
@@ -462,20 +463,36 @@ class Daemon:
     # --- lifecycle ---
 
     async def run(self) -> int:
-        """Start everything, loop until stopped, shut down; the process exit code."""
+        """Start everything, loop until stopped, shut down; the process exit code.
+
+        The whole stop, from `request_stop()` to return, fits in `shutdown_timeout`: a cycle
+        that is applying an action gets half of it to finish that action (the executor skips
+        the rest); a cycle that is only reading or querying is cancelled at once.
+        """
         loop = asyncio.get_running_loop()
         self.alive_at = loop.time()
         log.info("starting", **self.settings.summary())
+        main = asyncio.create_task(self._start_and_loop(), name="rainbowd main")
+        stop = asyncio.create_task(self.stopping.wait(), name="rainbowd stop")
+        await asyncio.wait([main, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        if not main.done():
+            if self.acting:
+                await asyncio.wait([main], timeout=self.settings.shutdown_timeout / 2)
+            if not main.done():
+                main.cancel()
         code = 1
         try:
-            code = await self._start_and_loop()
+            code = await main
+        except asyncio.CancelledError:
+            code = 0  # stopped on request in the middle of a cycle
         except Exception:
             log.exception("daemon failed")
             code = 1
-        finally:
-            shutdown_ok = await self._shutdown()
-            if not shutdown_ok and code == 0:
-                code = 1
+        shutdown_ok = await self._shutdown(max(0.0, deadline - loop.time()))
+        if not shutdown_ok and code == 0:
+            code = 1
         if self.lease_lost:
             code = 1
         log.info("stopped", exit_code=code, cycles=self.cycles)
@@ -648,6 +665,7 @@ class Daemon:
         # The first cycle waits for the caches: a plan from a half-listed cache would see
         # colors without their Services and call live colors retired.
         while not self.stopping.is_set():
+            attempt_until = loop.time() + s.interval
             if await self._wait_ready(s.interval):
                 break
             if self.stopping.is_set():
@@ -658,6 +676,12 @@ class Daemon:
                 cache_synced=self.cache.synced,
                 policy_loaded=self.policy.policy is not None,
             )
+            # An invalid policy fails the wait at once: look again on an edit or a tick.
+            if self.policy_watcher is not None:
+                changed = self.policy_watcher.changed.wait()
+                await self._until(changed, attempt_until)
+            else:
+                await self._until(asyncio.sleep(s.interval), attempt_until)
         next_at = loop.time()
         while not self.stopping.is_set():
             await self._sleep_until(next_at)
@@ -772,7 +796,11 @@ class Daemon:
         acted = False
         if plan.actions and leader and not self.stopping.is_set():
             executor = self._executor_for(policy)
-            applied = await executor.apply(plan, stop=self.stopping)
+            self.acting = True
+            try:
+                applied = await executor.apply(plan, stop=self.stopping)
+            finally:
+                self.acting = False
             acted = not dry_run and not plan.paused
             self.metrics.record_actions(applied)
             if dry_run:
@@ -847,12 +875,12 @@ class Daemon:
         self._executor.color_label = policy.color_label
         return self._executor
 
-    async def _shutdown(self) -> bool:
+    async def _shutdown(self, budget: float) -> bool:
         """Cancel and await every task, release the lease, close the clients; in this order so
         nothing acts after the lease is gone. False when the deadline cut it short."""
         self.stopping.set()
         try:
-            async with asyncio.timeout(self.settings.shutdown_timeout):
+            async with asyncio.timeout(budget):
                 if self.cache is not None:
                     await self.cache.stop()
                 for task in self._tasks:

@@ -1,0 +1,133 @@
+"""The daemon's pure parts: snapshot building, the dry-run overlay, Prometheus error classes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rainbowd.core.model import RETIRED_AT, Connections, Deployment, Service
+from rainbowd.daemon import apply_overlay, build_snapshot, classify_prometheus_error, queries_needed
+from rainbowd.metrics import PrometheusErrorCause
+from rainbowd.policyfile import load_policy_text
+from rainbowd.prom.querying import PrometheusError, QueryResult, parse_response
+
+NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+POLICY = load_policy_text(
+    """\
+apiVersion: rainbowd.io/v1alpha1
+kind: DrainPolicy
+rules:
+  - name: chat
+    namespaces: [chat]
+    connections: {metric: chat_connections}
+  - name: rest
+    namespaces: [web]
+""",
+    source="test",
+)
+
+
+def deployment(namespace: str, color: str, *, uid: str = "", app: str = "app") -> Deployment:
+    return Deployment(
+        namespace=namespace,
+        name=f"{app}-{color}",
+        uid=uid or f"uid-{color}",
+        resource_version="1",
+        created_at=NOW - timedelta(days=1),
+        labels={"app": app},
+        template_labels={"app": app, "color": color},
+        annotations={},
+        replicas=1,
+    )
+
+
+def test_each_color_takes_connections_from_its_rules_query() -> None:
+    chat_query = POLICY.rule_for("chat", {})
+    web_query = POLICY.rule_for("web", {})
+    assert chat_query is not None and web_query is not None
+    deployments = {
+        "chat": [deployment("chat", "aaaaaa")],
+        "web": [deployment("web", "bbbbbb")],
+        "other": [deployment("other", "cccccc")],
+    }
+    needed = queries_needed(POLICY, deployments)
+    assert needed == [chat_query.connections, web_query.connections]
+    results = {
+        chat_query.connections: QueryResult(
+            query=chat_query.connections,
+            at=NOW,
+            by_color={("chat", "app", "aaaaaa"): Connections(5, series=1)},
+        ),
+        web_query.connections: QueryResult(
+            query=web_query.connections, at=NOW, error="prometheus timed out after 10s"
+        ),
+    }
+    snapshot = build_snapshot(
+        now=NOW,
+        policy=POLICY,
+        deployments=deployments,
+        services={"web": [Service("web", "app", {"app": "app", "color": "bbbbbb"})]},
+        results=results,
+    )
+    assert snapshot.connections_for("chat", "app", "aaaaaa") == Connections(5, series=1)
+    web = snapshot.connections_for("web", "app", "bbbbbb")
+    assert not web.known and "timed out" in web.cause
+    # No rule matches `other`: no connections asked for, the color still in the snapshot.
+    assert not snapshot.connections_for("other", "app", "cccccc").known
+    assert [d.name for d in snapshot.namespaces["other"].deployments] == ["app-cccccc"]
+    assert snapshot.namespaces["web"].services[0].name == "app"
+
+
+def test_no_managed_deployment_means_no_query() -> None:
+    assert queries_needed(POLICY, {"other": [deployment("other", "aaaaaa")]}) == []
+
+
+def test_overlay_sets_and_removes_annotations_by_uid() -> None:
+    stamped = deployment("chat", "aaaaaa", uid="u1")
+    stamped = dataclasses.replace(stamped, annotations={"rainbowd.io/drained-since": "x"})
+    other = deployment("chat", "bbbbbb", uid="u2")
+    overlay = {"u1": {RETIRED_AT: "2026-05-06T07:00:00Z", "rainbowd.io/drained-since": None}}
+    out = apply_overlay([stamped, other], overlay)
+    assert dict(out[0].annotations) == {RETIRED_AT: "2026-05-06T07:00:00Z"}
+    assert out[1] is other
+    assert apply_overlay([other], {}) == [other]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cause"),
+    [
+        (503, b"<html>busy</html>", PrometheusErrorCause.HTTP),
+        (
+            422,
+            b'{"status":"error","errorType":"execution","error":"too many samples"}',
+            PrometheusErrorCause.QUERY,
+        ),
+        (200, b"not json", PrometheusErrorCause.BAD_RESPONSE),
+        (
+            200,
+            b'{"status":"success","data":{"resultType":"matrix","result":[]}}',
+            PrometheusErrorCause.BAD_RESPONSE,
+        ),
+    ],
+)
+def test_error_classes_from_the_clients_own_messages(
+    status: int, body: bytes, cause: PrometheusErrorCause
+) -> None:
+    with pytest.raises(PrometheusError) as caught:
+        parse_response(status, body)
+    assert classify_prometheus_error(caught.value.cause) is cause
+
+
+def test_error_classes_of_transport_failures() -> None:
+    assert (
+        classify_prometheus_error("prometheus unreachable: connection refused")
+        is PrometheusErrorCause.UNREACHABLE
+    )
+    assert (
+        classify_prometheus_error("prometheus timed out after 10s") is PrometheusErrorCause.TIMEOUT
+    )
+    assert classify_prometheus_error("partial data: x") is PrometheusErrorCause.QUERY
+    assert classify_prometheus_error("something new") is PrometheusErrorCause.OTHER

@@ -36,6 +36,7 @@ from rainbowd.core.policy import (
     policy_to_document,
     policy_warnings,
 )
+from rainbowd.core.reporting import plan_to_document
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import CONFIGMAPS, ClusterCache, Informer, configmap_from_k8s
 from rainbowd.kube.clients import (
@@ -418,8 +419,6 @@ class Daemon:
         self.stopping.set()
 
     def status(self) -> dict[str, Any]:
-        from rainbowd.core.reporting import plan_to_document
-
         report = self.last_cycle
         cycle: dict[str, Any] | None = None
         if report is not None:

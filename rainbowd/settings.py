@@ -89,7 +89,11 @@ class Settings:
     once: bool = False
     """Run one cycle after the caches sync, then exit: for cron jobs and trying a policy."""
     dry_run: bool = False
-    """Plan and report, write nothing (the policy's dryRun does the same)."""
+    """Plan and report, write nothing (the policy's dryRun does the same). The daemon keeps
+    the bookkeeping stamps it would have written (retired-at, drained-since...) in memory and
+    lays them over the next snapshots, so retired ages and drain holds advance across cycles
+    as they would for real and the plan shows the scale-downs that would follow; a restart
+    forgets them."""
     log_format: str = "json"
     """json for log collectors, text for a terminal."""
     log_level: str = "info"

@@ -205,119 +205,153 @@ def apply_plan(snap: Snapshot, plan: Plan) -> Snapshot:
 
 
 # --- Hypothesis strategies --------------------------------------------------------------------
+#
+# Each color, each knob set, is decoded from one drawn integer: a few draws per example instead
+# of a dozen per color keeps 2,000 examples per property quick, and an integer shrinking towards
+# 0 still shrinks every choice towards its first (simplest) option.
 
 COLORS = ("3c3fdc", "9d2cc9", "a1b2c3", "d4e5f6", "0f0f0f", "c0ffee")
 APPS = ("rainbow-deploys", "chat")
-_STAMP_OFFSETS = st.sampled_from([0, 1, 20, 45, 90, 300, 4000, -30])  # minutes before NOW
+# 128 bits, each byte equally likely: Hypothesis draws big integers mostly small, which would
+# leave the later choices of a word at their first option.
+_WORD = st.binary(min_size=16, max_size=16).map(lambda b: int.from_bytes(b, "big"))
 
 
-@st.composite
-def _stamp_value(draw: st.DrawFn) -> str:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(st.sampled_from(["yesterday", "", "2026-13-40T00:00:00Z", "12:00"]))
-    return stamp(timedelta(minutes=draw(_STAMP_OFFSETS)))
+class Choices:
+    """Reads successive choices out of one integer, each an index into a tuple of options."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def pick(self, options: tuple[Any, ...]) -> Any:
+        self.seed, index = divmod(self.seed, len(options))
+        return options[index]
+
+    def chance(self, one_in: int) -> bool:
+        """True one time in `one_in`; False for seed 0."""
+        return bool(self.pick((False,) * (one_in - 1) + (True,)))
+
+
+_STAMP_OFFSETS = (0, 1, 20, 45, 90, 300, 4000, -30)  # minutes before NOW
+_MALFORMED = ("yesterday", "", "2026-13-40T00:00:00Z", "12:00")
+
+
+def _stamp_value(c: Choices) -> str:
+    if c.chance(10):
+        return str(c.pick(_MALFORMED))
+    return stamp(timedelta(minutes=c.pick(_STAMP_OFFSETS)))
+
+
+def _minutes(value: int | None) -> timedelta | None:
+    return None if value is None else timedelta(minutes=value)
+
+
+def knobs_from(c: Choices) -> Knobs:
+    return Knobs(
+        min_retired_age=timedelta(minutes=c.pick((0, 5, 30, 60, 600))),
+        connection_floor=c.pick((0, 3, 0, 25)),
+        drain_hold=timedelta(minutes=c.pick((0, 5, 30))),
+        max_colors=c.pick((None, 1, 2, 3, 4)),
+        max_retired_age=_minutes(c.pick((None, 60, 1440, 0))),
+        action=c.pick(tuple(CleanupAction)),
+        keep_scaled_down=c.pick((0, 1, 2, 3)),
+        max_disruptions_per_cycle=c.pick((1, 0, 2)),
+        abandoned_after=_minutes(c.pick((None, 30, 600))),
+    )
 
 
 def knobs_strategy() -> st.SearchStrategy[Knobs]:
-    minutes = st.sampled_from([0, 5, 30, 60, 600])
-    return st.builds(
-        Knobs,
-        min_retired_age=minutes.map(lambda m: timedelta(minutes=m)),
-        connection_floor=st.sampled_from([0, 0, 3, 25]),
-        drain_hold=st.sampled_from([0, 5, 30]).map(lambda m: timedelta(minutes=m)),
-        max_colors=st.sampled_from([None, 1, 2, 3, 4]),
-        max_retired_age=st.sampled_from([None, 60, 1440]).map(
-            lambda m: None if m is None else timedelta(minutes=m)
-        ),
-        action=st.sampled_from(list(CleanupAction)),
-        keep_scaled_down=st.integers(0, 3),
-        max_disruptions_per_cycle=st.integers(0, 2),
-        abandoned_after=st.sampled_from([None, 30, 600]).map(
-            lambda m: None if m is None else timedelta(minutes=m)
+    return _WORD.map(lambda n: knobs_from(Choices(n)))
+
+
+def _app_rule(app: str, knobs: Knobs) -> Rule:
+    return Rule(
+        name=f"rule-{app}",
+        knobs=knobs,
+        connections=ConnectionsQuery(),
+        selector=Selector(
+            requirements=(Requirement("app", Operator.IN, frozenset({app})),), text=f"app={app}"
         ),
     )
 
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
-    knobs = draw(knobs_strategy())
-    rules = [
-        Rule(
-            name=f"rule-{app}",
-            knobs=knobs if i == 0 else draw(knobs_strategy()),
-            connections=ConnectionsQuery(),
-            selector=Selector(
-                requirements=(Requirement("app", Operator.IN, frozenset({app})),),
-                text=f"app={app}",
-            ),
-        )
-        for i, app in enumerate(APPS)
-    ]
-    return Policy(
-        rules=tuple(rules),
-        dry_run=draw(st.booleans()),
-        paused=draw(st.integers(0, 5)) == 0,
+    c = Choices(draw(_WORD))
+    first = knobs_from(c)
+    rules = (_app_rule(APPS[0], first), _app_rule(APPS[1], knobs_from(Choices(draw(_WORD)))))
+    return Policy(rules=rules, dry_run=c.chance(2), paused=c.chance(6))
+
+
+def connections_from(c: Choices, ready: int) -> Connections | None:
+    kind = c.pick(("value",) * 8 + ("missing", "failed"))
+    if kind == "missing":
+        return None  # no series at all
+    if kind == "failed":
+        return Connections.unknown("query failed")
+    value = float(c.pick((0, 1, 0, 2, 3, 10, 25, 26, 400)))
+    series = c.pick((None, ready, max(ready - 1, 0), ready + 1))
+    return Connections(value=value, series=series)
+
+
+def color_from(
+    c: Choices, app: str, color: str, namespace: str = NS, *, live: bool = False
+) -> Deployment:
+    """One color; a live one is mostly healthy, or most apps would be blocked."""
+    healthy = live and not c.chance(10)
+    replicas = c.pick((2, 1, 3) if healthy else (2, 0, 1, 3, 2, 1))
+    ready = replicas if healthy else c.pick((replicas,) * 3 + tuple(range(replicas - 1, -1, -1)))
+    annotations: dict[str, str] = {}
+    for key, one_in in ((LIVE_AT, 3), (RETIRED_AT, 2), (DRAINED_SINCE, 3)):
+        if c.chance(one_in):
+            annotations[key] = _stamp_value(c)
+    if c.chance(7):
+        annotations[PROTECT] = "true"
+    managed = not c.chance(8)
+    return deployment(
+        color,
+        app=app,
+        namespace=namespace,
+        created=ago(timedelta(minutes=c.pick((600, 5, 60, 120, 3000, 6000)))),
+        replicas=replicas,
+        ready=ready,
+        available=healthy or not c.chance(8),
+        annotations=annotations,
+        labels={"app": app} if managed else {"team": "x"},
     )
 
 
-@st.composite
-def _connections(draw: st.DrawFn, ready: int) -> Connections | None:
-    kind = draw(st.integers(0, 9))
-    if kind == 0:
-        return None  # no series at all
-    if kind == 1:
-        return Connections.unknown("query failed")
-    value = float(draw(st.sampled_from([0, 0, 1, 2, 3, 10, 25, 26, 400])))
-    series = draw(st.sampled_from([None, ready, max(ready - 1, 0), ready + 1]))
-    return Connections(value=value, series=series)
+def services_from(
+    c: Choices, app: str, colors: tuple[str, ...], namespace: str = NS
+) -> list[Service]:
+    shape = c.pick(("color",) * 7 + ("none", "canary", "preview"))
+    if shape == "none":
+        return []  # blocked
+    if shape == "canary":
+        return [service({"app": app}, name=app, namespace=namespace)]
+    live = [service({"app": app, "color": c.pick(colors)}, name=app, namespace=namespace)]
+    if shape == "preview":
+        preview = {"app": app, "color": c.pick(colors)}
+        live.append(service(preview, name=f"{app}-preview", namespace=namespace))
+    return live
 
 
 @st.composite
 def app_colors(
     draw: st.DrawFn, app: str, namespace: str = NS
 ) -> tuple[list[Deployment], list[Service], dict[tuple[str, str, str], Connections]]:
-    n = draw(st.integers(1, 6))
+    colors = COLORS[: draw(st.integers(1, len(COLORS)))]
+    services = services_from(Choices(draw(_WORD)), app, colors, namespace)
     deployments: list[Deployment] = []
     connections: dict[tuple[str, str, str], Connections] = {}
-    for color in COLORS[:n]:
-        replicas = draw(st.integers(0, 3))
-        ready = draw(st.integers(0, replicas))
-        annotations: dict[str, str] = {}
-        for key in (LIVE_AT, RETIRED_AT, DRAINED_SINCE):
-            if draw(st.integers(0, 2)) == 0:
-                annotations[key] = draw(_stamp_value())
-        if draw(st.integers(0, 6)) == 0:
-            annotations[PROTECT] = "true"
-        managed = draw(st.integers(0, 7)) != 0
-        d = deployment(
-            color,
-            app=app,
-            namespace=namespace,
-            created=ago(timedelta(minutes=draw(st.sampled_from([5, 60, 120, 600, 3000, 6000])))),
-            replicas=replicas,
-            ready=ready,
-            available=draw(st.integers(0, 7)) != 0,
-            annotations=annotations,
-            labels={"app": app} if managed else {"team": "x"},
-        )
+    for color in colors:
+        c = Choices(draw(_WORD))
+        live = any(s.selector.get("color", color) == color for s in services)
+        d = color_from(c, app, color, namespace, live=live)
         deployments.append(d)
-        c = draw(_connections(ready))
-        if c is not None:
-            connections[(namespace, app, color)] = c
-    services: list[Service] = []
-    shape = draw(st.integers(0, 9))
-    if shape == 0:
-        pass  # no Service: blocked
-    elif shape == 1:
-        services.append(service({"app": app}, name=app, namespace=namespace))  # canary
-    else:
-        live = draw(st.sampled_from(COLORS[:n]))
-        services.append(service({"app": app, "color": live}, name=app, namespace=namespace))
-        if shape == 2:
-            preview = draw(st.sampled_from(COLORS[:n]))
-            services.append(
-                service({"app": app, "color": preview}, name=f"{app}-preview", namespace=namespace)
-            )
+        value = connections_from(Choices(draw(_WORD)), d.ready_replicas)
+        if value is not None:
+            connections[(namespace, app, color)] = value
     return deployments, services, connections
 
 
@@ -326,7 +360,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     deployments: list[Deployment] = []
     services: list[Service] = []
     connections: dict[tuple[str, str, str], Connections] = {}
-    for app in draw(st.sampled_from([APPS[:1], APPS])):
+    for app in APPS[: draw(st.integers(1, len(APPS)))]:
         d, s, c = draw(app_colors(app))
         deployments += d
         services += s

@@ -24,10 +24,16 @@ _timings: dict[str, float] = {}
 def _no_leftover_processes() -> Iterator[None]:
     """Fails the session's teardown if any sandbox process outlives its fixture."""
     yield
-    left = procs.running_processes()
+    left = {(p.name, p.pid) for p in procs.running_processes()}
+    # Also ask the kernel, in case a process escaped the bookkeeping (e.g. a stop() that lied).
+    left |= {
+        (name, pid)
+        for name, pid, started in procs.started_processes()
+        if procs.pid_alive(pid, started)
+    }
     procs.kill_all()
     if left:
-        names = ", ".join(f"{p.name} (pid {p.pid})" for p in left)
+        names = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(left, key=str))
         pytest.fail(f"sandbox processes left running at session end: {names}")
 
 

@@ -48,15 +48,31 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def pid_alive(pid: int) -> bool:
-    """True when `pid` exists and is not a zombie (a zombie is dead, only not yet reaped)."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Fields after the command name, which is in parentheses and may itself contain spaces:
+    # [0] is the state, [19] the start time in clock ticks since boot.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, names one process for sure."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def pid_alive(pid: int, started: int | None = None) -> bool:
+    """True when `pid` exists and is not a zombie (a zombie is dead, only not yet reaped).
+
+    With `started` (from `start_time`), a recycled pid now used by another process counts as dead.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return False
-    # The state follows the command name, which is in parentheses and may itself contain spaces.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
+    return started is None or int(fields[19]) == started
 
 
 class Process:
@@ -199,12 +215,19 @@ class _Registry:
 
     def __init__(self) -> None:
         self._procs: set[Process] = set()
+        self._started: list[tuple[str, int, int | None]] = []
         self._lock = threading.Lock()
         atexit.register(self.kill_all)
 
     def add(self, proc: Process) -> None:
         with self._lock:
             self._procs.add(proc)
+            if proc.pid is not None:
+                self._started.append((proc.name, proc.pid, start_time(proc.pid)))
+
+    def started(self) -> list[tuple[str, int, int | None]]:
+        with self._lock:
+            return list(self._started)
 
     def discard(self, proc: Process) -> None:
         with self._lock:
@@ -227,6 +250,11 @@ _registry = _Registry()
 def running_processes() -> list[Process]:
     """Children started through this module and not stopped yet (for leak checks)."""
     return _registry.running()
+
+
+def started_processes() -> list[tuple[str, int, int | None]]:
+    """(name, pid, start time) of every child ever started here, stopped or not."""
+    return _registry.started()
 
 
 def kill_all() -> None:

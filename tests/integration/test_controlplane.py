@@ -1,0 +1,300 @@
+"""The loopback control plane is a real Kubernetes: Deployments roll out on the kwok node and are
+garbage-collected, Services switch and stream watch events, RBAC is enforced, the apiserver
+restarts with its data, and no process outlives its ControlPlane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import watch as k8s_watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from rainbowd.sandbox.controlplane import FAKE_NODE, ControlPlane, kubernetes_version
+from rainbowd.sandbox.procs import pid_alive, wait_until
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
+    """Polls an async check until it returns something other than None, or fails."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not {what} within {within}s")
+        await asyncio.sleep(0.1)
+
+
+def live_pids() -> set[int]:
+    """Every live (non-zombie) process on the machine, from /proc."""
+    return {
+        int(entry) for entry in os.listdir("/proc") if entry.isdigit() and pid_alive(int(entry))
+    }
+
+
+def deployment(name: str, *, app: str, color: str, replicas: int) -> k8s.V1Deployment:
+    labels = {"app": app, "color": color}
+    return k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name=name, labels=labels),
+        spec=k8s.V1DeploymentSpec(
+            replicas=replicas,
+            selector=k8s.V1LabelSelector(match_labels=labels),
+            template=k8s.V1PodTemplateSpec(
+                metadata=k8s.V1ObjectMeta(labels=labels),
+                spec=k8s.V1PodSpec(
+                    containers=[k8s.V1Container(name="app", image="registry.invalid/app:1")]
+                ),
+            ),
+        ),
+    )
+
+
+@pytest.mark.cluster
+def test_version_is_the_pinned_release(cluster: ControlPlane) -> None:
+    version = cluster.request("GET", "/version")
+    assert version["gitVersion"] == kubernetes_version()
+
+
+@pytest.mark.cluster_full
+async def test_deployment_becomes_available_then_is_garbage_collected(
+    cluster_full: ControlPlane, namespace: str, kube_api: k8s.ApiClient
+) -> None:
+    apps = k8s.AppsV1Api(kube_api)
+    core = k8s.CoreV1Api(kube_api)
+    name = "chat-1a2b3c"
+    await apps.create_namespaced_deployment(
+        namespace, deployment(name, app="chat", color="1a2b3c", replicas=2)
+    )
+
+    async def available() -> k8s.V1Deployment | None:
+        got = await apps.read_namespaced_deployment(name, namespace)
+        conditions = {c.type: c.status for c in got.status.conditions or []}
+        if got.status.ready_replicas == 2 and conditions.get("Available") == "True":
+            return got
+        return None
+
+    await eventually(available, within=60, what="Available with 2 ready replicas")
+    pods = (await core.list_namespaced_pod(namespace, label_selector="app=chat")).items
+    assert len(pods) == 2
+    assert {p.spec.node_name for p in pods} == {FAKE_NODE}
+    assert all(p.status.phase == "Running" for p in pods)
+
+    await apps.delete_namespaced_deployment(name, namespace)
+
+    async def collected() -> bool | None:
+        rs = (await apps.list_namespaced_replica_set(namespace, label_selector="app=chat")).items
+        pods = (await core.list_namespaced_pod(namespace, label_selector="app=chat")).items
+        return True if not rs and not pods else None
+
+    await eventually(collected, within=60, what="ReplicaSet and Pods garbage-collected")
+
+
+@pytest.mark.cluster
+async def test_service_selector_switch_is_read_back_and_watched(
+    namespace: str, kube_api: k8s.ApiClient
+) -> None:
+    core = k8s.CoreV1Api(kube_api)
+    service = k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name="chat"),
+        spec=k8s.V1ServiceSpec(
+            selector={"app": "chat", "color": "aaaaaa"},
+            ports=[k8s.V1ServicePort(port=80, target_port=8080)],
+        ),
+    )
+    created = await core.create_namespaced_service(namespace, service)
+    seen: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    async def watch_services() -> None:
+        async with k8s_watch.Watch() as watch:
+            async for event in watch.stream(
+                core.list_namespaced_service,
+                namespace,
+                resource_version=created.metadata.resource_version,
+            ):
+                if event["type"] == "MODIFIED":
+                    await seen.put(event["object"].spec.selector)
+
+    watcher = asyncio.create_task(watch_services())
+    try:
+        await core.patch_namespaced_service(
+            "chat", namespace, {"spec": {"selector": {"app": "chat", "color": "bbbbbb"}}}
+        )
+        read = await core.read_namespaced_service("chat", namespace)
+        assert read.spec.selector == {"app": "chat", "color": "bbbbbb"}
+        selector = await asyncio.wait_for(seen.get(), timeout=20)
+        assert selector == {"app": "chat", "color": "bbbbbb"}
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+
+
+def _request_count(metrics: str, *, verb: str, resource: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(metrics):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if (
+                sample.name == "apiserver_request_total"
+                and sample.labels.get("verb") == verb
+                and sample.labels.get("resource") == resource
+            ):
+                total += sample.value
+    return total
+
+
+@pytest.mark.cluster
+def test_apiserver_request_total_counts_our_calls(cluster: ControlPlane, namespace: str) -> None:
+    before = _request_count(cluster.apiserver_metrics(), verb="LIST", resource="configmaps")
+    for _ in range(3):
+        cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    after = _request_count(cluster.apiserver_metrics(), verb="LIST", resource="configmaps")
+    # Controllers may list configmaps too, so at least our three calls, maybe more.
+    assert after - before >= 3
+
+
+@pytest.mark.cluster
+async def test_rbac_forbids_an_unprivileged_service_account(
+    cluster: ControlPlane, namespace: str, kube_api: k8s.ApiClient
+) -> None:
+    user = f"system:serviceaccount:{namespace}:nobody"
+    nobody = k8s.ApiClient(
+        kube_api.configuration, header_name="Impersonate-User", header_value=user
+    )
+    try:
+        with pytest.raises(ApiException) as denied:
+            await k8s.CoreV1Api(nobody).list_namespaced_pod(namespace)
+        assert denied.value.status == 403
+
+        # Granting the exact verb lets the same identity through, so the 403 above was RBAC.
+        rbac = k8s.RbacAuthorizationV1Api(kube_api)
+        await rbac.create_namespaced_role(
+            namespace,
+            k8s.V1Role(
+                metadata=k8s.V1ObjectMeta(name="pod-reader"),
+                rules=[k8s.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["list"])],
+            ),
+        )
+        await rbac.create_namespaced_role_binding(
+            namespace,
+            k8s.V1RoleBinding(
+                metadata=k8s.V1ObjectMeta(name="pod-reader"),
+                role_ref=k8s.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="pod-reader"
+                ),
+                subjects=[
+                    k8s.RbacV1Subject(kind="ServiceAccount", name="nobody", namespace=namespace)
+                ],
+            ),
+        )
+
+        async def allowed() -> bool | None:
+            try:
+                await k8s.CoreV1Api(nobody).list_namespaced_pod(namespace)
+            except ApiException as exc:
+                if exc.status == 403:
+                    return None
+                raise
+            return True
+
+        await eventually(allowed, within=20, what="allowed after the RoleBinding")
+        with pytest.raises(ApiException) as still_denied:
+            await k8s.CoreV1Api(nobody).list_namespaced_service(namespace)
+        assert still_denied.value.status == 403
+    finally:
+        await nobody.close()
+
+
+@pytest.mark.cluster
+def test_restart_apiserver_keeps_port_and_data(cluster: ControlPlane, namespace: str) -> None:
+    server = cluster.server
+    old_pid = cluster.process_ids()["kube-apiserver"]
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        {"metadata": {"name": "kept"}, "data": {"color": "c0ffee"}},
+    )
+    cluster.restart_apiserver()
+    assert cluster.server == server
+    assert cluster.process_ids()["kube-apiserver"] != old_pid
+    assert not pid_alive(old_pid)
+    kept = cluster.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/kept")
+    assert kept["data"] == {"color": "c0ffee"}
+
+
+@pytest.mark.cluster
+def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+    cp = ControlPlane(data_dir=tmp_path / "cp")
+    cp.start()
+    pids = set(cp.process_ids().values())
+    assert len(pids) == 2  # etcd and kube-apiserver
+    assert pids <= live_pids()
+    cp.stop()
+    assert not pids & live_pids()
+
+
+@pytest.mark.cluster
+def test_failing_body_still_stops_everything(tmp_path: Path) -> None:
+    pids: set[int] = set()
+    with (
+        pytest.raises(RuntimeError, match="test body failed"),
+        ControlPlane(data_dir=tmp_path / "cp") as cp,
+    ):
+        pids = set(cp.process_ids().values())
+        raise RuntimeError("test body failed")
+    assert len(pids) == 2
+    assert not pids & live_pids()
+
+
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from rainbowd.sandbox.controlplane import ControlPlane
+cp = ControlPlane(data_dir=Path(sys.argv[1]))
+cp.start()
+print(json.dumps(sorted(cp.process_ids().values())), flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.cluster
+def test_killed_python_takes_its_control_plane_along(tmp_path: Path) -> None:
+    """SIGKILL gives Python no chance to clean up: PR_SET_PDEATHSIG must do it."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "cp")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line, f"child exited with {parent.wait()} before starting a control plane"
+        pids = set(json.loads(line))
+        assert len(pids) == 2
+        assert pids <= live_pids()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        wait_until(
+            lambda: True if not pids & live_pids() else None,
+            timeout=15,
+            what="all control-plane processes gone",
+        )
+    finally:
+        parent.kill()
+        parent.wait()

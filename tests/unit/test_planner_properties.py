@@ -127,16 +127,19 @@ def test_more_connections_never_make_a_color_scaled_or_deleted(
         return
     app, c = data.draw(st.sampled_from(spared))
     before = snap.connections_for(app.namespace, app.app, c.color)
-    raised = data.draw(
-        st.one_of(
-            st.just(Connections.unknown("query failed")),
-            st.integers(1, 500).map(
-                lambda n: Connections(
-                    value=(before.value or 0.0) + n, series=before.series, cause=""
-                )
-            ),
+    unknown = st.just(Connections.unknown("query failed"))
+    if before.value is None:
+        raised = data.draw(unknown)  # nothing to raise; a different failure changes nothing
+    else:
+        value = before.value
+        raised = data.draw(
+            st.one_of(
+                unknown,
+                st.integers(1, 500).map(
+                    lambda n: Connections(value=value + n, series=before.series)
+                ),
+            )
         )
-    )
     after = plan(with_connections(snap, app.namespace, (app.app, c.color), raised), pol, NOW)
     assert (app.namespace, c.name) not in disruptive_targets(after)
 

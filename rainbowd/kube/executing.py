@@ -42,6 +42,9 @@ RETIRED_PHASE = "retired"
 # Pod annotation patches in flight at once for one color: a chat app may run hundreds of pods,
 # and one at a time would stall the cycle, while all at once would flood the apiserver.
 POD_PATCH_CONCURRENCY = 8
+# Tries of the /scale call after the original-replicas stamp, when only status moved meanwhile:
+# the deployment controller writes status once per change it sees, so a few tries suffice.
+SCALE_ATTEMPTS = 3
 
 
 class Outcome(enum.StrEnum):
@@ -240,22 +243,51 @@ class Executor:
             return ActionResult(action, Outcome.ERROR, f"{type(exc).__name__}: {exc}")
         return ActionResult(action, Outcome.OK)
 
-    async def _annotate(self, action: Action, resource_version: str) -> str:
+    async def _annotate(self, action: Action, resource_version: str) -> dict[str, Any]:
         """Merge-patch the action's annotations; the resourceVersion in the body is a
-        precondition. Returns the new resourceVersion."""
+        precondition. Returns the Deployment as written."""
         # None becomes JSON null, which a merge patch reads as "remove".
         body = {
             "metadata": {**_precondition(resource_version), "annotations": dict(action.annotations)}
         }
-        answer = await request_json(
+        return await request_json(
             self._api, "PATCH", _deployment_path(action), body=body, content_type=MERGE_PATCH
         )
-        return str(answer.get("metadata", {}).get("resourceVersion") or "")
 
     async def _scale_down(self, action: Action) -> None:
-        resource_version = action.resource_version
-        if action.annotations:
-            resource_version = await self._annotate(action, resource_version)
+        if not action.annotations:
+            await self._scale_to_zero(action, action.resource_version)
+            return
+        written = await self._annotate(action, action.resource_version)
+        meta = written.get("metadata", {})
+        resource_version = str(meta.get("resourceVersion") or "")
+        generation = meta.get("generation")
+        # A Deployment's generation goes up when its annotations change, so the patch above
+        # makes the deployment controller write status.observedGeneration right away, which
+        # moves the resourceVersion under the scale below. The generation is the better
+        # precondition from here on: it moves with any change to the spec or annotations,
+        # never with status. So on a conflict, look again, and scale at the fresh
+        # resourceVersion only if the uid and generation are still the ones just written.
+        for _ in range(SCALE_ATTEMPTS - 1):
+            try:
+                await self._scale_to_zero(action, resource_version)
+                return
+            except Conflict:
+                current = await request_json(self._api, "GET", _deployment_path(action))
+                now = current.get("metadata", {})
+                if now.get("uid") != action.uid or now.get("generation") != generation:
+                    raise
+                resource_version = str(now.get("resourceVersion") or "")
+                log.debug(
+                    "scale retried",
+                    namespace=action.namespace,
+                    deployment=action.name,
+                    generation=generation,
+                    resource_version=resource_version,
+                )
+        await self._scale_to_zero(action, resource_version)
+
+    async def _scale_to_zero(self, action: Action, resource_version: str) -> None:
         # Through /scale, never spec.replicas on the Deployment itself: the scale subresource
         # cannot touch the pod template, and a template change would roll every pod and cut
         # every connection the color still holds. The Scale's resourceVersion is the

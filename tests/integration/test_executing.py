@@ -123,30 +123,38 @@ async def eventually(
         await asyncio.sleep(0.2)
 
 
-async def create_deployment(
-    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int = 1
-) -> dict[str, Any]:
-    """Create a Deployment and wait until its pods are ready and its status stops changing, so
-    the resourceVersion an action carries is not overtaken by the controllers' own writes."""
-    await post_deployment(api, namespace, app, color, replicas=replicas)
-    name = f"{app}-{color}"
+async def settled_deployment(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The Deployment once the controllers have caught up with it: status observed for the
+    current generation, every pod ready. Any change to a Deployment's annotations bumps its
+    generation and so a status write, which would overtake the resourceVersion an action
+    carries if the action were built before it."""
 
     async def settled() -> bool:
         obj = await get_deployment(api, namespace, name)
+        replicas = obj["spec"]["replicas"]
         status = obj.get("status", {})
         conditions = {c["type"]: c for c in status.get("conditions", [])}
         progressing = conditions.get("Progressing", {})
         return bool(
             status.get("observedGeneration") == obj["metadata"]["generation"]
-            and status.get("readyReplicas") == replicas
-            and status.get("availableReplicas") == replicas
-            and status.get("updatedReplicas") == replicas
+            and status.get("replicas", 0) == replicas
+            and status.get("readyReplicas", 0) == replicas
+            and status.get("availableReplicas", 0) == replicas
+            and status.get("updatedReplicas", 0) == replicas
             and conditions.get("Available", {}).get("status") == "True"
             and progressing.get("reason") == "NewReplicaSetAvailable"
         )
 
-    await eventually(settled, what=f"{name} to have {replicas} ready pods")
+    await eventually(settled, what=f"{name} to settle")
     return await get_deployment(api, namespace, name)
+
+
+async def create_deployment(
+    api: ApiClient, namespace: str, app: str, color: str, *, replicas: int = 1
+) -> dict[str, Any]:
+    """Create a Deployment and wait until its pods are ready and its status settled."""
+    await post_deployment(api, namespace, app, color, replicas=replicas)
+    return await settled_deployment(api, namespace, f"{app}-{color}")
 
 
 def action_for(
@@ -240,22 +248,21 @@ async def test_annotate_sets_and_removes_annotations(
         annotations={RETIRED_AT: STAMP, LIVE_AT: STAMP},
     )
     assert outcomes(await executor.apply(plan_of(stamp))) == [Outcome.OK]
-    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
-    assert after["metadata"]["annotations"] == {
-        "team": "chat",
-        RETIRED_AT: STAMP,
-        LIVE_AT: STAMP,
-    }
+    after = await settled_deployment(kube_api, namespace, "chat-aaaaaa")
+    before = obj["metadata"]["annotations"]
+    assert before["team"] == "chat"
+    assert after["metadata"]["annotations"] == {**before, RETIRED_AT: STAMP, LIVE_AT: STAMP}
 
     clear = action_for(
         after, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
     )
     assert outcomes(await executor.apply(plan_of(clear))) == [Outcome.OK]
     cleared = await get_deployment(kube_api, namespace, "chat-aaaaaa")
-    assert cleared["metadata"]["annotations"] == {"team": "chat", LIVE_AT: STAMP}
-    # Annotations only: the spec, and so the pod template, is untouched.
-    assert cleared["metadata"]["generation"] == obj["metadata"]["generation"]
+    assert cleared["metadata"]["annotations"] == {**before, LIVE_AT: STAMP}
+    # Annotations only: the spec, and so the pod template, is untouched (no rollout).
     assert cleared["spec"] == obj["spec"]
+    replica_sets = await list_items(kube_api, "apps/v1", "replicasets", namespace, "color=aaaaaa")
+    assert len(replica_sets) == 1
 
 
 async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_nothing(
@@ -271,7 +278,8 @@ async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_noth
     assert result.error
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
-    assert after["metadata"]["annotations"] == {"team": "chat"}
+    assert after["metadata"]["annotations"] == edited["metadata"]["annotations"]
+    assert RETIRED_AT not in after["metadata"]["annotations"]
 
 
 # --- scale ---------------------------------------------------------------------------------
@@ -299,6 +307,59 @@ async def test_scale_down_goes_through_scale_and_keeps_the_template(
         return not await list_items(kube_api, "v1", "pods", namespace, selector)
 
     await eventually(no_pods, what="the color's pods to go away")
+
+
+class StatusMovesAfterStamp(Executor):
+    """Waits, after the original-replicas stamp, for the deployment controller's status write,
+    so the resourceVersion the stamp returned is surely stale when /scale is called."""
+
+    async def _annotate(self, action: Action, resource_version: str) -> dict[str, Any]:
+        written = await super()._annotate(action, resource_version)
+        settled = await settled_deployment(self._api, action.namespace, action.name)
+        assert settled["metadata"]["resourceVersion"] != written["metadata"]["resourceVersion"]
+        return written
+
+
+class SpecEditedAfterStamp(Executor):
+    """A user edits the spec between the original-replicas stamp and the scale."""
+
+    async def _annotate(self, action: Action, resource_version: str) -> dict[str, Any]:
+        written = await super()._annotate(action, resource_version)
+        await request_json(
+            self._api,
+            "PATCH",
+            resource_path("apps/v1", "deployments", namespace=action.namespace, name=action.name),
+            body={"spec": {"minReadySeconds": 7}},
+            content_type="application/merge-patch+json",
+        )
+        return written
+
+
+async def test_scale_down_survives_the_status_write_its_own_stamp_causes(
+    kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    executor = StatusMovesAfterStamp(kube_api, EventRecorder(kube_api, instance="test"))
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
+    assert outcomes(await executor.apply(plan_of(scale))) == [Outcome.OK]
+    assert len(applied_lines(caplog, "scale retried")) == 1
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["spec"]["replicas"] == 0
+    assert after["metadata"]["annotations"][ORIGINAL_REPLICAS] == "2"
+
+
+async def test_scale_down_after_a_spec_edit_between_stamp_and_scale_conflicts(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    executor = SpecEditedAfterStamp(kube_api, EventRecorder(kube_api, instance="test"))
+    obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
+    scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
+    [result] = await executor.apply(plan_of(scale))
+    assert result.outcome is Outcome.CONFLICT
+    after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    assert after["spec"]["replicas"] == 2
+    assert after["spec"]["minReadySeconds"] == 7
 
 
 async def test_scale_down_with_a_stale_resource_version_conflicts(
@@ -639,7 +700,7 @@ async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
     assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == ["retired", "retired"]
     assert await phases(kube_api, namespace, "app=chat,color=bbbbbb") == [None]
 
-    current = await get_deployment(kube_api, namespace, "chat-aaaaaa")
+    current = await settled_deployment(kube_api, namespace, "chat-aaaaaa")
     again = action_for(
         current, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
     )

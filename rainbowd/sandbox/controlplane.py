@@ -354,6 +354,7 @@ class ControlPlane:
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",
+                "--shutdown-watch-termination-grace-period=2s",
             ],
         )
 

@@ -237,6 +237,30 @@ def test_restart_apiserver_keeps_port_and_data(cluster: ControlPlane, namespace:
     assert kept["data"] == {"color": "c0ffee"}
 
 
+@pytest.mark.cluster_full
+async def test_controllers_keep_working_across_an_apiserver_restart(
+    cluster_full: ControlPlane, namespace: str, kube_api: k8s.ApiClient
+) -> None:
+    cluster_full.restart_apiserver()
+    assert set(cluster_full.process_ids()) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+    }
+    apps = k8s.AppsV1Api(kube_api)
+    await apps.create_namespaced_deployment(
+        namespace, deployment("chat-0f0f0f", app="chat", color="0f0f0f", replicas=1)
+    )
+
+    async def available() -> bool | None:
+        got = await apps.read_namespaced_deployment("chat-0f0f0f", namespace)
+        return True if got.status.available_replicas == 1 else None
+
+    await eventually(available, within=60, what="Available after the restart")
+
+
 @pytest.mark.cluster
 def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     cp = ControlPlane(data_dir=tmp_path / "cp")

@@ -1,0 +1,36 @@
+"""Runs every benchmark: each tests/bench/bench_*.py module's `main()`, in name order.
+
+Benchmarks print their numbers; none asserts on time (a shared machine would make that flaky).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmarks whose module name contains any of `argv` (all when empty)."""
+    here = Path(__file__).parent
+    names = sorted(
+        info.name
+        for info in pkgutil.iter_modules([str(here)])
+        if info.name.startswith("bench_") and (not argv or any(a in info.name for a in argv))
+    )
+    if not names:
+        print(f"no benchmark matches {' '.join(argv)}", file=sys.stderr)
+        return 1
+    for name in names:
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        module = importlib.import_module(f"{__package__}.{name}")
+        module.main()
+        print(f"== {name}: done in {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

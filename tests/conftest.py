@@ -69,6 +69,9 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
     try:
         yield name
     finally:
+        # A test that failed between stop_apiserver() and start_apiserver() must not break the
+        # session's control plane for every test after it.
+        cluster.ensure_running()
         cluster.delete_namespace(name)
 
 

@@ -44,6 +44,7 @@ POD_CIDR = "10.244.0.1/16"
 _START_TIMEOUT = 90.0
 _REQUEST_TIMEOUT = 10.0
 _STOP_TIMEOUT = 15.0
+_PORT_ATTEMPTS = 3
 
 
 class ControlPlaneError(RuntimeError):
@@ -101,6 +102,7 @@ class ControlPlane:
         self._pki: Pki | None = None
         self._procs: dict[str, Process] = {}
         self._etcd_port = 0
+        self._etcd_peer_port = 0
         self._apiserver_port = 0
         self._ssl: ssl.SSLContext | None = None
         self._full_started = False
@@ -188,11 +190,7 @@ class ControlPlane:
             self._pki = write_pki(self.data_dir / "pki")
             self._ssl = ssl.create_default_context(cafile=str(self._pki.ca_cert))
             self._ssl.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
-            self._etcd_port = free_port()
-            self._apiserver_port = free_port()
-            self._write_kubeconfig()
-            self._start_etcd()
-            self._start_apiserver_process()
+            self._start_core()
             self.timings["start"] = time.monotonic() - began
             log.info(
                 "control plane started",
@@ -236,6 +234,53 @@ class ControlPlane:
             shutil.rmtree(self._data_dir, ignore_errors=True)
         self._data_dir = None
 
+    def _start_core(self) -> None:
+        # A free port can be taken by someone else before our server binds it (parallel test
+        # runs on one machine); pick new ports and try again rather than fail the session.
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            self._etcd_port = free_port()
+            self._etcd_peer_port = free_port()
+            self._apiserver_port = free_port()
+            self._write_kubeconfig()
+            try:
+                self._start_etcd()
+                self._start_apiserver_process()
+                return
+            except ProcessError as exc:
+                if attempt == _PORT_ATTEMPTS or "address already in use" not in str(exc):
+                    raise
+                log.warning("port taken, retrying with new ports", attempt=attempt)
+                for name in ("kube-apiserver", "etcd"):
+                    proc = self._procs.pop(name, None)
+                    if proc is not None:
+                        proc.stop(_STOP_TIMEOUT)
+                shutil.rmtree(self.data_dir / "etcd", ignore_errors=True)
+
+    def apiserver_running(self) -> bool:
+        proc = self._procs.get("kube-apiserver")
+        return proc is not None and proc.running()
+
+    def ensure_running(self) -> None:
+        """Starts etcd and kube-apiserver again if a test stopped them and did not restart them."""
+        etcd = self._procs.get("etcd")
+        if etcd is not None and not etcd.running():
+            self.start_etcd()
+        if not self.apiserver_running():
+            self.start_apiserver()
+
+    def stop_etcd(self) -> None:
+        proc = self._procs.get("etcd")
+        if proc is not None:
+            proc.stop(_STOP_TIMEOUT)
+
+    def start_etcd(self) -> None:
+        """Starts etcd again on the same ports with the same data."""
+        self._start_etcd()
+
+    def restart_etcd(self) -> None:
+        self.stop_etcd()
+        self.start_etcd()
+
     def stop_apiserver(self) -> None:
         proc = self._procs.get("kube-apiserver")
         if proc is not None:
@@ -246,6 +291,8 @@ class ControlPlane:
         self._start_apiserver_process()
 
     def restart_apiserver(self) -> None:
+        """Stops and starts kube-apiserver. The controller-manager's informers reconnect with
+        client-go's backoff, so after a few outages in a row rollouts may stall for up to ~30 s."""
         self.stop_apiserver()
         self.start_apiserver()
 
@@ -309,7 +356,7 @@ class ControlPlane:
         return proc
 
     def _start_etcd(self) -> None:
-        peer = f"http://127.0.0.1:{free_port()}"
+        peer = f"http://127.0.0.1:{self._etcd_peer_port}"
         proc = self._process(
             "etcd",
             [

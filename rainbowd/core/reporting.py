@@ -53,8 +53,20 @@ def format_count(value: float) -> str:
     return f"{value:g}"
 
 
-def _connections_cell(connections: Connections) -> str:
-    return "?" if connections.value is None else format_count(connections.value)
+def _not_evaluated(color: ColorPlan) -> bool:
+    """At 0 replicas nothing is asked of the connections: a missing series is expected."""
+    return color.replicas == 0 and color.connections.value is None
+
+
+def _connections_cell(color: ColorPlan) -> str:
+    if _not_evaluated(color):
+        return "-"
+    value = color.connections.value
+    return "?" if value is None else format_count(value)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _action_cells(color: ColorPlan, app: AppPlan) -> tuple[str, str]:
@@ -71,7 +83,11 @@ def _action_cells(color: ColorPlan, app: AppPlan) -> tuple[str, str]:
 
 def _note(color: ColorPlan) -> str:
     note = color.note
-    if color.connections.value is None and color.connections.cause not in note:
+    if (
+        color.connections.value is None
+        and not _not_evaluated(color)
+        and color.connections.cause not in note
+    ):
         note = f"{note} (connections: {color.connections.cause})"
     return note
 
@@ -90,7 +106,7 @@ def render_plan_table(plan: Plan) -> str:
                     color.color,
                     str(color.state),
                     f"{color.ready_replicas}/{color.replicas}",
-                    _connections_cell(color.connections),
+                    _connections_cell(color),
                     "-" if retired_for is None else compact_duration(retired_for),
                     action,
                     reason,
@@ -126,13 +142,13 @@ def summary_line(plan: Plan) -> str:
     actions = plan.actions
     kinds: Counter[ActionKind] = Counter(a.kind for a in actions)
     blocked = sum(1 for app in plan.apps if app.blocked is not None)
-    parts = [f"{len(plan.apps)} apps"]
+    parts = [_plural(len(plan.apps), "app")]
     if blocked:
         parts[0] += f" ({blocked} blocked)"
     state_text = ", ".join(f"{states[s]} {s}" for s in _STATE_ORDER if states[s])
-    text = f"{parts[0]}, {colors} colors" + (f": {state_text}" if state_text else "")
+    text = f"{parts[0]}, {_plural(colors, 'color')}" + (f": {state_text}" if state_text else "")
     action_text = ", ".join(f"{kinds[k]} {k}" for k in ActionKind if kinds[k])
-    text += f"; {len(actions)} actions" + (f": {action_text}" if action_text else "")
+    text += f"; {_plural(len(actions), 'action')}" + (f": {action_text}" if action_text else "")
     if held:
         text += f"; {held} held"
     if plan.dry_run:

@@ -1,0 +1,138 @@
+"""`rainbowd plan`: what the planner would do with a snapshot file, as a table or JSON.
+
+Reads the policy and a snapshot (`kubectl get deployments,services -A -o yaml` plus `now:` and
+`connections:`), plans once and prints. Changes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rainbowd.core.model import Plan, Snapshot
+from rainbowd.core.objects import parse_time
+from rainbowd.core.planner import plan as make_plan
+from rainbowd.core.policy import Policy, PolicyError
+from rainbowd.core.reporting import plan_to_document, render_plan_table
+from rainbowd.core.snapshots import SnapshotError, snapshot_from_document
+
+OUTPUTS = ("table", "json")
+
+
+class InputError(Exception):
+    """An input file is unreadable or invalid; `errors` are one line each, path-prefixed."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "plan",
+        help="show what the planner would do with a snapshot file (changes nothing)",
+        description=(
+            "Plan once from a policy and a snapshot file and print the plan. The snapshot is "
+            "`kubectl get deployments,services -A -o yaml` output, optionally with `now:` and "
+            "`connections:` (see config/examples/snapshot.yaml)."
+        ),
+    )
+    parser.add_argument("--policy", required=True, metavar="FILE", help="the policy.yaml to use")
+    parser.add_argument(
+        "--snapshot", required=True, metavar="FILE", help="the snapshot file, YAML or JSON"
+    )
+    add_output_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--now and --output, shared by every way of getting a snapshot to plan."""
+    parser.add_argument(
+        "--now",
+        type=_now_argument,
+        default=None,
+        metavar="RFC3339",
+        help="plan as of this time (default: the snapshot's now:, else the current time)",
+    )
+    parser.add_argument(
+        "--output", "-o", choices=OUTPUTS, default="table", help="table (default) or json"
+    )
+
+
+def _now_argument(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an RFC 3339 time like 2026-11-21T12:00:00Z, got {text!r}"
+        ) from None
+
+
+def load_snapshot_file(path: str | Path, *, default_now: datetime) -> Snapshot:
+    """Read a snapshot file (YAML or JSON; `-` is standard input) or raise InputError."""
+    source = str(path)
+    try:
+        text = sys.stdin.read() if source == "-" else Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError([f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    except OSError as exc:
+        raise InputError([f"{source}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError([f"{source}: {where}not valid YAML: {problem}"]) from exc
+    try:
+        return snapshot_from_document(document, default_now=default_now)
+    except SnapshotError as exc:
+        raise InputError([f"{source}: {error}" for error in exc.errors]) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file or raise InputError (errors already name the file)."""
+    # Imported here: the policy file reader brings its YAML loader, needed only on this path.
+    from rainbowd.policyfile import load_policy_file
+
+    try:
+        return load_policy_file(path)
+    except PolicyError as exc:
+        raise InputError(list(exc.errors)) from exc
+
+
+def render(plan: Plan, output: str) -> str:
+    """The plan as the table or as indented JSON, ending with a newline."""
+    if output == "json":
+        return json.dumps(plan_to_document(plan), indent=2) + "\n"
+    return render_plan_table(plan)
+
+
+def run(args: argparse.Namespace) -> int:
+    errors: list[str] = []
+    policy: Policy | None = None
+    snapshot: Snapshot | None = None
+    # Both files are checked before giving up, so one run reports every mistake.
+    try:
+        policy = load_policy(args.policy)
+    except InputError as exc:
+        errors.extend(exc.errors)
+    try:
+        snapshot = load_snapshot_file(args.snapshot, default_now=datetime.now(UTC))
+    except InputError as exc:
+        errors.extend(exc.errors)
+    if errors or policy is None or snapshot is None:
+        for error in errors:
+            print(f"rainbowd plan: {error}", file=sys.stderr)
+        return 1
+    now = args.now if args.now is not None else snapshot.now
+    sys.stdout.write(render(make_plan(snapshot, policy, now), args.output))
+    return 0

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from rainbowd.core.objects import parse_time
+from rainbowd.core.reporting import render_plan_table
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import (
     MERGE_PATCH,
@@ -113,6 +116,18 @@ async def create_color(api: ApiClient, namespace: str, color: str, *, app: str =
         )
 
     await eventually(available, what=f"{name} to become Available")
+
+    # creationTimestamp has whole seconds, and the planner orders colors by it (a color created
+    # after the live one is pending). Real releases are minutes apart; here the next color must
+    # at least land in a later second.
+    obj = await get_deployment(api, namespace, name)
+    assert obj is not None
+    created = parse_time(obj["metadata"]["creationTimestamp"])
+
+    async def next_second() -> bool:
+        return datetime.now(UTC) >= created + timedelta(seconds=1)
+
+    await eventually(next_second, what="the clock to pass the creation second")
 
 
 async def point_service(api: ApiClient, namespace: str, color: str, *, app: str = APP) -> None:
@@ -400,6 +415,10 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         await eventually(listening, what="the daemon's HTTP server")
         yield daemon
     finally:
+        # Shown by pytest when the test fails: what the daemon last saw and planned.
+        report = daemon.last_cycle
+        if report is not None and report.plan is not None:
+            print(f"last plan (cycle {report.number}):\n{render_plan_table(report.plan)}")
         daemon.request_stop()
         code = await asyncio.wait_for(task, settings.shutdown_timeout + 5)
         assert code == 0, f"the daemon exited with {code}"

@@ -38,7 +38,8 @@ from tests.e2e.harness import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
 
-OLD, NEW = "aaaaaa", "bbbbbb"
+# Created in this order: OLDEST and OLD predate NEW, the release the test deploys.
+OLDEST, OLD, NEW = "aaaaaa", "bbbbbb", "cccccc"
 
 
 async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
@@ -49,29 +50,36 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
     fleet: Fleet,
     tmp_path: Path,
 ) -> None:
-    old_name, new_name = f"chat-{OLD}", f"chat-{NEW}"
-    await create_color(kube_api, namespace, OLD)
-    await create_color(kube_api, namespace, NEW)
+    oldest_name, old_name, new_name = f"chat-{OLDEST}", f"chat-{OLD}", f"chat-{NEW}"
+    for color in (OLDEST, OLD, NEW):
+        await create_color(kube_api, namespace, color)
+        fleet.start(color)
     await point_service(kube_api, namespace, OLD)
-    demo_old = fleet.start(OLD)
-    fleet.start(NEW)
-    await fleet.wait_scraped(OLD, 0)
-    await fleet.wait_scraped(NEW, 0)
+    for color in (OLDEST, OLD, NEW):
+        await fleet.wait_scraped(color, 0)
 
     policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_text(prometheus.url, namespace))
+    # One scaled-down color is kept for a rollback; the one beyond it is deleted.
+    policy.write_text(policy_text(prometheus.url, namespace, keep_scaled_down=1))
     settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
     async with running_daemon(settings) as daemon:
         assert daemon.http_url is not None
         url = daemon.http_url
         fleet.scrape(url.removeprefix("http://"), job="rainbowd")
 
+        # OLDEST predates the live color and holds nothing: retired, drained, scaled to 0,
+        # and kept (keepScaledDown 1).
+        async def oldest_scaled_down() -> bool:
+            return await replicas(kube_api, namespace, oldest_name) == 0
+
+        await eventually(oldest_scaled_down, what="the drained oldest color to be scaled to 0")
+
         async def old_marked_live() -> bool:
             return LIVE_AT in await annotations_of(kube_api, namespace, old_name)
 
         await eventually(old_marked_live, what="the live color to be stamped live-at")
 
-        async with held_connection(demo_old):
+        async with held_connection(fleet.apps[OLD]):
             await fleet.wait_scraped(OLD, 1)
             # The deploy: the Service switches to the new color.
             await point_service(kube_api, namespace, NEW)
@@ -95,17 +103,19 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
             await eventually(held_past_its_age, what="the old color held while connected")
             assert await replicas(kube_api, namespace, old_name) == 1
             assert not await our_events(kube_api, namespace, name=old_name, reason="ScaledDown")
+            assert await replicas(kube_api, namespace, oldest_name) == 0  # still kept
 
-        # The last client left: drained, scaled to 0, then deleted (keepScaledDown 0).
-        async def old_scaled_down_or_gone() -> bool:
-            return await replicas(kube_api, namespace, old_name) in (0, None)
+        # The last client left: OLD drains and is scaled to 0; now two colors are scaled down,
+        # one more than keepScaledDown, so the older of them is deleted.
+        async def old_scaled_down() -> bool:
+            return await replicas(kube_api, namespace, old_name) == 0
 
-        await eventually(old_scaled_down_or_gone, what="the drained color to be scaled to 0")
+        await eventually(old_scaled_down, what="the drained old color to be scaled to 0")
 
-        async def old_deleted() -> bool:
-            return await get_deployment(kube_api, namespace, old_name) is None
+        async def oldest_deleted() -> bool:
+            return await get_deployment(kube_api, namespace, oldest_name) is None
 
-        await eventually(old_deleted, what="the scaled-down color to be deleted")
+        await eventually(oldest_deleted, what="the color beyond keepScaledDown to be deleted")
 
         # rainbowd's own metrics, scraped by the real Prometheus and queried back.
         async def scraped_state() -> bool:
@@ -131,17 +141,22 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
         )
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
-        rows = [line.split() for line in out.decode().splitlines()]
-        assert [namespace, "chat", NEW, "live"] in [row[:4] for row in rows]
-        assert OLD not in out.decode()
+        rows = [line.split()[:4] for line in out.decode().splitlines()]
+        assert [namespace, "chat", NEW, "live"] in rows
+        assert [namespace, "chat", OLD, "scaled-down"] in rows
+        assert OLDEST not in out.decode()
 
         metrics = await scrape_metrics(url)
 
-    # Exactly one scale-down and one delete, both of the old color, each with its Event.
-    assert metric_sum(metrics, "rainbowd_actions_total", action="scale", outcome="ok") == 1
+    # Each action once: two scale-downs, one delete, one Event each.
+    assert metric_sum(metrics, "rainbowd_actions_total", action="scale", outcome="ok") == 2
     assert metric_sum(metrics, "rainbowd_actions_total", action="delete", outcome="ok") == 1
+    assert len(await our_events(kube_api, namespace, name=oldest_name, reason="ScaledDown")) == 1
+    assert len(await our_events(kube_api, namespace, name=oldest_name, reason="Deleted")) == 1
     assert len(await our_events(kube_api, namespace, name=old_name, reason="ScaledDown")) == 1
-    assert len(await our_events(kube_api, namespace, name=old_name, reason="Deleted")) == 1
+    old = await get_deployment(kube_api, namespace, old_name)
+    assert old is not None and old["spec"]["replicas"] == 0
+    assert old["metadata"]["annotations"][ORIGINAL_REPLICAS] == "1"
 
     # The live color was never touched: still one replica, never retired, no disruptive Event.
     new = await get_deployment(kube_api, namespace, new_name)

@@ -128,6 +128,13 @@ async def stop(tasks: list[asyncio.Task[None]]) -> None:
             raise result
 
 
+async def restart_apiserver(cluster: ControlPlane) -> None:
+    # Stopping may take a while and can run aside while the cache notices; starting must run
+    # on the main thread: the apiserver dies with the thread that started it.
+    await asyncio.to_thread(cluster.stop_apiserver)
+    cluster.start_apiserver()
+
+
 @pytest.fixture
 async def api(cluster: ControlPlane) -> AsyncIterator[ApiClient]:
     client = await make_api_client(kubeconfig=str(cluster.kubeconfig))
@@ -425,11 +432,12 @@ async def test_bad_object_is_left_out_and_logged_once(api: ApiClient, namespace:
 
 
 async def test_bookmarks_advance_without_events_and_rewatch_without_list(
-    api: ApiClient, namespace: str
+    api: ApiClient, namespace: str, other_namespace: str
 ) -> None:
     await create(api, "deployments", namespace, deployment_body("chat-0000b0"))
     changes: list[tuple[str, Key]] = []
-    # The apiserver sends a bookmark two seconds before a watch's timeout.
+    # The apiserver sends a bookmark two seconds before a watch's timeout, when its cache has
+    # moved past what this watch has delivered.
     informer = Informer(
         api,
         DEPLOYMENTS,
@@ -441,16 +449,21 @@ async def test_bookmarks_advance_without_events_and_rewatch_without_list(
     tasks = running(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), WAIT)
+        listed_at = informer.resource_version
         changes.clear()
+        # A change this namespaced watch does not deliver moves the cache forward.
+        await create(api, "deployments", other_namespace, deployment_body("else-0000b0"))
         await eventually(lambda: informer.stats.bookmarks >= 1, what="a bookmark")
         await eventually(lambda: informer.stats.watches >= 2, what="a second watch")
+        assert informer.resource_version != listed_at
         assert changes == []
         assert informer.stats.events == 0
         assert informer.stats.lists == 1
         assert informer.stats.errors == 0
-        # The re-watch still delivers changes.
+        # The re-watch from the bookmark's resourceVersion still delivers changes.
         await create(api, "deployments", namespace, deployment_body("chat-0000b1"))
         await eventually(lambda: informer.get(namespace, "chat-0000b1") is not None, what="add")
+        assert informer.stats.relists == 0
     finally:
         await stop(tasks)
 
@@ -490,7 +503,7 @@ async def test_apiserver_restart_mid_watch(
     task = asyncio.create_task(cache.run())
     try:
         assert await cache.wait_synced(WAIT)
-        await asyncio.to_thread(cluster.restart_apiserver)
+        await restart_apiserver(cluster)
         await create(api, "deployments", namespace, deployment_body("after-000001"))
         await create(api, "services", namespace, service_body("after"))
         await eventually(
@@ -531,7 +544,7 @@ async def test_expired_resource_version_after_restart_relists(
         await delete(api, "deployments", namespace, "gone-000001")
         # A restarted apiserver's watch cache starts at etcd's current revision, newer than
         # the informer's: resuming from the old one is answered with 410 Gone.
-        await asyncio.to_thread(cluster.restart_apiserver)
+        await restart_apiserver(cluster)
         proxy.resume()
         await eventually(
             lambda: informer.get(namespace, "gone-000001") is None,

@@ -164,7 +164,8 @@ async def test_leader_that_cannot_renew_gives_up_within_renew_deadline(
             assert not elector.leading.is_set()
             assert lost_calls == ["lost"]
         finally:
-            await asyncio.to_thread(cluster.start_apiserver)
+            # On the main thread: the apiserver dies with the thread that started it.
+            cluster.start_apiserver()
         # After losing, the lease is not written to any more: release() has nothing to do.
         assert not await elector.release()
     finally:

@@ -831,10 +831,10 @@ class Daemon:
         )
         for warning in plan.warnings:
             log.warning("plan warning", warning=warning)
-        if any(r.outcome is Outcome.CONFLICT for r in applied):
-            # The object moved on since the snapshot; its watch event is on the way and the
-            # next cycle plans from it.
-            self._wake.set()
+        # A conflict (the object moved on since the snapshot) does not wake the loop: the
+        # object's watch event does, once the cache has the new version. Waking on the
+        # conflict itself would retry against the same stale copy, again and again, while a
+        # watch lags (as it does after an apiserver restart).
         return CycleReport(
             number=self.cycles,
             started_at=now,

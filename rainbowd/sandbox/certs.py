@@ -180,8 +180,15 @@ def write_pki(directory: Path, *, hosts: tuple[str, ...] = ("localhost",)) -> Pk
     _write_key(pki.serving_key, serving_key)
     _write_cert(pki.serving_cert, serving_cert)
 
+    # Kubernetes reads only CN and O; the SAN is there because strict RFC 5280 verifiers (such as
+    # cryptography's client verifier) reject an end-entity certificate without one.
     admin_key, admin_cert = _issue(
-        ca_key, ca_cert, common_name="admin", organizations=("system:masters",), server=False
+        ca_key,
+        ca_cert,
+        common_name="admin",
+        organizations=("system:masters",),
+        server=False,
+        dns_names=("admin",),
     )
     _write_key(pki.admin_key, admin_key)
     _write_cert(pki.admin_cert, admin_cert)

@@ -1,0 +1,210 @@
+"""Multi-cycle burn-down as a Hypothesis state machine.
+
+Colors are deployed, Services switch (forward, back to an older color, to a canary), time moves,
+connections fall, rise and go unknown, and each cycle's plan is applied as the executor would.
+Every cycle checks the safety rules of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from rainbowd.core.model import (
+    PROTECT,
+    ActionKind,
+    Connections,
+    Deployment,
+    Reason,
+    Service,
+    Snapshot,
+    State,
+)
+from rainbowd.core.planner import plan
+from rainbowd.core.policy import Knobs, Policy
+from tests.unit.strategies import (
+    APP,
+    NOW,
+    NS,
+    apply_plan,
+    deployment,
+    knobs_strategy,
+    service,
+    snapshot,
+)
+from tests.unit.strategies import rule as make_rule
+
+PALETTE = tuple(f"{i * 0x2F1A3B % 0xFFFFFF:06x}" for i in range(1, 40))
+
+
+class BurnDown(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = NOW
+        self.deployments: dict[str, Deployment] = {}
+        self.connections: dict[str, Connections] = {}
+        self.selector: dict[str, str] = {}
+        self.deleted: set[str] = set()
+        self.replicas_when_deployed: dict[str, int] = {}
+        # Since when each color's connections have been known and at or below the floor,
+        # as the world changed them (the planner only sees it at its next cycle, so later).
+        self.low_since: dict[str, datetime | None] = {}
+        self.next_color = 0
+        self.policy = Policy(rules=(make_rule(),))
+
+    # --- the world --------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        services: list[Service] = [service(self.selector)] if self.selector else []
+        return snapshot(
+            self.deployments.values(),
+            services,
+            {(NS, APP, color): c for color, c in self.connections.items()},
+            now=self.now,
+        )
+
+    def live_colors(self) -> set[str]:
+        return {
+            color
+            for color, d in self.deployments.items()
+            if self.selector and self.selector.items() <= d.template_labels.items()
+        }
+
+    def set_connections(self, color: str, connections: Connections) -> None:
+        self.connections[color] = connections
+        floor = self.policy.rules[0].knobs.connection_floor
+        ready = self.deployments[color].ready_replicas
+        low = (
+            connections.value is not None
+            and connections.value <= floor
+            and (connections.series is None or connections.series >= ready)
+        )
+        if not low:
+            self.low_since[color] = None
+        elif self.low_since.get(color) is None:
+            self.low_since[color] = self.now
+
+    @initialize(knobs=knobs_strategy(), paused=st.sampled_from([False] * 5 + [True]))
+    def start(self, knobs: Knobs, paused: bool) -> None:
+        rule_ = dataclasses.replace(make_rule(), knobs=knobs)
+        self.policy = Policy(rules=(rule_,), paused=paused)
+        self.deploy(replicas=2)
+        self.switch_to_newest()
+
+    # --- rules --------------------------------------------------------------------------------
+
+    @precondition(lambda self: self.next_color < len(PALETTE))
+    @rule(replicas=st.integers(1, 3), protect=st.integers(0, 9))
+    def deploy(self, replicas: int, protect: int = 1) -> None:
+        color = PALETTE[self.next_color]
+        self.next_color += 1
+        annotations = {PROTECT: "true"} if protect == 0 else {}
+        self.deployments[color] = deployment(
+            color, created=self.now, replicas=replicas, annotations=annotations
+        )
+        self.replicas_when_deployed[color] = replicas
+        self.set_connections(color, Connections(value=0.0, series=replicas))
+
+    @rule()
+    def switch_to_newest(self) -> None:
+        running = [c for c, d in self.deployments.items() if d.replicas > 0]
+        if running:
+            newest = max(running, key=lambda c: self.deployments[c].created_at)
+            self.selector = {"app": APP, "color": newest}
+
+    @rule(data=st.data())
+    def roll_back(self, data: st.DataObject) -> None:
+        running = sorted(c for c, d in self.deployments.items() if d.replicas > 0)
+        if running:
+            self.selector = {"app": APP, "color": data.draw(st.sampled_from(running))}
+
+    @rule()
+    def canary(self) -> None:
+        self.selector = {"app": APP}
+
+    @rule(minutes=st.sampled_from([1, 3, 10, 45, 120, 1500]))
+    def advance(self, minutes: int) -> None:
+        """Time passes, and the daemon's timer runs a cycle."""
+        self.now += timedelta(minutes=minutes)
+        self.cycle()
+
+    @rule(data=st.data(), value=st.sampled_from([0, 1, 3, 25, 40, 300]))
+    def connections_change(self, data: st.DataObject, value: int) -> None:
+        if self.deployments:
+            color = data.draw(st.sampled_from(sorted(self.deployments)))
+            ready = self.deployments[color].ready_replicas
+            self.set_connections(color, Connections(value=float(value), series=ready))
+
+    @rule(data=st.data(), short=st.booleans())
+    def prometheus_unknown(self, data: st.DataObject, short: bool) -> None:
+        if self.deployments:
+            color = data.draw(st.sampled_from(sorted(self.deployments)))
+            ready = self.deployments[color].ready_replicas
+            if short and ready > 0:
+                self.set_connections(color, Connections(value=0.0, series=ready - 1))
+            else:
+                self.set_connections(color, Connections.unknown("query failed"))
+
+    @rule()
+    def cycle(self) -> None:
+        snap = self.snapshot()
+        live = self.live_colors()
+        result = plan(snap, self.policy, self.now)
+        by_color = {c.color: c for a in result.apps for c in a.colors}
+        for action in result.actions:
+            assert action.color not in self.deleted
+            if action.kind is ActionKind.ANNOTATE:
+                continue
+            target = self.deployments[action.color]
+            assert action.color not in live, "a live color was scaled or deleted"
+            assert target.annotations.get(PROTECT) != "true", "a protected color was touched"
+            assert by_color[action.color].state not in (State.LIVE, State.PENDING)
+            if action.reason is Reason.DRAINED:
+                c = snap.connections_for(NS, APP, action.color)
+                assert c.value is not None, "drained on unknown connections"
+                assert c.series is None or c.series >= target.ready_replicas
+                since = self.low_since.get(action.color)
+                knobs = self.policy.rules[0].knobs
+                assert since is not None and self.now - since >= knobs.drain_hold, (
+                    "drained without a continuous drain of drainHold"
+                )
+        applied = apply_plan(snap, result)
+        remaining = {d.template_labels["color"]: d for d in applied.namespaces[NS].deployments}
+        for color in live:
+            assert remaining[color].replicas == self.deployments[color].replicas
+        for color in self.deployments:
+            if color not in remaining:
+                self.deleted.add(color)
+        self.deployments = remaining
+        for color in list(self.connections):
+            if color not in remaining:
+                del self.connections[color]
+            elif remaining[color].replicas == 0:
+                # Scaled away: the pods' series go stale and vanish, as in Prometheus.
+                del self.connections[color]
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def deleted_colors_never_come_back(self) -> None:
+        assert not (self.deleted & set(self.deployments))
+
+    @invariant()
+    def protected_colors_are_never_scaled(self) -> None:
+        for color, d in self.deployments.items():
+            if d.annotations.get(PROTECT) == "true":
+                assert d.replicas == self.replicas_when_deployed[color]
+
+
+BurnDown.TestCase.settings = settings(max_examples=500, stateful_step_count=50, deadline=None)
+TestBurnDown = BurnDown.TestCase

@@ -126,18 +126,19 @@ async def test_dry_run_daemon_ages_colors_in_memory_only(
         url = daemon.http_url
 
         # Without the overlay the color would be "first seen retired" every cycle, forever
-        # young; with it, it ages, drains and reaches the (skipped) scale-down.
+        # young; with it, it ages, drains and reaches the (skipped) cleanup.
         async def would_scale() -> bool:
             doc = color_doc(await fetch_json(url + "/status"), OLD)
             return bool(
                 doc
                 and (doc["retiredFor"] or 0) >= 3
                 and doc["drainedSince"] is not None
-                and any(a["kind"] == "scale" for a in doc["actions"])
+                and any(a["kind"] in ("scale", "delete") for a in doc["actions"])
             )
 
-        await eventually(would_scale, what="a would-be scale-down of the drained color")
+        await eventually(would_scale, what="a would-be scale-down or delete of the drained color")
         metrics = await scrape_metrics(url)
         assert metric_sum(metrics, "rainbowd_actions_total", outcome="ok") == 0
-        assert metric_sum(metrics, "rainbowd_actions_total", action="scale", outcome="skipped") > 0
+        skipped = metric_sum(metrics, "rainbowd_actions_total", reason="drained", outcome="skipped")
+        assert skipped > 0
     await unchanged(kube_api, namespace, versions)

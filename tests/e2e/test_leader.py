@@ -113,14 +113,14 @@ async def test_only_the_leader_acts_and_the_other_takes_over(
     assert b is not None
     try:
         # The connection closed: the new leader burns the second color down.
-        async def second_scaled() -> bool:
+        async def second_gone() -> bool:
             return await replicas(kube_api, namespace, f"chat-{SECOND_OLD}") in (0, None)
 
-        await eventually(second_scaled, what="the new leader to scale the second color down")
-        scaled = await our_events(
-            kube_api, namespace, name=f"chat-{SECOND_OLD}", reason="ScaledDown"
-        )
-        assert [e["reportingInstance"] for e in scaled] == ["rb-b"]
+        await eventually(second_gone, what="the new leader to clean the second color up")
+        events = await our_events(kube_api, namespace, name=f"chat-{SECOND_OLD}")
+        # keepScaledDown 0: the drained color is deleted directly.
+        cleanups = [e for e in events if e["reason"] in ("ScaledDown", "Deleted")]
+        assert [e["reportingInstance"] for e in cleanups] == ["rb-b"], cleanups
         assert await b.terminate() == 0, b.process.log_tail()
     finally:
         b.close()

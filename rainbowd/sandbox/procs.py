@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -75,6 +76,18 @@ def pid_alive(pid: int, started: int | None = None) -> bool:
     return started is None or int(fields[19]) == started
 
 
+_spawner_lock = threading.Lock()
+_spawner_pool: ThreadPoolExecutor | None = None
+
+
+def _spawner() -> ThreadPoolExecutor:
+    global _spawner_pool
+    with _spawner_lock:
+        if _spawner_pool is None:
+            _spawner_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+        return _spawner_pool
+
+
 class Process:
     """One named child process with its output in `log_path`."""
 
@@ -106,19 +119,23 @@ class Process:
         self._log_file = self.log_path.open("ab")
         self._log_file.write(f"--- start {' '.join(self.argv)}\n".encode())
         self._log_file.flush()
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from the main thread
-        # (the test process's) rather than from a short-lived worker thread.
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("child started from a non-main thread", name=self.name)
-        self._popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, not the process: fork from
+        # one thread that lives as long as the interpreter, so a child started from a short-lived
+        # worker (asyncio.to_thread) does not die with that worker.
+        self._popen = (
+            _spawner()
+            .submit(
+                subprocess.Popen,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            .result()
         )
         _registry.add(self)
         log.debug("process started", name=self.name, pid=self._popen.pid)

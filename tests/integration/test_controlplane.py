@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from rainbowd.sandbox.controlplane import FAKE_NODE, ControlPlane, kubernetes_version
-from rainbowd.sandbox.procs import pid_alive, wait_until
+from rainbowd.sandbox.procs import Process, pid_alive, wait_until
 
 T = TypeVar("T")
 
@@ -344,3 +345,23 @@ def test_killed_python_takes_its_control_plane_along(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_child_started_from_a_worker_thread_outlives_the_thread(tmp_path: Path) -> None:
+    """Tests start and restart servers from asyncio.to_thread; the thread ending must not kill
+    them (PR_SET_PDEATHSIG follows the forking thread)."""
+    proc = Process("sleeper", ["sleep", "600"], log_path=tmp_path / "sleeper.log")
+    worker = threading.Thread(target=proc.start)
+    worker.start()
+    worker.join()
+    try:
+        assert proc.pid is not None
+        pid = proc.pid
+        # Give the kernel time to deliver a death signal, were one due.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert proc.running(), "the child died when the thread that started it ended"
+            time.sleep(0.05)
+    finally:
+        proc.stop()
+    assert not pid_alive(pid)

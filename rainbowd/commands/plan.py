@@ -43,12 +43,61 @@ def register(subparsers: Any) -> None:
             "`connections:` (see config/examples/snapshot.yaml)."
         ),
     )
-    parser.add_argument("--policy", required=True, metavar="FILE", help="the policy.yaml to use")
+    parser.add_argument("--policy", metavar="FILE", help="the policy.yaml to use")
     parser.add_argument(
-        "--snapshot", required=True, metavar="FILE", help="the snapshot file, YAML or JSON"
+        "--snapshot",
+        metavar="FILE",
+        help="the snapshot file, YAML or JSON; without it, read the live cluster (see below)",
     )
     add_output_arguments(parser)
+    live = parser.add_argument_group(
+        "live cluster (no --snapshot)",
+        "List the cluster, query Prometheus and plan once, read-only: nothing is written.",
+    )
+    add_live_arguments(live)
     parser.set_defaults(func=run)
+
+
+def add_live_arguments(group: Any) -> None:
+    # Imported here: the daemon's settings are needed only by the live mode's flags.
+    from rainbowd.settings import add_cluster_arguments
+
+    add_cluster_arguments(group)
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """No snapshot file: one read-only cycle against the cluster (list, query, plan)."""
+    import asyncio
+
+    from rainbowd.daemon import plan_live
+    from rainbowd.kube.clients import ConfigError, KubeError
+    from rainbowd.settings import SettingsError, settings_from_args
+
+    if args.now is not None:
+        print(
+            "rainbowd plan: --now: only with --snapshot; a live plan is as of now", file=sys.stderr
+        )
+        return 2
+    if args.policy is not None and args.policy_file is None and args.policy_configmap is None:
+        args.policy_file = args.policy
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"rainbowd plan: {exc}", file=sys.stderr)
+        return 2
+    try:
+        live = asyncio.run(plan_live(settings))
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(f"rainbowd plan: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, KubeError, TimeoutError) as exc:
+        print(f"rainbowd plan: {exc}", file=sys.stderr)
+        return 1
+    for query, error in live.prometheus_errors.items():
+        print(f"rainbowd plan: prometheus: {query}: {error}", file=sys.stderr)
+    sys.stdout.write(render(live.plan, args.output))
+    return 0
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +166,11 @@ def render(plan: Plan, output: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.snapshot is None:
+        return run_live(args)
+    if args.policy is None:
+        print("rainbowd plan: --policy: required with --snapshot", file=sys.stderr)
+        return 2
     errors: list[str] = []
     policy: Policy | None = None
     snapshot: Snapshot | None = None

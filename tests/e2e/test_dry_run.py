@@ -1,11 +1,12 @@
-"""Dry run changes nothing: `--once --dry-run` as a command, and a dry-run daemon whose
-in-memory overlay of would-be annotations lets retired ages and drain holds advance.
+"""Dry run changes nothing: `--once --dry-run` and a live `rainbowd plan` as commands, and a
+dry-run daemon whose in-memory overlay of would-be annotations lets retired ages advance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,27 @@ async def test_once_dry_run_changes_nothing(
     assert skipped and all(e["dry_run"] is True for e in skipped)
     assert not [e for e in entries if e["msg"] == "action applied"]
     assert [e["msg"] for e in entries].count("cycle finished") == 1
+    await unchanged(kube_api, namespace, versions)
+
+    # `rainbowd plan` without a snapshot file: one read-only cycle against the live cluster.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rainbowd",
+        "plan",
+        f"--kubeconfig={cluster_full.kubeconfig}",
+        f"--namespaces={namespace}",
+        f"--policy-file={policy}",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    rows = [line.split()[:5] for line in out.decode().splitlines()]
+    assert [namespace, "chat", NEW, "live", "1/1"] in rows, out.decode()
+    old_rows = [row for row in rows if row[:3] == [namespace, "chat", OLD]]
+    assert len(old_rows) == 1 and old_rows[0][3] in ("draining", "drained"), out.decode()
     await unchanged(kube_api, namespace, versions)
 
 

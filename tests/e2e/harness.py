@@ -422,6 +422,11 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         daemon.request_stop()
         code = await asyncio.wait_for(task, settings.shutdown_timeout + 5)
         assert code == 0, f"the daemon exited with {code}"
+        # Everything the daemon started was cancelled and awaited.
+        leaked = [
+            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
+        ]
+        assert not leaked, f"tasks left running after the daemon stopped: {leaked}"
 
 
 def daemon_argv(

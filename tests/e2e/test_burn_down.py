@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     daemon_settings,
     eventually,
     fetch_json,
+    fetch_status,
     get_deployment,
     held_connection,
     metric_sum,
@@ -66,6 +67,14 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
         assert daemon.http_url is not None
         url = daemon.http_url
         fleet.scrape(url.removeprefix("http://"), job="rainbowd")
+
+        async def probes_pass() -> bool:
+            return (
+                await fetch_status(url + "/readyz") == 200
+                and await fetch_status(url + "/healthz") == 200
+            )
+
+        await eventually(probes_pass, what="/readyz and /healthz to answer 200")
 
         # OLDEST predates the live color and holds nothing: retired, drained, scaled to 0,
         # and kept (keepScaledDown 1).

@@ -115,6 +115,7 @@ class Process:
     def start(self) -> None:
         if self.running():
             return
+        self.stop()  # a previous run that exited by itself: reap it, close its log
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         self._log_file.write(f"--- start {' '.join(self.argv)}\n".encode())
@@ -122,21 +123,26 @@ class Process:
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits, not the process: fork from
         # one thread that lives as long as the interpreter, so a child started from a short-lived
         # worker (asyncio.to_thread) does not die with that worker.
-        self._popen = (
-            _spawner()
-            .submit(
-                subprocess.Popen,
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+        try:
+            self._popen = (
+                _spawner()
+                .submit(
+                    subprocess.Popen,
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._log_file,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+                .result()
             )
-            .result()
-        )
+        except OSError as exc:
+            self._log_file.close()
+            self._log_file = None
+            raise ProcessError(f"{self.name} cannot start: {exc}") from exc
         _registry.add(self)
         log.debug("process started", name=self.name, pid=self._popen.pid)
 

@@ -48,7 +48,8 @@ class Sample:
 
 
 def _binary() -> Path:
-    return Path(os.environ.get(PROMETHEUS_ENV, DEFAULT_BINARY))
+    """$RAINBOWD_PROMETHEUS_BIN, else `prometheus` on PATH, else where Debian installs it."""
+    return Path(os.environ.get(PROMETHEUS_ENV) or shutil.which("prometheus") or DEFAULT_BINARY)
 
 
 class PrometheusServer:

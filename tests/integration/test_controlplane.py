@@ -22,7 +22,12 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from rainbowd.sandbox.controlplane import FAKE_NODE, ControlPlane, kubernetes_version
+from rainbowd.sandbox.controlplane import (
+    FAKE_NODE,
+    ControlPlane,
+    ControlPlaneError,
+    kubernetes_version,
+)
 from rainbowd.sandbox.procs import Process, pid_alive, wait_until
 
 T = TypeVar("T")
@@ -365,3 +370,14 @@ def test_a_child_started_from_a_worker_thread_outlives_the_thread(tmp_path: Path
     finally:
         proc.stop()
     assert not pid_alive(pid)
+
+
+def test_missing_binaries_name_the_build_command(tmp_path: Path) -> None:
+    (tmp_path / "etcd").write_text("#!/bin/sh\n")
+    (tmp_path / "etcd").chmod(0o755)
+    with pytest.raises(ControlPlaneError) as missing:
+        ControlPlane(binaries=tmp_path).start()
+    message = str(missing.value)
+    assert "tests/cluster/build" in message
+    assert "kube-apiserver" in message
+    assert "etcd," not in message

@@ -5,11 +5,13 @@ stopped (SIGTERM) it releases the Lease and the other takes over.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.e2e.harness import (
@@ -152,3 +154,47 @@ async def test_sigterm_exits_0_and_releases_the_lease(
         daemon.close()
     assert code == 0, daemon.process.log_tail()
     assert await lease_holder(kube_api, namespace) is None
+
+
+async def test_losing_the_lease_exits_non_zero(
+    cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text("http://127.0.0.1:9", namespace))
+    daemon = DaemonProcess(
+        cluster,
+        namespace,
+        tmp_path,
+        policy_args=[f"--policy-file={policy}"],
+        identity="rb-victim",
+        extra=LEASE,
+    ).start()
+    try:
+
+        async def leads() -> bool:
+            return await lease_holder(kube_api, namespace) == "rb-victim"
+
+        await eventually(leads, what="rb-victim to hold the Lease")
+        await daemon.wait_ready()
+        # Another holder writes the Lease over ours (as a replica that judged it expired would).
+        path = resource_path(
+            "coordination.k8s.io/v1", "leases", namespace=namespace, name="rainbowd"
+        )
+        lease = await request_json(kube_api, "GET", path)
+        lease["spec"]["holderIdentity"] = "rb-thief"
+        lease["spec"]["leaseDurationSeconds"] = 3600
+        lease["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        await request_json(kube_api, "PUT", path, body=lease)
+
+        async def exited() -> bool:
+            return daemon.process.returncode() is not None
+
+        await eventually(exited, what="rb-victim to exit after losing the Lease")
+        code = daemon.process.returncode()
+        entries = daemon.log_entries()
+    finally:
+        daemon.close()
+    assert code == 1, daemon.process.log_tail()
+    assert any(e.get("msg") == "lease lost, exiting" for e in entries)
+    # It must not hand back a Lease it no longer holds.
+    assert await lease_holder(kube_api, namespace) == "rb-thief"

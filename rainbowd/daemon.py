@@ -164,7 +164,7 @@ class PolicyWatcher:
             self._last_text = None
             if not self._missing_reported:
                 self._missing_reported = True
-                self._invalid([f"{where}: not found"], configmap=None)
+                self._invalid([f"{where}: not found"])
             return
         self._missing_reported = False
         text = configmap.get("data", {}).get(CONFIGMAP_KEY)
@@ -195,7 +195,7 @@ class PolicyWatcher:
             log.warning("policy warning", source=where, warning=warning)
         self.changed.set()
 
-    def _invalid(self, errors: list[str], *, configmap: Mapping[str, Any] | None) -> None:
+    def _invalid(self, errors: list[str]) -> None:
         self.state.valid = False
         self.state.errors = errors
         self.metrics.policy_valid.set(0)
@@ -205,7 +205,7 @@ class PolicyWatcher:
             log.error("policy invalid", source=self.state.source, error=error, kept=kept)
 
     async def _report_invalid(self, errors: list[str], configmap: Mapping[str, Any]) -> None:
-        self._invalid(errors, configmap=configmap)
+        self._invalid(errors)
         meta = configmap.get("metadata", {})
         kept = (
             "the last good policy stays in force"
@@ -318,7 +318,9 @@ def build_snapshot(
     return Snapshot(now=now, namespaces=namespaces)
 
 
-def queries_needed(policy: Policy, deployments: Mapping[str, list[Deployment]]) -> list[Any]:
+def queries_needed(
+    policy: Policy, deployments: Mapping[str, list[Deployment]]
+) -> list[ConnectionsQuery]:
     """The distinct queries of the rules that match at least one Deployment: no managed colors,
     no Prometheus traffic (and no Prometheus errors for a cluster with nothing to do)."""
     needed: dict[ConnectionsQuery, None] = {}

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from rainbowd.core.model import (
@@ -107,10 +108,23 @@ class _RuleMatcher:
             return rule
 
 
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
 class _Cycle:
     """What one plan() call computes once and every app reads."""
 
-    __slots__ = ("app_label", "color_label", "now", "paused", "rules", "stamp", "stamp_at")
+    __slots__ = (
+        "app_label",
+        "color_label",
+        "now",
+        "paused",
+        "rules",
+        "stamp",
+        "stamp_at",
+        "until",
+    )
 
     def __init__(self, policy: Policy, now: datetime) -> None:
         self.now = now
@@ -122,6 +136,28 @@ class _Cycle:
         self.color_label = policy.color_label
         self.paused = policy.paused
         self.rules = _RuleMatcher(policy)
+        # The earliest instant after `now` at which the app being planned could be planned
+        # differently with nothing else changed: a time threshold crossed, or a duration shown
+        # in a note reading differently. `Planner` reuses an app's plan until then.
+        self.until = _FOREVER
+
+    def crossing(self, at: datetime) -> None:
+        """A decision of the app being planned changes when `now` reaches `at`."""
+        if at < self.until:
+            self.until = at
+
+    def shown(self, since: datetime) -> None:
+        """A note of the app being planned shows `compact_duration(now - since)`."""
+        elapsed = self.now - since
+        if elapsed.days < 0:
+            # A stamp in the future: not worth modelling, the plan holds for this instant only.
+            self.until = self.now
+            return
+        seconds = elapsed.days * 86400 + elapsed.seconds
+        # compact_duration shows the two largest units: hours once past a day, minutes past an
+        # hour, else seconds; the text cannot change before the next multiple of that unit.
+        unit = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
+        self.crossing(since + timedelta(seconds=(seconds // unit + 1) * unit))
 
 
 class _Color:
@@ -225,6 +261,12 @@ def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
 def _plan_namespace(
     cycle: _Cycle, namespace: Namespace, apps: list[AppPlan], warnings: list[str]
 ) -> None:
+    for app, colors in _group(cycle, namespace):
+        apps.append(_plan_app(cycle, namespace, app, colors, warnings))
+
+
+def _group(cycle: _Cycle, namespace: Namespace) -> list[tuple[str, list[_Color]]]:
+    """The namespace's managed apps, each with its colors, rule and live Service resolved."""
     app_label = cycle.app_label
     color_label = cycle.color_label
     by_app, other = _service_index(namespace.services, app_label)
@@ -268,15 +310,14 @@ def _plan_namespace(
             groups[app] = [color]
         else:
             group.append(color)
-    for app, colors in groups.items():
-        if app in managed:
-            apps.append(_plan_app(cycle, namespace, app, colors, warnings))
+    return [(app, colors) for app, colors in groups.items() if app in managed]
 
 
 def _plan_app(
     cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Color], warnings: list[str]
 ) -> AppPlan:
     now = cycle.now
+    cycle.until = _FOREVER
     newest_live: datetime | None = None
     blocked: BlockReason | None = None
     blocked_by = ""
@@ -347,12 +388,13 @@ def _plan_app(
             and RETIRED_AT not in annotations
             and (newest_live is None or deployment.created_at >= newest_live)
         ):
-            if (
-                not evaluate
-                or color.rule is None
-                or abandoned_after is None
-                or now - deployment.created_at < abandoned_after
-            ):
+            if not evaluate or color.rule is None or abandoned_after is None:
+                color.state = State.PENDING
+                color.note = _NOTE_PENDING
+                continue
+            abandoned_at = deployment.created_at + abandoned_after
+            if now < abandoned_at:
+                cycle.crossing(abandoned_at)
                 color.state = State.PENDING
                 color.note = _NOTE_PENDING
                 continue
@@ -412,6 +454,8 @@ def _retired_at(
         if stamp_it:
             reason = Reason.ABANDONED if abandoned else Reason.OBSERVED_RETIRED
             color.change(RETIRED_AT, cycle.stamp, reason, _STAMP_WORDS[reason])
+        else:
+            cycle.crossing(cycle.stamp_at + _SECOND)  # "now", to the second, is shown
         return
     parsed = _parse_stamp(stamp)
     if parsed is not None:
@@ -419,6 +463,7 @@ def _retired_at(
         return
     # Never "long ago": a typo must not get a color holding connections scaled down early.
     color.retired_at = cycle.stamp_at
+    cycle.crossing(cycle.stamp_at + _SECOND)
     deployment = color.deployment
     warnings.append(
         f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC 3339 "
@@ -446,6 +491,12 @@ def _evaluate_retired(
         color.state = State.PROTECTED if color.protected else State.SCALED_DOWN
         color.note = _NOTE_PROTECTED if color.protected else _NOTE_SCALED_DOWN
         return
+    max_age = knobs.max_retired_age
+    if max_age is not None and not color.protected:
+        assert color.retired_at is not None
+        overdue_at = color.retired_at + max_age
+        if overdue_at >= cycle.now:  # not overdue yet, but any later instant would be
+            cycle.crossing(overdue_at)
     connections = color.connections
     assert connections is not None
     value = connections.value
@@ -481,18 +532,23 @@ def _evaluate_retired(
         held_for = now - drained_since
         retired_for = now - color.retired_at
         if held_for < knobs.drain_hold:
+            cycle.crossing(drained_since + knobs.drain_hold)
+            cycle.shown(drained_since)
             color.state = State.DRAINING
             note = (
                 f"draining: {format_count(value)} <= floor {floor} for "
                 f"{compact_duration(held_for)} of drainHold {compact_duration(knobs.drain_hold)}"
             )
         elif retired_for < knobs.min_retired_age:
+            cycle.crossing(color.retired_at + knobs.min_retired_age)
+            cycle.shown(color.retired_at)
             color.state = State.DRAINING
             note = (
                 f"draining: drained, but retired for {compact_duration(retired_for)} of "
                 f"minRetiredAge {compact_duration(knobs.min_retired_age)}"
             )
         else:
+            cycle.shown(drained_since)
             color.state = State.DRAINED
             note = (
                 f"drained: {format_count(value)} <= floor {floor} for {compact_duration(held_for)}"
@@ -584,6 +640,7 @@ def _decide_cleanups(
         overdue.sort(key=_retired_order)
         for color in overdue:
             assert color.retired_at is not None
+            cycle.shown(color.retired_at)
             force(
                 color,
                 Reason.MAX_RETIRED_AGE,
@@ -774,4 +831,181 @@ def _annotate_message(
     return f"annotate {name}: {', '.join(parts)} ({'; '.join(whys)})"
 
 
-__all__ = ["plan"]
+# --- steady-state reuse ---------------------------------------------------------------------------
+
+
+class _AppMemo:
+    """One app's plan of the last cycle and everything it was computed from."""
+
+    __slots__ = ("app", "members", "plan", "raw", "reusable", "until", "warnings")
+
+    def __init__(
+        self,
+        app: str,
+        members: tuple[tuple[Deployment, Rule | None, str | None, str], ...],
+        raw: tuple[Connections | None, ...],
+        plan: AppPlan,
+        warnings: tuple[str, ...],
+        until: datetime,
+    ) -> None:
+        self.app = app
+        # (Deployment, rule, live Service, color) in the order the namespace lists them.
+        self.members = members
+        self.raw = raw  # the connections each color read, None for no series
+        self.plan = plan
+        self.warnings = warnings
+        self.until = until
+        # An app with actions changes once they are applied; one without stays as it is.
+        self.reusable = not any(color.actions for color in plan.colors)
+
+    def still_holds(
+        self, now: datetime, connections: Mapping[tuple[str, str], Connections]
+    ) -> bool:
+        if not self.reusable or now >= self.until:
+            return False
+        app = self.app
+        for (_, _, _, color), before in zip(self.members, self.raw, strict=True):
+            after = connections.get((app, color))
+            if after is before:
+                continue
+            if (
+                after is None
+                or before is None
+                or after.__class__ is not before.__class__
+                or after.value != before.value
+                or after.series != before.series
+                or after.cause != before.cause
+            ):
+                return False
+        return True
+
+
+class _NamespaceMemo:
+    __slots__ = ("apps", "deployments", "name", "services")
+
+    def __init__(
+        self,
+        name: str,
+        deployments: tuple[Deployment, ...],
+        services: tuple[Service, ...],
+        apps: list[_AppMemo],
+    ) -> None:
+        self.name = name
+        self.deployments = deployments
+        self.services = services
+        self.apps = apps  # the managed apps, in the order plan() visits them
+
+
+def _same_objects(before: Sequence[object], after: Sequence[object]) -> bool:
+    return before is after or (len(before) == len(after) and all(map(operator.is_, before, after)))
+
+
+class Planner:
+    """`plan()` for a controller's loop: reuses each app's plan of the previous cycle while
+    nothing it was computed from has changed, and returns exactly what `plan()` would.
+
+    An app's plan is reused when the policy is the same object, the app's Deployments are the
+    same objects (the watch cache rebuilds one only when it changes), the namespace's Services
+    are equal, the app's connections are equal, the plan had no actions, and `now` is still
+    before the next instant at which time alone would change the plan. Not thread-safe: one
+    Planner per loop.
+    """
+
+    def __init__(self) -> None:
+        self._policy: Policy | None = None
+        self._rules: _RuleMatcher | None = None
+        self._now: datetime | None = None
+        self._namespaces: dict[str, _NamespaceMemo] = {}
+
+    def plan(self, snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
+        """Decide this cycle's actions for every managed app of the snapshot, as `plan()`."""
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        if policy is not self._policy or self._rules is None:
+            self._policy = policy
+            self._rules = _RuleMatcher(policy)
+            self._namespaces = {}
+        elif self._now is not None and now < self._now:
+            # Thresholds were computed looking forward: a clock stepping back voids them.
+            self._namespaces = {}
+        self._now = now
+        cycle = _Cycle(policy, now)
+        cycle.rules = self._rules
+        apps: list[AppPlan] = []
+        warnings: list[str] = []
+        before = self._namespaces
+        after: dict[str, _NamespaceMemo] = {}
+        for key, namespace in snapshot.namespaces.items():
+            after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
+        self._namespaces = after
+        apps.sort(key=lambda a: (a.namespace, a.app))
+        return Plan(
+            now=now,
+            apps=tuple(apps),
+            dry_run=policy.dry_run,
+            paused=policy.paused,
+            warnings=tuple(warnings),
+        )
+
+
+def _replan_namespace(
+    cycle: _Cycle,
+    namespace: Namespace,
+    memo: _NamespaceMemo | None,
+    apps: list[AppPlan],
+    warnings: list[str],
+) -> _NamespaceMemo:
+    now = cycle.now
+    connections = namespace.connections
+    deployments = namespace.deployments
+    services = namespace.services
+    if memo is not None and memo.name != namespace.name:
+        memo = None
+    same_services = memo is not None and (
+        _same_objects(memo.services, services) or tuple(memo.services) == tuple(services)
+    )
+    if memo is not None and same_services and _same_objects(memo.deployments, deployments):
+        # Same Deployments, same Services: same apps, colors, rules and live colors.
+        entries: list[_AppMemo] = []
+        for entry in memo.apps:
+            if not entry.still_holds(now, connections):
+                colors = [_Color(*member) for member in entry.members]
+                entry = _plan_entry(cycle, namespace, entry.app, colors)
+            apps.append(entry.plan)
+            if entry.warnings:
+                warnings.extend(entry.warnings)
+            entries.append(entry)
+        return _NamespaceMemo(namespace.name, deployments, services, entries)
+    previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
+    entries = []
+    for app, colors in _group(cycle, namespace):
+        entry_or_none = previous.get(app)
+        if (
+            entry_or_none is None
+            or len(entry_or_none.members) != len(colors)
+            or not all(
+                m[0] is c.deployment for m, c in zip(entry_or_none.members, colors, strict=True)
+            )
+            or not entry_or_none.still_holds(now, connections)
+        ):
+            entry = _plan_entry(cycle, namespace, app, colors)
+        else:
+            entry = entry_or_none
+        apps.append(entry.plan)
+        if entry.warnings:
+            warnings.extend(entry.warnings)
+        entries.append(entry)
+    return _NamespaceMemo(namespace.name, deployments, services, entries)
+
+
+def _plan_entry(cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Color]) -> _AppMemo:
+    # Read before planning: _plan_app reorders the colors.
+    members = tuple((c.deployment, c.rule, c.live, c.color) for c in colors)
+    connections = namespace.connections
+    raw = tuple(connections.get((app, c.color)) for c in colors)
+    warnings: list[str] = []
+    plan = _plan_app(cycle, namespace, app, colors, warnings)
+    return _AppMemo(app, members, raw, plan, tuple(warnings), cycle.until)
+
+
+__all__ = ["Planner", "plan"]

@@ -1,0 +1,375 @@
+"""`Planner` reuses an app's plan across cycles; it must always return exactly what `plan()` does.
+
+A Hypothesis property drives random multi-cycle sequences (time advancing and sometimes stepping
+back, plans applied, connections refreshed or changed, Deployments and Services replaced, the
+policy swapped) and compares the two at every step. Table tests check that a plan is reused in
+the steady state and that each condition of reuse, broken alone, makes the app be planned again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    LIVE_AT,
+    RETIRED_AT,
+    AppPlan,
+    Connections,
+    Deployment,
+    Namespace,
+    Plan,
+    Service,
+    Snapshot,
+    State,
+)
+from rainbowd.core.planner import Planner, plan
+from rainbowd.core.policy import Policy
+from tests.unit.strategies import (
+    _WORD,
+    APP,
+    NOW,
+    Choices,
+    H,
+    M,
+    apply_plan,
+    connections_from,
+    conns,
+    deployment,
+    policies,
+    policy,
+    service,
+    snapshot,
+    snapshots,
+    stamp,
+)
+
+EXAMPLES = settings(max_examples=2000, deadline=None)
+S = timedelta(seconds=1)
+
+# Mostly a cycle interval or less (reuse is exercised), sometimes long enough to cross a
+# threshold, now and then a clock stepping back.
+_STEPS = (0 * S, 1 * S, 30 * S, 30 * S, 30 * S, 59 * S, 5 * M, 30 * M, 61 * M, 25 * H, -30 * S)
+
+
+def _with_namespace(snap: Snapshot, name: str, **changes: object) -> Snapshot:
+    namespaces = dict(snap.namespaces)
+    namespaces[name] = dataclasses.replace(namespaces[name], **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(snap, namespaces=namespaces)
+
+
+def _fresh_connections(snap: Snapshot) -> Snapshot:
+    """Every Connections a new object with the same value, as each Prometheus answer gives."""
+    namespaces = {
+        key: dataclasses.replace(
+            ns,
+            connections={k: dataclasses.replace(v) for k, v in ns.connections.items()},
+        )
+        for key, ns in snap.namespaces.items()
+    }
+    return dataclasses.replace(snap, namespaces=namespaces)
+
+
+def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot, Policy]:
+    """One cycle's worth of change, decoded from one drawn integer."""
+    if c.chance(3):
+        snap = apply_plan(snap, last)
+    if c.chance(2):
+        snap = _fresh_connections(snap)
+    ns_name = c.pick(tuple(snap.namespaces))
+    ns = snap.namespaces[ns_name]
+    if ns.deployments and c.chance(3):
+        # New connections for one color: another value, unknown, or no series at all.
+        d: Deployment = c.pick(ns.deployments)
+        key = (d.template_labels["app"], d.template_labels["color"])
+        value = connections_from(c, d.ready_replicas)
+        connections = dict(ns.connections)
+        if value is None:
+            connections.pop(key, None)
+        else:
+            connections[key] = value
+        snap = _with_namespace(snap, ns_name, connections=connections)
+    ns = snap.namespaces[ns_name]
+    if ns.deployments and c.chance(4):
+        # One Deployment rebuilt by the watch cache: an equal copy, or a real change.
+        index = c.pick(tuple(range(len(ns.deployments))))
+        d = ns.deployments[index]
+        kind = c.pick(("copy", "replicas", "unready", "unstamp", "delete"))
+        if kind == "copy":
+            d = dataclasses.replace(d)
+        elif kind == "replicas":
+            d = dataclasses.replace(d, replicas=c.pick((0, 1, 3)), ready_replicas=0)
+        elif kind == "unready":
+            d = dataclasses.replace(d, available_replicas=0)
+        elif kind == "unstamp":
+            annotations = dict(d.annotations)
+            annotations.pop(c.pick((LIVE_AT, RETIRED_AT, DRAINED_SINCE)), None)
+            d = dataclasses.replace(d, annotations=annotations)
+        deployments = list(ns.deployments)
+        if kind == "delete":
+            del deployments[index]
+        else:
+            deployments[index] = d
+        snap = _with_namespace(snap, ns_name, deployments=tuple(deployments))
+    ns = snap.namespaces[ns_name]
+    if c.chance(6):
+        # A Service switched, dropped, or rebuilt equal.
+        services = list(ns.services)
+        kind = c.pick(("equal", "switch", "drop"))
+        if services and kind == "drop":
+            services.pop()
+        elif services and kind == "equal":
+            services = [dataclasses.replace(s, selector=dict(s.selector)) for s in services]
+        elif ns.deployments:
+            d = c.pick(ns.deployments)
+            services = [service(dict(d.template_labels), name=d.template_labels["app"])]
+        snap = _with_namespace(snap, ns_name, services=tuple(services))
+    if c.chance(8):
+        pol = dataclasses.replace(pol, paused=c.pick((pol.paused, not pol.paused)))
+    return snap, pol
+
+
+@EXAMPLES
+@given(snapshots(), policies(), st.lists(_WORD, min_size=1, max_size=8))
+def test_planner_plans_what_plan_does_at_every_cycle(
+    snap: Snapshot, pol: Policy, words: list[int]
+) -> None:
+    planner = Planner()
+    now = NOW
+    expected = plan(snap, pol, now)
+    assert planner.plan(snap, pol, now) == expected
+    for word in words:
+        c = Choices(word)
+        now += c.pick(_STEPS)
+        snap, pol = _step(c, snap, pol, expected)
+        expected = plan(snap, pol, now)
+        assert planner.plan(snap, pol, now) == expected
+
+
+# --- reuse and each of its conditions -------------------------------------------------------
+
+
+LIVE, OLD, OLDER = "3c3fdc", "9d2cc9", "a1b2c3"
+
+
+def _steady() -> tuple[Snapshot, Policy]:
+    """An app with nothing to do: live, one retired color draining, one scaled down."""
+    deployments = [
+        deployment(LIVE, created=NOW - 5 * H, annotations={LIVE_AT: stamp(5 * H)}),
+        deployment(
+            OLD,
+            created=NOW - 20 * H,
+            annotations={LIVE_AT: stamp(20 * H), RETIRED_AT: stamp(5 * H)},
+        ),
+        deployment(
+            OLDER,
+            created=NOW - 30 * H,
+            replicas=0,
+            annotations={LIVE_AT: stamp(30 * H), RETIRED_AT: stamp(20 * H)},
+        ),
+    ]
+    snap = snapshot(
+        deployments,
+        [service({"app": APP, "color": LIVE})],
+        {("default", APP, LIVE): conns(50, series=2), ("default", APP, OLD): conns(10, series=2)},
+    )
+    return snap, policy(max_retired_age=100 * H, min_retired_age=H, drain_hold=5 * M)
+
+
+def _app(p: Plan) -> AppPlan:
+    (app,) = p.apps
+    return app
+
+
+def _planned_twice(
+    first: Snapshot, second: Snapshot, pol: Policy, pol2: Policy | None = None, *, later: timedelta
+) -> tuple[AppPlan, AppPlan]:
+    planner = Planner()
+    before = _app(planner.plan(first, pol, NOW))
+    result = planner.plan(second, pol2 or pol, NOW + later)
+    assert result == plan(second, pol2 or pol, NOW + later)
+    return before, _app(result)
+
+
+def _connections(snap: Snapshot, color: str, value: Connections) -> Snapshot:
+    ns = snap.namespaces["default"]
+    return _with_namespace(snap, "default", connections={**ns.connections, (APP, color): value})
+
+
+def test_a_steady_app_is_reused_with_fresh_equal_objects_around_it() -> None:
+    snap, pol = _steady()
+    before, after = _planned_twice(snap, _fresh_connections(snap), pol, later=30 * S)
+    assert after is before
+    assert not any(c.actions for c in before.colors)
+
+
+def test_a_rebuilt_snapshot_of_the_same_objects_is_reused() -> None:
+    snap, pol = _steady()
+    ns = snap.namespaces["default"]
+    rebuilt = dataclasses.replace(
+        snap,
+        namespaces={
+            "default": Namespace(
+                "default", tuple(list(ns.deployments)), tuple(ns.services), dict(ns.connections)
+            )
+        },
+    )
+    before, after = _planned_twice(snap, rebuilt, pol, later=30 * S)
+    assert after is before
+
+
+def test_a_new_policy_object_invalidates() -> None:  # (a)
+    snap, pol = _steady()
+    before, after = _planned_twice(snap, snap, pol, dataclasses.replace(pol), later=30 * S)
+    assert after is not before and after == before
+
+
+def test_a_replaced_deployment_invalidates_its_app() -> None:  # (b)
+    snap, pol = _steady()
+    ns = snap.namespaces["default"]
+    copy = (dataclasses.replace(ns.deployments[1]), *ns.deployments[:1], *ns.deployments[2:])
+    before, after = _planned_twice(
+        snap, _with_namespace(snap, "default", deployments=copy), pol, later=30 * S
+    )
+    assert after is not before and after == before
+
+
+def test_an_unequal_service_invalidates() -> None:  # (b)
+    snap, pol = _steady()
+    preview = service({"app": APP, "color": "ffffff"}, name="preview")
+    services = (*snap.namespaces["default"].services, preview)
+    before, after = _planned_twice(
+        snap, _with_namespace(snap, "default", services=services), pol, later=30 * S
+    )
+    assert after is not before and after == before
+
+
+def test_changed_connections_invalidate() -> None:  # (c)
+    snap, pol = _steady()
+    before, after = _planned_twice(
+        snap, _connections(snap, OLD, conns(9, series=2)), pol, later=30 * S
+    )
+    assert after is not before
+    assert after.colors[1].connections.value == 9
+
+
+def test_an_app_with_actions_is_planned_again() -> None:  # (d)
+    snap, pol = _steady()
+    ns = snap.namespaces["default"]
+    unstamped = dataclasses.replace(ns.deployments[0], annotations={})
+    snap = _with_namespace(snap, "default", deployments=(unstamped, *ns.deployments[1:]))
+    before, after = _planned_twice(snap, snap, pol, later=30 * S)
+    assert any(c.actions for c in before.colors)
+    assert after is not before  # and equal to plan(): checked by _planned_twice
+
+
+def _retired_for(snap: Snapshot, retired: timedelta, drained: timedelta | None) -> Snapshot:
+    ns = snap.namespaces["default"]
+    annotations = {LIVE_AT: stamp(20 * H), RETIRED_AT: stamp(retired)}
+    if drained is not None:
+        annotations[DRAINED_SINCE] = stamp(drained)
+    old = dataclasses.replace(ns.deployments[1], annotations=annotations)
+    snap = _with_namespace(snap, "default", deployments=(ns.deployments[0], old, ns.deployments[2]))
+    return _connections(snap, OLD, conns(0 if drained is not None else 10, series=2))
+
+
+def _crossing(snap: Snapshot, pol: Policy, *, within: timedelta, state: State) -> None:
+    """Reused just before the crossing `within` from NOW; planned again (to `state`) at it."""
+    planner = Planner()
+    first = _app(planner.plan(snap, pol, NOW))
+    assert _app(planner.plan(snap, pol, NOW + within - S)) is first
+    at = planner.plan(snap, pol, NOW + within)
+    assert at == plan(snap, pol, NOW + within)
+    assert _app(at) is not first
+    assert _app(at).colors[1].state is state
+
+
+def test_reaching_drain_hold_invalidates() -> None:  # (e)
+    snap, pol = _steady()
+    # Drained for 4m of 5m: the note shows seconds, so step through whole minutes only.
+    planner = Planner()
+    snap = _retired_for(snap, 5 * H, 4 * M)
+    first = _app(planner.plan(snap, pol, NOW))
+    assert first.colors[1].state is State.DRAINING
+    assert _app(planner.plan(snap, pol, NOW + 30 * S)) is not first  # "4m30s" != "4m"
+    at = planner.plan(snap, pol, NOW + M)
+    assert at == plan(snap, pol, NOW + M)
+    assert _app(at).colors[1].state is State.DRAINED
+
+
+def test_reaching_min_retired_age_invalidates() -> None:  # (e)
+    snap, pol = _steady()
+    pol = policy(max_retired_age=100 * H, min_retired_age=3 * H, drain_hold=5 * M)
+    # Retired 2h30m of 3h (the note shows minutes); drained long enough.
+    snap = _retired_for(snap, 150 * M, 2 * H)
+    planner = Planner()
+    first = _app(planner.plan(snap, pol, NOW))
+    assert first.colors[1].state is State.DRAINING
+    assert _app(planner.plan(snap, pol, NOW + 59 * S)) is first
+    assert _app(planner.plan(snap, pol, NOW + M)) is not first  # "2h31m"
+    at = planner.plan(snap, pol, NOW + 30 * M)
+    assert at == plan(snap, pol, NOW + 30 * M)
+    assert _app(at).colors[1].state is State.DRAINED
+
+
+def test_reaching_max_retired_age_invalidates() -> None:  # (e)
+    snap, pol = _steady()
+    # Retired 99h30m of maxRetiredAge 100h, still holding connections: no time in any note.
+    snap = _retired_for(snap, 99 * H + 30 * M, None)
+    _crossing(snap, pol, within=30 * M, state=State.DRAINING)
+    planner = Planner()
+    planner.plan(snap, pol, NOW)
+    forced = _app(planner.plan(snap, pol, NOW + 30 * M + S))
+    assert [a.reason for c in forced.colors for a in c.actions] == ["max-retired-age"]
+
+
+def test_reaching_abandoned_after_invalidates() -> None:  # (e)
+    snap, pol = _steady()
+    pol = policy(max_retired_age=100 * H, abandoned_after=2 * H)
+    pending = deployment("d4e5f6", created=NOW - H - 30 * M)
+    ns = snap.namespaces["default"]
+    snap = _with_namespace(snap, "default", deployments=(*ns.deployments, pending))
+    planner = Planner()
+    first = _app(planner.plan(snap, pol, NOW))
+    assert first.colors[0].state is State.PENDING
+    assert _app(planner.plan(snap, pol, NOW + 30 * M - S)) is first
+    at = planner.plan(snap, pol, NOW + 30 * M)
+    assert at == plan(snap, pol, NOW + 30 * M)
+    assert any(a.reason == "abandoned" for c in _app(at).colors for a in c.actions)
+
+
+def test_a_clock_stepping_back_invalidates() -> None:
+    snap, pol = _steady()
+    planner = Planner()
+    first = _app(planner.plan(snap, pol, NOW))
+    assert _app(planner.plan(snap, pol, NOW - S)) is not first
+
+
+def test_notes_with_durations_are_never_stale() -> None:
+    snap, pol = _steady()
+    snap = _retired_for(snap, 5 * H, 2 * M)  # "... for 2m of drainHold 5m"
+    planner = Planner()
+    for seconds in range(0, 200, 7):
+        now = NOW + seconds * S
+        assert planner.plan(snap, pol, now) == plan(snap, pol, now)
+
+
+def test_a_naive_now_is_utc_as_in_plan() -> None:
+    snap, pol = _steady()
+    naive = datetime(2026, 11, 21, 12, 0)
+    assert Planner().plan(snap, pol, naive) == plan(snap, pol, naive)
+
+
+def test_an_added_service_selecting_nothing_changes_nothing() -> None:
+    # A Service with no selector selects no pod: the namespace's Services differ, so the app is
+    # planned again, to the same plan.
+    snap, pol = _steady()
+    services = (*snap.namespaces["default"].services, Service("default", "external", {}))
+    before, after = _planned_twice(
+        snap, _with_namespace(snap, "default", services=services), pol, later=S
+    )
+    assert after == before

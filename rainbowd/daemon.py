@@ -10,7 +10,7 @@ import dataclasses
 import signal
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,8 +121,12 @@ class PolicyWatcher:
         state: PolicyState,
         metrics: Metrics,
         recorder: EventRecorder,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.namespace = namespace
+        # Every replica reloads the policy, but only the leader writes the Warning Event, so
+        # one bad edit gives one Event, not one per replica.
+        self.leading = leading
         self.name = name
         self.state = state
         self.metrics = metrics
@@ -206,6 +210,8 @@ class PolicyWatcher:
 
     async def _report_invalid(self, errors: list[str], configmap: Mapping[str, Any]) -> None:
         self._invalid(errors)
+        if not self.leading():
+            return
         meta = configmap.get("metadata", {})
         kept = (
             "the last good policy stays in force"
@@ -522,6 +528,7 @@ class Daemon:
                 state=self.policy,
                 metrics=self.metrics,
                 recorder=self._recorder,
+                leading=lambda: self.is_leader,
             )
             self._spawn(self.policy_watcher.run(), "policy watcher")
 

@@ -834,50 +834,109 @@ def _annotate_message(
 # --- steady-state reuse ---------------------------------------------------------------------------
 
 
+_Member = tuple[Deployment, Rule | None, str | None, str]  # deployment, rule, live Service, color
+
+
 class _AppMemo:
     """One app's plan of the last cycle and everything it was computed from."""
 
-    __slots__ = ("app", "members", "plan", "raw", "reusable", "until", "warnings")
+    __slots__ = (
+        "app",
+        "keys",
+        "members",
+        "plan",
+        "positions",
+        "raw",
+        "reusable",
+        "shown_only",
+        "until",
+        "warnings",
+    )
 
     def __init__(
         self,
         app: str,
-        members: tuple[tuple[Deployment, Rule | None, str | None, str], ...],
+        members: tuple[_Member, ...],
         raw: tuple[Connections | None, ...],
         plan: AppPlan,
         warnings: tuple[str, ...],
         until: datetime,
     ) -> None:
         self.app = app
-        # (Deployment, rule, live Service, color) in the order the namespace lists them.
-        self.members = members
+        self.members = members  # in the order the namespace lists the Deployments
+        self.keys = tuple([(app, member[3]) for member in members])
         self.raw = raw  # the connections each color read, None for no series
         self.plan = plan
         self.warnings = warnings
         self.until = until
         # An app with actions changes once they are applied; one without stays as it is.
-        self.reusable = not any(color.actions for color in plan.colors)
+        self.reusable = not any([color.actions for color in plan.colors])
+        self.positions: tuple[int, ...] = ()
+        self.shown_only: tuple[bool, ...] = ()
+        if self.reusable:
+            # Colors whose connections the plan only shows (live and pending ones, unmanaged
+            # ones, all of a blocked app): new connections there patch the plan, not replan it.
+            index = {color.name: i for i, color in enumerate(plan.colors)}
+            self.positions = tuple([index[member[0].name] for member in members])
+            blocked = plan.blocked is not None
+            self.shown_only = tuple(
+                [
+                    blocked or color.rule is None or color.state in _SHOWN_ONLY
+                    for color in (plan.colors[i] for i in self.positions)
+                ]
+            )
 
-    def still_holds(
+    def reuse(
         self, now: datetime, connections: Mapping[tuple[str, str], Connections]
-    ) -> bool:
+    ) -> _AppMemo | None:
+        """This memo (or one with new connections shown) if the plan still holds, else None."""
         if not self.reusable or now >= self.until:
-            return False
-        app = self.app
-        for (_, _, _, color), before in zip(self.members, self.raw, strict=True):
-            after = connections.get((app, color))
-            if after is before:
-                continue
-            if (
-                after is None
-                or before is None
-                or after.__class__ is not before.__class__
-                or after.value != before.value
-                or after.series != before.series
-                or after.cause != before.cause
+            return None
+        raw = self.raw
+        get = connections.get
+        # The common case in one comparison: every color's connections equal to last cycle's.
+        if tuple(map(get, self.keys)) == raw:
+            return self
+        changed: list[int] | None = None
+        for i, key in enumerate(self.keys):
+            after = get(key)
+            before = raw[i]
+            if after is before or (
+                after is not None
+                and before is not None
+                and after.__class__ is before.__class__
+                and after.value == before.value
+                and after.series == before.series
+                and after.cause == before.cause
             ):
-                return False
-        return True
+                continue
+            if not self.shown_only[i]:
+                return None
+            if changed is None:
+                changed = [i]
+            else:
+                changed.append(i)
+        if changed is None:
+            return self
+        colors = list(self.plan.colors)
+        new_raw = list(raw)
+        for i in changed:
+            after = new_raw[i] = get(self.keys[i])
+            ready = self.members[i][0].ready_replicas
+            shown = _NO_SERIES if after is None else _effective_connections(after, ready)
+            position = self.positions[i]
+            colors[position] = colors[position]._replace(connections=shown)
+        return _AppMemo(
+            self.app,
+            self.members,
+            tuple(new_raw),
+            self.plan._replace(colors=tuple(colors)),
+            self.warnings,
+            self.until,
+        )
+
+
+_SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
 
 
 class _NamespaceMemo:
@@ -967,10 +1026,13 @@ def _replan_namespace(
     if memo is not None and same_services and _same_objects(memo.deployments, deployments):
         # Same Deployments, same Services: same apps, colors, rules and live colors.
         entries: list[_AppMemo] = []
-        for entry in memo.apps:
-            if not entry.still_holds(now, connections):
-                colors = [_Color(*member) for member in entry.members]
-                entry = _plan_entry(cycle, namespace, entry.app, colors)
+        for memo_entry in memo.apps:
+            entry_or_none = memo_entry.reuse(now, connections)
+            if entry_or_none is None:
+                colors = [_Color(*member) for member in memo_entry.members]
+                entry = _plan_entry(cycle, namespace, memo_entry.app, colors)
+            else:
+                entry = entry_or_none
             apps.append(entry.plan)
             if entry.warnings:
                 warnings.extend(entry.warnings)
@@ -979,18 +1041,15 @@ def _replan_namespace(
     previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
     entries = []
     for app, colors in _group(cycle, namespace):
-        entry_or_none = previous.get(app)
+        before = previous.get(app)
+        reused = None
         if (
-            entry_or_none is None
-            or len(entry_or_none.members) != len(colors)
-            or not all(
-                m[0] is c.deployment for m, c in zip(entry_or_none.members, colors, strict=True)
-            )
-            or not entry_or_none.still_holds(now, connections)
+            before is not None
+            and len(before.members) == len(colors)
+            and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
         ):
-            entry = _plan_entry(cycle, namespace, app, colors)
-        else:
-            entry = entry_or_none
+            reused = before.reuse(now, connections)
+        entry = _plan_entry(cycle, namespace, app, colors) if reused is None else reused
         apps.append(entry.plan)
         if entry.warnings:
             warnings.extend(entry.warnings)
@@ -1000,9 +1059,9 @@ def _replan_namespace(
 
 def _plan_entry(cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Color]) -> _AppMemo:
     # Read before planning: _plan_app reorders the colors.
-    members = tuple((c.deployment, c.rule, c.live, c.color) for c in colors)
-    connections = namespace.connections
-    raw = tuple(connections.get((app, c.color)) for c in colors)
+    members = tuple([(c.deployment, c.rule, c.live, c.color) for c in colors])
+    get = namespace.connections.get
+    raw = tuple([get((app, c.color)) for c in colors])
     warnings: list[str] = []
     plan = _plan_app(cycle, namespace, app, colors, warnings)
     return _AppMemo(app, members, raw, plan, tuple(warnings), cycle.until)

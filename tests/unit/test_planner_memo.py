@@ -257,6 +257,18 @@ def test_changed_connections_invalidate() -> None:  # (c)
     assert after.colors[1].connections.value == 9
 
 
+def test_new_connections_of_a_live_color_are_shown_without_replanning() -> None:  # (c)
+    # A live color's connections decide nothing: the plan is patched, the rest kept.
+    snap, pol = _steady()
+    before, after = _planned_twice(
+        snap, _connections(snap, LIVE, conns(51, series=2)), pol, later=30 * S
+    )
+    assert after is not before
+    assert after.colors[0].connections.value == 51
+    assert after.colors[1:] == before.colors[1:]
+    assert all(a is b for a, b in zip(after.colors[1:], before.colors[1:], strict=True))
+
+
 def test_an_app_with_actions_is_planned_again() -> None:  # (d)
     snap, pol = _steady()
     ns = snap.namespaces["default"]

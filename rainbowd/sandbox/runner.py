@@ -1,0 +1,460 @@
+"""`rainbowd sandbox`: the whole of rainbowd on one machine. A local control plane, a real
+Prometheus, the seed's app with a demo process per ready pod behind a loopback Service, the policy
+ConfigMap and the daemon itself; optionally the seed's story played through. Stops it all in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.policy import PolicyError
+from rainbowd.daemon import Daemon
+from rainbowd.kube.clients import (
+    KubeError,
+    NotFound,
+    make_api_client,
+    request_json,
+    resource_path,
+)
+from rainbowd.logs import get_logger, setup_logging
+from rainbowd.policyfile import load_policy_text
+from rainbowd.sandbox import app as seed
+from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
+from rainbowd.sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
+from rainbowd.sandbox.procs import ProcessError
+from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd.sandbox.proxy import ServiceProxy
+from rainbowd.settings import PolicySource, Settings
+
+log = get_logger(__name__)
+
+POLICY_FILE = Path(__file__).resolve().parents[2] / "config" / "sandbox-policy.yaml"
+POLICY_CONFIGMAP = "rainbowd-policy"
+DAEMON_IDENTITY = "rainbowd-sandbox"
+# Long enough for the daemon's own bounded shutdown (its shutdown_timeout) and then some.
+DAEMON_STOP_TIMEOUT = 20.0
+DAEMON_START_TIMEOUT = 60.0
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot start or keep running; the message says what failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxOptions:
+    data_dir: Path | None = None
+    """Where the control plane, Prometheus and the pods keep their data and logs; kept after
+    exit when given. None: a temporary folder, removed at exit."""
+    namespace: str = seed.NAMESPACE
+    """Namespace of the app, of the policy ConfigMap, and the only one rainbowd manages."""
+    replicas: int = 2
+    """Replicas per color, as in the seed's app.yaml."""
+    daemon_port: int = 0
+    """Port of rainbowd's /status and /metrics on 127.0.0.1; 0 picks a free one."""
+    service_http_port: int = 0
+    """Port of the loopback Service's HTTP side; 0 picks a free one."""
+    service_tcp_port: int = 0
+    """Port of the loopback Service's TCP stream (telnet); 0 picks a free one."""
+    min_retired_age: str | None = None
+    """Overrides the sandbox policy's minRetiredAge (30s) when given."""
+    drain_hold: str | None = None
+    """Overrides the sandbox policy's drainHold (10s) when given."""
+    scrape_interval: float = 1.0
+    """Seconds between Prometheus scrapes: a closed connection shows within about two."""
+    stream_interval: float = 5.0
+    """Seconds between color lines on a TCP stream, as in the seed's app."""
+    story: bool = False
+    """Play the seed's story once everything runs."""
+    exit_after_story: bool = False
+    """Stop everything once the story ends instead of running on until Ctrl-C."""
+    log_level: str = "info"
+
+
+def say(text: str = "") -> None:
+    """A line for the user, on stdout; logs go to stderr."""
+    print(text, flush=True)
+
+
+def sandbox_policy(
+    prometheus_url: str, *, min_retired_age: str | None = None, drain_hold: str | None = None
+) -> str:
+    """config/sandbox-policy.yaml pointed at the local Prometheus, with the duration overrides;
+    validated like any policy, so a bad override fails here with its path."""
+    document: dict[str, Any] = yaml.safe_load(POLICY_FILE.read_text())
+    document["prometheus"]["url"] = prometheus_url
+    if min_retired_age is not None:
+        document["defaults"]["minRetiredAge"] = min_retired_age
+    if drain_hold is not None:
+        document["defaults"]["drainHold"] = drain_hold
+    text = yaml.safe_dump(document, sort_keys=False)
+    load_policy_text(text, source="sandbox policy")
+    return text
+
+
+class _QuietCycles(logging.Filter):
+    """Drops the daemon's "cycle finished" line while nothing changes, so a terminal shows each
+    change of state and every action, not one identical line a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[Any, ...] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "cycle finished":
+            return True
+        fields = getattr(record, "rainbowd_fields", {})
+        key = tuple(
+            fields.get(k) for k in ("states", "planned", "actions", "blocked", "prometheus_errors")
+        )
+        if key == self._last and not fields.get("planned"):
+            return False
+        self._last = key
+        return True
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class Sandbox:
+    """`start()` (blocking: control plane, Prometheus), `serve()` (async, until stopped or the
+    story ends), `stop()`. `run()` does all three with signals handled."""
+
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        self._own_data_dir = options.data_dir is None
+        self.data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="rainbowd-sandbox-"))
+        self.controlplane = ControlPlane(data_dir=self.data_dir / "controlplane", full=True)
+        self.prometheus = PrometheusServer(
+            scrape_interval=options.scrape_interval, data_dir=self.data_dir / "prometheus"
+        )
+        self.policy_text = ""
+        self.pods: PodRunner | None = None
+        self.proxy: ServiceProxy | None = None
+        self.daemon: Daemon | None = None
+        self.api: ApiClient | None = None
+        self.stopping: asyncio.Event | None = None
+
+    # --- the whole run ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, serve, stop; the exit code. SIGINT and SIGTERM stop it in order at any point."""
+        signal.signal(signal.SIGTERM, _interrupt)
+        code = 130
+        try:
+            say(f"starting the sandbox in {self.data_dir}")
+            self.start()
+            code = asyncio.run(self.serve())
+        except KeyboardInterrupt:
+            say("interrupted while starting: stopping")
+        except (SandboxError, ControlPlaneError, ProcessError, PrometheusError) as exc:
+            say(f"error: {exc}")
+            code = 1
+        finally:
+            # The loop's own handlers are gone with it: signals interrupt the stop from here on,
+            # and whatever is left dies with this process (every child has PDEATHSIG set).
+            signal.signal(signal.SIGTERM, _interrupt)
+            self.stop()
+        return code
+
+    def start(self) -> None:
+        try:
+            self.policy_text = sandbox_policy(
+                "http://127.0.0.1:9090",
+                min_retired_age=self.options.min_retired_age,
+                drain_hold=self.options.drain_hold,
+            )
+        except PolicyError as exc:
+            raise SandboxError("; ".join(exc.errors)) from None
+        say("starting the control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok")
+        self.controlplane.start()
+        say("starting Prometheus")
+        # The job exists before the start, so adding pods never needs a configuration reload.
+        self.prometheus.set_targets([], job=PROMETHEUS_JOB)
+        self.prometheus.start()
+        self.policy_text = sandbox_policy(
+            self.prometheus.url,
+            min_retired_age=self.options.min_retired_age,
+            drain_hold=self.options.drain_hold,
+        )
+
+    def stop(self) -> None:
+        say("stopping Prometheus and the control plane")
+        self.prometheus.close()
+        self.controlplane.stop()
+        if self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        say("sandbox stopped")
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopping = stopping = asyncio.Event()
+
+        def on_signal() -> None:
+            if not stopping.is_set():
+                say("stopping the sandbox")
+            stopping.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        tasks: dict[str, asyncio.Task[Any]] = {}
+        code = 0
+        try:
+            code = await self._serve(tasks, stopping)
+        except (SandboxError, KubeError, seed.DeployError) as exc:
+            say(f"error: {exc}")
+            code = 1
+        finally:
+            await self._shutdown(tasks)
+        return code
+
+    async def _serve(self, tasks: dict[str, asyncio.Task[Any]], stopping: asyncio.Event) -> int:
+        options = self.options
+        self.api = api = await make_api_client(kubeconfig=str(self.controlplane.kubeconfig))
+        await seed.ensure_namespace(api, options.namespace)
+        await self._put_policy(api)
+
+        self.pods = pods = PodRunner(
+            api,
+            namespace=options.namespace,
+            app=seed.APP,
+            workdir=self.data_dir / "pods",
+            prometheus=self.prometheus,
+            on_change=_show_pod,
+            interval=options.stream_interval,
+        )
+        (self.data_dir / "pods").mkdir(parents=True, exist_ok=True)
+        tasks["pods"] = asyncio.create_task(pods.run(), name="sandbox pods")
+        self.proxy = proxy = ServiceProxy(
+            selector=lambda: pods.selector,
+            endpoints=pods.serving,
+            http_port=options.service_http_port,
+            tcp_port=options.service_tcp_port,
+        )
+        await proxy.start()
+
+        self.daemon = daemon = Daemon(self._daemon_settings())
+        tasks["daemon"] = asyncio.create_task(daemon.run(), name="rainbowd")
+        await self._until(
+            lambda: daemon.http_url is not None and daemon.ready,
+            what="rainbowd ready",
+            within=DAEMON_START_TIMEOUT,
+            tasks=tasks,
+        )
+
+        if not options.story and not await _has_colors(api, options.namespace):
+            color = seed.new_color()
+            say(f"deploying the first color #{color}")
+            await self.deploy(color)
+        self._banner()
+
+        if options.story:
+            from rainbowd.sandbox.story import play
+
+            tasks["story"] = asyncio.create_task(play(self), name="story")
+        waits: dict[str, asyncio.Task[Any]] = {
+            "stop": asyncio.create_task(stopping.wait(), name="sandbox stop"),
+            **tasks,
+        }
+        try:
+            while True:
+                done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+                if waits["stop"] in done:
+                    return 0
+                if "story" in waits and waits["story"] in done:
+                    story = waits.pop("story")
+                    tasks.pop("story")
+                    if story.exception() is not None:
+                        raise SandboxError(f"the story failed: {story.exception()}")
+                    if options.exit_after_story:
+                        return 0
+                    say("the sandbox keeps running; Ctrl-C stops it")
+                    continue
+                for name in ("daemon", "pods"):
+                    if waits[name] in done:
+                        raise SandboxError(f"{name} stopped unexpectedly: {_outcome(waits[name])}")
+        finally:
+            waits["stop"].cancel()
+
+    async def deploy(self, color: str) -> None:
+        """A rainbow deploy that also waits for the color's demo processes, so the Service never
+        points at a color nobody can connect to yet."""
+        assert self.api is not None and self.pods is not None
+        options = self.options
+        await seed.create_color(self.api, options.namespace, color, replicas=options.replicas)
+        await seed.wait_available(self.api, options.namespace, color)
+        pods = self.pods
+        await self._until(
+            lambda: len(pods.serving({"color": color})) >= options.replicas,
+            what=f"the pods of #{color} serving",
+            within=seed.AVAILABLE_TIMEOUT,
+        )
+        await seed.point_service(self.api, options.namespace, color)
+        await self._until(
+            lambda: pods.selector.get("color") == color,
+            what=f"the Service selecting #{color}",
+            within=30.0,
+        )
+
+    async def _until(
+        self,
+        check: Callable[[], bool],
+        *,
+        what: str,
+        within: float,
+        tasks: dict[str, asyncio.Task[Any]] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not check():
+            for name, task in (tasks or {}).items():
+                if task.done():
+                    raise SandboxError(f"{name} stopped before {what}: {_outcome(task)}")
+            if loop.time() > deadline:
+                raise SandboxError(f"not {what} after {within:g}s")
+            await asyncio.sleep(0.1)
+
+    async def _put_policy(self, api: ApiClient) -> None:
+        namespace = self.options.namespace
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": POLICY_CONFIGMAP,
+                "labels": {"app.kubernetes.io/name": "rainbowd"},
+            },
+            "data": {"policy.yaml": self.policy_text},
+        }
+        path = resource_path("v1", "configmaps", namespace=namespace, name=POLICY_CONFIGMAP)
+        try:
+            await request_json(api, "PUT", path, body=body)
+        except NotFound:
+            await request_json(
+                api, "POST", resource_path("v1", "configmaps", namespace=namespace), body=body
+            )
+
+    def _daemon_settings(self) -> Settings:
+        return Settings(
+            policy=PolicySource(
+                configmap_namespace=self.options.namespace, configmap_name=POLICY_CONFIGMAP
+            ),
+            kubeconfig=str(self.controlplane.kubeconfig),
+            namespaces=(self.options.namespace,),
+            interval=1.0,
+            debounce=0.2,
+            listen_host="127.0.0.1",
+            listen_port=self.options.daemon_port,
+            leader_elect=False,
+            lease_namespace=self.options.namespace,
+            identity=DAEMON_IDENTITY,
+            log_format="text",
+            log_level=self.options.log_level,
+        )
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
+        """The story, rainbowd, the Service, then the pods: nothing acts on what is gone."""
+        story = tasks.pop("story", None)
+        if story is not None:
+            story.cancel()
+            await asyncio.gather(story, return_exceptions=True)
+        daemon_task = tasks.pop("daemon", None)
+        if daemon_task is not None and self.daemon is not None:
+            say("stopping rainbowd")
+            self.daemon.request_stop()
+            try:
+                await asyncio.wait_for(daemon_task, DAEMON_STOP_TIMEOUT)
+            except TimeoutError:
+                log.error("rainbowd did not stop in time", timeout=DAEMON_STOP_TIMEOUT)
+            except Exception:
+                log.exception("rainbowd failed")
+        if self.proxy is not None:
+            await self.proxy.close()
+        pods_task = tasks.pop("pods", None)
+        if pods_task is not None:
+            say("stopping the pods' demo processes")
+            pods_task.cancel()
+            await asyncio.gather(pods_task, return_exceptions=True)
+        if self.api is not None:
+            await self.api.close()
+
+    # --- what the user reads ---------------------------------------------------------------------
+
+    def _banner(self) -> None:
+        assert self.daemon is not None and self.proxy is not None and self.pods is not None
+        daemon_url = self.daemon.http_url
+        kubeconfig = self.controlplane.kubeconfig
+        python = _shown_path(sys.executable)
+        ns = self.options.namespace
+        say()
+        say("rainbowd sandbox is running")
+        say(f"  export KUBECONFIG={kubeconfig}")
+        say(f"  Prometheus:        {self.prometheus.url}/graph?g0.expr=rainbow_open_connections")
+        say(f"  rainbowd /status:  {daemon_url}/status")
+        say(f"  rainbowd /metrics: {daemon_url}/metrics")
+        say(f"  the plan table:    {python} -m rainbowd status --url {daemon_url}")
+        say(f"  Service {seed.APP} (namespace {ns}) sends new connections to the live color:")
+        say(f"    {self.proxy.http_url}    in a browser")
+        say(f"    telnet {self.proxy.tcp_address}    the color stream; keep it open across deploys")
+        say("  colors (one demo process per ready pod):")
+        for pod in sorted(self.pods.serving(), key=lambda p: p.name):
+            say(f"    #{pod.color}  {pod.name}  {pod.http_url}  telnet {pod.tcp_address}")
+        say(
+            "  ship a new color from another terminal (Deployment, wait Available, switch Service):"
+        )
+        say(f"    {python} -m rainbowd sandbox deploy --kubeconfig {kubeconfig} --namespace {ns}")
+        say(f"  policy: ConfigMap {ns}/{POLICY_CONFIGMAP} (from config/sandbox-policy.yaml)")
+        say("  Ctrl-C stops everything")
+        say()
+
+
+def _show_pod(pod: DemoPod, event: str) -> None:
+    if event == "serving":
+        say(f"pod {pod.name} (#{pod.color}) serving: {pod.http_url}  telnet {pod.tcp_address}")
+    else:
+        say(f"pod {pod.name} (#{pod.color}) stopped, its connections closed")
+
+
+def _shown_path(path: str) -> str:
+    """A path relative to the working directory when under it: shorter to read and to paste."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
+
+
+def _outcome(task: asyncio.Task[Any]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return repr(exc) if exc is not None else f"returned {task.result()!r}"
+
+
+async def _has_colors(api: ApiClient, namespace: str) -> bool:
+    listing = await request_json(
+        api,
+        "GET",
+        resource_path("apps/v1", "deployments", namespace=namespace),
+        query={"labelSelector": f"app={seed.APP}"},
+    )
+    return bool(listing.get("items"))
+
+
+def run_sandbox(options: SandboxOptions) -> int:
+    """The `rainbowd sandbox` command: text logs on stderr, what to do next on stdout."""
+    setup_logging(options.log_level, "text")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietCycles())
+    return Sandbox(options).run()

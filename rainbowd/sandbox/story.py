@@ -1,0 +1,236 @@
+"""The seed's story, played against the running sandbox and told step by step: deploy a color,
+hold a connection to it, deploy the next color, and watch rainbowd keep the old one while the
+connection lasts and burn it down once it closes, leaving the live color alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from rainbowd.core.reporting import compact_duration
+from rainbowd.policyfile import load_policy_text
+from rainbowd.sandbox import app as seed
+
+if TYPE_CHECKING:
+    from rainbowd.sandbox.runner import Sandbox
+
+LINE_TIMEOUT = 30.0
+"""Seconds to wait for a color line on a stream (one is sent at once, then every 5 s)."""
+STEP_TIMEOUT = 180.0
+"""Seconds any one step may take beyond the policy's own durations: two busy shared cores."""
+
+
+class StoryError(RuntimeError):
+    """A step of the story did not happen as told."""
+
+
+def tell(text: str) -> None:
+    print(f"story: {text}", flush=True)
+
+
+class Stream:
+    """A client of the color stream, like `telnet host port`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Stream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def color(self) -> str:
+        """The color of the next line, `The color is #3c3fdc`."""
+        try:
+            line = await asyncio.wait_for(self.reader.readline(), LINE_TIMEOUT)
+        except TimeoutError:
+            raise StoryError(f"no color line within {LINE_TIMEOUT:g}s") from None
+        text = line.decode(errors="replace").strip()
+        if not text:
+            raise StoryError("the stream was closed")
+        return text.rsplit("#", 1)[-1]
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+async def _poll(
+    check: Callable[[], Awaitable[Any]], *, what: str, within: float = STEP_TIMEOUT
+) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise StoryError(f"not {what} after {within:g}s")
+        await asyncio.sleep(0.5)
+
+
+async def _color_doc(session: aiohttp.ClientSession, url: str, color: str) -> dict[str, Any]:
+    """rainbowd's view of the color in its last plan (/status), empty when not in it."""
+    async with session.get(url + "/status") as resp:
+        resp.raise_for_status()
+        status = await resp.json()
+    for app in (status.get("plan") or {}).get("apps") or []:
+        for doc in app.get("colors") or []:
+            if doc.get("color") == color:
+                found: dict[str, Any] = doc
+                return found
+    return {}
+
+
+def _connections(doc: dict[str, Any]) -> str:
+    value = (doc.get("connections") or {}).get("value")
+    return "unknown" if value is None else f"{value:g}"
+
+
+async def play(sandbox: Sandbox) -> None:
+    """Runs the story once; raises StoryError at the first step that does not happen."""
+    streams: list[Stream] = []
+    try:
+        await _play(sandbox, streams)
+    finally:
+        for stream in streams:
+            await stream.close()
+
+
+async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
+    assert sandbox.api is not None and sandbox.proxy is not None and sandbox.daemon is not None
+    assert sandbox.daemon.http_url is not None and sandbox.pods is not None
+    api, proxy, pods = sandbox.api, sandbox.proxy, sandbox.pods
+    namespace = sandbox.options.namespace
+    replicas = sandbox.options.replicas
+    status_url = sandbox.daemon.http_url
+    knobs = load_policy_text(sandbox.policy_text, source="sandbox policy").defaults
+    min_age = knobs.min_retired_age
+    old, new = seed.new_color(), seed.new_color()
+    while new == old:
+        new = seed.new_color()
+    old_name, new_name = seed.deployment_name(old), seed.deployment_name(new)
+
+    tell(f"1. deploy color #{old}: Deployment {old_name}, {replicas} replicas, Service to it")
+    await sandbox.deploy(old)
+    tell(f"   {old_name} is Available and the Service selects #{old}")
+
+    tell(f"2. open a TCP connection to the Service (telnet {proxy.tcp_address})")
+    held = await Stream.open(proxy.tcp_port)
+    streams.append(held)
+    got = await held.color()
+    if got != old:
+        raise StoryError(f"the first connection reads #{got}, expected #{old}")
+    tell(f"   connection 1 reads: The color is #{got}")
+
+    tell(f"3. deploy color #{new} and switch the Service to it")
+    await sandbox.deploy(new)
+    other = await Stream.open(proxy.tcp_port)
+    streams.append(other)
+    got_new = await other.color()
+    if got_new != new:
+        raise StoryError(f"a new connection reads #{got_new}, expected #{new}")
+    got_old = await held.color()
+    if got_old != old:
+        raise StoryError(f"connection 1 now reads #{got_old}, expected #{old}")
+    tell(f"   a new connection (2) reads #{got_new}; connection 1 still reads #{got_old}")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        tell(
+            f"4. rainbowd sees #{old} retired; with connection 1 open it keeps it past "
+            f"minRetiredAge ({compact_duration(min_age)})"
+        )
+
+        async def held_past_min_age() -> dict[str, Any] | None:
+            doc = await _color_doc(session, status_url, old)
+            retired_for = doc.get("retiredFor")
+            value = (doc.get("connections") or {}).get("value")
+            if (
+                doc.get("state") == "draining"
+                and retired_for is not None
+                and timedelta(seconds=retired_for) >= min_age
+                and value is not None
+                and value >= 1
+                and doc.get("replicas", 0) > 0
+            ):
+                return doc
+            return None
+
+        doc = await _poll(
+            held_past_min_age,
+            what=f"#{old} draining past minRetiredAge with a connection",
+            within=STEP_TIMEOUT + min_age.total_seconds(),
+        )
+        tell(
+            f"   #{old} held while connected: state {doc['state']}, retired for "
+            f"{compact_duration(timedelta(seconds=doc['retiredFor']))}, "
+            f"connections {_connections(doc)}, replicas {doc['readyReplicas']}/{doc['replicas']}"
+        )
+
+        tell("5. close connection 1")
+        await held.close()
+
+        tell(
+            f"6. rainbowd waits for #{old} to stay at 0 connections for drainHold "
+            f"({compact_duration(knobs.drain_hold)}), then scales it down"
+        )
+        seen: list[str] = []
+
+        async def scaled_to_zero() -> bool:
+            doc = await _color_doc(session, status_url, old)
+            state = doc.get("state")
+            if state and (not seen or seen[-1] != state):
+                seen.append(state)
+                tell(f"   rainbowd: #{old} is {state}, connections {_connections(doc)}")
+            found = await seed.get_deployment(api, namespace, old)
+            return found is None or int((found.get("spec") or {}).get("replicas", 1)) == 0
+
+        await _poll(scaled_to_zero, what=f"{old_name} scaled to 0")
+        tell(f"   {old_name} scaled to 0 replicas by rainbowd")
+        await _poll(
+            _async(lambda: not pods.serving({"color": old})),
+            what=f"the pods of #{old} stopped",
+        )
+        tell(f"   the pods of #{old} are gone, and their demo processes with them")
+
+        tell(f"7. with keepScaledDown {knobs.keep_scaled_down}, rainbowd deletes {old_name}")
+
+        async def deleted() -> bool:
+            return await seed.get_deployment(api, namespace, old) is None
+
+        await _poll(deleted, what=f"{old_name} deleted")
+        tell(f"   {old_name} deleted")
+
+        tell(f"8. the live color #{new} was never touched")
+        found = await seed.get_deployment(api, namespace, new)
+        if found is None or not seed.is_available(found):
+            raise StoryError(f"{new_name} is not Available: {found and found.get('status')}")
+        if int(found["spec"]["replicas"]) != replicas:
+            raise StoryError(f"{new_name} has {found['spec']['replicas']} replicas")
+        selector = await seed.service_selector(api, namespace)
+        if selector.get("color") != new:
+            raise StoryError(f"the Service selects {selector}, expected #{new}")
+        doc = await _color_doc(session, status_url, new)
+        still = await other.color()
+        if still != new:
+            raise StoryError(f"connection 2 reads #{still}, expected #{new}")
+        tell(
+            f"   #{new} untouched: {doc.get('state')}, {replicas}/{replicas} replicas, "
+            f"connection 2 still reads #{still}"
+        )
+    tell("the story is over: the old color drained and was burned down, the live one kept")
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def wrapped() -> bool:
+        return check()
+
+    return wrapped

@@ -857,34 +857,28 @@ class _AppMemo:
         self,
         app: str,
         members: tuple[_Member, ...],
+        keys: tuple[tuple[str, str], ...],
         raw: tuple[Connections | None, ...],
         plan: AppPlan,
         warnings: tuple[str, ...],
         until: datetime,
+        *,
+        reusable: bool,
     ) -> None:
         self.app = app
         self.members = members  # in the order the namespace lists the Deployments
-        self.keys = tuple([(app, member[3]) for member in members])
+        self.keys = keys  # each member's (app, color), the connections key
         self.raw = raw  # the connections each color read, None for no series
         self.plan = plan
         self.warnings = warnings
         self.until = until
         # An app with actions changes once they are applied; one without stays as it is.
-        self.reusable = not any([color.actions for color in plan.colors])
-        self.positions: tuple[int, ...] = ()
+        self.reusable = reusable
+        # Computed when first needed: each member's index in plan.colors, and whether the plan
+        # only shows its connections (live and pending colors, unmanaged ones, all colors of a
+        # blocked app), so that new connections there patch the plan instead of replanning it.
+        self.positions: tuple[int, ...] | None = None
         self.shown_only: tuple[bool, ...] = ()
-        if self.reusable:
-            # Colors whose connections the plan only shows (live and pending ones, unmanaged
-            # ones, all of a blocked app): new connections there patch the plan, not replan it.
-            index = {color.name: i for i, color in enumerate(plan.colors)}
-            self.positions = tuple([index[member[0].name] for member in members])
-            blocked = plan.blocked is not None
-            self.shown_only = tuple(
-                [
-                    blocked or color.rule is None or color.state in _SHOWN_ONLY
-                    for color in (plan.colors[i] for i in self.positions)
-                ]
-            )
 
     def reuse(
         self, now: datetime, connections: Mapping[tuple[str, str], Connections]
@@ -895,11 +889,24 @@ class _AppMemo:
         raw = self.raw
         get = connections.get
         # The common case in one comparison: every color's connections equal to last cycle's.
-        if tuple(map(get, self.keys)) == raw:
+        new_raw = tuple(map(get, self.keys))
+        if new_raw == raw:
             return self
-        changed: list[int] | None = None
-        for i, key in enumerate(self.keys):
-            after = get(key)
+        if self.positions is None:
+            plan = self.plan
+            index = {color.name: i for i, color in enumerate(plan.colors)}
+            self.positions = tuple([index[member[0].name] for member in self.members])
+            blocked = plan.blocked is not None
+            self.shown_only = tuple(
+                [
+                    blocked or color.rule is None or color.state in _SHOWN_ONLY
+                    for color in [plan.colors[i] for i in self.positions]
+                ]
+            )
+        positions = self.positions
+        shown_only = self.shown_only
+        colors: list[ColorPlan] | None = None
+        for i, after in enumerate(new_raw):
             before = raw[i]
             if after is before or (
                 after is not None
@@ -910,33 +917,35 @@ class _AppMemo:
                 and after.cause == before.cause
             ):
                 continue
-            if not self.shown_only[i]:
+            if not shown_only[i]:
                 return None
-            if changed is None:
-                changed = [i]
-            else:
-                changed.append(i)
-        if changed is None:
-            return self
-        colors = list(self.plan.colors)
-        new_raw = list(raw)
-        for i in changed:
-            after = new_raw[i] = get(self.keys[i])
+            if colors is None:
+                colors = list(self.plan.colors)
             ready = self.members[i][0].ready_replicas
             shown = _NO_SERIES if after is None else _effective_connections(after, ready)
-            position = self.positions[i]
-            colors[position] = colors[position]._replace(connections=shown)
-        return _AppMemo(
+            old = colors[positions[i]]
+            colors[positions[i]] = _new_color_plan(
+                ColorPlan, (*old[:_AT_CONNECTIONS], shown, *old[_AT_CONNECTIONS + 1 :])
+            )
+        if colors is None:
+            return self  # equal, if not identical, to what was planned on
+        patched = _AppMemo(
             self.app,
             self.members,
-            tuple(new_raw),
+            self.keys,
+            new_raw,
             self.plan._replace(colors=tuple(colors)),
             self.warnings,
             self.until,
+            reusable=True,
         )
+        patched.positions = positions
+        patched.shown_only = shown_only
+        return patched
 
 
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
+_AT_CONNECTIONS = ColorPlan._fields.index("connections")
 
 
 class _NamespaceMemo:
@@ -1060,11 +1069,16 @@ def _replan_namespace(
 def _plan_entry(cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Color]) -> _AppMemo:
     # Read before planning: _plan_app reorders the colors.
     members = tuple([(c.deployment, c.rule, c.live, c.color) for c in colors])
-    get = namespace.connections.get
-    raw = tuple([get((app, c.color)) for c in colors])
+    keys = tuple([(app, c.color) for c in colors])
+    raw = tuple(map(namespace.connections.get, keys))
     warnings: list[str] = []
     plan = _plan_app(cycle, namespace, app, colors, warnings)
-    return _AppMemo(app, members, raw, plan, tuple(warnings), cycle.until)
+    reusable = True
+    for color in plan.colors:
+        if color.actions:
+            reusable = False
+            break
+    return _AppMemo(app, members, keys, raw, plan, tuple(warnings), cycle.until, reusable=reusable)
 
 
 __all__ = ["Planner", "plan"]

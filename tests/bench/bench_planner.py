@@ -1,6 +1,8 @@
 """Benchmark: plan() over 2,000 apps x 5 colors (10,000 Deployments); target <= 25 ms median.
 
-Prints numbers, asserts nothing: `python -m tests.bench` runs it with the other benchmarks.
+Cold (plan(), or a fresh Planner: every app planned) and warm (a Planner in its steady state:
+the daemon's case from the second cycle on). Prints numbers, asserts nothing on time:
+`python -m tests.bench` runs it with the other benchmarks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rainbowd.core.model import (
     Snapshot,
 )
 from rainbowd.core.objects import format_time
-from rainbowd.core.planner import plan
+from rainbowd.core.planner import Planner, plan
 from rainbowd.core.policy import (
     ConnectionsQuery,
     Knobs,
@@ -137,21 +139,67 @@ def build_policy() -> Policy:
     )
 
 
+CYCLE = timedelta(seconds=30)  # the daemon's default interval
+
+
+def _stats(times: list[float]) -> str:
+    times = sorted(times)
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return (
+        f"median {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+        f"min {times[0] * 1000:.1f} ms over {len(times)} runs"
+    )
+
+
+def _fresh_connections(snapshot: Snapshot, now: datetime, *, live_moves: int = 0) -> Snapshot:
+    """The same Deployments and Services, new Connections objects: what each cycle's Prometheus
+    answer gives the daemon. With `live_moves`, every live color's count moves by that much (the
+    colors of the bench's Services are the only ones holding 120 connections)."""
+    return Snapshot(
+        now=now,
+        namespaces={
+            key: Namespace(
+                ns.name,
+                ns.deployments,
+                ns.services,
+                {
+                    k: Connections(
+                        v.value + live_moves if v.value == 120.0 else v.value, v.series, v.cause
+                    )
+                    for k, v in ns.connections.items()
+                },
+            )
+            for key, ns in snapshot.namespaces.items()
+        },
+    )
+
+
+def _warm(snapshot: Snapshot, policy: Policy, *, live_moves: bool) -> tuple[list[float], int, int]:
+    """Times of consecutive Planner cycles, and how many app plans the last one reused."""
+    planner = Planner()
+    previous = planner.plan(snapshot, policy, NOW)
+    times: list[float] = []
+    reused = 0
+    for cycle in range(1, RUNS + 1):
+        now = NOW + cycle * CYCLE
+        snap = _fresh_connections(snapshot, now, live_moves=cycle % 7 if live_moves else 0)
+        gc.collect()
+        start = time.perf_counter()
+        result = planner.plan(snap, policy, now)
+        times.append(time.perf_counter() - start)
+        if cycle == RUNS:
+            assert result == plan(snap, policy, now), "Planner.plan() differs from plan()"
+            before = {(a.namespace, a.app): a for a in previous.apps}
+            reused = sum(1 for a in result.apps if before.get((a.namespace, a.app)) is a)
+        previous = result
+    return times, reused, len(previous.apps)
+
+
 def main() -> None:
     snapshot = build_snapshot()
     policy = build_policy()
     deployments = sum(len(ns.deployments) for ns in snapshot.namespaces.values())
-    gc.collect()
-    start = time.perf_counter()
     result = plan(snapshot, policy, NOW)
-    cold = time.perf_counter() - start
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        plan(snapshot, policy, NOW)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     kinds: dict[str, int] = {}
     for action in result.actions:
         kinds[f"{action.kind}/{action.reason}"] = kinds.get(f"{action.kind}/{action.reason}", 0) + 1
@@ -159,10 +207,38 @@ def main() -> None:
         f"planner: {len(result.apps)} apps, {deployments} Deployments, "
         f"{len(result.actions)} actions ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"
     )
+
+    # Cold: every app planned from scratch, as plan() always does and Planner does on its first
+    # cycle or after a policy change.
+    cold: list[float] = []
+    for _ in range(RUNS):
+        gc.collect()
+        start = time.perf_counter()
+        plan(snapshot, policy, NOW)
+        cold.append(time.perf_counter() - start)
+    first: list[float] = []
+    for _ in range(RUNS):
+        planner = Planner()
+        gc.collect()
+        start = time.perf_counter()
+        planner.plan(snapshot, policy, NOW)
+        first.append(time.perf_counter() - start)
+    # Warm: one Planner over consecutive cycles of the same Deployment and Service objects, now
+    # advancing by the interval, new Connections objects each cycle. The plan's actions are not
+    # applied, so the apps that have some are planned again every cycle.
+    warm, reused, apps = _warm(snapshot, policy, live_moves=False)
+    moving, moving_reused, _ = _warm(snapshot, policy, live_moves=True)
+
+    target = "(target: median <= 25 ms)"
+    print(f"planner: cold, plan(), every app planned: {_stats(cold)} {target}")
+    print(f"planner: cold, a new Planner's first cycle: {_stats(first)}")
     print(
-        f"planner: plan() median {statistics.median(times) * 1000:.1f} ms, "
-        f"p95 {p95 * 1000:.1f} ms, min {times[0] * 1000:.1f} ms over {RUNS} runs "
-        f"(first run {cold * 1000:.1f} ms; target: median <= 25 ms)"
+        f"planner: warm, Planner steady state, equal connections: {_stats(warm)} {target}; "
+        f"{reused} of {apps} app plans reused as they were"
+    )
+    print(
+        f"planner: warm, Planner steady state, live colors' connections moving: {_stats(moving)}; "
+        f"{moving_reused} of {apps} app plans reused as they were (the rest patched or replanned)"
     )
 
 

@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup
 
 run: setup
-	$(PY) -m rainbowd plan --policy config/policy.yaml --snapshot config/examples/snapshot.yaml
+	$(PY) -m rainbowd sandbox --story
 
 test: setup check pytest
 

@@ -142,6 +142,7 @@ class Sandbox:
             scrape_interval=options.scrape_interval, data_dir=self.data_dir / "prometheus"
         )
         self.policy_text = ""
+        self.policy_configmap = POLICY_CONFIGMAP
         self.pods: PodRunner | None = None
         self.proxy: ServiceProxy | None = None
         self.daemon: Daemon | None = None
@@ -348,6 +349,17 @@ class Sandbox:
                 api, "POST", resource_path("v1", "configmaps", namespace=namespace), body=body
             )
 
+    async def set_default(self, knob: str, value: Any) -> None:
+        """Edits one knob of the policy's defaults in the ConfigMap, as a user would with
+        `kubectl edit`; rainbowd picks the change up from its watch."""
+        assert self.api is not None
+        document: dict[str, Any] = yaml.safe_load(self.policy_text)
+        document["defaults"][knob] = value
+        text = yaml.safe_dump(document, sort_keys=False)
+        load_policy_text(text, source="sandbox policy")
+        self.policy_text = text
+        await self._put_policy(self.api)
+
     def _daemon_settings(self) -> Settings:
         return Settings(
             policy=PolicySource(
@@ -413,6 +425,8 @@ class Sandbox:
         say("  colors (one demo process per ready pod):")
         for pod in sorted(self.pods.serving(), key=lambda p: p.name):
             say(f"    #{pod.color}  {pod.name}  {pod.http_url}  telnet {pod.tcp_address}")
+        if not self.pods.serving():
+            say("    none yet: the story deploys them, and each pod is shown as it starts")
         say(
             "  ship a new color from another terminal (Deployment, wait Available, switch Service):"
         )

@@ -173,6 +173,7 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
             f"   #{old} held while connected: state {doc['state']}, retired for "
             f"{compact_duration(timedelta(seconds=doc['retiredFor']))}, "
             f"connections {_connections(doc)}, replicas {doc['readyReplicas']}/{doc['replicas']}"
+            + (f", held: {doc['held']}" if doc.get("held") else "")
         )
 
         tell("5. close connection 1")
@@ -191,7 +192,9 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
                 seen.append(state)
                 tell(f"   rainbowd: #{old} is {state}, connections {_connections(doc)}")
             found = await seed.get_deployment(api, namespace, old)
-            return found is None or int((found.get("spec") or {}).get("replicas", 1)) == 0
+            if found is None:
+                raise StoryError(f"{old_name} was deleted without being scaled down first")
+            return int((found.get("spec") or {}).get("replicas", 1)) == 0
 
         await _poll(scaled_to_zero, what=f"{old_name} scaled to 0")
         tell(f"   {old_name} scaled to 0 replicas by rainbowd")
@@ -201,7 +204,12 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
         )
         tell(f"   the pods of #{old} are gone, and their demo processes with them")
 
-        tell(f"7. with keepScaledDown {knobs.keep_scaled_down}, rainbowd deletes {old_name}")
+        tell(
+            f"7. {old_name} is kept at 0 replicas for a fast rollback (keepScaledDown "
+            f"{knobs.keep_scaled_down}); set keepScaledDown to 0 in ConfigMap "
+            f"{namespace}/{sandbox.policy_configmap} and rainbowd deletes it"
+        )
+        await sandbox.set_default("keepScaledDown", 0)
 
         async def deleted() -> bool:
             return await seed.get_deployment(api, namespace, old) is None

@@ -12,8 +12,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.reporting import compact_duration
+from rainbowd.kube.clients import request_json, resource_path
+from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox import app as seed
 
@@ -197,7 +200,11 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
             return int((found.get("spec") or {}).get("replicas", 1)) == 0
 
         await _poll(scaled_to_zero, what=f"{old_name} scaled to 0")
-        tell(f"   {old_name} scaled to 0 replicas by rainbowd")
+        event = await _poll(
+            lambda: _rainbowd_event(api, namespace, old_name, "scale"),
+            what=f"rainbowd's Event on {old_name}",
+        )
+        tell(f"   {old_name} scaled to 0 replicas by rainbowd; its Event: {event}")
         await _poll(
             _async(lambda: not pods.serving({"color": old})),
             what=f"the pods of #{old} stopped",
@@ -235,6 +242,24 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
             f"connection 2 still reads #{still}"
         )
     tell("the story is over: the old color drained and was burned down, the live one kept")
+
+
+async def _rainbowd_event(api: ApiClient, namespace: str, name: str, action: str) -> str | None:
+    """`reason: note` of rainbowd's latest Event with `action` on the Deployment `name`."""
+    listing = await request_json(
+        api, "GET", resource_path("events.k8s.io/v1", "events", namespace=namespace)
+    )
+    found = [
+        event
+        for event in listing.get("items") or []
+        if event.get("reportingController") == REPORTING_CONTROLLER
+        and (event.get("regarding") or {}).get("name") == name
+        and str(event.get("action", "")).lower() == action
+    ]
+    if not found:
+        return None
+    latest = max(found, key=lambda e: str(e.get("eventTime") or ""))
+    return f"{latest.get('reason')}: {latest.get('note')}"
 
 
 def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:

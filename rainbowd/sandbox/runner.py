@@ -153,7 +153,9 @@ class Sandbox:
 
     def run(self) -> int:
         """Start, serve, stop; the exit code. SIGINT and SIGTERM stop it in order at any point."""
-        signal.signal(signal.SIGTERM, _interrupt)
+        # Both, explicitly: a shell starting us in the background has SIGINT ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _interrupt)
         code = 130
         try:
             say(f"starting the sandbox in {self.data_dir}")
@@ -167,7 +169,8 @@ class Sandbox:
         finally:
             # The loop's own handlers are gone with it: signals interrupt the stop from here on,
             # and whatever is left dies with this process (every child has PDEATHSIG set).
-            signal.signal(signal.SIGTERM, _interrupt)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _interrupt)
             self.stop()
         return code
 

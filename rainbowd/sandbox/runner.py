@@ -104,7 +104,7 @@ def sandbox_policy(
     return text
 
 
-class _QuietCycles(logging.Filter):
+class QuietCycles(logging.Filter):
     """Drops the daemon's "cycle finished" line while nothing changes, so a terminal shows each
     change of state and every action, not one identical line a second."""
 
@@ -473,5 +473,5 @@ def run_sandbox(options: SandboxOptions) -> int:
     """The `rainbowd sandbox` command: text logs on stderr, what to do next on stdout."""
     setup_logging(options.log_level, "text")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietCycles())
+        handler.addFilter(QuietCycles())
     return Sandbox(options).run()

@@ -199,7 +199,8 @@ def run_deploy(args: argparse.Namespace) -> int:
             return 2
         try:
             name = seed.deployment_name(color)
-            print(f"creating {name} ({args.deploy_replicas} replicas)", flush=True)
+            replicas = args.deploy_replicas
+            print(f"creating {name} ({replicas} replica{'s' if replicas != 1 else ''})", flush=True)
             await seed.deploy(api, args.deploy_namespace, color, replicas=args.deploy_replicas)
         except seed.DeployError as exc:
             print(f"rainbowd sandbox deploy: {exc}", file=sys.stderr)

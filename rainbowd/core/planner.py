@@ -248,7 +248,7 @@ def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
     warnings: list[str] = []
     for namespace in snapshot.namespaces.values():
         _plan_namespace(cycle, namespace, apps, warnings)
-    apps.sort(key=lambda a: (a.namespace, a.app))
+    apps.sort(key=_by_namespace_and_app)
     return Plan(
         now=now,
         apps=tuple(apps),
@@ -742,6 +742,7 @@ def _keep_scaled_down(retired: list[_Color], keep: int) -> None:
 _new_color_plan = cast(Callable[[type[ColorPlan], tuple[Any, ...]], ColorPlan], tuple.__new__)
 _new_app_plan = cast(Callable[[type[AppPlan], tuple[Any, ...]], AppPlan], tuple.__new__)
 _by_created = operator.attrgetter("deployment.created_at")
+_by_namespace_and_app = operator.itemgetter(0, 1)  # AppPlan.namespace, AppPlan.app
 
 
 def _color_plans(
@@ -959,7 +960,7 @@ class _AppMemo:
             self.members,
             self.keys,
             new_raw,
-            self.plan._replace(colors=tuple(colors)),
+            _new_app_plan(AppPlan, (*self.plan[:_AT_COLORS], tuple(colors))),
             self.warnings,
             self.until,
             reusable=True,
@@ -971,6 +972,8 @@ class _AppMemo:
 
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
 _AT_CONNECTIONS = ColorPlan._fields.index("connections")
+_AT_COLORS = AppPlan._fields.index("colors")
+assert AppPlan._fields[-1] == "colors"  # the patch rebuilds the tuple with colors last
 
 
 class _NamespaceMemo:
@@ -1031,7 +1034,7 @@ class Planner:
         for key, namespace in snapshot.namespaces.items():
             after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
         self._namespaces = after
-        apps.sort(key=lambda a: (a.namespace, a.app))
+        apps.sort(key=_by_namespace_and_app)
         return Plan(
             now=now,
             apps=tuple(apps),

@@ -2,6 +2,7 @@
 
 Purely computational: a snapshot and a policy in, a plan out, no I/O and no clock. The executor
 applies the plan; the reporting module renders it. DESIGN.md "What the planner decides" is the spec.
+`Planner` makes the same decisions in a loop, reusing an app's plan while its inputs hold.
 """
 
 from __future__ import annotations

@@ -221,6 +221,20 @@ def _service_index(
     return by_app, other
 
 
+def _by_color(by_app: Mapping[str, list[Service]], color_label: str) -> dict[str, dict[str, str]]:
+    """For apps whose Services all select exactly the app and a color (the rainbow deploy's own
+    shape): the first Service selecting each color, by color. Such a selector matches a pod
+    template of the app iff the colors are equal, so no label comparison is needed."""
+    simple: dict[str, dict[str, str]] = {}
+    for app, services in by_app.items():
+        if all(len(s.selector) == 2 and color_label in s.selector for s in services):
+            names: dict[str, str] = {}
+            for service in services:
+                names.setdefault(service.selector[color_label], service.name)
+            simple[app] = names
+    return simple
+
+
 def _effective_connections(connections: Connections, ready: int) -> Connections:
     value = connections.value
     if value is None:
@@ -271,6 +285,7 @@ def _group(cycle: _Cycle, namespace: Namespace) -> list[tuple[str, list[_Color]]
     app_label = cycle.app_label
     color_label = cycle.color_label
     by_app, other = _service_index(namespace.services, app_label)
+    simple = {} if other else _by_color(by_app, color_label)
     rules = cycle.rules
     single_key = rules.single_key
     rule_for = rules.rule_for
@@ -295,16 +310,20 @@ def _group(cycle: _Cycle, namespace: Namespace) -> list[tuple[str, list[_Color]]
             rule = seen[signature] = rule_for(ns, own)
         if rule is not None:
             managed.add(app)
-        services = by_app.get(app)
-        if other:
-            services = services + other if services else other
         live = None
-        if services:
-            items = labels.items()
-            for service in services:
-                if service.selector.items() <= items:
-                    live = service.name
-                    break
+        names = simple.get(app)
+        if names is not None:
+            live = names.get(color_name)
+        else:
+            services = by_app.get(app)
+            if other:
+                services = services + other if services else other
+            if services:
+                items = labels.items()
+                for service in services:
+                    if service.selector.items() <= items:
+                        live = service.name
+                        break
         color = _Color(deployment, rule, live, color_name)
         group = groups.get(app)
         if group is None:

@@ -27,6 +27,7 @@ from rainbowd.core.model import (
     Service,
     Snapshot,
 )
+from rainbowd.core.planner import Planner
 from rainbowd.core.planner import plan as make_plan
 from rainbowd.core.policy import (
     ConnectionsQuery,
@@ -389,6 +390,9 @@ class Daemon:
         # Dry run: would-be annotations by Deployment uid, replayed onto the next snapshots so
         # retired ages and drain holds advance as they would if the stamps had been written.
         self.overlay: dict[str, dict[str, str | None]] = {}
+        # Reuses each unchanged app's plan from the last cycle (same objects, same connections,
+        # no threshold crossed): steady-state cycles cost little even with 10,000 Deployments.
+        self.planner = Planner()
         self._wake = asyncio.Event()
         self._api: ApiClient | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -797,7 +801,7 @@ class Daemon:
         snapshot = build_snapshot(
             now=now, policy=policy, deployments=deployments, services=services, results=results
         )
-        plan = make_plan(snapshot, policy, now)
+        plan = self.planner.plan(snapshot, policy, now)
         dry_run = self.settings.dry_run or plan.dry_run
         leader = self.is_leader
         applied: list[ActionResult] = []

@@ -22,6 +22,8 @@ from kubernetes_asyncio.config.incluster_config import (
 )
 from kubernetes_asyncio.config.kube_config import load_kube_config
 
+from rainbowd import __version__
+
 # Error messages carry at most this much of a response body: a Status object's message is
 # short, but an HTML page from a proxy or a huge object echoed back is not worth logging whole.
 BODY_EXCERPT = 300
@@ -105,6 +107,13 @@ def status_error(status: int, reason: str, body: bytes | str | None) -> KubeErro
     return _error(status, reason, body)
 
 
+def _client(config: Configuration) -> ApiClient:
+    api = ApiClient(configuration=config)
+    # Names rainbowd in the apiserver's audit log and in request traces.
+    api.user_agent = f"rainbowd/{__version__}"
+    return api
+
+
 async def make_api_client(*, kubeconfig: str | None, context: str | None = None) -> ApiClient:
     """An ApiClient for the kubeconfig given, else $KUBECONFIG or ~/.kube/config, else in-cluster.
 
@@ -117,14 +126,14 @@ async def make_api_client(*, kubeconfig: str | None, context: str | None = None)
         if not _existing([kubeconfig]):
             raise ConfigError(f"kubeconfig {kubeconfig!r} does not exist")
         await _load_file(kubeconfig, context, config)
-        return ApiClient(configuration=config)
+        return _client(config)
     if os.environ.get(SERVICE_HOST_ENV_NAME):
         try:
             load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
         except ConfigException as exc:
             tried.append(f"in-cluster service account ({exc})")
         else:
-            return ApiClient(configuration=config)
+            return _client(config)
     else:
         tried.append(f"in-cluster service account (${SERVICE_HOST_ENV_NAME} is not set)")
     env = os.environ.get("KUBECONFIG", "")
@@ -132,7 +141,7 @@ async def make_api_client(*, kubeconfig: str | None, context: str | None = None)
     existing = _existing(paths)
     if existing:
         await _load_file(os.pathsep.join(existing), context, config)
-        return ApiClient(configuration=config)
+        return _client(config)
     source = "$KUBECONFIG" if env else "default kubeconfig"
     tried.append(f"{source} {os.pathsep.join(paths)} (no such file)")
     raise ConfigError("no Kubernetes configuration found; tried: " + "; ".join(tried))

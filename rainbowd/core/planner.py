@@ -256,13 +256,22 @@ def _cleanup_kind(action: CleanupAction) -> ActionKind:
 
 def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
     """Decide this cycle's actions for every managed app of the snapshot."""
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
+    now = _aware(now)
     cycle = _Cycle(policy, now)
     apps: list[AppPlan] = []
     warnings: list[str] = []
     for namespace in snapshot.namespaces.values():
         _plan_namespace(cycle, namespace, apps, warnings)
+    return _whole_plan(policy, now, apps, warnings)
+
+
+def _aware(now: datetime) -> datetime:
+    """`now`, taken as UTC when it has no time zone."""
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def _whole_plan(policy: Policy, now: datetime, apps: list[AppPlan], warnings: list[str]) -> Plan:
+    """The Plan of every app planned this cycle, for `plan()` and `Planner` alike."""
     apps.sort(key=_by_namespace_and_app)
     return Plan(
         now=now,
@@ -1035,8 +1044,7 @@ class Planner:
 
     def plan(self, snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
         """Decide this cycle's actions for every managed app of the snapshot, as `plan()`."""
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
+        now = _aware(now)
         if policy is not self._policy or self._rules is None:
             self._policy = policy
             self._rules = _RuleMatcher(policy)
@@ -1054,14 +1062,7 @@ class Planner:
         for key, namespace in snapshot.namespaces.items():
             after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
         self._namespaces = after
-        apps.sort(key=_by_namespace_and_app)
-        return Plan(
-            now=now,
-            apps=tuple(apps),
-            dry_run=policy.dry_run,
-            paused=policy.paused,
-            warnings=tuple(warnings),
-        )
+        return _whole_plan(policy, now, apps, warnings)
 
 
 def _replan_namespace(
@@ -1080,37 +1081,33 @@ def _replan_namespace(
     same_services = memo is not None and (
         _same_objects(memo.services, services) or tuple(memo.services) == tuple(services)
     )
+    entries: list[_AppMemo] = []
     if memo is not None and same_services and _same_objects(memo.deployments, deployments):
         # Same Deployments, same Services: same apps, colors, rules and live colors.
-        entries: list[_AppMemo] = []
         for memo_entry in memo.apps:
-            entry_or_none = memo_entry.reuse(now, connections)
-            if entry_or_none is None:
+            entry = memo_entry.reuse(now, connections)
+            if entry is None:
                 colors = [_Color(*member) for member in memo_entry.members]
                 entry = _plan_entry(cycle, namespace, memo_entry.app, colors)
-            else:
-                entry = entry_or_none
-            apps.append(entry.plan)
-            if entry.warnings:
-                warnings.extend(entry.warnings)
             entries.append(entry)
-        return _NamespaceMemo(namespace.name, deployments, services, entries)
-    previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
-    entries = []
-    for app, colors in _group(cycle, namespace):
-        before = previous.get(app)
-        reused = None
-        if (
-            before is not None
-            and len(before.members) == len(colors)
-            and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
-        ):
-            reused = before.reuse(now, connections)
-        entry = _plan_entry(cycle, namespace, app, colors) if reused is None else reused
+    else:
+        previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
+        for app, colors in _group(cycle, namespace):
+            before = previous.get(app)
+            entry = None
+            if (
+                before is not None
+                and len(before.members) == len(colors)
+                and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
+            ):
+                entry = before.reuse(now, connections)
+            if entry is None:
+                entry = _plan_entry(cycle, namespace, app, colors)
+            entries.append(entry)
+    for entry in entries:
         apps.append(entry.plan)
         if entry.warnings:
             warnings.extend(entry.warnings)
-        entries.append(entry)
     return _NamespaceMemo(namespace.name, deployments, services, entries)
 
 

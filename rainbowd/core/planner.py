@@ -438,15 +438,14 @@ def _plan_app(
                 continue
             abandoned = True
         color.protected = annotations.get(PROTECT) == "true"
-        if color.rule is None:
-            color.note = _NOTE_UNMANAGED
-            stamp = annotations.get(RETIRED_AT)
-            color.retired_at = None if stamp is None else _parse_stamp(stamp)
-            continue
         stamp = annotations.get(RETIRED_AT)
         retired_at = None if stamp is None else _parse_stamp(stamp)
+        if color.rule is None:
+            color.note = _NOTE_UNMANAGED
+            color.retired_at = retired_at
+            continue
         if retired_at is None:
-            _retired_at(cycle, color, annotations, abandoned, warnings, stamp_it=evaluate)
+            _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
         else:
             color.retired_at = retired_at
         if not evaluate:
@@ -454,7 +453,7 @@ def _plan_app(
             color.note = f"{message}; not evaluated"
             continue
         if deployment.replicas == 0:
-            # Scaled down: nothing to evaluate (what _evaluate_retired starts with, inline).
+            # Scaled down: nothing to evaluate.
             if color.protected:
                 color.state = State.PROTECTED
                 color.note = _NOTE_PROTECTED
@@ -487,16 +486,16 @@ def _plan_live(cycle: _Cycle, color: _Color, annotations: Mapping[str, str]) -> 
                 color.change(key, None, Reason.LIVE_AGAIN, _STAMP_WORDS[Reason.LIVE_AGAIN])
 
 
-def _retired_at(
+def _retired_now(
     cycle: _Cycle,
     color: _Color,
-    annotations: Mapping[str, str],
+    stamp: str | None,
     abandoned: bool,
     warnings: list[str],
     *,
     stamp_it: bool,
 ) -> None:
-    stamp = annotations.get(RETIRED_AT)
+    """A managed retired color whose retired-at `stamp` is missing or unparsable: retired now."""
     if stamp is None:
         color.retired_at = cycle.stamp_at
         if stamp_it:
@@ -504,10 +503,6 @@ def _retired_at(
             color.change(RETIRED_AT, cycle.stamp, reason, _STAMP_WORDS[reason])
         else:
             cycle.crossing(cycle.stamp_at + _SECOND)  # "now", to the second, is shown
-        return
-    parsed = _parse_stamp(stamp)
-    if parsed is not None:
-        color.retired_at = parsed
         return
     # Never "long ago": a typo must not get a color holding connections scaled down early.
     color.retired_at = cycle.stamp_at
@@ -533,12 +528,8 @@ def _evaluate_retired(
     annotations: Mapping[str, str],
     warnings: list[str],
 ) -> None:
-    """State and drain bookkeeping of a retired color of an app that is not blocked."""
+    """State and drain bookkeeping of a retired color with replicas, of an app not blocked."""
     deployment = color.deployment
-    if deployment.replicas == 0:
-        color.state = State.PROTECTED if color.protected else State.SCALED_DOWN
-        color.note = _NOTE_PROTECTED if color.protected else _NOTE_SCALED_DOWN
-        return
     max_age = knobs.max_retired_age
     if max_age is not None and not color.protected:
         assert color.retired_at is not None

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import ssl
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ import yaml
 
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.sandbox.certs import Pki, write_pki
-from rainbowd.sandbox.procs import Process, ProcessError, free_port, wait_until
+from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
 
 log = get_logger(__name__)
 
@@ -181,11 +180,7 @@ class ControlPlane:
                 f"build them with: {BUILD_COMMAND}"
             )
         began = time.monotonic()
-        if self._data_dir_arg is not None:
-            self._data_dir = self._data_dir_arg
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="rainbowd-controlplane-"))
+        self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-controlplane-")
         try:
             self._pki = write_pki(self.data_dir / "pki")
             self._ssl = ssl.create_default_context(cafile=str(self._pki.ca_cert))

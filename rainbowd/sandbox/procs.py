@@ -1,4 +1,5 @@
-"""Child processes of the sandbox: start with logs captured, poll readiness, stop for sure.
+"""Child processes of the sandbox: start with logs captured, poll readiness, stop for sure; and
+the data folder each server keeps its files in.
 
 Every child runs in its own process group, dies with its parent (PR_SET_PDEATHSIG) and is killed at
 interpreter exit, so neither a failing test nor a killed Python leaves a server behind.
@@ -13,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +42,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def make_data_dir(given: Path | None, prefix: str) -> Path:
+    """`given`, made if missing, else a fresh temporary folder named `prefix...`."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    given.mkdir(parents=True, exist_ok=True)
+    return given
 
 
 def _die_with_parent() -> None:

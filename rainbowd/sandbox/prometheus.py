@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +22,7 @@ from typing import Any
 import yaml
 
 from rainbowd.logs import get_logger
-from rainbowd.sandbox.procs import Process, ProcessError, free_port, wait_until
+from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
 
 log = get_logger(__name__)
 
@@ -118,11 +117,7 @@ class PrometheusServer:
                 f"prometheus not found at {self.binary}; install it: apt-get install prometheus"
             )
         if self._data_dir is None:
-            if self._data_dir_arg is not None:
-                self._data_dir = self._data_dir_arg
-                self._data_dir.mkdir(parents=True, exist_ok=True)
-            else:
-                self._data_dir = Path(tempfile.mkdtemp(prefix="rainbowd-prometheus-"))
+            self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-prometheus-")
             self._port = free_port()
             for job, targets in self._jobs.items():
                 self._write_targets(job, targets)

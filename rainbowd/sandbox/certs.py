@@ -64,8 +64,14 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePublicKey,
+    ca: bool,
 ) -> x509.CertificateBuilder:
+    """A certificate of this PKI up to its extensions of use: the CA's (`ca`) or one it issues."""
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -76,6 +82,24 @@ def _builder(
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     )
 
 
@@ -91,31 +115,13 @@ def _issue(
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        _builder(_name(common_name, organizations), ca_cert.subject, key.public_key())
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_cert.public_key()  # type: ignore[arg-type]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
+    builder = _builder(
+        _name(common_name, organizations),
+        key.public_key(),
+        issuer=ca_cert.subject,
+        issuer_key=ca_key.public_key(),
+        ca=False,
+    ).add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     if sans:
@@ -143,29 +149,9 @@ def write_pki(directory: Path, *, hosts: tuple[str, ...] = ("localhost",)) -> Pk
 
     ca_key = _key()
     ca_name = _name("rainbowd-sandbox-ca")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_cert = _builder(
+        ca_name, ca_key.public_key(), issuer=ca_name, issuer_key=ca_key.public_key(), ca=True
+    ).sign(ca_key, hashes.SHA256())
     _write_key(pki.ca_key, ca_key)
     _write_cert(pki.ca_cert, ca_cert)
 

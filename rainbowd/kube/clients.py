@@ -204,14 +204,19 @@ async def open_stream(
     except ApiException as exc:
         raise translate(exc) from exc
     if not 200 <= resp.status <= 299:
-        try:
-            data = await resp.read()
-        finally:
-            resp.release()
+        data = await _read_all(resp)
         api_exc = ApiException(status=resp.status, reason=resp.reason or "")
         api_exc.body = data
         raise translate(api_exc) from api_exc
     return resp
+
+
+async def _read_all(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body of `resp`, released whether or not the read succeeds."""
+    try:
+        return await resp.read()
+    finally:
+        resp.release()
 
 
 async def request_json(
@@ -235,10 +240,7 @@ async def request_json(
             content_type=content_type,
             request_timeout=request_timeout,
         )
-        try:
-            data = await resp.read()
-        finally:
-            resp.release()
+        data = await _read_all(resp)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unreachable(f"{method} {path}: {type(exc).__name__}: {_cut(str(exc))}") from exc
     try:

@@ -82,17 +82,24 @@ class BurnDown(RuleBasedStateMachine):
 
     def set_connections(self, color: str, connections: Connections) -> None:
         self.connections[color] = connections
+
+    def observe(self) -> None:
+        """What a cycle samples: the planner sees connections only at cycles, so a drain is
+        continuous when every sample since it began was known and at or below the floor (a
+        spike between two cycles is invisible to it, as it would be to Prometheus' scrapes)."""
         floor = self.policy.rules[0].knobs.connection_floor
-        ready = self.deployments[color].ready_replicas
-        low = (
-            connections.value is not None
-            and connections.value <= floor
-            and (connections.series is None or connections.series >= ready)
-        )
-        if not low:
-            self.low_since[color] = None
-        elif self.low_since.get(color) is None:
-            self.low_since[color] = self.now
+        for color, current in self.deployments.items():
+            connections = self.connections.get(color)
+            low = (
+                connections is not None
+                and connections.value is not None
+                and connections.value <= floor
+                and (connections.series is None or connections.series >= current.ready_replicas)
+            )
+            if not low:
+                self.low_since[color] = None
+            elif self.low_since.get(color) is None:
+                self.low_since[color] = self.now
 
     @initialize(knobs=knobs_strategy(), paused=st.sampled_from([False] * 5 + [True]))
     def start(self, knobs: Knobs, paused: bool) -> None:
@@ -157,6 +164,7 @@ class BurnDown(RuleBasedStateMachine):
 
     @rule()
     def cycle(self) -> None:
+        self.observe()
         snap = self.snapshot()
         live = self.live_colors()
         result = plan(snap, self.policy, self.now)

@@ -456,8 +456,10 @@ async def test_bookmarks_advance_without_events_and_rewatch_without_list(
         await eventually(lambda: informer.stats.bookmarks >= 1, what="a bookmark")
         await eventually(lambda: informer.stats.watches >= 2, what="a second watch")
         assert informer.resource_version != listed_at
-        assert changes == []
-        assert informer.stats.events == 0
+        # When the session runs the controller-manager, it may still be writing chat-0000b0's
+        # status: those MODIFIED events are real. Nothing else may have been delivered.
+        assert all(change == ("MODIFIED", (namespace, "chat-0000b0")) for change in changes)
+        assert informer.stats.events == len(changes)
         assert informer.stats.lists == 1
         assert informer.stats.errors == 0
         # The re-watch from the bookmark's resourceVersion still delivers changes.

@@ -46,6 +46,27 @@ _STOP_TIMEOUT = 15.0
 _PORT_ATTEMPTS = 3
 
 
+# What the apiserver audits: the calls rainbowd makes, at Metadata level (no bodies), once per
+# request. Node leases (kwok's heartbeats) and everything else are left out to keep it small.
+_AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+    "rules": [
+        {"level": "None", "namespaces": ["kube-node-lease"]},
+        {
+            "level": "Metadata",
+            "resources": [
+                {"group": "", "resources": ["services", "configmaps", "pods"]},
+                {"group": "apps", "resources": ["deployments", "deployments/scale"]},
+                {"group": "coordination.k8s.io", "resources": ["leases"]},
+            ],
+        },
+        {"level": "None"},
+    ],
+}
+
+
 class ControlPlaneError(RuntimeError):
     """The control plane cannot start: binaries missing, or a component failed."""
 
@@ -312,6 +333,25 @@ class ControlPlane:
         """The apiserver's own /metrics (Prometheus text), read with the admin certificate."""
         return self._request_raw("GET", "/metrics")
 
+    @property
+    def audit_log(self) -> Path:
+        return self.data_dir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The apiserver's audit events so far (completed requests to the audited resources:
+        Deployments and their scale, Services, ConfigMaps, Pods, Leases outside
+        kube-node-lease), each with verb, objectRef, userAgent and responseStatus."""
+        try:
+            text = self.audit_log.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def _write_audit_policy(self) -> Path:
+        path = self.data_dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(_AUDIT_POLICY, sort_keys=False))
+        return path
+
     def create_namespace(self, name: str) -> None:
         self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
 
@@ -397,6 +437,15 @@ class ControlPlane:
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",
                 "--shutdown-watch-termination-grace-period=2s",
+                # The apiserver's own record of who called what (verb, resource, user agent),
+                # written before each response ("blocking"), so tests can count one client's
+                # calls exactly; apiserver_request_total cannot tell clients apart.
+                f"--audit-policy-file={self._write_audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
             ],
         )
 

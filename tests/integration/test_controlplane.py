@@ -314,13 +314,13 @@ def test_failing_body_still_stops_everything(tmp_path: Path) -> None:
 
 
 _CHILD = """
-import json, sys, time
+import json, signal, sys
 from pathlib import Path
 from rainbowd.sandbox.controlplane import ControlPlane
 cp = ControlPlane(data_dir=Path(sys.argv[1]))
 cp.start()
 print(json.dumps(sorted(cp.process_ids().values())), flush=True)
-time.sleep(3600)
+signal.pause()  # until the test kills this process
 """
 
 

@@ -128,9 +128,10 @@ async def test_only_the_leader_acts_and_the_other_takes_over(
         b.close()
 
 
-async def test_sigterm_exits_0_and_releases_the_lease(
-    cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
-) -> None:
+async def leading_daemon(
+    cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path, identity: str
+) -> DaemonProcess:
+    """One daemon with leader election, started and ready once it holds the Lease."""
     policy = tmp_path / "policy.yaml"
     # Nothing in the namespace to manage, so no Prometheus is ever asked.
     policy.write_text(policy_text("http://127.0.0.1:9", namespace))
@@ -139,16 +140,27 @@ async def test_sigterm_exits_0_and_releases_the_lease(
         namespace,
         tmp_path,
         policy_args=[f"--policy-file={policy}"],
-        identity="rb-solo",
+        identity=identity,
         extra=LEASE,
     ).start()
     try:
 
         async def leads() -> bool:
-            return await lease_holder(kube_api, namespace) == "rb-solo"
+            return await lease_holder(kube_api, namespace) == identity
 
-        await eventually(leads, what="rb-solo to hold the Lease")
+        await eventually(leads, what=f"{identity} to hold the Lease")
         await daemon.wait_ready()
+    except BaseException:
+        daemon.close()
+        raise
+    return daemon
+
+
+async def test_sigterm_exits_0_and_releases_the_lease(
+    cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    daemon = await leading_daemon(cluster, namespace, kube_api, tmp_path, "rb-solo")
+    try:
         code = await daemon.terminate()
     finally:
         daemon.close()
@@ -159,23 +171,8 @@ async def test_sigterm_exits_0_and_releases_the_lease(
 async def test_losing_the_lease_exits_non_zero(
     cluster: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_text("http://127.0.0.1:9", namespace))
-    daemon = DaemonProcess(
-        cluster,
-        namespace,
-        tmp_path,
-        policy_args=[f"--policy-file={policy}"],
-        identity="rb-victim",
-        extra=LEASE,
-    ).start()
+    daemon = await leading_daemon(cluster, namespace, kube_api, tmp_path, "rb-victim")
     try:
-
-        async def leads() -> bool:
-            return await lease_holder(kube_api, namespace) == "rb-victim"
-
-        await eventually(leads, what="rb-victim to hold the Lease")
-        await daemon.wait_ready()
         # Another holder writes the Lease over ours (as a replica that judged it expired would).
         path = resource_path(
             "coordination.k8s.io/v1", "leases", namespace=namespace, name="rainbowd"

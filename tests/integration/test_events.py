@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,17 +147,14 @@ def test_cut_note_keeps_whole_characters() -> None:
     assert set(cut[:-3]) == {"é"}
 
 
-@pytest.fixture
-async def hanging_api() -> AsyncIterator[ApiClient]:
-    """An ApiClient whose server accepts requests and never answers them."""
-    release = asyncio.Event()
-
-    async def hang(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(status=503)
-
+@contextlib.asynccontextmanager
+async def fake_apiserver(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[ApiClient]:
+    """An ApiClient talking to a loopback HTTP server that answers every request with
+    `handler`: for faults a real apiserver cannot be made to produce on demand."""
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hang)
+    app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -166,9 +164,24 @@ async def hanging_api() -> AsyncIterator[ApiClient]:
     try:
         yield api
     finally:
-        release.set()
         await api.close()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def hanging_api() -> AsyncIterator[ApiClient]:
+    """An ApiClient whose server accepts requests and never answers them."""
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=503)
+
+    async with fake_apiserver(hang) as api:
+        try:
+            yield api
+        finally:
+            release.set()
 
 
 @pytest.fixture
@@ -181,19 +194,8 @@ async def failing_api() -> AsyncIterator[ApiClient]:
             status=500,
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fail)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api = ApiClient(configuration=Configuration(host=f"http://127.0.0.1:{port}"))
-    try:
+    async with fake_apiserver(fail) as api:
         yield api
-    finally:
-        await api.close()
-        await runner.cleanup()
 
 
 async def _emit(recorder: EventRecorder) -> None:

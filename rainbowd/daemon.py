@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.forecast import ColorForecast, ColorKey, forecast_plan
+from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.model import (
     ActionKind,
     Connections,
@@ -393,6 +395,9 @@ class Daemon:
         # Reuses each unchanged app's plan from the last cycle (same objects, same connections,
         # no threshold crossed): steady-state cycles cost little even with 10,000 Deployments.
         self.planner = Planner()
+        # Each color's recent connections, for the drain forecast and /status sparklines.
+        self.history = ConnectionHistory()
+        self.forecasts: dict[ColorKey, ColorForecast] = {}
         self._wake = asyncio.Event()
         self._api: ApiClient | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -466,9 +471,18 @@ class Daemon:
             "cache": cache,
             "cycle": cycle,
             "snapshot": None if report is None else dict(report.snapshot),
+            "history": {
+                "window_seconds": self.history.limits.window,
+                "colors": len(self.history),
+                "points": self.history.size,
+            },
             "plan": None
             if report is None or report.plan is None
-            else plan_to_document(report.plan),
+            else plan_to_document(
+                report.plan,
+                forecasts=self.forecasts,
+                history={key: self.history.sparkline(key) for key in self.history},
+            ),
         }
 
     # --- lifecycle ---
@@ -802,6 +816,8 @@ class Daemon:
             now=now, policy=policy, deployments=deployments, services=services, results=results
         )
         plan = self.planner.plan(snapshot, policy, now)
+        self.history.record_snapshot(snapshot)
+        self.forecasts = forecast_plan(plan, policy, self.history)
         dry_run = self.settings.dry_run or plan.dry_run
         leader = self.is_leader
         applied: list[ActionResult] = []
@@ -819,7 +835,7 @@ class Daemon:
                 self._remember_would_be(plan)
         elif plan.actions and dry_run and not leader:
             self._remember_would_be(plan)
-        self.metrics.observe_plan(plan)
+        self.metrics.observe_plan(plan, self.forecasts)
 
         duration = loop.time() - started
         states: Tally[str] = Tally()

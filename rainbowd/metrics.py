@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import Plan
 from rainbowd.kube.executing import ActionResult
 
@@ -46,9 +47,11 @@ class PlanCollector(Collector):
 
     def __init__(self) -> None:
         self.plan: Plan | None = None
+        self.forecasts: Mapping[ColorKey, ColorForecast] = {}
 
     def collect(self) -> Iterator[Metric]:
         plan = self.plan
+        yield from self._forecasts(self.forecasts)
         connections = GaugeMetricFamily(
             "rainbowd_color_connections",
             "Connections Prometheus reports for the color; absent while unknown.",
@@ -97,6 +100,28 @@ class PlanCollector(Collector):
                 for name, count in sorted(per_state.items()):
                     colors.add_metric([app.namespace, app.app, name], float(count))
         yield from (connections, state, retired, replicas, colors, blocked)
+
+    @staticmethod
+    def _forecasts(forecasts: Mapping[ColorKey, ColorForecast]) -> Iterator[Metric]:
+        eta = GaugeMetricFamily(
+            "rainbowd_color_drain_eta_seconds",
+            "Seconds until the draining color is expected at its connection floor, from its "
+            "recent samples; absent without an estimate.",
+            labels=_COLOR_LABELS,
+        )
+        deadline = GaugeMetricFamily(
+            "rainbowd_color_retired_deadline_timestamp_seconds",
+            "Unix time at which maxRetiredAge forces the draining color down, connections or "
+            "not; absent when the rule has no maxRetiredAge.",
+            labels=_COLOR_LABELS,
+        )
+        for key, found in sorted(forecasts.items()):
+            seconds = found.forecast.seconds
+            if seconds is not None:
+                eta.add_metric(list(key), seconds)
+            if found.deadline is not None:
+                deadline.add_metric(list(key), found.deadline)
+        yield from (eta, deadline)
 
 
 class InformerCollector(Collector):
@@ -186,8 +211,11 @@ class Metrics:
         for result in ("ok", "error"):
             self.cycles.labels(result=result)
 
-    def observe_plan(self, plan: Plan) -> None:
+    def observe_plan(
+        self, plan: Plan, forecasts: Mapping[ColorKey, ColorForecast] | None = None
+    ) -> None:
         self.plan_collector.plan = plan
+        self.plan_collector.forecasts = forecasts or {}
 
     def watch_informers(self, source: InformerCounters) -> None:
         self.informer_collector.source = source

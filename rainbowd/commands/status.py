@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from rainbowd.core.forecast import ColorForecast, ColorKey, Forecast, Method, NoEstimate
 from rainbowd.core.model import (
     Action,
     ActionKind,
@@ -101,7 +102,9 @@ def render_status(document: Mapping[str, Any]) -> str:
     plan = document.get("plan")
     if plan is None:
         return text + "no plan yet\n"
-    return text + render_plan_table(plan_from_document(plan))
+    return text + render_plan_table(
+        plan_from_document(plan), forecasts=forecasts_from_document(plan)
+    )
 
 
 def _yes(value: object) -> str:
@@ -179,3 +182,28 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
         paused=bool(doc.get("paused")),
         warnings=tuple(doc.get("warnings") or ()),
     )
+
+
+def forecasts_from_document(doc: Mapping[str, Any]) -> dict[ColorKey, ColorForecast]:
+    """Each color's `forecast` of a plan document, as far as the table's ETA column needs it."""
+    now = parse_time(doc["now"]).timestamp()
+    out: dict[ColorKey, ColorForecast] = {}
+    for app in doc.get("apps") or []:
+        for c in app.get("colors") or []:
+            f = c.get("forecast")
+            if not f:
+                continue
+            seconds = f.get("etaSeconds")
+            deadline = f.get("deadlineAt")
+            out[(app["namespace"], app["app"], c["color"])] = ColorForecast(
+                forecast=Forecast(
+                    now=now,
+                    points=int(f.get("points") or 0),
+                    eta=None if seconds is None else now + float(seconds),
+                    method=None if f.get("method") is None else Method(f["method"]),
+                    reason=None if f.get("reason") is None else NoEstimate(f["reason"]),
+                ),
+                floor=int(f.get("floor") or 0),
+                deadline=None if deadline is None else parse_time(deadline).timestamp(),
+            )
+    return out

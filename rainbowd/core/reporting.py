@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import ActionKind, AppPlan, ColorPlan, Connections, Plan, State
 from rainbowd.core.objects import format_time
 
@@ -22,6 +24,7 @@ COLUMNS = (
     "REPLICAS",
     "CONNECTIONS",
     "RETIRED-FOR",
+    "ETA",
     "ACTION",
     "REASON",
     "NOTE",
@@ -92,12 +95,22 @@ def _note(color: ColorPlan) -> str:
     return note
 
 
-def render_plan_table(plan: Plan) -> str:
+def _eta_cell(forecast: ColorForecast | None) -> str:
+    """How long until the color reaches its floor, `~3h20m`; `-` without an estimate."""
+    seconds = None if forecast is None else forecast.forecast.seconds
+    return "-" if seconds is None else "~" + compact_duration(timedelta(seconds=seconds))
+
+
+def render_plan_table(
+    plan: Plan, *, forecasts: Mapping[ColorKey, ColorForecast] | None = None
+) -> str:
     """The plan as an aligned table, one row per color, then a summary line and warnings."""
+    forecasts = forecasts or {}
     rows: list[tuple[str, ...]] = [COLUMNS]
     for app in plan.apps:
         for color in app.colors:
             retired_for = color.retired_for(plan.now)
+            eta = _eta_cell(forecasts.get((color.namespace, color.app, color.color)))
             action, reason = _action_cells(color, app)
             rows.append(
                 (
@@ -108,6 +121,7 @@ def render_plan_table(plan: Plan) -> str:
                     f"{color.ready_replicas}/{color.replicas}",
                     _connections_cell(color),
                     "-" if retired_for is None else compact_duration(retired_for),
+                    eta,
                     action,
                     reason,
                     _note(color),
@@ -167,13 +181,49 @@ def _connections_document(connections: Connections) -> dict[str, Any]:
     }
 
 
-def plan_to_document(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON-able data: every color, every action, blocked apps, warnings."""
+def forecast_to_document(forecast: ColorForecast) -> dict[str, Any]:
+    """`{etaAt, etaSeconds, method, points, reason, floor, deadlineAt, late}`: the ETA fields
+    are null (and `reason` says why) when there is no estimate."""
+    f = forecast.forecast
+    return {
+        "etaAt": None if f.eta is None else _unix_to_time(f.eta),
+        "etaSeconds": None if f.seconds is None else round(f.seconds, 1),
+        "method": None if f.method is None else str(f.method),
+        "points": f.points,
+        "reason": None if f.reason is None else str(f.reason),
+        "floor": forecast.floor,
+        "deadlineAt": None if forecast.deadline is None else _unix_to_time(forecast.deadline),
+        "late": forecast.late,
+    }
+
+
+def _unix_to_time(seconds: float) -> str:
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def plan_to_document(
+    plan: Plan,
+    *,
+    forecasts: Mapping[ColorKey, ColorForecast] | None = None,
+    history: Mapping[ColorKey, Sequence[Sequence[float]]] | None = None,
+) -> dict[str, Any]:
+    """The plan as plain JSON-able data: every color, every action, blocked apps, warnings.
+
+    With `forecasts`, each draining color gets `forecast` (else null); with `history`, each
+    color gets `history`, its recent `[unix time, connections]` points, oldest first.
+    """
     apps = []
     for app in plan.apps:
         colors = []
         for color in app.colors:
             retired_for = color.retired_for(plan.now)
+            key = (color.namespace, color.app, color.color)
+            extra: dict[str, Any] = {}
+            if forecasts is not None:
+                found = forecasts.get(key)
+                extra["forecast"] = None if found is None else forecast_to_document(found)
+            if history is not None:
+                extra["history"] = [list(p) for p in history.get(key, ())]
             colors.append(
                 {
                     "color": color.color,
@@ -205,6 +255,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
                         }
                         for action in color.actions
                     ],
+                    **extra,
                 }
             )
         apps.append(

@@ -107,6 +107,9 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
                     and doc["state"] == "draining"
                     and doc["connections"]["value"] == 1
                     and (doc["retiredFor"] or 0) >= 6
+                    # The history the sparklines draw: one point per cycle, the latest last.
+                    and len(doc["history"]) >= 3
+                    and doc["history"][-1][1] == 1
                 )
 
             await eventually(held_past_its_age, what="the old color held while connected")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rainbowd.core.forecast import ColorForecast, Forecast, Method, NoEstimate
 from rainbowd.core.model import (
     Action,
     ActionKind,
@@ -184,3 +185,29 @@ def test_counters_and_gauges() -> None:
     assert value(s, "rainbowd_informer_relists_total", resource="services") == 2
     assert value(s, "rainbowd_informer_watch_events_total", resource="deployments") == 5
     assert value(s, "rainbowd_informer_watch_events_total", resource="services") is None
+
+
+def test_drain_eta_and_deadline_only_for_colors_that_have_them() -> None:
+    metrics = Metrics()
+    now = NOW.timestamp()
+    plan = make_plan(
+        color("aaaaaa", State.DRAINING, conns=40, retired_ago=timedelta(hours=1)),
+        color("bbbbbb", State.DRAINING, conns=5, retired_ago=timedelta(minutes=1)),
+    )
+    estimate = Forecast(now=now, points=30, eta=now + 5400, method=Method.EXPONENTIAL)
+    none = Forecast(now=now, points=2, reason=NoEstimate.TOO_FEW_POINTS)
+    metrics.observe_plan(
+        plan,
+        {
+            ("ns", "chat", "aaaaaa"): ColorForecast(estimate, floor=0, deadline=now + 3600),
+            ("ns", "chat", "bbbbbb"): ColorForecast(none, floor=0, deadline=None),
+        },
+    )
+    samples = scrape(metrics)
+    eta = "rainbowd_color_drain_eta_seconds"
+    deadline = "rainbowd_color_retired_deadline_timestamp_seconds"
+    assert value(samples, eta, namespace="ns", app="chat", color="aaaaaa") == 5400
+    assert value(samples, deadline, namespace="ns", app="chat", color="aaaaaa") == now + 3600
+    assert len(names(samples, eta)) == 1 and len(names(samples, deadline)) == 1
+    metrics.observe_plan(plan)
+    assert names(scrape(metrics), eta) == []

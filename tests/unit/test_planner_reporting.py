@@ -86,9 +86,9 @@ def test_table_rows_columns_and_summary() -> None:
     assert set(rows) == {"9d2cc9", "3c3fdc", "5e1f0a", "b7a9e2", "0f0f0f"}
     assert rows["3c3fdc"].split()[5] == "?" and "query timed out" in rows["3c3fdc"]
     assert rows["3c3fdc"].split()[6] == "2h5m"
-    assert rows["5e1f0a"].split()[7:9] == ["scale", "drained"]
+    assert rows["5e1f0a"].split()[8:10] == ["scale", "drained"]
     assert rows["b7a9e2"].split()[4:6] == ["0/0", "-"]
-    assert rows["0f0f0f"].split()[7:9] == ["blocked", "no-live-color"]
+    assert rows["0f0f0f"].split()[8:10] == ["blocked", "no-live-color"]
     assert "blocked: default/chat:" in text
     assert summary_line(p) in text
     assert summary_line(p).startswith("2 apps (1 blocked), 5 colors: 1 live, ")

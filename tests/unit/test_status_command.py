@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from rainbowd.commands.status import plan_from_document, render_status
+from rainbowd.commands.status import forecasts_from_document, plan_from_document, render_status
+from rainbowd.core.forecast import ColorForecast, Forecast, Method
 from rainbowd.core.model import (
     ORIGINAL_REPLICAS,
     Action,
@@ -136,3 +137,23 @@ def test_render_status_heads_the_table_with_the_daemon_state() -> None:
     assert "prometheus timed out after 10s" in text
     assert text.endswith(render_plan_table(plan))
     assert render_status({**status, "plan": None}).endswith("no plan yet\n")
+
+
+def test_the_eta_column_survives_the_round_trip_through_json() -> None:
+    plan = sample_plan()
+    forecasts = {
+        ("ns", "chat", "aaaaaa"): ColorForecast(
+            forecast=Forecast(
+                now=NOW.timestamp(), points=12, eta=NOW.timestamp() + 7500, method=Method.LINEAR
+            ),
+            floor=0,
+            deadline=None,
+        )
+    }
+    document = json.loads(json.dumps(plan_to_document(plan, forecasts=forecasts)))
+    assert document["apps"][0]["colors"][0]["forecast"]["etaSeconds"] == 7500
+    text = render_plan_table(
+        plan_from_document(document), forecasts=forecasts_from_document(document)
+    )
+    assert text == render_plan_table(plan, forecasts=forecasts)
+    assert "~2h5m" in text

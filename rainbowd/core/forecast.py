@@ -1,0 +1,238 @@
+"""When will a draining color reach its floor? An estimate from its own recent connection samples.
+
+Sessions of long-lived connections end at a roughly constant rate each, so a color's connections
+decay roughly exponentially: a robust (Theil-Sen) line through log(connections) over time, with a
+robust straight line as the fallback, whichever follows the samples more closely. No estimate
+when there are too few points, too short a span for the distance to the floor, or the curve is
+flat or rising. Pure: points in, estimate out; it never decides anything, it only informs.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import median
+
+from rainbowd.core.model import ColorPlan, Plan, State
+from rainbowd.core.policy import Policy
+
+Point = tuple[float, float]
+"""(Unix time in seconds, connections)"""
+ColorKey = tuple[str, str, str]
+"""(namespace, app, color)"""
+
+
+class Method(enum.StrEnum):
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+
+
+class NoEstimate(enum.StrEnum):
+    """Why a draining color has no ETA."""
+
+    TOO_FEW_POINTS = "too-few-points"
+    TOO_SHORT = "too-short-span"  # the floor is further away than the samples can tell
+    NOT_DECREASING = "not-decreasing"
+    AT_FLOOR = "at-floor"
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSettings:
+    """How much evidence an estimate needs."""
+
+    min_points: int = 5
+    """Samples since the color was retired: fewer and any line fits."""
+    max_points: int = 60
+    """The fit uses at most this many of the most recent samples (Theil-Sen is quadratic)."""
+    max_extrapolation: float = 10.0
+    """No ETA further ahead than this many times the span the samples cover."""
+
+
+DEFAULT_SETTINGS = ForecastSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """An ETA (Unix seconds, never before `now`), or why there is none."""
+
+    now: float
+    points: int
+    eta: float | None = None
+    method: Method | None = None
+    reason: NoEstimate | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.eta is None else self.eta - self.now
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    method: Method
+    slope: float  # per second: of log(connections) or of connections
+    level: float  # the fitted connections at `at`
+    at: float
+    error: float  # median absolute residual, in connections
+
+
+def forecast(
+    points: Sequence[Point],
+    *,
+    floor: float,
+    now: float,
+    since: float | None = None,
+    settings: ForecastSettings = DEFAULT_SETTINGS,
+) -> Forecast:
+    """When the connections in `points` ((t, value), any order) reach `floor`, judging only the
+    points at or after `since` (the retirement: before it the color was live) and up to `now`.
+    Never raises: unusable points (NaN, infinite, negative) are ignored."""
+    lower = -math.inf if since is None or not math.isfinite(since) else since
+    if not math.isfinite(now):
+        return Forecast(now=now, points=0, reason=NoEstimate.TOO_FEW_POINTS)
+    usable = sorted(
+        (t, v)
+        for t, v in points
+        if math.isfinite(t) and math.isfinite(v) and v >= 0 and lower <= t <= now
+    )
+    deduped: list[Point] = []
+    for t, v in usable:
+        if deduped and deduped[-1][0] == t:
+            deduped[-1] = (t, v)
+        else:
+            deduped.append((t, v))
+    recent = deduped[-settings.max_points :]
+    n = len(recent)
+    if n and recent[-1][1] <= floor:
+        return Forecast(now=now, points=n, reason=NoEstimate.AT_FLOOR)
+    if n < max(settings.min_points, 2):
+        return Forecast(now=now, points=n, reason=NoEstimate.TOO_FEW_POINTS)
+    # Below floor + 0.5 the count, a whole number, is at the floor; an exponential never
+    # reaches 0 itself.
+    target = floor + 0.5
+    fits = [f for f in (_exponential(recent), _linear(recent)) if f is not None and f.slope < 0]
+    if not fits:
+        return Forecast(now=now, points=n, reason=NoEstimate.NOT_DECREASING)
+    best = min(fits, key=lambda f: f.error)
+    eta = _crossing(best, target)
+    span = recent[-1][0] - recent[0][0]
+    if not math.isfinite(eta) or eta - recent[-1][0] > settings.max_extrapolation * span:
+        return Forecast(now=now, points=n, reason=NoEstimate.TOO_SHORT)
+    return Forecast(now=now, points=n, eta=max(eta, now), method=best.method)
+
+
+def _theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """(slope, intercept) of the median pairwise slope, robust to outliers; None when all x
+    are equal."""
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(len(xs))
+        for j in range(i + 1, len(xs))
+        if xs[j] != xs[i]
+    ]
+    if not slopes:
+        return None
+    slope = median(slopes)
+    intercept = median(y - slope * x for x, y in zip(xs, ys, strict=True))
+    return slope, intercept
+
+
+def _exponential(points: Sequence[Point]) -> _Fit | None:
+    positive = [(t, v) for t, v in points if v > 0]
+    if len(positive) < 2:
+        return None
+    origin = points[-1][0]  # times relative to the newest point keep the numbers small
+    xs = [t - origin for t, _ in positive]
+    fit = _theil_sen(xs, [math.log(v) for _, v in positive])
+    if fit is None:
+        return None
+    slope, intercept = fit
+    residuals = [abs(v - math.exp(intercept + slope * (t - origin))) for t, v in points]
+    return _Fit(Method.EXPONENTIAL, slope, math.exp(intercept), origin, median(residuals))
+
+
+def _linear(points: Sequence[Point]) -> _Fit | None:
+    origin = points[-1][0]
+    xs = [t - origin for t, _ in points]
+    fit = _theil_sen(xs, [v for _, v in points])
+    if fit is None:
+        return None
+    slope, intercept = fit
+    residuals = [abs(v - (intercept + slope * x)) for x, (_, v) in zip(xs, points, strict=True)]
+    return _Fit(Method.LINEAR, slope, intercept, origin, median(residuals))
+
+
+def _crossing(fit: _Fit, target: float) -> float:
+    """When the fitted curve (decreasing) comes down to `target`."""
+    if fit.level <= target:
+        return fit.at
+    if fit.method is Method.EXPONENTIAL:
+        return fit.at + math.log(target / fit.level) / fit.slope
+    return fit.at + (target - fit.level) / fit.slope
+
+
+# --- over a plan ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColorForecast:
+    """A draining color's forecast with the figures the alert compares it with."""
+
+    forecast: Forecast
+    floor: int
+    deadline: float | None
+    """When maxRetiredAge forces the color down (Unix seconds); None when never."""
+
+    @property
+    def late(self) -> bool:
+        """The estimate falls after the forced scale-down: connections will be cut."""
+        eta = self.forecast.eta
+        return eta is not None and self.deadline is not None and eta > self.deadline
+
+
+def forecast_plan(
+    plan: Plan,
+    policy: Policy,
+    history: Mapping[ColorKey, Sequence[Point]],
+    *,
+    settings: ForecastSettings = DEFAULT_SETTINGS,
+) -> dict[ColorKey, ColorForecast]:
+    """A forecast for every draining color above its floor, from its samples in `history`."""
+    rules = {rule.name: rule for rule in policy.rules}
+    now = plan.now.timestamp()
+    out: dict[ColorKey, ColorForecast] = {}
+    for app in plan.apps:
+        for color in app.colors:
+            rule = rules.get(color.rule) if color.rule is not None else None
+            if rule is None or not _draining(color, rule.knobs.connection_floor):
+                continue
+            key = (color.namespace, color.app, color.color)
+            assert color.retired_at is not None
+            out[key] = ColorForecast(
+                forecast=forecast(
+                    history.get(key, ()),
+                    floor=rule.knobs.connection_floor,
+                    now=now,
+                    since=color.retired_at.timestamp(),
+                    settings=settings,
+                ),
+                floor=rule.knobs.connection_floor,
+                deadline=_deadline(color.retired_at, rule.knobs.max_retired_age),
+            )
+    return out
+
+
+def _draining(color: ColorPlan, floor: int) -> bool:
+    value = color.connections.value
+    return (
+        color.state is State.DRAINING
+        and color.retired_at is not None
+        and value is not None
+        and value > floor
+    )
+
+
+def _deadline(retired_at: datetime, max_age: timedelta | None) -> float | None:
+    return None if max_age is None else (retired_at + max_age).timestamp()

@@ -1,0 +1,150 @@
+"""The in-memory connection history: one point per known sample, bounded per color and in total,
+colors that leave the snapshot forgotten, start-up seeds merged under what is held."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rainbowd.core.history import ConnectionHistory, HistoryLimits, thin
+from rainbowd.core.model import Connections, Namespace, Snapshot
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def snapshot(at: datetime, values: dict[tuple[str, str, str], float | None]) -> Snapshot:
+    namespaces: dict[str, dict[tuple[str, str], Connections]] = {}
+    for (ns, app, color), value in values.items():
+        namespaces.setdefault(ns, {})[(app, color)] = (
+            Connections(value) if value is not None else Connections.unknown("query timed out")
+        )
+    return Snapshot(
+        now=at,
+        namespaces={ns: Namespace(name=ns, connections=c) for ns, c in namespaces.items()},
+    )
+
+
+A = ("ns", "chat", "aaaaaa")
+B = ("ns", "chat", "bbbbbb")
+
+
+def test_each_known_sample_becomes_a_point_and_unknown_adds_none() -> None:
+    history = ConnectionHistory(HistoryLimits(window=3600, per_color=60))
+    history.record_snapshot(snapshot(T0, {A: 10, B: 3}))
+    history.record_snapshot(snapshot(T0 + timedelta(minutes=1), {A: 8, B: None}))
+    history.record_snapshot(snapshot(T0 + timedelta(minutes=2), {A: 7, B: 2}))
+    t0 = T0.timestamp()
+    assert history[A] == [(t0, 10), (t0 + 60, 8), (t0 + 120, 7)]
+    # The unknown sample kept the color but added no point.
+    assert history[B] == [(t0, 3), (t0 + 120, 2)]
+    assert history.size == 5
+
+
+def test_colors_that_leave_the_snapshot_are_forgotten() -> None:
+    history = ConnectionHistory()
+    history.record_snapshot(snapshot(T0, {A: 10, B: 3}))
+    history.record_snapshot(snapshot(T0 + timedelta(minutes=1), {A: 9}))
+    assert set(history) == {A}
+
+
+def test_samples_closer_than_the_spacing_replace_the_newest_point() -> None:
+    # 600 s over 10 points: one point per minute at most, the newest always the latest sample.
+    history = ConnectionHistory(HistoryLimits(window=600, per_color=10))
+    for second in range(0, 181, 10):
+        history.add(A, float(second), float(1000 - second))
+    times = [t for t, _ in history[A]]
+    assert times[-1] == 180.0 and history[A][-1] == (180.0, 820.0)
+    assert all(b - a >= 60 for a, b in itertools.pairwise(times[:-1]))
+
+
+def test_points_older_than_the_window_are_dropped() -> None:
+    history = ConnectionHistory(HistoryLimits(window=300, per_color=100))
+    for minute in range(20):
+        history.add(A, minute * 60.0, 5.0)
+    assert history[A][0][0] >= 19 * 60 - 300
+
+
+def test_the_total_is_bounded_by_thinning_every_color() -> None:
+    limits = HistoryLimits(window=3600, per_color=100, total=1000, min_per_color=4)
+    history = ConnectionHistory(limits)
+    colors = [("ns", "chat", f"{i:06x}") for i in range(50)]
+    for step in range(200):
+        history.record_snapshot(
+            snapshot(T0 + timedelta(seconds=30 * step), dict.fromkeys(colors, 1.0))
+        )
+    assert history.size <= limits.total
+    assert all(len(history[c]) <= limits.capacity(50) for c in colors)
+    # Still a useful span: the points cover most of the window, not just the last minutes.
+    span = history[colors[0]][-1][0] - history[colors[0]][0][0]
+    assert span >= 3000
+
+
+def test_bad_samples_and_old_samples_are_ignored() -> None:
+    history = ConnectionHistory()
+    history.add(A, 100.0, 5.0)
+    history.add(A, 90.0, 4.0)  # older than the newest point
+    history.add(A, 200.0, float("nan"))
+    history.add(A, 300.0, -1.0)
+    history.add(A, float("inf"), 1.0)
+    assert history[A] == [(100.0, 5.0)]
+
+
+def test_a_seed_goes_under_what_is_held_and_is_bounded() -> None:
+    history = ConnectionHistory(HistoryLimits(window=3600, per_color=30))
+    history.add(A, 7200.0, 3.0)
+    kept = history.seed({A: [(3600.0 + 10 * i, 1000.0 - i) for i in range(360)], B: [(0.0, 1.0)]})
+    points = history[A]
+    assert points[-1] == (7200.0, 3.0)
+    assert len(points) <= 30 and kept == len(points) - 1 + 1  # B's point too
+    assert points[0][0] >= 7200 - 3600
+    assert [t for t, _ in points] == sorted(t for t, _ in points)
+    assert history[B] == [(0.0, 1.0)]
+
+
+def test_the_sparkline_is_bounded_and_keeps_both_ends() -> None:
+    history = ConnectionHistory(HistoryLimits(window=36000, per_color=1000))
+    for i in range(500):
+        history.add(A, float(i * 60), float(500 - i))
+    line = history.sparkline(A, max_points=40)
+    assert len(line) <= 40
+    assert line[-1] == [499 * 60, 1.0]
+    assert line[0][0] <= 60 * 20
+    assert history.sparkline(B) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=80),
+    st.floats(min_value=0.1, max_value=1e5),
+)
+def test_thin_keeps_order_ends_and_spacing(times: list[float], spacing: float) -> None:
+    points = [(t, 1.0) for t in sorted(set(times))]
+    out = thin(points, spacing)
+    assert out[0] == points[0] and out[-1] == points[-1]
+    assert [t for t, _ in out] == sorted(t for t, _ in out)
+    inner = [t for t, _ in out]
+    assert all(b - a >= spacing for a, b in itertools.pairwise(inner[:-1]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=5),
+            st.floats(min_value=0, max_value=1e4, allow_nan=False),
+        ),
+        max_size=300,
+    )
+)
+def test_any_sample_sequence_stays_within_bounds(samples: list[tuple[int, float]]) -> None:
+    limits = HistoryLimits(window=1000, per_color=20, total=60, min_per_color=4)
+    history = ConnectionHistory(limits)
+    for step, (color, value) in enumerate(samples):
+        history.add(("ns", "app", str(color)), step * 7.0, value)
+    for key in history:
+        points = history[key]
+        assert len(points) <= limits.capacity(len(history)) + 1
+        assert points[-1][0] - points[0][0] <= limits.window

@@ -34,6 +34,7 @@ _KNOB_ROWS = (
     ("keepScaledDown", "keep_scaled_down", ""),
     ("maxDisruptionsPerCycle", "max_disruptions_per_cycle", ""),
     ("abandonedAfter", "abandoned_after", "never"),
+    ("scaleUpGrace", "scale_up_grace", ""),
 )
 _WIDTH = max(len(key) for key, _, _ in _KNOB_ROWS) + 2
 

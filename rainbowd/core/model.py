@@ -20,6 +20,19 @@ RETIRED_AT = "rainbowd.io/retired-at"
 DRAINED_SINCE = "rainbowd.io/drained-since"
 ORIGINAL_REPLICAS = "rainbowd.io/original-replicas"
 PROTECT = "rainbowd.io/protect"
+# Written by `rainbowd hold`: never scale or delete before this RFC 3339 time (malformed: held).
+HOLD_UNTIL = "rainbowd.io/hold-until"
+HOLD_REASON = "rainbowd.io/hold-reason"
+# When rainbowd saw a color it had scaled to 0 scaled back up: no rule acts on it for
+# scaleUpGrace from then, and its drain starts over with the replicas that now exist.
+SCALED_UP_AT = "rainbowd.io/scaled-up-at"
+# The Deployment's generation once rainbowd's scale-down bookkeeping is written, before /scale:
+# replicas > 0 at exactly that generation is a scale-down cut short (a crash between the two
+# calls), not a user scaling the color back up.
+SCALE_DOWN_GENERATION = "rainbowd.io/scale-down-generation"
+# When rainbowd scaled down a color still holding connections (a forced rule): the
+# maxDisruptions budget is counted from these, so it survives restarts.
+DISRUPTED_AT = "rainbowd.io/disrupted-at"
 # Written on the pods of retired colors, readable by the app through the downward API.
 PHASE = "rainbowd.io/phase"
 
@@ -47,6 +60,7 @@ class Reason(enum.StrEnum):
     ABANDONED = "abandoned"  # a pending color never promoted for abandonedAfter
     DRAIN_STARTED = "drain-started"  # stamp drained-since
     DRAIN_RESET = "drain-reset"  # connections above floor or unknown again: clear drained-since
+    SCALED_UP = "scaled-up"  # a color rainbowd scaled to 0 was scaled back up: a new drain
     DRAINED = "drained"
     MAX_RETIRED_AGE = "max-retired-age"
     MAX_COLORS = "max-colors"

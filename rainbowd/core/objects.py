@@ -25,7 +25,11 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {value!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+05:00 is before year 1 in UTC: no datetime holds it.
+        raise ValueError(f"timestamp out of range in UTC: {value!r}") from None
 
 
 def format_time(value: datetime) -> str:

@@ -16,10 +16,14 @@ from typing import Any, cast
 
 from rainbowd.core.model import (
     DRAINED_SINCE,
+    HOLD_REASON,
+    HOLD_UNTIL,
     LIVE_AT,
     ORIGINAL_REPLICAS,
     PROTECT,
     RETIRED_AT,
+    SCALE_DOWN_GENERATION,
+    SCALED_UP_AT,
     Action,
     ActionKind,
     AppPlan,
@@ -47,6 +51,7 @@ _STAMP_WORDS: dict[Reason, str] = {
     Reason.ABANDONED: "pending for longer than abandonedAfter, never promoted",
     Reason.DRAIN_STARTED: "connections at or below the floor",
     Reason.DRAIN_RESET: "the drain must be continuous",
+    Reason.SCALED_UP: "scaled back up from 0: a new drain, with the replicas that now exist",
 }
 _DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"
 _DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
@@ -56,6 +61,12 @@ _NOTE_PENDING = "pending: created after the live color and not selected yet"
 _NOTE_UNMANAGED = "no rule matches this Deployment: never touched"
 _NOTE_SCALED_DOWN = "scaled down: kept for a fast rollback"
 _NOTE_PROTECTED = f"protected ({PROTECT}): never scaled or deleted"
+_DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
+# Annotations a live color keeps none of: what is left of a retirement.
+_RETIREMENT = (RETIRED_AT, DRAINED_SINCE, ORIGINAL_REPLICAS, SCALED_UP_AT, SCALE_DOWN_GENERATION)
+# How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
+_TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -69,6 +80,15 @@ def _parse_stamp(value: str) -> datetime | None:
         return parse_time(value)
     except ValueError:
         return None
+
+
+def _later(at: datetime, delta: timedelta) -> datetime:
+    """`at + delta`, or the end of time when that is past year 9999 (a hand-written stamp like
+    9999-12-31 means "hold forever", and must not overflow the cycle)."""
+    try:
+        return at + delta
+    except OverflowError:
+        return _FOREVER
 
 
 class _RuleMatcher:
@@ -130,8 +150,13 @@ class _Cycle:
     def __init__(self, policy: Policy, now: datetime) -> None:
         self.now = now
         # Stamps are written with whole seconds; deciding with the value as it will read back
-        # makes the next cycle see exactly what this one decided on.
-        self.stamp = format_time(now)
+        # makes the next cycle see exactly what this one decided on. They round up, against
+        # acting: a drain or a retirement stamped up to a second late holds up to a second
+        # longer, never shorter.
+        stamp_at = now.replace(microsecond=0)
+        if stamp_at < now:
+            stamp_at += _SECOND
+        self.stamp = format_time(stamp_at)
         self.stamp_at = parse_time(self.stamp)
         self.app_label = policy.app_label
         self.color_label = policy.color_label
@@ -158,7 +183,7 @@ class _Cycle:
         # compact_duration shows the two largest units: hours once past a day, minutes past an
         # hour, else seconds; the text cannot change before the next multiple of that unit.
         unit = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
-        self.crossing(since + timedelta(seconds=(seconds // unit + 1) * unit))
+        self.crossing(_later(since, timedelta(seconds=(seconds // unit + 1) * unit)))
 
 
 class _Color:
@@ -174,6 +199,7 @@ class _Color:
     retired_at: datetime | None = None
     drained_since: datetime | None = None
     protected = False
+    guard = ""  # why it is protected: the note's first words
     changes: dict[str, str | None] | None = None
     reasons: list[tuple[Reason, str]] | None = None
     cleanup: Reason | None = None
@@ -412,11 +438,7 @@ def _plan_app(
                 evaluate
                 and color.rule is not None
                 # Stamped live and nothing of a retirement left: the steady case, nothing to do.
-                and (
-                    LIVE_AT not in annotations
-                    or RETIRED_AT in annotations
-                    or DRAINED_SINCE in annotations
-                )
+                and (LIVE_AT not in annotations or any(k in annotations for k in _RETIREMENT))
             ):
                 _plan_live(cycle, color, annotations)
             continue
@@ -430,14 +452,13 @@ def _plan_app(
                 color.state = State.PENDING
                 color.note = _NOTE_PENDING
                 continue
-            abandoned_at = deployment.created_at + abandoned_after
+            abandoned_at = _later(deployment.created_at, abandoned_after)
             if now < abandoned_at:
                 cycle.crossing(abandoned_at)
                 color.state = State.PENDING
                 color.note = _NOTE_PENDING
                 continue
             abandoned = True
-        color.protected = annotations.get(PROTECT) == "true"
         stamp = annotations.get(RETIRED_AT)
         retired_at = None if stamp is None else _parse_stamp(stamp)
         if color.rule is None:
@@ -448,18 +469,36 @@ def _plan_app(
             _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
         else:
             color.retired_at = retired_at
+        if _GUARDS.intersection(annotations):
+            _guard(cycle, color, annotations, knobs, warnings)
+        if (
+            deployment.replicas > 0
+            and ORIGINAL_REPLICAS in annotations
+            and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
+        ):
+            _scaled_back_up(cycle, color, annotations, knobs)
+            if evaluate:
+                retired.append(color)
+            continue
         if not evaluate:
             color.state = State.PROTECTED if color.protected else State.RETIRED
             color.note = f"{message}; not evaluated"
+            if deployment.replicas > 0 and DRAINED_SINCE in annotations:
+                # Blocked or not, every sample counts: a drain is continuous or it is not one.
+                _reset_drain(color, knobs)
             continue
         if deployment.replicas == 0:
             # Scaled down: nothing to evaluate.
             if color.protected:
                 color.state = State.PROTECTED
-                color.note = _NOTE_PROTECTED
+                color.note = color.guard
             else:
                 color.state = State.SCALED_DOWN
                 color.note = _NOTE_SCALED_DOWN
+            if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
+                # Scaled down by hand (rainbowd's own scale-downs are recognised by
+                # original-replicas when scaled back up): a later scale-up starts a new drain.
+                color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
         else:
             _evaluate_retired(cycle, color, knobs, annotations, warnings)
         retired.append(color)
@@ -476,14 +515,109 @@ _NO_SERIES = Connections.unknown("no series for this color")
 
 
 def _plan_live(cycle: _Cycle, color: _Color, annotations: Mapping[str, str]) -> None:
-    again = RETIRED_AT in annotations or DRAINED_SINCE in annotations
+    again = any(key in annotations for key in _RETIREMENT)
     if LIVE_AT not in annotations:
         reason = Reason.LIVE_AGAIN if again else Reason.OBSERVED_LIVE
         color.change(LIVE_AT, cycle.stamp, reason, _STAMP_WORDS[reason])
     if again:
-        for key in (RETIRED_AT, DRAINED_SINCE):
+        for key in _RETIREMENT:
             if key in annotations:
                 color.change(key, None, Reason.LIVE_AGAIN, _STAMP_WORDS[Reason.LIVE_AGAIN])
+
+
+_GUARDS = frozenset({PROTECT, HOLD_UNTIL, SCALED_UP_AT})
+
+
+def _guard(
+    cycle: _Cycle,
+    color: _Color,
+    annotations: Mapping[str, str],
+    knobs: Knobs,
+    warnings: list[str],
+) -> None:
+    """Protection by annotation: protect, a hold, the grace after a scale-up. Any doubt about a
+    value protects: a typo must never get a color scaled down that someone meant to keep."""
+    where = f"{color.deployment.namespace}/{color.deployment.name}"
+    guards: list[str] = []
+    protect = annotations.get(PROTECT)
+    if protect is not None:
+        word = protect.strip().lower()
+        if word not in _FALSE_WORDS:
+            guards.append(_NOTE_PROTECTED)
+            if word not in _TRUE_WORDS:
+                warnings.append(
+                    f"{where}: {PROTECT} {protect!r} is not a spelling of true or false; "
+                    "treated as protected"
+                )
+    hold = annotations.get(HOLD_UNTIL)
+    if hold is not None:
+        until = _parse_stamp(hold)
+        reason = annotations.get(HOLD_REASON, "").strip()
+        why = f": {' '.join(reason.split())}" if reason else ""
+        if until is None:
+            guards.append(f"held ({HOLD_UNTIL} {hold!r} is not an RFC 3339 time){why}")
+            warnings.append(
+                f"{where}: {HOLD_UNTIL} {hold!r} is not an RFC 3339 time; held until it is fixed"
+            )
+        elif cycle.now < until:
+            cycle.crossing(until)
+            guards.append(f"held until {format_time(until)} ({HOLD_UNTIL}){why}")
+    scaled_up = annotations.get(SCALED_UP_AT)
+    if scaled_up is not None:
+        at = _parse_stamp(scaled_up)
+        if at is None:
+            warnings.append(
+                f"{where}: {SCALED_UP_AT} {scaled_up!r} is not an RFC 3339 time; treated as now "
+                "and re-stamped"
+            )
+            at = cycle.stamp_at
+            color.change(
+                SCALED_UP_AT,
+                cycle.stamp,
+                Reason.MALFORMED_ANNOTATION,
+                _STAMP_WORDS[Reason.MALFORMED_ANNOTATION],
+            )
+        grace_ends = _later(at, knobs.scale_up_grace)
+        if cycle.now < grace_ends:
+            cycle.crossing(grace_ends)
+            guards.append(
+                f"scaled back up at {format_time(at)}: held for scaleUpGrace "
+                f"{compact_duration(knobs.scale_up_grace)}"
+            )
+    if guards:
+        color.protected = True
+        color.guard = "; ".join(guards)
+
+
+def _scaled_back_up(
+    cycle: _Cycle, color: _Color, annotations: Mapping[str, str], knobs: Knobs
+) -> None:
+    """A color rainbowd scaled to 0 (it wrote original-replicas) has replicas again: someone is
+    rolling back to it. Whatever was observed at 0 replicas says nothing about the users the
+    new pods will hold, so the drain starts over, and no rule acts during the grace period."""
+    why = _STAMP_WORDS[Reason.SCALED_UP]
+    if DRAINED_SINCE in annotations:
+        color.change(DRAINED_SINCE, None, Reason.SCALED_UP, why)
+    color.change(ORIGINAL_REPLICAS, None, Reason.SCALED_UP, why)
+    if SCALE_DOWN_GENERATION in annotations:
+        color.change(SCALE_DOWN_GENERATION, None, Reason.SCALED_UP, why)
+    color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
+    cycle.crossing(cycle.stamp_at + _SECOND)
+    color.protected = True
+    color.state = State.PROTECTED
+    color.note = (
+        f"scaled back up from 0 to {color.deployment.replicas}: a new drain starts; held for "
+        f"scaleUpGrace {compact_duration(knobs.scale_up_grace)}"
+    )
+
+
+def _reset_drain(color: _Color, knobs: Knobs) -> None:
+    """Clears drained-since on a sample above the floor or unknown (the app may be blocked)."""
+    value = color.connections.value
+    if value is None:
+        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+    elif value > knobs.connection_floor:
+        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
 
 
 def _retired_now(
@@ -533,7 +667,7 @@ def _evaluate_retired(
     max_age = knobs.max_retired_age
     if max_age is not None and not color.protected:
         assert color.retired_at is not None
-        overdue_at = color.retired_at + max_age
+        overdue_at = _later(color.retired_at, max_age)
         if overdue_at >= cycle.now:  # not overdue yet, but any later instant would be
             cycle.crossing(overdue_at)
     connections = color.connections
@@ -571,7 +705,7 @@ def _evaluate_retired(
         held_for = now - drained_since
         retired_for = now - color.retired_at
         if held_for < knobs.drain_hold:
-            cycle.crossing(drained_since + knobs.drain_hold)
+            cycle.crossing(_later(drained_since, knobs.drain_hold))
             cycle.shown(drained_since)
             color.state = State.DRAINING
             note = (
@@ -579,7 +713,7 @@ def _evaluate_retired(
                 f"{compact_duration(held_for)} of drainHold {compact_duration(knobs.drain_hold)}"
             )
         elif retired_for < knobs.min_retired_age:
-            cycle.crossing(color.retired_at + knobs.min_retired_age)
+            cycle.crossing(_later(color.retired_at, knobs.min_retired_age))
             cycle.shown(color.retired_at)
             color.state = State.DRAINING
             note = (
@@ -597,7 +731,7 @@ def _evaluate_retired(
                 color.why = note
     if color.protected:
         color.state = State.PROTECTED
-        note = f"{_NOTE_PROTECTED}; {note}"
+        note = f"{color.guard}; {note}"
     color.note = note
 
 
@@ -829,6 +963,9 @@ def _actions(namespace: str, app: str, color: _Color) -> tuple[Action, ...]:
         changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
         if ORIGINAL_REPLICAS not in deployment.annotations:
             changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
+        # This write bumps the generation by one (annotations are part of a Deployment's
+        # generation); the /scale that follows bumps it again.
+        changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
         return (
             Action(
                 ActionKind.SCALE,
@@ -945,8 +1082,13 @@ class _AppMemo:
             blocked = plan.blocked is not None
             self.shown_only = tuple(
                 [
-                    blocked or color.rule is None or color.state in _SHOWN_ONLY
-                    for color in [plan.colors[i] for i in self.positions]
+                    # A blocked app's connections still reset a drain in progress.
+                    (blocked and DRAINED_SINCE not in member[0].annotations)
+                    or color.rule is None
+                    or color.state in _SHOWN_ONLY
+                    for color, member in zip(
+                        [plan.colors[i] for i in self.positions], self.members, strict=True
+                    )
                 ]
             )
         positions = self.positions

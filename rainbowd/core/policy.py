@@ -51,6 +51,9 @@ class Knobs:
     """Forced scale-downs of colors still holding connections, per app per cycle."""
     abandoned_after: timedelta | None = None
     """A pending color never promoted counts as retired after this long; None: never."""
+    scale_up_grace: timedelta = timedelta(minutes=30)
+    """After a user scales a color rainbowd scaled down back up (a rollback's first step), no
+    rule scales or deletes it for this long: the Service switch usually follows within minutes."""
 
 
 class Operator(enum.StrEnum):
@@ -603,6 +606,7 @@ _KNOBS = (
     _Knob("keepScaledDown", "keep_scaled_down", _non_negative_int),
     _Knob("maxDisruptionsPerCycle", "max_disruptions_per_cycle", _non_negative_int),
     _Knob("abandonedAfter", "abandoned_after", _duration, nullable=True),
+    _Knob("scaleUpGrace", "scale_up_grace", _duration),
 )
 KNOB_KEYS = tuple(k.key for k in _KNOBS)
 _BY_KEY = {k.key: k for k in _KNOBS}

@@ -72,6 +72,7 @@ _STAMP_REASONS: dict[Reason, tuple[str, str]] = {
     Reason.ABANDONED: ("Abandoned", "MarkAbandoned"),
     Reason.DRAIN_STARTED: ("DrainStarted", "MarkDrainStarted"),
     Reason.DRAIN_RESET: ("DrainReset", "MarkDrainReset"),
+    Reason.SCALED_UP: ("ScaledBackUp", "MarkScaledBackUp"),
 }
 _KIND_REASONS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.ANNOTATE: ("Annotated", "Annotate"),

@@ -107,6 +107,7 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
         "  keepScaledDown:         2",
         "  maxDisruptionsPerCycle: 1",
         "  abandonedAfter:         2h",
+        "  scaleUpGrace:           30m",
     ]
     assert "  namespaces:             all" in rest.splitlines()
     assert "  selector:               (every Deployment)" in rest.splitlines()

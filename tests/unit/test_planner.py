@@ -12,6 +12,7 @@ from rainbowd.core.model import (
     ORIGINAL_REPLICAS,
     PROTECT,
     RETIRED_AT,
+    SCALE_DOWN_GENERATION,
     ActionKind,
     AppPlan,
     BlockReason,
@@ -230,15 +231,16 @@ def test_drained_color_is_scaled_down_with_original_replicas() -> None:
     assert c.state is State.DRAINED
     (action,) = c.actions
     assert (action.kind, action.reason) == (ActionKind.SCALE, Reason.DRAINED)
-    assert action.annotations == {ORIGINAL_REPLICAS: "3"}
+    assert action.annotations == {ORIGINAL_REPLICAS: "3", SCALE_DOWN_GENERATION: "1"}
     assert action.connections == 0
     assert c.drained_since == ago(H) and c.retired_at == ago(5 * H)
 
 
 def test_existing_original_replicas_is_kept() -> None:
-    d = drained_old(annotations={ORIGINAL_REPLICAS: "7"})
+    # A scale-down cut short after its bookkeeping (the generation it wrote is current).
+    d = drained_old(annotations={ORIGINAL_REPLICAS: "7", SCALE_DOWN_GENERATION: "0"})
     p = run([live_new(), d], {"3c3fdc": conns(0)})
-    assert color(p, "3c3fdc").actions[0].annotations == {}
+    assert color(p, "3c3fdc").actions[0].annotations == {SCALE_DOWN_GENERATION: "1"}
 
 
 def test_connections_at_or_below_floor_start_the_drain_hold() -> None:
@@ -525,7 +527,11 @@ def test_scale_carries_the_bookkeeping_of_the_same_color() -> None:
     p = run([live_new(), d], {"3c3fdc": conns(5)}, pol=policy(max_retired_age=72 * H))
     (action,) = color(p, "3c3fdc").actions
     assert (action.kind, action.reason) == (ActionKind.SCALE, Reason.MAX_RETIRED_AGE)
-    assert action.annotations == {DRAINED_SINCE: None, ORIGINAL_REPLICAS: "2"}
+    assert action.annotations == {
+        DRAINED_SINCE: None,
+        ORIGINAL_REPLICAS: "2",
+        SCALE_DOWN_GENERATION: "1",
+    }
 
 
 # --- abandoned, protect, unmanaged -----------------------------------------------------------

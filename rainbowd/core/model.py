@@ -138,8 +138,9 @@ class Connections:
     """What Prometheus says a color holds: a number, or unknown with the cause."""
 
     value: float | None
-    # How many series reported for the color (the coverage check compares it with the ready
-    # replicas); None when the query cannot tell (a free-form query).
+    # How many distinct pods reported for the color (the coverage check compares it with the
+    # ready replicas; a pod exporting several series counts once); None when the query cannot
+    # tell (a free-form query).
     series: int | None = None
     cause: str = ""
 

@@ -101,6 +101,10 @@ class ConnectionsQuery:
     namespace_label: str = "namespace"
     app_label: str = "app"
     color_label: str = "color"
+    # The label telling the pods of a color apart, for the coverage check: one pod may export
+    # several series (scraped by two jobs, or split by protocol), so pods are counted, not
+    # series. Series without it fall back to `instance`.
+    pod_label: str = "pod"
     # The escape hatch: free PromQL returning one series per (namespace, app, color), summed
     # by rainbowd if several share the labels. The coverage check cannot be made then.
     query: str | None = None
@@ -110,7 +114,7 @@ class ConnectionsQuery:
         """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
 
         One query of the raw per-pod series gives both the sum per color and the number of
-        series reporting it (the coverage check), so each distinct query costs one request.
+        pods reporting it (the coverage check), so each distinct query costs one request.
         """
         return f"{self.metric}{{{self.matchers}}}"
 
@@ -514,7 +518,7 @@ def matchers_problem(text: str) -> str | None:
 
 
 _CONNECTIONS_KEYS = ("metric", "matchers", "labels", "query")
-_LABELS_KEYS = ("namespace", "app", "color")
+_LABELS_KEYS = ("namespace", "app", "color", "pod")
 
 
 def _connections(value: object, path: str, errors: _Errors) -> ConnectionsQuery | None:
@@ -577,7 +581,7 @@ def _connections(value: object, path: str, errors: _Errors) -> ConnectionsQuery 
                 errors.add(
                     _key(labels_path, name),
                     f'same label "{label}" as labels.{seen[label]}: '
-                    "namespace, app and color need three different labels",
+                    "namespace, app, color and pod need four different labels",
                 )
             seen.setdefault(label, name)
     if len(errors) > before:
@@ -868,6 +872,7 @@ def _connections_document(query: ConnectionsQuery) -> dict[str, object]:
         "namespace": query.namespace_label,
         "app": query.app_label,
         "color": query.color_label,
+        "pod": query.pod_label,
     }
     return out
 

@@ -263,14 +263,19 @@ def _parse_sample(item: Any, index: int) -> Sample:
 
 
 def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) -> QueryResult:
-    """Sums the series per (namespace, app, color); counts them too in metric mode.
+    """Sums the series per (namespace, app, color); counts the pods reporting in metric mode.
+
+    Pods, not series: a pod scraped by two jobs, or exporting a gauge split by protocol, gives
+    several series, and counting those would let them stand in for a pod that is not scraped
+    at all while it still holds clients. A pod is its `pod` label (configurable), else its
+    `instance`, else the series itself.
 
     A color with any NaN, infinite or negative series is unknown: summing it in would give a
     number that means nothing, and a wrong low number looks like a drain.
     """
     label_names = (query.namespace_label, query.app_label, query.color_label)
     sums: dict[ColorKey, float] = {}
-    counts: dict[ColorKey, int] = {}
+    pods: dict[ColorKey, set[object]] = {}
     bad: dict[ColorKey, str] = {}
     unlabelled = 0
     for sample in vector:
@@ -278,7 +283,7 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
         if key is None:
             unlabelled += 1
             continue
-        counts[key] = counts.get(key, 0) + 1
+        pods.setdefault(key, set()).add(_pod_of(sample.labels, query.pod_label))
         if key in bad:
             continue
         problem = _bad_value(sample.value)
@@ -289,11 +294,13 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
 
     counting = query.query is None
     by_color: dict[ColorKey, Connections] = {}
-    for key, count in counts.items():
+    for key, reporting in pods.items():
         if key in bad:
             by_color[key] = Connections.unknown(bad[key])
         else:
-            by_color[key] = Connections(value=sums[key], series=count if counting else None)
+            by_color[key] = Connections(
+                value=sums[key], series=len(reporting) if counting else None
+            )
     warnings: list[str] = []
     if unlabelled:
         warnings.append(
@@ -311,6 +318,13 @@ def _color_key(labels: Mapping[str, str], names: tuple[str, str, str]) -> ColorK
     if not (namespace and app and color):
         return None
     return (namespace, app, color)
+
+
+def _pod_of(labels: Mapping[str, str], pod_label: str) -> object:
+    pod = labels.get(pod_label) or labels.get("instance")
+    if pod:
+        return pod
+    return frozenset(labels.items())  # nothing names the pod: each series stands for one
 
 
 def _bad_value(value: float) -> str | None:

@@ -103,8 +103,8 @@ async def test_custom_label_names_group_the_series(
     )
     fakeprom.reply = Reply(
         body=vector(
-            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c"}, "2"),
-            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c"}, "3"),
+            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c", "pod": "p1"}, "2"),
+            ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c", "pod": "p2"}, "3"),
         )
     )
     result = await client_for(session, fakeprom.url).connections(query, at=AT)

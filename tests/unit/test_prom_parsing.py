@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    LIVE_AT,
+    NO_SERIES,
+    RETIRED_AT,
+    Connections,
+    State,
+)
+from rainbowd.core.planner import plan
 from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.prom.querying import (
     PrometheusAPIError,
@@ -24,6 +32,7 @@ from rainbowd.prom.querying import (
     group_connections,
     parse_response,
 )
+from tests.unit.strategies import NOW, H, deployment, policy, service, snapshot, stamp
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 QUERY = ConnectionsQuery()
@@ -212,13 +221,22 @@ labels = st.fixed_dictionaries(
         "namespace": st.sampled_from(["n1", "n2"]),
         "app": st.sampled_from(["web", "chat"]),
         "color": st.sampled_from(["3c3fdc", "9d2cc9", "ffffff"]),
-    }
+    },
+    optional={
+        "pod": st.sampled_from(["p1", "p2", "p3"]),
+        "instance": st.sampled_from(["10.0.0.1:8080", "10.0.0.2:8080"]),
+        "job": st.sampled_from(["chat", "chat-blackbox"]),
+    },
 )
 counts = st.integers(min_value=0, max_value=10_000)
 
 
+def pod_of(m: dict[str, str]) -> object:
+    return m.get("pod") or m.get("instance") or frozenset(m.items())
+
+
 @given(st.lists(st.tuples(labels, counts), max_size=30))
-def test_grouping_sums_and_counts_exactly_the_series_present(
+def test_grouping_sums_the_series_and_counts_the_pods_present(
     series: list[tuple[dict[str, str], int]],
 ) -> None:
     vec = Vector(samples=tuple(Sample(dict(m), float(v)) for m, v in series))
@@ -227,15 +245,84 @@ def test_grouping_sums_and_counts_exactly_the_series_present(
     for ns in ("n1", "n2"):
         for app in ("web", "chat"):
             for color in ("3c3fdc", "9d2cc9", "ffffff"):
-                values = [
-                    v
+                mine = [
+                    (m, v)
                     for m, v in series
                     if (m["namespace"], m["app"], m["color"]) == (ns, app, color)
                 ]
-                if not values:
+                if not mine:
                     # Never a zero for a color nobody reports.
                     assert metric.get(ns, app, color) is NO_SERIES
                     assert free.get(ns, app, color) is NO_SERIES
                     continue
-                assert metric.get(ns, app, color) == Connections(float(sum(values)), len(values))
-                assert free.get(ns, app, color) == Connections(float(sum(values)), None)
+                total = float(sum(v for _, v in mine))
+                pods = len({pod_of(m) for m, _ in mine})
+                assert metric.get(ns, app, color) == Connections(total, pods)
+                assert free.get(ns, app, color) == Connections(total, None)
+
+
+def sample(pod: str, value: float, **extra: str) -> Sample:
+    return Sample({"namespace": "n1", "app": "chat", "color": "3c3fdc", "pod": pod, **extra}, value)
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        # One pod scraped by two jobs; the other pod, holding a client, not scraped at all.
+        [sample("chat-1", 0, job="chat"), sample("chat-1", 0, job="chat-blackbox")],
+        # One pod's gauge split by protocol.
+        [sample("chat-1", 0, protocol="ws"), sample("chat-1", 0, protocol="xmpp")],
+    ],
+)
+def test_several_series_of_one_pod_never_cover_a_pod_not_scraped(samples: list[Sample]) -> None:
+    got = group_connections(QUERY, Vector(samples=tuple(samples)), at=AT).get(
+        "n1", "chat", "3c3fdc"
+    )
+    assert got.series == 1
+    retired = deployment(
+        "3c3fdc",
+        app="chat",
+        namespace="n1",
+        replicas=2,
+        annotations={RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(H)},
+    )
+    live = deployment("9d2cc9", app="chat", namespace="n1", annotations={LIVE_AT: stamp(H)})
+    snap = snapshot(
+        [live, retired],
+        [service({"app": "chat", "color": "9d2cc9"}, name="chat", namespace="n1")],
+        {("n1", "chat", "3c3fdc"): got},
+    )
+    p = plan(snap, policy(app="chat"), NOW)
+    (c,) = [c for a in p.apps for c in a.colors if c.color == "3c3fdc"]
+    assert c.state is State.UNKNOWN_CONNECTIONS
+    assert not [a for a in p.actions if a.disruptive]
+
+
+def test_more_series_than_pods_is_full_coverage() -> None:
+    samples = [sample(pod, 0, protocol=proto) for pod in ("a", "b") for proto in ("ws", "tcp")]
+    got = group_connections(QUERY, Vector(samples=tuple(samples)), at=AT).get(
+        "n1", "chat", "3c3fdc"
+    )
+    assert got == Connections(0.0, 2)
+
+
+def test_pods_fall_back_to_the_instance_label() -> None:
+    samples = [
+        Sample({"namespace": "n1", "app": "chat", "color": "c", "instance": i, "job": j}, 1)
+        for i in ("10.0.0.1:80", "10.0.0.2:80")
+        for j in ("a", "b")
+    ]
+    got = group_connections(QUERY, Vector(samples=tuple(samples)), at=AT).get("n1", "chat", "c")
+    assert got == Connections(4.0, 2)
+
+
+def test_the_pod_label_is_configurable() -> None:
+    query = ConnectionsQuery(pod_label="kubernetes_pod_name")
+    samples = [
+        Sample(
+            {"namespace": "n1", "app": "chat", "color": "c", "kubernetes_pod_name": "x", "j": j}, 1
+        )
+        for j in ("a", "b")
+    ]
+    got = group_connections(query, Vector(samples=tuple(samples)), at=AT).get("n1", "chat", "c")
+    assert got == Connections(2.0, 1)

@@ -6,13 +6,14 @@ down in order on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.forecast import ColorForecast, ColorKey, forecast_plan
 from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.model import (
+    RETIRED_AT,
     ActionKind,
     Connections,
     Deployment,
@@ -29,6 +31,7 @@ from rainbowd.core.model import (
     Service,
     Snapshot,
 )
+from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.planner import plan as make_plan
 from rainbowd.core.policy import (
@@ -55,7 +58,13 @@ from rainbowd.kube.leasing import LeaderElector
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.metrics import Metrics, PrometheusErrorCause
 from rainbowd.policyfile import load_policy_file, load_policy_text
-from rainbowd.prom.querying import PrometheusClient, QueryResult, fetch_connections
+from rainbowd.prom.querying import (
+    PrometheusClient,
+    PrometheusError,
+    QueryResult,
+    fetch_connections,
+)
+from rainbowd.prom.ranges import fetch_range, range_expression
 from rainbowd.settings import PolicySource, Settings
 
 log = get_logger(__name__)
@@ -339,6 +348,53 @@ def queries_needed(
             if rule is not None:
                 needed.setdefault(rule.connections, None)
     return list(needed)
+
+
+async def seed_history(
+    history: ConnectionHistory,
+    session: aiohttp.ClientSession,
+    policy: Policy,
+    queries: list[ConnectionsQuery],
+    *,
+    now: datetime,
+    interval: float,
+    since: datetime | None = None,
+) -> None:
+    """One range query per distinct connections query, merged under what the history holds: a
+    restart keeps the forecast's samples. It covers the history's window, or only from `since`
+    (the oldest retirement: what the forecast reads) when that is more recent. A failure is
+    logged and costs only the older samples."""
+    start = now - timedelta(seconds=history.limits.window)
+    if since is not None and since > start:
+        start = min(since, now) - timedelta(seconds=interval)
+    # A point per cycle, but no more than twice what the history keeps: a large cluster's
+    # answer stays a few megabytes.
+    span = (now - start).total_seconds()
+    step = timedelta(seconds=max(interval, span / (2 * history.limits.per_color)))
+    for query in queries:
+        try:
+            series = await fetch_range(
+                session, policy.prometheus, query, start=start, end=now, step=step
+            )
+        except PrometheusError as exc:
+            log.warning("history seed failed", cause=exc.cause, query=range_expression(query))
+            continue
+        kept = history.seed(series)
+        log.info("history seeded", colors=len(series), points=kept, query=range_expression(query))
+
+
+def oldest_retirement(deployments: Mapping[str, list[Deployment]]) -> datetime | None:
+    """The earliest retired-at stamp of a color that still has replicas (malformed ones are
+    the planner's business, skipped here)."""
+    stamps = []
+    for items in deployments.values():
+        for d in items:
+            text = d.annotations.get(RETIRED_AT)
+            if text is None or d.replicas == 0:
+                continue
+            with contextlib.suppress(ValueError):
+                stamps.append(parse_time(text))
+    return min(stamps, default=None)
 
 
 def query_errors(results: Mapping[ConnectionsQuery, QueryResult]) -> dict[str, str]:
@@ -708,6 +764,7 @@ class Daemon:
                 await self._until(changed, attempt_until)
             else:
                 await self._until(asyncio.sleep(s.interval), attempt_until)
+        self._spawn(self._seed_history(), "history seed")
         next_at = loop.time()
         while not self.stopping.is_set():
             await self._sleep_until(next_at)
@@ -715,6 +772,27 @@ class Daemon:
                 break
             next_at = loop.time() + s.interval
             await self._cycle()
+
+    async def _seed_history(self) -> None:
+        """Beside the first cycles, not before them: a slow Prometheus must not delay acting."""
+        assert self.cache is not None and self._session is not None
+        policy = self.policy.policy
+        if policy is None:
+            return
+        deployments = self.cache.deployments()
+        queries = queries_needed(policy, deployments)
+        try:
+            await seed_history(
+                self.history,
+                self._session,
+                policy,
+                queries,
+                now=datetime.now(UTC),
+                interval=self.settings.interval,
+                since=oldest_retirement(deployments),
+            )
+        except Exception:  # informative only: never take the daemon down for it
+            log.exception("history seed failed")
 
     async def _sleep_until(self, next_at: float) -> None:
         """Until the timer, a stop, or a change (debounced) wakes the loop."""
@@ -963,6 +1041,7 @@ class LivePlan:
     snapshot: Snapshot
     plan: Plan
     prometheus_errors: Mapping[str, str]
+    forecasts: Mapping[ColorKey, ColorForecast] = field(default_factory=dict)
 
 
 async def plan_live(settings: Settings, *, sync_timeout: float = ONCE_SYNC_TIMEOUT) -> LivePlan:
@@ -995,18 +1074,35 @@ async def plan_live(settings: Settings, *, sync_timeout: float = ONCE_SYNC_TIMEO
         now = datetime.now(UTC)
         results: dict[ConnectionsQuery, QueryResult] = {}
         queries = queries_needed(policy, deployments)
-        if queries:
-            async with aiohttp.ClientSession() as session:
+        # The forecast's samples: this instant plus one range query over the past.
+        history = ConnectionHistory()
+        async with aiohttp.ClientSession() as session:
+            if queries:
                 client = PrometheusClient(session, policy.prometheus)
                 results = await fetch_connections(client, queries, at=now)
-        snapshot = build_snapshot(
-            now=now, policy=policy, deployments=deployments, services=services, results=results
-        )
+            snapshot = build_snapshot(
+                now=now, policy=policy, deployments=deployments, services=services, results=results
+            )
+            history.record_snapshot(snapshot)
+            await seed_history(
+                history,
+                session,
+                policy,
+                queries,
+                now=now,
+                interval=settings.interval,
+                since=oldest_retirement(deployments),
+            )
         plan = make_plan(snapshot, policy, now)
         if settings.dry_run:
             plan = dataclasses.replace(plan, dry_run=True)
         errors = query_errors(results)
-        return LivePlan(snapshot=snapshot, plan=plan, prometheus_errors=errors)
+        return LivePlan(
+            snapshot=snapshot,
+            plan=plan,
+            prometheus_errors=errors,
+            forecasts=forecast_plan(plan, policy, history),
+        )
     finally:
         await api.close()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import Plan, Snapshot
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import plan as make_plan
@@ -96,7 +98,7 @@ def run_live(args: argparse.Namespace) -> int:
         return 1
     for query, error in live.prometheus_errors.items():
         print(f"rainbowd plan: prometheus: {query}: {error}", file=sys.stderr)
-    sys.stdout.write(render(live.plan, args.output))
+    sys.stdout.write(render(live.plan, args.output, forecasts=live.forecasts))
     return 0
 
 
@@ -158,11 +160,14 @@ def load_policy(path: str | Path) -> Policy:
         raise InputError(list(exc.errors)) from exc
 
 
-def render(plan: Plan, output: str) -> str:
-    """The plan as the table or as indented JSON, ending with a newline."""
+def render(
+    plan: Plan, output: str, *, forecasts: Mapping[ColorKey, ColorForecast] | None = None
+) -> str:
+    """The plan as the table or as indented JSON, ending with a newline; `forecasts` (a live
+    plan's) fill the ETA column and each draining color's `forecast`."""
     if output == "json":
-        return json.dumps(plan_to_document(plan), indent=2) + "\n"
-    return render_plan_table(plan)
+        return json.dumps(plan_to_document(plan, forecasts=forecasts), indent=2) + "\n"
+    return render_plan_table(plan, forecasts=forecasts)
 
 
 def run(args: argparse.Namespace) -> int:

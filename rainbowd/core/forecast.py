@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
 
+from rainbowd.core.history import thin
 from rainbowd.core.model import ColorPlan, Plan, State
 from rainbowd.core.policy import Policy
 
@@ -46,7 +47,7 @@ class ForecastSettings:
     min_points: int = 5
     """Samples since the color was retired: fewer and any line fits."""
     max_points: int = 60
-    """The fit uses at most this many of the most recent samples (Theil-Sen is quadratic)."""
+    """The fit uses at most this many samples, spread evenly in time (Theil-Sen is quadratic)."""
     max_extrapolation: float = 10.0
     """No ETA further ahead than this many times the span the samples cover."""
 
@@ -103,7 +104,12 @@ def forecast(
             deduped[-1] = (t, v)
         else:
             deduped.append((t, v))
-    recent = deduped[-settings.max_points :]
+    recent = deduped
+    if len(deduped) > settings.max_points:
+        # Evenly over the whole span since retirement, not only the latest samples: the long
+        # view tells the decay rate of an hours-long drain best.
+        span = deduped[-1][0] - deduped[0][0]
+        recent = thin(deduped, span / settings.max_points)[-settings.max_points :]
     n = len(recent)
     if n and recent[-1][1] <= floor:
         return Forecast(now=now, points=n, reason=NoEstimate.AT_FLOOR)

@@ -28,7 +28,8 @@ class HistoryLimits:
     """Seconds of history kept per color: long enough to see a drain's curve, which takes hours;
     points older than this (before the color's newest point) are dropped."""
     per_color: int = 360
-    """Points per color at most: one a minute over the six-hour window."""
+    """Points per color at most: every sample of the last three hours at the default 30 s
+    interval; over six hours, one a minute."""
     total: int = 200_000
     """Points over all colors at most (about 20 MB): with many colors each keeps fewer, more
     widely spaced points, down to `min_per_color`."""
@@ -42,9 +43,8 @@ class HistoryLimits:
 
 
 class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
-    """Samples per color, oldest first, at least `window / capacity` seconds apart (the newest
-    point excepted: it is always the latest sample, replaced until the next is due). Reads as a
-    mapping from color to its points."""
+    """Samples per color, oldest first, within `window` of the newest, at most `capacity` of
+    them (thinned evenly when full). Reads as a mapping from color to its points."""
 
     def __init__(self, limits: HistoryLimits | None = None) -> None:
         self.limits = limits or HistoryLimits()
@@ -96,7 +96,7 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
             first = mine[0][0] if mine else math.inf
             merged = [p for p in clean if p[0] < first] + mine
             self._points[key] = merged
-            self._fit(key, force=True)
+            self._fit(key)
             kept += len(self._points[key]) - len(mine)
         return max(kept, 0)
 
@@ -107,29 +107,25 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         points = self._points.setdefault(key, [])
         if points and at <= points[-1][0]:
             return
-        spacing = self.limits.window / self.capacity
-        if len(points) >= 2 and points[-1][0] - points[-2][0] < spacing:
-            points[-1] = (at, value)  # the newest point tracks the latest sample
-        else:
-            points.append((at, value))
+        points.append((at, value))
         self._fit(key)
 
     @property
     def capacity(self) -> int:
         return self.limits.capacity(len(self._points))
 
-    def _fit(self, key: ColorKey, *, force: bool = False) -> None:
+    def _fit(self, key: ColorKey) -> None:
+        """Drop what is older than the window; once over capacity, thin the whole line to about
+        half of it, evenly in time: every sample is kept until then, so a short history has
+        every cycle's figure and a long one its whole span, more coarsely."""
         points = self._points[key]
-        newest = points[-1][0]
-        horizon = newest - self.limits.window
+        horizon = points[-1][0] - self.limits.window
         if points[0][0] < horizon:
             points[:] = [p for p in points if p[0] >= horizon]
         capacity = self.capacity
-        if len(points) == capacity + 1 and not force:
-            del points[0]  # the usual case once full: one point in, the oldest out
-        elif len(points) > capacity or force:
-            # More colors than before (a smaller share each) or a seed: thin the whole line.
-            points[:] = thin(points, self.limits.window / capacity)
+        if len(points) > capacity:
+            span = points[-1][0] - points[0][0]
+            points[:] = thin(points, 2 * span / capacity)
             del points[: max(0, len(points) - capacity)]
 
     def sparkline(self, key: ColorKey, max_points: int = 60) -> list[list[float]]:

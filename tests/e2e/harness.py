@@ -334,6 +334,23 @@ async def fetch_json(url: str) -> dict[str, Any]:
         return doc
 
 
+async def status_command(url: str) -> str:
+    """`rainbowd status --url URL` run as a user runs it; its output (the exit code checked)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rainbowd",
+        "status",
+        f"--url={url}",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def fetch_status(base_url: str) -> int:
     async with aiohttp.ClientSession() as session, session.get(base_url) as resp:
         return resp.status

@@ -4,8 +4,6 @@ scraping real demo_app processes, rainbowd running in this process.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
 from tests.e2e.harness import (
-    ROOT,
     Fleet,
     annotations_of,
     color_doc,
@@ -35,6 +32,7 @@ from tests.e2e.harness import (
     replicas,
     running_daemon,
     scrape_metrics,
+    status_command,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
@@ -141,22 +139,11 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
         await eventually(scraped_state, what="Prometheus to hold rainbowd_color_state")
 
         # `rainbowd status` against the running daemon prints the plan table.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "rainbowd",
-            "status",
-            f"--url={url}",
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-        rows = [line.split()[:4] for line in out.decode().splitlines()]
+        out = await status_command(url)
+        rows = [line.split()[:4] for line in out.splitlines()]
         assert [namespace, "chat", NEW, "live"] in rows
         assert [namespace, "chat", OLD, "scaled-down"] in rows
-        assert OLDEST not in out.decode()
+        assert OLDEST not in out
 
         metrics = await scrape_metrics(url)
 

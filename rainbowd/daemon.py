@@ -66,6 +66,7 @@ from rainbowd.prom.querying import (
 )
 from rainbowd.prom.ranges import fetch_range, range_expression
 from rainbowd.settings import PolicySource, Settings
+from rainbowd.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -440,6 +441,7 @@ class Daemon:
         self.policy_watcher: PolicyWatcher | None = None
         self.elector: LeaderElector | None = None
         self.last_cycle: CycleReport | None = None
+        self.timeline = Timeline()
         self.cycles = 0
         self.stopping = asyncio.Event()
         self.lease_lost = False
@@ -539,6 +541,7 @@ class Daemon:
                 forecasts=self.forecasts,
                 history={key: self.history.sparkline(key) for key in self.history},
             ),
+            "recentActions": self.timeline.document(),
         }
 
     # --- lifecycle ---
@@ -909,6 +912,7 @@ class Daemon:
                 self.acting = False
             acted = not dry_run and not plan.paused
             self.metrics.record_actions(applied)
+            self.timeline.record(now, applied)
             if dry_run:
                 self._remember_would_be(plan)
         elif plan.actions and dry_run and not leader:

@@ -1,4 +1,5 @@
-"""The daemon's HTTP server: /metrics, /healthz, /readyz and /status on one aiohttp app.
+"""The daemon's HTTP server: /metrics, /healthz, /readyz, /status and the live page (`/`) on one
+aiohttp app.
 
 It only reads what the daemon exposes (`DaemonView`); started with web.AppRunner + TCPSite and
 stopped in the reverse order (site, then runner), so probes keep answering until the very end.
@@ -13,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rainbowd.logs import get_logger
+from rainbowd.web import add_routes as add_page_routes
 
 log = get_logger(__name__)
 
@@ -50,6 +52,7 @@ class HttpServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/status", self.status)
+        add_page_routes(app)
         return app
 
     async def start(self) -> None:

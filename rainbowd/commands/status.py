@@ -13,7 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecast, Method, NoEstimate
@@ -50,20 +50,52 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--output", "-o", choices=("table", "json"), default="table", help="table or json"
     )
+    parser.add_argument(
+        "--watch",
+        "-w",
+        nargs="?",
+        type=_interval,
+        const=2.0,
+        metavar="SECONDS",
+        help="redraw the table in place every SECONDS (2) until Ctrl-C; plain text when piped",
+    )
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/status"
+class StatusUnavailable(Exception):
+    """/status could not be read or is not a JSON object; the message says why."""
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.2 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected 0.2 to 3600 seconds, got {text}")
+    return value
+
+
+def read_status(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
             document = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        print(f"rainbowd status: cannot read {url}: {reason}", file=sys.stderr)
-        return 1
+        raise StatusUnavailable(f"cannot read {url}: {reason}") from None
     if not isinstance(document, dict):
-        print(f"rainbowd status: {url} did not answer a JSON object", file=sys.stderr)
+        raise StatusUnavailable(f"{url} did not answer a JSON object")
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    if args.watch is not None and args.output == "table":
+        return watch(url, interval=args.watch)
+    try:
+        document = read_status(url)
+    except StatusUnavailable as exc:
+        print(f"rainbowd status: {exc}", file=sys.stderr)
         return 1
     if args.output == "json":
         print(json.dumps(document, indent=2))
@@ -78,6 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
 def render_status(document: Mapping[str, Any]) -> str:
     """A few header lines about the daemon, then the plan table."""
+    text = "\n".join(status_header(document)) + "\n\n"
+    plan = document.get("plan")
+    if plan is None:
+        return text + "no plan yet\n"
+    return text + render_plan_table(
+        plan_from_document(plan), forecasts=forecasts_from_document(plan)
+    )
+
+
+def status_header(document: Mapping[str, Any]) -> list[str]:
+    """The lines about the daemon itself: identity, leader, policy, the last cycle."""
     policy = document.get("policy") or {}
     cycle = document.get("cycle")
     lines = [
@@ -98,13 +141,7 @@ def render_status(document: Mapping[str, Any]) -> str:
             lines.append(f"  prometheus: {query}: {error}")
     else:
         lines.append("cycle:   none yet")
-    text = "\n".join(lines) + "\n\n"
-    plan = document.get("plan")
-    if plan is None:
-        return text + "no plan yet\n"
-    return text + render_plan_table(
-        plan_from_document(plan), forecasts=forecasts_from_document(plan)
-    )
+    return lines
 
 
 def _yes(value: object) -> str:
@@ -207,3 +244,63 @@ def forecasts_from_document(doc: Mapping[str, Any]) -> dict[ColorKey, ColorForec
                 deadline=None if deadline is None else parse_time(deadline).timestamp(),
             )
     return out
+
+
+def watch(url: str, *, interval: float) -> int:
+    """The table redrawn in place on a terminal (colors as swatches); on a pipe, the plain
+    table again each time the plan changes. A daemon that stops answering is shown, not fatal."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from rainbowd.terminal import plan_view, redraw
+
+    console = Console()
+    if not console.is_terminal:
+        return _watch_plain(url, interval=interval)
+
+    def view() -> Any:
+        try:
+            document = read_status(url)
+            plan = document.get("plan")
+            if plan is None:
+                return plan_view(None, header=status_header(document))
+            return plan_view(
+                plan_from_document(plan),
+                forecasts=forecasts_from_document(plan),
+                header=status_header(document),
+            )
+        except StatusUnavailable as exc:
+            return Text(f"rainbowd status: {exc}; retrying every {interval:g}s", style="red")
+        except (KeyError, TypeError, ValueError) as exc:
+            return Text(f"rainbowd status: unexpected /status document: {exc!r}", style="red")
+
+    redraw(console, view, interval=interval)
+    return 0
+
+
+def _watch_plain(url: str, *, interval: float) -> int:
+    import time
+
+    last = ""
+    try:
+        while True:
+            try:
+                document = read_status(url)
+                plan = document.get("plan")
+                table = "no plan yet\n"
+                if plan is not None:
+                    table = render_plan_table(
+                        plan_from_document(plan), forecasts=forecasts_from_document(plan)
+                    )
+            except StatusUnavailable as exc:
+                table = f"rainbowd status: {exc}\n"
+            except (KeyError, TypeError, ValueError) as exc:
+                table = f"rainbowd status: unexpected /status document: {exc!r}\n"
+            if table != last:
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                sys.stdout.write(f"--- {stamp}\n{table}")
+                sys.stdout.flush()
+                last = table
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0

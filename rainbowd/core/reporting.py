@@ -101,12 +101,12 @@ def _eta_cell(forecast: ColorForecast | None) -> str:
     return "-" if seconds is None else "~" + compact_duration(timedelta(seconds=seconds))
 
 
-def render_plan_table(
+def plan_rows(
     plan: Plan, *, forecasts: Mapping[ColorKey, ColorForecast] | None = None
-) -> str:
-    """The plan as an aligned table, one row per color, then a summary line and warnings."""
+) -> list[tuple[str, ...]]:
+    """One row of cells per color, in COLUMNS order: the plan table's body, for any renderer."""
     forecasts = forecasts or {}
-    rows: list[tuple[str, ...]] = [COLUMNS]
+    rows: list[tuple[str, ...]] = []
     for app in plan.apps:
         for color in app.colors:
             retired_for = color.retired_for(plan.now)
@@ -127,19 +127,33 @@ def render_plan_table(
                     _note(color),
                 )
             )
+    return rows
+
+
+def render_plan_table(
+    plan: Plan, *, forecasts: Mapping[ColorKey, ColorForecast] | None = None
+) -> str:
+    """The plan as an aligned table, one row per color, then a summary line and warnings."""
+    rows = [COLUMNS, *plan_rows(plan, forecasts=forecasts)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     lines = []
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     lines.append("")
-    lines.append(summary_line(plan))
+    lines.extend(plan_footer(plan))
+    return "\n".join(lines) + "\n"
+
+
+def plan_footer(plan: Plan) -> list[str]:
+    """The lines under the plan table: the summary, blocked apps, warnings."""
+    lines = [summary_line(plan)]
     for app in plan.apps:
         if app.blocked is not None:
             lines.append(f"blocked: {app.namespace}/{app.app}: {app.message}")
     for warning in plan.warnings:
         lines.append(f"warning: {warning}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def summary_line(plan: Plan) -> str:

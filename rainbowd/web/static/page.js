@@ -1,7 +1,7 @@
 // The live rainbow: polls /status and redraws the page from it.
 //
-// Every value from the cluster reaches the DOM through textContent or setAttribute on elements
-// built here, never through innerHTML, so an annotation holding "<script>" shows as text.
+// Every value from the cluster reaches the DOM as a text node or through setAttribute on elements
+// built here, never as HTML to parse, so an annotation holding "<script>" shows as text.
 "use strict";
 
 const POLL_MS = 1000;

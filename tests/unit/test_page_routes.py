@@ -1,0 +1,42 @@
+"""The page's routes on the daemon's HTTP server: the assets come from the installed package,
+nothing else is served from disk, nothing but GET is answered, and the page may run only its
+own script."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.statusserver import FixedStatus, serving
+
+
+async def test_the_page_and_its_assets_are_served_read_only() -> None:
+    async with serving(FixedStatus({"identity": "x"})) as server, aiohttp.ClientSession() as s:
+        async with s.get(server.url + "/") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+            page = await resp.text()
+            policy = resp.headers["Content-Security-Policy"]
+        assert '<script src="/ui/page.js"' in page
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "connect-src 'self'" in policy
+        for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+            async with s.get(f"{server.url}/ui/{name}") as resp:
+                assert resp.status == 200 and resp.content_type == kind
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                assert len(await resp.read()) > 100
+        for path in ("/ui/index.html", "/ui/..%2f__init__.py", "/ui/%2e%2e/http.py", "/ui/nope"):
+            async with s.get(server.url + path) as resp:
+                assert resp.status == 404, path
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            for path in ("/", "/ui/page.js", "/status"):
+                async with s.request(method, server.url + path) as resp:
+                    assert resp.status == 405, (method, path)
+
+
+def test_the_script_never_parses_cluster_values_as_html() -> None:
+    """The page builds elements and sets text; the one way to parse HTML stays out of it."""
+    from rainbowd.web import asset
+
+    script = asset("page.js").decode()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script, sink

@@ -118,6 +118,12 @@ def register(subparsers: Any) -> None:
         help="port of the Service's color stream on 127.0.0.1 (default: a free one)",
     )
     parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show the logs of rainbowd and the sandbox here too (always in files; paths printed)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         story=args.story or args.exit_after_story,
         exit_after_story=args.exit_after_story,
         log_level=args.log_level,
+        verbose=args.verbose,
     )
     return run_sandbox(options)
 

@@ -6,6 +6,7 @@ ConfigMap and the daemon itself; optionally the seed's story played through. Sto
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import shutil
@@ -34,9 +35,10 @@ from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox import app as seed
 from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
 from rainbowd.sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
-from rainbowd.sandbox.procs import ProcessError
+from rainbowd.sandbox.procs import ProcessError, free_port
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
 from rainbowd.sandbox.proxy import ServiceProxy
+from rainbowd.sandbox.terminal import LiveTable
 from rainbowd.settings import PolicySource, Settings
 
 log = get_logger(__name__)
@@ -81,6 +83,8 @@ class SandboxOptions:
     exit_after_story: bool = False
     """Stop everything once the story ends instead of running on until Ctrl-C."""
     log_level: str = "info"
+    verbose: bool = False
+    """Show the logs of rainbowd and the sandbox on stderr too, not only in their files."""
 
 
 def say(text: str = "") -> None:
@@ -137,6 +141,11 @@ class Sandbox:
         self.options = options
         self._own_data_dir = options.data_dir is None
         self.data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="rainbowd-sandbox-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Chosen up front so the page's address is the first thing the user reads.
+        self.daemon_port = options.daemon_port or free_port()
+        self.log_path = self.data_dir / "rainbowd.log"
+        self.live_table: LiveTable | None = None
         self.controlplane = ControlPlane(data_dir=self.data_dir / "controlplane", full=True)
         self.prometheus = PrometheusServer(
             scrape_interval=options.scrape_interval, data_dir=self.data_dir / "prometheus"
@@ -158,7 +167,9 @@ class Sandbox:
             signal.signal(sig, _interrupt)
         code = 130
         try:
+            say(f"rainbowd's live page: {self.page_url}  (it answers once rainbowd has started)")
             say(f"starting the sandbox in {self.data_dir}")
+            self._say_logs()
             self.start()
             code = asyncio.run(self.serve())
         except KeyboardInterrupt:
@@ -266,6 +277,10 @@ class Sandbox:
             say(f"deploying the first color #{color}")
             await self.deploy(color)
         self._banner()
+        self.live_table = LiveTable(
+            lambda: None if daemon.last_cycle is None else daemon.last_cycle.plan, self.page_url
+        )
+        self.live_table.start()
 
         if options.story:
             from rainbowd.sandbox.story import play
@@ -373,7 +388,7 @@ class Sandbox:
             interval=1.0,
             debounce=0.2,
             listen_host="127.0.0.1",
-            listen_port=self.options.daemon_port,
+            listen_port=self.daemon_port,
             leader_elect=False,
             lease_namespace=self.options.namespace,
             identity=DAEMON_IDENTITY,
@@ -383,6 +398,8 @@ class Sandbox:
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
         """The story, rainbowd, the Service, then the pods: nothing acts on what is gone."""
+        if self.live_table is not None:
+            self.live_table.stop()
         story = tasks.pop("story", None)
         if story is not None:
             story.cancel()
@@ -409,6 +426,19 @@ class Sandbox:
 
     # --- what the user reads ---------------------------------------------------------------------
 
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.daemon_port}/"
+
+    def _say_logs(self) -> None:
+        kept = "" if not self._own_data_dir else " (removed at exit; --data-dir keeps them)"
+        shown = "shown here too" if self.options.verbose else "--verbose shows them here"
+        say(f"logs{kept}; {shown}:")
+        say(f"  rainbowd and the sandbox: {self.log_path}")
+        say(f"  the control plane:        {self.controlplane.data_dir / 'logs'}/*.log")
+        say(f"  Prometheus:               {self.prometheus.data_dir / 'prometheus.log'}")
+        say(f"  the demo pods:            {self.data_dir / 'pods'}/*.log")
+
     def _banner(self) -> None:
         assert self.daemon is not None and self.proxy is not None and self.pods is not None
         daemon_url = self.daemon.http_url
@@ -417,6 +447,7 @@ class Sandbox:
         ns = self.options.namespace
         say()
         say("rainbowd sandbox is running")
+        say(f"  the live page:     {self.page_url}")
         say(f"  export KUBECONFIG={kubeconfig}")
         say(f"  Prometheus:        {self.prometheus.url}/graph?g0.expr=rainbow_open_connections")
         say(f"  rainbowd /status:  {daemon_url}/status")
@@ -469,9 +500,33 @@ async def _has_colors(api: ApiClient, namespace: str) -> bool:
     return bool(listing.get("items"))
 
 
+class _Stderr(io.TextIOBase):
+    """sys.stderr as it is at each write, so a live table that redirects it stays intact."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def run_sandbox(options: SandboxOptions) -> int:
-    """The `rainbowd sandbox` command: text logs on stderr, what to do next on stdout."""
+    """The `rainbowd sandbox` command: the story and a live table on stdout; rainbowd's and the
+    sandbox's logs in a file (and on stderr with --verbose; errors always)."""
+    sandbox = Sandbox(options)
     setup_logging(options.log_level, "text")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(QuietCycles())
-    return Sandbox(options).run()
+    root = logging.getLogger()
+    terminal = root.handlers[0]
+    assert isinstance(terminal, logging.StreamHandler)
+    terminal.setStream(_Stderr())
+    terminal.addFilter(QuietCycles())
+    if not options.verbose:
+        terminal.setLevel(logging.ERROR)
+    to_file = logging.FileHandler(sandbox.log_path, encoding="utf-8")
+    to_file.setFormatter(terminal.formatter)
+    root.addHandler(to_file)
+    try:
+        return sandbox.run()
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()

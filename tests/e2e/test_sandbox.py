@@ -137,7 +137,9 @@ def test_story_plays_through_and_leaves_nothing_running(
     out = sandbox.output()
     assert code == 0, out
 
-    # What a user reads: where everything is...
+    # What a user reads: the page first, where the logs are, where everything is...
+    assert re.match(r"rainbowd's live page: http://127\.0\.0\.1:\d+/ ", out), out[:300]
+    assert f"rainbowd and the sandbox: {data_dir}/rainbowd.log" in out
     assert f"export KUBECONFIG={data_dir}/controlplane/kubeconfig" in out
     assert re.search(r"Prometheus: +http://127\.0\.0\.1:\d+", out)
     assert re.search(r"rainbowd /status: +http://127\.0\.0\.1:\d+/status", out)
@@ -177,7 +179,9 @@ def test_story_plays_through_and_leaves_nothing_running(
     stopped = re.findall(rf"pod rainbow-deploys-{old_color}-\S+ \(#{old_color}\) stopped", out)
     assert len(stopped) == 2, out
     # The daemon acted on the old color only, for the reasons the story tells.
-    logs = sandbox.logs()
+    # The logs went to their file, not through the story.
+    assert "cycle finished" not in sandbox.logs()
+    logs = (data_dir / "rainbowd.log").read_text()
     acted = re.findall(r"action applied .*color=(\w+) .*action=(\w+) reason=([\w-]+)", logs)
     assert {(c, a) for c, a, _ in acted if a in ("scale", "delete")} == {
         (old_color, "scale"),

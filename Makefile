@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test check lint typecheck pytest bench clean
+.PHONY: setup run test check lint typecheck pytest bench screenshot clean
 
 setup:
 	@bash scripts/setup
@@ -26,6 +26,10 @@ pytest:
 
 bench: setup
 	$(PY) -m tests.bench
+
+# docs/rainbow-page.png: the live page during the sandbox's story, in headless Chromium.
+screenshot: setup
+	$(PY) -m tests.screenshot
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,6 +5,7 @@ reload, a hand-edited annotation holding markup shown as text, and no console er
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,13 @@ async def test_page_follows_a_burn_down_live(
                 "1", timeout=WAIT_MS
             )
             await expect(old_row.locator('[data-field="retired-for"]')).not_to_have_text("-")
+            # The sparkline of its samples, and the forecast (an ETA, or why there is none).
+            await expect(old_row.locator('[data-field="connections"] svg.spark')).to_have_count(
+                1, timeout=WAIT_MS
+            )
+            await expect(old_row.locator('[data-field="forecast"]')).to_have_text(
+                re.compile(r"^(~\d|too-few-points|not-decreasing)"), timeout=WAIT_MS
+            )
         await expect(old_row.locator('[data-field="state"]')).to_have_text(
             "scaled-down", timeout=WAIT_MS
         )

@@ -75,9 +75,12 @@ function swatch(name) {
   return el;
 }
 
-// Connection samples over time as a small line; the last point is drawn as a dot.
+// Connection samples, [unix time, connections] oldest first, as a small line; the last point is
+// drawn as a dot.
 function sparkline(samples) {
-  const points = (samples || []).filter((p) => p && p.value !== null && isFinite(p.value));
+  const points = (samples || [])
+    .filter((p) => Array.isArray(p) && isFinite(p[0]) && isFinite(p[1]))
+    .map(([t, value]) => ({ t, value }));
   if (points.length < 2) return null;
   const width = 96, height = 22, pad = 2;
   const times = points.map((p) => p.t), values = points.map((p) => p.value);
@@ -107,7 +110,7 @@ function readStatus(doc) {
   const cycle = doc.cycle || null;
   const settings = doc.settings || {};
   const policy = doc.policy || {};
-  const promErrors = cycle ? first(cycle.prometheusErrors, cycle.prometheus_errors) || {} : {};
+  const promErrors = cycle ? first(cycle.prometheusErrors, cycle.prometheus_errors) || [] : [];
   return {
     identity: doc.identity || "?",
     leader: !!doc.leader,
@@ -125,7 +128,9 @@ function readStatus(doc) {
       ok: cycle.ok !== false,
       error: cycle.error || null,
     },
-    prometheusErrors: Object.entries(promErrors),
+    prometheusErrors: Array.isArray(promErrors)
+      ? promErrors.map((f) => [f.query, f.message])
+      : Object.entries(promErrors),
     now: plan ? plan.now : null,
     summary: plan ? plan.summary : "",
     apps: plan ? plan.apps || [] : [],
@@ -197,12 +202,17 @@ function connectionsCell(color) {
   return cell;
 }
 
+// The drain forecast: an ETA to the floor, or why there is none. It never decides anything.
 function forecastCell(color) {
   const f = color.forecast;
   if (!f) return h("td", { "data-field": "forecast", class: "muted" }, "-");
-  const eta = first(f.drainedIn, f.etaSeconds, f.seconds);
-  const text = eta === null || eta === undefined ? (f.message || "-") : "~" + duration(eta);
-  return h("td", { "data-field": "forecast", title: f.message || null }, text);
+  const detail = `${f.points} samples` + (f.method ? `, ${f.method} fit` : "") + `, floor ${f.floor}`;
+  if (f.etaSeconds === null || f.etaSeconds === undefined) {
+    return h("td", { "data-field": "forecast", class: "muted small", title: detail }, f.reason || "-");
+  }
+  return h("td", { "data-field": "forecast", title: detail },
+    "~" + duration(f.etaSeconds),
+    f.late ? h("div", { class: "small held" }, "maxRetiredAge comes first: connections will be cut") : null);
 }
 
 function colorRow(color, app) {

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "rainbow-page.png"
 # Starting the control plane and rolling out two colors on busy shared cores, then the story.
 DEADLINE = 600.0
-# The moment shown: the old color held by its connection, the new one live.
-MOMENT = re.compile(r"^story: .*held while connected", re.MULTILINE)
+# The moment shown: the new color live, the old one retired and held by its open connection
+# (the story waits there for minRetiredAge).
+MOMENT = re.compile(r"^story: 4\. ", re.MULTILINE)
 PAGE = re.compile(r"^rainbowd's live page: (http://\S+)", re.MULTILINE)
 
 
@@ -47,7 +48,7 @@ async def main() -> int:
             "--story",
             f"--data-dir={data}",
             # Long enough for the picture to be taken while the old color still drains.
-            "--min-retired-age=40s",
+            "--min-retired-age=60s",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
@@ -61,9 +62,9 @@ async def main() -> int:
             async with chromium(width=1200, height=760) as browser:
                 page = await browser.new_page()
                 await page.goto(url)
-                await page.wait_for_selector("tr[data-state=draining]")
-                # A few more polls, so the sparkline has some history to draw.
-                await page.wait_for_timeout(4000)
+                await page.wait_for_selector("tr[data-state=draining] svg.spark")
+                # Some more samples, so the sparklines have a history to draw.
+                await page.wait_for_timeout(15000)
                 OUTPUT.parent.mkdir(exist_ok=True)
                 await page.screenshot(path=str(OUTPUT), full_page=True)
             print(f"wrote {OUTPUT.relative_to(ROOT)}")

@@ -435,8 +435,8 @@ class Sandbox:
         shown = "shown here too" if self.options.verbose else "--verbose shows them here"
         say(f"logs{kept}; {shown}:")
         say(f"  rainbowd and the sandbox: {self.log_path}")
-        say(f"  the control plane:        {self.controlplane.data_dir / 'logs'}/*.log")
-        say(f"  Prometheus:               {self.prometheus.data_dir / 'prometheus.log'}")
+        say(f"  the control plane:        {self.data_dir / 'controlplane' / 'logs'}/*.log")
+        say(f"  Prometheus:               {self.data_dir / 'prometheus' / 'prometheus.log'}")
         say(f"  the demo pods:            {self.data_dir / 'pods'}/*.log")
 
     def _banner(self) -> None:

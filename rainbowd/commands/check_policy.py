@@ -32,7 +32,7 @@ _KNOB_ROWS = (
     ("maxRetiredAge", "max_retired_age", "never"),
     ("action", "action", ""),
     ("keepScaledDown", "keep_scaled_down", ""),
-    ("maxDisruptionsPerCycle", "max_disruptions_per_cycle", ""),
+    ("maxDisruptions", "max_disruptions", ""),
     ("abandonedAfter", "abandoned_after", "never"),
     ("scaleUpGrace", "scale_up_grace", ""),
 )
@@ -103,6 +103,8 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
         f"(timeout {format_duration(policy.prometheus.timeout)})\n"
     )
     out.write(f"  labels: app={policy.app_label}, color={policy.color_label} (pod template)\n")
+    cluster = "no cap" if policy.max_disruptions is None else str(policy.max_disruptions)
+    out.write(f"  maxDisruptions (all apps): {cluster}\n")
     for rule in policy.rules:
         namespaces = "all" if rule.namespaces is None else ", ".join(sorted(rule.namespaces))
         out.write(f"\nrule {rule.name}\n")

@@ -61,6 +61,10 @@ class Reason(enum.StrEnum):
     DRAIN_STARTED = "drain-started"  # stamp drained-since
     DRAIN_RESET = "drain-reset"  # connections above floor or unknown again: clear drained-since
     SCALED_UP = "scaled-up"  # a color rainbowd scaled to 0 was scaled back up: a new drain
+    # With action delete, a forced scale-down is a scale-down first (its disrupted-at stamp
+    # keeps the disruption budget counted across restarts), deleted once the budget's window
+    # has passed.
+    DISRUPTION_RECORDED = "disruption-recorded"
     DRAINED = "drained"
     MAX_RETIRED_AGE = "max-retired-age"
     MAX_COLORS = "max-colors"

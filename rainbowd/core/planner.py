@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from rainbowd.core.model import (
+    DISRUPTED_AT,
     DRAINED_SINCE,
     HOLD_REASON,
     HOLD_UNTIL,
@@ -39,7 +40,7 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.objects import format_time, parse_time
-from rainbowd.core.policy import CleanupAction, Knobs, Policy, Rule
+from rainbowd.core.policy import Budget, CleanupAction, Knobs, Policy, Rule
 from rainbowd.core.reporting import compact_duration, format_count
 
 # Why an annotation change is made, in the words of the action message.
@@ -138,17 +139,28 @@ class _Cycle:
 
     __slots__ = (
         "app_label",
+        "cluster_budget",
+        "cluster_held",
+        "cluster_left",
         "color_label",
         "now",
         "paused",
         "rules",
+        "snapshot",
         "stamp",
         "stamp_at",
         "until",
     )
 
-    def __init__(self, policy: Policy, now: datetime) -> None:
+    def __init__(self, policy: Policy, now: datetime, snapshot: Snapshot) -> None:
         self.now = now
+        self.snapshot = snapshot
+        self.cluster_budget = policy.max_disruptions
+        # Counted from the whole snapshot the first time an app needs it, then spent.
+        self.cluster_left: int | None = None
+        # The app being planned had a forced scale-down held by the cluster-wide budget: its
+        # plan depends on other apps, so `Planner` plans it again next cycle.
+        self.cluster_held = False
         # Stamps are written with whole seconds; deciding with the value as it will read back
         # makes the next cycle see exactly what this one decided on. They round up, against
         # acting: a drain or a retirement stamped up to a second late holds up to a second
@@ -166,6 +178,18 @@ class _Cycle:
         # differently with nothing else changed: a time threshold crossed, or a duration shown
         # in a note reading differently. `Planner` reuses an app's plan until then.
         self.until = _FOREVER
+
+    def cluster_budget_left(self) -> int | None:
+        """Forced disruptions the cluster-wide budget still allows; None: no such budget."""
+        budget = self.cluster_budget
+        if budget is None:
+            return None
+        if self.cluster_left is None:
+            used = 0
+            for namespace in self.snapshot.namespaces.values():
+                used += len(_recent_disruptions(self.now, namespace.deployments, budget))
+            self.cluster_left = budget.count - used
+        return self.cluster_left
 
     def crossing(self, at: datetime) -> None:
         """A decision of the app being planned changes when `now` reaches `at`."""
@@ -207,6 +231,7 @@ class _Color:
     why = ""
     disruptive = False
     held: Reason | None = None
+    disrupted = ""  # a forced scale-down of users spends the budget: the disrupted-at stamp
 
     def __init__(
         self, deployment: Deployment, rule: Rule | None, live: str | None, color: str
@@ -283,7 +308,7 @@ def _cleanup_kind(action: CleanupAction) -> ActionKind:
 def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
     """Decide this cycle's actions for every managed app of the snapshot."""
     now = _aware(now)
-    cycle = _Cycle(policy, now)
+    cycle = _Cycle(policy, now, snapshot)
     apps: list[AppPlan] = []
     warnings: list[str] = []
     for namespace in snapshot.namespaces.values():
@@ -373,6 +398,7 @@ def _plan_app(
 ) -> AppPlan:
     now = cycle.now
     cycle.until = _FOREVER
+    cycle.cluster_held = False
     newest_live: datetime | None = None
     blocked: BlockReason | None = None
     blocked_by = ""
@@ -746,6 +772,11 @@ def _cleanup_due(now: datetime, colors: list[_Color], retired: list[_Color], kno
             continue
         if color.deployment.replicas == 0:
             scaled += 1
+            if (
+                knobs.action is CleanupAction.DELETE
+                and DISRUPTED_AT in color.deployment.annotations
+            ):
+                return True
         elif (
             max_age is not None
             and color.retired_at is not None
@@ -772,23 +803,36 @@ def _decide_cleanups(
     if not _cleanup_due(now, colors, retired, knobs):
         return
     kind = _cleanup_kind(knobs.action)
-    budget = knobs.max_disruptions_per_cycle
+    budget = knobs.max_disruptions
+    app_left: int | None = None  # counted when first needed: most apps never force anything
     floor_words = f"floor {knobs.connection_floor}"
     for color in retired:
         if color.cleanup is not None:
             color.kind = kind
 
     def force(color: _Color, reason: Reason, why: str) -> None:
-        nonlocal budget
+        nonlocal app_left
         if color.disruptive:
-            if budget <= 0:
+            if app_left is None:
+                recent = _recent_disruptions(now, [c.deployment for c in colors], budget)
+                for at in recent:
+                    cycle.crossing(_later(at, budget.per))
+                app_left = budget.count - len(recent)
+            cluster_left = cycle.cluster_budget_left()
+            spent = None
+            if app_left <= 0:
+                spent = f"maxDisruptions ({budget}) is spent for this app"
+            elif cluster_left is not None and cluster_left <= 0:
+                spent = f"the cluster-wide maxDisruptions ({cycle.cluster_budget}) is spent"
+                cycle.cluster_held = True
+            if spent is not None:
                 color.held = reason
-                color.note = (
-                    f"{color.note}; held: {why}, but maxDisruptionsPerCycle "
-                    f"({knobs.max_disruptions_per_cycle}) is spent this cycle"
-                )
+                color.note = f"{color.note}; held: {why}, but {spent}"
                 return
-            budget -= 1
+            app_left -= 1
+            if cluster_left is not None:
+                cycle.cluster_left = cluster_left - 1
+            color.disrupted = cycle.stamp
             value = color.connections.value if color.connections is not None else None
             if value is None:
                 why = f"{why} (connections unknown)"
@@ -850,6 +894,9 @@ def _decide_cleanups(
 
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         _keep_scaled_down(retired, knobs.keep_scaled_down)
+    elif knobs.action is CleanupAction.DELETE:
+        _delete_recorded(cycle, retired, budget)
+    _keep_disruption_records(cycle, retired, budget)
 
     if cycle.paused:
         for color in retired:
@@ -859,6 +906,81 @@ def _decide_cleanups(
                 color.note = f"paused: would {verb} ({color.cleanup}); {color.note}"
                 color.cleanup = None
                 color.kind = None
+
+
+def _recent_disruptions(
+    now: datetime, deployments: Sequence[Deployment], budget: Budget
+) -> list[datetime]:
+    """The disrupted-at stamps within the budget's window (a malformed one counts as now)."""
+    recent: list[datetime] = []
+    for deployment in deployments:
+        stamp = deployment.annotations.get(DISRUPTED_AT)
+        if stamp is None:
+            continue
+        at = _parse_stamp(stamp)
+        if at is None:
+            recent.append(now)
+        elif _later(at, budget.per) > now:
+            recent.append(at)
+    return recent
+
+
+def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
+    """When `deployment`'s disrupted-at stamp stops counting, if it still counts now."""
+    recent = _recent_disruptions(now, (deployment,), budget)
+    return _later(recent[0], budget.per) if recent else None
+
+
+def _keep_disruption_records(cycle: _Cycle, retired: list[_Color], budget: Budget) -> None:
+    """A Deployment is the record of its disruption: never deleted while that still counts.
+
+    A forced scale-down records itself on the color it scales (atomically, in the same write),
+    so the budget survives restarts; deleting the color would forget it. A color due for
+    deletion with replicas is scaled down instead, one at 0 waits for the window to pass.
+    """
+    for color in retired:
+        if color.kind is not ActionKind.DELETE:
+            continue
+        deployment = color.deployment
+        ends = (
+            _later(cycle.now, budget.per)
+            if color.disrupted
+            else _record_ends(cycle.now, deployment, budget)
+        )
+        if ends is None:
+            continue
+        cycle.crossing(ends)
+        if deployment.replicas > 0:
+            color.kind = ActionKind.SCALE
+            color.why = (
+                f"{color.why}; scaled down first, deleted once maxDisruptions.per has passed"
+            )
+        else:
+            color.cleanup = None
+            color.kind = None
+            color.note = (
+                f"{color.note}; kept until {format_time(ends)}: it records a disruption "
+                "counted by maxDisruptions"
+            )
+
+
+def _delete_recorded(cycle: _Cycle, retired: list[_Color], budget: Budget) -> None:
+    """With action delete: colors scaled down only to record a disruption are deleted once it
+    no longer counts (_keep_disruption_records holds them until then)."""
+    for color in retired:
+        deployment = color.deployment
+        if (
+            color.cleanup is None
+            and not color.protected
+            and deployment.replicas == 0
+            and DISRUPTED_AT in deployment.annotations
+        ):
+            color.cleanup = Reason.DISRUPTION_RECORDED
+            color.kind = ActionKind.DELETE
+            color.why = (
+                f"scaled down to record a disruption (maxDisruptions {budget}); action delete"
+            )
+            color.note = f"{color.note}; {color.why}"
 
 
 def _retired_order(color: _Color) -> tuple[datetime, datetime, str]:
@@ -966,6 +1088,8 @@ def _actions(namespace: str, app: str, color: _Color) -> tuple[Action, ...]:
         # This write bumps the generation by one (annotations are part of a Deployment's
         # generation); the /scale that follows bumps it again.
         changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
+        if color.disrupted:
+            changes[DISRUPTED_AT] = color.disrupted
         return (
             Action(
                 ActionKind.SCALE,
@@ -1186,7 +1310,7 @@ class Planner:
             # Thresholds were computed looking forward: a clock stepping back voids them.
             self._namespaces = {}
         self._now = now
-        cycle = _Cycle(policy, now)
+        cycle = _Cycle(policy, now, snapshot)
         cycle.rules = self._rules
         apps: list[AppPlan] = []
         warnings: list[str] = []
@@ -1251,7 +1375,7 @@ def _plan_entry(cycle: _Cycle, namespace: Namespace, app: str, colors: list[_Col
     raw = tuple(map(namespace.connections.get, keys))
     warnings: list[str] = []
     plan = _plan_app(cycle, namespace, app, colors, warnings)
-    reusable = True
+    reusable = not cycle.cluster_held
     for color in plan.colors:
         if color.actions:
             reusable = False

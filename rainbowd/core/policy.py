@@ -30,6 +30,18 @@ class CleanupAction(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """At most `count` forced scale-downs of colors still holding connections in any window of
+    `per`: a bound on reconnection storms, whatever the cycle interval."""
+
+    count: int = 1
+    per: timedelta = timedelta(minutes=10)
+
+    def __str__(self) -> str:
+        return f"{self.count} per {format_duration(self.per)}"
+
+
+@dataclass(frozen=True, slots=True)
 class Knobs:
     """The burn-down knobs, as in `defaults:` or overridden by a rule."""
 
@@ -47,8 +59,8 @@ class Knobs:
     """What to do with a drained color."""
     keep_scaled_down: int = 2
     """Newest scaled-down colors kept (never deleted) for a fast rollback."""
-    max_disruptions_per_cycle: int = 1
-    """Forced scale-downs of colors still holding connections, per app per cycle."""
+    max_disruptions: Budget = Budget()
+    """Forced scale-downs of colors still holding connections, per app, per time window."""
     abandoned_after: timedelta | None = None
     """A pending color never promoted counts as retired after this long; None: never."""
     scale_up_grace: timedelta = timedelta(minutes=30)
@@ -151,6 +163,9 @@ class Policy:
     """Pod-template label holding the app name."""
     color_label: str = "color"
     """Pod-template label holding the color."""
+    max_disruptions: Budget | None = None
+    """Forced scale-downs of colors still holding connections, all apps together; None: only
+    the per-app budgets bound them."""
 
     def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
         """First matching rule wins; None means the Deployment is never touched."""
@@ -290,6 +305,28 @@ def _duration(value: object, path: str, errors: _Errors) -> timedelta | None:
     except DurationError as exc:
         errors.add(path, str(exc))
         return None
+
+
+def _budget(value: object, path: str, errors: _Errors) -> Budget | None:
+    section = _mapping(value, path, errors)
+    if section is None:
+        return None
+    before = len(errors)
+    _check_keys(section, ("count", "per"), path, errors)
+    for key in ("count", "per"):
+        if key not in section:
+            errors.add(_key(path, key), 'required, e.g. "maxDisruptions: {count: 1, per: 10m}"')
+    count = (
+        _non_negative_int(section["count"], _key(path, "count"), errors)
+        if "count" in section
+        else None
+    )
+    per = (
+        _positive_duration(section["per"], _key(path, "per"), errors) if "per" in section else None
+    )
+    if len(errors) > before or count is None or per is None:
+        return None
+    return Budget(count=count, per=per)
 
 
 def _positive_duration(value: object, path: str, errors: _Errors) -> timedelta | None:
@@ -608,7 +645,7 @@ _KNOBS = (
     _Knob("maxRetiredAge", "max_retired_age", _duration, nullable=True),
     _Knob("action", "action", _action),
     _Knob("keepScaledDown", "keep_scaled_down", _non_negative_int),
-    _Knob("maxDisruptionsPerCycle", "max_disruptions_per_cycle", _non_negative_int),
+    _Knob("maxDisruptions", "max_disruptions", _budget),
     _Knob("abandonedAfter", "abandoned_after", _duration, nullable=True),
     _Knob("scaleUpGrace", "scale_up_grace", _duration),
 )
@@ -658,12 +695,24 @@ _TOP_KEYS = (
     "colorLabel",
     "prometheus",
     "connections",
+    "maxDisruptions",
     "defaults",
     "rules",
 )
 
 
+_PER_CYCLE_GONE = (
+    "unknown key: the budget is per time now, not per cycle: maxDisruptions: {count: 1, per: 10m}"
+)
+
+
+def _knob_hint(key: str) -> str | None:
+    return _PER_CYCLE_GONE if key == "maxDisruptionsPerCycle" else None
+
+
 def _top_level_hint(key: str) -> str | None:
+    if key == "maxDisruptionsPerCycle":
+        return _PER_CYCLE_GONE
     if key in _BY_KEY:
         return 'unknown key at the top level (knobs go under "defaults:" or in a rule)'
     return None
@@ -686,7 +735,7 @@ def _rule(
         errors.add(path, 'expected a rule with at least a "name"')
         return None
     before = len(errors)
-    _check_keys(section, _RULE_KEYS, path, errors)
+    _check_keys(section, _RULE_KEYS, path, errors, hint=_knob_hint)
 
     name = section.get("name")
     name_path = _key(path, "name")
@@ -798,6 +847,9 @@ def parse_policy(document: object) -> Policy:
             url=url or prometheus.url, timeout=timeout or prometheus.timeout
         )
 
+    if document.get("maxDisruptions") is not None:
+        fields["max_disruptions"] = _budget(document["maxDisruptions"], "maxDisruptions", errors)
+
     connections = ConnectionsQuery()
     if "connections" in document:
         connections = _connections(document["connections"], "connections", errors) or connections
@@ -807,7 +859,7 @@ def parse_policy(document: object) -> Policy:
     defaults_set: Mapping[Any, object] = {}
     if section is not None:
         defaults_set = section
-        _check_keys(section, KNOB_KEYS, "defaults", errors)
+        _check_keys(section, KNOB_KEYS, "defaults", errors, hint=_knob_hint)
         overrides, bad = _knob_overrides(section, "defaults", errors)
         defaults = dataclasses.replace(defaults, **overrides)
         if not bad & {"minRetiredAge", "maxRetiredAge"}:
@@ -858,8 +910,14 @@ def _knobs_document(knobs: Knobs) -> dict[str, object]:
             value = format_duration(value)
         elif isinstance(value, CleanupAction):
             value = value.value
+        elif isinstance(value, Budget):
+            value = _budget_document(value)
         out[knob.key] = value
     return out
+
+
+def _budget_document(budget: Budget) -> dict[str, object]:
+    return {"count": budget.count, "per": format_duration(budget.per)}
 
 
 def _connections_document(query: ConnectionsQuery) -> dict[str, object]:
@@ -892,6 +950,9 @@ def policy_to_document(policy: Policy) -> dict[str, object]:
             "timeout": format_duration(policy.prometheus.timeout),
         },
         "connections": _connections_document(policy.connections),
+        "maxDisruptions": (
+            None if policy.max_disruptions is None else _budget_document(policy.max_disruptions)
+        ),
         "defaults": _knobs_document(policy.defaults),
         "rules": [
             {

@@ -29,6 +29,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.policy import (
+    Budget,
     CleanupAction,
     ConnectionsQuery,
     Knobs,
@@ -255,7 +256,9 @@ def knobs_from(c: Choices) -> Knobs:
         max_retired_age=_minutes(c.pick((None, 60, 1440, 0))),
         action=c.pick(tuple(CleanupAction)),
         keep_scaled_down=c.pick((0, 1, 2, 3)),
-        max_disruptions_per_cycle=c.pick((1, 0, 2)),
+        max_disruptions=Budget(
+            count=c.pick((1, 0, 2)), per=timedelta(minutes=c.pick((10, 1, 120)))
+        ),
         abandoned_after=_minutes(c.pick((None, 30, 600))),
     )
 

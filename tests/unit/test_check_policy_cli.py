@@ -95,23 +95,23 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
     chat, rest = out.split("\nrule ")[1:]
     assert chat.splitlines() == [
         "chat",
-        "  namespaces:             chat, chat-eu",
-        "  selector:               app=chat",
-        "  connections:            rainbow_open_connections{}  (by namespace, app, color)",
-        "  minRetiredAge:          30m",
-        "  connectionFloor:        25  (defaults: 5)",
-        "  drainHold:              5m",
-        "  maxColors:              no cap  (defaults: 4)",
-        "  maxRetiredAge:          never  (defaults: 72h)",
-        "  action:                 scale-then-delete",
-        "  keepScaledDown:         2",
-        "  maxDisruptionsPerCycle: 1",
-        "  abandonedAfter:         2h",
-        "  scaleUpGrace:           30m",
+        "  namespaces:      chat, chat-eu",
+        "  selector:        app=chat",
+        "  connections:     rainbow_open_connections{}  (by namespace, app, color)",
+        "  minRetiredAge:   30m",
+        "  connectionFloor: 25  (defaults: 5)",
+        "  drainHold:       5m",
+        "  maxColors:       no cap  (defaults: 4)",
+        "  maxRetiredAge:   never  (defaults: 72h)",
+        "  action:          scale-then-delete",
+        "  keepScaledDown:  2",
+        "  maxDisruptions:  1 per 10m",
+        "  abandonedAfter:  2h",
+        "  scaleUpGrace:    30m",
     ]
-    assert "  namespaces:             all" in rest.splitlines()
-    assert "  selector:               (every Deployment)" in rest.splitlines()
-    assert "  connectionFloor:        5" in rest.splitlines()
+    assert "  namespaces:      all" in rest.splitlines()
+    assert "  selector:        (every Deployment)" in rest.splitlines()
+    assert "  connectionFloor: 5" in rest.splitlines()
 
 
 def test_no_rules_warns_but_exits_0(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_the_example_policy_checks_clean() -> None:
 def test_a_configmap_file_is_read_through_its_policy_key(tmp_path: Path) -> None:
     proc = check_policy(str(POLICIES / "valid" / "configmap.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "  drainHold:              2m  (defaults: 5m)" in proc.stdout.splitlines()
+    assert "  drainHold:       2m  (defaults: 5m)" in proc.stdout.splitlines()
 
 
 def test_no_file_is_a_usage_error(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from rainbowd.core.model import (
+    DISRUPTED_AT,
     DRAINED_SINCE,
     LIVE_AT,
     ORIGINAL_REPLICAS,
@@ -23,7 +24,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner import plan
-from rainbowd.core.policy import CleanupAction, Policy
+from rainbowd.core.policy import Budget, CleanupAction, Policy
 from tests.unit.strategies import (
     APP,
     NOW,
@@ -371,14 +372,14 @@ def test_max_colors_cleans_oldest_retired_first_within_disruption_budget() -> No
     p = run(
         four_retired(),
         {c: conns(50) for c in ("aaaaaa", "bbbbbb", "cccccc", "dddddd")},
-        pol=policy(max_colors=2, max_disruptions_per_cycle=1),
+        pol=policy(max_colors=2, max_disruptions=Budget(1, 10 * M)),
     )
     assert kinds(color(p, "aaaaaa")) == [(ActionKind.SCALE, Reason.MAX_COLORS)]
     # 4 colors keep replicas after aaaaaa: all three others are due, and held.
     for held in ("bbbbbb", "cccccc", "dddddd"):
         assert color(p, held).actions == ()
         assert color(p, held).held is Reason.MAX_COLORS
-        assert "maxDisruptionsPerCycle" in color(p, held).note
+        assert "maxDisruptions (1 per 10m) is spent" in color(p, held).note
     assert color(p, "9d2cc9").held is None
 
 
@@ -386,7 +387,7 @@ def test_max_colors_stops_once_within_the_cap() -> None:
     p = run(
         four_retired(),
         {c: conns(50) for c in ("aaaaaa", "bbbbbb", "cccccc", "dddddd")},
-        pol=policy(max_colors=4, max_disruptions_per_cycle=3),
+        pol=policy(max_colors=4, max_disruptions=Budget(3, 10 * M)),
     )
     assert kinds(color(p, "aaaaaa")) == [(ActionKind.SCALE, Reason.MAX_COLORS)]
     assert [color(p, c).actions for c in ("bbbbbb", "cccccc", "dddddd")] == [(), (), ()]
@@ -398,7 +399,7 @@ def test_max_colors_cleanups_without_connections_are_not_disruptions() -> None:
         four_retired(),
         {c: conns(0) for c in ("aaaaaa", "bbbbbb", "cccccc", "dddddd")},
         pol=policy(
-            max_colors=2, max_disruptions_per_cycle=0, drain_hold=10 * H, keep_scaled_down=5
+            max_colors=2, max_disruptions=Budget(0, 10 * M), drain_hold=10 * H, keep_scaled_down=5
         ),
     )
     assert [
@@ -423,7 +424,9 @@ def test_max_colors_counts_pending_and_unmanaged_and_drained_cleanups() -> None:
     )
     known["aaaaaa"] = conns(0)
     p = run(
-        colors, known, pol=policy(max_colors=4, max_disruptions_per_cycle=5, keep_scaled_down=5)
+        colors,
+        known,
+        pol=policy(max_colors=4, max_disruptions=Budget(5, 10 * M), keep_scaled_down=5),
     )
     assert kinds(color(p, "aaaaaa")) == [(ActionKind.SCALE, Reason.DRAINED)]
     assert kinds(color(p, "bbbbbb")) == [(ActionKind.SCALE, Reason.MAX_COLORS)]
@@ -517,7 +520,7 @@ def test_action_delete_never_scales() -> None:
 def test_delete_drops_bookkeeping_of_the_same_color() -> None:
     d = old(annotations={RETIRED_AT: "garbage"})
     p = run(
-        [live_new(), d], {"3c3fdc": conns(3)}, pol=policy(action=CleanupAction.DELETE, max_colors=1)
+        [live_new(), d], {"3c3fdc": conns(0)}, pol=policy(action=CleanupAction.DELETE, max_colors=1)
     )
     assert kinds(color(p, "3c3fdc")) == [(ActionKind.DELETE, Reason.MAX_COLORS)]
 
@@ -531,6 +534,7 @@ def test_scale_carries_the_bookkeeping_of_the_same_color() -> None:
         DRAINED_SINCE: None,
         ORIGINAL_REPLICAS: "2",
         SCALE_DOWN_GENERATION: "1",
+        DISRUPTED_AT: NOW_STAMP,  # 5 connections: a disruption, counted by maxDisruptions
     }
 
 
@@ -655,7 +659,7 @@ def test_replanning_the_applied_plan_is_a_no_op() -> None:
         [LIVE_SVC],
         {(NS, APP, "3c3fdc"): conns(0), (NS, APP, "bbbbbb"): conns(2)},
     )
-    pol = policy(max_colors=3, max_disruptions_per_cycle=3, keep_scaled_down=1)
+    pol = policy(max_colors=3, max_disruptions=Budget(3, 10 * M), keep_scaled_down=1)
     first = plan(snap, pol, NOW)
     assert first.actions
     again = plan(apply_plan(snap, first), pol, NOW)

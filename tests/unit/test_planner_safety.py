@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from rainbowd.core.model import (
+    DISRUPTED_AT,
     DRAINED_SINCE,
     HOLD_REASON,
     HOLD_UNTIL,
@@ -29,7 +30,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner import Planner, plan
-from rainbowd.core.policy import Policy
+from rainbowd.core.policy import Budget, CleanupAction, Policy
 from tests.unit.strategies import (
     APP,
     NOW,
@@ -393,3 +394,111 @@ def test_a_hold_ending_is_a_planner_threshold() -> None:
     later = NOW + 10 * M + timedelta(seconds=1)
     assert planner.plan(snap, pol, later) == plan(snap, pol, later)
     assert disruptive(planner.plan(snap, pol, later))
+
+
+# --- the disruption budget is per time, and survives restarts ----------------------------------
+
+
+def overdue(color_: str, app: str = APP, retired: timedelta = 80 * H) -> object:
+    """A color retired past maxRetiredAge 72h, still holding users."""
+    return deployment(
+        color_, app=app, created=ago(retired + H), annotations={RETIRED_AT: stamp(retired)}
+    )
+
+
+BUDGET = policy(max_retired_age=72 * H, max_disruptions=Budget(1, 10 * M))
+
+
+def busy(*colors: str, app: str = APP) -> dict[tuple[str, str, str], object]:
+    return {(NS, app, c): conns(40) for c in colors}
+
+
+def test_the_disruption_budget_spans_cycles_not_one_cycle() -> None:
+    snap = snapshot(
+        [live_new(), overdue("aaaaaa", retired=90 * H), overdue("bbbbbb")],
+        [LIVE_SVC],
+        busy("aaaaaa", "bbbbbb"),  # type: ignore[arg-type]
+    )
+    first = both(snap, BUDGET)
+    assert [(c, r) for c, _, r in disruptive(first)] == [("aaaaaa", Reason.MAX_RETIRED_AGE)]
+    (scale,) = [a for a in first.actions if a.color == "aaaaaa"]
+    assert scale.annotations[DISRUPTED_AT] == NOW_STAMP
+    applied = apply_plan(snap, first)
+    # rainbowd's own write wakes the next cycle a second later: the budget is still spent.
+    soon = both(applied, BUDGET, NOW + timedelta(seconds=1))
+    assert disruptive(soon) == []
+    assert color(soon, "bbbbbb").held is Reason.MAX_RETIRED_AGE
+    assert "maxDisruptions (1 per 10m) is spent" in color(soon, "bbbbbb").note
+    # A restarted daemon (a fresh Planner) reads the same stamps: still spent.
+    assert Planner().plan(applied, BUDGET, NOW + 9 * M) == plan(applied, BUDGET, NOW + 9 * M)
+    assert disruptive(plan(applied, BUDGET, NOW + 9 * M)) == []
+    later = both(applied, BUDGET, NOW + 10 * M + timedelta(seconds=1))
+    assert [c for c, _, _ in disruptive(later)] == ["bbbbbb"]
+
+
+def test_a_color_recording_a_disruption_is_not_deleted_until_its_window_passes() -> None:
+    pol = policy(max_retired_age=72 * H, max_disruptions=Budget(1, 10 * M), keep_scaled_down=0)
+    snap = snapshot(
+        [live_new(), overdue("aaaaaa", retired=90 * H), overdue("bbbbbb")],
+        [LIVE_SVC],
+        busy("aaaaaa", "bbbbbb"),  # type: ignore[arg-type]
+    )
+    first = both(snap, pol)
+    # With keepScaledDown 0 the forced color would be deleted at once, and its record with it.
+    assert [(c, k) for c, k, _ in disruptive(first)] == [("aaaaaa", ActionKind.SCALE)]
+    applied = apply_plan(snap, first)
+    p = both(applied, pol, NOW + M)
+    assert disruptive(p) == []
+    assert "records a disruption" in color(p, "aaaaaa").note
+    after = both(applied, pol, NOW + 10 * M + timedelta(seconds=1))
+    assert sorted((c, k) for c, k, _ in disruptive(after)) == [
+        ("aaaaaa", ActionKind.DELETE),
+        ("bbbbbb", ActionKind.SCALE),
+    ]
+
+
+def test_with_action_delete_a_forced_disruption_scales_first_and_deletes_later() -> None:
+    pol = policy(
+        max_retired_age=72 * H,
+        max_disruptions=Budget(1, 10 * M),
+        action=CleanupAction.DELETE,
+    )
+    snap = snapshot([live_new(), overdue("aaaaaa")], [LIVE_SVC], busy("aaaaaa"))  # type: ignore[arg-type]
+    first = both(snap, pol)
+    assert [(c, k) for c, k, _ in disruptive(first)] == [("aaaaaa", ActionKind.SCALE)]
+    applied = apply_plan(snap, first)
+    assert disruptive(both(applied, pol, NOW + 5 * M)) == []
+    after = both(applied, pol, NOW + 11 * M)
+    assert disruptive(after) == [("aaaaaa", ActionKind.DELETE, Reason.DISRUPTION_RECORDED)]
+
+
+def test_the_cluster_wide_budget_bounds_all_apps_together() -> None:
+    chat = "chat"
+    pol = Policy(
+        rules=(
+            *policy(max_retired_age=72 * H, max_disruptions=Budget(5, 10 * M)).rules,
+            *policy(
+                max_retired_age=72 * H, max_disruptions=Budget(5, 10 * M), app=chat, name=chat
+            ).rules,
+        ),
+        max_disruptions=Budget(1, 10 * M),
+    )
+    chat_live = deployment("aaaaaa", app=chat, created=ago(H), annotations={LIVE_AT: stamp(H)})
+    snap = snapshot(
+        [live_new(), overdue("3c3fdc"), chat_live, overdue("bbbbbb", app=chat)],
+        [LIVE_SVC, service({"app": chat, "color": "aaaaaa"}, name=chat)],
+        {**busy("3c3fdc"), **busy("bbbbbb", app=chat)},  # type: ignore[arg-type]
+    )
+    first = both(snap, pol)
+    assert len(disruptive(first)) == 1
+    applied = apply_plan(snap, first)
+    planner = Planner()
+    for minutes in (1, 5, 9):
+        at = NOW + minutes * M
+        p = planner.plan(applied, pol, at)
+        assert p == plan(applied, pol, at)
+        assert disruptive(p) == []
+        assert any("cluster-wide maxDisruptions" in c.note for a in p.apps for c in a.colors)
+    after = planner.plan(applied, pol, NOW + 11 * M)
+    assert after == plan(applied, pol, NOW + 11 * M)
+    assert len(disruptive(after)) == 1

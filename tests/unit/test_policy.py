@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rainbowd.core.policy import (
+    Budget,
     CleanupAction,
     ConnectionsQuery,
     Knobs,
@@ -152,7 +153,9 @@ def test_every_key_set_explicitly() -> None:
         namespace_label="kubernetes_namespace",
         app_label="service",
         color_label="release",
+        pod_label="kubernetes_pod_name",
     )
+    assert policy.max_disruptions == Budget(count=5, per=timedelta(minutes=30))
     assert policy.defaults == Knobs(
         min_retired_age=timedelta(hours=1, minutes=30),
         connection_floor=3,
@@ -161,8 +164,9 @@ def test_every_key_set_explicitly() -> None:
         max_retired_age=timedelta(hours=1, minutes=30),
         action=CleanupAction.DELETE,
         keep_scaled_down=0,
-        max_disruptions_per_cycle=0,
+        max_disruptions=Budget(count=0, per=timedelta(minutes=1)),
         abandoned_after=timedelta(0),
+        scale_up_grace=timedelta(0),
     )
     (api,) = policy.rules
     assert api.connections == ConnectionsQuery(
@@ -181,8 +185,9 @@ def test_every_key_set_explicitly() -> None:
         max_retired_age=timedelta(hours=48),
         action=CleanupAction.SCALE_THEN_DELETE,
         keep_scaled_down=10,
-        max_disruptions_per_cycle=3,
+        max_disruptions=Budget(count=3, per=timedelta(hours=1)),
         abandoned_after=None,
+        scale_up_grace=timedelta(hours=2),
     )
     assert policy.queries == (api.connections,)
 

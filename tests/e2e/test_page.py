@@ -1,11 +1,13 @@
 """The live page in a real headless Chromium, against rainbowd running on the real control plane
 and Prometheus: each color with its state, a Service switch and a scale-down shown without a
-reload, a hand-edited annotation holding markup shown as text, and no console errors.
+reload, a hand-edited annotation holding markup shown as text, and no console errors; and the
+banners of a standby, dry run, pause, a failing Prometheus and an unreachable daemon.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from kubernetes_asyncio.client import ApiClient
 from playwright.async_api import ConsoleMessage, Page, expect
 
 from rainbowd.core.model import RETIRED_AT
-from rainbowd.kube.clients import request_json
+from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
@@ -38,6 +40,19 @@ OLD, NEW = "3c3fdc", "9d2cc9"
 # A hand-edited annotation that would run script if the page put it into HTML unescaped.
 EVIL = '<script>window.pwned = 1</script><img src="x" onerror="window.pwned = 2">'
 WAIT_MS = WITHIN * 1000
+
+
+def console_problems(page: Page) -> list[str]:
+    """Console errors and uncaught exceptions of the page, as they come."""
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(f"console error: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    return problems
 
 
 def row(page: Page, color: str) -> Any:
@@ -71,14 +86,7 @@ async def test_page_follows_a_burn_down_live(
     async with running_daemon(settings) as daemon, chromium() as browser:
         assert daemon.http_url is not None
         page = await browser.new_page()
-        problems: list[str] = []
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type in ("error", "warning"):
-                problems.append(f"console {message.type}: {message.text}")
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        problems = console_problems(page)
         await page.goto(daemon.http_url + "/")
         # Set once: still there at the end means the page was never reloaded.
         await page.evaluate("window.loadedOnce = true")
@@ -130,3 +138,72 @@ async def test_page_follows_a_burn_down_live(
         assert await page.evaluate("window.pwned") is None
         assert await page.evaluate("window.loadedOnce") is True
         assert problems == [], problems
+
+
+async def test_banners_say_standby_dry_run_paused_and_prometheus_failing(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    await create_color(kube_api, namespace, OLD)
+    fleet.start(OLD)
+    await point_service(kube_api, namespace, OLD)
+    await fleet.wait_scraped(OLD, 0)
+    # Another replica holds the Lease for an hour: this daemon stays a standby.
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "rainbowd"},
+        "spec": {
+            "holderIdentity": "rainbowd-other",
+            "leaseDurationSeconds": 3600,
+            "acquireTime": now,
+            "renewTime": now,
+        },
+    }
+    leases = resource_path("coordination.k8s.io/v1", "leases", namespace=namespace)
+    await request_json(kube_api, "POST", leases, body=lease)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "dryRun: true\npaused: true\n" + policy_text(prometheus.url, namespace, keep_scaled_down=1)
+    )
+    settings = daemon_settings(
+        cluster_full, namespace, policy=PolicySource(file=str(policy)), leader_elect=True
+    )
+    async with running_daemon(settings) as daemon, chromium() as browser:
+        assert daemon.http_url is not None
+        page = await browser.new_page()
+        problems = console_problems(page)
+        await page.goto(daemon.http_url + "/")
+        banners = page.locator("#banners")
+        await expect(row(page, OLD).locator('[data-field="state"]')).to_have_text(
+            "live", timeout=WAIT_MS
+        )
+        for kind, words in (
+            ("not-leader", "Not the leader."),
+            ("dry-run", "Dry run."),
+            ("paused", "Paused."),
+        ):
+            await expect(banners.locator(f'[data-banner="{kind}"]')).to_contain_text(words)
+        prometheus_banner = banners.locator('[data-banner="prometheus"]')
+        await expect(prometheus_banner).to_have_count(0)
+
+        prometheus.stop()
+        failing = "Prometheus is failing."
+        await expect(prometheus_banner).to_contain_text(failing, timeout=WAIT_MS)
+        await expect(row(page, OLD).locator('[data-field="connections"]')).to_contain_text(
+            "unknown"
+        )
+        prometheus.start()
+        await expect(prometheus_banner).to_have_count(0, timeout=WAIT_MS)
+        assert problems == [], problems
+
+        # The daemon stops: the page says so and keeps the last picture.
+        daemon.request_stop()
+        unreachable = page.locator('[data-banner="unreachable"]')
+        await expect(unreachable).to_contain_text("Cannot reach the daemon", timeout=WAIT_MS)
+        await expect(row(page, OLD)).to_have_count(1)

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.forecast import ColorForecast, ColorKey, forecast_plan
+from rainbowd.core.forecast import ColorForecast, ColorKey, Forecaster, forecast_plan
 from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.model import (
     RETIRED_AT,
@@ -455,6 +455,7 @@ class Daemon:
         self.planner = Planner()
         # Each color's recent connections, for the drain forecast and /status sparklines.
         self.history = ConnectionHistory()
+        self.forecaster = Forecaster()
         self.forecasts: dict[ColorKey, ColorForecast] = {}
         self._wake = asyncio.Event()
         self._api: ApiClient | None = None
@@ -898,7 +899,7 @@ class Daemon:
         )
         plan = self.planner.plan(snapshot, policy, now)
         self.history.record_snapshot(snapshot)
-        self.forecasts = forecast_plan(plan, policy, self.history)
+        self.forecasts = self.forecaster.update(plan, policy, self.history)
         dry_run = self.settings.dry_run or plan.dry_run
         leader = self.is_leader
         applied: list[ActionResult] = []

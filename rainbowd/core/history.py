@@ -71,18 +71,35 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         """One cycle's samples: every color with a known figure gets a point; colors no longer
         in the snapshot are forgotten (an unknown figure keeps the color, adds no point)."""
         at = snapshot.now.timestamp()
-        seen: set[ColorKey] = set()
-        samples: list[tuple[ColorKey, float]] = []
-        for ns in snapshot.namespaces.values():
-            for (app, color), conns in ns.connections.items():
-                key = (ns.name, app, color)
-                seen.add(key)
-                if conns.value is not None:
-                    samples.append((key, conns.value))
-        for key in [k for k in self._points if k not in seen]:
-            del self._points[key]
+        if not math.isfinite(at):
+            return
+        current = {
+            (ns.name, app, color): conns.value
+            for ns in snapshot.namespaces.values()
+            for (app, color), conns in ns.connections.items()
+        }
+        held = self._points
+        for key in held.keys() - current.keys():
+            del held[key]
+        samples = [
+            (key, value)
+            for key, value in current.items()
+            if value is not None and 0 <= value < math.inf
+        ]
+        for key, _ in samples:
+            if key not in held:
+                held[key] = []
+        # The common case inline (one point appended, nothing to drop): with 10,000 colors
+        # this runs every cycle.
+        capacity = self.capacity
+        horizon = at - self.limits.window
         for key, value in samples:
-            self.add(key, at, value)
+            points = held[key]
+            if points and at <= points[-1][0]:
+                continue
+            points.append((at, value))
+            if len(points) > capacity or points[0][0] < horizon:
+                self._fit(key)
 
     def seed(self, series: Mapping[ColorKey, Iterable[Point]]) -> int:
         """Older points (from a range query at start-up) merged under what is already held;

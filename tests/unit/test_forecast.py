@@ -7,12 +7,13 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from rainbowd.core.forecast import (
     ColorForecast,
     Forecast,
+    Forecaster,
     ForecastSettings,
     Method,
     NoEstimate,
@@ -122,6 +123,8 @@ finite_or_not = st.one_of(
     finite_or_not,
     st.one_of(st.none(), finite_or_not),
 )
+@example([(0.0, 2.0), (1.0, 0.0), (2.0, 1.0), (0.5, 0.0), (0.25, 0.0)], -1.0, 2.0, None)
+@example([(0.0, 9.0), (60.0, 8.0), (120.0, 7.0), (180.0, 6.0), (240.0, 5.0)], math.nan, 240, 0)
 def test_any_input_gives_a_forecast_never_an_exception(
     points: list[tuple[float, float]], floor: float, now: float, since: float | None
 ) -> None:
@@ -243,3 +246,51 @@ def test_a_color_without_samples_has_a_forecast_saying_why() -> None:
         deadline=None,
     )
     assert not found.late
+
+
+def test_the_forecaster_fits_a_bounded_number_of_colors_per_cycle() -> None:
+    policy = Policy(rules=(Rule(name="chat", knobs=Knobs(), connections=ConnectionsQuery()),))
+    hour = timedelta(hours=1)
+    names = [f"d{i:05d}" for i in range(5)]
+    start = (NOW - hour).timestamp()
+    history = {
+        ("ns", "chat", name): [(start + t, v) for t, v in exponential(600, 2597, MINUTES)]
+        for name in names
+    }
+    forecaster = Forecaster(per_cycle=2)
+
+    def cycle(at: datetime) -> dict[tuple[str, str, str], ColorForecast]:
+        colors = tuple(color(n, State.DRAINING, 150, hour) for n in names)
+        plan = Plan(now=at, apps=(AppPlan("ns", "chat", "chat", None, "", colors),))
+        return forecaster.update(plan, policy, history)
+
+    first = cycle(NOW)
+    assert len(first) == 2
+    second = cycle(NOW + timedelta(seconds=30))
+    assert len(second) == 4
+    third = cycle(NOW + timedelta(seconds=60))
+    assert set(third) == {("ns", "chat", n) for n in names}
+    expected = forecast_plan(
+        Plan(
+            now=NOW,
+            apps=(
+                AppPlan(
+                    "ns",
+                    "chat",
+                    "chat",
+                    None,
+                    "",
+                    tuple(color(n, State.DRAINING, 150, hour) for n in names),
+                ),
+            ),
+        ),
+        policy,
+        history,
+    )
+    for key, found in third.items():
+        # Carried or refitted, the same samples give the same ETA, seen from the cycle's now.
+        assert found.forecast.eta == pytest.approx(expected[key].forecast.eta)
+        assert found.forecast.now == (NOW + timedelta(seconds=60)).timestamp()
+    # Colors that stop draining are dropped.
+    plan = Plan(now=NOW, apps=(AppPlan("ns", "chat", "chat", None, "", ()),))
+    assert forecaster.update(plan, policy, history) == {}

@@ -17,6 +17,7 @@ check: lint typecheck
 lint:
 	ruff check rainbowd demo_app tests
 	ruff format --check rainbowd demo_app tests
+	lint-imports
 
 typecheck:
 	mypy

@@ -540,7 +540,7 @@ class Daemon:
             else plan_to_document(
                 report.plan,
                 forecasts=self.forecasts,
-                history={key: self.history.sparkline(key) for key in self.history},
+                history=self.history.sparklines(),
             ),
             "recentActions": self.timeline.document(),
         }

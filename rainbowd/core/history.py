@@ -145,6 +145,15 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
             points[:] = thin(points, 2 * span / capacity)
             del points[: max(0, len(points) - capacity)]
 
+    def sparklines(
+        self, *, per_color: int = 60, total: int = 20_000
+    ) -> dict[ColorKey, list[list[float]]]:
+        """Every color's sparkline, at most `per_color` points each and about `total` in all
+        (never fewer than 8 a color): /status stays a few hundred kilobytes with thousands of
+        colors."""
+        share = max(8, min(per_color, total // max(len(self._points), 1)))
+        return {key: self.sparkline(key, share) for key in self._points}
+
     def sparkline(self, key: ColorKey, max_points: int = 60) -> list[list[float]]:
         """The color's points as `[[t, value], ...]`, at most `max_points`, evenly thinned:
         what /status serves, small enough for a page to draw every color."""

@@ -150,3 +150,19 @@ def test_any_sample_sequence_stays_within_bounds(samples: list[tuple[int, float]
         points = history[key]
         assert len(points) <= limits.capacity(len(history)) + 1
         assert points[-1][0] - points[0][0] <= limits.window
+
+
+def test_sparklines_are_bounded_in_total() -> None:
+    history = ConnectionHistory(HistoryLimits(window=36000, per_color=100, total=100_000))
+    colors = [("ns", "chat", f"{i:06x}") for i in range(1000)]
+    for step in range(100):
+        for key in colors:
+            history.add(key, step * 60.0, 100.0 - step)
+    lines = history.sparklines(per_color=60, total=20_000)
+    assert set(lines) == set(colors)
+    assert all(len(line) <= 20 for line in lines.values())
+    assert sum(len(line) for line in lines.values()) <= 20_000
+    few = ConnectionHistory()
+    few.add(colors[0], 0.0, 1.0)
+    few.add(colors[0], 60.0, 2.0)
+    assert few.sparklines() == {colors[0]: [[0.0, 1.0], [60.0, 2.0]]}

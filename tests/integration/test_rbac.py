@@ -86,6 +86,8 @@ NEEDED = [
     dict(verb="list", resource="deployments", group="apps"),
     dict(verb="watch", resource="deployments", group="apps"),
     dict(verb="patch", resource="deployments", group="apps", namespace="chat", name="chat-3c3fdc"),
+    # After a scale meets a conflict, the executor reads the Deployment again.
+    dict(verb="get", resource="deployments", group="apps", namespace="chat", name="chat-3c3fdc"),
     dict(verb="delete", resource="deployments", group="apps", namespace="chat", name="x"),
     dict(
         verb="patch",

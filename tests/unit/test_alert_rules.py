@@ -1,4 +1,5 @@
-"""The alert rules shipped in k8s/monitoring/ parse and behave as their unit tests say."""
+"""The alert rules shipped in k8s/monitoring/ parse and behave as their unit tests say, both as
+the plain rule file and as the groups of the PrometheusRule."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "k8s" / "monitoring" / "alerts.yaml"
 RULE_TESTS = ROOT / "tests" / "promtool" / "alerts_test.yaml"
+PROMETHEUS_RULE = ROOT / "k8s" / "monitoring" / "prometheusrule.yaml"
 
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -43,3 +47,31 @@ def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
     result = _promtool("test", "rules", target.name, cwd=tmp_path)
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def _prometheus_rule_groups(tmp_path: Path) -> Path:
+    """The PrometheusRule's spec, as the rule file the Operator hands its Prometheus."""
+    rule = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["kind"] == "PrometheusRule"
+    path = tmp_path / "prometheusrule-groups.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
+    return path
+
+
+def test_prometheus_rule_groups_are_valid(tmp_path: Path) -> None:
+    groups = _prometheus_rule_groups(tmp_path)
+    result = _promtool("check", "rules", str(groups), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 8 rules found" in result.stdout
+
+
+def test_prometheus_rule_groups_pass_the_rule_unit_tests(tmp_path: Path) -> None:
+    groups = _prometheus_rule_groups(tmp_path)
+    text = RULE_TESTS.read_text()
+    assert "../../k8s/monitoring/alerts.yaml" in text
+    target = tmp_path / "alerts_test.yaml"
+    target.write_text(text.replace("../../k8s/monitoring/alerts.yaml", groups.name))
+    result = _promtool("test", "rules", target.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

@@ -1,0 +1,138 @@
+"""The Grafana-managed alerts in k8s/monitoring/grafana-alerts.yaml: the file parses with
+grafana-foundation-sdk into typed rules and queries, holds the drain alerts, and every PromQL query
+in it runs in a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import expr, prometheus
+from grafana_foundation_sdk.models.alerting import Rule
+
+from rainbowd.core.durations import parse_duration
+from rainbowd.sandbox.prometheus import PrometheusServer
+from tests.integration.test_dashboard import METRIC, _exported_names, _query
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "k8s" / "monitoring" / "grafana-alerts.yaml"
+# Exported by the drain forecast once it lands; the forecast alert is written against it now.
+FORECAST_METRIC = "rainbowd_color_drain_eta_seconds"
+UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def _file() -> dict[str, Any]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for group in _file()["groups"] for rule in group["rules"]]
+
+
+def _prom_exprs() -> list[tuple[str, str]]:
+    return [
+        (f"{rule['uid']} {query['refId']}", query["model"]["expr"])
+        for rule in _rules()
+        for query in rule["data"]
+        if query["datasourceUid"] != "__expr__"
+    ]
+
+
+def _json(obj: object) -> Any:
+    return json.loads(json.dumps(obj, cls=JSONEncoder))
+
+
+def test_the_file_is_grafana_alert_provisioning() -> None:
+    doc = _file()
+    assert doc["apiVersion"] == 1
+    assert set(doc) == {"apiVersion", "groups"}
+    for group in doc["groups"]:
+        assert {"orgId", "name", "folder", "interval", "rules"} <= set(group), group.keys()
+        parse_duration(group["interval"])
+    uids = [rule["uid"] for rule in _rules()]
+    assert len(uids) == len(set(uids)), uids
+    assert all(UID.match(uid) for uid in uids), uids
+
+
+def test_every_rule_parses_with_the_foundation_sdk() -> None:
+    register_default_plugins()
+    for raw in _rules():
+        rule = Rule.from_json(raw)
+        assert rule.title and rule.uid == raw["uid"]
+        refs = [query.ref_id for query in rule.data]
+        assert rule.condition in refs, f"{rule.uid}: condition {rule.condition} not in {refs}"
+        for query in rule.data:
+            model = query.model
+            if query.datasource_uid == "__expr__":
+                assert isinstance(model, expr.TypeThreshold), (rule.uid, type(model))
+                assert model.expression in refs
+                assert model.ref_id == query.ref_id
+            else:
+                assert isinstance(model, prometheus.Dataquery), (rule.uid, type(model))
+                assert model.instant is True and model.expr
+                assert model.datasource == {"type": "prometheus", "uid": query.datasource_uid}
+            assert query.relative_time_range is not None or query.datasource_uid == "__expr__"
+        # Nothing in the file is a field the SDK does not know: its rule encodes back to it.
+        encoded = _json(rule)
+        for key, value in raw.items():
+            assert encoded.get(key) == value, f"{rule.uid}: {key} does not survive the SDK"
+
+
+def test_a_misspelt_field_is_caught() -> None:
+    """The round trip can fail: a field the SDK does not know is lost, and the check says so."""
+    register_default_plugins()
+    raw = {**_rules()[0], "noDataStat": "OK"}
+    assert "noDataStat" not in _json(Rule.from_json(raw))
+
+
+def test_the_drain_alerts_are_there() -> None:
+    rules = {rule["uid"]: rule for rule in _rules()}
+    assert set(rules) == {
+        "rainbowd-color-draining-long",
+        "rainbowd-color-will-not-drain",
+        "rainbowd-not-reconciling",
+        "rainbowd-app-blocked",
+    }
+    exprs = dict(_prom_exprs())
+    assert 'rainbowd_color_state{state="draining"}' in exprs["rainbowd-color-draining-long A"]
+    assert FORECAST_METRIC in exprs["rainbowd-color-will-not-drain A"]
+    assert "rainbowd_last_successful_reconcile" in exprs["rainbowd-not-reconciling A"]
+    assert "rainbowd_app_blocked" in exprs["rainbowd-app-blocked A"]
+    # No rainbowd reporting at all is itself "not reconciling".
+    assert rules["rainbowd-not-reconciling"]["noDataState"] == "Alerting"
+
+
+def test_the_forecast_threshold_is_the_shipped_max_retired_age() -> None:
+    configmap = yaml.safe_load((ROOT / "k8s/base/policy-configmap.yaml").read_text())
+    policy = yaml.safe_load(configmap["data"]["policy.yaml"])
+    max_age = parse_duration(policy["defaults"]["maxRetiredAge"]).total_seconds()
+    rule = next(r for r in _rules() if r["uid"] == "rainbowd-color-will-not-drain")
+    threshold = next(q for q in rule["data"] if q["refId"] == rule["condition"])
+    assert threshold["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [max_age]}
+
+
+def test_every_metric_is_exported_or_the_forecast() -> None:
+    used = {name for _, e in _prom_exprs() for name in METRIC.findall(e)}
+    assert FORECAST_METRIC in used
+    missing = used - _exported_names() - {FORECAST_METRIC}
+    assert not missing, f"not exported by rainbowd.metrics: {sorted(missing)}"
+
+
+@pytest.mark.prometheus
+def test_every_query_runs_in_prometheus(prometheus: PrometheusServer) -> None:
+    exprs = _prom_exprs()
+    assert len(exprs) == 4
+    rejected = []
+    for where, e in exprs:
+        status, body = _query(prometheus, e)
+        if status != 200 or body.get("status") != "success":
+            rejected.append(f"{where}: {e} -> {status} {body.get('error')}")
+    assert not rejected, "\n".join(rejected)

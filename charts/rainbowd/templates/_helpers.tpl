@@ -1,0 +1,56 @@
+{{/* The name of every object: the release name, or rainbowd-<release> if it lacks "rainbowd". */}}
+{{- define "rainbowd.fullname" -}}
+{{- if contains "rainbowd" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "rainbowd-%s" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selects rainbowd's pods; the same as k8s/base. */}}
+{{- define "rainbowd.selectorLabels" -}}
+app.kubernetes.io/name: rainbowd
+{{- end -}}
+
+{{/* On every object's metadata: the selector label and Helm's usual bookkeeping. */}}
+{{- define "rainbowd.labels" -}}
+{{ include "rainbowd.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The labels of the Prometheus Operator objects: the usual ones plus monitoring.labels. */}}
+{{- define "rainbowd.monitoringLabels" -}}
+{{ include "rainbowd.labels" . }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The ServiceAccount as an RBAC subject. */}}
+{{- define "rainbowd.subject" -}}
+- kind: ServiceAccount
+  name: {{ include "rainbowd.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{/* What rainbowd does to the apps it manages, cluster-wide (ClusterRole) or per namespace (Role). */}}
+{{- define "rainbowd.appRules" -}}
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}

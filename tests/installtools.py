@@ -1,0 +1,182 @@
+"""The tools the install tests run, built by tests/cluster/build: kubectl (with the control plane),
+Helm and the Prometheus Operator's CRDs (under .cache/tools/). A missing one fails the test with
+the command that builds it; nothing is skipped."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rainbowd.sandbox.controlplane import ControlPlane, default_binaries_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = "tests/cluster/build"
+# Labels Helm charts put on objects for Helm's own bookkeeping; kustomize has no such thing.
+HELM_LABELS = (
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+)
+
+
+def pinned(name: str) -> str:
+    """A version pinned in tests/cluster/versions."""
+    for line in (ROOT / "tests" / "cluster" / "versions").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    raise KeyError(f"{name} is not pinned in tests/cluster/versions")
+
+
+def _present(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.fail(f"{what} is missing at {path}: run `{BUILD}` (or `make setup`)", pytrace=False)
+    return path
+
+
+def helm() -> Path:
+    return _present(ROOT / ".cache" / "tools" / f"helm-{pinned('HELM_VERSION')}" / "helm", "helm")
+
+
+def kubectl() -> Path:
+    return _present(default_binaries_dir() / "kubectl", "kubectl")
+
+
+def operator_crds() -> list[Path]:
+    """The CRDs of the Operator objects rainbowd ships."""
+    version = pinned("PROMETHEUS_OPERATOR_VERSION")
+    folder = ROOT / ".cache" / "tools" / f"prometheus-operator-{version}"
+    return [
+        _present(folder / f"monitoring.coreos.com_{plural}.yaml", "the Prometheus Operator CRDs")
+        for plural in ("prometheusrules", "servicemonitors", "podmonitors")
+    ]
+
+
+def run(argv: Iterable[str | Path], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A tool's run, with its output in the failure message."""
+    args = [str(a) for a in argv]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def kustomize(folder: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a folder of the repository."""
+    return documents(run([kubectl(), "kustomize", ROOT / folder]).stdout)
+
+
+def helm_template(
+    *args: str, release: str = "rainbowd", namespace: str = "rainbowd"
+) -> list[dict[str, Any]]:
+    """`helm template RELEASE charts/rainbowd -n NAMESPACE ARGS...`."""
+    argv = [helm(), "template", release, ROOT / "charts" / "rainbowd", "-n", namespace, *args]
+    return documents(run(argv).stdout)
+
+
+Key = tuple[str, str, str, str]
+
+
+def normalised(docs: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Objects by (apiVersion, kind, namespace, name), less Helm's bookkeeping labels; YAML
+    strings inside ConfigMaps compare as text, everything else as parsed values."""
+    out: dict[Key, dict[str, Any]] = {}
+    for doc in docs:
+        obj = yaml.safe_load(yaml.safe_dump(dict(doc)))  # a deep copy
+        meta = obj["metadata"]
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in HELM_LABELS}
+        meta.pop("labels", None)
+        if labels:
+            meta["labels"] = labels
+        key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        assert key not in out, f"twice: {key}"
+        out[key] = obj
+    return out
+
+
+def kubectl_as_admin(cluster: ControlPlane, *args: str | Path, check: bool = True) -> Any:
+    """kubectl against the test control plane, as its admin."""
+    return run([kubectl(), f"--kubeconfig={cluster.kubeconfig}", *args], check=check)
+
+
+def install_namespaced_rbac(
+    cluster: ControlPlane, *, as_user: str | None = None
+) -> list[dict[str, Any]]:
+    """The namespaced variant's ServiceAccount, Roles and RoleBindings, applied as they render,
+    with the namespaces they live in. A cluster holds one variant: the cluster-wide one's
+    ClusterRoleBinding (another test may have applied k8s/base) is removed first, so that the
+    ServiceAccount has only its Roles' permissions. `as_user` applies them as that user rather
+    than the admin. Returns the applied objects."""
+    kubectl_as_admin(
+        cluster, "delete", "clusterrolebinding", "rainbowd", "--ignore-not-found", "--wait"
+    )
+    docs = [
+        d
+        for d in kustomize("k8s/namespaced")
+        if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
+    ]
+    for ns in sorted({d["metadata"]["namespace"] for d in docs}):
+        try:
+            cluster.create_namespace(ns)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+    manifest = yaml.safe_dump_all(docs)
+    result = subprocess.run(
+        [
+            str(kubectl()),
+            f"--kubeconfig={cluster.kubeconfig}",
+            *([f"--as={as_user}"] if as_user else []),
+            "apply",
+            "--server-side",
+            "--filename=-",
+        ],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return docs
+
+
+def service_account_kubeconfig(
+    cluster: ControlPlane, path: Path, *, namespace: str = "rainbowd", name: str = "rainbowd"
+) -> Path:
+    """A kubeconfig holding a fresh token of the ServiceAccount (TokenRequest): whoever uses it
+    is that ServiceAccount to the apiserver, with exactly its RBAC."""
+    review = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    user = f"{namespace}-{name}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": user, "user": {"token": review["status"]["token"]}}],
+        "contexts": [
+            {"name": user, "context": {"cluster": admin["clusters"][0]["name"], "user": user}}
+        ],
+        "current-context": user,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,133 @@
+"""The Helm chart renders what kustomize renders: for the default values the same objects as
+`kubectl kustomize k8s/` (less the Namespace, which `helm install --create-namespace` makes), and
+in namespaced mode the same as k8s/namespaced; `helm lint` finds nothing to say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.installtools import ROOT, helm, helm_template, kustomize, normalised, run
+
+CHART = ROOT / "charts" / "rainbowd"
+NAMESPACED = (
+    "--set",
+    "namespaced.enabled=true",
+    "--set",
+    "namespaced.namespaces={team-a,team-b}",
+    "--set",
+    "monitoring.enabled=false",
+)
+
+
+def _diff(left: dict[Any, Any], right: dict[Any, Any]) -> str:
+    lines = [f"only in helm: {k}" for k in left.keys() - right.keys()]
+    lines += [f"only in kustomize: {k}" for k in right.keys() - left.keys()]
+    for key in sorted(left.keys() & right.keys()):
+        if left[key] != right[key]:
+            lines.append(f"differs: {key}\n--- helm\n{yaml.safe_dump(left[key])}")
+            lines.append(f"--- kustomize\n{yaml.safe_dump(right[key])}")
+    return "\n".join(lines)
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.mark.parametrize("values", [(), NAMESPACED], ids=["defaults", "namespaced"])
+def test_helm_lint_is_clean(values: tuple[str, ...]) -> None:
+    result = run([helm(), "lint", "--strict", CHART, *values])
+    out = result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+    for level in ("[INFO]", "[WARNING]", "[ERROR]"):
+        assert level not in out, out
+
+
+def test_helm_template_equals_the_kustomize_render_for_defaults() -> None:
+    rendered = kustomize("k8s")
+    namespaces = [d for d in rendered if d["kind"] == "Namespace"]
+    assert [d["metadata"]["name"] for d in namespaces] == ["rainbowd"]
+    expected = normalised(d for d in rendered if d["kind"] != "Namespace")
+    got = normalised(helm_template())
+    assert got == expected, _diff(got, expected)
+    kinds = {key[1] for key in got}
+    assert {"Deployment", "ClusterRole", "PrometheusRule", "ServiceMonitor", "PodMonitor"} <= kinds
+    assert len(got) == 14
+
+
+def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
+    expected = normalised(kustomize("k8s/namespaced"))
+    got = normalised(helm_template(*NAMESPACED))
+    assert got == expected, _diff(got, expected)
+    assert not {key for key in got if key[1] in ("ClusterRole", "ClusterRoleBinding", "Namespace")}
+    assert len(got) == 10
+
+
+def test_the_comparison_sees_a_changed_value() -> None:
+    """The equality above can fail: a value that changes one field makes the renders differ."""
+    expected = normalised(d for d in kustomize("k8s") if d["kind"] != "Namespace")
+    got = normalised(helm_template("--set", "replicas=3"))
+    assert got != expected
+    assert _diff(got, expected).count("differs:") == 1
+
+
+def test_the_usual_values_reach_the_objects() -> None:
+    policy = (ROOT / "config" / "policy.yaml").read_text()
+    docs = helm_template(
+        "--set",
+        "image.repository=registry.example/rainbowd",
+        "--set",
+        "image.tag=1.2.3",
+        "--set",
+        "image.pullPolicy=Always",
+        "--set",
+        "replicas=1",
+        "--set",
+        "resources.limits.memory=512Mi",
+        "--set",
+        "monitoring.enabled=false",
+        "--set",
+        "extraArgs={--interval=1m}",
+        "--set-file",
+        f"policy={ROOT / 'config' / 'policy.yaml'}",
+    )
+    deployment = _one(docs, "Deployment", "rainbowd")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 1
+    assert container["image"] == "registry.example/rainbowd:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"]["limits"]["memory"] == "512Mi"
+    assert container["args"][-1] == "--interval=1m"
+    assert _one(docs, "ConfigMap", "rainbowd-policy")["data"]["policy.yaml"] == policy
+    monitoring = {"PrometheusRule", "ServiceMonitor", "PodMonitor"}
+    assert not [d for d in docs if d["kind"] in monitoring]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"} == {"rainbowd-policy"}
+
+
+def test_another_release_name_keeps_names_and_permissions_consistent() -> None:
+    docs = helm_template(release="chat", namespace="platform")
+    deployment = _one(docs, "Deployment", "rainbowd-chat")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--policy-configmap=platform/rainbowd-chat-policy" in args
+    assert "--lease-name=rainbowd-chat" in args
+    assert "--lease-namespace=platform" in args
+    role = _one(docs, "Role", "rainbowd-chat")
+    names = {name for rule in role["rules"] for name in rule.get("resourceNames", [])}
+    assert names == {"rainbowd-chat-policy", "rainbowd-chat"}
+    _one(docs, "ConfigMap", "rainbowd-chat-policy")
+    binding = _one(docs, "ClusterRoleBinding", "rainbowd-chat")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rainbowd-chat", "namespace": "platform"}
+    ]
+
+
+def test_namespaced_mode_without_namespaces_is_refused() -> None:
+    result = run(
+        [helm(), "template", "rainbowd", CHART, "--set", "namespaced.enabled=true"], check=False
+    )
+    assert result.returncode != 0
+    assert "namespaced.enabled needs namespaced.namespaces" in result.stderr

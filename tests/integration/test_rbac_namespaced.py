@@ -1,0 +1,104 @@
+"""The namespaced variant (k8s/namespaced) gives rainbowd enough in the namespaces it lists and
+nothing anywhere else, checked by the real apiserver as in test_rbac.py; and it holds nothing
+cluster-scoped, so a team without cluster-admin can apply it."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rainbowd.sandbox.controlplane import ControlPlane
+from tests.installtools import install_namespaced_rbac, kustomize
+from tests.integration.test_rbac import NEEDED, SA, _allowed
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+MANAGED = ("team-a", "team-b")
+# What rainbowd does to apps (test_rbac's list, less its own namespace's ConfigMap and Lease).
+APP_NEEDS = [attrs for attrs in NEEDED if attrs.get("namespace", "") != "rainbowd"]
+# All of it in each managed namespace.
+IN_NAMESPACE = [{**attrs, "namespace": ns} for ns in MANAGED for attrs in APP_NEEDS]
+# In its own namespace: its policy ConfigMap and its Lease, as in the cluster-wide variant.
+OWN = [attrs for attrs in NEEDED if attrs.get("namespace") == "rainbowd"]
+FORBIDDEN = [
+    # None of it cluster-wide, nor in a namespace it does not manage.
+    *({**attrs, "namespace": ""} for attrs in APP_NEEDS),
+    *({**attrs, "namespace": "chat"} for attrs in APP_NEEDS),
+    dict(verb="list", resource="namespaces"),
+    # And in its own namespaces no more than the cluster-wide variant has.
+    dict(verb="create", resource="deployments", group="apps", namespace="team-a"),
+    dict(verb="update", resource="deployments", group="apps", namespace="team-a", name="x"),
+    dict(verb="delete", resource="pods", namespace="team-a", name="p"),
+    dict(verb="patch", resource="services", namespace="team-b", name="chat"),
+    dict(verb="get", resource="secrets", namespace="team-b", name="s"),
+    dict(verb="list", resource="configmaps", namespace="team-a"),
+    dict(verb="get", resource="configmaps", namespace="rainbowd", name="other"),
+]
+
+
+def _ids(attrs: dict[str, str]) -> str:
+    sub = f"/{attrs['subresource']}" if attrs.get("subresource") else ""
+    return f"{attrs['verb']}-{attrs['resource']}{sub}-{attrs.get('namespace') or 'cluster'}"
+
+
+@pytest.fixture(scope="module")
+def namespaced(cluster: ControlPlane) -> ControlPlane:
+    install_namespaced_rbac(cluster)
+    return cluster
+
+
+def test_the_variant_holds_nothing_cluster_scoped() -> None:
+    docs = kustomize("k8s/namespaced")
+    assert all(d["metadata"].get("namespace") for d in docs), [
+        f"{d['kind']}/{d['metadata']['name']}" for d in docs if not d["metadata"].get("namespace")
+    ]
+    roles = {(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"].startswith("Role")}
+    assert {("Role", ns) for ns in MANAGED} <= roles
+    assert {("RoleBinding", ns) for ns in MANAGED} <= roles
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--namespaces={','.join(MANAGED)}" in args
+
+
+def test_the_app_roles_grant_what_the_cluster_role_grants() -> None:
+    """The per-namespace Role is the ClusterRole of k8s/base, rule for rule."""
+    base = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "rbac.yaml").read_text()))
+    cluster_role = next(d for d in base if d["kind"] == "ClusterRole")
+    for doc in kustomize("k8s/namespaced"):
+        if doc["kind"] == "Role" and doc["metadata"]["namespace"] in MANAGED:
+            assert doc["rules"] == cluster_role["rules"], doc["metadata"]
+
+
+@pytest.mark.parametrize("attrs", [*IN_NAMESPACE, *OWN], ids=_ids)
+def test_service_account_may(namespaced: ControlPlane, attrs: dict[str, str]) -> None:
+    assert _allowed(namespaced, **attrs), f"k8s/namespaced does not allow {attrs}"
+
+
+@pytest.mark.parametrize("attrs", FORBIDDEN, ids=_ids)
+def test_service_account_may_not(namespaced: ControlPlane, attrs: dict[str, str]) -> None:
+    assert not _allowed(namespaced, **attrs), f"k8s/namespaced allows more than needed: {attrs}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/apis/apps/v1/deployments", "/apis/apps/v1/namespaces/chat/deployments"],
+    ids=["cluster-wide", "elsewhere"],
+)
+def test_impersonated_reads_outside_its_namespaces_are_refused(
+    namespaced: ControlPlane, path: str
+) -> None:
+    with pytest.raises(urllib.error.HTTPError) as err:
+        namespaced.request("GET", path, headers={"Impersonate-User": SA})
+    assert err.value.code == 403
+
+
+def test_impersonated_read_in_its_namespace_is_allowed(namespaced: ControlPlane) -> None:
+    listing: Any = namespaced.request(
+        "GET", "/apis/apps/v1/namespaces/team-a/deployments", headers={"Impersonate-User": SA}
+    )
+    assert listing["kind"] == "DeploymentList"

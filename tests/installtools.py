@@ -59,10 +59,14 @@ def operator_crds() -> list[Path]:
     ]
 
 
-def run(argv: Iterable[str | Path], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """A tool's run, with its output in the failure message."""
+def run(
+    argv: Iterable[str | Path], *, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A tool's run (with `stdin` as its input), with its output in the failure message."""
     args = [str(a) for a in argv]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        args, input=stdin, capture_output=True, text=True, timeout=300, check=False
+    )
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
     return result
@@ -105,9 +109,21 @@ def normalised(docs: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
     return out
 
 
-def kubectl_as_admin(cluster: ControlPlane, *args: str | Path, check: bool = True) -> Any:
-    """kubectl against the test control plane, as its admin."""
-    return run([kubectl(), f"--kubeconfig={cluster.kubeconfig}", *args], check=check)
+def kubectl_as_admin(
+    cluster: ControlPlane, *args: str | Path, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl against the test control plane, as its admin (or whom `--as=` names)."""
+    return run([kubectl(), f"--kubeconfig={cluster.kubeconfig}", *args], check=check, stdin=stdin)
+
+
+def ensure_namespaces(cluster: ControlPlane, names: Iterable[str]) -> None:
+    """Create the namespaces that do not exist yet (tests of a session share them)."""
+    for name in names:
+        try:
+            cluster.create_namespace(name)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
 
 
 def install_namespaced_rbac(
@@ -126,29 +142,16 @@ def install_namespaced_rbac(
         for d in kustomize("k8s/namespaced")
         if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
     ]
-    for ns in sorted({d["metadata"]["namespace"] for d in docs}):
-        try:
-            cluster.create_namespace(ns)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:
-                raise
-    manifest = yaml.safe_dump_all(docs)
-    result = subprocess.run(
-        [
-            str(kubectl()),
-            f"--kubeconfig={cluster.kubeconfig}",
-            *([f"--as={as_user}"] if as_user else []),
-            "apply",
-            "--server-side",
-            "--filename=-",
-        ],
-        input=manifest,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    ensure_namespaces(cluster, sorted({d["metadata"]["namespace"] for d in docs}))
+    as_user_flag = [f"--as={as_user}"] if as_user else []
+    kubectl_as_admin(
+        cluster,
+        *as_user_flag,
+        "apply",
+        "--server-side",
+        "--filename=-",
+        stdin=yaml.safe_dump_all(docs),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     return docs
 
 

@@ -17,8 +17,8 @@ import yaml
 
 from rainbowd.sandbox.controlplane import ControlPlane
 from tests.installtools import (
+    ensure_namespaces,
     install_namespaced_rbac,
-    kubectl,
     kubectl_as_admin,
     kustomize,
     operator_crds,
@@ -43,31 +43,19 @@ def with_crds(cluster: ControlPlane) -> ControlPlane:
         "--timeout=120s",
         *(f"crd/{name}" for name in names),
     )
-    for ns in ("rainbowd", "team-a", "team-b"):
-        try:
-            cluster.create_namespace(ns)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:
-                raise
+    ensure_namespaces(cluster, ("rainbowd", "team-a", "team-b"))
     return cluster
 
 
 def _dry_run(cluster: ControlPlane, manifest: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            str(kubectl()),
-            f"--kubeconfig={cluster.kubeconfig}",
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--output=json",
-            "--filename=-",
-        ],
-        input=manifest,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return kubectl_as_admin(
+        cluster,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--filename=-",
         check=False,
+        stdin=manifest,
     )
 
 

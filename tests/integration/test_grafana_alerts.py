@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,15 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models import expr, prometheus
 from grafana_foundation_sdk.models.alerting import Rule
+from prometheus_client import start_http_server
 
+from rainbowd.commands.plan import load_snapshot_file
 from rainbowd.core.durations import parse_duration
+from rainbowd.core.forecast import ColorForecast, Forecast, Method
+from rainbowd.core.model import State
+from rainbowd.core.planner import plan
+from rainbowd.metrics import Metrics
+from rainbowd.policyfile import load_policy_file
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.integration.test_dashboard import METRIC, _exported_names, _query
 
@@ -28,6 +37,7 @@ FORECAST_METRICS = (
     "rainbowd_color_retired_deadline_timestamp_seconds",
 )
 UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 def _file() -> dict[str, Any]:
@@ -136,3 +146,55 @@ def test_every_query_runs_in_prometheus(prometheus: PrometheusServer) -> None:
         if status != 200 or body.get("status") != "success":
             rejected.append(f"{where}: {e} -> {status} {body.get('error')}")
     assert not rejected, "\n".join(rejected)
+
+
+@pytest.mark.prometheus
+def test_each_query_selects_what_its_alert_means(prometheus: PrometheusServer) -> None:
+    """rainbowd's own metrics for the example snapshot's plan, scraped by the real Prometheus:
+    the draining query finds the draining colors, the forecast query a color forecast to drain
+    an hour after its deadline, the reconcile query the time since the last cycle."""
+    snapshot = load_snapshot_file(ROOT / "config" / "examples" / "snapshot.yaml", default_now=NOW)
+    result = plan(snapshot, load_policy_file(ROOT / "config" / "policy.yaml"), snapshot.now)
+    colors = [color for app in result.apps for color in app.colors]
+    draining = {c.color: c for c in colors if c.state is State.DRAINING}
+    assert draining, "the example snapshot has no draining color"
+    late = next(iter(draining.values()))
+    started = time.time()
+    forecasts = {
+        (late.namespace, late.app, late.color): ColorForecast(
+            forecast=Forecast(now=started, points=10, eta=started + 7200, method=Method.LINEAR),
+            floor=0,
+            deadline=started + 3600,
+        )
+    }
+    metrics = Metrics()
+    metrics.observe_plan(result, forecasts)
+    metrics.last_success.set(started - 1800)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+    try:
+        prometheus.set_targets([(f"127.0.0.1:{server.server_port}", {})], job="rainbowd")
+        prometheus.wait_for("rainbowd_color_state", timeout=60)
+        exprs = dict(_prom_exprs())
+
+        found = prometheus.query(exprs["rainbowd-color-draining-long A"])
+        assert {s.labels["color"]: s.value for s in found} == {
+            color: pytest.approx(c.retired_for(result.now).total_seconds())
+            for color, c in draining.items()
+        }
+
+        found = prometheus.query(exprs["rainbowd-color-will-not-drain A"])
+        assert [s.labels["color"] for s in found] == [late.color]
+        # An hour late, measured at the query's time rather than the export's.
+        assert found[0].value - (found[0].timestamp - started) == pytest.approx(3600, abs=1)
+
+        found = prometheus.query(exprs["rainbowd-not-reconciling A"])
+        assert found[0].value == pytest.approx(1800 + found[0].timestamp - started, abs=1)
+
+        found = prometheus.query(exprs["rainbowd-app-blocked A"])
+        blocked = {(a.namespace, a.app, a.blocked.value) for a in result.apps if a.blocked}
+        assert {(s.labels["namespace"], s.labels["app"], s.labels["reason"]) for s in found} == (
+            blocked
+        )
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

@@ -15,8 +15,8 @@ test: setup check pytest
 check: lint typecheck
 
 lint:
-	ruff check rainbowd demo_app tests
-	ruff format --check rainbowd demo_app tests
+	ruff check rainbowd demo_app tests scripts
+	ruff format --check rainbowd demo_app tests scripts
 	lint-imports
 
 typecheck:

@@ -5,6 +5,7 @@ namespaces it lists, and cannot touch a color anywhere else."""
 from __future__ import annotations
 
 import contextlib
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,22 @@ SERVICE_ACCOUNT = "system:serviceaccount:rainbowd:rainbowd"
 OLDEST, OLD, NEW = "aaaaaa", "bbbbbb", "cccccc"
 
 
+@pytest.fixture
+def own_namespace_cleaned(cluster_full: ControlPlane) -> Iterator[None]:
+    """The policy ConfigMap and Lease this test makes in rainbowd's namespace go afterwards, so
+    that later tests (e.g. dry runs of a fresh install) find that namespace as shipped."""
+    yield
+    for path in (
+        "/api/v1/namespaces/rainbowd/configmaps/rainbowd-policy",
+        "/apis/coordination.k8s.io/v1/namespaces/rainbowd/leases/rainbowd",
+    ):
+        try:
+            cluster_full.request("DELETE", path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+
+
 @contextlib.contextmanager
 def demo_apps(prometheus: PrometheusServer, workdir: Path) -> Iterator[list[DemoApp]]:
     """One demo_app per color and managed namespace, scraped by the test's Prometheus."""
@@ -70,6 +87,7 @@ async def test_namespaced_variant_burns_down_only_in_its_namespaces(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     tmp_path: Path,
+    own_namespace_cleaned: None,
 ) -> None:
     install_namespaced_rbac(cluster_full)
     kubeconfig = service_account_kubeconfig(cluster_full, tmp_path / "rainbowd.kubeconfig")

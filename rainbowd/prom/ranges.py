@@ -61,7 +61,8 @@ async def fetch_range(
             f"prometheus timed out after {format_duration(settings.timeout)}"
         ) from exc
     except aiohttp.ClientError as exc:
-        raise PrometheusUnreachable(f"prometheus unreachable: {exc or type(exc).__name__}") from exc
+        cause = str(exc) or type(exc).__name__
+        raise PrometheusUnreachable(f"prometheus unreachable: {cause[:200]}") from exc
     return parse_matrix(status, body, query)
 
 
@@ -73,8 +74,9 @@ def parse_matrix(status: int, body: bytes, query: ConnectionsQuery) -> dict[Colo
         doc = None
     if not isinstance(doc, dict) or status >= 400 or doc.get("status") != "success":
         error = doc.get("error") if isinstance(doc, dict) else None
+        text = str(error) if error else body[:200].decode("utf-8", errors="replace")
         raise PrometheusAPIError(
-            f"prometheus HTTP {status}: {str(error or body[:200])[:200]}",
+            f"prometheus HTTP {status}: {' '.join(text.split())[:200] or 'empty body'}",
             http_status=status,
             error_type=str(doc.get("errorType") if isinstance(doc, dict) else ""),
             error=str(error or ""),

@@ -90,3 +90,11 @@ async def test_a_failed_seed_is_logged_and_keeps_the_history() -> None:
             interval=30.0,
         )
     assert dict(history) == {("ns", "chat", "aaaaaa"): [(1000.0, 7.0)]}
+
+
+def test_an_error_names_what_prometheus_said() -> None:
+    body = b'{"status":"error","errorType":"bad_data","error":"1:5: parse error"}'
+    with pytest.raises(PrometheusAPIError, match=r"^prometheus HTTP 400: 1:5: parse error$"):
+        parse_matrix(400, body, QUERY)
+    with pytest.raises(PrometheusAPIError, match=r"^prometheus HTTP 502: <html>bad gateway"):
+        parse_matrix(502, b"<html>bad gateway\n</html>", QUERY)

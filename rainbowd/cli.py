@@ -17,19 +17,25 @@ COMMANDS = (
     "status",
     "deploy",
     "rollback",
+    "promote",
+    "hold",
+    "history",
     "check_policy",
     "sandbox",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    commands: Sequence[str] = COMMANDS, *, prog: str = "rainbowd"
+) -> argparse.ArgumentParser:
+    """The parser of the commands named (subcommand modules; `hold` also registers `release`)."""
     parser = argparse.ArgumentParser(
-        prog="rainbowd",
+        prog=prog,
         description="Burns down the old colors of rainbow deploys once their connections drain.",
     )
     parser.add_argument("--version", action="version", version=f"rainbowd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in dict.fromkeys("hold" if c == "release" else c for c in commands):
         try:
             module = importlib.import_module(f"rainbowd.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -40,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(
+    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> int:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

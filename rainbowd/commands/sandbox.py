@@ -5,7 +5,6 @@ which ships a new color of the sandbox's app from another terminal.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -183,13 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from rainbowd.kube.clients import ConfigError, make_api_client
+    """`rainbowd deploy` of the sandbox's app, with its template and a random color."""
+    from rainbowd.commands import deploy
     from rainbowd.sandbox import app as seed
 
     color = (args.color or seed.new_color()).removeprefix("#").lower()
-    if len(color) != 6 or any(c not in "0123456789abcdef" for c in color):
-        print(f"rainbowd sandbox deploy: expected six hex digits, got {args.color!r}")
-        return 2
     if not args.kubeconfig:
         print(
             "rainbowd sandbox deploy: no kubeconfig: pass --kubeconfig or export KUBECONFIG "
@@ -197,25 +194,9 @@ def run_deploy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-
-    async def deploy() -> int:
-        try:
-            api = await make_api_client(kubeconfig=args.kubeconfig)
-        except ConfigError as exc:
-            print(f"rainbowd sandbox deploy: {exc}", file=sys.stderr)
-            return 2
-        try:
-            name = seed.deployment_name(color)
-            replicas = args.deploy_replicas
-            print(f"creating {name} ({replicas} replica{'s' if replicas != 1 else ''})", flush=True)
-            await seed.deploy(api, args.deploy_namespace, color, replicas=args.deploy_replicas)
-        except seed.DeployError as exc:
-            print(f"rainbowd sandbox deploy: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            await api.close()
-        print(f"{name} is Available; Service {seed.APP} now selects #{color}")
-        print("the older colors keep their connections; rainbowd burns them down once drained")
-        return 0
-
-    return asyncio.run(deploy())
+    return deploy.run_request(
+        seed.deploy_request(args.deploy_namespace, color, replicas=args.deploy_replicas),
+        kubeconfig=args.kubeconfig,
+        context=None,
+        command="sandbox deploy",
+    )

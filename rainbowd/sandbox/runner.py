@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd import deploy as rainbow
 from rainbowd.core.policy import PolicyError
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import (
@@ -231,7 +232,7 @@ class Sandbox:
         code = 0
         try:
             code = await self._serve(tasks, stopping)
-        except (SandboxError, KubeError, seed.DeployError) as exc:
+        except (SandboxError, KubeError, rainbow.DeployError) as exc:
             say(f"error: {exc}")
             code = 1
         finally:
@@ -311,19 +312,41 @@ class Sandbox:
             waits["stop"].cancel()
 
     async def deploy(self, color: str) -> None:
-        """A rainbow deploy that also waits for the color's demo processes, so the Service never
-        points at a color nobody can connect to yet."""
-        assert self.api is not None and self.pods is not None
+        """`rainbowd deploy` of the color; its check waits for the color's demo processes, so
+        the Service never points at a color nobody can connect to yet."""
+        assert self.api is not None
         options = self.options
-        await seed.create_color(self.api, options.namespace, color, replicas=options.replicas)
-        await seed.wait_available(self.api, options.namespace, color)
+        request = seed.deploy_request(options.namespace, color, replicas=options.replicas)
+        await rainbow.deploy(self.api, request, check=self._serving, say=_say_deploy)
+        await self._selecting(color)
+
+    async def rollback(self, to: str | None = None) -> str:
+        """`rainbowd rollback`: the Service back on the previous color; returns that color."""
+        assert self.api is not None
+        ref = seed.app_ref(self.options.namespace)
+        outcome = await rainbow.rollback(
+            self.api,
+            ref,
+            to=to,
+            within=seed.AVAILABLE_TIMEOUT,
+            check=self._serving,
+            say=_say_deploy,
+        )
+        await self._selecting(outcome.color)
+        return outcome.color
+
+    async def _serving(self, ready: rainbow.ReadyColor) -> None:
         pods = self.pods
+        assert pods is not None
         await self._until(
-            lambda: len(pods.serving({"color": color})) >= options.replicas,
-            what=f"the pods of #{color} serving",
+            lambda: len(pods.serving({"color": ready.color})) >= len(ready.pods),
+            what=f"the pods of #{ready.color} serving",
             within=seed.AVAILABLE_TIMEOUT,
         )
-        await seed.point_service(self.api, options.namespace, color)
+
+    async def _selecting(self, color: str) -> None:
+        pods = self.pods
+        assert pods is not None
         await self._until(
             lambda: pods.selector.get("color") == color,
             what=f"the Service selecting #{color}",
@@ -465,9 +488,17 @@ class Sandbox:
             "  ship a new color from another terminal (Deployment, wait Available, switch Service):"
         )
         say(f"    {python} -m rainbowd sandbox deploy --kubeconfig {kubeconfig} --namespace {ns}")
+        say("  or with the kubectl plugin (pip install rainbowd; KUBECONFIG exported as above):")
+        say(f"    kubectl rainbow -n {ns} history --app {seed.APP}")
+        say(f"    kubectl rainbow -n {ns} rollback --app {seed.APP}")
+        say(f"    kubectl rainbow -n {ns} hold COLOR --for 1h --reason 'look at it'")
         say(f"  policy: ConfigMap {ns}/{POLICY_CONFIGMAP} (from config/sandbox-policy.yaml)")
         say("  Ctrl-C stops everything")
         say()
+
+
+def _say_deploy(text: str) -> None:
+    say(f"  rainbowd deploy: {text}")
 
 
 def _show_pod(pod: DemoPod, event: str) -> None:

@@ -1,6 +1,7 @@
 """The seed's story, played against the running sandbox and told step by step: deploy a color,
 hold a connection to it, deploy the next color, and watch rainbowd keep the old one while the
-connection lasts and burn it down once it closes, leaving the live color alone.
+connection lasts and scale it down once it closes; roll back to it, deploy again, and watch
+rainbowd burn both old colors down, leaving the live color alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.reporting import compact_duration
+from rainbowd.deploy import is_available
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.policyfile import load_policy_text
@@ -117,34 +119,24 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
     status_url = sandbox.daemon.http_url
     knobs = load_policy_text(sandbox.policy_text, source="sandbox policy").defaults
     min_age = knobs.min_retired_age
-    old, new = seed.new_color(), seed.new_color()
-    while new == old:
-        new = seed.new_color()
-    old_name, new_name = seed.deployment_name(old), seed.deployment_name(new)
+    old, new, fix = _distinct_colors(3)
+    old_name, new_name, fix_name = (seed.deployment_name(c) for c in (old, new, fix))
 
     tell(f"1. deploy color #{old}: Deployment {old_name}, {replicas} replicas, Service to it")
     await sandbox.deploy(old)
     tell(f"   {old_name} is Available and the Service selects #{old}")
 
     tell(f"2. open a TCP connection to the Service (telnet {proxy.tcp_address})")
-    held = await Stream.open(proxy.tcp_port)
-    streams.append(held)
-    got = await held.color()
-    if got != old:
-        raise StoryError(f"the first connection reads #{got}, expected #{old}")
-    tell(f"   connection 1 reads: The color is #{got}")
+    held = await _connect(proxy.tcp_port, streams, expect=old, what="the first connection")
+    tell(f"   connection 1 reads: The color is #{old}")
 
     tell(f"3. deploy color #{new} and switch the Service to it")
     await sandbox.deploy(new)
-    other = await Stream.open(proxy.tcp_port)
-    streams.append(other)
-    got_new = await other.color()
-    if got_new != new:
-        raise StoryError(f"a new connection reads #{got_new}, expected #{new}")
+    other = await _connect(proxy.tcp_port, streams, expect=new, what="a new connection")
     got_old = await held.color()
     if got_old != old:
         raise StoryError(f"connection 1 now reads #{got_old}, expected #{old}")
-    tell(f"   a new connection (2) reads #{got_new}; connection 1 still reads #{got_old}")
+    tell(f"   a new connection (2) reads #{new}; connection 1 still reads #{got_old}")
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         tell(
@@ -209,39 +201,98 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
             _async(lambda: not pods.serving({"color": old})),
             what=f"the pods of #{old} stopped",
         )
-        tell(f"   the pods of #{old} are gone, and their demo processes with them")
-
         tell(
-            f"7. {old_name} is kept at 0 replicas for a fast rollback (keepScaledDown "
-            f"{knobs.keep_scaled_down}); set keepScaledDown to 0 in ConfigMap "
-            f"{namespace}/{sandbox.policy_configmap} and rainbowd deletes it"
+            f"   the pods of #{old} are gone, and their demo processes with them; {old_name} "
+            f"is kept at 0 replicas for a fast rollback (keepScaledDown {knobs.keep_scaled_down})"
         )
-        await sandbox.set_default("keepScaledDown", 0)
 
-        async def deleted() -> bool:
-            return await seed.get_deployment(api, namespace, old) is None
+    tell(
+        f"7. #{new} turns out bad: rainbowd rollback scales {old_name} back to {replicas} "
+        f"replicas, waits until it is Available, and switches the Service back to #{old}"
+    )
+    back = await sandbox.rollback()
+    if back != old:
+        raise StoryError(f"the rollback went to #{back}, expected #{old}")
+    found = await seed.get_deployment(api, namespace, old)
+    if found is None or int(found["spec"]["replicas"]) != replicas:
+        raise StoryError(f"{old_name} was not scaled back to {replicas}: {found and found['spec']}")
+    third = await _connect(
+        proxy.tcp_port, streams, expect=old, what="a connection after the rollback"
+    )
+    still = await other.color()
+    if still != new:
+        raise StoryError(f"connection 2 reads #{still}, expected #{new}")
+    tell(
+        f"   {old_name} is back at {replicas} replicas; a new connection (3) reads #{old}; "
+        f"connection 2 still reads #{new}, which is now retired"
+    )
 
-        await _poll(deleted, what=f"{old_name} deleted")
-        tell(f"   {old_name} deleted")
+    tell(f"8. deploy again: color #{fix}, the fixed release, and switch the Service to it")
+    await sandbox.deploy(fix)
+    last = await _connect(proxy.tcp_port, streams, expect=fix, what="a connection to the fix")
+    tell(f"   a new connection (4) reads #{fix}")
 
-        tell(f"8. the live color #{new} was never touched")
-        found = await seed.get_deployment(api, namespace, new)
-        if found is None or not seed.is_available(found):
-            raise StoryError(f"{new_name} is not Available: {found and found.get('status')}")
-        if int(found["spec"]["replicas"]) != replicas:
-            raise StoryError(f"{new_name} has {found['spec']['replicas']} replicas")
-        selector = await seed.service_selector(api, namespace)
-        if selector.get("color") != new:
-            raise StoryError(f"the Service selects {selector}, expected #{new}")
-        doc = await _color_doc(session, status_url, new)
-        still = await other.color()
-        if still != new:
-            raise StoryError(f"connection 2 reads #{still}, expected #{new}")
-        tell(
-            f"   #{new} untouched: {doc.get('state')}, {replicas}/{replicas} replicas, "
-            f"connection 2 still reads #{still}"
-        )
-    tell("the story is over: the old color drained and was burned down, the live one kept")
+    tell(
+        f"9. close connections 2 and 3, and set keepScaledDown to 0 in ConfigMap "
+        f"{namespace}/{sandbox.policy_configmap}: nothing is kept for a rollback any more, so "
+        f"rainbowd deletes #{old} and #{new} once drained"
+    )
+    await other.close()
+    await third.close()
+    await sandbox.set_default("keepScaledDown", 0)
+    for color, name in ((old, old_name), (new, new_name)):
+
+        async def deleted(color: str = color) -> bool:
+            return await seed.get_deployment(api, namespace, color) is None
+
+        await _poll(deleted, what=f"{name} deleted", within=STEP_TIMEOUT + min_age.total_seconds())
+
+        async def delete_event(name: str = name) -> str | None:
+            return await _rainbowd_event(api, namespace, name, "delete")
+
+        event = await _poll(delete_event, what=f"rainbowd's Event on deleting {name}")
+        tell(f"   {name} deleted by rainbowd; its Event: {event}")
+
+    tell(f"10. the live color #{fix} was never touched")
+    found = await seed.get_deployment(api, namespace, fix)
+    if found is None or not is_available(found):
+        raise StoryError(f"{fix_name} is not Available: {found and found.get('status')}")
+    if int(found["spec"]["replicas"]) != replicas:
+        raise StoryError(f"{fix_name} has {found['spec']['replicas']} replicas")
+    selector = await seed.service_selector(api, namespace)
+    if selector.get("color") != fix:
+        raise StoryError(f"the Service selects {selector}, expected #{fix}")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        doc = await _color_doc(session, status_url, fix)
+    still = await last.color()
+    if still != fix:
+        raise StoryError(f"connection 4 reads #{still}, expected #{fix}")
+    tell(
+        f"   #{fix} untouched: {doc.get('state')}, {replicas}/{replicas} replicas, "
+        f"connection 4 still reads #{still}"
+    )
+    tell(
+        "the story is over: the old colors drained and were burned down, the rollback brought "
+        "one back in seconds, and the live one was kept"
+    )
+
+
+def _distinct_colors(count: int) -> list[str]:
+    colors: list[str] = []
+    while len(colors) < count:
+        color = seed.new_color()
+        if color not in colors:
+            colors.append(color)
+    return colors
+
+
+async def _connect(port: int, streams: list[Stream], *, expect: str, what: str) -> Stream:
+    stream = await Stream.open(port)
+    streams.append(stream)
+    got = await stream.color()
+    if got != expect:
+        raise StoryError(f"{what} reads #{got}, expected #{expect}")
+    return stream
 
 
 async def _rainbowd_event(api: ApiClient, namespace: str, name: str, action: str) -> str | None:

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # The story waits out minRetiredAge and drainHold (shortened below); the rest is starting the
 # control plane and rolling out two colors on two shared, busy cores.
-STORY_DEADLINE = 420.0
+STORY_DEADLINE = 600.0
 START_DEADLINE = 240.0
 STOP_DEADLINE = 90.0
 COMPONENTS = (
@@ -148,10 +148,12 @@ def test_story_plays_through_and_leaves_nothing_running(
     assert "rainbowd sandbox deploy" in out
 
     # ...and each step of the story, in order.
-    old = re.search(r"^story: 1\. deploy color #([0-9a-f]{6})", out, re.MULTILINE)
-    new = re.search(r"^story: 3\. deploy color #([0-9a-f]{6})", out, re.MULTILINE)
-    assert old is not None and new is not None, out
-    old_color, new_color = old.group(1), new.group(1)
+    colors = {
+        step: re.search(rf"^story: {step}\. deploy [^#]*#([0-9a-f]{{6}})", out, re.MULTILINE)
+        for step in (1, 3, 8)
+    }
+    assert all(colors.values()), out
+    old_color, new_color, fix_color = (m.group(1) for m in colors.values() if m is not None)
     steps = [
         f"connection 1 reads: The color is #{old_color}",
         f"a new connection (2) reads #{new_color}; connection 1 still reads #{old_color}",
@@ -160,8 +162,13 @@ def test_story_plays_through_and_leaves_nothing_running(
         f"rainbow-deploys-{old_color} scaled to 0 replicas by rainbowd; its Event: ScaledDown: "
         "scale rainbow-deploys-",
         f"the pods of #{old_color} are gone",
-        f"rainbow-deploys-{old_color} deleted",
-        f"#{new_color} untouched: live, 2/2 replicas, connection 2 still reads #{new_color}",
+        "rainbowd rollback",
+        f"rainbow-deploys-{old_color} is back at 2 replicas; a new connection (3) reads "
+        f"#{old_color}; connection 2 still reads #{new_color}",
+        f"a new connection (4) reads #{fix_color}",
+        f"rainbow-deploys-{old_color} deleted by rainbowd; its Event: Deleted: ",
+        f"rainbow-deploys-{new_color} deleted by rainbowd; its Event: Deleted: ",
+        f"#{fix_color} untouched: live, 2/2 replicas, connection 4 still reads #{fix_color}",
         "the story is over",
         "sandbox stopped",
     ]
@@ -175,10 +182,10 @@ def test_story_plays_through_and_leaves_nothing_running(
     held = re.search(r"held while connected: .*connections (\d+), replicas (\d+)/(\d+)", out)
     assert held is not None and int(held.group(1)) >= 1 and held.group(2) == held.group(3) == "2"
 
-    # Every demo process of the old color stopped when rainbowd scaled it down.
+    # Every demo process of the old color stopped when rainbowd scaled it down, both times.
     stopped = re.findall(rf"pod rainbow-deploys-{old_color}-\S+ \(#{old_color}\) stopped", out)
-    assert len(stopped) == 2, out
-    # The daemon acted on the old color only, for the reasons the story tells.
+    assert len(stopped) == 4, out
+    # The daemon acted on the old colors only, for the reasons the story tells.
     # The logs went to their file, not through the story.
     assert "cycle finished" not in sandbox.logs()
     logs = (data_dir / "rainbowd.log").read_text()
@@ -186,7 +193,9 @@ def test_story_plays_through_and_leaves_nothing_running(
     assert {(c, a) for c, a, _ in acted if a in ("scale", "delete")} == {
         (old_color, "scale"),
         (old_color, "delete"),
+        (new_color, "delete"),
     }, logs
+    assert not [c for c, a, _ in acted if c == fix_color and a in ("scale", "delete")], logs
 
     assert sandbox_processes(data_dir) == {}
 

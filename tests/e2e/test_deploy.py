@@ -1,0 +1,578 @@
+"""`rainbowd deploy`, `rollback`, `promote`, `hold` and `release` as a user runs them: the real
+CLI in a child process against the real apiserver with controller-manager and kwok, and, where
+the daemon's reaction is the point, rainbowd itself running with a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import HOLD_REASON, HOLD_UNTIL, LIVE_AT, ORIGINAL_REPLICAS, RETIRED_AT
+from rainbowd.deploy import CANARY_COLOR, PREVIOUS_COLOR, RETIREMENT
+from rainbowd.kube.clients import request_json, resource_path
+from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd.settings import PolicySource
+from tests.e2e.harness import (
+    APP,
+    ROOT,
+    Fleet,
+    annotations_of,
+    color_doc,
+    daemon_settings,
+    eventually,
+    fetch_json,
+    get_deployment,
+    our_events,
+    policy_text,
+    replicas,
+    running_daemon,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full]
+
+A, B, C = "aaaaaa", "bbbbbb", "cccccc"
+# A CLI run: rolling out a color on two busy shared cores can take a while.
+CLI_DEADLINE = 240.0
+
+
+def chat_template(
+    *, replicas: int = 1, fate: str | None = None, progress_deadline: int | None = None
+) -> str:
+    """The seed's app.yaml shape for the test app: a Service and one Deployment, __COLOR__.
+    `fate` (sandbox.rainbowd.io/fate) makes kwok keep the pods from ever getting ready."""
+    text = textwrap.dedent(
+        f"""\
+        apiVersion: v1
+        kind: Service
+        metadata:
+          name: {APP}
+          labels: {{app: {APP}}}
+        spec:
+          selector: {{app: {APP}, color: __COLOR__}}
+          ports: [{{name: http, port: 80, targetPort: 8080}}]
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: {APP}-__COLOR__
+          labels: {{app: {APP}}}
+        spec:
+          replicas: {replicas}
+          selector:
+            matchLabels: {{app: {APP}, color: __COLOR__}}
+          template:
+            metadata:
+              labels: {{app: {APP}, color: __COLOR__}}
+            spec:
+              containers:
+                - name: app
+                  image: registry.invalid/chat:__COLOR__
+        """
+    )
+    if fate:
+        text = text.replace(
+            "      labels: {app: chat, color: __COLOR__}\n",
+            "      labels: {app: chat, color: __COLOR__}\n"
+            f"      annotations: {{sandbox.rainbowd.io/fate: {fate}}}\n",
+        )
+    if progress_deadline:
+        text = text.replace(
+            "  selector:\n", f"  progressDeadlineSeconds: {progress_deadline}\n  selector:\n"
+        )
+    return text
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+
+
+@dataclass
+class Cli:
+    """`rainbowd COMMAND --kubeconfig K -n NS ...` in a child process."""
+
+    cluster: ControlPlane
+    namespace: str
+    workdir: Path
+
+    async def __call__(self, command: str, *args: str, env: dict[str, str] | None = None) -> Run:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rainbowd",
+            command,
+            f"--kubeconfig={self.cluster.kubeconfig}",
+            "-n",
+            self.namespace,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), CLI_DEADLINE)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            pytest.fail(f"rainbowd {command} {args} still running after {CLI_DEADLINE:g}s")
+        return Run(proc.returncode or 0, out.decode(), err.decode())
+
+    def template(self, name: str = "app.yaml", **kwargs: Any) -> str:
+        path = self.workdir / name
+        path.write_text(chat_template(**kwargs))
+        return str(path)
+
+    async def deploy(self, color: str, *args: str, **template: Any) -> Run:
+        run = await self(
+            "deploy", "--app", APP, "-f", self.template(**template), "--color", color, *args
+        )
+        return run
+
+    async def deployed(self, color: str, *args: str, **template: Any) -> Run:
+        run = await self.deploy(color, *args, **template)
+        assert run.code == 0, str(run)
+        return run
+
+
+@pytest.fixture
+def cli(cluster_full: ControlPlane, namespace: str, tmp_path: Path) -> Cli:
+    return Cli(cluster_full, namespace, tmp_path)
+
+
+async def service(api: ApiClient, namespace: str, name: str = APP) -> dict[str, Any]:
+    return await request_json(
+        api, "GET", resource_path("v1", "services", namespace=namespace, name=name)
+    )
+
+
+def selector(svc: dict[str, Any]) -> dict[str, str]:
+    return dict(svc["spec"]["selector"])
+
+
+def annotations(obj: dict[str, Any]) -> dict[str, str]:
+    return dict(obj["metadata"].get("annotations") or {})
+
+
+# --- deploy -------------------------------------------------------------------------------------
+
+
+async def test_deploy_the_seed_app_yaml_then_a_checked_color_then_rerun_changes_nothing(
+    cli: Cli, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    seed_app = str(ROOT / "k8s" / "demo" / "app.yaml")
+    first = await cli("deploy", "--app", "rainbow-deploys", "-f", seed_app, "--color", A)
+    assert first.code == 0, str(first)
+    assert f"created rainbow-deploys-{A} (2 replicas)" in first.out
+    assert f"rainbow-deploys-{A} is Available (2/2 ready)" in first.out
+    assert f"Service rainbow-deploys created, selecting #{A}" in first.out
+    svc = await service(kube_api, namespace, "rainbow-deploys")
+    assert selector(svc) == {"app": "rainbow-deploys", "color": A}
+
+    # The next release, with a smoke check that sees the new color's pods.
+    seen = tmp_path / "check.json"
+    check = f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))' > {seen}"
+    second = await cli(
+        "deploy", "--app", "rainbow-deploys", "-f", seed_app, "--color", B, "--check", check
+    )
+    assert second.code == 0, str(second)
+    assert "check passed" in second.out
+    assert f"Service rainbow-deploys now selects #{B} (was #{A})" in second.out
+    env = json.loads(seen.read_text())
+    assert env["RAINBOWD_COLOR"] == B and env["RAINBOWD_PREVIOUS_COLOR"] == A
+    assert env["RAINBOWD_DEPLOYMENT"] == f"rainbow-deploys-{B}"
+    names = env["RAINBOWD_POD_NAMES"].split()
+    assert len(names) == 2 and all(n.startswith(f"rainbow-deploys-{B}-") for n in names), env
+    assert len(env["RAINBOWD_POD_IPS"].split()) == 2, env
+    svc = await service(kube_api, namespace, "rainbow-deploys")
+    assert selector(svc) == {"app": "rainbow-deploys", "color": B}
+    assert annotations(svc)[PREVIOUS_COLOR] == A
+    # The old color is left running, for rainbowd to burn down.
+    assert await replicas(kube_api, namespace, f"rainbow-deploys-{A}") == 2
+
+    # Re-running the finished deploy changes nothing.
+    before = await get_deployment(kube_api, namespace, f"rainbow-deploys-{B}")
+    assert before is not None
+    again = await cli("deploy", "--app", "rainbow-deploys", "-f", seed_app, "--color", B)
+    assert again.code == 0, str(again)
+    assert "nothing to do" in again.out
+    after = await get_deployment(kube_api, namespace, f"rainbow-deploys-{B}")
+    assert after is not None
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert annotations(after) == annotations(before)
+    unchanged = await service(kube_api, namespace, "rainbow-deploys")
+    assert unchanged["metadata"]["resourceVersion"] == svc["metadata"]["resourceVersion"]
+
+
+async def test_image_clones_the_live_color(cli: Cli, namespace: str, kube_api: ApiClient) -> None:
+    await cli.deployed(A, replicas=2)
+    run = await cli("deploy", "--app", APP, "--image", "registry.invalid/chat:v2", "--color", B)
+    assert run.code == 0, str(run)
+    clone = await get_deployment(kube_api, namespace, f"{APP}-{B}")
+    assert clone is not None
+    template = clone["spec"]["template"]
+    assert template["metadata"]["labels"] == {"app": APP, "color": B}
+    assert clone["spec"]["selector"]["matchLabels"] == {"app": APP, "color": B}
+    assert template["spec"]["containers"][0]["image"] == "registry.invalid/chat:v2"
+    assert clone["spec"]["replicas"] == 2
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": B}
+
+
+@pytest.mark.parametrize(
+    ("template", "args", "reason"),
+    [
+        ({"fate": "never-ready", "progress_deadline": 2}, (), "ProgressDeadlineExceeded"),
+        ({"fate": "never-ready"}, ("--timeout=3s",), "not Available after 3s: 0/1 ready"),
+        ({"fate": "image-pull-backoff"}, ("--cleanup-on-failure",), "ImagePullBackOff"),
+        ({"fate": "crash-loop"}, (), "CrashLoopBackOff"),
+    ],
+    ids=["progress-deadline", "timeout", "image-pull-backoff", "crash-loop"],
+)
+async def test_a_color_that_never_gets_ready_leaves_the_service_alone(
+    cli: Cli,
+    namespace: str,
+    kube_api: ApiClient,
+    template: dict[str, Any],
+    args: tuple[str, ...],
+    reason: str,
+) -> None:
+    await cli.deployed(A)
+    before = await service(kube_api, namespace)
+
+    run = await cli.deploy(B, *args, **template)
+    assert run.code == 1, str(run)
+    assert reason in run.err, str(run)
+    assert run.err.startswith("rainbowd deploy: failed: "), str(run)
+    after = await service(kube_api, namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert selector(after) == {"app": APP, "color": A}
+    left = await get_deployment(kube_api, namespace, f"{APP}-{B}")
+    if "--cleanup-on-failure" in args:
+        assert f"{APP}-{B} deleted (--cleanup-on-failure)" in run.err
+        assert left is None or left["metadata"].get("deletionTimestamp")
+    else:
+        assert left is not None, "the failed color is kept for a look without the flag"
+
+
+async def test_a_failing_check_means_no_switch(
+    cli: Cli, namespace: str, kube_api: ApiClient
+) -> None:
+    await cli.deployed(A)
+    run = await cli.deploy(B, "--check", 'test "$RAINBOWD_COLOR" = nope || exit 3')
+    assert run.code == 1, str(run)
+    assert "failed with exit code 3" in run.err
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP, "color": A}
+    assert PREVIOUS_COLOR not in annotations(svc)
+
+
+async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(
+    cli: Cli, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    await cli.deployed(A)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # Each check says it arrived, then waits for the gate: both deploys have read the Service
+    # (at the same resourceVersion) and are ready to switch when the gate opens.
+    check = f'touch {gate}/"$RAINBOWD_COLOR"; while [ ! -e {gate}/open ]; do sleep 0.1; done'
+    racers = [asyncio.create_task(cli.deploy(color, "--check", check)) for color in (B, C)]
+
+    async def both_waiting() -> bool:
+        for task in racers:
+            if task.done():
+                pytest.fail(f"a racer ended before the gate opened: {task.result()}")
+        return (gate / B).exists() and (gate / C).exists()
+
+    await eventually(both_waiting, what="both deploys at their check", within=CLI_DEADLINE)
+    (gate / "open").touch()
+    runs = dict(zip((B, C), await asyncio.gather(*racers), strict=True))
+
+    winners = [color for color, run in runs.items() if run.code == 0]
+    assert len(winners) == 1, "\n".join(str(r) for r in runs.values())
+    (winner,) = winners
+    (loser,) = {B, C} - {winner}
+    assert runs[loser].code == 1
+    assert "another deploy or rollback won" in runs[loser].err, str(runs[loser])
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP, "color": winner}
+    assert annotations(svc)[PREVIOUS_COLOR] == A
+
+
+# --- rollback -----------------------------------------------------------------------------------
+
+
+async def test_rollback_to_a_deleted_color_names_the_colors_left(
+    cli: Cli, namespace: str, kube_api: ApiClient
+) -> None:
+    for color in (A, B, C):
+        await cli.deployed(color)
+    await request_json(
+        kube_api,
+        "DELETE",
+        resource_path("apps/v1", "deployments", namespace=namespace, name=f"{APP}-{B}"),
+    )
+    run = await cli("rollback", "--app", APP)
+    assert run.code == 1, str(run)
+    assert f"cannot roll back to #{B}" in run.err
+    assert f"colors that can be rolled back to: #{A} (1/1 ready)" in run.err, run.err
+    run = await cli("rollback", "--app", APP, "--to", "dddddd")
+    assert run.code == 1 and "cannot roll back to #dddddd" in run.err, str(run)
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": C}
+
+
+async def test_rollback_during_a_canary_narrows_to_the_old_color(
+    cli: Cli, namespace: str, kube_api: ApiClient
+) -> None:
+    await cli.deployed(A)
+    run = await cli.deployed(B, "--canary")
+    assert "canary" in run.out
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP}
+    assert annotations(svc)[CANARY_COLOR] == B and annotations(svc)[PREVIOUS_COLOR] == A
+    # A deploy during a canary is refused: promote or roll back first.
+    refused = await cli.deploy(C)
+    assert refused.code == 1 and "a canary of #bbbbbb is in progress" in refused.err
+
+    run = await cli("rollback", "--app", APP)
+    assert run.code == 0, str(run)
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP, "color": A}
+    assert CANARY_COLOR not in annotations(svc)
+    assert annotations(svc)[PREVIOUS_COLOR] == B
+
+
+# --- with the daemon ----------------------------------------------------------------------------
+
+
+async def _cycles(daemon: Any, count: int) -> None:
+    """Until the daemon has finished `count` more cycles."""
+    start = daemon.last_cycle.number if daemon.last_cycle is not None else 0
+
+    async def passed() -> bool:
+        report = daemon.last_cycle
+        return report is not None and report.number >= start + count
+
+    await eventually(passed, what=f"{count} more cycles of the daemon")
+
+
+def _scaled_or_deleted(events: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{e['regarding']['name']}: {e['reason']}: {e.get('note')}"
+        for e in events
+        if str(e.get("reason", "")).startswith(("ScaledDown", "Deleted"))
+    ]
+
+
+async def _never_during(
+    check: Callable[[], Awaitable[list[str]]], daemon: Any, cycles: int
+) -> None:
+    for _ in range(cycles):
+        await _cycles(daemon, 1)
+        found = await check()
+        assert not found, found
+
+
+async def test_rollback_to_a_scaled_down_color_with_the_daemon_running(
+    cli: Cli,
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    await cli.deployed(A)
+    fleet.start(A)
+    await cli.deployed(B)
+    fleet.start(B)
+    for color in (A, B):
+        await fleet.wait_scraped(color, 0)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(prometheus.url, namespace, keep_scaled_down=1))
+    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    name_a, name_b = f"{APP}-{A}", f"{APP}-{B}"
+    async with running_daemon(settings) as daemon:
+
+        async def a_scaled_down() -> bool:
+            return await replicas(kube_api, namespace, name_a) == 0
+
+        await eventually(a_scaled_down, what=f"{name_a} scaled to 0 by rainbowd")
+        assert (await annotations_of(kube_api, namespace, name_a))[ORIGINAL_REPLICAS] == "1"
+
+        run = await cli("rollback", "--app", APP)
+        assert run.code == 0, str(run)
+        assert f"scaling {name_a} from 0 back to 1 replicas" in run.out
+        assert f"Service {APP} now selects #{A} again (was #{B})" in run.out
+
+        svc = await service(kube_api, namespace)
+        assert selector(svc) == {"app": APP, "color": A}
+        assert annotations(svc)[PREVIOUS_COLOR] == B
+        assert await replicas(kube_api, namespace, name_a) == 1
+        bookkeeping = await annotations_of(kube_api, namespace, name_a)
+        for key in (*RETIREMENT, HOLD_UNTIL, HOLD_REASON):
+            assert key not in bookkeeping, bookkeeping
+
+        async def a_stamped_live() -> bool:
+            return LIVE_AT in await annotations_of(kube_api, namespace, name_a)
+
+        await eventually(a_stamped_live, what=f"{name_a} stamped live by rainbowd")
+
+        # The daemon retires the color rolled away from and burns it down by the policy...
+        async def b_retired() -> bool:
+            return RETIRED_AT in await annotations_of(kube_api, namespace, name_b)
+
+        await eventually(b_retired, what=f"{name_b} stamped retired")
+
+        async def b_scaled_down() -> bool:
+            return await replicas(kube_api, namespace, name_b) == 0
+
+        await eventually(b_scaled_down, what=f"{name_b} scaled to 0 by rainbowd")
+        status = await fetch_json(daemon.http_url + "/status")  # type: ignore[operator]
+        doc = color_doc(status, A)
+        assert doc is not None and doc["state"] == "live", doc
+
+    # ...and did nothing wrongful to the color rolled back to: its one scale-down is the one
+    # from before the rollback, and it was never deleted.
+    actions_on_a = _scaled_or_deleted(await our_events(kube_api, namespace, name=name_a))
+    assert len(actions_on_a) == 1 and "ScaledDown" in actions_on_a[0], actions_on_a
+    assert await replicas(kube_api, namespace, name_a) == 1
+
+
+async def test_canary_both_live_then_promote_burns_the_old_one_down(
+    cli: Cli,
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    await cli.deployed(A)
+    fleet.start(A)
+    await cli.deployed(B, "--canary")
+    fleet.start(B)
+    for color in (A, B):
+        await fleet.wait_scraped(color, 0)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(prometheus.url, namespace, keep_scaled_down=0))
+    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    name_a = f"{APP}-{A}"
+    async with running_daemon(settings) as daemon:
+        assert daemon.http_url is not None
+        url = daemon.http_url
+
+        async def both_live() -> bool:
+            status = await fetch_json(url + "/status")
+            docs = [color_doc(status, color) for color in (A, B)]
+            return all(d is not None and d["state"] == "live" for d in docs)
+
+        await eventually(both_live, what="both colors live in rainbowd's plan")
+
+        async def nothing_done() -> list[str]:
+            return _scaled_or_deleted(await our_events(kube_api, namespace))
+
+        # Well past minRetiredAge and drainHold: a retired color would have been scaled.
+        await _never_during(nothing_done, daemon, cycles=6)
+        for color in (A, B):
+            assert await replicas(kube_api, namespace, f"{APP}-{color}") == 1
+
+        run = await cli("promote", "--app", APP)
+        assert run.code == 0, str(run)
+        assert f"promoted: Service {APP} now selects #{B} only" in run.out
+        svc = await service(kube_api, namespace)
+        assert selector(svc) == {"app": APP, "color": B}
+        assert CANARY_COLOR not in annotations(svc)
+
+        async def a_deleted() -> bool:
+            return await get_deployment(kube_api, namespace, name_a) is None
+
+        await eventually(a_deleted, what=f"{name_a} burned down (scaled, then deleted)")
+    # keepScaledDown 0: a drained color is deleted outright.
+    reasons = [e["reason"] for e in await our_events(kube_api, namespace, name=name_a)]
+    assert "MarkedRetired" in reasons and "Deleted" in reasons, reasons
+    assert await replicas(kube_api, namespace, f"{APP}-{B}") == 1
+
+
+async def test_a_held_color_is_kept_past_max_retired_age_until_released(
+    cli: Cli,
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path: Path,
+) -> None:
+    await cli.deployed(A)
+    fleet.start(A)
+    await cli.deployed(B)
+    fleet.start(B)
+    for color in (A, B):
+        await fleet.wait_scraped(color, 0)
+    run = await cli("hold", A, "--for", "1h", "--reason", "incident 42: keep for forensics")
+    assert run.code == 0, str(run)
+    assert f"{APP}-{A} held until " in run.out
+    held = await annotations_of(kube_api, namespace, f"{APP}-{A}")
+    assert held[HOLD_REASON] == "incident 42: keep for forensics"
+    assert held[HOLD_UNTIL].endswith("Z") and "T" in held[HOLD_UNTIL]
+
+    policy = tmp_path / "policy.yaml"
+    text = policy_text(prometheus.url, namespace, keep_scaled_down=0)
+    policy.write_text(text.replace("maxRetiredAge: null", "maxRetiredAge: 2s"))
+    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    name_a = f"{APP}-{A}"
+    async with running_daemon(settings) as daemon:
+        assert daemon.http_url is not None
+        url = daemon.http_url
+
+        async def retired_long() -> bool:
+            doc = color_doc(await fetch_json(url + "/status"), A)
+            return doc is not None and (doc.get("retiredFor") or 0) >= 4
+
+        # Past maxRetiredAge (2s), drainHold and minRetiredAge, and drained: only the hold
+        # keeps it.
+        await eventually(retired_long, what=f"{name_a} retired for twice maxRetiredAge")
+
+        async def actions_on_a() -> list[str]:
+            return _scaled_or_deleted(await our_events(kube_api, namespace, name=name_a))
+
+        await _never_during(actions_on_a, daemon, cycles=4)
+        assert await replicas(kube_api, namespace, name_a) == 1
+
+        run = await cli("release", A)
+        assert run.code == 0, str(run)
+        assert f"{name_a} released" in run.out
+        # (rainbowd may act on it at once: gone is released too)
+        after = await get_deployment(kube_api, namespace, name_a)
+        assert after is None or HOLD_UNTIL not in annotations(after)
+
+        async def a_deleted() -> bool:
+            return await get_deployment(kube_api, namespace, name_a) is None
+
+        await eventually(a_deleted, what=f"{name_a} burned down once released")
+    reasons = [e["reason"] for e in await our_events(kube_api, namespace, name=name_a)]
+    assert "Held" in reasons and "Released" in reasons and "Deleted" in reasons, reasons
+
+    history = await cli("history", "--app", APP)
+    assert history.code == 0, str(history)
+    print(history.out)
+    lines = history.out.splitlines()
+    assert lines[0].split()[:3] == ["COLOR", "STATE", "REPLICAS"]
+    assert [line.split()[0] for line in lines[1:]] == [A, B], history.out
+    assert lines[1].split()[1] == "deleted" and lines[2].split()[1] == "live", history.out

@@ -1,0 +1,221 @@
+"""`pip install rainbowd` alone: a fresh venv with the runtime dependencies only (no dev
+extras) gives working commands, and the real kubectl finds the plugin it installs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rainbowd.sandbox.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = (
+    "run",
+    "plan",
+    "status",
+    "deploy",
+    "rollback",
+    "promote",
+    "hold",
+    "release",
+    "history",
+    "check-policy",
+    "sandbox",
+)
+PLUGIN_COMMANDS = ("status", "plan", "deploy", "rollback", "promote", "hold", "release", "history")
+DEV_ONLY = ("pytest", "hypothesis", "mypy", "ruff")
+PIP_TIMEOUT = 900
+
+
+def _runtime_requirements() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return list(project["dependencies"])
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """Wheels of the runtime dependencies (and setuptools, to build rainbowd), downloaded once
+    per set of requirements into .cache/, so a session installs offline."""
+    requirements = _runtime_requirements()
+    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+    folder = ROOT / ".cache" / "runtime-wheels" / key
+    done = folder / ".complete"
+    if not done.exists():
+        partial = folder.with_name(f"{key}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--dest",
+                str(partial),
+                "setuptools>=77",
+                "wheel",
+                *requirements,
+            ],
+            check=True,
+            timeout=PIP_TIMEOUT,
+        )
+        (partial / ".complete").touch()
+        try:
+            partial.rename(folder)
+        except OSError:  # another session got there first
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A venv holding rainbowd (built from this checkout) and its runtime dependencies only."""
+    venv = tmp_path_factory.mktemp("runtime") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=PIP_TIMEOUT,
+        env={**os.environ, "PIP_FIND_LINKS": str(wheelhouse)},
+    )
+    yield venv / "bin"
+
+
+def _run(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def test_the_runtime_venv_has_no_dev_tools(runtime_venv: Path) -> None:
+    for module in DEV_ONLY:
+        found = _run([str(runtime_venv / "python"), "-c", f"import {module}"])
+        assert found.returncode != 0, f"{module} is installed: not a runtime-only venv"
+    check = _run([str(runtime_venv / "python"), "-m", "pip", "check"])
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_every_command_works_from_a_runtime_only_install(runtime_venv: Path) -> None:
+    top = _run([str(runtime_venv / "rainbowd"), "--help"], cwd="/")
+    assert top.returncode == 0, top.stderr
+    for command in COMMANDS:
+        assert command in top.stdout
+        shown = _run([str(runtime_venv / "rainbowd"), command, "--help"], cwd="/")
+        assert shown.returncode == 0, f"rainbowd {command} --help: {shown.stderr}"
+        assert shown.stdout.startswith(f"usage: rainbowd {command}"), shown.stdout
+    # The sandbox's certificates (the import that once needed a dev-only package) are made.
+    pki = _run(
+        [
+            str(runtime_venv / "python"),
+            "-c",
+            "import pathlib, sys, tempfile; from rainbowd.sandbox.certs import write_pki; "
+            "d = pathlib.Path(tempfile.mkdtemp()); write_pki(d); print(sorted(p.name for p in "
+            "d.iterdir()))",
+        ],
+        cwd="/",
+    )
+    assert pki.returncode == 0, pki.stderr
+    assert ".crt" in pki.stdout or ".pem" in pki.stdout, pki.stdout
+
+
+@pytest.mark.cluster_full
+def test_deploy_and_history_from_a_runtime_only_install(
+    runtime_venv: Path, cluster_full: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    template = (ROOT / "k8s" / "demo" / "app.yaml").read_text()
+    # Another NodePort than the e2e tests': node ports are cluster-wide.
+    (tmp_path / "app.yaml").write_text(template.replace("3108", "3208"))
+    env = {**os.environ, "KUBECONFIG": str(cluster_full.kubeconfig)}
+    deploy = _run(
+        [
+            str(runtime_venv / "rainbowd"),
+            "deploy",
+            "-n",
+            namespace,
+            "--app",
+            "rainbow-deploys",
+            "-f",
+            str(tmp_path / "app.yaml"),
+            "--color",
+            "3c3fdc",
+            "--timeout",
+            "3m",
+        ],
+        cwd="/",
+        env=env,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "Service rainbow-deploys created, selecting #3c3fdc" in deploy.stdout
+    history = _run(
+        [str(runtime_venv / "rainbowd"), "history", "-n", namespace, "--app", "rainbow-deploys"],
+        cwd="/",
+        env=env,
+    )
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.splitlines()[1].split()[:2] == ["3c3fdc", "live"], history.stdout
+
+
+def _kubectl() -> Path:
+    bin_dir = subprocess.run(
+        [str(ROOT / "tests" / "cluster" / "build"), "--print-bin-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    kubectl = Path(bin_dir) / "kubectl"
+    if not os.access(kubectl, os.X_OK):
+        pytest.fail(f"no kubectl at {kubectl}: run tests/cluster/build", pytrace=False)
+    return kubectl
+
+
+@pytest.mark.cluster_full
+def test_the_real_kubectl_finds_the_plugin_and_runs_it(
+    runtime_venv: Path, cluster_full: ControlPlane, namespace: str
+) -> None:
+    kubectl = _kubectl()
+    env = {
+        "PATH": f"{runtime_venv}{os.pathsep}{kubectl.parent}{os.pathsep}/usr/bin:/bin",
+        "KUBECONFIG": str(cluster_full.kubeconfig),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    listed = _run([str(kubectl), "plugin", "list"], env=env)
+    assert str(runtime_venv / "kubectl-rainbow") in listed.stdout, listed.stdout + listed.stderr
+    for command in PLUGIN_COMMANDS:
+        shown = _run([str(kubectl), "rainbow", command, "--help"], env=env)
+        assert shown.returncode == 0, f"kubectl rainbow {command} --help: {shown.stderr}"
+        assert shown.stdout.startswith(f"usage: kubectl rainbow {command}"), shown.stdout
+    # The current context and -n, as kubectl users type them.
+    history = _run([str(kubectl), "rainbow", "-n", namespace, "history", "--app", "chat"], env=env)
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.split()[:3] == ["COLOR", "STATE", "REPLICAS"], history.stdout
+    missing = _run([str(kubectl), "rainbow", "-n", namespace, "rollback", "--app", "chat"], env=env)
+    assert missing.returncode == 1
+    assert f"no Service {namespace}/chat" in missing.stderr, missing.stderr
+    # kubectl asks kubectl_complete-rainbow for completions.
+    completed = _run([str(kubectl), "__complete", "rainbow", "ro"], env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[0] == "rollback", completed.stdout

@@ -1,0 +1,191 @@
+"""The pure parts of `rainbowd deploy` and the kubectl plugin: colors, templates, the --image
+clone, kubectl's flags and completion, the context's namespace."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rainbowd.commands.cluster_args import context_namespace
+from rainbowd.deploy import (
+    AppRef,
+    UsageError,
+    clone_deployment,
+    render_template,
+    validate_color,
+)
+from rainbowd.kubectl import _hoist, complete, main
+
+ROOT = Path(__file__).resolve().parents[2]
+REF = AppRef(namespace="default", app="rainbow-deploys")
+
+
+@pytest.mark.parametrize("color", ["3c3fdc", "release-42", "v2", "a"])
+def test_valid_colors(color: str) -> None:
+    assert validate_color(color) == color
+
+
+@pytest.mark.parametrize("color", ["3C3FDC", "-abc", "abc-", "a_b", "", "x" * 64, "a.b"])
+def test_invalid_colors_say_what_a_color_is(color: str) -> None:
+    with pytest.raises(UsageError, match=r"six hex digits .* or a DNS label"):
+        validate_color(color)
+
+
+def test_the_seed_app_yaml_renders_as_it_is() -> None:
+    text = (ROOT / "k8s" / "demo" / "app.yaml").read_text()
+    docs = render_template(text, "3c3fdc", REF, source="app.yaml")
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["Service", "Deployment"]
+    deployment = docs[1]
+    assert deployment["metadata"]["name"] == "rainbow-deploys-3c3fdc"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["color"] == "3c3fdc"
+    assert docs[0]["spec"]["selector"]["color"] == "3c3fdc"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("kind: Deployment\n", "no __COLOR__ in the template"),
+        ("a: [__COLOR__\n", "app.yaml: not YAML"),
+        ("kind: ConfigMap\nname: __COLOR__\n", "document 1: kind 'ConfigMap'"),
+        ("kind: Service\nx: __COLOR__\n", "expected one Deployment, found 0"),
+        (
+            "kind: Deployment\nspec: {template: {metadata: {labels: {app: other, "
+            "color: __COLOR__}}}}\n",
+            "spec.template.metadata.labels.app is 'other', expected 'rainbow-deploys'",
+        ),
+        (
+            "kind: Deployment\nspec: {template: {metadata: {labels: {app: rainbow-deploys, "
+            "color: blue}}}}\nx: __COLOR__\n",
+            "labels.color is 'blue', expected 'abcdef'",
+        ),
+        ("- __COLOR__\n", "document 1: expected a Kubernetes object, got list"),
+    ],
+)
+def test_a_bad_template_is_a_clear_error(text: str, error: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        render_template(text, "abcdef", REF, source="app.yaml")
+    assert error in str(caught.value)
+    assert str(caught.value).startswith("app.yaml")
+
+
+def _live(containers: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = {"app": "rainbow-deploys", "color": "3c3fdc"}
+    return {
+        "metadata": {
+            "name": "rainbow-deploys-3c3fdc",
+            "namespace": "default",
+            "uid": "u",
+            "resourceVersion": "9",
+            "labels": {"app": "rainbow-deploys"},
+            "annotations": {
+                "rainbowd.io/live-at": "2026-01-01T00:00:00Z",
+                "deployment.kubernetes.io/revision": "1",
+                "team": "chat",
+            },
+        },
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": containers}},
+        },
+        "status": {"readyReplicas": 3},
+    }
+
+
+def test_the_image_clone_moves_everything_to_the_new_color() -> None:
+    live = _live([{"name": "app", "image": "chat:1"}])
+    clone = clone_deployment(
+        live, ref=REF, old_color="3c3fdc", color="9d2cc9", image="chat:2", container=None
+    )
+    assert clone["metadata"] == {
+        "name": "rainbow-deploys-9d2cc9",
+        "namespace": "default",
+        "labels": {"app": "rainbow-deploys"},
+        "annotations": {"team": "chat"},
+    }
+    assert "status" not in clone
+    assert clone["spec"]["selector"]["matchLabels"]["color"] == "9d2cc9"
+    assert clone["spec"]["template"]["metadata"]["labels"]["color"] == "9d2cc9"
+    assert clone["spec"]["template"]["spec"]["containers"] == [{"name": "app", "image": "chat:2"}]
+    assert clone["spec"]["replicas"] == 3
+    # The live color's object is left as it was.
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "chat:1"
+
+
+def test_the_image_clone_needs_a_container_name_when_there_are_several() -> None:
+    live = _live([{"name": "app", "image": "a:1"}, {"name": "sidecar", "image": "s:1"}])
+    with pytest.raises(UsageError, match=r"2 containers \(app, sidecar\): name the one"):
+        clone_deployment(live, ref=REF, old_color="3c3fdc", color="b", image="a:2", container=None)
+    with pytest.raises(UsageError, match=r"no container 'web' .* app, sidecar"):
+        clone_deployment(live, ref=REF, old_color="3c3fdc", color="b", image="a:2", container="web")
+    clone = clone_deployment(
+        live, ref=REF, old_color="3c3fdc", color="b", image="s:2", container="sidecar"
+    )
+    images = [c["image"] for c in clone["spec"]["template"]["spec"]["containers"]]
+    assert images == ["a:1", "s:2"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["status"], ["status"]),
+        (["-n", "chat", "deploy", "--app", "x"], ["deploy", "-n", "chat", "--app", "x"]),
+        (
+            ["--context=prod", "--namespace", "chat", "rollback"],
+            ["rollback", "--context=prod", "--namespace", "chat"],
+        ),
+        (["--help"], ["--help"]),
+        (["-n"], ["-n"]),
+    ],
+)
+def test_kubectl_flags_before_the_subcommand_move_after_it(
+    argv: list[str], expected: list[str]
+) -> None:
+    assert _hoist(argv) == expected
+
+
+def test_kubectl_completion_speaks_cobra(capsys: pytest.CaptureFixture[str]) -> None:
+    assert complete(["ro"]) == 0
+    assert capsys.readouterr().out == "rollback\n:4\n"
+    assert complete([""]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ":4" and {"deploy", "promote", "hold", "release", "history"} <= set(out)
+    assert complete(["deploy", "--cle"]) == 0
+    assert capsys.readouterr().out == "--cleanup-on-failure\n:4\n"
+
+
+def test_kubectl_rainbow_help_names_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["hold", "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: kubectl rainbow hold")
+
+
+def test_the_namespace_comes_from_the_kubeconfig_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: v1
+            kind: Config
+            current-context: dev
+            contexts:
+              - name: dev
+                context: {cluster: c, user: u, namespace: chat}
+              - name: prod
+                context: {cluster: c, user: u}
+            """
+        )
+    )
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert context_namespace(str(config), None) == "chat"
+    assert context_namespace(str(config), "prod") == "default"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert context_namespace(None, None) == "chat"
+    assert context_namespace(str(tmp_path / "missing"), None) == "default"

@@ -918,6 +918,10 @@ class Daemon:
                 self._remember_would_be(plan)
         elif plan.actions and dry_run and not leader:
             self._remember_would_be(plan)
+        if leader and not dry_run and not self.stopping.is_set():
+            # Every pod of a retired color carries the mark, pods created since included.
+            self.cache.watch_pods(policy.app_label, policy.color_label)
+            await self._executor_for(policy).mark_pods(plan, self.cache.pods())
         self.metrics.observe_plan(plan, self.forecasts)
 
         duration = loop.time() - started

@@ -1,8 +1,10 @@
-"""List-then-watch caches of Deployments, Services and ConfigMaps, kept as model objects.
+"""List-then-watch caches of Deployments, Services, Pods and ConfigMaps, kept as small records.
 
 `Informer` owns one resource's store and its LIST/WATCH loop (raw JSON, bookmarks, 410 re-lists,
 backoff on dropped streams); `ClusterCache` runs the Deployment and Service informers the daemon
-reads each cycle. In steady state the only request in flight is the long-running WATCH.
+reads each cycle, and on demand one of the colors' pods (only their rainbowd.io/phase mark), so
+the executor keeps retired colors' pods marked without listing them. In steady state the only
+requests in flight are the long-running WATCHes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import Deployment, Service
+from rainbowd.core.model import PHASE, Deployment, Service
 from rainbowd.core.objects import deployment_from_k8s, service_from_k8s
 from rainbowd.kube.clients import (
     Gone,
@@ -51,12 +53,46 @@ class Resource:
 
 
 DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
+PODS = Resource("v1", "pods", "Pod")
 SERVICES = Resource("v1", "services", "Service")
 CONFIGMAPS = Resource("v1", "configmaps", "ConfigMap")
 
 # Dropped from cached ConfigMaps: managedFields is pure bookkeeping, and kubectl's
 # last-applied annotation repeats the whole data a second time.
 _DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+@dataclass(frozen=True, slots=True)
+class PodMark:
+    """A pod of some color, as far as its retired mark goes: a few strings per pod, whatever
+    else the pod carries, so watching every color's pods stays cheap."""
+
+    namespace: str
+    name: str
+    app: str
+    color: str
+    phase: str | None  # the rainbowd.io/phase annotation
+
+
+def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[str, Any]], PodMark]:
+    def convert(obj: Mapping[str, Any]) -> PodMark:
+        meta = obj.get("metadata")
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+            raise ValueError("Pod without metadata.name")
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
+            raise ValueError("Pod labels or annotations are not mappings")
+        phase = annotations.get(PHASE)
+        return PodMark(
+            namespace=str(meta.get("namespace") or "default"),
+            name=meta["name"],
+            app=str(labels.get(app_label, "")),
+            color=str(labels.get(color_label, "")),
+            phase=phase if isinstance(phase, str) else None,
+        )
+
+    return convert
 
 
 def configmap_from_k8s(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -447,6 +483,16 @@ class ClusterCache:
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
+        self._api = api
+        self._scopes = scopes
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        # The colors' pods, watched once the labels naming app and color are known (they come
+        # with the policy); they never wake the loop: a pod to mark waits for the next cycle.
+        self.pod_informers: list[Informer[PodMark]] = []
+        self._pod_labels: tuple[str, str] | None = None
+        self._pod_tasks: list[asyncio.Task[None]] = []
 
     @property
     def informers(self) -> list[Informer[Any]]:
@@ -473,6 +519,38 @@ class ClusterCache:
 
     def deployments(self) -> dict[str, list[Deployment]]:
         return _grouped(self.deployment_informers)
+
+    def watch_pods(self, app_label: str, color_label: str) -> None:
+        """Keep the pods labelled with both labels watched (restarted if the labels change)."""
+        if self._pod_labels == (app_label, color_label) or self._stop.is_set():
+            return
+        for task in self._pod_tasks:
+            task.cancel()
+        self._pod_labels = (app_label, color_label)
+        convert = pod_mark_converter(app_label, color_label)
+        self.pod_informers = [
+            Informer(
+                self._api,
+                PODS,
+                convert,
+                namespace=ns,
+                label_selector=f"{app_label},{color_label}",
+                page_size=self._page_size,
+                watch_timeout=self._watch_timeout,
+                backoff=self._backoff,
+            )
+            for ns in self._scopes
+        ]
+        self._pod_tasks = [
+            asyncio.create_task(inf.run(), name=f"informer pods {inf.namespace or '*'}")
+            for inf in self.pod_informers
+        ]
+
+    def pods(self) -> list[PodMark] | None:
+        """The colors' pods, or None until they are watched and listed."""
+        if not self.pod_informers or not all(i.synced.is_set() for i in self.pod_informers):
+            return None
+        return [pod for inf in self.pod_informers for pod in inf.items().values()]
 
     def services(self) -> dict[str, list[Service]]:
         return _grouped(self.service_informers)
@@ -514,6 +592,10 @@ class ClusterCache:
     async def stop(self) -> None:
         """Cancel the informers and wait until their tasks are finished."""
         self._stop.set()
+        for task in self._pod_tasks:
+            task.cancel()
+        await asyncio.gather(*self._pod_tasks, return_exceptions=True)
+        self._pod_tasks = []
         if self._running:
             await self._stopped.wait()
 

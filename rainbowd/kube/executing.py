@@ -2,29 +2,31 @@
 
 Each action carries the resourceVersion (and uid) the planner saw, sent as a precondition, so an
 action never lands on a Deployment that changed since: the apiserver answers 409 and the next
-cycle plans again from fresh state. Each applied action gets one log line and one Event.
+cycle plans again from fresh state. Each applied action gets one log line and one Event; a
+scale-down or delete gets them before the call, so a crash cannot leave it unrecorded.
 
 Every applied action, routine bookkeeping included (the live-at stamp), gets an Event: the planner
 only plans transitions, so a color gets a handful of Events in its whole life, and `kubectl
 describe deployment` then tells the full story of the color (MarkedLive, MarkedRetired,
 DrainStarted, ScaledDown...). Skipped actions (dry run, paused, stopping) get no Event.
 
-Pods of a retired color are annotated `rainbowd.io/phase: retired` when the retired-at stamp is
-applied, so the app can read it through the downward API (and, say, ask clients to reconnect).
-Pods created later for a retired color (a restart, a manual scale-up) are not stamped: the stamp
-is written once, at the transition, not kept up to date.
+Pods of a retired color are kept annotated `rainbowd.io/phase: retired` (`mark_pods`, each
+cycle, from the cache's watch of the colors' pods), so the app can read it through the downward
+API (and, say, ask clients to reconnect); pods of a live color lose the mark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import PHASE, RETIRED_AT, Action, ActionKind, Plan, Reason
+from rainbowd.core.model import PHASE, Action, ActionKind, Plan, Reason, State
+from rainbowd.kube.caching import PodMark
 from rainbowd.kube.clients import (
     MERGE_PATCH,
     Conflict,
@@ -45,6 +47,9 @@ POD_PATCH_CONCURRENCY = 8
 # Tries of the /scale call after the original-replicas stamp, when only status moved meanwhile:
 # the deployment controller writes status once per change it sees, so a few tries suffice.
 SCALE_ATTEMPTS = 3
+# Pods patched but not yet seen marked through the watch, remembered so a lagging watch does not
+# get them patched twice; forgotten wholesale past this size (a second patch is harmless).
+_MARKING_MEMORY = 10_000
 
 
 class Outcome(enum.StrEnum):
@@ -138,6 +143,7 @@ class Executor:
         self.color_label = color_label
         self.dry_run = dry_run
         self.timeout = timeout
+        self._marking: dict[tuple[str, str], str | None] = {}
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
         """Apply the plan's actions in order; one result per action, in the same order.
@@ -162,35 +168,45 @@ class Executor:
         return results
 
     async def _apply_one(self, action: Action) -> ActionResult:
-        """Apply one action now, whatever dry-run says; log it and record its Event."""
+        """Apply one action now, whatever dry-run says; log it and record its Event.
+
+        A scale-down or delete is announced first (its log line and its Event, as if done), so
+        a crash (kill -9) right after the call still leaves the record of what was done; if
+        the call then fails, a Warning Event with the error follows.
+        """
+        announced = action.disruptive
+        if announced:
+            log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
+            await self._emit(action, Outcome.OK, action.message)
         result = await self._perform(action)
         fields = self._fields(action, result.outcome)
         if result.outcome in (Outcome.OK, Outcome.GONE):
             log.info("action applied", **fields, dry_run=False)
         else:
             log.warning("action applied", **fields, dry_run=False, error=result.error)
+        if announced and (
+            result.outcome is Outcome.OK
+            or (result.outcome is Outcome.GONE and action.kind is ActionKind.DELETE)
+        ):
+            return result  # the announcement said it all
         note = action.message
         if result.error:
             note = f"{note} ({result.outcome}: {result.error})"
+        await self._emit(action, result.outcome, note)
+        return result
+
+    async def _emit(self, action: Action, outcome: Outcome, note: str) -> None:
         await self._recorder.emit(
             kind="Deployment",
             api_version="apps/v1",
             namespace=action.namespace,
             name=action.name,
             uid=action.uid,
-            type=event_type(action, result.outcome),
-            reason=event_reason(action, result.outcome),
+            type=event_type(action, outcome),
+            reason=event_reason(action, outcome),
             note=note,
             action=action.kind.value.capitalize(),
         )
-        if result.outcome is Outcome.OK and action.kind is ActionKind.ANNOTATE:
-            try:
-                await self._stamp_pods(action)
-            except Exception:  # the pods' stamp is a courtesy; the action itself is done
-                log.exception(
-                    "pods not annotated", namespace=action.namespace, deployment=action.name
-                )
-        return result
 
     def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
         log.info(
@@ -312,42 +328,43 @@ class Executor:
         }
         await request_json(self._api, "DELETE", _deployment_path(action), body=body)
 
-    async def _stamp_pods(self, action: Action) -> None:
-        """Mark or unmark the color's pods as retired after a stamp that changes retirement."""
-        if RETIRED_AT in action.annotations and action.annotations[RETIRED_AT] is not None:
-            value: str | None = RETIRED_PHASE
-        elif action.reason is Reason.LIVE_AGAIN:
-            value = None
-        else:
-            return
-        fields: dict[str, Any] = {
-            "namespace": action.namespace,
-            "app": action.app,
-            "color": action.color,
-            "deployment": action.name,
-        }
-        selector = f"{self.app_label}={action.app},{self.color_label}={action.color}"
-        try:
-            async with asyncio.timeout(self.timeout):
-                listing = await request_json(
-                    self._api,
-                    "GET",
-                    resource_path("v1", "pods", namespace=action.namespace),
-                    query={"labelSelector": selector},
-                )
-        except (KubeError, TimeoutError) as exc:
-            log.warning("pods not listed", **fields, selector=selector, error=str(exc) or "timeout")
-            return
-        names = [
-            str(item["metadata"]["name"])
-            for item in listing.get("items") or []
-            if isinstance(item, dict) and isinstance(item.get("metadata"), dict)
-        ]
+    async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
+        """Keep every pod of a retired color marked `rainbowd.io/phase: retired` and no pod of
+        a live or pending color marked; the number of pods patched.
+
+        `pods` comes from a watch, so a pod created later for a retired color (a restart, a
+        reschedule) is marked at the next cycle, and a color in line costs no request at all.
+        Nothing is done in dry run, or when the pods are not known yet (None).
+        """
+        if pods is None or plan.dry_run or self.dry_run:
+            return 0
+        wanted: dict[tuple[str, str, str], str | None] = {}
+        for app in plan.apps:
+            for color in app.colors:
+                if color.rule is None:
+                    continue  # unmanaged: never touched
+                retired = color.state not in (State.LIVE, State.PENDING)
+                wanted[(app.namespace, app.app, color.color)] = RETIRED_PHASE if retired else None
+        todo: list[tuple[PodMark, str | None]] = []
+        marking = self._marking
+        for pod in pods:
+            key = (pod.namespace, pod.app, pod.color)
+            if key not in wanted:
+                continue
+            name = (pod.namespace, pod.name)
+            if name in marking and marking[name] == pod.phase:
+                del marking[name]  # the watch caught up with the patch
+            value = wanted[key]
+            if pod.phase != value and marking.get(name, pod.phase) != value:
+                todo.append((pod, value))
+        if not todo:
+            return 0
         limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
 
-        async def patch(name: str) -> bool:
+        async def patch(pod: PodMark, value: str | None) -> bool:
             body = {"metadata": {"annotations": {PHASE: value}}}
-            path = resource_path("v1", "pods", namespace=action.namespace, name=name)
+            path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
+            fields = {"namespace": pod.namespace, "app": pod.app, "color": pod.color}
             async with limit:
                 try:
                     async with asyncio.timeout(self.timeout):
@@ -358,16 +375,23 @@ class Executor:
                     return True  # the pod went away meanwhile: nothing left to mark
                 except (KubeError, TimeoutError) as exc:
                     log.warning(
-                        "pod not annotated", **fields, pod=name, error=str(exc) or "timeout"
+                        "pod not annotated", **fields, pod=pod.name, error=str(exc) or "timeout"
                     )
                     return False
+            # The watch shows the mark a moment later; until then, do not patch it again.
+            self._marking[(pod.namespace, pod.name)] = value
             return True
 
-        done = await asyncio.gather(*(patch(name) for name in names))
-        log.info(
-            "pods annotated",
-            **fields,
-            phase=value,
-            pods=len(names),
-            failed=len(names) - sum(done),
-        )
+        done = await asyncio.gather(*(patch(pod, value) for pod, value in todo))
+        for pod, value in todo:
+            log.info(
+                "pod annotated",
+                namespace=pod.namespace,
+                app=pod.app,
+                color=pod.color,
+                pod=pod.name,
+                phase=value,
+            )
+        if len(self._marking) > _MARKING_MEMORY:
+            self._marking.clear()
+        return sum(done)

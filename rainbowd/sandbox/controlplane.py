@@ -60,6 +60,7 @@ _AUDIT_POLICY: dict[str, Any] = {
                 {"group": "", "resources": ["services", "configmaps", "pods"]},
                 {"group": "apps", "resources": ["deployments", "deployments/scale"]},
                 {"group": "coordination.k8s.io", "resources": ["leases"]},
+                {"group": "events.k8s.io", "resources": ["events"]},
             ],
         },
         {"level": "None"},

@@ -30,9 +30,11 @@ from rainbowd.core.model import (
     Reason,
     State,
 )
+from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import NotFound, request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
 from rainbowd.kube.executing import ActionResult, Executor, Outcome
+from rainbowd.sandbox.controlplane import ControlPlane
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 STAMP = "2026-11-21T10:00:00Z"
@@ -684,30 +686,116 @@ async def phases(api: ApiClient, namespace: str, selector: str) -> list[str | No
 async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
     kube_api: ApiClient, namespace: str, executor: Executor
 ) -> None:
-    await asyncio.gather(
+    aaa, bbb = await asyncio.gather(
         create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2),
         create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=1),
     )
-    # Each action is built from a fresh read just before it is applied: the controllers may
-    # still write a Deployment's status after it first looks settled, and a stale
-    # resourceVersion would (rightly) end in a conflict, which is not what this test is about.
-    retired = await settled_deployment(kube_api, namespace, "chat-aaaaaa")
-    stamp = action_for(
-        retired, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
-    )
-    assert outcomes(await executor.apply(plan_of(stamp))) == [Outcome.OK]
-    other = await settled_deployment(kube_api, namespace, "chat-bbbbbb")
-    live = action_for(
-        other, ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, annotations={LIVE_AT: STAMP}
-    )
-    assert outcomes(await executor.apply(plan_of(live))) == [Outcome.OK]
+    cache = ClusterCache(kube_api, namespaces=[namespace])
+    cache.watch_pods("app", "color")
+    try:
 
-    assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == ["retired", "retired"]
-    assert await phases(kube_api, namespace, "app=chat,color=bbbbbb") == [None]
+        async def pods_known() -> bool:
+            pods = cache.pods()
+            return pods is not None and len(pods) == 3
 
-    current = await settled_deployment(kube_api, namespace, "chat-aaaaaa")
-    again = action_for(
-        current, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
+        await eventually(pods_known, what="the pod watch to list the three pods")
+        retired_plan = colors_plan(aaa=State.DRAINING, bbb=State.LIVE, objs=(aaa, bbb))
+        assert await executor.mark_pods(retired_plan, cache.pods()) == 2
+        assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == ["retired", "retired"]
+        assert await phases(kube_api, namespace, "app=chat,color=bbbbbb") == [None]
+
+        async def watch_caught_up() -> bool:
+            return sorted(p.phase or "" for p in cache.pods() or []) == ["", "retired", "retired"]
+
+        await eventually(watch_caught_up, what="the watch to see the marks")
+        # In line: no request at all.
+        assert await executor.mark_pods(retired_plan, cache.pods()) == 0
+
+        live_again = colors_plan(aaa=State.LIVE, bbb=State.LIVE, objs=(aaa, bbb))
+        assert await executor.mark_pods(live_again, cache.pods()) == 2
+        assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == [None, None]
+        # Dry run marks nothing; unknown pods (no watch yet) mark nothing.
+        assert (
+            await executor.mark_pods(
+                colors_plan(aaa=State.DRAINING, bbb=State.LIVE, objs=(aaa, bbb), dry_run=True),
+                cache.pods(),
+            )
+            == 0
+        )
+        assert await executor.mark_pods(retired_plan, None) == 0
+    finally:
+        await cache.stop()
+
+
+def colors_plan(
+    *, aaa: State, bbb: State, objs: tuple[dict[str, Any], ...], dry_run: bool = False
+) -> Plan:
+    colors = tuple(
+        ColorPlan(
+            namespace=obj["metadata"]["namespace"],
+            app="chat",
+            color=color,
+            name=obj["metadata"]["name"],
+            state=state,
+            rule="test",
+            replicas=1,
+            ready_replicas=1,
+            connections=Connections(value=0.0),
+            created_at=NOW,
+            retired_at=None if state is State.LIVE else NOW,
+            drained_since=None,
+            note="",
+        )
+        for color, state, obj in (("aaaaaa", aaa, objs[0]), ("bbbbbb", bbb, objs[1]))
     )
-    assert outcomes(await executor.apply(plan_of(again))) == [Outcome.OK]
-    assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == [None, None]
+    app = AppPlan(
+        namespace=colors[0].namespace,
+        app="chat",
+        rule="test",
+        blocked=None,
+        message="",
+        colors=colors,
+    )
+    return Plan(now=NOW, apps=(app,), dry_run=dry_run)
+
+
+# --- a crash cannot leave an action unrecorded --------------------------------------------
+
+
+async def test_a_scale_down_or_delete_is_announced_before_it_is_made(
+    cluster_full: ControlPlane, kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    scaled, deleted = await asyncio.gather(
+        create_deployment(kube_api, namespace, "chat", "aaaaaa"),
+        create_deployment(kube_api, namespace, "chat", "bbbbbb"),
+    )
+    plan = plan_of(
+        action_for(scaled, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "1"}),
+        action_for(deleted, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN),
+    )
+    assert outcomes(await executor.apply(plan)) == [Outcome.OK, Outcome.OK]
+    ours = [
+        e
+        for e in cluster_full.audit_events()
+        if (e.get("objectRef") or {}).get("namespace") == namespace
+        and (e.get("objectRef") or {}).get("resource") in ("events", "deployments")
+        and e.get("verb") in ("create", "patch", "delete")
+    ]
+    # The first /scale call: one conflicting with the controller's status write is retried.
+    scale = min(
+        (e for e in ours if e["objectRef"].get("subresource") == "scale"),
+        key=lambda e: str(e["requestReceivedTimestamp"]),
+    )
+    (delete,) = [e for e in ours if e["verb"] == "delete"]
+    # The executor's Events: those its client (the same user agent) wrote, in order.
+    events = sorted(
+        (e["requestReceivedTimestamp"], e["stageTimestamp"])
+        for e in ours
+        if e["objectRef"]["resource"] == "events" and e.get("userAgent") == scale.get("userAgent")
+    )
+    assert len(events) == 2, events  # one Event each: the announcement, nothing after a success
+    # Each Event is written (completed) before its action is even received.
+    assert events[0][1] <= scale["requestReceivedTimestamp"]
+    assert events[1][1] <= delete["requestReceivedTimestamp"]
+    reasons = {e["regarding"]["name"]: e["reason"] for e in await our_events(kube_api, namespace)}
+    assert reasons == {"chat-aaaaaa": "ScaledDown", "chat-bbbbbb": "Deleted"}

@@ -779,7 +779,8 @@ async def deploy(
                 ref,
                 service,
                 selector={ref.color_label: color},
-                annotations={PREVIOUS_COLOR: previous},
+                # Re-deploying the live color (not Available yet) keeps what to roll back to.
+                annotations={PREVIOUS_COLOR: previous} if previous != color else {},
             )
             message = (
                 f"Service {ref.service_name} now selects #{color} (was #{previous}); "

@@ -3,6 +3,7 @@ clone, kubectl's flags and completion, the context's namespace."""
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from rainbowd.deploy import (
     AppRef,
     UsageError,
     clone_deployment,
+    git_color,
     render_template,
     validate_color,
 )
@@ -189,3 +191,30 @@ def test_the_namespace_comes_from_the_kubeconfig_context(
     monkeypatch.setenv("KUBECONFIG", str(config))
     assert context_namespace(None, None) == "chat"
     assert context_namespace(str(tmp_path / "missing"), None) == "default"
+
+
+async def test_the_color_defaults_to_the_checked_out_commit(tmp_path: Path) -> None:
+    repo, plain = tmp_path / "repo", tmp_path / "plain"
+    repo.mkdir()
+    plain.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.invalid",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "release",
+    )
+    assert await git_color(str(repo)) == git("rev-parse", "HEAD")[:6]
+    with pytest.raises(UsageError, match=r"no --color given and `git rev-parse HEAD` failed"):
+        await git_color(str(plain))

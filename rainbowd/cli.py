@@ -20,6 +20,7 @@ COMMANDS = (
     "promote",
     "hold",
     "history",
+    "dashboard",
     "check_policy",
     "sandbox",
 )

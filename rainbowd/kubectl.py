@@ -1,5 +1,5 @@
-"""The kubectl plugin: `kubectl rainbow status|plan|deploy|rollback|promote|hold|release|history`
-runs the same commands as `rainbowd`, with kubectl's `-n/--namespace`, `--context` and
+"""The kubectl plugin: `kubectl rainbow status|plan|deploy|rollback|promote|hold|release|history|
+dashboard` runs the same commands as `rainbowd`, with kubectl's `-n/--namespace`, `--context` and
 `--kubeconfig` accepted before or after the subcommand; `kubectl_complete-rainbow` completes it.
 """
 
@@ -11,7 +11,9 @@ from collections.abc import Sequence
 
 from rainbowd import cli
 
-SUBCOMMANDS = ("status", "plan", "deploy", "rollback", "promote", "hold", "release", "history")
+# The commands that work on a cluster's apps, then the page of the rainbowd running in it.
+_WORKFLOW = ("status", "plan", "deploy", "rollback", "promote", "hold", "release", "history")
+SUBCOMMANDS = (*_WORKFLOW, "dashboard")
 # kubectl's global flags a user types before the plugin's subcommand (`kubectl rainbow -n ns
 # deploy ...`); moved after it, where every workflow command takes them.
 _GLOBAL_FLAGS = ("-n", "--namespace", "--context", "--kubeconfig")

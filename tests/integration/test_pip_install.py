@@ -28,10 +28,12 @@ COMMANDS = (
     "hold",
     "release",
     "history",
+    "dashboard",
     "check-policy",
     "sandbox",
 )
-PLUGIN_COMMANDS = ("status", "plan", "deploy", "rollback", "promote", "hold", "release", "history")
+# Through kubectl: every command but the daemon's, the policy check and the sandbox.
+PLUGIN_COMMANDS = tuple(c for c in COMMANDS if c not in ("run", "check-policy", "sandbox"))
 DEV_ONLY = ("pytest", "hypothesis", "mypy", "ruff")
 PIP_TIMEOUT = 900
 

@@ -79,3 +79,24 @@ def test_an_edited_source_is_reported(tmp_path: Path) -> None:
     values = yaml.safe_load((tmp_path / "charts/rainbowd/values.yaml").read_text())
     assert "maxColors: 5" in values["policy"]
     assert "nodeSelector" in values  # the rest of values.yaml is untouched
+
+
+def test_the_namespaced_roles_follow_the_flag_and_the_cluster_role(tmp_path: Path) -> None:
+    sync = _sync()
+    _copy_tree(sync, tmp_path)
+    kustomization = tmp_path / "k8s/namespaced/kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text().replace("--namespaces=team-a,team-b", "--namespaces=chat")
+    )
+    rbac = tmp_path / "k8s/base/rbac.yaml"
+    rbac.write_text(rbac.read_text().replace('verbs: ["create"]', 'verbs: ["create", "patch"]', 1))
+    assert sync.stale(tmp_path) == [
+        "charts/rainbowd/files/app-rules.yaml",
+        "k8s/namespaced/apps-role.yaml",
+    ]
+    roles = list(yaml.safe_load_all(sync.expected(tmp_path)["k8s/namespaced/apps-role.yaml"]))
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in roles] == [
+        ("Role", "chat"),
+        ("RoleBinding", "chat"),
+    ]
+    assert roles[0]["rules"][-1]["verbs"] == ["create", "patch"]

@@ -36,21 +36,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   namespace: {{ .Release.Namespace }}
 {{- end -}}
 
-{{/* What rainbowd does to the apps it manages, cluster-wide (ClusterRole) or per namespace (Role). */}}
+{{/* What rainbowd does to the apps it manages, cluster-wide (ClusterRole) or per namespace (Role):
+the rules of k8s/base's ClusterRole, copied into files/app-rules.yaml by scripts/sync_manifests.py. */}}
 {{- define "rainbowd.appRules" -}}
-- apiGroups: ["apps"]
-  resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["list", "watch"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["list", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create"]
+{{- (.Files.Get "files/app-rules.yaml" | fromYaml).rules | toYaml -}}
 {{- end -}}

@@ -23,7 +23,12 @@ NAMESPACED = (
 
 
 def _diff(left: dict[Any, Any], right: dict[Any, Any]) -> str:
-    lines = [f"only in helm: {k}" for k in left.keys() - right.keys()]
+    lines = [
+        "charts/rainbowd and k8s/ disagree: run `.venv/bin/python scripts/sync_manifests.py` for"
+        " the generated pieces (rules, dashboard, alerts, policy, RBAC rules), else change"
+        " charts/rainbowd/templates to match k8s/"
+    ]
+    lines += [f"only in helm: {k}" for k in left.keys() - right.keys()]
     lines += [f"only in kustomize: {k}" for k in right.keys() - left.keys()]
     for key in sorted(left.keys() & right.keys()):
         if left[key] != right[key]:

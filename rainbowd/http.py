@@ -77,6 +77,10 @@ class HttpServer:
             self._runner = None
 
     @property
+    def listening(self) -> bool:
+        return self._site is not None
+
+    @property
     def url(self) -> str:
         host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
         if ":" in host:

@@ -10,25 +10,24 @@ from __future__ import annotations
 import enum
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rainbowd.core.forecast import ColorForecast, ColorKey
-from rainbowd.core.model import Plan
-from rainbowd.kube.executing import ActionResult
+from rainbowd.core.model import Action, Plan, PrometheusErrorCause
 
 
-class PrometheusErrorCause(enum.StrEnum):
-    """Why a connections query failed, in few enough classes to be a label."""
+class ActionOutcome(Protocol):
+    """What `record_actions` reads of an applied action (the executor's ActionResult)."""
 
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"  # connection refused/reset, DNS, TLS
-    HTTP = "http"  # an error status without a Prometheus error envelope (a proxy, a 5xx page)
-    QUERY = "query"  # Prometheus answered status=error (bad query, execution failed)
-    BAD_RESPONSE = "bad-response"  # an answer rainbowd cannot decode
-    OTHER = "other"
+    @property
+    def action(self) -> Action: ...
+
+    @property
+    def outcome(self) -> enum.Enum: ...
 
 
 # Reconcile durations: a cycle is a Prometheus query plus plan() (milliseconds) plus, when acting,
@@ -220,7 +219,7 @@ class Metrics:
     def watch_informers(self, source: InformerCounters) -> None:
         self.informer_collector.source = source
 
-    def record_actions(self, results: Iterable[ActionResult]) -> None:
+    def record_actions(self, results: Iterable[ActionOutcome]) -> None:
         for result in results:
             self.actions.labels(
                 action=result.action.kind.value,

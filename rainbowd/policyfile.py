@@ -1,4 +1,5 @@
-"""Reading a policy from YAML text or a file: the decoding layer in front of `parse_policy`.
+"""Reading a policy from YAML text, a file or a ConfigMap: the decoding layer in front of
+`parse_policy`, shared by every policy source (the daemon's, `rainbowd plan`, `check-policy`).
 
 Lives outside `core` because core imports no yaml. Every error it raises, whether YAML or
 policy, is prefixed with the source name (the path as given) so people know which file is wrong.
@@ -7,6 +8,7 @@ policy, is prefixed with the source name (the path as given) so people know whic
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +78,26 @@ def load_policy_text(text: str, *, source: str) -> Policy:
     if document is None:
         raise _prefixed(source, ["empty document: expected a DrainPolicy"])
     if isinstance(document, dict) and document.get("kind") == "ConfigMap":
-        data = document.get("data")
-        embedded = data.get(CONFIGMAP_KEY) if isinstance(data, dict) else None
-        if not isinstance(embedded, str):
-            raise _prefixed(
-                source, [f'a ConfigMap without data["{CONFIGMAP_KEY}"]: nothing to read']
-            )
-        return load_policy_text(embedded, source=f'{source}: data["{CONFIGMAP_KEY}"]')
+        return policy_from_configmap(document, source=source)
     try:
         return parse_policy(document)
     except PolicyError as exc:
         raise _prefixed(source, exc.errors) from None
+
+
+def configmap_policy_text(configmap: Mapping[str, Any]) -> str | None:
+    """The policy text a ConfigMap holds under `policy.yaml`; None when it holds none."""
+    data = configmap.get("data")
+    text = data.get(CONFIGMAP_KEY) if isinstance(data, Mapping) else None
+    return text if isinstance(text, str) else None
+
+
+def policy_from_configmap(configmap: Mapping[str, Any], *, source: str) -> Policy:
+    """The policy of a ConfigMap, from a manifest file or from the API alike."""
+    text = configmap_policy_text(configmap)
+    if text is None:
+        raise _prefixed(source, [f'a ConfigMap without data["{CONFIGMAP_KEY}"]: nothing to read'])
+    return load_policy_text(text, source=f'{source}: data["{CONFIGMAP_KEY}"]')
 
 
 def load_policy_file(path: str | Path) -> Policy:

@@ -71,7 +71,7 @@ def run_live(args: argparse.Namespace) -> int:
     """No snapshot file: one read-only cycle against the cluster (list, query, plan)."""
     import asyncio
 
-    from rainbowd.daemon import plan_live
+    from rainbowd.daemon.cycles import plan_once
     from rainbowd.kube.clients import ConfigError, KubeError
     from rainbowd.settings import SettingsError, settings_from_args
 
@@ -88,7 +88,7 @@ def run_live(args: argparse.Namespace) -> int:
         print(f"rainbowd plan: {exc}", file=sys.stderr)
         return 2
     try:
-        live = asyncio.run(plan_live(settings))
+        live = asyncio.run(plan_once(settings))
     except PolicyError as exc:
         for error in exc.errors:
             print(f"rainbowd plan: {error}", file=sys.stderr)
@@ -96,8 +96,8 @@ def run_live(args: argparse.Namespace) -> int:
     except (ConfigError, KubeError, TimeoutError) as exc:
         print(f"rainbowd plan: {exc}", file=sys.stderr)
         return 1
-    for query, error in live.prometheus_errors.items():
-        print(f"rainbowd plan: prometheus: {query}: {error}", file=sys.stderr)
+    for failure in live.prometheus_errors:
+        print(f"rainbowd plan: prometheus: {failure.query}: {failure.message}", file=sys.stderr)
     sys.stdout.write(render(live.plan, args.output, forecasts=live.forecasts))
     return 0
 

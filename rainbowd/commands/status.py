@@ -1,7 +1,7 @@
 """`rainbowd status`: asks a running daemon for its /status and prints the plan table (or JSON).
 
-The table is rendered by the same reporting code as `rainbowd plan`, from a Plan rebuilt out of
-the JSON document, so a plan reads the same whether computed here or fetched from a daemon.
+The document is read by rainbowd.status, the one reader of /status; the table is rendered by the
+same reporting code as `rainbowd plan`, so a plan reads the same whether computed or fetched.
 """
 
 from __future__ import annotations
@@ -13,23 +13,11 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from rainbowd.core.forecast import ColorForecast, ColorKey, Forecast, Method, NoEstimate
-from rainbowd.core.model import (
-    Action,
-    ActionKind,
-    AppPlan,
-    BlockReason,
-    ColorPlan,
-    Connections,
-    Plan,
-    Reason,
-    State,
-)
-from rainbowd.core.objects import parse_time
 from rainbowd.core.reporting import render_plan_table
+from rainbowd.status import Status, status_from_document
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # A daemon answers /status from memory; anything slower than this is not going to answer.
@@ -110,35 +98,32 @@ def run(args: argparse.Namespace) -> int:
 
 def render_status(document: Mapping[str, Any]) -> str:
     """A few header lines about the daemon, then the plan table."""
-    text = "\n".join(status_header(document)) + "\n\n"
-    plan = document.get("plan")
-    if plan is None:
+    status = status_from_document(document)
+    text = "\n".join(status_header(status)) + "\n\n"
+    if status.plan is None:
         return text + "no plan yet\n"
-    return text + render_plan_table(
-        plan_from_document(plan), forecasts=forecasts_from_document(plan)
-    )
+    return text + render_plan_table(status.plan, forecasts=status.forecasts)
 
 
-def status_header(document: Mapping[str, Any]) -> list[str]:
+def status_header(status: Status) -> list[str]:
     """The lines about the daemon itself: identity, leader, policy, the last cycle."""
-    policy = document.get("policy") or {}
-    cycle = document.get("cycle")
+    policy = status.policy
+    cycle = status.cycle
     lines = [
-        f"daemon:  {document.get('identity', '?')}"
-        f"  leader={_yes(document.get('leader'))}  ready={_yes(document.get('ready'))}",
-        f"policy:  {policy.get('source', '?')}  valid={_yes(policy.get('valid'))}",
+        f"daemon:  {status.identity or '?'}"
+        f"  leader={_yes(status.leader)}  ready={_yes(status.ready)}",
+        f"policy:  {policy.source or '?'}  valid={_yes(policy.valid)}",
     ]
-    for error in policy.get("errors") or []:
+    for error in policy.errors:
         lines.append(f"  error: {error}")
-    if cycle:
+    if cycle is not None:
         lines.append(
-            f"cycle:   #{cycle.get('number')} at {cycle.get('started_at')}"
-            f"  took {float(cycle.get('duration_seconds') or 0) * 1000:.0f}ms"
-            f"  ok={_yes(cycle.get('ok'))}"
-            + (f"  error: {cycle['error']}" if cycle.get("error") else "")
+            f"cycle:   #{cycle.number} at {cycle.started_at.isoformat()}"
+            f"  took {cycle.duration * 1000:.0f}ms"
+            f"  ok={_yes(cycle.ok)}" + (f"  error: {cycle.error}" if cycle.error else "")
         )
-        for query, error in (cycle.get("prometheus_errors") or {}).items():
-            lines.append(f"  prometheus: {query}: {error}")
+        for failure in cycle.prometheus_errors:
+            lines.append(f"  prometheus: {failure.query}: {failure.cause}: {failure.message}")
     else:
         lines.append("cycle:   none yet")
     return lines
@@ -146,104 +131,6 @@ def status_header(document: Mapping[str, Any]) -> list[str]:
 
 def _yes(value: object) -> str:
     return "yes" if value else "no"
-
-
-def _connections(doc: Mapping[str, Any]) -> Connections:
-    return Connections(
-        value=doc.get("value"), series=doc.get("series"), cause=doc.get("cause") or ""
-    )
-
-
-def plan_from_document(doc: Mapping[str, Any]) -> Plan:
-    """The inverse of reporting.plan_to_document, as far as the table needs it."""
-    now = parse_time(doc["now"])
-    apps = []
-    for app in doc.get("apps") or []:
-        namespace, app_name = app["namespace"], app["app"]
-        colors = []
-        for c in app.get("colors") or []:
-            retired_for = c.get("retiredFor")
-            # The document's times are whole seconds; retiredFor is exact, so keep the age.
-            retired_at = None if retired_for is None else now - timedelta(seconds=retired_for)
-            actions = tuple(
-                Action(
-                    kind=ActionKind(a["kind"]),
-                    namespace=namespace,
-                    name=c["deployment"],
-                    app=app_name,
-                    color=c["color"],
-                    uid=a.get("uid") or "",
-                    resource_version=a.get("resourceVersion") or "",
-                    reason=Reason(a["reason"]),
-                    message=a.get("message") or "",
-                    annotations=a.get("annotations") or {},
-                    connections=a.get("connections"),
-                )
-                for a in c.get("actions") or []
-            )
-            colors.append(
-                ColorPlan(
-                    namespace=namespace,
-                    app=app_name,
-                    color=c["color"],
-                    name=c["deployment"],
-                    state=State(c["state"]),
-                    rule=c.get("rule"),
-                    replicas=int(c["replicas"]),
-                    ready_replicas=int(c.get("readyReplicas") or 0),
-                    connections=_connections(c.get("connections") or {}),
-                    created_at=parse_time(c["createdAt"]),
-                    retired_at=retired_at,
-                    drained_since=None
-                    if c.get("drainedSince") is None
-                    else parse_time(c["drainedSince"]),
-                    note=c.get("note") or "",
-                    actions=actions,
-                    held=None if c.get("held") is None else Reason(c["held"]),
-                )
-            )
-        apps.append(
-            AppPlan(
-                namespace=namespace,
-                app=app_name,
-                rule=app.get("rule"),
-                blocked=None if app.get("blocked") is None else BlockReason(app["blocked"]),
-                message=app.get("message") or "",
-                colors=tuple(colors),
-            )
-        )
-    return Plan(
-        now=now,
-        apps=tuple(apps),
-        dry_run=bool(doc.get("dryRun")),
-        paused=bool(doc.get("paused")),
-        warnings=tuple(doc.get("warnings") or ()),
-    )
-
-
-def forecasts_from_document(doc: Mapping[str, Any]) -> dict[ColorKey, ColorForecast]:
-    """Each color's `forecast` of a plan document, as far as the table's ETA column needs it."""
-    now = parse_time(doc["now"]).timestamp()
-    out: dict[ColorKey, ColorForecast] = {}
-    for app in doc.get("apps") or []:
-        for c in app.get("colors") or []:
-            f = c.get("forecast")
-            if not f:
-                continue
-            seconds = f.get("etaSeconds")
-            deadline = f.get("deadlineAt")
-            out[(app["namespace"], app["app"], c["color"])] = ColorForecast(
-                forecast=Forecast(
-                    now=now,
-                    points=int(f.get("points") or 0),
-                    eta=None if seconds is None else now + float(seconds),
-                    method=None if f.get("method") is None else Method(f["method"]),
-                    reason=None if f.get("reason") is None else NoEstimate(f["reason"]),
-                ),
-                floor=int(f.get("floor") or 0),
-                deadline=None if deadline is None else parse_time(deadline).timestamp(),
-            )
-    return out
 
 
 def watch(url: str, *, interval: float) -> int:
@@ -260,15 +147,8 @@ def watch(url: str, *, interval: float) -> int:
 
     def view() -> Any:
         try:
-            document = read_status(url)
-            plan = document.get("plan")
-            if plan is None:
-                return plan_view(None, header=status_header(document))
-            return plan_view(
-                plan_from_document(plan),
-                forecasts=forecasts_from_document(plan),
-                header=status_header(document),
-            )
+            status = status_from_document(read_status(url))
+            return plan_view(status.plan, forecasts=status.forecasts, header=status_header(status))
         except StatusUnavailable as exc:
             return Text(f"rainbowd status: {exc}; retrying every {interval:g}s", style="red")
         except (KeyError, TypeError, ValueError) as exc:
@@ -285,13 +165,10 @@ def _watch_plain(url: str, *, interval: float) -> int:
     try:
         while True:
             try:
-                document = read_status(url)
-                plan = document.get("plan")
+                status = status_from_document(read_status(url))
                 table = "no plan yet\n"
-                if plan is not None:
-                    table = render_plan_table(
-                        plan_from_document(plan), forecasts=forecasts_from_document(plan)
-                    )
+                if status.plan is not None:
+                    table = render_plan_table(status.plan, forecasts=status.forecasts)
             except StatusUnavailable as exc:
                 table = f"rainbowd status: {exc}\n"
             except (KeyError, TypeError, ValueError) as exc:

@@ -137,6 +137,17 @@ class Service:
     selector: Mapping[str, str]
 
 
+class PrometheusErrorCause(enum.StrEnum):
+    """Why a connections query failed, in few enough classes to be a metric label. The Prometheus
+    client sets it where the failure happens; metrics, logs and /status carry it unchanged."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"  # connection refused/reset, DNS, TLS
+    HTTP = "http"  # an error status without a Prometheus error envelope (a proxy, a 5xx page)
+    QUERY = "query"  # Prometheus answered status=error, or warned of partial data
+    BAD_RESPONSE = "bad-response"  # an answer rainbowd cannot decode
+
+
 @dataclass(frozen=True, slots=True)
 class Connections:
     """What Prometheus says a color holds: a number, or unknown with the cause."""

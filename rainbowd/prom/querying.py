@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.model import NO_SERIES, Connections, PrometheusErrorCause
 from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.logs import get_logger
 
@@ -38,7 +38,10 @@ ColorKey = tuple[str, str, str]
 
 
 class PrometheusError(Exception):
-    """A query failed; `cause` is the short human sentence shown as the reason it is unknown."""
+    """A query failed; `cause` is the short human sentence shown as the reason it is unknown,
+    `error_cause` its class for metrics and logs (each subclass has its own)."""
+
+    error_cause: PrometheusErrorCause
 
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
@@ -48,23 +51,31 @@ class PrometheusError(Exception):
 class PrometheusUnreachable(PrometheusError):
     """No HTTP answer at all: connection refused, name not resolved, connection dropped."""
 
+    error_cause = PrometheusErrorCause.UNREACHABLE
+
 
 class PrometheusTimeout(PrometheusError):
     """No complete answer within the policy's timeout."""
 
+    error_cause = PrometheusErrorCause.TIMEOUT
+
 
 class PrometheusAPIError(PrometheusError):
-    """Prometheus answered with an error: an HTTP error status or `status: error`."""
+    """Prometheus answered with an error: an HTTP error status or `status: error`. Without
+    Prometheus' error envelope (`error_type` empty) something else answered: a proxy, a 5xx page."""
 
     def __init__(self, cause: str, *, http_status: int, error_type: str, error: str) -> None:
         super().__init__(cause)
         self.http_status = http_status
         self.error_type = error_type
         self.error = error
+        self.error_cause = PrometheusErrorCause.QUERY if error_type else PrometheusErrorCause.HTTP
 
 
 class PrometheusBadResponse(PrometheusError):
     """An answer that is not what the API documents: not JSON, wrong shape, wrong result type."""
+
+    error_cause = PrometheusErrorCause.BAD_RESPONSE
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -100,12 +111,15 @@ class QueryResult:
     at: datetime
     by_color: Mapping[ColorKey, Connections] = field(default_factory=dict)
     error: str | None = None
-    """The whole query failed: every color is unknown with this cause. Causes start with a fixed
-    prefix callers may classify by: `prometheus unreachable`, `prometheus timed out`,
-    `prometheus HTTP` (error status, no API body), `prometheus error (<errorType>)`,
-    `partial data`, or `prometheus answered` / `returned` / `vector` (a malformed answer)."""
+    """The whole query failed: every color is unknown with this cause, a sentence for people."""
+    error_cause: PrometheusErrorCause | None = None
+    """The failure's class, set with `error` and only then: what metrics and logs go by."""
     warnings: tuple[str, ...] = ()
     """Problems that did not fail the query (series without the color labels...)."""
+
+    def __post_init__(self) -> None:
+        if (self.error is None) != (self.error_cause is None):
+            raise ValueError("a failed QueryResult needs both error and error_cause")
 
     @property
     def ok(self) -> bool:
@@ -166,13 +180,30 @@ class PrometheusClient:
         try:
             vector = await self.query(expr, at=at)
         except PrometheusError as exc:
-            log.warning("prometheus query failed", cause=exc.cause, query=_shorten(expr))
-            return QueryResult(query=query, at=at, error=exc.cause)
+            log.warning(
+                "prometheus query failed",
+                cause=exc.error_cause.value,
+                error=exc.cause,
+                query=_shorten(expr),
+            )
+            return QueryResult(query=query, at=at, error=exc.cause, error_cause=exc.error_cause)
         if vector.warnings:
             # Partial data could hide some pods' connections and pass for a drain.
             cause = "partial data: " + _shorten("; ".join(vector.warnings))
-            log.warning("prometheus query failed", cause=cause, query=_shorten(expr))
-            return QueryResult(query=query, at=at, error=cause, warnings=vector.warnings)
+            error_cause = PrometheusErrorCause.QUERY
+            log.warning(
+                "prometheus query failed",
+                cause=error_cause.value,
+                error=cause,
+                query=_shorten(expr),
+            )
+            return QueryResult(
+                query=query,
+                at=at,
+                error=cause,
+                error_cause=error_cause,
+                warnings=vector.warnings,
+            )
         result = group_connections(query, vector, at=at)
         for warning in result.warnings:
             log.warning("prometheus result partly ignored", cause=warning, query=_shorten(expr))

@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.model import ColorPlan, State
 from rainbowd.core.reporting import compact_duration
 from rainbowd.deploy import is_available
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox import app as seed
+from rainbowd.status import find_color, status_from_document
 
 if TYPE_CHECKING:
     from rainbowd.sandbox.runner import Sandbox
@@ -82,21 +85,27 @@ async def _poll(
         await asyncio.sleep(0.5)
 
 
-async def _color_doc(session: aiohttp.ClientSession, url: str, color: str) -> dict[str, Any]:
-    """rainbowd's view of the color in its last plan (/status), empty when not in it."""
+@dataclass(frozen=True)
+class Seen:
+    """rainbowd's view of one color in its last plan (/status)."""
+
+    color: ColorPlan
+    retired_for: timedelta | None
+
+
+async def _seen(session: aiohttp.ClientSession, url: str, color: str) -> Seen | None:
+    """The color as rainbowd's last plan shows it; None when it is not in the plan."""
     async with session.get(url + "/status") as resp:
         resp.raise_for_status()
-        status = await resp.json()
-    for app in (status.get("plan") or {}).get("apps") or []:
-        for doc in app.get("colors") or []:
-            if doc.get("color") == color:
-                found: dict[str, Any] = doc
-                return found
-    return {}
+        status = status_from_document(await resp.json())
+    found = find_color(status, color)
+    if found is None or status.plan is None:
+        return None
+    return Seen(color=found, retired_for=found.retired_for(status.plan.now))
 
 
-def _connections(doc: dict[str, Any]) -> str:
-    value = (doc.get("connections") or {}).get("value")
+def _connections(seen: Seen | None) -> str:
+    value = None if seen is None else seen.color.connections.value
     return "unknown" if value is None else f"{value:g}"
 
 
@@ -144,31 +153,33 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
             f"minRetiredAge ({compact_duration(min_age)})"
         )
 
-        async def held_past_min_age() -> dict[str, Any] | None:
-            doc = await _color_doc(session, status_url, old)
-            retired_for = doc.get("retiredFor")
-            value = (doc.get("connections") or {}).get("value")
+        async def held_past_min_age() -> Seen | None:
+            seen = await _seen(session, status_url, old)
+            if seen is None:
+                return None
+            value = seen.color.connections.value
             if (
-                doc.get("state") == "draining"
-                and retired_for is not None
-                and timedelta(seconds=retired_for) >= min_age
+                seen.color.state is State.DRAINING
+                and seen.retired_for is not None
+                and seen.retired_for >= min_age
                 and value is not None
                 and value >= 1
-                and doc.get("replicas", 0) > 0
+                and seen.color.replicas > 0
             ):
-                return doc
+                return seen
             return None
 
-        doc = await _poll(
+        held_seen: Seen = await _poll(
             held_past_min_age,
             what=f"#{old} draining past minRetiredAge with a connection",
             within=STEP_TIMEOUT + min_age.total_seconds(),
         )
         tell(
-            f"   #{old} held while connected: state {doc['state']}, retired for "
-            f"{compact_duration(timedelta(seconds=doc['retiredFor']))}, "
-            f"connections {_connections(doc)}, replicas {doc['readyReplicas']}/{doc['replicas']}"
-            + (f", held: {doc['held']}" if doc.get("held") else "")
+            f"   #{old} held while connected: state {held_seen.color.state}, retired for "
+            f"{compact_duration(held_seen.retired_for or timedelta())}, "
+            f"connections {_connections(held_seen)}, "
+            f"replicas {held_seen.color.ready_replicas}/{held_seen.color.replicas}"
+            + (f", held: {held_seen.color.held}" if held_seen.color.held else "")
         )
 
         tell("5. close connection 1")
@@ -181,11 +192,11 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
         seen: list[str] = []
 
         async def scaled_to_zero() -> bool:
-            doc = await _color_doc(session, status_url, old)
-            state = doc.get("state")
+            now_seen = await _seen(session, status_url, old)
+            state = None if now_seen is None else str(now_seen.color.state)
             if state and (not seen or seen[-1] != state):
                 seen.append(state)
-                tell(f"   rainbowd: #{old} is {state}, connections {_connections(doc)}")
+                tell(f"   rainbowd: #{old} is {state}, connections {_connections(now_seen)}")
             found = await seed.get_deployment(api, namespace, old)
             if found is None:
                 raise StoryError(f"{old_name} was deleted without being scaled down first")
@@ -263,12 +274,13 @@ async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
     if selector.get("color") != fix:
         raise StoryError(f"the Service selects {selector}, expected #{fix}")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        doc = await _color_doc(session, status_url, fix)
+        live_seen = await _seen(session, status_url, fix)
     still = await last.color()
     if still != fix:
         raise StoryError(f"connection 4 reads #{still}, expected #{fix}")
     tell(
-        f"   #{fix} untouched: {doc.get('state')}, {replicas}/{replicas} replicas, "
+        f"   #{fix} untouched: {live_seen and live_seen.color.state}, "
+        f"{replicas}/{replicas} replicas, "
         f"connection 4 still reads #{still}"
     )
     tell(

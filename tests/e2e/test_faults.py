@@ -86,7 +86,7 @@ async def test_no_action_while_prometheus_is_down_and_resume_after(
                 and doc["state"] == "unknown-connections"
                 and not doc["connections"]["known"]
                 and (doc["retiredFor"] or 0) >= 8  # minRetiredAge 3s + drainHold 1s, doubled
-                and status["cycle"]["prometheus_errors"]
+                and status["cycle"]["prometheusErrors"]
             )
 
         await eventually(held_while_unknown, what="the old color held while Prometheus is down")

@@ -1,4 +1,4 @@
-"""The daemon's pure parts: snapshot building, the dry-run overlay, Prometheus error classes."""
+"""The cycle's pure parts: snapshot building, the dry-run overlay, Prometheus error classes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rainbowd.core.model import RETIRED_AT, Connections, Deployment, Service
-from rainbowd.daemon import apply_overlay, build_snapshot, classify_prometheus_error, queries_needed
-from rainbowd.metrics import PrometheusErrorCause
+from rainbowd.core.model import RETIRED_AT, Connections, Deployment, PrometheusErrorCause, Service
+from rainbowd.daemon.cycles import apply_overlay, build_snapshot, queries_needed, query_failures
 from rainbowd.policyfile import load_policy_text
-from rainbowd.prom.querying import PrometheusError, QueryResult, parse_response
+from rainbowd.prom.querying import (
+    PrometheusError,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+    QueryResult,
+    parse_response,
+)
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -62,7 +67,10 @@ def test_each_color_takes_connections_from_its_rules_query() -> None:
             by_color={("chat", "app", "aaaaaa"): Connections(5, series=1)},
         ),
         web_query.connections: QueryResult(
-            query=web_query.connections, at=NOW, error="prometheus timed out after 10s"
+            query=web_query.connections,
+            at=NOW,
+            error="prometheus timed out after 10s",
+            error_cause=PrometheusErrorCause.TIMEOUT,
         ),
     }
     snapshot = build_snapshot(
@@ -118,16 +126,32 @@ def test_error_classes_from_the_clients_own_messages(
 ) -> None:
     with pytest.raises(PrometheusError) as caught:
         parse_response(status, body)
-    assert classify_prometheus_error(caught.value.cause) is cause
+    assert caught.value.error_cause is cause
 
 
 def test_error_classes_of_transport_failures() -> None:
     assert (
-        classify_prometheus_error("prometheus unreachable: connection refused")
+        PrometheusUnreachable("prometheus unreachable: connection refused").error_cause
         is PrometheusErrorCause.UNREACHABLE
     )
     assert (
-        classify_prometheus_error("prometheus timed out after 10s") is PrometheusErrorCause.TIMEOUT
+        PrometheusTimeout("prometheus timed out after 10s").error_cause
+        is PrometheusErrorCause.TIMEOUT
     )
-    assert classify_prometheus_error("partial data: x") is PrometheusErrorCause.QUERY
-    assert classify_prometheus_error("something new") is PrometheusErrorCause.OTHER
+
+
+def test_a_failed_query_reaches_the_cycle_with_its_class_and_message() -> None:
+    query = POLICY.rules[0].connections
+    failed = QueryResult(
+        query=query,
+        at=NOW,
+        error="prometheus unreachable: connection refused",
+        error_cause=PrometheusErrorCause.UNREACHABLE,
+    )
+    ok = QueryResult(query=POLICY.rules[1].connections, at=NOW)
+    (failure,) = query_failures({query: failed, POLICY.rules[1].connections: ok})
+    assert failure.cause is PrometheusErrorCause.UNREACHABLE
+    assert failure.message == "prometheus unreachable: connection refused"
+    assert failure.query == query.selector
+    with pytest.raises(ValueError, match="error_cause"):
+        QueryResult(query=query, at=NOW, error="a failure without its class")

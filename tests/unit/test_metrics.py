@@ -16,11 +16,12 @@ from rainbowd.core.model import (
     ColorPlan,
     Connections,
     Plan,
+    PrometheusErrorCause,
     Reason,
     State,
 )
 from rainbowd.kube.executing import ActionResult, Outcome
-from rainbowd.metrics import Metrics, PrometheusErrorCause
+from rainbowd.metrics import Metrics
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 

@@ -17,6 +17,7 @@ from rainbowd.core.model import (
     NO_SERIES,
     RETIRED_AT,
     Connections,
+    PrometheusErrorCause,
     State,
 )
 from rainbowd.core.planner import plan
@@ -160,7 +161,13 @@ def test_query_result_get() -> None:
     ok = QueryResult(query=QUERY, at=AT, by_color={("n", "a", "c"): Connections(1.0, 1)})
     assert ok.get("n", "a", "c") == Connections(1.0, 1)
     assert ok.get("n", "a", "other") is NO_SERIES
-    failed = QueryResult(query=QUERY, at=AT, by_color=ok.by_color, error="prometheus down")
+    failed = QueryResult(
+        query=QUERY,
+        at=AT,
+        by_color=ok.by_color,
+        error="prometheus down",
+        error_cause=PrometheusErrorCause.UNREACHABLE,
+    )
     assert failed.get("n", "a", "c") == Connections.unknown("prometheus down")
     assert not failed.ok
 

@@ -11,7 +11,7 @@ import pytest
 
 from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
-from rainbowd.daemon import seed_history
+from rainbowd.daemon.cycles import seed_history
 from rainbowd.prom.querying import PrometheusAPIError, PrometheusBadResponse, PrometheusError
 from rainbowd.prom.ranges import parse_matrix, range_expression
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from rainbowd.commands.status import forecasts_from_document, plan_from_document, render_status
+from rainbowd.commands.status import render_status
 from rainbowd.core.forecast import ColorForecast, Forecast, Method
 from rainbowd.core.model import (
     ORIGINAL_REPLICAS,
@@ -20,6 +20,7 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.reporting import plan_to_document, render_plan_table
+from rainbowd.status import forecasts_from_document, plan_from_document
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 250000, tzinfo=UTC)
 
@@ -123,11 +124,13 @@ def test_render_status_heads_the_table_with_the_daemon_state() -> None:
         "policy": {"source": "configmap:ops/p", "valid": False, "errors": ["rules[0]: bad"]},
         "cycle": {
             "number": 7,
-            "started_at": NOW.isoformat(),
-            "duration_seconds": 0.012,
+            "startedAt": NOW.isoformat(),
+            "durationSeconds": 0.012,
             "ok": True,
             "error": None,
-            "prometheus_errors": {"up{}": "prometheus timed out after 10s"},
+            "prometheusErrors": [
+                {"query": "up{}", "cause": "timeout", "message": "prometheus timed out after 10s"}
+            ],
         },
         "plan": json.loads(json.dumps(plan_to_document(plan))),
     }

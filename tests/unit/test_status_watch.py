@@ -15,8 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
-from rainbowd.commands.status import plan_from_document
 from rainbowd.core.reporting import plan_to_document, render_plan_table
+from rainbowd.status import plan_from_document
 from rainbowd.terminal import plan_view, swatch
 from tests.statusserver import FixedStatus, serving
 from tests.unit.test_status_command import sample_plan

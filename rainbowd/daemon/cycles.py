@@ -1,0 +1,344 @@
+"""One cycle's pipeline: ask Prometheus for the connections the rules need, build the Snapshot,
+plan. The daemon runs `Pipeline.run` every cycle and `rainbowd plan` runs it once (`plan_once`),
+so what `rainbowd plan` prints is what the daemon would do. Acting is the supervisor's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+
+from rainbowd.core.forecast import ColorForecast, ColorKey, Forecaster, forecast_plan
+from rainbowd.core.history import ConnectionHistory
+from rainbowd.core.model import (
+    RETIRED_AT,
+    ActionKind,
+    Connections,
+    Deployment,
+    Namespace,
+    Plan,
+    Service,
+    Snapshot,
+)
+from rainbowd.core.objects import parse_time
+from rainbowd.core.planner import Planner
+from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
+from rainbowd.daemon.policies import read_policy
+from rainbowd.kube.caching import ClusterCache
+from rainbowd.kube.clients import make_api_client
+from rainbowd.logs import get_logger
+from rainbowd.prom.querying import (
+    PrometheusClient,
+    PrometheusError,
+    QueryResult,
+    fetch_connections,
+)
+from rainbowd.prom.ranges import fetch_range, range_expression
+from rainbowd.settings import Settings
+from rainbowd.status import HistoryStatus, PrometheusFailure, SnapshotSummary, Sparkline
+
+log = get_logger(__name__)
+
+# How long a one-shot plan (and `--once`) waits for the caches before it gives up: a first LIST
+# of 10,000 Deployments takes a few seconds, an unreachable apiserver never answers.
+SYNC_TIMEOUT = 60.0
+
+Objects = Mapping[str, list[Deployment]]
+"""Deployments by namespace, as the cache hands them out."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What one pass of the pipeline saw and decided."""
+
+    snapshot: Snapshot
+    plan: Plan
+    prometheus_errors: tuple[PrometheusFailure, ...]
+    forecasts: Mapping[ColorKey, ColorForecast]
+    """Each draining color's drain forecast, from the connection history."""
+
+
+class Pipeline:
+    """Query, snapshot, plan; one per process, reused across cycles.
+
+    `dry_run` (the `--dry-run` flag) is decided here, once: it marks the plan dry-run, as the
+    policy's `dryRun` does, and whoever acts on a plan reads `plan.dry_run` alone. In a dry run
+    the bookkeeping annotations the plan would write are kept in memory and laid over the next
+    snapshots, so retired ages and drain holds advance as they would if written.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        dry_run: bool = False,
+        planner: Planner | None = None,
+    ) -> None:
+        self.dry_run = dry_run
+        # Reuses each unchanged app's plan from the last cycle (same objects, same connections,
+        # no threshold crossed): steady-state cycles cost little even with 10,000 Deployments.
+        self.planner = planner or Planner()
+        # Dry run: would-be annotations by Deployment uid.
+        self.overlay: dict[str, dict[str, str | None]] = {}
+        # Each color's recent connections, for the drain forecast and /status sparklines.
+        self.history = ConnectionHistory()
+        self.forecaster = Forecaster()
+        self._session = session
+        self._prometheus: PrometheusClient | None = None
+
+    async def run(
+        self,
+        policy: Policy,
+        deployments: Objects,
+        services: Mapping[str, list[Service]],
+        *,
+        now: datetime,
+    ) -> Planned:
+        if self.overlay:
+            deployments = self._overlaid(deployments)
+        queries = queries_needed(policy, deployments)
+        results: dict[ConnectionsQuery, QueryResult] = {}
+        if queries:
+            results = await fetch_connections(self._client(policy.prometheus), queries, at=now)
+        snapshot = build_snapshot(
+            now=now, policy=policy, deployments=deployments, services=services, results=results
+        )
+        plan = self.planner.plan(snapshot, policy, now)
+        self.history.record_snapshot(snapshot)
+        forecasts = self.forecaster.update(plan, policy, self.history)
+        if self.dry_run and not plan.dry_run:
+            plan = dataclasses.replace(plan, dry_run=True)
+        if plan.dry_run:
+            for action in plan.actions:
+                if action.kind is ActionKind.ANNOTATE and action.uid:
+                    self.overlay.setdefault(action.uid, {}).update(action.annotations)
+        return Planned(
+            snapshot=snapshot,
+            plan=plan,
+            prometheus_errors=query_failures(results),
+            forecasts=forecasts,
+        )
+
+    def history_status(self) -> HistoryStatus:
+        return HistoryStatus(
+            window_seconds=self.history.limits.window,
+            colors=len(self.history),
+            points=self.history.size,
+        )
+
+    def sparklines(self) -> dict[ColorKey, Sparkline]:
+        return dict(self.history.sparklines())
+
+    def _overlaid(self, deployments: Objects) -> Objects:
+        uids = {d.uid for items in deployments.values() for d in items}
+        for uid in list(self.overlay):
+            if uid not in uids:
+                del self.overlay[uid]
+        return {ns: apply_overlay(items, self.overlay) for ns, items in deployments.items()}
+
+    def _client(self, settings: PrometheusSettings) -> PrometheusClient:
+        if self._prometheus is None or self._prometheus.settings != settings:
+            self._prometheus = PrometheusClient(self._session, settings)
+        return self._prometheus
+
+
+async def seed_history(
+    history: ConnectionHistory,
+    session: aiohttp.ClientSession,
+    policy: Policy,
+    queries: list[ConnectionsQuery],
+    *,
+    now: datetime,
+    interval: float,
+    since: datetime | None = None,
+) -> None:
+    """One range query per distinct connections query, merged under what the history holds: a
+    restart keeps the forecast's samples. It covers the history's window, or only from `since`
+    (the oldest retirement: what the forecast reads) when that is more recent. A failure is
+    logged and costs only the older samples."""
+    start = now - timedelta(seconds=history.limits.window)
+    if since is not None and since > start:
+        start = min(since, now) - timedelta(seconds=interval)
+    # A point per cycle, but no more than twice what the history keeps: a large cluster's
+    # answer stays a few megabytes.
+    span = (now - start).total_seconds()
+    step = timedelta(seconds=max(interval, span / (2 * history.limits.per_color)))
+    for query in queries:
+        try:
+            series = await fetch_range(
+                session, policy.prometheus, query, start=start, end=now, step=step
+            )
+        except PrometheusError as exc:
+            log.warning(
+                "history seed failed",
+                cause=exc.error_cause.value,
+                error=exc.cause,
+                query=range_expression(query),
+            )
+            continue
+        kept = history.seed(series)
+        log.info("history seeded", colors=len(series), points=kept, query=range_expression(query))
+
+
+def oldest_retirement(deployments: Objects) -> datetime | None:
+    """The earliest retired-at stamp of a color that still has replicas (malformed ones are
+    the planner's business, skipped here)."""
+    stamps = []
+    for items in deployments.values():
+        for d in items:
+            text = d.annotations.get(RETIRED_AT)
+            if text is None or d.replicas == 0:
+                continue
+            with contextlib.suppress(ValueError):
+                stamps.append(parse_time(text))
+    return min(stamps, default=None)
+
+
+async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -> Planned:
+    """One read-only pass against a live cluster and Prometheus: what `rainbowd plan` prints
+    without a snapshot file. Never writes: no Executor, no Events, no Lease. Raises ConfigError,
+    PolicyError, KubeError, or TimeoutError when the caches do not sync within `sync_timeout`."""
+    api = await make_api_client(kubeconfig=settings.kubeconfig, context=settings.context)
+    try:
+        policy = await read_policy(api, settings.policy)
+        cache = ClusterCache(
+            api,
+            namespaces=settings.namespaces or None,
+            label_selector=settings.selector or None,
+        )
+        runner = asyncio.create_task(cache.run(), name="cluster cache")
+        try:
+            synced = asyncio.create_task(cache.wait_synced(sync_timeout))
+            await asyncio.wait([runner, synced], return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                synced.cancel()
+                runner.result()  # an informer crashed: raise its error
+            if not synced.result():
+                raise TimeoutError(f"Deployments and Services not listed within {sync_timeout:g}s")
+            deployments = cache.deployments()
+            services = cache.services()
+        finally:
+            await cache.stop()
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        now = datetime.now(UTC)
+        async with aiohttp.ClientSession() as session:
+            pipeline = Pipeline(session, dry_run=settings.dry_run)
+            planned = await pipeline.run(policy, deployments, services, now=now)
+            # The forecast's samples: this instant plus one range query over the past.
+            await seed_history(
+                pipeline.history,
+                session,
+                policy,
+                queries_needed(policy, deployments),
+                now=now,
+                interval=settings.interval,
+                since=oldest_retirement(deployments),
+            )
+        forecasts = forecast_plan(planned.plan, policy, pipeline.history)
+        return dataclasses.replace(planned, forecasts=forecasts)
+    finally:
+        await api.close()
+
+
+def apply_overlay(
+    deployments: list[Deployment], overlay: Mapping[str, Mapping[str, str | None]]
+) -> list[Deployment]:
+    """Deployments with the dry-run overlay's would-be annotations applied (keyed by uid)."""
+    if not overlay:
+        return deployments
+    out = []
+    for d in deployments:
+        changes = overlay.get(d.uid)
+        if changes:
+            annotations = dict(d.annotations)
+            for key, value in changes.items():
+                if value is None:
+                    annotations.pop(key, None)
+                else:
+                    annotations[key] = value
+            d = dataclasses.replace(d, annotations=annotations)
+        out.append(d)
+    return out
+
+
+def build_snapshot(
+    *,
+    now: datetime,
+    policy: Policy,
+    deployments: Objects,
+    services: Mapping[str, list[Service]],
+    results: Mapping[ConnectionsQuery, QueryResult],
+) -> Snapshot:
+    """A Snapshot from the cache's objects and the connections each color's rule asked for."""
+    namespaces: dict[str, Namespace] = {}
+    for ns in sorted(set(deployments) | set(services)):
+        conns: dict[tuple[str, str], Connections] = {}
+        for d in deployments.get(ns, ()):
+            rule = policy.rule_for(ns, d.labels)
+            app = d.template_labels.get(policy.app_label)
+            color = d.template_labels.get(policy.color_label)
+            if rule is None or not app or not color:
+                continue
+            result = results.get(rule.connections)
+            if result is not None:
+                conns[(app, color)] = result.get(ns, app, color)
+        namespaces[ns] = Namespace(
+            name=ns,
+            deployments=tuple(deployments.get(ns, ())),
+            services=tuple(services.get(ns, ())),
+            connections=conns,
+        )
+    return Snapshot(now=now, namespaces=namespaces)
+
+
+def queries_needed(policy: Policy, deployments: Objects) -> list[ConnectionsQuery]:
+    """The distinct queries of the rules that match at least one Deployment: no managed colors,
+    no Prometheus traffic (and no Prometheus errors for a cluster with nothing to do)."""
+    needed: dict[ConnectionsQuery, None] = {}
+    for ns, items in deployments.items():
+        for d in items:
+            rule = policy.rule_for(ns, d.labels)
+            if rule is not None:
+                needed.setdefault(rule.connections, None)
+    return list(needed)
+
+
+def query_failures(
+    results: Mapping[ConnectionsQuery, QueryResult],
+) -> tuple[PrometheusFailure, ...]:
+    """The failed queries: the PromQL sent, the failure's class and its message."""
+    return tuple(
+        PrometheusFailure(
+            query=q.selector if q.query is None else q.query,
+            cause=r.error_cause,
+            message=r.error,
+        )
+        for q, r in results.items()
+        if r.error is not None and r.error_cause is not None
+    )
+
+
+def snapshot_summary(snapshot: Snapshot) -> SnapshotSummary:
+    """How much a snapshot holds, for /status."""
+    known = unknown = 0
+    for ns in snapshot.namespaces.values():
+        for c in ns.connections.values():
+            if c.known:
+                known += 1
+            else:
+                unknown += 1
+    return SnapshotSummary(
+        now=snapshot.now,
+        namespaces=len(snapshot.namespaces),
+        deployments=sum(len(ns.deployments) for ns in snapshot.namespaces.values()),
+        services=sum(len(ns.services) for ns in snapshot.namespaces.values()),
+        connections_known=known,
+        connections_unknown=unknown,
+    )

@@ -1,0 +1,268 @@
+"""The level-based reconcile loop: once the caches are synced and a policy is in force, a timer
+drives cycles (watch and policy events wake it early, debounced). Each cycle runs the pipeline
+(query, snapshot, plan), lets the executor act when this replica leads, and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rainbowd.core.forecast import ColorForecast, ColorKey
+from rainbowd.core.model import Plan
+from rainbowd.daemon.cycles import Pipeline, snapshot_summary
+from rainbowd.daemon.policies import PolicyState
+from rainbowd.daemon.tasks import first_done
+from rainbowd.kube.caching import ClusterCache
+from rainbowd.kube.executing import ActionResult, Executor, Outcome
+from rainbowd.logs import get_logger
+from rainbowd.metrics import Metrics
+from rainbowd.status import PrometheusFailure, SnapshotSummary
+from rainbowd.timeline import Timeline
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What the last cycle saw, decided and did; served on /status."""
+
+    number: int
+    started_at: datetime
+    duration: float
+    ok: bool
+    error: str | None
+    leader: bool
+    acted: bool
+    snapshot: SnapshotSummary | None
+    plan: Plan | None
+    results: tuple[ActionResult, ...]
+    prometheus_errors: tuple[PrometheusFailure, ...]
+    forecasts: Mapping[ColorKey, ColorForecast] = field(default_factory=dict)
+
+
+class Reconciler:
+    """Runs cycles until `stopping` is set; `last_cycle` is what /status shows."""
+
+    def __init__(
+        self,
+        *,
+        policy: PolicyState,
+        cache: ClusterCache,
+        pipeline: Pipeline,
+        executor: Executor,
+        metrics: Metrics,
+        leading: Callable[[], bool],
+        stopping: asyncio.Event,
+        interval: float,
+        debounce: float,
+        wake_on: Sequence[asyncio.Event] = (),
+    ) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.pipeline = pipeline
+        self.executor = executor
+        self.metrics = metrics
+        self.leading = leading
+        self.stopping = stopping
+        self.interval = interval
+        self.debounce = debounce
+        self._wake = asyncio.Event()
+        # Everything that means "look again": a nudge, a cache change, a new policy.
+        self._wake_on = (self._wake, cache.changed, policy.changed, *wake_on)
+        self.last_cycle: CycleReport | None = None
+        self.timeline = Timeline()
+        self.cycles = 0
+        # Set once the caches are synced and a policy is in force, when cycles begin.
+        self.running = asyncio.Event()
+        self.acting = False  # the executor is applying a plan
+        # Loop-clock time of the last finished cycle (or of the start), for /healthz.
+        self.alive_at = asyncio.get_running_loop().time()
+
+    def wake(self) -> None:
+        """Run a cycle now rather than at the next tick (after the debounce)."""
+        self._wake.set()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.cache.synced and self.policy.policy)
+
+    async def run(self) -> None:
+        """Level-based: the timer drives cycles; watch and policy events only wake it early."""
+        loop = asyncio.get_running_loop()
+        # The first cycle waits for the caches: a plan from a half-listed cache would see
+        # colors without their Services and call live colors retired.
+        while not self.stopping.is_set():
+            attempt_until = loop.time() + self.interval
+            if await self.wait_ready(self.interval):
+                break
+            if self.stopping.is_set():
+                return
+            self.alive_at = loop.time()  # waiting for the apiserver is not a hung loop
+            log.warning(
+                "not ready yet",
+                cache_synced=self.cache.synced,
+                policy_loaded=self.policy.policy is not None,
+            )
+            # An invalid policy fails the wait at once: look again on an edit or a tick.
+            await self._until(self.policy.changed.wait(), attempt_until)
+        self.running.set()
+        next_at = loop.time()
+        while not self.stopping.is_set():
+            await self._sleep_until(next_at)
+            if self.stopping.is_set():
+                break
+            next_at = loop.time() + self.interval
+            await self.cycle()
+
+    async def wait_ready(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Until the caches are synced and a policy is in force; False when `timeout` seconds
+        pass, a stop is requested, or the policy source was read and holds no valid policy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not await self._until(self.cache.wait_synced(), deadline):
+            return False
+        self.metrics.cache_synced.set(1)
+        while self.policy.policy is None:
+            if self.policy.errors:
+                return False  # the source was read and holds no valid policy
+            if not await self._until(asyncio.sleep(0.05), deadline):
+                return False
+        return True
+
+    async def _until(self, aw: Awaitable[Any], deadline: float) -> bool:
+        """Await `aw` unless the deadline passes or a stop is requested first."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        return await first_done(aw, self.stopping.wait(), timeout=remaining) == 0
+
+    async def _sleep_until(self, next_at: float) -> None:
+        """Until the timer, a stop, or a change (debounced) wakes the loop."""
+        loop = asyncio.get_running_loop()
+        await first_done(
+            self.stopping.wait(),
+            *(event.wait() for event in self._wake_on),
+            timeout=next_at - loop.time(),
+        )
+        if self.stopping.is_set() or loop.time() >= next_at:
+            return
+        # Woken by a change: let the burst of events of a rollout settle, then look once.
+        debounce_until = min(next_at, loop.time() + self.debounce)
+        await first_done(self.stopping.wait(), timeout=debounce_until - loop.time())
+
+    async def cycle(self) -> CycleReport:
+        """One pass: read the cache, query Prometheus, plan, act (if leading), report."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        now = datetime.now(UTC)
+        # Clear before reading: a change landing while the cycle runs wakes the next one.
+        for event in self._wake_on:
+            event.clear()
+        self.cycles += 1
+        report: CycleReport
+        try:
+            report = await self._reconcile(now, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("cycle failed", cycle=self.cycles)
+            report = CycleReport(
+                number=self.cycles,
+                started_at=now,
+                duration=loop.time() - started,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
+                leader=self.leading(),
+                acted=False,
+                snapshot=None,
+                plan=None if self.last_cycle is None else self.last_cycle.plan,
+                results=(),
+                prometheus_errors=(),
+                forecasts={} if self.last_cycle is None else self.last_cycle.forecasts,
+            )
+        self.last_cycle = report
+        self.alive_at = loop.time()
+        self.metrics.reconcile_duration.observe(report.duration)
+        self.metrics.cycles.labels(result="ok" if report.ok else "error").inc()
+        if report.ok:
+            self.metrics.last_success.set(time.time())
+        return report
+
+    async def _reconcile(self, now: datetime, started: float) -> CycleReport:
+        loop = asyncio.get_running_loop()
+        policy = self.policy.policy
+        if policy is None:
+            raise RuntimeError("no valid policy loaded")
+        self.metrics.cache_synced.set(1 if self.cache.synced else 0)
+        planned = await self.pipeline.run(
+            policy, self.cache.deployments(), self.cache.services(), now=now
+        )
+        self.metrics.record_prometheus_errors([f.cause for f in planned.prometheus_errors])
+        plan = planned.plan
+        leader = self.leading()
+        applied: list[ActionResult] = []
+        self.executor.app_label = policy.app_label
+        self.executor.color_label = policy.color_label
+        if plan.actions and leader and not self.stopping.is_set():
+            self.acting = True
+            try:
+                applied = await self.executor.apply(plan, stop=self.stopping)
+            finally:
+                self.acting = False
+            self.metrics.record_actions(applied)
+            self.timeline.record(now, applied)
+        if leader and not plan.dry_run and not self.stopping.is_set():
+            # Every pod of a retired color carries the mark, pods created since included.
+            self.cache.watch_pods(policy.app_label, policy.color_label)
+            await self.executor.mark_pods(plan, self.cache.pods())
+        self.metrics.observe_plan(plan, planned.forecasts)
+
+        duration = loop.time() - started
+        states: Tally[str] = Tally()
+        for app in plan.apps:
+            for color in app.colors:
+                states[color.state.value] += 1
+        outcomes = Tally(r.outcome.value for r in applied)
+        log.info(
+            "cycle finished",
+            cycle=self.cycles,
+            apps=len(plan.apps),
+            colors=sum(states.values()),
+            states=_counts(states),
+            planned=len(plan.actions),
+            actions=_counts(outcomes),
+            blocked=sum(1 for a in plan.apps if a.blocked is not None),
+            prometheus_errors=len(planned.prometheus_errors),
+            leader=leader,
+            dry_run=plan.dry_run,
+            paused=plan.paused,
+            duration_ms=round(duration * 1000, 1),
+        )
+        for warning in plan.warnings:
+            log.warning("plan warning", warning=warning)
+        # A conflict (the object moved on since the snapshot) does not wake the loop: the
+        # object's watch event does, once the cache has the new version. Waking on the
+        # conflict itself would retry against the same stale copy, again and again, while a
+        # watch lags (as it does after an apiserver restart).
+        return CycleReport(
+            number=self.cycles,
+            started_at=now,
+            duration=duration,
+            ok=True,
+            error=None,
+            leader=leader,
+            acted=any(r.outcome is not Outcome.SKIPPED for r in applied),
+            snapshot=snapshot_summary(planned.snapshot),
+            plan=plan,
+            results=tuple(applied),
+            prometheus_errors=planned.prometheus_errors,
+            forecasts=planned.forecasts,
+        )
+
+
+def _counts(tally: Mapping[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(tally.items())) or "none"

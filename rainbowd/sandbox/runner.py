@@ -39,6 +39,7 @@ from rainbowd.sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
 from rainbowd.sandbox.procs import ProcessError, free_port
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
 from rainbowd.sandbox.proxy import ServiceProxy
+from rainbowd.sandbox.story import Stage, play
 from rainbowd.sandbox.terminal import LiveTable
 from rainbowd.settings import PolicySource, Settings
 
@@ -284,9 +285,21 @@ class Sandbox:
         self.live_table.start()
 
         if options.story:
-            from rainbowd.sandbox.story import play
-
-            tasks["story"] = asyncio.create_task(play(self), name="story")
+            assert daemon.http_url is not None  # waited for above
+            stage = Stage(
+                api=api,
+                proxy=proxy,
+                pods=pods,
+                status_url=daemon.http_url,
+                namespace=options.namespace,
+                replicas=options.replicas,
+                policy_text=self.policy_text,
+                policy_configmap=self.policy_configmap,
+                deploy=self.deploy,
+                set_default=self.set_default,
+                rollback=self.rollback,
+            )
+            tasks["story"] = asyncio.create_task(play(stage), name="story")
         waits: dict[str, asyncio.Task[Any]] = {
             "stop": asyncio.create_task(stopping.wait(), name="sandbox stop"),
             **tasks,

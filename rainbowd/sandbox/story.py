@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
@@ -23,10 +23,9 @@ from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox import app as seed
+from rainbowd.sandbox.pods import PodRunner
+from rainbowd.sandbox.proxy import ServiceProxy
 from rainbowd.status import find_color, status_from_document
-
-if TYPE_CHECKING:
-    from rainbowd.sandbox.runner import Sandbox
 
 LINE_TIMEOUT = 30.0
 """Seconds to wait for a color line on a stream (one is sent at once, then every 5 s)."""
@@ -109,7 +108,29 @@ def _connections(seen: Seen | None) -> str:
     return "unknown" if value is None else f"{value:g}"
 
 
-async def play(sandbox: Sandbox) -> None:
+@dataclass(frozen=True)
+class Stage:
+    """What the story plays on: the running sandbox's parts, handed over by its runner."""
+
+    api: ApiClient
+    proxy: ServiceProxy
+    pods: PodRunner
+    status_url: str
+    """rainbowd's base URL: the story reads /status there."""
+    namespace: str
+    replicas: int
+    policy_text: str
+    """The policy in force when the story starts."""
+    policy_configmap: str
+    deploy: Callable[[str], Awaitable[None]]
+    """A rainbow deploy of a color, returning once the Service selects it."""
+    set_default: Callable[[str, Any], Awaitable[None]]
+    """Edits one knob of the policy's defaults in its ConfigMap."""
+    rollback: Callable[[], Awaitable[str]]
+    """`rainbowd rollback`: the Service back on the previous color, which it returns."""
+
+
+async def play(sandbox: Stage) -> None:
     """Runs the story once; raises StoryError at the first step that does not happen."""
     streams: list[Stream] = []
     try:
@@ -119,13 +140,11 @@ async def play(sandbox: Sandbox) -> None:
             await stream.close()
 
 
-async def _play(sandbox: Sandbox, streams: list[Stream]) -> None:
-    assert sandbox.api is not None and sandbox.proxy is not None and sandbox.daemon is not None
-    assert sandbox.daemon.http_url is not None and sandbox.pods is not None
+async def _play(sandbox: Stage, streams: list[Stream]) -> None:
     api, proxy, pods = sandbox.api, sandbox.proxy, sandbox.pods
-    namespace = sandbox.options.namespace
-    replicas = sandbox.options.replicas
-    status_url = sandbox.daemon.http_url
+    namespace = sandbox.namespace
+    replicas = sandbox.replicas
+    status_url = sandbox.status_url
     knobs = load_policy_text(sandbox.policy_text, source="sandbox policy").defaults
     min_age = knobs.min_retired_age
     old, new, fix = _distinct_colors(3)

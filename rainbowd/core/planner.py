@@ -1,7 +1,8 @@
 """The planner: `plan(snapshot, policy, now) -> Plan`, the burn-down decisions of one cycle.
 
 Purely computational: a snapshot and a policy in, a plan out, no I/O and no clock. The executor
-applies the plan; the reporting module renders it. DESIGN.md "What the planner decides" is the spec.
+applies the plan; the reporting module renders it. docs/design.md "What the planner decides" is
+the spec.
 `Planner` makes the same decisions in a loop, reusing an app's plan while its inputs hold.
 """
 

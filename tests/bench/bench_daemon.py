@@ -1,5 +1,5 @@
-"""Benchmark: the daemon-level targets of DESIGN.md, with rainbowd running in this process against
-its own control plane (kwok fake Nodes) and a real Prometheus scraping demo_app processes.
+"""Benchmark: the daemon-level targets of docs/design.md, with rainbowd running in this process
+against its own control plane (kwok fake Nodes) and a real Prometheus scraping demo_app processes.
 
 Measures steady-state LIST/GET calls and Prometheus queries per cycle, Service switch latency and
 drain-to-action latency; prints each next to its target and asserts nothing on time.

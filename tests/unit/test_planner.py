@@ -1,4 +1,4 @@
-"""Table tests of the planner: one case per rule of DESIGN.md "What the planner decides"."""
+"""Table tests of the planner: one case per rule of docs/design.md "What the planner decides"."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Colors are deployed, Services switch (forward, back to an older color, to a canary), time moves,
 connections fall, rise and go unknown, and each cycle's plan is applied as the executor would.
-Every cycle checks the safety rules of DESIGN.md.
+Every cycle checks the safety rules of docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Hypothesis properties of the planner over generated snapshots and policies.
 
-Each property states a safety rule of DESIGN.md independently of the planner's own reasoning
+Each property states a safety rule of docs/design.md independently of the planner's own reasoning
 where it can (live is recomputed from the Services, protection from the annotation).
 """
 

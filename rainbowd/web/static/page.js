@@ -98,44 +98,37 @@ function sparkline(samples) {
 }
 
 // --- reading /status ---------------------------------------------------------------------------
-// All knowledge of the document's field names is here: the rest of the page reads `view`.
-
-function first(...values) {
-  for (const v of values) if (v !== undefined) return v;
-  return undefined;
-}
+// All knowledge of the document's field names (camelCase, as the README documents them) is here:
+// the rest of the page reads `view`.
 
 function readStatus(doc) {
   const plan = doc.plan || null;
   const cycle = doc.cycle || null;
   const settings = doc.settings || {};
   const policy = doc.policy || {};
-  const promErrors = cycle ? first(cycle.prometheusErrors, cycle.prometheus_errors) || [] : [];
   return {
     identity: doc.identity || "?",
     leader: !!doc.leader,
-    leaderElect: !!first(settings.leaderElect, settings.leader_elect),
+    leaderElect: !!settings.leaderElect,
     ready: !!doc.ready,
-    dryRun: !!(plan && plan.dryRun) || !!first(settings.dryRun, settings.dry_run),
+    dryRun: !!(plan && plan.dryRun) || !!settings.dryRun,
     paused: !!(plan && plan.paused),
     policyValid: policy.valid !== false,
     policyErrors: policy.errors || [],
     policySource: policy.source || "",
     cycle: cycle && {
       number: cycle.number,
-      startedAt: first(cycle.startedAt, cycle.started_at),
-      duration: first(cycle.durationSeconds, cycle.duration_seconds),
+      startedAt: cycle.startedAt,
+      duration: cycle.durationSeconds,
       ok: cycle.ok !== false,
       error: cycle.error || null,
     },
-    prometheusErrors: Array.isArray(promErrors)
-      ? promErrors.map((f) => [f.query, f.message])
-      : Object.entries(promErrors),
+    prometheusErrors: cycle ? cycle.prometheusErrors || [] : [],
     now: plan ? plan.now : null,
     summary: plan ? plan.summary : "",
     apps: plan ? plan.apps || [] : [],
     warnings: plan ? plan.warnings || [] : [],
-    recent: first(doc.recentActions, doc.recent_actions) || [],
+    recent: doc.recentActions || [],
   };
 }
 
@@ -161,8 +154,8 @@ function drawBanners(view) {
   if (view.prometheusErrors.length) {
     out.push(banner("prometheus", "Prometheus is failing.",
       "Connections are unknown, so nothing is scaled down or deleted on them.",
-      h("ul", {}, view.prometheusErrors.map(([query, error]) =>
-        h("li", {}, h("code", {}, query), ": ", error)))));
+      h("ul", {}, view.prometheusErrors.map((f) =>
+        h("li", {}, h("code", {}, f.query), ` (${f.cause}): `, f.message)))));
   }
   if (!view.policyValid) {
     out.push(banner("policy", "The policy is invalid;", "the last good one stays in force.",

@@ -1,6 +1,7 @@
 """A fake Prometheus query API: a real aiohttp server on loopback whose answers each test scripts.
 
-Only for faults the real server cannot produce on demand (NaN, a hang, a 503 body, non-JSON...).
+Only for faults the real server cannot produce on demand (NaN, a hang, a 503 body, non-JSON...);
+`FaultyProxy` passes the real server's answers through and spoils only the queries it is told to.
 It records every request so tests can check what rainbowd sent.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -100,3 +102,80 @@ async def fakeprom() -> AsyncIterator[FakePrometheus]:
         yield fake
     finally:
         await fake.stop()
+
+
+FAULTS = ("slow", "http500", "http503", "status-error", "nan", "inf", "warnings")
+
+
+class FaultyProxy:
+    """A real HTTP server on loopback in front of the real Prometheus: queries pass through,
+    except those containing a key of `faults`, which get that fault instead:
+
+    - `slow`: no answer until the proxy stops (past any client timeout);
+    - `http500`, `http503`: that status (503 with a Prometheus error body, 500 with a plain one);
+    - `status-error`: a 200 carrying `status: error`;
+    - `nan`, `inf`: the real answer with every sample's value replaced by NaN or +Inf;
+    - `warnings`: the real answer with a partial-data warning added.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: dict[str, str] = {}
+        self.faulted: dict[str, int] = {}
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        query = form.get("query") or request.query.get("query", "")
+        fault = next((f for key, f in self.faults.items() if key in query), None)
+        if fault is not None:
+            self.faulted[fault] = self.faulted.get(fault, 0) + 1
+        if fault == "slow":
+            # Stuck until the faults clear (the client gives up long before).
+            await self._release.wait()
+            return web.Response(status=503, text="stuck until now")
+        if fault == "http500":
+            return web.Response(status=500, text="internal server error")
+        if fault == "http503":
+            body = {"status": "error", "errorType": "unavailable", "error": "TSDB not ready"}
+            return web.json_response(body, status=503)
+        if fault == "status-error":
+            body = {"status": "error", "errorType": "execution", "error": "out of memory"}
+            return web.json_response(body)
+        assert self._session is not None
+        async with self._session.post(self.upstream + request.path, data=form) as resp:
+            status, doc = resp.status, await resp.json()
+        if fault in ("nan", "inf") and doc.get("status") == "success":
+            value = "NaN" if fault == "nan" else "+Inf"
+            for item in doc["data"]["result"]:
+                item["value"][1] = value
+        if fault == "warnings":
+            doc["warnings"] = ["remote read store-b: connection refused"]
+        return web.json_response(doc, status=status)
+
+    async def start(self) -> str:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def clear(self) -> None:
+        """Every query passes through from now on; stuck ones are let go."""
+        self.faults.clear()
+        self._release.set()
+
+    async def stop(self) -> None:
+        self.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from tests.e2e.faultlog import LEDGER, Witness
 from tests.e2e.harness import Fleet
 
 
@@ -22,3 +24,45 @@ def fleet(
         yield fleet
     finally:
         fleet.close()
+
+
+@pytest.fixture(scope="session")
+def shared_prometheus() -> Iterator[PrometheusServer]:
+    """One Prometheus for the fault suite's tests (each sets its own targets)."""
+    server = PrometheusServer(scrape_interval=1.0)
+    try:
+        server.start()
+    except PrometheusError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def witness(
+    cluster_full: ControlPlane, namespace: str, kube_api: ApiClient, request: pytest.FixtureRequest
+) -> AsyncIterator[Witness]:
+    """Watches the test's namespace and judges every scale-down and delete rainbowd made there,
+    from the audit log; the faults it records go to the summary at the end of the run."""
+    witness = Witness(kube_api, cluster_full, namespace, request.node.nodeid)
+    await witness.start()
+    try:
+        yield witness
+    finally:
+        await witness.stop()
+        witness.check()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if LEDGER.faults:
+        terminalreporter.section("fault suite")
+        for line in LEDGER.lines():
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Each test fails on its own wrongful actions; this makes sure the run does too.
+    if LEDGER.wrongful and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -421,6 +421,8 @@ def daemon_settings(
 async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
     """rainbowd in this process, as an asyncio task; stopped (and its exit code checked) on exit."""
     daemon = Daemon(settings)
+    # Tasks the test started before (watchers, held connections) are the test's own.
+    before = asyncio.all_tasks()
     task = asyncio.create_task(daemon.run(), name="rainbowd")
 
     async def listening() -> bool:
@@ -441,7 +443,9 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         assert code == 0, f"the daemon exited with {code}"
         # Everything the daemon started was cancelled and awaited.
         leaked = [
-            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
+            t
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task() and not t.done() and t not in before
         ]
         assert not leaked, f"tasks left running after the daemon stopped: {leaked}"
 

@@ -1,5 +1,6 @@
 """The daemon through outages of the parts it depends on: Prometheus stopped (unknown
 connections never act) and the apiserver restarted (watches resume, no action applied twice).
+Both are part of the fault suite (`test_fault_suite_*.py`): the witness judges their actions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rainbowd.core.model import RETIRED_AT
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
     DaemonProcess,
     Fleet,
@@ -23,7 +25,6 @@ from tests.e2e.harness import (
     eventually,
     fetch_json,
     get_deployment,
-    held_connection,
     metric_sum,
     our_events,
     point_service,
@@ -55,6 +56,7 @@ async def test_no_action_while_prometheus_is_down_and_resume_after(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
+    witness: Witness,
     tmp_path: Path,
 ) -> None:
     old_name = f"chat-{OLD}"
@@ -67,7 +69,7 @@ async def test_no_action_while_prometheus_is_down_and_resume_after(
         assert daemon.http_url is not None
         url = daemon.http_url
         # A client keeps the old color busy until Prometheus is gone, so nothing drains early.
-        async with held_connection(fleet.apps[OLD]):
+        async with witness.holding_connection(fleet.apps[OLD], old_name):
             await fleet.wait_scraped(OLD, 1)
 
             async def seen_connected() -> bool:
@@ -75,6 +77,8 @@ async def test_no_action_while_prometheus_is_down_and_resume_after(
                 return bool(doc and doc["connections"]["value"] == 1)
 
             await eventually(seen_connected, what="the daemon to see the held connection")
+            fault = witness.injected("prometheus down", (old_name,))
+            hands_off = witness.hands_off_from(old_name, "acted while Prometheus was down")
             prometheus.stop()
         # The client left while nobody was looking: the color is drained, but unknown.
 
@@ -96,12 +100,16 @@ async def test_no_action_while_prometheus_is_down_and_resume_after(
         assert metric_sum(metrics, "rainbowd_prometheus_errors_total", cause="unreachable") > 0
         assert metric_sum(metrics, "rainbowd_actions_total", action="scale") == 0
 
+        witness.end_hands_off(hands_off)
         prometheus.start()
+        witness.cleared(fault)
 
         async def scaled_down_or_gone() -> bool:
             return await replicas(kube_api, namespace, old_name) in (0, None)
 
         await eventually(scaled_down_or_gone, what="the scale-down once Prometheus is back")
+        witness.converged(fault)
+    witness.assert_no_wrongful()
 
 
 async def test_apiserver_restart_mid_run_applies_each_action_once(
@@ -110,6 +118,7 @@ async def test_apiserver_restart_mid_run_applies_each_action_once(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
+    witness: Witness,
     tmp_path: Path,
 ) -> None:
     old_name = f"chat-{OLD}"
@@ -125,7 +134,7 @@ async def test_apiserver_restart_mid_run_applies_each_action_once(
     )
     try:
         # A client holds the old color from before the daemon starts until after the restart.
-        async with held_connection(fleet.apps[OLD]):
+        async with witness.holding_connection(fleet.apps[OLD], old_name):
             await fleet.wait_scraped(OLD, 1)
             daemon.start()
             await daemon.wait_ready()
@@ -137,12 +146,14 @@ async def test_apiserver_restart_mid_run_applies_each_action_once(
             before = await scrape_metrics(daemon.url)
 
             # Blocks this test (not the daemon, a separate process) while the apiserver is down.
+            fault = witness.injected("apiserver restarted", (old_name,))
             cluster_full.restart_apiserver()
 
         async def deleted() -> bool:
             return await get_deployment(kube_api, namespace, old_name) is None
 
         await eventually(deleted, what="the old color deleted after the restart")
+        witness.converged(fault)
         after = await scrape_metrics(daemon.url)
         assert daemon.process.running(), daemon.process.log_tail()
         code = await daemon.terminate()
@@ -164,3 +175,4 @@ async def test_apiserver_restart_mid_run_applies_each_action_once(
     events = await our_events(kube_api, namespace, name=old_name)
     applied = sorted(e["reason"] for e in events if e["type"] == "Normal")
     assert applied == ["Deleted", "DrainStarted", "MarkedRetired"], applied
+    witness.assert_no_wrongful()

@@ -46,6 +46,7 @@ from rainbowd.kube.clients import (
     translate,
 )
 from rainbowd.sandbox.controlplane import ControlPlane
+from tests.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.cluster]
 
@@ -148,72 +149,6 @@ async def other_namespace(cluster: ControlPlane) -> AsyncIterator[str]:
     await asyncio.to_thread(cluster.create_namespace, name)
     yield name
     await asyncio.to_thread(cluster.delete_namespace, name)
-
-
-class TcpProxy:
-    """Forwards loopback TCP connections to the apiserver until told to cut them."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.blocked = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def cut(self) -> None:
-        """Drop every open connection and refuse new ones (closed as soon as accepted)."""
-        self.blocked = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    def resume(self) -> None:
-        self.blocked = False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.blocked:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
-        ]
-        self._tasks.update(pumps)
-        try:
-            await asyncio.gather(*pumps, return_exceptions=True)
-        finally:
-            self._tasks.difference_update(pumps)
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
 
 
 @pytest.fixture

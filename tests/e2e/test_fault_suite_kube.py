@@ -1,0 +1,451 @@
+"""Fault suite, Kubernetes: the control plane failing under the daemon (etcd restarted, watches
+expired by compaction, streams cut mid-event) and other writers racing it (conflicts, a
+Deployment deleted or relabelled, a rollback, a user scaling a color back up).
+
+The apiserver restarted mid-run is
+`test_faults.py::test_apiserver_restart_mid_run_applies_each_action_once`; the informer's own
+handling of cuts and 410s is `tests/integration/test_caching.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT
+from rainbowd.daemon import Daemon
+from rainbowd.kube.clients import MERGE_PATCH, Conflict, request_json
+from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd.settings import PolicySource
+from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy, scale
+from tests.e2e.faultlog import FaultRecord, Witness
+from tests.e2e.harness import (
+    DaemonProcess,
+    daemon_settings,
+    deployment_path,
+    eventually,
+    get_deployment,
+    metric_sum,
+    point_service,
+    running_daemon,
+    scrape_metrics,
+)
+from tests.tcpproxy import TcpProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
+
+APP = "chat"
+
+
+def annotation(witness: Witness, name: str, key: str) -> str | None:
+    obj = witness.deployment(name) or {}
+    return (obj.get("metadata", {}).get("annotations") or {}).get(key)
+
+
+async def colors_with_pods(
+    api: ApiClient,
+    namespace: str,
+    pods: Pods,
+    olds: list[Color],
+    live: Color,
+) -> None:
+    """`olds` created first, then `live`, the Service on it; a scraped pod per old color."""
+    await create_colors(api, namespace, olds)
+    await create_colors(api, namespace, [live])
+    await point_service(api, namespace, live.color)
+    for color in olds:
+        pods.start(color.name, color)
+    for color in olds:
+        await pods.wait_scraped(color, " == 0", what=f"{color.name} scraped")
+
+
+async def converge(
+    witness: Witness, record: FaultRecord, api: ApiClient, namespace: str, name: str
+) -> None:
+    async def done() -> bool:
+        return await gone_or_zero(api, namespace, name)
+
+    await eventually(done, what=f"{name} burned down after {record.name}")
+    witness.converged(record)
+
+
+@pytest.fixture
+async def pods(
+    namespace: str, shared_prometheus: PrometheusServer, tmp_path: Path
+) -> AsyncIterator[Pods]:
+    p = Pods(namespace, tmp_path, shared_prometheus)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def policy_file(tmp_path: Path, prometheus: PrometheusServer, namespace: str, **knobs: Any) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(rules_policy(prometheus.url, namespace, [APP], **knobs))
+    return path
+
+
+# --- the control plane failing ----------------------------------------------------------------
+
+
+def etcd_revision(cluster: ControlPlane) -> int:
+    request = urllib.request.Request(
+        cluster.etcd_url + "/v3/kv/range",
+        data=json.dumps({"key": base64.b64encode(b"/").decode()}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return int(json.loads(resp.read())["header"]["revision"])
+
+
+def etcd_compact(cluster: ControlPlane, revision: int) -> None:
+    request = urllib.request.Request(
+        cluster.etcd_url + "/v3/kv/compaction",
+        data=json.dumps({"revision": str(revision), "physical": True}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        resp.read()
+
+
+@pytest.fixture
+async def apiserver_proxy(cluster_full: ControlPlane) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(int(cluster_full.server.rsplit(":", 1)[1]))
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+def proxied_kubeconfig(cluster: ControlPlane, proxy: TcpProxy, tmp_path: Path) -> Path:
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "proxied.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_etcd_restart_compaction_and_cut_streams(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    pods: Pods,
+    apiserver_proxy: TcpProxy,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    """Each fault hits while a client holds a retired color and the Service is switched back
+    to it behind the daemon's back; after each, the daemon must know before acting."""
+    live = Color(APP, "f00000")
+    olds = [Color(APP, f"a0000{i}") for i in range(3)]
+    await colors_with_pods(kube_api, namespace, pods, olds, live)
+    policy = policy_file(tmp_path, shared_prometheus, namespace)
+    settings = daemon_settings(
+        cluster_full,
+        namespace,
+        policy=PolicySource(file=str(policy)),
+        kubeconfig=str(proxied_kubeconfig(cluster_full, apiserver_proxy, tmp_path)),
+    )
+    async with running_daemon(settings) as daemon:
+        assert daemon.http_url is not None
+        url = daemon.http_url
+        for color in olds:
+
+            async def retired(name: str = color.name) -> bool:
+                return annotation(witness, name, RETIRED_AT) is not None
+
+            await eventually(retired, what=f"{color.name} stamped retired")
+
+        # etcd restarted while a client holds the first color; it leaves meanwhile.
+        async with witness.holding_connection(pods.pods[olds[0].name], olds[0].name):
+            await pods.wait_scraped(olds[0], " == 1", what="the client scraped")
+            record = witness.injected("etcd restarted", (olds[0].name,))
+            await asyncio.to_thread(cluster_full.restart_etcd)
+        witness.cleared(record)
+        await converge(witness, record, kube_api, namespace, olds[0].name)
+
+        # Watches expired: etcd compacted past everything the daemon has seen, while its
+        # streams are down; the apiserver restarts so its watch cache holds nothing older.
+        before = await scrape_metrics(url)
+        async with witness.holding_connection(pods.pods[olds[1].name], olds[1].name):
+            await pods.wait_scraped(olds[1], " == 1", what="the client scraped")
+            record = witness.injected("watch expired (410, compaction)", (olds[1].name,))
+            apiserver_proxy.cut()
+            # Behind the daemon's back: the Service goes back to this color, and the client
+            # leaves. Acting on the old picture would scale a live color down.
+            await point_service(kube_api, namespace, olds[1].color)
+            etcd_compact(cluster_full, await asyncio.to_thread(etcd_revision, cluster_full))
+            await asyncio.to_thread(cluster_full.restart_apiserver)
+        apiserver_proxy.resume()
+        witness.cleared(record)
+
+        async def relisted() -> bool:
+            now = await scrape_metrics(url)
+            return metric_sum(now, "rainbowd_informer_relists_total") > metric_sum(
+                before, "rainbowd_informer_relists_total"
+            )
+
+        await eventually(relisted, what="the daemon to list again after 410 Gone")
+        # The switched color is live now: the Service goes back, and it drains as usual.
+        await point_service(kube_api, namespace, live.color)
+        await converge(witness, record, kube_api, namespace, olds[1].name)
+
+        # A stream cut in the middle of an event: the Service switch is the event.
+        async with witness.holding_connection(pods.pods[olds[2].name], olds[2].name):
+            await pods.wait_scraped(olds[2], " == 1", what="the client scraped")
+            record = witness.injected("stream cut mid-event", (olds[2].name,))
+            cuts = apiserver_proxy.cuts
+            apiserver_proxy.cut_mid_chunk()
+            await point_service(kube_api, namespace, olds[2].color)
+
+            async def was_cut() -> bool:
+                return apiserver_proxy.cuts > cuts
+
+            await eventually(was_cut, what="the proxy to cut a stream mid-chunk")
+            apiserver_proxy.resume()
+        witness.cleared(record)
+
+        async def sees_it_live() -> bool:
+            status = await scrape_metrics(url)
+            return (
+                metric_sum(
+                    status,
+                    "rainbowd_color_state",
+                    namespace=namespace,
+                    color=olds[2].color,
+                    state="live",
+                )
+                == 1
+            )
+
+        await eventually(sees_it_live, what="the daemon to see the switch made during the cut")
+        await point_service(kube_api, namespace, live.color)
+        await converge(witness, record, kube_api, namespace, olds[2].name)
+    witness.assert_no_wrongful()
+
+
+# --- other writers ----------------------------------------------------------------------------
+
+
+async def test_conflicting_writer_deletion_and_relabelling_mid_cycle(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    pods: Pods,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    live = Color(APP, "f00000")
+    contested, deleted, relabelled = (Color(APP, f"a0000{i}") for i in range(3))
+    olds = [contested, deleted, relabelled]
+    await colors_with_pods(kube_api, namespace, pods, olds, live)
+    # Each is held by a client until its fault is in place.
+    clients = contextlib.AsyncExitStack()
+    for color in olds:
+        await clients.enter_async_context(
+            witness.holding_connection(pods.pods[color.name], color.name)
+        )
+    for color in olds:
+        await pods.wait_scraped(color, " == 1", what=f"{color.name} held")
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="2s")
+    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    async with running_daemon(settings) as daemon:
+        for color in olds:
+
+            async def retired(name: str = color.name) -> bool:
+                return annotation(witness, name, RETIRED_AT) is not None
+
+            await eventually(retired, what=f"{color.name} stamped retired")
+        await clients.aclose()
+
+        async def drains_started() -> bool:
+            return all(annotation(witness, c.name, DRAINED_SINCE) is not None for c in olds)
+
+        await eventually(drains_started, what="the drains to start")
+        # Every action on these three is due within drainHold (2s): the faults land now.
+        conflicts = witness.injected("409: another writer", (contested.name,))
+        gone = witness.injected("Deployment deleted mid-cycle", (deleted.name,))
+        moved = witness.injected("Deployment relabelled mid-cycle", (relabelled.name,))
+        writer = asyncio.create_task(keep_writing(kube_api, namespace, contested.name))
+        try:
+            await request_json(kube_api, "DELETE", deployment_path(namespace, deleted.name))
+            witness.cleared(gone)
+            # Relabelled out of the rule (selector app=chat): no longer rainbowd's to touch.
+            await request_json(
+                kube_api,
+                "PATCH",
+                deployment_path(namespace, relabelled.name),
+                body={"metadata": {"labels": {"app": "archived"}}},
+                content_type=MERGE_PATCH,
+            )
+            witness.hands_off_from(relabelled.name, "relabelled out of every rule")
+            witness.cleared(moved)
+
+            async def conflicted() -> bool:
+                return any(
+                    (e.get("objectRef") or {}).get("name") == contested.name
+                    and (e.get("responseStatus") or {}).get("code") == 409
+                    and str(e.get("userAgent", "")).startswith("rainbowd/")
+                    for e in cluster_full.audit_events()
+                )
+
+            await eventually(conflicted, what="the daemon to hit a conflict on the contested color")
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        witness.cleared(conflicts)
+        await converge(witness, conflicts, kube_api, namespace, contested.name)
+        witness.converged(gone)
+        # The relabelled Deployment stays as it is, a few cycles on.
+        await cycles_later(daemon, 4)
+        obj = await get_deployment(kube_api, namespace, relabelled.name)
+        assert obj is not None and obj["spec"]["replicas"] == 1
+        witness.converged(moved)
+    witness.assert_no_wrongful()
+
+
+async def keep_writing(api: ApiClient, namespace: str, name: str) -> None:
+    """Another controller, touching the Deployment's annotations as fast as it can."""
+    n = 0
+    while True:
+        n += 1
+        with contextlib.suppress(Conflict):
+            await request_json(
+                api,
+                "PATCH",
+                deployment_path(namespace, name),
+                body={"metadata": {"annotations": {"example.com/touched": str(n)}}},
+                content_type=MERGE_PATCH,
+            )
+        await asyncio.sleep(0.02)
+
+
+async def test_rollback_while_a_scale_down_is_due(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    pods: Pods,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    live, old = Color(APP, "f00000"), Color(APP, "a00000")
+    await colors_with_pods(kube_api, namespace, pods, [old], live)
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="3s")
+    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    async with running_daemon(settings) as daemon:
+
+        async def drain_started() -> bool:
+            return annotation(witness, old.name, DRAINED_SINCE) is not None
+
+        await eventually(drain_started, what="the drain stamp")
+        # The scale-down is due in under 3s; the rollback lands first.
+        record = witness.injected("rollback while a scale-down is due", (old.name,))
+        await point_service(kube_api, namespace, old.color)
+        witness.cleared(record)
+        # Past the drain hold, the daemon planning with the rollback in view.
+        await cycles_later(daemon, 6)
+        obj = await get_deployment(kube_api, namespace, old.name)
+        assert obj is not None and obj["spec"]["replicas"] == 1
+        witness.converged(record)
+    witness.assert_no_wrongful()
+
+
+async def cycles_later(daemon: Daemon, n: int) -> None:
+    """Until `n` more cycles have finished."""
+    start = daemon.cycles
+
+    async def done() -> bool:
+        return daemon.cycles >= start + n
+
+    await eventually(done, what=f"{n} more cycles")
+
+
+async def test_a_user_scales_a_scaled_down_color_back_up(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    pods: Pods,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    """The first step of a manual rollback: scale the old color up, then switch the Service
+    once it is ready. Its pods' gauge reads 0 (no clients yet) the whole time."""
+    live = Color(APP, "f00000")
+    first, second = Color(APP, "a00000"), Color(APP, "b00000")
+    await colors_with_pods(kube_api, namespace, pods, [first, second], live)
+    policy = policy_file(tmp_path, shared_prometheus, namespace, keep_scaled_down=2)
+    daemon = DaemonProcess(
+        cluster_full,
+        namespace,
+        tmp_path,
+        policy_args=[f"--policy-file={policy}"],
+        identity="rb-rollback",
+    ).start()
+    try:
+        for color in (first, second):
+
+            async def scaled_down(name: str = color.name) -> bool:
+                return await gone_or_zero(kube_api, namespace, name)
+
+            await eventually(scaled_down, what=f"{color.name} scaled down")
+
+        async def roll_back_to(color: Color, fault: str, *, restart: bool) -> None:
+            record = witness.injected(fault, (color.name,))
+            if restart:
+                assert await daemon.terminate() == 0, daemon.process.log_tail()
+            hands_off = witness.hands_off_from(
+                color.name, "scaled down again right after a user scaled it up"
+            )
+            await scale(kube_api, namespace, color.name, 1)
+            if restart:
+                daemon.start()
+                await daemon.wait_ready()
+            await eventually(
+                lambda: available_again(kube_api, namespace, color.name),
+                what=f"{color.name} Available again",
+            )
+            await point_service(kube_api, namespace, color.color)
+            witness.end_hands_off(hands_off)
+            witness.cleared(record)
+
+            async def serving() -> bool:
+                # Live, with its pod, a few seconds on.
+                await available_again(kube_api, namespace, color.name)
+                return time.time() - (record.cleared_at or 0) > 5
+
+            await eventually(serving, what=f"{color.name} to keep serving")
+            witness.converged(record)
+
+        await roll_back_to(first, "user scales a color back up", restart=False)
+        await roll_back_to(second, "user scales a color back up, rainbowd restarted", restart=True)
+        assert await daemon.terminate() == 0, daemon.process.log_tail()
+    finally:
+        daemon.close()
+    witness.assert_no_wrongful()
+
+
+async def available_again(api: ApiClient, namespace: str, name: str) -> bool:
+    obj = await get_deployment(api, namespace, name)
+    if obj is None or obj["spec"]["replicas"] != 1:
+        pytest.fail(f"{name} scaled down again right after a user scaled it up")
+    status = obj.get("status", {})
+    return bool(status.get("availableReplicas") == 1 and status.get("readyReplicas") == 1)

@@ -1,0 +1,338 @@
+"""Fault suite, rainbowd itself: killed (-9) at random points of a scale-then-delete sequence,
+SIGTERM while an action is under way, and a leader frozen (SIGSTOP) past its lease.
+
+The daemon runs as a child process here: signals need a real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, ORIGINAL_REPLICAS, RETIRED_AT
+from rainbowd.core.objects import parse_time
+from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.sandbox.prometheus import PrometheusServer
+from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy
+from tests.e2e.faultlog import Witness
+from tests.e2e.harness import (
+    DaemonProcess,
+    eventually,
+    get_deployment,
+    lease_holder,
+    our_events,
+    point_service,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
+
+APP = "chat"
+KILL_POINTS = 22
+LEASE = ["--leader-elect", "--lease-duration=6s", "--renew-deadline=4s", "--retry-period=1s"]
+
+
+def seed() -> int:
+    """RAINBOWD_FAULT_SEED replays a run; otherwise a fresh seed, printed."""
+    value = int(os.environ.get("RAINBOWD_FAULT_SEED") or random.randrange(2**32))
+    print(f"fault seed: RAINBOWD_FAULT_SEED={value}")
+    return value
+
+
+def stamps(witness: Witness, name: str, key: str) -> list[str]:
+    """Every distinct value of one annotation the witness saw on a Deployment, in order."""
+    out: list[str] = []
+    for _, obj in witness.history.get(("deployments", name), []):
+        value = None if obj is None else (obj["metadata"].get("annotations") or {}).get(key)
+        if value is not None and value not in out:
+            out.append(value)
+    return out
+
+
+async def test_kill_9_at_random_points_of_a_scale_then_delete(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(seed())
+    drained = [Color(APP, f"a0000{i}") for i in range(5)]
+    held = Color(APP, "c00000")
+    live = Color(APP, "f00000")
+    await create_colors(kube_api, namespace, [*drained, held])
+    await create_colors(kube_api, namespace, [live])
+    await point_service(kube_api, namespace, live.color)
+    pods = Pods(namespace, tmp_path, shared_prometheus)
+    try:
+        for color in [*drained, held]:
+            pods.start(color.name, color)
+        for color in [*drained, held]:
+            await pods.wait_scraped(color, " == 0", what=f"{color.name} scraped")
+        policy = tmp_path / "policy.yaml"
+        # One scaled-down color is kept: every drained color is scaled, all but one deleted.
+        policy.write_text(rules_policy(shared_prometheus.url, namespace, [APP], keep_scaled_down=1))
+        daemon = DaemonProcess(
+            cluster_full,
+            namespace,
+            tmp_path,
+            policy_args=[f"--policy-file={policy}"],
+            identity="rb-killed",
+        )
+        async with witness.holding_connection(pods.pods[held.name], held.name):
+            await pods.wait_scraped(held, " == 1", what="the held client scraped")
+            fault = witness.injected(f"kill -9 x{KILL_POINTS}")
+            try:
+                points = [round(rng.uniform(0.3, 5.0), 2) for _ in range(KILL_POINTS)]
+                print(f"kill points (seconds after start): {points}")
+                for delay in points:
+                    daemon.start()
+                    await asyncio.sleep(delay)  # the random kill point itself, not a wait
+                    daemon.process.kill()
+                witness.cleared(fault)
+                daemon.start()
+
+                async def converged() -> bool:
+                    left = [await get_deployment(kube_api, namespace, c.name) for c in drained]
+                    kept = [d for d in left if d is not None]
+                    return len(kept) == 1 and kept[0]["spec"]["replicas"] == 0
+
+                await eventually(converged, within=180, what="the sequence to converge")
+                witness.converged(fault)
+                assert await daemon.terminate() == 0, daemon.process.log_tail()
+            finally:
+                daemon.close()
+    finally:
+        pods.close()
+
+    # The held color and the live color were never touched.
+    for color in (held, live):
+        obj = await get_deployment(kube_api, namespace, color.name)
+        assert obj is not None and obj["spec"]["replicas"] == 1, color.name
+    # Stamps preserved: each annotation rainbowd wrote kept its first value through every kill.
+    for color in [*drained, held, live]:
+        for key in (RETIRED_AT, LIVE_AT, ORIGINAL_REPLICAS):
+            values = stamps(witness, color.name, key)
+            assert len(values) <= 1, f"{color.name} {key} rewritten: {values}"
+        assert len(stamps(witness, color.name, DRAINED_SINCE)) <= 1
+    # No double action: each Deployment scaled at most once and deleted at most once, and
+    # never an Event twice for one action.
+    applied = Counter((a.kind, a.name) for a in witness.applied())
+    assert all(n == 1 for n in applied.values()), applied
+    assert sum(1 for kind, _ in applied if kind == "delete") == len(drained) - 1
+    events = Counter(
+        (e["reason"], e["regarding"]["name"])
+        for e in await our_events(kube_api, namespace)
+        if e["type"] == "Normal"
+    )
+    twice = {k: n for k, n in events.items() if n > 1}
+    assert not twice, f"an action's Event written twice: {twice}"
+    witness.assert_no_wrongful()
+
+
+async def test_sigterm_during_an_action_finishes_it_and_exits_0(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    old, live = Color(APP, "a00000"), Color(APP, "b00000")
+    await create_colors(kube_api, namespace, [old])
+    await create_colors(kube_api, namespace, [live])
+    await point_service(kube_api, namespace, live.color)
+    pods = Pods(namespace, tmp_path, shared_prometheus)
+    apiserver = cluster_full.process_ids()["kube-apiserver"]
+    frozen = False
+    try:
+        pods.start(old.name, old)
+        await pods.wait_scraped(old, " == 0", what=f"{old.name} scraped")
+        policy = tmp_path / "policy.yaml"
+        # keepScaledDown 1: the drained color's action is a scale-down (stamp, then /scale),
+        # due drainHold (3s) after the drain stamp.
+        policy.write_text(
+            rules_policy(
+                shared_prometheus.url, namespace, [APP], keep_scaled_down=1, drain_hold="3s"
+            )
+        )
+        daemon = DaemonProcess(
+            cluster_full,
+            namespace,
+            tmp_path,
+            policy_args=[f"--policy-file={policy}"],
+            identity="rb-term",
+            extra=["--shutdown-timeout=60s"],
+        ).start()
+        try:
+
+            async def drain_started() -> bool:
+                obj = witness.deployment(old.name) or {}
+                return DRAINED_SINCE in (obj.get("metadata", {}).get("annotations") or {})
+
+            await eventually(drain_started, what="the drain stamp")
+            # The apiserver freezes before the scale-down is due: the daemon's next cycles
+            # plan it, send it, and wait on it.
+            fault = witness.injected("SIGTERM during an action", (old.name,))
+            os.kill(apiserver, signal.SIGSTOP)
+            frozen = True
+            seen = {"count": len(finished_cycles(daemon)), "at": time.monotonic()}
+
+            async def stuck_in_the_action() -> bool:
+                # Cycles go on finishing (cache and Prometheus only) until the scale-down is
+                # due; then one waits on the frozen apiserver, for as long as it is frozen.
+                count = len(finished_cycles(daemon))
+                if count != seen["count"]:
+                    seen.update(count=count, at=time.monotonic())
+                return time.monotonic() - seen["at"] > 4.0
+
+            await eventually(stuck_in_the_action, what="the daemon to wait on its action")
+            os.kill(daemon.process.pid or 0, signal.SIGTERM)
+            terminated_at = time.monotonic()
+
+            async def still_finishing() -> bool:
+                return time.monotonic() - terminated_at > 1.0
+
+            await eventually(still_finishing, what="a second after SIGTERM")
+            assert daemon.process.running(), "the daemon left before finishing its action"
+            os.kill(apiserver, signal.SIGCONT)
+            frozen = False
+            witness.cleared(fault)
+
+            async def exited() -> bool:
+                return daemon.process.returncode() is not None
+
+            await eventually(exited, what="the daemon to exit after SIGTERM")
+            code = daemon.process.returncode()
+            assert code == 0, daemon.process.log_tail()
+            assert await gone_or_zero(kube_api, namespace, old.name)
+            witness.converged(fault)
+        finally:
+            if frozen:
+                os.kill(apiserver, signal.SIGCONT)
+            daemon.close()
+    finally:
+        pods.close()
+    obj = await get_deployment(kube_api, namespace, old.name)
+    assert obj is not None, "deleted: the daemon went on past the action under way"
+    assert obj["spec"]["replicas"] == 0
+    assert obj["metadata"]["annotations"][ORIGINAL_REPLICAS] == "1"
+    scaled = [a for a in witness.applied() if a.kind == "scale"]
+    assert len(scaled) == 1, scaled
+    assert len(await our_events(kube_api, namespace, name=old.name, reason="ScaledDown")) == 1
+    witness.assert_no_wrongful()
+
+
+def finished_cycles(daemon: DaemonProcess) -> list[dict[str, object]]:
+    return [e for e in daemon.log_entries() if e.get("msg") == "cycle finished"]
+
+
+async def test_a_leader_frozen_past_its_lease_does_not_act_when_resumed(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    witness: Witness,
+    tmp_path: Path,
+) -> None:
+    old, live = Color(APP, "a00000"), Color(APP, "b00000")
+    await create_colors(kube_api, namespace, [old])
+    await create_colors(kube_api, namespace, [live])
+    await point_service(kube_api, namespace, live.color)
+    pods = Pods(namespace, tmp_path, shared_prometheus)
+    stopped: list[DaemonProcess] = []
+    daemons: list[DaemonProcess] = []
+    try:
+        pods.start(old.name, old)
+        await pods.wait_scraped(old, " == 0", what=f"{old.name} scraped")
+        policy = tmp_path / "policy.yaml"
+        # drainHold 4s: the leader is frozen after the drain stamp, before the scale-down.
+        policy.write_text(rules_policy(shared_prometheus.url, namespace, [APP], drain_hold="4s"))
+        args = [f"--policy-file={policy}"]
+        a = DaemonProcess(
+            cluster_full, namespace, tmp_path, policy_args=args, identity="rb-a", extra=LEASE
+        ).start()
+        daemons.append(a)
+
+        async def holds(identity: str) -> bool:
+            return await lease_holder(kube_api, namespace) == identity
+
+        await eventually(lambda: holds("rb-a"), what="rb-a to lead")
+        b = DaemonProcess(
+            cluster_full, namespace, tmp_path, policy_args=args, identity="rb-b", extra=LEASE
+        ).start()
+        daemons.append(b)
+        await b.wait_ready()
+
+        async def drain_started() -> bool:
+            obj = witness.deployment(old.name) or {}
+            return DRAINED_SINCE in (obj.get("metadata", {}).get("annotations") or {})
+
+        await eventually(drain_started, what="the leader's drain stamp")
+        fault = witness.injected("leader SIGSTOPped past its lease")
+        os.kill(a.process.pid or 0, signal.SIGSTOP)
+        stopped.append(a)
+        # A rollback while the old leader sleeps with its scale-down of the drained color
+        # planned: that color is live again.
+        await point_service(kube_api, namespace, old.color)
+        await eventually(lambda: holds("rb-b"), what="rb-b to take the Lease over")
+
+        async def marked_live() -> bool:
+            obj = witness.deployment(old.name) or {}
+            return LIVE_AT in (obj.get("metadata", {}).get("annotations") or {})
+
+        await eventually(marked_live, what="rb-b to stamp the rolled-back color live")
+        marked = await our_events(kube_api, namespace, name=old.name, reason="MarkedLive")
+        assert [e["reportingInstance"] for e in marked] == ["rb-b"], marked
+
+        # Now only the old leader runs: whatever it writes, the audit log shows.
+        os.kill(b.process.pid or 0, signal.SIGSTOP)
+        stopped.append(b)
+        resumed_at = time.time()
+        os.kill(a.process.pid or 0, signal.SIGCONT)
+        stopped.remove(a)
+
+        async def a_exited() -> bool:
+            return a.process.returncode() is not None
+
+        await eventually(a_exited, what="the resumed old leader to give up and exit")
+        exited_at = time.time()
+        writes = [
+            e
+            for e in cluster_full.audit_events()
+            if str(e.get("userAgent", "")).startswith("rainbowd/")
+            and (e.get("objectRef") or {}).get("namespace") == namespace
+            and e.get("verb") in ("patch", "update", "delete", "create")
+            and (e.get("objectRef") or {}).get("resource") in ("deployments", "pods")
+            and 200 <= int((e.get("responseStatus") or {}).get("code", 0)) <= 299
+            and resumed_at <= audit_time(e) <= exited_at
+        ]
+        assert not writes, f"the resumed old leader wrote: {writes}"
+        assert a.process.returncode() != 0, a.process.log_tail()
+        os.kill(b.process.pid or 0, signal.SIGCONT)
+        stopped.remove(b)
+        witness.cleared(fault)
+        await eventually(lambda: holds("rb-b"), what="rb-b to keep leading")
+        witness.converged(fault)
+        assert await b.terminate() == 0, b.process.log_tail()
+        obj = await get_deployment(kube_api, namespace, old.name)
+        assert obj is not None and obj["spec"]["replicas"] == 1
+    finally:
+        for d in stopped:
+            os.kill(d.process.pid or 0, signal.SIGCONT)
+        for d in daemons:
+            d.close()
+        pods.close()
+    witness.assert_no_wrongful()
+
+
+def audit_time(event: dict[str, object]) -> float:
+    return parse_time(str(event["requestReceivedTimestamp"])).timestamp()

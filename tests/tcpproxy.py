@@ -1,0 +1,89 @@
+"""A loopback TCP proxy in front of the apiserver that tests cut: every connection at once, or
+in the middle of the next chunk the server sends (TLS passes through untouched; the serving
+certificate names 127.0.0.1, so clients verify it as usual)."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class TcpProxy:
+    """Forwards loopback TCP connections to the apiserver until told to cut them."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.blocked = False
+        self.cut_next = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut_mid_chunk(self) -> None:
+        """Forward only the first half of the next chunk the server sends on any connection,
+        then cut every connection: a stream broken in the middle of an event."""
+        self.cut_next = True
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones (closed as soon as accepted)."""
+        self.blocked = True
+        self.cuts += 1
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def resume(self) -> None:
+        self.blocked = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer, downstream=True)),
+        ]
+        self._tasks.update(pumps)
+        try:
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            self._tasks.difference_update(pumps)
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.transport.abort()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool = False
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if downstream and self.cut_next:
+                    self.cut_next = False
+                    writer.write(data[: max(1, len(data) // 2)])
+                    await writer.drain()
+                    self.cut()
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()

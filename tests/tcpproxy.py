@@ -26,7 +26,7 @@ class TcpProxy:
 
     def cut_mid_chunk(self) -> None:
         """Forward only the first half of the next chunk the server sends on any connection,
-        then cut every connection: a stream broken in the middle of an event."""
+        then cut that connection alone: one stream broken in the middle of an event."""
         self.cut_next = True
 
     def cut(self) -> None:
@@ -79,9 +79,9 @@ class TcpProxy:
             while data := await reader.read(65536):
                 if downstream and self.cut_next:
                     self.cut_next = False
+                    self.cuts += 1
                     writer.write(data[: max(1, len(data) // 2)])
                     await writer.drain()
-                    self.cut()
                     return
                 writer.write(data)
                 await writer.drain()

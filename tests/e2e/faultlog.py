@@ -375,11 +375,31 @@ class Witness:
                 out.append(Wrongful(action, why))
         return out
 
+    def timeline(self) -> list[str]:
+        """What the witness saw and what rainbowd did, in order: shown when a test fails."""
+        lines = []
+        for (kind, name), versions in self.history.items():
+            for seen, obj in versions:
+                if obj is None:
+                    lines.append((seen, f"{kind}/{name} deleted"))
+                elif kind == "services":
+                    selector = (obj.get("spec") or {}).get("selector")
+                    lines.append((seen, f"{kind}/{name} selector {selector}"))
+        for a in self.actions():
+            lines.append((a.at, f"rainbowd {a.kind} {a.name} -> {a.code}"))
+        for r in self.faults:
+            lines.append((r.injected_at, f"fault injected: {r.name}"))
+        return [
+            time.strftime("%H:%M:%S", time.gmtime(t)) + f"{t % 1:.3f}"[1:] + f" {text}"
+            for t, text in sorted(lines)
+        ]
+
     def check(self) -> list[Wrongful]:
         """Judges every action of the test, files the faults in the ledger (once), and returns
         the wrongful actions."""
         applied = self.applied()
         wrongful = self.verdicts()
+        print("witness timeline:\n" + "\n".join(self.timeline()))
         if not self._checked:
             self._checked = True
             faults = self.faults or [self.injected("(no fault)")]

@@ -28,7 +28,7 @@ from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import MERGE_PATCH, Conflict, request_json
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
-from rainbowd.settings import PolicySource
+from rainbowd.settings import PolicySource, Settings
 from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy, scale
 from tests.e2e.faultlog import FaultRecord, Witness
 from tests.e2e.harness import (
@@ -162,6 +162,44 @@ async def test_etcd_restart_compaction_and_cut_streams(
         policy=PolicySource(file=str(policy)),
         kubeconfig=str(proxied_kubeconfig(cluster_full, apiserver_proxy, tmp_path)),
     )
+    # Every old color is held by a client until its fault is in place.
+    clients = {c.name: contextlib.AsyncExitStack() for c in olds}
+    for color in olds:
+        await clients[color.name].enter_async_context(
+            witness.holding_connection(pods.pods[color.name], color.name)
+        )
+    for color in olds:
+        await pods.wait_scraped(color, " == 1", what=f"{color.name} held")
+    async with contextlib.AsyncExitStack() as held:
+        for stack in clients.values():
+            await held.enter_async_context(stack)
+        await faults_under_a_daemon(
+            cluster_full,
+            namespace,
+            kube_api,
+            pods,
+            apiserver_proxy,
+            witness,
+            settings,
+            olds,
+            live,
+            clients,
+        )
+    witness.assert_no_wrongful()
+
+
+async def faults_under_a_daemon(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    pods: Pods,
+    apiserver_proxy: TcpProxy,
+    witness: Witness,
+    settings: Settings,
+    olds: list[Color],
+    live: Color,
+    clients: dict[str, contextlib.AsyncExitStack],
+) -> None:
     async with running_daemon(settings) as daemon:
         assert daemon.http_url is not None
         url = daemon.http_url
@@ -173,25 +211,23 @@ async def test_etcd_restart_compaction_and_cut_streams(
             await eventually(retired, what=f"{color.name} stamped retired")
 
         # etcd restarted while a client holds the first color; it leaves meanwhile.
-        async with witness.holding_connection(pods.pods[olds[0].name], olds[0].name):
-            await pods.wait_scraped(olds[0], " == 1", what="the client scraped")
-            record = witness.injected("etcd restarted", (olds[0].name,))
-            await asyncio.to_thread(cluster_full.restart_etcd)
+        record = witness.injected("etcd restarted", (olds[0].name,))
+        await asyncio.to_thread(cluster_full.restart_etcd)
+        await clients[olds[0].name].aclose()
         witness.cleared(record)
         await converge(witness, record, kube_api, namespace, olds[0].name)
 
         # Watches expired: etcd compacted past everything the daemon has seen, while its
         # streams are down; the apiserver restarts so its watch cache holds nothing older.
         before = await scrape_metrics(url)
-        async with witness.holding_connection(pods.pods[olds[1].name], olds[1].name):
-            await pods.wait_scraped(olds[1], " == 1", what="the client scraped")
-            record = witness.injected("watch expired (410, compaction)", (olds[1].name,))
-            apiserver_proxy.cut()
-            # Behind the daemon's back: the Service goes back to this color, and the client
-            # leaves. Acting on the old picture would scale a live color down.
-            await point_service(kube_api, namespace, olds[1].color)
-            etcd_compact(cluster_full, await asyncio.to_thread(etcd_revision, cluster_full))
-            await asyncio.to_thread(cluster_full.restart_apiserver)
+        record = witness.injected("watch expired (410, compaction)", (olds[1].name,))
+        apiserver_proxy.cut()
+        # Behind the daemon's back: the Service goes back to this color, and the client
+        # leaves. Acting on the old picture would scale a live color down.
+        await point_service(kube_api, namespace, olds[1].color)
+        etcd_compact(cluster_full, await asyncio.to_thread(etcd_revision, cluster_full))
+        await clients[olds[1].name].aclose()
+        await asyncio.to_thread(cluster_full.restart_apiserver)
         apiserver_proxy.resume()
         witness.cleared(record)
 
@@ -206,19 +242,19 @@ async def test_etcd_restart_compaction_and_cut_streams(
         await point_service(kube_api, namespace, live.color)
         await converge(witness, record, kube_api, namespace, olds[1].name)
 
-        # A stream cut in the middle of an event: the Service switch is the event.
-        async with witness.holding_connection(pods.pods[olds[2].name], olds[2].name):
-            await pods.wait_scraped(olds[2], " == 1", what="the client scraped")
-            record = witness.injected("stream cut mid-event", (olds[2].name,))
-            cuts = apiserver_proxy.cuts
-            apiserver_proxy.cut_mid_chunk()
-            await point_service(kube_api, namespace, olds[2].color)
+        # One stream cut in the middle of an event: the Service switch is the event, and the
+        # Service watch the stream. The other streams stay up.
+        record = witness.injected("stream cut mid-event", (olds[2].name,))
+        cuts = apiserver_proxy.cuts
+        apiserver_proxy.cut_mid_chunk()
+        await point_service(kube_api, namespace, olds[2].color)
 
-            async def was_cut() -> bool:
-                return apiserver_proxy.cuts > cuts
+        async def was_cut() -> bool:
+            return apiserver_proxy.cuts > cuts
 
-            await eventually(was_cut, what="the proxy to cut a stream mid-chunk")
-            apiserver_proxy.resume()
+        await eventually(was_cut, what="the proxy to cut a stream mid-chunk")
+        # The client leaves: acting on the old picture would now delete a live color.
+        await clients[olds[2].name].aclose()
         witness.cleared(record)
 
         async def sees_it_live() -> bool:
@@ -237,7 +273,6 @@ async def test_etcd_restart_compaction_and_cut_streams(
         await eventually(sees_it_live, what="the daemon to see the switch made during the cut")
         await point_service(kube_api, namespace, live.color)
         await converge(witness, record, kube_api, namespace, olds[2].name)
-    witness.assert_no_wrongful()
 
 
 # --- other writers ----------------------------------------------------------------------------

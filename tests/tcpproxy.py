@@ -16,6 +16,9 @@ class TcpProxy:
         self.blocked = False
         self.cut_next = False
         self.cuts = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._held: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -29,6 +32,16 @@ class TcpProxy:
         then cut that connection alone: one stream broken in the middle of an event."""
         self.cut_next = True
 
+    def pause_downstream(self) -> None:
+        """Hold what the server sends on the connections open now (the watches' events) until
+        `resume_downstream`; new connections work: a client's picture goes stale while its
+        requests still go through."""
+        self._held = set(self._writers)
+        self._flowing.clear()
+
+    def resume_downstream(self) -> None:
+        self._flowing.set()
+
     def cut(self) -> None:
         """Drop every open connection and refuse new ones (closed as soon as accepted)."""
         self.blocked = True
@@ -41,6 +54,7 @@ class TcpProxy:
         self.blocked = False
 
     async def close(self) -> None:
+        self._flowing.set()
         self.cut()
         if self._server is not None:
             self._server.close()
@@ -77,6 +91,8 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await reader.read(65536):
+                if downstream and writer in self._held:
+                    await self._flowing.wait()
                 if downstream and self.cut_next:
                     self.cut_next = False
                     self.cuts += 1

@@ -25,7 +25,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT
 from rainbowd.daemon import Daemon
-from rainbowd.kube.clients import MERGE_PATCH, Conflict, request_json
+from rainbowd.kube.clients import MERGE_PATCH, request_json
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
@@ -258,6 +258,8 @@ async def faults_under_a_daemon(
         witness.cleared(record)
 
         async def sees_it_live() -> bool:
+            if await get_deployment(kube_api, namespace, olds[2].name) is None:
+                return True  # deleted while live: the witness reports it
             status = await scrape_metrics(url)
             return (
                 metric_sum(
@@ -278,50 +280,50 @@ async def faults_under_a_daemon(
 # --- other writers ----------------------------------------------------------------------------
 
 
-async def test_conflicting_writer_deletion_and_relabelling_mid_cycle(
+async def test_writers_racing_the_daemon_between_plan_and_action(
     cluster_full: ControlPlane,
     namespace: str,
     kube_api: ApiClient,
     shared_prometheus: PrometheusServer,
     pods: Pods,
+    apiserver_proxy: TcpProxy,
     witness: Witness,
     tmp_path: Path,
 ) -> None:
+    """The daemon's picture goes stale (the apiserver's answers and events held back) while
+    other writers change three drained colors; it plans on the old picture and acts: each
+    action must meet a 409 or a 404, never land."""
     live = Color(APP, "f00000")
     contested, deleted, relabelled = (Color(APP, f"a0000{i}") for i in range(3))
     olds = [contested, deleted, relabelled]
     await colors_with_pods(kube_api, namespace, pods, olds, live)
-    # Each is held by a client until its fault is in place.
-    clients = contextlib.AsyncExitStack()
-    for color in olds:
-        await clients.enter_async_context(
-            witness.holding_connection(pods.pods[color.name], color.name)
-        )
-    for color in olds:
-        await pods.wait_scraped(color, " == 1", what=f"{color.name} held")
-    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="2s")
-    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="3s")
+    settings = daemon_settings(
+        cluster_full,
+        namespace,
+        policy=PolicySource(file=str(policy)),
+        kubeconfig=str(proxied_kubeconfig(cluster_full, apiserver_proxy, tmp_path)),
+    )
     async with running_daemon(settings) as daemon:
-        for color in olds:
-
-            async def retired(name: str = color.name) -> bool:
-                return annotation(witness, name, RETIRED_AT) is not None
-
-            await eventually(retired, what=f"{color.name} stamped retired")
-        await clients.aclose()
 
         async def drains_started() -> bool:
             return all(annotation(witness, c.name, DRAINED_SINCE) is not None for c in olds)
 
         await eventually(drains_started, what="the drains to start")
-        # Every action on these three is due within drainHold (2s): the faults land now.
+        # Every action on these three is due within drainHold (3s): the writers go first.
+        apiserver_proxy.pause_downstream()
         conflicts = witness.injected("409: another writer", (contested.name,))
         gone = witness.injected("Deployment deleted mid-cycle", (deleted.name,))
         moved = witness.injected("Deployment relabelled mid-cycle", (relabelled.name,))
-        writer = asyncio.create_task(keep_writing(kube_api, namespace, contested.name))
         try:
+            await request_json(
+                kube_api,
+                "PATCH",
+                deployment_path(namespace, contested.name),
+                body={"metadata": {"annotations": {"example.com/touched": "yes"}}},
+                content_type=MERGE_PATCH,
+            )
             await request_json(kube_api, "DELETE", deployment_path(namespace, deleted.name))
-            witness.cleared(gone)
             # Relabelled out of the rule (selector app=chat): no longer rainbowd's to touch.
             await request_json(
                 kube_api,
@@ -331,21 +333,22 @@ async def test_conflicting_writer_deletion_and_relabelling_mid_cycle(
                 content_type=MERGE_PATCH,
             )
             witness.hands_off_from(relabelled.name, "relabelled out of every rule")
-            witness.cleared(moved)
 
-            async def conflicted() -> bool:
-                return any(
-                    (e.get("objectRef") or {}).get("name") == contested.name
-                    and (e.get("responseStatus") or {}).get("code") == 409
-                    and str(e.get("userAgent", "")).startswith("rainbowd/")
-                    for e in cluster_full.audit_events()
-                )
+            async def acted_on_the_old_picture() -> bool:
+                return bool(refused(cluster_full, namespace))
 
-            await eventually(conflicted, what="the daemon to hit a conflict on the contested color")
+            await eventually(acted_on_the_old_picture, what="the daemon to act on its old picture")
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        witness.cleared(conflicts)
+            apiserver_proxy.resume_downstream()
+        for record in (conflicts, gone, moved):
+            witness.cleared(record)
+
+        async def all_refused() -> bool:
+            return {contested.name, deleted.name, relabelled.name} <= set(
+                refused(cluster_full, namespace)
+            )
+
+        await eventually(all_refused, what="each stale action refused (409 or 404)")
         await converge(witness, conflicts, kube_api, namespace, contested.name)
         witness.converged(gone)
         # The relabelled Deployment stays as it is, a few cycles on.
@@ -356,20 +359,21 @@ async def test_conflicting_writer_deletion_and_relabelling_mid_cycle(
     witness.assert_no_wrongful()
 
 
-async def keep_writing(api: ApiClient, namespace: str, name: str) -> None:
-    """Another controller, touching the Deployment's annotations as fast as it can."""
-    n = 0
-    while True:
-        n += 1
-        with contextlib.suppress(Conflict):
-            await request_json(
-                api,
-                "PATCH",
-                deployment_path(namespace, name),
-                body={"metadata": {"annotations": {"example.com/touched": str(n)}}},
-                content_type=MERGE_PATCH,
-            )
-        await asyncio.sleep(0.02)
+def refused(cluster: ControlPlane, namespace: str) -> dict[str, int]:
+    """Deployments on which one of rainbowd's writes met a 409 or 404, with the code."""
+    out = {}
+    for e in cluster.audit_events():
+        ref = e.get("objectRef") or {}
+        code = (e.get("responseStatus") or {}).get("code")
+        if (
+            str(e.get("userAgent", "")).startswith("rainbowd/")
+            and ref.get("namespace") == namespace
+            and ref.get("resource") == "deployments"
+            and e.get("verb") in ("patch", "delete")
+            and code in (404, 409)
+        ):
+            out[str(ref.get("name"))] = int(code)
+    return out
 
 
 async def test_rollback_while_a_scale_down_is_due(

@@ -65,6 +65,7 @@ SWITCH_ATTEMPTS = 5
 _HEX_COLOR = re.compile(r"[0-9a-f]{6}")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _EVENT_COMPONENT = "rainbowd-deploy"
+_NO_PODS = "0 replicas: the Service would send its connections to no pod"
 
 
 class DeployError(Exception):
@@ -332,6 +333,8 @@ def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[
     if len(services) > 1:
         raise UsageError(f"{source}: expected at most one Service, found {len(services)}")
     deployment = deployments[0]
+    if _replicas(deployment) < 1:
+        raise UsageError(f"{source}: Deployment {_name(deployment)!r}: {_NO_PODS}")
     labels = _template_labels(deployment)
     for key, want in ((ref.app_label, ref.app), (ref.color_label, color)):
         if labels.get(key) != want:
@@ -704,6 +707,13 @@ async def deploy(
                 f"`rainbowd promote --app {ref.app}` or `rainbowd rollback --app {ref.app}` first"
             )
         previous = live
+        if request.canary and live == color:
+            raise UsageError(f"#{color} is the live color: a canary needs a new one")
+        if request.canary and not {k for k in _selector(service) if k != ref.color_label}:
+            raise DeployError(
+                f"Service {ref.service_name} selects {_show(_selector(service))}: without "
+                f"{ref.color_label!r} it would select nothing, so a canary cannot widen it"
+            )
         if live == color and not request.canary:
             current = (await app_colors(api, ref)).get(color)
             if current is not None and is_available(current):
@@ -749,6 +759,8 @@ async def deploy(
     if request.replicas is not None:
         body.setdefault("spec", {})["replicas"] = request.replicas
     name = _name(body)
+    if _replicas(body) < 1:  # --image cloned a color at 0
+        raise UsageError(f"{name}: {_NO_PODS}")
 
     created, deployment = await _create_or_reuse(api, ref, body, color, say=say)
     try:

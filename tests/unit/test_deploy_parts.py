@@ -65,6 +65,11 @@ def test_the_seed_app_yaml_renders_as_it_is() -> None:
             "labels.color is 'blue', expected 'abcdef'",
         ),
         ("- __COLOR__\n", "document 1: expected a Kubernetes object, got list"),
+        (
+            "kind: Deployment\nmetadata: {name: x-__COLOR__}\nspec: {replicas: 0, template: "
+            "{metadata: {labels: {app: rainbow-deploys, color: __COLOR__}}}}\n",
+            "'x-abcdef': 0 replicas: the Service would send its connections to no pod",
+        ),
     ],
 )
 def test_a_bad_template_is_a_clear_error(text: str, error: str) -> None:

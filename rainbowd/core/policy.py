@@ -125,7 +125,7 @@ class ConnectionsQuery:
     def selector(self) -> str:
         """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
 
-        One query of the raw per-pod series gives both the sum per color and the number of
+        The daemon wraps it into one query answering the sum per color and the number of
         pods reporting it (the coverage check), so each distinct query costs one request.
         """
         return f"{self.metric}{{{self.matchers}}}"

@@ -1,6 +1,12 @@
 """Asks Prometheus how many connections every color holds: one pinned instant query per distinct
 connections query, parsed strictly, with every fault turned into an *unknown* result and a short
 human cause. A missing series is unknown, never zero.
+
+In metric mode the query asks Prometheus for a summary per color, not the raw per-pod series:
+the sum, the number of distinct pods reporting (the coverage check) and the number of negative
+series, unioned into one answer told apart by the `rainbowd_part` label. That answer has three
+series per color whatever the number of pods, where the raw series were one per pod and per
+scrape job; `per_pod=True` still asks for the raw series, for whatever needs per-pod figures.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ _MAX_TEXT = 200
 
 ColorKey = tuple[str, str, str]
 """(namespace, app, color)"""
+
+# The label telling the parts of the summary answer apart, and the one carrying each series'
+# pod (its pod label, else its instance) inside the query.
+PART_LABEL = "rainbowd_part"
+_POD_KEY = "rainbowd_pod"
+_SUM, _PODS, _NEGATIVE = "sum", "pods", "negative"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -174,17 +186,30 @@ class PrometheusClient:
             ) from exc
         return parse_response(status, body)
 
-    async def connections(self, query: ConnectionsQuery, *, at: datetime) -> QueryResult:
-        """Every color's connections; a Prometheus fault gives an unknown result, never raises."""
-        expr = query.query if query.query is not None else query.selector
+    async def connections(
+        self, query: ConnectionsQuery, *, at: datetime, per_pod: bool = False
+    ) -> QueryResult:
+        """Every color's connections; a Prometheus fault gives an unknown result, never raises.
+
+        In metric mode Prometheus sums per color and counts the reporting pods itself
+        (`summary_expr`); `per_pod` asks for the raw series instead and sums them here, for
+        the same result at the cost of one series per pod in the answer."""
+        summary = query.query is None and not per_pod
+        expr = expression(query, per_pod=per_pod)
+        shown = query.query if query.query is not None else query.selector
         try:
             vector = await self.query(expr, at=at)
+            result = (
+                group_summary(query, vector, at=at)
+                if summary and not vector.warnings
+                else group_connections(query, vector, at=at)
+            )
         except PrometheusError as exc:
             log.warning(
                 "prometheus query failed",
                 cause=exc.error_cause.value,
                 error=exc.cause,
-                query=_shorten(expr),
+                query=_shorten(shown),
             )
             return QueryResult(query=query, at=at, error=exc.cause, error_cause=exc.error_cause)
         if vector.warnings:
@@ -195,7 +220,7 @@ class PrometheusClient:
                 "prometheus query failed",
                 cause=error_cause.value,
                 error=cause,
-                query=_shorten(expr),
+                query=_shorten(shown),
             )
             return QueryResult(
                 query=query,
@@ -204,9 +229,8 @@ class PrometheusClient:
                 error_cause=error_cause,
                 warnings=vector.warnings,
             )
-        result = group_connections(query, vector, at=at)
         for warning in result.warnings:
-            log.warning("prometheus result partly ignored", cause=warning, query=_shorten(expr))
+            log.warning("prometheus result partly ignored", cause=warning, query=_shorten(shown))
         return result
 
 
@@ -217,6 +241,46 @@ async def fetch_connections(
     distinct = list(dict.fromkeys(queries))
     results = await asyncio.gather(*(client.connections(q, at=at) for q in distinct))
     return dict(zip(distinct, results, strict=True))
+
+
+# --- the query (pure) -------------------------------------------------------------------------
+
+
+def expression(query: ConnectionsQuery, *, per_pod: bool = False) -> str:
+    """The PromQL sent for `query`: the free query as written, else the summary per color, or
+    the raw per-pod series with `per_pod`."""
+    if query.query is not None:
+        return query.query
+    return query.selector if per_pod else summary_expr(query)
+
+
+def summary_expr(query: ConnectionsQuery) -> str:
+    """One query answering, per color, three series told apart by PART_LABEL:
+
+    - `sum`: the connections, summed by Prometheus (NaN or infinite if any series is);
+    - `pods`: the number of distinct pods reporting, a pod being its pod label, else its
+      `instance` (series with neither count as one pod together, which can only make the
+      coverage check stricter);
+    - `negative`: the number of negative series, present only when there are some (a negative
+      gauge summed in would hide connections).
+    """
+    by = f"{query.namespace_label}, {query.app_label}, {query.color_label}"
+    sel = query.selector
+    # label_replace leaves a series unchanged when the regex does not match: the pod label
+    # overwrites the instance only where it is set.
+    pod = (
+        f'label_replace(label_replace({sel}, "{_POD_KEY}", "$1", "instance", "(.+)"),'
+        f' "{_POD_KEY}", "$1", "{query.pod_label}", "(.+)")'
+    )
+
+    def part(name: str, inner: str) -> str:
+        return f'label_replace({inner}, "{PART_LABEL}", "{name}", "", "")'
+
+    return (
+        f"{part(_SUM, f'sum by ({by}) ({sel})')}"
+        f" or {part(_PODS, f'count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))')}"
+        f" or {part(_NEGATIVE, f'count by ({by}) ({sel} < 0)')}"
+    )
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -336,6 +400,58 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
     if unlabelled:
         warnings.append(
             f"{unlabelled} series without all of the labels {', '.join(label_names)} ignored"
+        )
+    return QueryResult(
+        query=query, at=at, by_color=MappingProxyType(by_color), warnings=tuple(warnings)
+    )
+
+
+def group_summary(query: ConnectionsQuery, vector: Vector, *, at: datetime) -> QueryResult:
+    """The answer to `summary_expr` into connections per color; raises PrometheusBadResponse
+    for a series that is no part of it.
+
+    A color is known only with both its sum and its pod count; a NaN, infinite or negative sum,
+    or any negative series, makes it unknown, as in `group_connections`.
+    """
+    label_names = (query.namespace_label, query.app_label, query.color_label)
+    sums: dict[ColorKey, float] = {}
+    pods: dict[ColorKey, float] = {}
+    negative: dict[ColorKey, float] = {}
+    parts = {_SUM: sums, _PODS: pods, _NEGATIVE: negative}
+    unlabelled = 0
+    for sample in vector:
+        found = parts.get(sample.labels.get(PART_LABEL, ""))
+        if found is None:
+            raise PrometheusBadResponse(
+                f"prometheus answered a series without a known {PART_LABEL} label:"
+                f" {_shorten(str(dict(sample.labels)))}"
+            )
+        key = _color_key(sample.labels, label_names)
+        if key is None:
+            unlabelled += 1
+            continue
+        found[key] = sample.value
+    by_color: dict[ColorKey, Connections] = {}
+    for key in sums.keys() | pods.keys():
+        total, reporting = sums.get(key), pods.get(key)
+        if total is None or reporting is None:
+            by_color[key] = Connections.unknown("prometheus answered a sum without a pod count")
+            continue
+        problem = _bad_value(total)
+        if key in negative:
+            problem = f"prometheus returned a negative count ({negative[key]:g} series)"
+        if problem is None and not (math.isfinite(reporting) and reporting >= 1):
+            problem = f"prometheus counted {reporting:g} pods"
+        by_color[key] = (
+            Connections.unknown(problem)
+            if problem is not None
+            else Connections(value=total, series=int(reporting))
+        )
+    warnings: list[str] = []
+    if unlabelled:
+        warnings.append(
+            f"series without all of the labels {', '.join(label_names)} ignored"
+            f" ({unlabelled} summary series)"
         )
     return QueryResult(
         query=query, at=at, by_color=MappingProxyType(by_color), warnings=tuple(warnings)

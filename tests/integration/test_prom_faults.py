@@ -18,6 +18,7 @@ from rainbowd.prom import (
     PrometheusUnreachable,
     fetch_connections,
 )
+from rainbowd.prom.querying import PART_LABEL, summary_expr
 from tests.fakeprom import FakePrometheus, Reply, fakeprom, vector
 
 __all__ = ["fakeprom"]
@@ -39,13 +40,22 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+def summary(*colors: tuple[str, str, str, str, str], **extra: str) -> dict[str, object]:
+    """The answer to the summary query: (namespace, app, color, sum, pods) per color."""
+    series = []
+    for ns, app, color, total, pods in colors:
+        for part, value in (("sum", total), ("pods", pods)):
+            series.append(({"namespace": ns, "app": app, "color": color, PART_LABEL: part}, value))
+    return vector(*series, **extra)  # type: ignore[arg-type]
+
+
 def client_for(session: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> PrometheusClient:
     return PrometheusClient(
         session, PrometheusSettings(url=url, timeout=timedelta(seconds=timeout))
     )
 
 
-async def test_metric_mode_sums_and_counts_series_per_color(
+async def test_per_pod_mode_sums_and_counts_series_per_color(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
     fakeprom.reply = Reply(
@@ -56,7 +66,7 @@ async def test_metric_mode_sums_and_counts_series_per_color(
             (labels("other", "web", "3c3fdc", pod="d"), "7"),
         )
     )
-    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT, per_pod=True)
     assert result.error is None
     assert result.get("chat", "web", "3c3fdc") == Connections(value=5.5, series=2)
     assert result.get("chat", "web", "9d2cc9") == Connections(value=0.0, series=1)
@@ -76,7 +86,7 @@ async def test_one_form_post_with_pinned_time_and_timeout(
     assert req.path == "/api/v1/query"
     assert req.content_type == "application/x-www-form-urlencoded"
     assert req.query_string == {}
-    assert req.form["query"] == 'rainbow_open_connections{job="chat"}'
+    assert req.form["query"] == summary_expr(METRIC)
     assert float(req.form["time"]) == pytest.approx(AT.timestamp(), abs=0.001)
     assert req.form["timeout"] == "2500ms"
 
@@ -107,7 +117,7 @@ async def test_custom_label_names_group_the_series(
             ({"kubernetes_namespace": "n", "label_app": "a", "label_color": "c", "pod": "p2"}, "3"),
         )
     )
-    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    result = await client_for(session, fakeprom.url).connections(query, at=AT, per_pod=True)
     assert result.get("n", "a", "c") == Connections(value=5.0, series=2)
 
 
@@ -125,7 +135,7 @@ async def test_bad_values_make_only_that_color_unknown(
             (labels("chat", "web", "9d2cc9", pod="c"), "1"),
         )
     )
-    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT, per_pod=True)
     assert result.error is None
     bad = result.get("chat", "web", "3c3fdc")
     assert not bad.known
@@ -143,7 +153,7 @@ async def test_series_missing_a_label_are_ignored_with_a_warning(
             ({"namespace": "chat", "color": "3c3fdc"}, "100"),
         )
     )
-    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT, per_pod=True)
     assert result.error is None
     assert result.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=1)
     assert len(result.warnings) == 1
@@ -265,7 +275,7 @@ async def test_connection_refused(fakeprom: FakePrometheus, session: aiohttp.Cli
 async def test_fetch_connections_sends_one_request_per_distinct_query(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
-    fakeprom.reply = Reply(body=vector((labels("chat", "web", "3c3fdc"), "4")))
+    fakeprom.reply = Reply(body=summary(("chat", "web", "3c3fdc", "4", "1")))
     other = ConnectionsQuery(matchers='job="other"')
     same_as_metric = ConnectionsQuery(matchers='job="chat"')
     results = await fetch_connections(
@@ -273,10 +283,96 @@ async def test_fetch_connections_sends_one_request_per_distinct_query(
     )
     assert set(results) == {METRIC, other}
     assert sorted(r.form["query"] for r in fakeprom.requests) == sorted(
-        [METRIC.selector, other.selector]
+        [summary_expr(METRIC), summary_expr(other)]
     )
     assert {r.form["time"] for r in fakeprom.requests} == {f"{AT.timestamp():.3f}"}
     for q, result in results.items():
         assert result.query == q
         assert result.at == AT
         assert result.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=1)
+
+
+async def test_metric_mode_reads_the_summary_per_color(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(
+        body=summary(("chat", "web", "3c3fdc", "5.5", "2"), ("chat", "web", "9d2cc9", "0", "1"))
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is None
+    assert result.get("chat", "web", "3c3fdc") == Connections(value=5.5, series=2)
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=0.0, series=1)
+    assert result.get("chat", "web", "ffffff") == NO_SERIES
+
+
+@pytest.mark.parametrize(
+    ("total", "pods", "cause"),
+    [
+        ("NaN", "2", "NaN"),
+        ("+Inf", "2", "+Inf"),
+        ("-1", "2", "negative"),
+        ("3", "0", "counted 0 pods"),
+        ("3", "NaN", "counted nan pods"),
+    ],
+)
+async def test_bad_summary_values_make_only_that_color_unknown(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession, total: str, pods: str, cause: str
+) -> None:
+    fakeprom.reply = Reply(
+        body=summary(("chat", "web", "3c3fdc", total, pods), ("chat", "web", "9d2cc9", "1", "1"))
+    )
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    bad = result.get("chat", "web", "3c3fdc")
+    assert not bad.known
+    assert cause in bad.cause
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
+
+
+async def test_a_negative_series_hidden_in_the_sum_makes_its_color_unknown(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    answer = summary(("chat", "web", "3c3fdc", "4", "2"))
+    answer["data"]["result"].append(  # type: ignore[index]
+        {
+            "metric": {
+                "namespace": "chat",
+                "app": "web",
+                "color": "3c3fdc",
+                PART_LABEL: "negative",
+            },
+            "value": [1700000000.0, "1"],
+        }
+    )
+    fakeprom.reply = Reply(body=answer)
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    got = result.get("chat", "web", "3c3fdc")
+    assert not got.known
+    assert got.cause == "prometheus returned a negative count (1 series)"
+
+
+async def test_a_sum_without_its_pod_count_is_unknown(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    answer = summary(("chat", "web", "9d2cc9", "1", "1"))
+    answer["data"]["result"].append(  # type: ignore[index]
+        {
+            "metric": {"namespace": "chat", "app": "web", "color": "3c3fdc", PART_LABEL: "sum"},
+            "value": [1700000000.0, "0"],
+        }
+    )
+    fakeprom.reply = Reply(body=answer)
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert not result.get("chat", "web", "3c3fdc").known
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
+
+
+async def test_raw_series_where_a_summary_was_asked_fail_the_query(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    # Something other than Prometheus evaluating the query (a proxy, a cache) answering raw
+    # series: nothing in them can be trusted as a per-color summary.
+    fakeprom.reply = Reply(body=vector((labels("chat", "web", "3c3fdc", pod="a"), "4")))
+    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is not None
+    assert result.error.startswith("prometheus answered a series without")
+    assert not result.get("chat", "web", "3c3fdc").known

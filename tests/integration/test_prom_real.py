@@ -18,6 +18,7 @@ from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
+from tests.exposition import Exposition, gauge
 
 pytestmark = pytest.mark.prometheus
 
@@ -221,3 +222,66 @@ async def test_bad_matcher_is_a_bad_data_error(
     assert result.error is not None
     assert result.error.startswith("prometheus error (bad_data): ")
     assert not result.get("chat", "web", A).known
+
+
+async def test_a_pod_scraped_twice_never_covers_a_pod_not_scraped(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+) -> None:
+    scraped, unscraped = demos(A), demos(A)
+    # The scraped pod under two jobs: two series of one pod. The other pod of the color holds
+    # a client and is scraped by nobody.
+    prometheus.set_targets([(scraped.target, {})])
+    prometheus.set_targets([(scraped.target, {})], job="twice")
+    streams = await open_streams(scraped, 1) + await open_streams(unscraped, 1)
+    both_jobs = ConnectionsQuery(matchers='job=~"targets|twice"')
+    try:
+        got = await until_connections(client, {A: Connections(value=2.0, series=1)}, both_jobs)
+        assert got.warnings == ()
+        # The raw per-pod shape agrees: one pod, two series.
+        raw = await client.connections(both_jobs, at=got.at, per_pod=True)
+        assert raw.get("chat", "web", A) == got.get("chat", "web", A)
+    finally:
+        await close_streams(streams)
+
+
+def color_series(color: str, pod: str, value: str, **extra: str) -> tuple[dict[str, str], str]:
+    return {"namespace": "chat", "app": "web", "color": color, "pod": pod, **extra}, value
+
+
+async def test_the_summary_answers_as_the_per_pod_series_do(
+    prometheus: PrometheusServer, client: PrometheusClient
+) -> None:
+    series = [
+        # Three pods, one exporting its gauge split by protocol.
+        color_series("aaaaaa", "a-1", "3", protocol="ws"),
+        color_series("aaaaaa", "a-1", "2", protocol="xmpp"),
+        color_series("aaaaaa", "a-2", "0"),
+        color_series("aaaaaa", "a-3", "7"),
+        # NaN, +Inf and a negative gauge each make their color unknown.
+        color_series("bbbbbb", "b-1", "NaN"),
+        color_series("bbbbbb", "b-2", "4"),
+        color_series("cccccc", "c-1", "+Inf"),
+        color_series("dddddd", "d-1", "-2"),
+        color_series("dddddd", "d-2", "5"),
+        # A series without a color names none.
+        ({"namespace": "chat", "app": "web", "pod": "x"}, "9"),
+    ]
+    metric = "rainbow_test_connections"
+    query = ConnectionsQuery(metric=metric, matchers='job="exposition"')
+    with Exposition(gauge(metric, series)) as target:
+        prometheus.set_targets([(target.target, {})], job="exposition")
+        summary = await until_connections(
+            client, {"aaaaaa": Connections(value=12.0, series=3)}, query
+        )
+        raw = await client.connections(query, at=summary.at, per_pod=True)
+    for color in ("bbbbbb", "cccccc", "dddddd"):
+        assert not summary.get("chat", "web", color).known, color
+        assert not raw.get("chat", "web", color).known, color
+    assert summary.get("chat", "web", "cccccc").cause == "prometheus returned +Inf"
+    assert summary.get("chat", "web", "dddddd").cause.startswith(
+        "prometheus returned a negative count"
+    )
+    assert set(summary.by_color) == set(raw.by_color)
+    assert summary.warnings and raw.warnings

@@ -343,7 +343,7 @@ class Sandbox:
             to=to,
             within=seed.AVAILABLE_TIMEOUT,
             check=self._serving,
-            say=_say_deploy,
+            say=_say_rollback,
         )
         await self._selecting(outcome.color)
         return outcome.color
@@ -512,6 +512,10 @@ class Sandbox:
 
 def _say_deploy(text: str) -> None:
     say(f"  rainbowd deploy: {text}")
+
+
+def _say_rollback(text: str) -> None:
+    say(f"  rainbowd rollback: {text}")
 
 
 def _show_pod(pod: DemoPod, event: str) -> None:

@@ -275,7 +275,7 @@ async def faults_under_a_daemon(
                 break
             await point_service(kube_api, namespace, live.color)
             await eventually(
-                lambda: daemon_sees(url, namespace, olds[2].color, "retired"),
+                lambda: daemon_sees(url, namespace, olds[2].color, live=False),
                 what="the switch undone",
             )
         else:
@@ -287,19 +287,21 @@ async def faults_under_a_daemon(
         async def sees_it_live() -> bool:
             if await get_deployment(kube_api, namespace, olds[2].name) is None:
                 return True  # deleted while live: the witness reports it
-            return await daemon_sees(url, namespace, olds[2].color, "live")
+            return await daemon_sees(url, namespace, olds[2].color, live=True)
 
         await eventually(sees_it_live, what="the daemon to see the switch made during the cut")
         await point_service(kube_api, namespace, live.color)
         await converge(witness, record, kube_api, namespace, olds[2].name)
 
 
-async def daemon_sees(url: str, namespace: str, color: str, state: str) -> bool:
+async def daemon_sees(url: str, namespace: str, color: str, *, live: bool) -> bool:
+    """Whether the daemon's last plan has the color live (or, with live=False, not live)."""
     samples = await scrape_metrics(url)
+    states = metric_sum(samples, "rainbowd_color_state", namespace=namespace, color=color)
     found = metric_sum(
-        samples, "rainbowd_color_state", namespace=namespace, color=color, state=state
+        samples, "rainbowd_color_state", namespace=namespace, color=color, state="live"
     )
-    return found == 1
+    return states >= 1 and found == (1 if live else 0)
 
 
 async def service_watch_dropped(url: str, errors_before: float) -> bool:

@@ -71,6 +71,58 @@ class Reason(enum.StrEnum):
     KEEP_SCALED_DOWN = "keep-scaled-down"
 
 
+class Severity(enum.StrEnum):
+    """An applied action's Event type."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"  # it succeeded, but reports a problem someone should fix
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonInfo:
+    """Everything said about one `Reason`: adding a reason is one row of `REASONS`."""
+
+    words: str  # why, in the action message (a stamp's) and the docs
+    # The Event reasons: what happened, and what was attempted (a failed attempt is reported as
+    # `<attempt>Failed` or `<attempt>Conflict`). None: the action kind's (`ACTION_EVENTS`), as
+    # for the cleanups, whose Event says what was done (ScaledDown, Deleted).
+    event: tuple[str, str] | None = None
+    severity: Severity = Severity.NORMAL
+
+
+REASONS: Mapping[Reason, ReasonInfo] = {
+    Reason.OBSERVED_LIVE: ReasonInfo("first seen live", ("MarkedLive", "MarkLive")),
+    Reason.LIVE_AGAIN: ReasonInfo("live again (rolled back to)", ("LiveAgain", "MarkLiveAgain")),
+    Reason.OBSERVED_RETIRED: ReasonInfo("first seen retired", ("MarkedRetired", "MarkRetired")),
+    Reason.MALFORMED_ANNOTATION: ReasonInfo(
+        "unparsable annotation re-stamped as now",
+        ("MalformedAnnotation", "RestampAnnotation"),
+        Severity.WARNING,
+    ),
+    Reason.ABANDONED: ReasonInfo(
+        "pending for longer than abandonedAfter, never promoted", ("Abandoned", "MarkAbandoned")
+    ),
+    Reason.DRAIN_STARTED: ReasonInfo(
+        "connections at or below the floor", ("DrainStarted", "MarkDrainStarted")
+    ),
+    Reason.DRAIN_RESET: ReasonInfo(
+        "the drain must be continuous", ("DrainReset", "MarkDrainReset")
+    ),
+    Reason.SCALED_UP: ReasonInfo(
+        "scaled back up from 0: a new drain, with the replicas that now exist",
+        ("ScaledBackUp", "MarkScaledBackUp"),
+    ),
+    Reason.DISRUPTION_RECORDED: ReasonInfo(
+        "scaled down to record a disruption; deleted once maxDisruptions.per has passed"
+    ),
+    Reason.DRAINED: ReasonInfo("at or below the floor for drainHold, retired for minRetiredAge"),
+    Reason.MAX_RETIRED_AGE: ReasonInfo("retired for longer than maxRetiredAge"),
+    Reason.MAX_COLORS: ReasonInfo("more colors with replicas than maxColors"),
+    Reason.KEEP_SCALED_DOWN: ReasonInfo("scaled down, beyond the newest keepScaledDown"),
+}
+assert REASONS.keys() == set(Reason), "every Reason has its row in REASONS"
+
+
 class BlockReason(enum.StrEnum):
     """Why the planner does nothing at all for an app."""
 
@@ -82,6 +134,14 @@ class ActionKind(enum.StrEnum):
     ANNOTATE = "annotate"
     SCALE = "scale"
     DELETE = "delete"
+
+
+# The Event reasons of an action whose `Reason` has none of its own: (done, attempted).
+ACTION_EVENTS: Mapping[ActionKind, tuple[str, str]] = {
+    ActionKind.ANNOTATE: ("Annotated", "Annotate"),
+    ActionKind.SCALE: ("ScaledDown", "ScaleDown"),
+    ActionKind.DELETE: ("Deleted", "Delete"),
+}
 
 
 @dataclass(frozen=True, slots=True)

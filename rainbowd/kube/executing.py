@@ -25,7 +25,16 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import PHASE, Action, ActionKind, Plan, Reason, State
+from rainbowd.core.model import (
+    ACTION_EVENTS,
+    PHASE,
+    REASONS,
+    Action,
+    ActionKind,
+    Plan,
+    Severity,
+    State,
+)
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.clients import (
     MERGE_PATCH,
@@ -67,33 +76,13 @@ class ActionResult:
     error: str | None = None
 
 
-# Event reasons per annotation stamp: (what happened, what was attempted). A failed attempt is
-# reported as `<attempt>Failed` or `<attempt>Conflict`.
-_STAMP_REASONS: dict[Reason, tuple[str, str]] = {
-    Reason.OBSERVED_LIVE: ("MarkedLive", "MarkLive"),
-    Reason.LIVE_AGAIN: ("LiveAgain", "MarkLiveAgain"),
-    Reason.OBSERVED_RETIRED: ("MarkedRetired", "MarkRetired"),
-    Reason.MALFORMED_ANNOTATION: ("MalformedAnnotation", "RestampAnnotation"),
-    Reason.ABANDONED: ("Abandoned", "MarkAbandoned"),
-    Reason.DRAIN_STARTED: ("DrainStarted", "MarkDrainStarted"),
-    Reason.DRAIN_RESET: ("DrainReset", "MarkDrainReset"),
-    Reason.SCALED_UP: ("ScaledBackUp", "MarkScaledBackUp"),
-}
-_KIND_REASONS: dict[ActionKind, tuple[str, str]] = {
-    ActionKind.ANNOTATE: ("Annotated", "Annotate"),
-    ActionKind.SCALE: ("ScaledDown", "ScaleDown"),
-    ActionKind.DELETE: ("Deleted", "Delete"),
-}
-# Successes that still report a problem someone should fix, so they show among the Warnings.
-_WARNING_REASONS = frozenset({Reason.MALFORMED_ANNOTATION})
-
-
 def event_reason(action: Action, outcome: Outcome) -> str:
     """The CamelCase Event reason for what happened to `action`."""
-    if action.kind is ActionKind.ANNOTATE and action.reason in _STAMP_REASONS:
-        done, attempt = _STAMP_REASONS[action.reason]
+    own = REASONS[action.reason].event
+    if action.kind is ActionKind.ANNOTATE and own is not None:
+        done, attempt = own
     else:
-        done, attempt = _KIND_REASONS[action.kind]
+        done, attempt = ACTION_EVENTS[action.kind]
     if outcome is Outcome.OK:
         return done
     if outcome is Outcome.GONE:
@@ -106,7 +95,7 @@ def event_reason(action: Action, outcome: Outcome) -> str:
 def event_type(action: Action, outcome: Outcome) -> EventType:
     if outcome in (Outcome.CONFLICT, Outcome.ERROR):
         return "Warning"
-    if outcome is Outcome.OK and action.reason in _WARNING_REASONS:
+    if outcome is Outcome.OK and REASONS[action.reason].severity is Severity.WARNING:
         return "Warning"
     return "Normal"
 

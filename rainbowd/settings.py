@@ -65,6 +65,12 @@ class Settings:
     debounce: float = 1.0
     """Seconds to gather watch events before an early cycle: a rollout sends a burst of them,
     and one cycle after the burst is enough."""
+    kube_qps: float = 100.0
+    """Writes a second to the apiserver, sustained (client-go's QPS): stamps, scale-downs,
+    deletes, pod marks. 100 stamps 10,000 Deployments found at a first start in under two
+    minutes; reads go through watches and are not paced."""
+    kube_burst: int = 200
+    """Writes at once after a quiet spell (client-go's Burst)."""
     listen_host: str = ""
     """Address for /metrics, /healthz, /readyz and /status; empty: every interface."""
     listen_port: int = 8080
@@ -122,6 +128,8 @@ class Settings:
             "selector": self.selector,
             "interval": self.interval,
             "debounce": self.debounce,
+            "kube_qps": self.kube_qps,
+            "kube_burst": self.kube_burst,
             "listen": self.listen,
             "leader_elect": self.leader_elect,
             "lease": f"{self.lease_namespace}/{self.lease_name}",
@@ -148,6 +156,20 @@ def _positive_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"must be greater than zero, got {text!r}")
     return seconds
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a number greater than zero, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _non_negative_duration(text: str) -> float:
@@ -282,6 +304,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--debounce",
         metavar="DURATION",
         help="gather watch events this long before an early cycle (1s) [RAINBOWD_DEBOUNCE]",
+    )
+    parser.add_argument(
+        "--kube-qps",
+        metavar="N",
+        help="writes a second to the apiserver, sustained (100) [RAINBOWD_KUBE_QPS]",
+    )
+    parser.add_argument(
+        "--kube-burst",
+        metavar="N",
+        help="writes at once after a quiet spell (200) [RAINBOWD_KUBE_BURST]",
     )
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="HTTP address (:8080) [RAINBOWD_LISTEN]"
@@ -432,6 +464,8 @@ def settings_from_args(
         selector=read.get("selector", str.strip, ""),
         interval=read.get("interval", _positive_duration, defaults.interval),
         debounce=read.get("debounce", _non_negative_duration, defaults.debounce),
+        kube_qps=read.get("kube_qps", _positive_number, defaults.kube_qps),
+        kube_burst=read.get("kube_burst", _positive_int, defaults.kube_burst),
         listen_host=listen_host,
         listen_port=listen_port,
         leader_elect=read.get("leader_elect", parse_bool, in_cluster(env)),

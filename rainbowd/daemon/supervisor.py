@@ -28,7 +28,7 @@ from rainbowd.daemon.reconciling import CycleReport, Reconciler
 from rainbowd.daemon.tasks import first_done
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
-from rainbowd.kube.clients import ConfigError, make_api_client
+from rainbowd.kube.clients import ConfigError, RateLimiter, make_api_client
 from rainbowd.kube.events import EventRecorder
 from rainbowd.kube.executing import Executor, Outcome
 from rainbowd.kube.leasing import LeaderElector
@@ -233,7 +233,7 @@ class Daemon:
             policy=self.policy,
             cache=cache,
             pipeline=Pipeline(session, dry_run=s.dry_run),
-            executor=Executor(api, recorder),
+            executor=Executor(api, recorder, limiter=RateLimiter(s.kube_qps, s.kube_burst)),
             metrics=self.metrics,
             leading=lambda: self.is_leader,
             stopping=self.stopping,

@@ -6,8 +6,10 @@ sees only `KubeError` subclasses, never kubernetes_asyncio's ApiException.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -267,3 +269,39 @@ def resource_path(
     if name is not None:
         parts = [*parts, name]
     return "/".join(parts)
+
+
+class RateLimiter:
+    """A client-side token bucket on rainbowd's writes, as client-go's QPS and Burst: `qps`
+    requests a second sustained, up to `burst` at once after a quiet spell. Urgent callers
+    (scale-downs, deletes, drain resets) are served before routine ones waiting at the same
+    time, so bookkeeping never holds a clean-up back."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        if qps <= 0 or burst < 1:
+            raise ValueError(f"rate limit needs qps > 0 and burst >= 1, got {qps:g}/{burst}")
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self._urgent_waiting = 0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+        self._at = now
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a token; urgent callers first."""
+        if urgent:
+            self._urgent_waiting += 1
+        try:
+            while True:
+                self._refill()
+                if self._tokens >= 1 and (urgent or not self._urgent_waiting):
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep(max((1 - self._tokens) / self.qps, 0.001))
+        finally:
+            if urgent:
+                self._urgent_waiting -= 1

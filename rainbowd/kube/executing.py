@@ -8,7 +8,16 @@ scale-down or delete gets them before the call, so a crash cannot leave it unrec
 Every applied action, routine bookkeeping included (the live-at stamp), gets an Event: the planner
 only plans transitions, so a color gets a handful of Events in its whole life, and `kubectl
 describe deployment` then tells the full story of the color (MarkedLive, MarkedRetired,
-DrainStarted, ScaledDown...). Skipped actions (dry run, paused, stopping) get no Event.
+DrainStarted, ScaledDown...). Skipped actions (dry run, paused, stopping) get no Event. The
+exception is a cycle stamping many colors at first sight (a first start in a big cluster):
+those live-at and retired-at stamps get one summary Event per app (`ColorsMarked`), not one
+each; failures still get their own Warning.
+
+Writes go out with bounded concurrency under a client-side rate limit (`RateLimiter`, the
+`--kube-qps`/`--kube-burst` flags). Urgent actions (scale-downs, deletes, drain resets) go
+first and take tokens before any stamp; stamps not started within `stamp_budget` seconds of
+the cycle's start are deferred (skipped, planned again next cycle: the stamps that did land
+wake it through the watch), so a write storm of bookkeeping cannot hold a cycle for minutes.
 
 Pods of a retired color are kept annotated `rainbowd.io/phase: retired` (`mark_pods`, each
 cycle, from the cache's watch of the colors' pods), so the app can read it through the downward
@@ -41,6 +50,7 @@ from rainbowd.kube.clients import (
     Conflict,
     KubeError,
     NotFound,
+    RateLimiter,
     request_json,
     resource_path,
 )
@@ -56,6 +66,13 @@ POD_PATCH_CONCURRENCY = 8
 # Tries of the /scale call after the original-replicas stamp, when only status moved meanwhile:
 # the deployment controller writes status once per change it sees, so a few tries suffice.
 SCALE_ATTEMPTS = 3
+# Actions applied at once: enough to keep a rate limit of a few hundred writes a second busy over
+# a real network, few enough that a cycle's writes never pile up on the apiserver.
+WRITE_CONCURRENCY = 8
+# A cycle with more first-sight stamps than this (live-at, retired-at on colors rainbowd finds
+# already live or retired) records one summary Event per app instead of one per stamp.
+SUMMARY_EVENTS_ABOVE = 20
+_FIRST_SIGHT = frozenset({Reason.OBSERVED_LIVE, Reason.OBSERVED_RETIRED})
 # Pods patched but not yet seen marked through the watch, remembered so a lagging watch does not
 # get them patched twice; forgotten wholesale past this size (a second patch is harmless).
 _MARKING_MEMORY = 10_000
@@ -100,6 +117,11 @@ def event_type(action: Action, outcome: Outcome) -> EventType:
     return "Normal"
 
 
+def is_urgent(action: Action) -> bool:
+    """Scale-downs, deletes and drain resets: never queued behind routine stamps."""
+    return action.disruptive or action.reason is Reason.DRAIN_RESET
+
+
 def _precondition(resource_version: str) -> dict[str, str]:
     # An empty resourceVersion in a patch would mean "whatever the current one is", which is no
     # precondition at all; leave it out so that is visible rather than implied.
@@ -123,40 +145,116 @@ class Executor:
         color_label: str = "color",
         dry_run: bool = False,
         timeout: float = 30.0,
+        limiter: RateLimiter | None = None,
+        stamp_budget: float = 20.0,
     ) -> None:
         """`timeout` (seconds) bounds one action's API calls, so a hung apiserver cannot hold
-        the cycle (and a SIGTERM waiting on it) forever; 30 s is far above a healthy answer."""
+        the cycle (and a SIGTERM waiting on it) forever; 30 s is far above a healthy answer.
+        `limiter` paces every write (None: unpaced); `stamp_budget` (seconds) is how long a
+        cycle keeps starting routine stamps before deferring the rest to the next cycle."""
         self._api = api
         self._recorder = recorder
         self.app_label = app_label
         self.color_label = color_label
         self.dry_run = dry_run
         self.timeout = timeout
+        self.limiter = limiter
+        self.stamp_budget = stamp_budget
         self._marking: dict[tuple[str, str], str | None] = {}
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
-        """Apply the plan's actions in order; one result per action, in the same order.
+        """Apply the plan's actions; one result per action, in the plan's order.
 
-        Errors are reported in the results, never raised (except cancellation): one failed
-        action does not stop the others. `stop` is looked at between actions: the action under
-        way finishes, the rest are skipped.
+        Urgent actions (`is_urgent`) are applied first, one at a time, then the routine stamps
+        with at most WRITE_CONCURRENCY in flight. Errors are reported in the results, never
+        raised (except cancellation): one failed action does not stop the others. `stop` is
+        looked at before each action starts: those under way finish, the rest are skipped.
         """
-        results: list[ActionResult] = []
+        results: list[ActionResult | None] = [None] * len(plan.actions)
         dry_run = plan.dry_run or self.dry_run
-        for action in plan.actions:
+        urgent: list[int] = []
+        routine: list[int] = []
+        for i, action in enumerate(plan.actions):
             if dry_run:
-                results.append(self._skip(action, "dry-run", dry_run=True))
+                results[i] = self._skip(action, "dry-run", dry_run=True)
             elif plan.paused and action.disruptive:
                 # The planner holds cleanups when paused; this is the second lock on that door.
                 # Stamps still go through: they keep the record of when colors retired true.
-                results.append(self._skip(action, "paused", dry_run=False))
-            elif stop is not None and stop.is_set():
-                results.append(self._skip(action, "stopping", dry_run=False))
+                results[i] = self._skip(action, "paused", dry_run=False)
             else:
-                results.append(await self._apply_one(action))
-        return results
+                (urgent if is_urgent(action) else routine).append(i)
+        await self._apply_group(plan, urgent, results, stop=stop, urgent=True)
+        first_sight = sum(1 for i in routine if plan.actions[i].reason in _FIRST_SIGHT)
+        summarize = first_sight > SUMMARY_EVENTS_ABOVE
+        deadline = asyncio.get_running_loop().time() + self.stamp_budget
+        await self._apply_group(
+            plan, routine, results, stop=stop, urgent=False, deadline=deadline, summarize=summarize
+        )
+        done = [r for r in results if r is not None]
+        if summarize:
+            await self._summarize(done)
+        return done
 
-    async def _apply_one(self, action: Action) -> ActionResult:
+    async def _apply_group(
+        self,
+        plan: Plan,
+        indices: list[int],
+        results: list[ActionResult | None],
+        *,
+        stop: asyncio.Event | None,
+        urgent: bool,
+        deadline: float | None = None,
+        summarize: bool = False,
+    ) -> None:
+        if not indices:
+            return
+        loop = asyncio.get_running_loop()
+        queue = iter(indices)
+
+        async def worker() -> None:
+            for i in queue:
+                action = plan.actions[i]
+                if stop is not None and stop.is_set():
+                    results[i] = self._skip(action, "stopping", dry_run=False)
+                elif deadline is not None and loop.time() > deadline:
+                    results[i] = self._skip(action, "deferred", dry_run=False)
+                else:
+                    quiet = summarize and action.reason in _FIRST_SIGHT
+                    results[i] = await self._apply_one(action, urgent=urgent, quiet=quiet)
+
+        # Urgent actions one at a time, in the plan's order: they are few (the planner's budgets
+        # bound them) and a stop then leaves at most one under way. Stamps in parallel.
+        workers = 1 if urgent else min(WRITE_CONCURRENCY, len(indices))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    async def _summarize(self, results: list[ActionResult]) -> None:
+        """One `ColorsMarked` Event per app for its first-sight stamps that landed."""
+        by_app: dict[tuple[str, str], list[Action]] = {}
+        for r in results:
+            if r.outcome is Outcome.OK and r.action.reason in _FIRST_SIGHT:
+                by_app.setdefault((r.action.namespace, r.action.app), []).append(r.action)
+        for (_, app), actions in by_app.items():
+            live = [a.name for a in actions if a.reason is Reason.OBSERVED_LIVE]
+            retired = [a.name for a in actions if a.reason is Reason.OBSERVED_RETIRED]
+            parts = [f"live-at on {', '.join(live)}"] if live else []
+            parts += [f"retired-at on {', '.join(retired)}"] if retired else []
+            first = actions[0]
+            await self._recorder.emit(
+                kind="Deployment",
+                api_version="apps/v1",
+                namespace=first.namespace,
+                name=first.name,
+                uid=first.uid,
+                type="Normal",
+                reason="ColorsMarked",
+                note=f"stamped {len(actions)} color(s) of {app} at first sight: "
+                + "; ".join(parts),
+                action="Annotate",
+            )
+
+    async def _apply_one(
+        self, action: Action, *, urgent: bool = True, quiet: bool = False
+    ) -> ActionResult:
         """Apply one action now, whatever dry-run says; log it and record its Event.
 
         A scale-down or delete is announced first (its log line and its Event, as if done), so
@@ -167,6 +265,8 @@ class Executor:
         if announced:
             log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
             await self._emit(action, Outcome.OK, action.message)
+        if self.limiter is not None:
+            await self.limiter.acquire(urgent=urgent)
         result = await self._perform(action)
         fields = self._fields(action, result.outcome)
         if result.outcome in (Outcome.OK, Outcome.GONE):
@@ -178,6 +278,8 @@ class Executor:
             or (result.outcome is Outcome.GONE and action.kind is ActionKind.DELETE)
         ):
             return result  # the announcement said it all
+        if quiet and result.outcome is Outcome.OK:
+            return result  # told in the app's summary Event
         note = action.message
         if result.error:
             note = f"{note} ({result.outcome}: {result.error})"
@@ -198,6 +300,9 @@ class Executor:
         )
 
     def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
+        if why == "deferred":
+            log.debug("action deferred", deployment=action.name, namespace=action.namespace)
+            return ActionResult(action, Outcome.SKIPPED)
         log.info(
             "action skipped", **self._fields(action, Outcome.SKIPPED), dry_run=dry_run, why=why
         )
@@ -355,6 +460,8 @@ class Executor:
             path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
             fields = {"namespace": pod.namespace, "app": pod.app, "color": pod.color}
             async with limit:
+                if self.limiter is not None:
+                    await self.limiter.acquire()
                 try:
                     async with asyncio.timeout(self.timeout):
                         await request_json(

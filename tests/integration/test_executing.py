@@ -31,9 +31,9 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.kube.caching import ClusterCache
-from rainbowd.kube.clients import NotFound, request_json, resource_path
+from rainbowd.kube.clients import NotFound, RateLimiter, request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
-from rainbowd.kube.executing import ActionResult, Executor, Outcome
+from rainbowd.kube.executing import SUMMARY_EVENTS_ABOVE, ActionResult, Executor, Outcome
 from rainbowd.sandbox.controlplane import ControlPlane
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -657,10 +657,15 @@ async def test_each_applied_action_has_one_event_and_one_log_line(
         assert event["regarding"]["uid"] == obj["metadata"]["uid"]
         assert event["note"].startswith(plan.actions[list(expected).index(name)].message)
 
+    # Urgent actions (the scale-down, the delete) go first, the stamps after: the log lines
+    # follow that order, the results the plan's.
     lines = applied_lines(caplog, "action applied")
-    assert len(lines) == 6
-    for line, action, result in zip(lines, plan.actions, results, strict=True):
-        assert line == {
+    assert [line["deployment"] for line in lines[:2]] == ["chat-cccccc", "chat-dddddd"]
+    by_deployment = {line["deployment"]: line for line in lines}
+    assert len(lines) == len(by_deployment) == 6
+    for action, result in zip(plan.actions, results, strict=True):
+        assert result.action == action
+        assert by_deployment[action.name] == {
             "namespace": namespace,
             "app": "chat",
             "color": action.color,
@@ -799,3 +804,72 @@ async def test_a_scale_down_or_delete_is_announced_before_it_is_made(
     assert events[1][1] <= delete["requestReceivedTimestamp"]
     reasons = {e["regarding"]["name"]: e["reason"] for e in await our_events(kube_api, namespace)}
     assert reasons == {"chat-aaaaaa": "ScaledDown", "chat-bbbbbb": "Deleted"}
+
+
+# --- many stamps at once ---------------------------------------------------------------------
+
+
+async def test_many_first_sight_stamps_get_one_summary_event_per_app(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    limiter = RateLimiter(qps=1000, burst=50)
+    executor = Executor(kube_api, EventRecorder(kube_api, instance="test"), limiter=limiter)
+    apps = [f"app{i:02d}" for i in range(SUMMARY_EVENTS_ABOVE // 2 + 1)]
+    made = await asyncio.gather(
+        *(create_deployment(kube_api, namespace, app, c) for app in apps for c in ("aa", "bb"))
+    )
+    actions = []
+    for obj in made:
+        live = obj["metadata"]["name"].endswith("-bb")
+        actions.append(
+            action_for(
+                obj,
+                ActionKind.ANNOTATE,
+                Reason.OBSERVED_LIVE if live else Reason.OBSERVED_RETIRED,
+                annotations={LIVE_AT if live else RETIRED_AT: STAMP},
+            )
+        )
+    results = await executor.apply(plan_of(*actions))
+    assert outcomes(results) == [Outcome.OK] * len(actions)
+    for obj in made:
+        got = await get_deployment(kube_api, namespace, obj["metadata"]["name"])
+        assert {LIVE_AT, RETIRED_AT} & set(got["metadata"].get("annotations") or {})
+    events = await our_events(kube_api, namespace)
+    assert sorted(e["regarding"]["name"].split("-")[0] for e in events) == apps
+    assert {e["reason"] for e in events} == {"ColorsMarked"}
+    (one,) = [e for e in events if e["regarding"]["name"].startswith("app00-")]
+    assert one["note"] == (
+        "stamped 2 color(s) of app00 at first sight: live-at on app00-bb; retired-at on app00-aa"
+    )
+
+
+async def test_stamps_past_the_budget_are_deferred_and_urgent_actions_go_first(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    # 2 writes a second and a budget of half a second: the scale-down takes the first token,
+    # a few stamps go out, the rest wait for the next cycle.
+    executor = Executor(
+        kube_api,
+        EventRecorder(kube_api, instance="test"),
+        limiter=RateLimiter(qps=2, burst=1),
+        stamp_budget=0.5,
+    )
+    stamped = await asyncio.gather(
+        *(create_deployment(kube_api, namespace, "chat", f"a{i:05d}") for i in range(10))
+    )
+    drained = await create_deployment(kube_api, namespace, "chat", "dddddd", replicas=2)
+    plan = plan_of(
+        *(
+            action_for(
+                o, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
+            )
+            for o in stamped
+        ),
+        action_for(drained, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
+    )
+    results = await executor.apply(plan)
+    assert results[-1].outcome is Outcome.OK
+    assert (await get_deployment(kube_api, namespace, "chat-dddddd"))["spec"]["replicas"] == 0
+    stamps = outcomes(results[:-1])
+    assert Outcome.SKIPPED in stamps, stamps
+    assert set(stamps) <= {Outcome.OK, Outcome.SKIPPED}

@@ -41,6 +41,7 @@ from rainbowd.core.model import (
     Action,
     ActionKind,
     Plan,
+    Reason,
     Severity,
     State,
 )

@@ -65,7 +65,7 @@ def _deployment(ns: str, app: str, i: int, color: str, **kw: object) -> Deployme
     return Deployment(**fields)  # type: ignore[arg-type]
 
 
-def build_snapshot() -> Snapshot:
+def build_snapshot(now: datetime = NOW) -> Snapshot:
     """Most apps steady (live + draining + scaled-down), some holding connections, a few
     drained, a few with unknown connections, a few just switched (not stamped yet)."""
     per_ns: dict[str, tuple[list[Deployment], list[Service], dict[tuple[str, str], Connections]]]
@@ -77,12 +77,12 @@ def build_snapshot() -> Snapshot:
         app = f"chat-{a:04d}"
         colors = [f"{(a * COLORS + c) * 2654435761 % 0xFFFFFF:06x}" for c in range(COLORS)]
         services.append(Service(ns, app, {"app": app, "color": colors[0]}))
-        base = NOW - (100 + a % 50) * H
+        base = now - (100 + a % 50) * H
         switched = a % 100 == 7  # just deployed: stamps to write this cycle
         for c, color in enumerate(colors):
             created = base + (COLORS - c) * 10 * H  # colors[0] newest
             live_at = format_time(created + H)
-            retired_at = format_time(NOW - (2 + c * 10) * H)
+            retired_at = format_time(now - (2 + c * 10) * H)
             if c == 0:
                 ann = {} if switched else {LIVE_AT: live_at}
                 d = _deployment(ns, app, c, color, created_at=created, annotations=ann)
@@ -96,7 +96,7 @@ def build_snapshot() -> Snapshot:
                 ann = {
                     LIVE_AT: live_at,
                     RETIRED_AT: retired_at,
-                    DRAINED_SINCE: format_time(NOW - H),
+                    DRAINED_SINCE: format_time(now - H),
                 }
                 d = _deployment(ns, app, c, color, created_at=created, annotations=ann)
                 connections[(app, color)] = Connections(value=0.0, series=3)
@@ -123,7 +123,7 @@ def build_snapshot() -> Snapshot:
                 )
             deployments.append(d)
     return Snapshot(
-        now=NOW,
+        now=now,
         namespaces={ns: Namespace(ns, tuple(d), tuple(s), c) for ns, (d, s, c) in per_ns.items()},
     )
 

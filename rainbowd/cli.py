@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rainbowd import __version__
-
-# Subcommand modules, in the order `rainbowd --help` lists them.
-COMMANDS = (
-    "run",
-    "plan",
-    "status",
-    "deploy",
-    "rollback",
-    "promote",
-    "hold",
-    "history",
-    "dashboard",
-    "check_policy",
-    "sandbox",
+from rainbowd.commands import (
+    check_policy,
+    dashboard,
+    deploy,
+    history,
+    hold,
+    plan,
+    promote,
+    rollback,
+    run,
+    sandbox,
+    status,
 )
+
+# Each subcommand's `register(subparsers)`, in the order `rainbowd --help` lists them.
+REGISTER: dict[str, Callable[[Any], None]] = {
+    "run": run.register,
+    "plan": plan.register,
+    "status": status.register,
+    "deploy": deploy.register,
+    "rollback": rollback.register,
+    "promote": promote.register,
+    "hold": hold.register,
+    "history": history.register,
+    "dashboard": dashboard.register,
+    "check_policy": check_policy.register,
+    "sandbox": sandbox.register,
+}
+COMMANDS = tuple(REGISTER)
 
 
 def build_parser(
@@ -37,13 +51,7 @@ def build_parser(
     parser.add_argument("--version", action="version", version=f"rainbowd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in dict.fromkeys("hold" if c == "release" else c for c in commands):
-        try:
-            module = importlib.import_module(f"rainbowd.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"rainbowd.commands.{name}":
-                raise
-            continue  # not written yet
-        module.register(sub)
+        REGISTER[name](sub)
     return parser
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import statistics
 import threading
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from rainbowd.core.model import Deployment, Service, Snapshot
 from rainbowd.core.policy import PrometheusSettings
 from rainbowd.daemon.cycles import Pipeline
 from rainbowd.sandbox.prometheus import PrometheusServer
-from tests.bench.bench_planner import build_policy, build_snapshot
+from tests.bench.bench_planner import _stats, build_policy, build_snapshot
 
 CYCLES = 20
 TARGET_MS = 50.0
@@ -76,15 +75,6 @@ class Exporter:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _ms(times: list[float]) -> str:
-    times = sorted(times)
-    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-    return (
-        f"median {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
-        f"min {times[0] * 1000:.1f} ms over {len(times)} cycles"
-    )
 
 
 async def measure(
@@ -142,10 +132,10 @@ def main() -> None:
     )
     print(f"cycle: first (cold planner) {cold * 1000:.1f} ms")
     print(
-        f"cycle: steady state, query + snapshot + plan (reuse cache on): {_ms(times)}; "
+        f"cycle: steady state, query + snapshot + plan (reuse cache on): {_stats(times)}; "
         f"target <= {TARGET_MS:g} ms"
     )
-    print(f"cycle: steady state, rainbowd's CPU alone (Prometheus' work excluded): {_ms(cpu)}")
+    print(f"cycle: steady state, rainbowd's CPU alone (Prometheus' work excluded): {_stats(cpu)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 # rainbowd's image; the same image runs the demo app (`python -m demo_app`).
-FROM python:3.11-slim
+# BASE is any image with Python >= 3.11 and pip; `make image` builds on a Debian base of its own,
+# made without a registry (rainbowd.sandbox.images).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test check lint typecheck pytest bench screenshot clean
+.PHONY: setup run test check lint typecheck pytest bench screenshot image clean
 
 setup:
 	@bash scripts/setup
@@ -31,6 +31,10 @@ bench: setup
 # docs/rainbow-page.png: the live page during the sandbox's story, in headless Chromium.
 screenshot: setup
 	$(PY) -m tests.screenshot
+
+# rainbowd's image (and the node's pause image) as OCI archives under .cache/images, no registry.
+image: setup
+	$(PY) -m rainbowd.sandbox.images
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

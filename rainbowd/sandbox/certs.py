@@ -129,11 +129,16 @@ def _issue(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pki(directory: Path, *, hosts: tuple[str, ...] = ("localhost",)) -> Pki:
+def write_pki(
+    directory: Path,
+    *,
+    hosts: tuple[str, ...] = ("localhost",),
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+) -> Pki:
     """Generates a fresh CA and everything it signs into `directory`.
 
-    The serving certificate covers `hosts` plus 127.0.0.1 and the first address of the default
-    service range (10.0.0.1), which is how in-cluster clients reach the `kubernetes` Service.
+    The serving certificate covers `hosts` and `ip_addresses`; give it the first address of the
+    service range too, which is how in-cluster clients reach the `kubernetes` Service.
     """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
@@ -161,7 +166,7 @@ def write_pki(directory: Path, *, hosts: tuple[str, ...] = ("localhost",)) -> Pk
         common_name="kube-apiserver",
         server=True,
         dns_names=(*hosts, "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-        ip_addresses=("127.0.0.1", "10.0.0.1"),
+        ip_addresses=ip_addresses,
     )
     _write_key(pki.serving_key, serving_key)
     _write_cert(pki.serving_cert, serving_cert)

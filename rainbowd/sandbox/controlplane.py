@@ -35,8 +35,14 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 BUILD_COMMAND = "tests/cluster/build"
 FAKE_NODE = "kwok-node-0"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-POD_CIDR = "10.244.0.1/16"
+# Pods and Services live in the benchmarking range 198.18.0.0/15, which no real network uses:
+# pods in 198.18.0.0/16 (kwok's fake ones, or a real node's bridge), Services in 198.19.0.0/16.
+SERVICE_CLUSTER_IP_RANGE = "198.19.0.0/16"
+KUBERNETES_SERVICE_IP = "198.19.0.1"
+"""The `kubernetes` Service's ClusterIP (the range's first address): pods reach the apiserver
+there, so the apiserver's serving certificate carries it."""
+POD_CIDR = "198.18.0.0/16"
+_KWOK_NODE_IP = "198.18.0.1"
 
 # A cold apiserver start includes etcd schema bootstrap and RBAC/APF defaults: seconds on an idle
 # machine, much longer on a 2-core box compiling something else.
@@ -103,6 +109,11 @@ class ControlPlane:
 
     Use as a context manager or call `start()`/`stop()`. Data (etcd, certificates, kubeconfig,
     one log file per process) lives in `data_dir`, a fresh temporary folder unless given.
+
+    For a real node (rainbowd.sandbox.node), `address` is the node bridge's address: the
+    apiserver listens and advertises there, so pods reach it through the `kubernetes` Service;
+    `fake_node=False` leaves kwok out, and `service_accounts` turns on the admission that mounts
+    each pod's ServiceAccount token.
     """
 
     def __init__(
@@ -112,8 +123,14 @@ class ControlPlane:
         data_dir: Path | None = None,
         full: bool = False,
         start_timeout: float = _START_TIMEOUT,
+        address: str = "127.0.0.1",
+        fake_node: bool = True,
+        service_accounts: bool = False,
     ) -> None:
         self.binaries = binaries if binaries is not None else default_binaries_dir()
+        self.address = address
+        self.fake_node = fake_node
+        self.service_accounts = service_accounts
         self._own_data_dir = data_dir is None
         self._data_dir_arg = data_dir
         self.full = full
@@ -148,7 +165,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self._apiserver_port}"
+        return f"https://{self.address}:{self._apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -204,7 +221,12 @@ class ControlPlane:
         began = time.monotonic()
         self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-controlplane-")
         try:
-            self._pki = write_pki(self.data_dir / "pki")
+            self._pki = write_pki(
+                self.data_dir / "pki",
+                ip_addresses=tuple(
+                    dict.fromkeys(("127.0.0.1", self.address, KUBERNETES_SERVICE_IP))
+                ),
+            )
             self._ssl = ssl.create_default_context(cafile=str(self._pki.ca_cert))
             self._ssl.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
             self._start_core()
@@ -229,13 +251,14 @@ class ControlPlane:
         self.full = True
         self._start_controller_manager()
         self._start_scheduler()
-        self._start_kwok()
-        self._create_fake_node()
+        if self.fake_node:
+            self._start_kwok()
+            self._create_fake_node()
         self._full_started = True
         self.timings["start_full"] = time.monotonic() - began
         log.info(
             "control plane components started",
-            node=FAKE_NODE,
+            node=FAKE_NODE if self.fake_node else None,
             seconds=round(self.timings["start_full"], 2),
         )
 
@@ -422,9 +445,9 @@ class ControlPlane:
             [
                 f"--etcd-servers={self.etcd_url}",
                 f"--secure-port={self._apiserver_port}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.address}",
                 # Without it the apiserver looks for a default route, which a sandbox may lack.
-                "--advertise-address=127.0.0.1",
+                f"--advertise-address={self.address}",
                 f"--cert-dir={self.data_dir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
@@ -432,8 +455,12 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
-                # No kubelet mounts tokens here; pods must not wait for a ServiceAccount.
-                "--disable-admission-plugins=ServiceAccount",
+                # Without a real kubelet nothing mounts tokens; pods must not wait for a
+                # ServiceAccount the controller-manager may not have made yet.
+                *(() if self.service_accounts else ("--disable-admission-plugins=ServiceAccount",)),
+                # How the apiserver authenticates to a real node's kubelet (logs, exec).
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",
@@ -506,8 +533,8 @@ class ControlPlane:
                 f"--config={stages}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={key}={value}",
-                f"--cidr={POD_CIDR}",
-                "--node-ip=10.244.0.1",
+                f"--cidr={_KWOK_NODE_IP}/16",
+                f"--node-ip={_KWOK_NODE_IP}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],

@@ -5,6 +5,7 @@ restarts with its data, and no process outlives its ControlPlane."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rainbowd.sandbox.controlplane import (
     FAKE_NODE,
+    KUBERNETES_SERVICE_IP,
     ControlPlane,
     ControlPlaneError,
     kubernetes_version,
@@ -73,6 +75,28 @@ def deployment(name: str, *, app: str, color: str, replicas: int) -> k8s.V1Deplo
 def test_version_is_the_pinned_release(cluster: ControlPlane) -> None:
     version = cluster.request("GET", "/version")
     assert version["gitVersion"] == kubernetes_version()
+
+
+@pytest.mark.cluster
+def test_services_and_the_serving_certificate_use_the_benchmarking_range(
+    cluster: ControlPlane,
+) -> None:
+    """Service IPs come from 198.19.0.0/16, and the apiserver's certificate carries the
+    `kubernetes` Service's ClusterIP, the address pods use to reach it."""
+    from cryptography import x509
+
+    # The apiserver creates the Service itself, shortly after it reports ready.
+    service = wait_until(
+        lambda: cluster.request("GET", "/api/v1/namespaces/default/services/kubernetes"),
+        timeout=60,
+        what="the kubernetes Service",
+    )
+    assert service["spec"]["clusterIP"] == KUBERNETES_SERVICE_IP
+    assert ipaddress.ip_address(KUBERNETES_SERVICE_IP) in ipaddress.ip_network("198.19.0.0/16")
+    cert = x509.load_pem_x509_certificate(cluster.pki.serving_cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    addresses = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    assert {"127.0.0.1", KUBERNETES_SERVICE_IP} <= addresses
 
 
 @pytest.mark.cluster_full

@@ -461,6 +461,8 @@ class ControlPlane:
                 # How the apiserver authenticates to a real node's kubelet (logs, exec).
                 f"--kubelet-client-certificate={pki.admin_cert}",
                 f"--kubelet-client-key={pki.admin_key}",
+                # The node's IP, never its name: no DNS lookup leaves the machine.
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",

@@ -65,7 +65,13 @@ class PrometheusServer:
         data_dir: Path | None = None,
         binary: Path | None = None,
         start_timeout: float = 60.0,
+        host: str = "127.0.0.1",
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        """`host` is the listen address (a real node's bridge, for pods to query it);
+        `scrape_configs` are more jobs as Prometheus takes them (kubernetes_sd_configs...)."""
+        self.host = host
+        self.scrape_configs = [dict(c) for c in scrape_configs]
         self.scrape_interval = scrape_interval
         self.binary = binary if binary is not None else _binary()
         self.start_timeout = start_timeout
@@ -88,7 +94,7 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://{self.host}:{self._port}"
 
     @property
     def pid(self) -> int | None:
@@ -129,7 +135,7 @@ class PrometheusServer:
                 str(self.binary),
                 f"--config.file={self.data_dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self._port}",
+                f"--web.listen-address={self.host}:{self._port}",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
             ],
@@ -214,7 +220,8 @@ class PrometheusServer:
                     ],
                 }
                 for job in self._jobs
-            ],
+            ]
+            + self.scrape_configs,
         }
         path = self.data_dir / "prometheus.yml"
         tmp = path.with_suffix(".tmp")

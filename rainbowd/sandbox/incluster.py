@@ -1,0 +1,188 @@
+"""rainbowd installed on a real node the way users install it, and the seed's app run as real pods:
+`kubectl apply -k` of k8s/sandbox (k8s/ with the locally built image) plus the sandbox's Prometheus
+URL and durations, and `k8s/demo/app.yaml` applied one color at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rainbowd.policyfile import load_policy_text
+from rainbowd.sandbox.controlplane import default_binaries_dir
+
+_ROOT = Path(__file__).resolve().parents[2]
+OVERLAY = _ROOT / "k8s" / "sandbox"
+DEMO_APP = _ROOT / "k8s" / "demo" / "app.yaml"
+SANDBOX_POLICY = _ROOT / "config" / "sandbox-policy.yaml"
+NAMESPACE = "rainbowd"
+DEPLOYMENT = "rainbowd"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:rainbowd"
+ROLLOUT_TIMEOUT = "300s"
+
+
+class InClusterError(RuntimeError):
+    """kubectl failed; the message has the command and its output."""
+
+
+class Kubectl:
+    """The pinned kubectl (tests/cluster/build) against one kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, *, binary: Path | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = binary if binary is not None else default_binaries_dir() / "kubectl"
+
+    def __call__(
+        self, *args: str, input_text: str | None = None, check: bool = True, timeout: float = 360
+    ) -> str:
+        argv = [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args]
+        try:
+            done = subprocess.run(
+                argv, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except FileNotFoundError:
+            raise InClusterError(f"{self.binary} missing; build it: tests/cluster/build") from None
+        except subprocess.TimeoutExpired:
+            raise InClusterError(f"kubectl {' '.join(args)}: no answer in {timeout:g}s") from None
+        if check and done.returncode != 0:
+            raise InClusterError(
+                f"kubectl {' '.join(args)} failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()}"
+            )
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def apply(self, documents: Sequence[Mapping[str, Any]], *, namespace: str) -> None:
+        self("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+
+
+def pod_scrape_config(kubeconfig: Path, *, job: str = "pods") -> dict[str, Any]:
+    """A Prometheus job finding pods as clusters do (kubernetes_sd_configs, role pod, through the
+    apiserver) and scraping each pod's `http` port on its pod IP, with the app's own labels."""
+    return {
+        "job_name": job,
+        "honor_labels": True,
+        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": "http",
+                "action": "keep",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_pod_phase"],
+                "regex": "Running",
+                "action": "keep",
+            },
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        ],
+    }
+
+
+def sandbox_policy_text(prometheus_url: str, **defaults: Any) -> str:
+    """config/sandbox-policy.yaml with the node's Prometheus and the given defaults, validated."""
+    document: dict[str, Any] = yaml.safe_load(SANDBOX_POLICY.read_text())
+    document["prometheus"]["url"] = prometheus_url
+    document["defaults"].update(defaults)
+    text = yaml.safe_dump(document, sort_keys=False)
+    load_policy_text(text, source="sandbox policy")
+    return text
+
+
+def write_overlay(folder: Path, *, policy: str, interval: str = "2s") -> Path:
+    """A kustomization over k8s/sandbox with the policy ConfigMap's content and a short cycle."""
+    folder.mkdir(parents=True, exist_ok=True)
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "rainbowd-policy", "namespace": NAMESPACE},
+        "data": {"policy.yaml": policy},
+    }
+    args_patch = [
+        {
+            "op": "add",
+            "path": "/spec/template/spec/containers/0/args/-",
+            "value": f"--interval={interval}",
+        }
+    ]
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(OVERLAY, folder)],
+        "patches": [
+            {"patch": yaml.safe_dump(configmap, sort_keys=False)},
+            {
+                "target": {"kind": "Deployment", "name": DEPLOYMENT},
+                "patch": yaml.safe_dump(args_patch, sort_keys=False),
+            },
+        ],
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return folder
+
+
+def install(kubectl: Kubectl, *, policy: str, interval: str = "2s") -> None:
+    """`kubectl apply -k` of the sandbox overlay; returns once the Deployment is rolled out."""
+    with tempfile.TemporaryDirectory(prefix="rainbowd-overlay-") as tmp:
+        overlay = write_overlay(Path(tmp), policy=policy, interval=interval)
+        kubectl("apply", "-k", str(overlay))
+    kubectl(
+        "rollout",
+        "status",
+        f"deployment/{DEPLOYMENT}",
+        "-n",
+        NAMESPACE,
+        f"--timeout={ROLLOUT_TIMEOUT}",
+    )
+
+
+def demo_documents(
+    color: str, *, image: str, fixed_node_ports: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Service, Deployment) of k8s/demo/app.yaml for `color`, running the local image. Without
+    `fixed_node_ports` the apiserver picks the node ports, so two namespaces can run the app."""
+    documents = list(yaml.safe_load_all(DEMO_APP.read_text().replace("__COLOR__", color)))
+    service = next(d for d in documents if d["kind"] == "Service")
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    # A color of digits only (`123456`, `1e5432`) reads as a number: labels must stay strings.
+    service["spec"]["selector"]["color"] = color
+    deployment["spec"]["selector"]["matchLabels"]["color"] = color
+    deployment["spec"]["template"]["metadata"]["labels"]["color"] = color
+    if not fixed_node_ports:
+        for port in service["spec"]["ports"]:
+            port.pop("nodePort", None)
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        container["image"] = image
+        container["imagePullPolicy"] = "Never"
+    return service, deployment
+
+
+def deploy_color(
+    kubectl: Kubectl,
+    namespace: str,
+    color: str,
+    *,
+    image: str,
+    replicas: int | None = None,
+    fixed_node_ports: bool = True,
+) -> None:
+    """A rainbow deploy of the demo app: the color's Deployment, rolled out, then the Service."""
+    service, deployment = demo_documents(color, image=image, fixed_node_ports=fixed_node_ports)
+    if replicas is not None:
+        deployment["spec"]["replicas"] = replicas
+    kubectl.apply([deployment], namespace=namespace)
+    name = deployment["metadata"]["name"]
+    kubectl(
+        "rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={ROLLOUT_TIMEOUT}"
+    )
+    kubectl.apply([service], namespace=namespace)

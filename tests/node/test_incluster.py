@@ -1,0 +1,133 @@
+"""rainbowd as users run it: the image (uid 65532, read-only root filesystem, the package's
+version), the manifests' ServiceAccount and RBAC (no Secrets, no deleting Services), and two
+leader-elected replicas where deleting the leader hands the work to the other, done once."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime
+
+import pytest
+
+from rainbowd import __version__
+from rainbowd.sandbox.images import Images
+from rainbowd.sandbox.incluster import NAMESPACE, SERVICE_ACCOUNT, Kubectl, deploy_color
+from rainbowd.sandbox.node import Node
+from rainbowd.sandbox.nodestory import APP, new_color, poll
+from tests.node.conftest import figures
+from tests.node.test_story import rainbowd_calls
+
+
+@pytest.mark.e2e
+def test_the_image_runs_as_65532_read_only_with_the_package_version(
+    node: Node, node_images: Images, kubectl: Kubectl
+) -> None:
+    name = f"image-{uuid.uuid4().hex[:6]}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            # No runAsUser: the uid is the image's own USER.
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": node_images.rainbowd.ref,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c"],
+                    "args": [
+                        "id -u; if touch /probe 2>/dev/null; then echo writable; "
+                        "else echo read-only; fi; rainbowd --version"
+                    ],
+                    "securityContext": {"readOnlyRootFilesystem": True},
+                }
+            ],
+        },
+    }
+    kubectl.apply([pod], namespace="default")
+    poll(
+        lambda: kubectl.json("get", "pod", name)["status"].get("phase") == "Succeeded",
+        what=f"pod {name} Succeeded",
+    )
+    assert kubectl("logs", name).splitlines() == ["65532", "read-only", f"rainbowd {__version__}"]
+    kubectl("delete", "pod", name, "--wait=false")
+
+
+@pytest.mark.e2e
+def test_rainbowd_runs_with_its_service_account_which_cannot_read_secrets_or_delete_services(
+    rainbowd_incluster: Kubectl,
+) -> None:
+    kubectl = rainbowd_incluster
+    pods = kubectl.json("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=rainbowd")
+    assert len(pods["items"]) == 2
+    for pod in pods["items"]:
+        assert pod["spec"]["serviceAccountName"] == "rainbowd"
+        assert any(v.get("projected") for v in pod["spec"]["volumes"])  # its token, mounted
+
+    def can(verb: str, resource: str) -> str:
+        args = ("auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", "--all-namespaces")
+        return kubectl(*args, check=False).strip()
+
+    assert can("get", "secrets") == "no"
+    assert can("list", "secrets") == "no"
+    assert can("delete", "services") == "no"
+    assert can("patch", "services") == "no"
+    assert can("delete", "deployments.apps") == "yes"
+    assert can("patch", "deployments.apps/scale") == "yes"
+
+
+def _lease(kubectl: Kubectl) -> dict[str, object]:
+    spec: dict[str, object] = kubectl.json("get", "lease", "rainbowd", "-n", NAMESPACE)["spec"]
+    return spec
+
+
+def _when(stamp: object) -> float:
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.e2e
+def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
+    node: Node, node_images: Images, rainbowd_incluster: Kubectl
+) -> None:
+    kubectl = rainbowd_incluster
+    namespace = f"leader-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    old, new = new_color(), new_color()
+    image = node_images.rainbowd.ref
+    deploy_color(kubectl, namespace, old, image=image, replicas=1, fixed_node_ports=False)
+    deploy_color(kubectl, namespace, new, image=image, replicas=1, fixed_node_ports=False)
+    lease = poll(
+        lambda: _lease(kubectl) if _lease(kubectl).get("holderIdentity") else None, what="a leader"
+    )
+    leader = str(lease["holderIdentity"])
+    duration = float(str(lease["leaseDurationSeconds"]))
+    deleted_at = time.time()
+    kubectl("delete", "pod", leader, "-n", NAMESPACE, "--wait=false")
+
+    def taken_over() -> dict[str, object] | None:
+        now = _lease(kubectl)
+        holder = now.get("holderIdentity")
+        return now if holder and holder != leader else None
+
+    after = poll(taken_over, what="another replica holding the lease")
+    took = _when(after["acquireTime"]) - deleted_at
+    figures["leader takeover after deleting the leader pod"] = f"{max(took, 0):.1f}s"
+    # The old leader released the lease on SIGTERM: the other took it within the lease duration.
+    assert took <= duration, json.dumps(after)
+
+    # The new leader finishes the work: the old color drained (no connections), scaled to 0,
+    # once: neither replica scaled it twice.
+    def scaled_down() -> bool:
+        found = kubectl.json("get", "deployment", f"{APP}-{old}", "-n", namespace)
+        return int(found["spec"]["replicas"]) == 0
+
+    poll(scaled_down, what=f"{APP}-{old} scaled down")
+    calls = rainbowd_calls(node, namespace, f"{APP}-{old}")
+    assert len([c for c in calls if c[1] == "scale"]) == 1, calls
+    assert ("delete", "") not in calls, calls
+    assert (
+        kubectl.json("get", "deployment", f"{APP}-{new}", "-n", namespace)["spec"]["replicas"] == 1
+    )

@@ -7,8 +7,15 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 setup:
 	@bash scripts/setup
 
+# On a real node where one can run (root on Linux with what setup installs), else on kwok's.
 run: setup
-	$(PY) -m rainbowd sandbox --story
+	@if $(PY) -m rainbowd.sandbox.node --check >/dev/null; then \
+	  echo "make run: root on Linux with the node's parts: the sandbox on a real node"; \
+	  $(PY) -m rainbowd sandbox --node --story; \
+	else \
+	  echo "make run: $$($(PY) -m rainbowd.sandbox.node --check); the sandbox on kwok's fake node"; \
+	  $(PY) -m rainbowd sandbox --story; \
+	fi
 
 test: setup check pytest
 

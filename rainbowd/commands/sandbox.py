@@ -79,6 +79,12 @@ def register(subparsers: Any) -> None:
         help="deploy two colors, hold a connection to the old one, and watch rainbowd drain it",
     )
     parser.add_argument(
+        "--node",
+        action="store_true",
+        help="run on a real node (containerd, kubelet, kube-proxy; root on Linux, parts from "
+        "scripts/setup) with rainbowd in-cluster from its image, instead of kwok's fake node",
+    )
+    parser.add_argument(
         "--exit-after-story",
         action="store_true",
         help="stop everything once the story ends (default: keep running until Ctrl-C)",
@@ -162,6 +168,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `rainbowd --help` needs none of the sandbox's machinery.
+    if args.node:
+        from rainbowd.sandbox.nodesandbox import NodeSandboxOptions, run_node_sandbox
+
+        return run_node_sandbox(
+            NodeSandboxOptions(
+                namespace=args.namespace,
+                story=args.story or args.exit_after_story,
+                exit_after_story=args.exit_after_story,
+                log_level=args.log_level,
+            )
+        )
     from rainbowd.sandbox.runner import SandboxOptions, run_sandbox
 
     options = SandboxOptions(

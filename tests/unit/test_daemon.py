@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rainbowd.core.model import RETIRED_AT, Connections, Deployment, PrometheusErrorCause, Service
-from rainbowd.daemon.cycles import apply_overlay, build_snapshot, queries_needed, query_failures
+from rainbowd.daemon.cycles import (
+    RuleMemo,
+    apply_overlay,
+    build_snapshot,
+    queries_needed,
+    query_failures,
+)
 from rainbowd.policyfile import load_policy_text
 from rainbowd.prom.querying import (
     PrometheusError,
@@ -155,3 +161,24 @@ def test_a_failed_query_reaches_the_cycle_with_its_class_and_message() -> None:
     assert failure.query == query.selector
     with pytest.raises(ValueError, match="error_cause"):
         QueryResult(query=query, at=NOW, error="a failure without its class")
+
+
+def test_the_rule_memo_answers_as_the_policy_does_and_forgets_what_changed() -> None:
+    chat, web = deployment("chat", "aaaaaa"), deployment("web", "bbbbbb")
+    memo = RuleMemo()
+    rule_of = memo.cycle(POLICY)
+    assert rule_of("chat", chat) is POLICY.rule_for("chat", chat.labels)
+    assert rule_of("web", web) is POLICY.rule_for("web", web.labels)
+    # Next cycle: the same objects keep their rule; a changed object (new labels) is matched
+    # again, and so is everything under another policy.
+    relabelled = dataclasses.replace(chat, labels={"app": "app", "tier": "x"})
+    rule_of = memo.cycle(POLICY)
+    assert rule_of("chat", chat) is POLICY.rule_for("chat", chat.labels)
+    assert rule_of("web", relabelled) is POLICY.rule_for("web", relabelled.labels)
+    other = load_policy_text(
+        "apiVersion: rainbowd.io/v1alpha1\nkind: DrainPolicy\nrules:\n  - name: all\n",
+        source="test",
+    )
+    rule_of = memo.cycle(other)
+    found = rule_of("chat", chat)
+    assert found is not None and found.name == "all"

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test check lint typecheck pytest bench screenshot image clean
+.PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean
 
 setup:
 	@bash scripts/setup
@@ -34,6 +34,10 @@ pytest:
 
 bench: setup
 	$(PY) -m tests.bench
+
+# The scale benchmark at 50,000 Deployments (minutes): docs/bench/scale-50000.json.
+bench-50k: setup
+	RAINBOWD_BENCH_SCALE=50000 $(PY) -m tests.bench scale
 
 # docs/rainbow-page.png: the live page during the sandbox's story, in headless Chromium.
 screenshot: setup

@@ -6,10 +6,13 @@ Nothing is skipped: a missing binary fails the fixture with the command that bui
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis._settings import is_in_ci
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
@@ -18,6 +21,32 @@ from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
 
 _timings: dict[str, float] = {}
+
+# Hypothesis' own "ci" profile derandomizes: every CI run would replay the same examples and
+# never find what the last one missed. This one keeps its other choices (no database, no
+# deadline, the reproduction blob printed) and draws a fresh seed per run, printed in the header
+# and again after a failure: `pytest --hypothesis-seed=N` replays it.
+settings.register_profile(
+    "ci",
+    derandomize=False,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+if is_in_ci():
+    settings.load_profile("ci")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if is_in_ci() and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("hypothesis_seed", None)
+    return None if seed is None else f"hypothesis seed: {seed} (replay: --hypothesis-seed={seed})"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -104,6 +133,12 @@ def prometheus() -> Iterator[PrometheusServer]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    seed = terminalreporter.config.getoption("hypothesis_seed", None)
+    if seed is not None and terminalreporter.stats.get("failed"):
+        terminalreporter.section("hypothesis")
+        terminalreporter.write_line(
+            f"hypothesis seed: {seed}; replay with --hypothesis-seed={seed}"
+        )
     if _timings:
         terminalreporter.section("sandbox start times")
         for name, seconds in _timings.items():

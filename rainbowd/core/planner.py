@@ -472,8 +472,8 @@ def _plan_app(
         abandoned = False
         if (
             LIVE_AT not in annotations
-            and RETIRED_AT not in annotations
             and (newest_live is None or deployment.created_at >= newest_live)
+            and (RETIRED_AT not in annotations or not _retired_by_stamp(cycle, annotations))
         ):
             if not evaluate or color.rule is None or abandoned_after is None:
                 color.state = State.PENDING
@@ -497,16 +497,31 @@ def _plan_app(
         else:
             color.retired_at = retired_at
         if _GUARDS.intersection(annotations):
-            _guard(cycle, color, annotations, knobs, warnings)
+            _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+        disrupted = annotations.get(DISRUPTED_AT)
+        if (
+            disrupted is not None
+            and evaluate
+            and not all(_parse_stamp(t) is not None for t in disrupted.split() or [disrupted])
+        ):
+            # Counted as a disruption now (the budget's conservative side), and re-stamped so
+            # its window starts once, not again every cycle.
+            warnings.append(
+                f"{deployment.namespace}/{deployment.name}: {DISRUPTED_AT} {disrupted!r} is not "
+                "an RFC 3339 time; counted as a disruption now and re-stamped"
+            )
+            color.change(
+                DISRUPTED_AT,
+                cycle.stamp,
+                Reason.MALFORMED_ANNOTATION,
+                _STAMP_WORDS[Reason.MALFORMED_ANNOTATION],
+            )
         if (
             deployment.replicas > 0
             and ORIGINAL_REPLICAS in annotations
             and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
         ):
-            _scaled_back_up(cycle, color, annotations, knobs)
-            if evaluate:
-                retired.append(color)
-            continue
+            annotations = _scaled_back_up(cycle, color, annotations, knobs)
         if not evaluate:
             color.state = State.PROTECTED if color.protected else State.RETIRED
             color.note = f"{message}; not evaluated"
@@ -541,6 +556,19 @@ def _plan_app(
 _NO_SERIES = Connections.unknown("no series for this color")
 
 
+def _retired_by_stamp(cycle: _Cycle, annotations: Mapping[str, str]) -> bool:
+    """Whether the retired-at stamp of a color that would otherwise be pending retires it: only
+    a time already past does. A pending color is a rollout in progress; a garbled or future
+    stamp must not make it a candidate for scaling down."""
+    at = _parse_stamp(annotations[RETIRED_AT])
+    if at is None:
+        return False
+    if at > cycle.now:
+        cycle.crossing(at)
+        return False
+    return True
+
+
 def _plan_live(cycle: _Cycle, color: _Color, annotations: Mapping[str, str]) -> None:
     again = any(key in annotations for key in _RETIREMENT)
     if LIVE_AT not in annotations:
@@ -561,6 +589,8 @@ def _guard(
     annotations: Mapping[str, str],
     knobs: Knobs,
     warnings: list[str],
+    *,
+    stamp_it: bool,
 ) -> None:
     """Protection by annotation: protect, a hold, the grace after a scale-up. Any doubt about a
     value protects: a typo must never get a color scaled down that someone meant to keep."""
@@ -594,16 +624,19 @@ def _guard(
         at = _parse_stamp(scaled_up)
         if at is None:
             warnings.append(
-                f"{where}: {SCALED_UP_AT} {scaled_up!r} is not an RFC 3339 time; treated as now "
-                "and re-stamped"
+                f"{where}: {SCALED_UP_AT} {scaled_up!r} is not an RFC 3339 time; treated as now"
+                f"{' and re-stamped' if stamp_it else ''}"
             )
             at = cycle.stamp_at
-            color.change(
-                SCALED_UP_AT,
-                cycle.stamp,
-                Reason.MALFORMED_ANNOTATION,
-                _STAMP_WORDS[Reason.MALFORMED_ANNOTATION],
-            )
+            if stamp_it:
+                color.change(
+                    SCALED_UP_AT,
+                    cycle.stamp,
+                    Reason.MALFORMED_ANNOTATION,
+                    _STAMP_WORDS[Reason.MALFORMED_ANNOTATION],
+                )
+            else:
+                cycle.crossing(cycle.stamp_at + _SECOND)
         grace_ends = _later(at, knobs.scale_up_grace)
         if cycle.now < grace_ends:
             cycle.crossing(grace_ends)
@@ -618,24 +651,28 @@ def _guard(
 
 def _scaled_back_up(
     cycle: _Cycle, color: _Color, annotations: Mapping[str, str], knobs: Knobs
-) -> None:
+) -> Mapping[str, str]:
     """A color rainbowd scaled to 0 (it wrote original-replicas) has replicas again: someone is
     rolling back to it. Whatever was observed at 0 replicas says nothing about the users the
-    new pods will hold, so the drain starts over, and no rule acts during the grace period."""
+    new pods will hold, so the drain starts over, and no rule acts during the grace period.
+    The annotations as they will read once this cycle's changes are written."""
     why = _STAMP_WORDS[Reason.SCALED_UP]
-    if DRAINED_SINCE in annotations:
-        color.change(DRAINED_SINCE, None, Reason.SCALED_UP, why)
-    color.change(ORIGINAL_REPLICAS, None, Reason.SCALED_UP, why)
-    if SCALE_DOWN_GENERATION in annotations:
-        color.change(SCALE_DOWN_GENERATION, None, Reason.SCALED_UP, why)
+    cleared = (DRAINED_SINCE, ORIGINAL_REPLICAS, SCALE_DOWN_GENERATION)
+    for key in cleared:
+        if key in annotations:
+            color.change(key, None, Reason.SCALED_UP, why)
     color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
-    cycle.crossing(cycle.stamp_at + _SECOND)
-    color.protected = True
-    color.state = State.PROTECTED
-    color.note = (
+    guard = (
         f"scaled back up from 0 to {color.deployment.replicas}: a new drain starts; held for "
         f"scaleUpGrace {compact_duration(knobs.scale_up_grace)}"
     )
+    if knobs.scale_up_grace > timedelta(0):
+        cycle.crossing(_later(cycle.stamp_at, knobs.scale_up_grace))
+        color.protected = True
+        color.guard = f"{color.guard}; {guard}" if color.guard else guard
+    after = {k: v for k, v in annotations.items() if k not in cleared}
+    after[SCALED_UP_AT] = cycle.stamp
+    return after
 
 
 def _reset_drain(color: _Color, knobs: Knobs) -> None:
@@ -813,7 +850,8 @@ def _decide_cleanups(
 
     def force(color: _Color, reason: Reason, why: str) -> None:
         nonlocal app_left
-        if color.disruptive:
+        # Paused, nothing is done: no budget is spent (the pass at the end holds it all).
+        if color.disruptive and not cycle.paused:
             if app_left is None:
                 recent = _recent_disruptions(now, [c.deployment for c in colors], budget)
                 for at in recent:
@@ -833,7 +871,7 @@ def _decide_cleanups(
             app_left -= 1
             if cluster_left is not None:
                 cycle.cluster_left = cluster_left - 1
-            color.disrupted = cycle.stamp
+            color.disrupted = _disruption_record(cycle, color.deployment, budget)
             value = color.connections.value if color.connections is not None else None
             if value is None:
                 why = f"{why} (connections unknown)"
@@ -915,21 +953,31 @@ def _recent_disruptions(
     """The disrupted-at stamps within the budget's window (a malformed one counts as now)."""
     recent: list[datetime] = []
     for deployment in deployments:
-        stamp = deployment.annotations.get(DISRUPTED_AT)
-        if stamp is None:
+        record = deployment.annotations.get(DISRUPTED_AT)
+        if record is None:
             continue
-        at = _parse_stamp(stamp)
-        if at is None:
-            recent.append(now)
-        elif _later(at, budget.per) > now:
-            recent.append(at)
+        # One time per disruption, space-separated: a color disrupted twice within the window
+        # (scaled back up, then forced down again) counts twice.
+        for stamp in record.split() or [record]:
+            at = _parse_stamp(stamp)
+            if at is None:
+                recent.append(now)
+            elif _later(at, budget.per) > now:
+                recent.append(at)
     return recent
+
+
+def _disruption_record(cycle: _Cycle, deployment: Deployment, budget: Budget) -> str:
+    """The disrupted-at value after one more disruption now: the times still counting, then
+    now."""
+    kept = [format_time(at) for at in _recent_disruptions(cycle.now, (deployment,), budget)]
+    return " ".join([*kept, cycle.stamp])
 
 
 def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
     """When `deployment`'s disrupted-at stamp stops counting, if it still counts now."""
     recent = _recent_disruptions(now, (deployment,), budget)
-    return _later(recent[0], budget.per) if recent else None
+    return _later(max(recent), budget.per) if recent else None
 
 
 def _keep_disruption_records(cycle: _Cycle, retired: list[_Color], budget: Budget) -> None:
@@ -1084,7 +1132,10 @@ def _actions(namespace: str, app: str, color: _Color) -> tuple[Action, ...]:
         # Bookkeeping rides on the scale-down: a separate annotate would bump the
         # resourceVersion and fail the scale's precondition.
         changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
-        if ORIGINAL_REPLICAS not in deployment.annotations:
+        if ORIGINAL_REPLICAS not in deployment.annotations or (
+            ORIGINAL_REPLICAS in changes and changes[ORIGINAL_REPLICAS] is None
+        ):
+            # (Cleared this cycle by a scale-up seen with scaleUpGrace 0: written anew.)
             changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
         # This write bumps the generation by one (annotations are part of a Deployment's
         # generation); the /scale that follows bumps it again.
@@ -1107,6 +1158,16 @@ def _actions(namespace: str, app: str, color: _Color) -> tuple[Action, ...]:
             ),
         )
     if color.changes is not None and color.reasons is not None:
+        changes = color.changes
+        marker = deployment.annotations.get(SCALE_DOWN_GENERATION)
+        if (
+            marker == str(deployment.generation)
+            and SCALE_DOWN_GENERATION not in changes
+            and deployment.replicas > 0
+        ):
+            # A scale-down cut short: this write bumps the generation, and must carry the
+            # marker along, or the next cycle would take the color for one scaled back up.
+            changes = {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
         return (
             Action(
                 ActionKind.ANNOTATE,
@@ -1117,8 +1178,8 @@ def _actions(namespace: str, app: str, color: _Color) -> tuple[Action, ...]:
                 deployment.uid,
                 deployment.resource_version,
                 color.reasons[0][0],
-                _annotate_message(name, color.changes, color.reasons),
-                color.changes,
+                _annotate_message(name, changes, color.reasons),
+                changes,
                 value,
             ),
         )

@@ -14,10 +14,16 @@ from typing import Any
 from hypothesis import strategies as st
 
 from rainbowd.core.model import (
+    DISRUPTED_AT,
     DRAINED_SINCE,
+    HOLD_REASON,
+    HOLD_UNTIL,
     LIVE_AT,
+    ORIGINAL_REPLICAS,
     PROTECT,
     RETIRED_AT,
+    SCALE_DOWN_GENERATION,
+    SCALED_UP_AT,
     ActionKind,
     Condition,
     Connections,
@@ -192,13 +198,21 @@ def apply_plan(snap: Snapshot, plan: Plan) -> Snapshot:
                 if action.kind is ActionKind.DELETE:
                     deleted = True
                     break
+                # Annotations are part of a Deployment's generation, and so is spec.replicas.
                 d = dataclasses.replace(
                     d,
                     annotations=_annotated(d, action.annotations),
                     resource_version=_bump(d.resource_version),
+                    generation=d.generation + (1 if action.annotations else 0),
                 )
                 if action.kind is ActionKind.SCALE:
-                    d = dataclasses.replace(d, replicas=0, ready_replicas=0, available_replicas=0)
+                    d = dataclasses.replace(
+                        d,
+                        replicas=0,
+                        ready_replicas=0,
+                        available_replicas=0,
+                        generation=d.generation + 1,
+                    )
             if not deleted:
                 kept.append(d)
         namespaces[name] = dataclasses.replace(ns, deployments=tuple(kept))
@@ -235,11 +249,28 @@ class Choices:
 
 _STAMP_OFFSETS = (0, 1, 20, 45, 90, 300, 4000, -30)  # minutes before NOW
 _MALFORMED = ("yesterday", "", "2026-13-40T00:00:00Z", "12:00")
+# Hand-written times at the edges: "hold forever", before year 1 once in UTC, offsets, fractions.
+EXTREME_STAMPS = (
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00+05:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59-05:00",
+    "2026-11-21T17:30:00+05:30",  # NOW, in India
+    "2026-11-21T06:59:59.999-05:00",  # just before NOW, in New York
+    "2026-11-21t11:00:00z",
+)
+# How people spell a flag: every casing of true and false, and things that are neither.
+PROTECT_SPELLINGS = (
+    "true", "True", "TRUE", "yes", "on", "1", " true ",
+    "false", "False", "NO", "off", "0", "", "please", "ture",
+)  # fmt: skip
 
 
 def _stamp_value(c: Choices) -> str:
     if c.chance(10):
         return str(c.pick(_MALFORMED))
+    if c.chance(8):
+        return str(c.pick(EXTREME_STAMPS))
     return stamp(timedelta(minutes=c.pick(_STAMP_OFFSETS)))
 
 
@@ -260,6 +291,7 @@ def knobs_from(c: Choices) -> Knobs:
             count=c.pick((1, 0, 2)), per=timedelta(minutes=c.pick((10, 1, 120)))
         ),
         abandoned_after=_minutes(c.pick((None, 30, 600))),
+        scale_up_grace=timedelta(minutes=c.pick((30, 0, 5))),
     )
 
 
@@ -283,7 +315,8 @@ def policies(draw: st.DrawFn) -> Policy:
     c = Choices(draw(_WORD))
     first = knobs_from(c)
     rules = (_app_rule(APPS[0], first), _app_rule(APPS[1], knobs_from(Choices(draw(_WORD)))))
-    return Policy(rules=rules, dry_run=c.chance(2), paused=c.chance(6))
+    cluster = c.pick((None, None, Budget(1, timedelta(minutes=10)), Budget(0, timedelta(hours=1))))
+    return Policy(rules=rules, dry_run=c.chance(2), paused=c.chance(6), max_disruptions=cluster)
 
 
 def connections_from(c: Choices, ready: int) -> Connections | None:
@@ -305,13 +338,32 @@ def color_from(
     replicas = c.pick((2, 1, 3) if healthy else (2, 0, 1, 3, 2, 1))
     ready = replicas if healthy else c.pick((replicas,) * 3 + tuple(range(replicas - 1, -1, -1)))
     annotations: dict[str, str] = {}
-    for key, one_in in ((LIVE_AT, 3), (RETIRED_AT, 2), (DRAINED_SINCE, 3)):
+    for key, one_in in (
+        (LIVE_AT, 3),
+        (RETIRED_AT, 2),
+        (DRAINED_SINCE, 3),
+        (HOLD_UNTIL, 12),
+        (SCALED_UP_AT, 12),
+        (DISRUPTED_AT, 8),
+    ):
         if c.chance(one_in):
             annotations[key] = _stamp_value(c)
     if c.chance(7):
-        annotations[PROTECT] = "true"
+        annotations[PROTECT] = str(c.pick(PROTECT_SPELLINGS))
+    if HOLD_UNTIL in annotations and c.chance(2):
+        annotations[HOLD_REASON] = "incident: keep"
+    generation = c.pick((3, 4, 0))
+    if c.chance(5):
+        # Scaled down by rainbowd once: at 0 still, back up by a user, or a scale-down cut
+        # short after its bookkeeping (the marker equals the generation).
+        annotations[ORIGINAL_REPLICAS] = str(c.pick((2, 3, 1)))
+        if c.chance(2):
+            annotations[SCALE_DOWN_GENERATION] = str(c.pick((3, 4, 2)))
     managed = not c.chance(8)
-    return deployment(
+    template = {"app": app, "color": color}
+    if c.chance(4):
+        template["tier"] = "web"  # more pod-template labels than the Services' selectors name
+    d = deployment(
         color,
         app=app,
         namespace=namespace,
@@ -321,13 +373,15 @@ def color_from(
         available=healthy or not c.chance(8),
         annotations=annotations,
         labels={"app": app} if managed else {"team": "x"},
+        template_labels=template,
     )
+    return dataclasses.replace(d, generation=generation)
 
 
 def services_from(
     c: Choices, app: str, colors: tuple[str, ...], namespace: str = NS
 ) -> list[Service]:
-    shape = c.pick(("color",) * 7 + ("none", "canary", "preview"))
+    shape = c.pick(("color",) * 7 + ("none", "canary", "preview", "no-app", "full", "empty"))
     if shape == "none":
         return []  # blocked
     if shape == "canary":
@@ -336,6 +390,20 @@ def services_from(
     if shape == "preview":
         preview = {"app": app, "color": c.pick(colors)}
         live.append(service(preview, name=f"{app}-preview", namespace=namespace))
+    elif shape == "no-app":
+        # Selects by color (or tier) alone: no app label, so every color of the namespace
+        # must be compared with it, the slow path of the live-Service match.
+        odd = c.pick(({"color": c.pick(colors)}, {"tier": "web"}))
+        live.append(service(odd, name=f"{app}-by-color", namespace=namespace))
+    elif shape == "full":
+        # A selector equal to a color's whole pod-template labels (subset, not strict subset),
+        # beside a Service without the app label (the slow path again).
+        chosen = c.pick(colors)
+        full = {"app": app, "color": chosen}
+        live.append(service(full, name=f"{app}-full", namespace=namespace))
+        live.append(service({"tier": "web", "color": chosen}, name=f"{app}-t", namespace=namespace))
+    elif shape == "empty":
+        live.append(service({}, name=f"{app}-external", namespace=namespace))  # selects nothing
     return live
 
 

@@ -1,8 +1,15 @@
 """Multi-cycle burn-down as a Hypothesis state machine.
 
-Colors are deployed, Services switch (forward, back to an older color, to a canary), time moves,
+Colors are deployed, Services switch (forward, back to an older color, to a canary), the live
+color has outages (blocked cycles), users scale scaled-down colors back up, time moves,
 connections fall, rise and go unknown, and each cycle's plan is applied as the executor would.
-Every cycle checks the safety rules of docs/design.md.
+Every cycle checks the safety rules of docs/design.md: never live or protected, drains continuous
+over every sample (blocked cycles included), the floor, the disruption budget per window, and
+the grace after a scale-up.
+
+Settings: enough examples and steps that the blocked-cycle drain bug (a drain stamp surviving
+a sample above the floor taken while the app was blocked) is found on almost every run, seeded
+randomly under CI (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from hypothesis.stateful import (
 from rainbowd.core.model import (
     PROTECT,
     ActionKind,
+    Condition,
     Connections,
     Deployment,
     Reason,
@@ -61,6 +69,10 @@ class BurnDown(RuleBasedStateMachine):
         self.low_since: dict[str, datetime | None] = {}
         self.next_color = 0
         self.policy = Policy(rules=(make_rule(),))
+        # Forced scale-downs of colors holding users, when they were planned.
+        self.disruptions: list[datetime] = []
+        # Colors a user scaled back up: not yet seen by a cycle (None), or held until then.
+        self.scaled_up: dict[str, datetime | None] = {}
 
     # --- the world --------------------------------------------------------------------------
 
@@ -105,6 +117,9 @@ class BurnDown(RuleBasedStateMachine):
     def start(self, knobs: Knobs, paused: bool) -> None:
         rule_ = dataclasses.replace(make_rule(), knobs=knobs)
         self.policy = Policy(rules=(rule_,), paused=paused)
+        # Two releases, the second live: most interesting sequences need a retired color.
+        self.deploy(replicas=2)
+        self.now += timedelta(minutes=5)
         self.deploy(replicas=2)
         self.switch_to_newest()
 
@@ -162,6 +177,58 @@ class BurnDown(RuleBasedStateMachine):
             else:
                 self.set_connections(color, Connections.unknown("query failed"))
 
+    @rule(value=st.sampled_from([40, 3, 300]), data=st.data())
+    def outage(self, value: int, data: st.DataObject) -> None:
+        """The live color is unavailable for one cycle (the app is blocked) while a retired
+        color briefly holds users again; then all is as before."""
+        live = sorted(self.live_colors())
+        others = sorted(c for c, d in self.deployments.items() if c not in live and d.replicas)
+        if not live or not others:
+            return
+        color = data.draw(st.sampled_from(others))
+        saved_deployments = {c: self.deployments[c] for c in live}
+        saved = self.connections.get(color)
+        for c in live:
+            self.deployments[c] = dataclasses.replace(
+                self.deployments[c],
+                conditions=(Condition("Available", "False"),),
+                available_replicas=0,
+            )
+        ready = self.deployments[color].ready_replicas
+        self.set_connections(color, Connections(value=float(value), series=ready))
+        self.cycle()
+        for c, d in saved_deployments.items():
+            if c in self.deployments:
+                self.deployments[c] = dataclasses.replace(
+                    self.deployments[c],
+                    conditions=d.conditions,
+                    available_replicas=d.available_replicas,
+                )
+        if saved is not None and color in self.deployments:
+            self.set_connections(color, saved)
+
+    @rule(data=st.data())
+    def scale_back_up(self, data: st.DataObject) -> None:
+        """A user scales a scaled-down color back up: a rollback's first step."""
+        down = sorted(c for c, d in self.deployments.items() if d.replicas == 0)
+        if not down:
+            return
+        color = data.draw(st.sampled_from(down))
+        d = self.deployments[color]
+        replicas = self.replicas_when_deployed[color]
+        self.deployments[color] = dataclasses.replace(
+            d,
+            replicas=replicas,
+            ready_replicas=replicas,
+            available_replicas=replicas,
+            generation=d.generation + 7,  # the scale and whatever else bumped it
+            resource_version=d.resource_version + "u",
+        )
+        # The metric reads 0 while the new pods start.
+        self.set_connections(color, Connections(value=0.0, series=replicas))
+        if self.policy.rules[0].knobs.scale_up_grace:
+            self.scaled_up[color] = None
+
     @rule()
     def cycle(self) -> None:
         self.observe()
@@ -169,6 +236,7 @@ class BurnDown(RuleBasedStateMachine):
         live = self.live_colors()
         result = plan(snap, self.policy, self.now)
         by_color = {c.color: c for a in result.apps for c in a.colors}
+        knobs = self.policy.rules[0].knobs
         for action in result.actions:
             assert action.color not in self.deleted
             if action.kind is ActionKind.ANNOTATE:
@@ -177,15 +245,31 @@ class BurnDown(RuleBasedStateMachine):
             assert action.color not in live, "a live color was scaled or deleted"
             assert target.annotations.get(PROTECT) != "true", "a protected color was touched"
             assert by_color[action.color].state not in (State.LIVE, State.PENDING)
+            grace_until = self.scaled_up.get(action.color, self.now)
+            assert grace_until is not None and self.now >= grace_until, (
+                "a color scaled back up was scaled or deleted within scaleUpGrace"
+            )
+            c = snap.connections_for(NS, APP, action.color)
+            unknown = c.value is None or (c.series is not None and c.series < target.ready_replicas)
             if action.reason is Reason.DRAINED:
-                c = snap.connections_for(NS, APP, action.color)
-                assert c.value is not None, "drained on unknown connections"
-                assert c.series is None or c.series >= target.ready_replicas
+                assert not unknown, "drained on unknown connections"
+                assert c.value is not None and c.value <= knobs.connection_floor, "above floor"
                 since = self.low_since.get(action.color)
-                knobs = self.policy.rules[0].knobs
                 assert since is not None and self.now - since >= knobs.drain_hold, (
                     "drained without a continuous drain of drainHold"
                 )
+            elif action.reason in (Reason.MAX_RETIRED_AGE, Reason.MAX_COLORS) and (
+                target.replicas > 0 and (unknown or (c.value or 0) > knobs.connection_floor)
+            ):
+                self.disruptions.append(self.now)
+        budget = knobs.max_disruptions
+        window = [t for t in self.disruptions if t > self.now - budget.per]
+        assert len(window) <= budget.count, "more forced disruptions than maxDisruptions allows"
+        for color, until in list(self.scaled_up.items()):
+            if color in live:
+                del self.scaled_up[color]  # the rollback went through: live, not held
+            elif until is None:
+                self.scaled_up[color] = self.now + knobs.scale_up_grace
         applied = apply_plan(snap, result)
         remaining = {d.template_labels["color"]: d for d in applied.namespaces[NS].deployments}
         for color in live:
@@ -214,5 +298,5 @@ class BurnDown(RuleBasedStateMachine):
                 assert d.replicas == self.replicas_when_deployed[color]
 
 
-BurnDown.TestCase.settings = settings(max_examples=500, stateful_step_count=50, deadline=None)
+BurnDown.TestCase.settings = settings(max_examples=2500, stateful_step_count=40, deadline=None)
 TestBurnDown = BurnDown.TestCase

@@ -7,15 +7,26 @@ where it can (live is recomputed from the Services, protection from the annotati
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rainbowd.core.model import (
     ANNOTATION_PREFIX,
+    DISRUPTED_AT,
+    DRAINED_SINCE,
+    HOLD_REASON,
+    HOLD_UNTIL,
+    LIVE_AT,
+    ORIGINAL_REPLICAS,
     PROTECT,
+    RETIRED_AT,
+    SCALE_DOWN_GENERATION,
+    SCALED_UP_AT,
     ActionKind,
+    AppPlan,
     Connections,
     Deployment,
     Plan,
@@ -23,11 +34,20 @@ from rainbowd.core.model import (
     Snapshot,
     State,
 )
-from rainbowd.core.planner import plan
-from rainbowd.core.policy import Policy
-from tests.unit.strategies import NOW, apply_plan, policies, snapshots
+from rainbowd.core.objects import format_time, parse_time
+from rainbowd.core.planner import Planner, plan
+from rainbowd.core.policy import Budget, Knobs, Policy
+from tests.unit.strategies import (
+    EXTREME_STAMPS,
+    NOW,
+    NS,
+    PROTECT_SPELLINGS,
+    apply_plan,
+    policies,
+    snapshots,
+)
 
-EXAMPLES = settings(max_examples=2000, deadline=None)
+EXAMPLES = settings(max_examples=1000, deadline=None)
 
 
 def disruptive_targets(p: Plan) -> set[tuple[str, str]]:
@@ -42,6 +62,21 @@ def is_live(snap: Snapshot, d: Deployment) -> bool:
     )
 
 
+def protected(d: Deployment) -> bool:
+    """Protected or held, by DESIGN.md's words: any protect value but a spelling of false; a
+    hold-until in the future or not a time."""
+    value = d.annotations.get(PROTECT)
+    if value is not None and value.strip().lower() not in ("false", "no", "n", "off", "0"):
+        return True
+    hold = d.annotations.get(HOLD_UNTIL)
+    if hold is None:
+        return False
+    try:
+        return parse_time(hold) > NOW
+    except ValueError:
+        return True
+
+
 @EXAMPLES
 @given(snapshots(), policies())
 def test_live_pending_and_protected_colors_are_never_scaled_or_deleted(
@@ -51,7 +86,7 @@ def test_live_pending_and_protected_colors_are_never_scaled_or_deleted(
     hit = disruptive_targets(p)
     for ns in snap.namespaces.values():
         for d in ns.deployments:
-            if is_live(snap, d) or d.annotations.get(PROTECT) == "true":
+            if is_live(snap, d) or protected(d):
                 assert (d.namespace, d.name) not in hit
     for app in p.apps:
         for c in app.colors:
@@ -169,3 +204,162 @@ def test_every_action_is_explained_and_carries_preconditions(snap: Snapshot, pol
     assert p.dry_run is pol.dry_run and p.paused is pol.paused
     if pol.paused:
         assert not disruptive_targets(p)
+
+
+def knobs_of(pol: Policy, app: AppPlan) -> Knobs:
+    (rule,) = [r for r in pol.rules if r.name == app.rule]
+    return rule.knobs
+
+
+@EXAMPLES
+@given(snapshots(), policies())
+def test_a_drained_action_needs_known_connections_at_or_below_the_floor(
+    snap: Snapshot, pol: Policy
+) -> None:
+    p = plan(snap, pol, NOW)
+    for app in p.apps:
+        for c in app.colors:
+            if any(a.reason is Reason.DRAINED for a in c.actions):
+                value = c.connections.value
+                assert value is not None and value <= knobs_of(pol, app).connection_floor
+
+
+def recent_disruptions(deployments: Iterable[Deployment], budget: Budget) -> int:
+    """Independently of the planner: disrupted-at stamps counting at NOW (malformed: now)."""
+    count = 0
+    for d in deployments:
+        value = d.annotations.get(DISRUPTED_AT)
+        if value is None:
+            continue
+        for token in value.split() or [value]:
+            try:
+                at = parse_time(token)
+            except ValueError:
+                count += 1
+                continue
+            if at > NOW - budget.per:
+                count += 1
+    return count
+
+
+@EXAMPLES
+@given(snapshots(), policies())
+def test_forced_disruptions_stay_within_the_budgets_left(snap: Snapshot, pol: Policy) -> None:
+    p = plan(snap, pol, NOW)
+    everyone = [d for ns in snap.namespaces.values() for d in ns.deployments]
+    cluster = 0
+    for app in p.apps:
+        knobs = knobs_of(pol, app)
+        disruptions = [
+            a
+            for c in app.colors
+            for a in c.actions
+            if a.reason in (Reason.MAX_RETIRED_AGE, Reason.MAX_COLORS)
+            and (c.connections.value is None or c.connections.value > knobs.connection_floor)
+        ]
+        for a in disruptions:
+            assert str(a.annotations.get(DISRUPTED_AT)).split()[-1] == format_time(NOW), a
+        mine = [
+            d
+            for d in everyone
+            if d.namespace == app.namespace and d.template_labels.get("app") == app.app
+        ]
+        assert len(disruptions) <= max(
+            0, knobs.max_disruptions.count - recent_disruptions(mine, knobs.max_disruptions)
+        )
+        cluster += len(disruptions)
+    if pol.max_disruptions is not None:
+        budget = pol.max_disruptions
+        assert cluster <= max(0, budget.count - recent_disruptions(everyone, budget))
+    # A Deployment recording a disruption that still counts is never deleted.
+    by_name = {(d.namespace, d.name): d for d in everyone}
+    for a in p.actions:
+        if a.kind is ActionKind.DELETE:
+            d = by_name[(a.namespace, a.name)]
+            (app,) = [x for x in p.apps if x.namespace == a.namespace and x.app == a.app]
+            assert recent_disruptions([d], knobs_of(pol, app).max_disruptions) == 0
+
+
+@EXAMPLES
+@given(snapshots(), policies())
+def test_keep_scaled_down_keeps_the_newest_scaled_down_colors(snap: Snapshot, pol: Policy) -> None:
+    p = plan(snap, pol, NOW)
+    after = apply_plan(snap, p)
+    for app in p.apps:
+        deletes = [a for c in app.colors for a in c.actions if a.reason is Reason.KEEP_SCALED_DOWN]
+        if not deletes:
+            continue
+        keep = knobs_of(pol, app).keep_scaled_down
+        deleted = {a.name for a in deletes}
+        created = {d.name: d.created_at for d in snap.namespaces[app.namespace].deployments}
+        kept = [
+            c
+            for c in app.colors
+            if c.name not in deleted
+            and c.state is not State.LIVE
+            and c.state is not State.PENDING
+            and c.rule is not None
+            and any(
+                d.name == c.name and d.replicas == 0
+                for d in after.namespaces[app.namespace].deployments
+            )
+        ]
+        assert len(kept) >= keep
+        # Every deleted one is older than every one kept (newest kept for a rollback).
+        if keep:
+            assert max(created[n] for n in deleted) <= min(created[c.name] for c in kept)
+
+
+# Every annotation rainbowd reads, and values a person might write into each.
+READ = (LIVE_AT, RETIRED_AT, DRAINED_SINCE, ORIGINAL_REPLICAS, PROTECT, HOLD_UNTIL, HOLD_REASON,
+        SCALED_UP_AT, SCALE_DOWN_GENERATION, DISRUPTED_AT)  # fmt: skip
+# Those whose any value (but a valid time in the past, for the two stamps a person may set back
+# on purpose) must never make rainbowd harsher on the Deployment than the annotation absent.
+NEVER_HARSHER = frozenset(READ) - {LIVE_AT, SCALE_DOWN_GENERATION}
+_HARSHNESS = {None: 0, ActionKind.ANNOTATE: 0, ActionKind.SCALE: 1, ActionKind.DELETE: 2}
+
+values = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(EXTREME_STAMPS + PROTECT_SPELLINGS),
+    st.sampled_from(PROTECT_SPELLINGS).map(str.upper),
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ).map(lambda t: t.isoformat()),
+    st.integers(-5, 10).map(str),
+)
+
+
+def harshness(p: Plan, name: str) -> int:
+    kinds = [a.kind for a in p.actions if a.name == name]
+    return max((_HARSHNESS[k] for k in kinds), default=0)
+
+
+def past_time(value: str) -> bool:
+    try:
+        return parse_time(value) <= NOW
+    except ValueError:
+        return False
+
+
+@EXAMPLES
+@given(snapshots(), policies(), st.data(), st.sampled_from(READ), values)
+def test_any_annotation_value_affects_only_its_deployment_and_never_harshens_it(
+    snap: Snapshot, pol: Policy, data: st.DataObject, key: str, value: str
+) -> None:
+    namespace = snap.namespaces[NS]
+    target = data.draw(st.sampled_from(namespace.deployments))
+    without = {k: v for k, v in target.annotations.items() if k != key}
+    bare = dataclasses.replace(target, annotations=without)
+    marked = dataclasses.replace(target, annotations={**without, key: value})
+
+    def with_(d: Deployment) -> Snapshot:
+        deployments = tuple(d if x is target else x for x in namespace.deployments)
+        return dataclasses.replace(
+            snap, namespaces={NS: dataclasses.replace(namespace, deployments=deployments)}
+        )
+
+    base = plan(with_(bare), pol, NOW)
+    odd = plan(with_(marked), pol, NOW)  # no exception escapes, whatever the value
+    assert Planner().plan(with_(marked), pol, NOW) == odd
+    if key in NEVER_HARSHER and not (key in (RETIRED_AT, DRAINED_SINCE) and past_time(value)):
+        assert harshness(odd, target.name) <= harshness(base, target.name)

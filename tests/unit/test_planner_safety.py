@@ -81,11 +81,13 @@ def test_a_color_scaled_back_up_is_not_scaled_down_again_on_its_old_drain_stamp(
     assert disruptive(p) == []
     c = color(p, "3c3fdc")
     assert kinds(c) == [(ActionKind.ANNOTATE, Reason.SCALED_UP)]
+    # The drain starts over, with the replicas that exist now.
     assert c.actions[0].annotations == {
-        DRAINED_SINCE: None,
+        DRAINED_SINCE: NOW_STAMP,
         ORIGINAL_REPLICAS: None,
         SCALED_UP_AT: NOW_STAMP,
     }
+    assert c.state is State.PROTECTED and c.drained_since == NOW
     assert "scaled back up" in c.note
 
 

@@ -63,7 +63,7 @@ def is_live(snap: Snapshot, d: Deployment) -> bool:
 
 
 def protected(d: Deployment) -> bool:
-    """Protected or held, by DESIGN.md's words: any protect value but a spelling of false; a
+    """Protected or held, by docs/design.md's words: any protect value but a spelling of false; a
     hold-until in the future or not a time."""
     value = d.annotations.get(PROTECT)
     if value is not None and value.strip().lower() not in ("false", "no", "n", "off", "0"):

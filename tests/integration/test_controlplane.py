@@ -302,15 +302,46 @@ async def test_controllers_keep_working_across_an_apiserver_restart(
         "kwok",
     }
     apps = k8s.AppsV1Api(kube_api)
+    core = k8s.CoreV1Api(kube_api)
     await apps.create_namespaced_deployment(
         namespace, deployment("chat-0f0f0f", app="chat", color="0f0f0f", replicas=1)
     )
+
+    # Each hop of a rollout is a different informer (deployment controller, ReplicaSet
+    # controller, scheduler, kwok), and each reconnects after the restart on its own client-go
+    # backoff: 0.8 s doubling to a 30 s cap with up to 100% jitter, reset only after 2 min
+    # without a failure, so restarts earlier in the session add up. One deadline for the whole
+    # chain fails on a busy machine while the controllers work; a deadline per hop, past the
+    # worst backoff, still fails if any of them stopped working.
+    hop = 90.0
+
+    async def replica_set() -> bool | None:
+        sets = await apps.list_namespaced_replica_set(namespace, label_selector="color=0f0f0f")
+        return True if sets.items else None
+
+    async def pods() -> list[k8s.V1Pod] | None:
+        found = await core.list_namespaced_pod(namespace, label_selector="color=0f0f0f")
+        return found.items or None
+
+    async def scheduled() -> bool | None:
+        return True if any(p.spec.node_name for p in await pods() or []) else None
+
+    async def ready() -> bool | None:
+        for pod in await pods() or []:
+            for cond in pod.status.conditions or []:
+                if cond.type == "Ready" and cond.status == "True":
+                    return True
+        return None
 
     async def available() -> bool | None:
         got = await apps.read_namespaced_deployment("chat-0f0f0f", namespace)
         return True if got.status.available_replicas == 1 else None
 
-    await eventually(available, within=60, what="Available after the restart")
+    await eventually(replica_set, within=hop, what="a ReplicaSet (deployment controller)")
+    await eventually(pods, within=hop, what="a pod (ReplicaSet controller)")
+    await eventually(scheduled, within=hop, what="the pod scheduled (scheduler)")
+    await eventually(ready, within=hop, what="the pod Ready (kwok)")
+    await eventually(available, within=hop, what="Available after the restart")
 
 
 @pytest.mark.cluster

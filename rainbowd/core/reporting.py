@@ -49,6 +49,15 @@ def compact_duration(value: timedelta) -> str:
     return "".join(f"{n}{unit}" for n, unit in shown)
 
 
+def compact_duration_changes_at(elapsed: timedelta) -> timedelta:
+    """The first elapsed time after `elapsed` (not negative) at which `compact_duration` may read
+    differently: it shows the two largest units, so hours once past a day, minutes past an hour,
+    else seconds, and its text cannot change before the next multiple of that unit."""
+    seconds = elapsed.days * 86400 + elapsed.seconds
+    unit = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
+    return timedelta(seconds=(seconds // unit + 1) * unit)
+
+
 def format_count(value: float) -> str:
     """A connection count: `12`, `0.5`; whole numbers without a decimal point."""
     if math.isfinite(value) and value == int(value):

@@ -13,6 +13,7 @@ from rainbowd.core.policy import Policy
 from rainbowd.core.reporting import (
     COLUMNS,
     compact_duration,
+    compact_duration_changes_at,
     plan_to_document,
     render_plan_table,
     summary_line,
@@ -47,6 +48,19 @@ from tests.unit.strategies import (
 )
 def test_compact_duration(seconds: int, text: str) -> None:
     assert compact_duration(timedelta(seconds=seconds)) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "changes_at"),
+    [(0, 1), (59.5, 60), (3599, 3600), (3600, 3660), (3661, 3720), (86399, 86400), (86400, 90000)],
+)
+def test_compact_duration_changes_at(seconds: float, changes_at: int) -> None:
+    elapsed = timedelta(seconds=seconds)
+    after = compact_duration_changes_at(elapsed)
+    assert after == timedelta(seconds=changes_at)
+    # The text holds until then, and reads differently from then on.
+    assert compact_duration(after - timedelta(microseconds=1)) == compact_duration(elapsed)
+    assert compact_duration(after) != compact_duration(elapsed)
 
 
 def story() -> object:

@@ -1,4 +1,6 @@
-"""Benchmark: plan() over 2,000 apps x 5 colors (10,000 Deployments); target <= 25 ms median.
+"""Benchmark: plan() over 2,000 apps x 5 colors (10,000 Deployments). Targets (docs/design.md
+"Targets"): cold plan() within 2x of about 60 ms (median <= 120 ms), and the steady state (a
+Planner reusing plans) well inside the daemon's 50 ms cycle.
 
 Cold (plan(), or a fresh Planner: every app planned) and warm (a Planner in its steady state:
 the daemon's case from the second cycle on). Prints numbers, asserts nothing on time:
@@ -140,6 +142,8 @@ def build_policy() -> Policy:
 
 
 CYCLE = timedelta(seconds=30)  # the daemon's default interval
+COLD_TARGET = 0.120  # seconds: within 2x of the 60 ms measured before the planner was a package
+WARM_TARGET = 0.050  # seconds: the whole steady-state cycle's budget (bench_cycle measures it)
 
 
 def _stats(times: list[float]) -> str:
@@ -237,9 +241,10 @@ def main() -> None:
     warm, warm_apps = _warm(snapshot, policy, live_moves=False)
     moving, moving_apps = _warm(snapshot, policy, live_moves=True)
 
-    target = "target: median <= 25 ms"
-    print(f"planner: cold, plan() (every app planned): {_stats(cold)}; {target}")
-    print(f"planner: cold, a new Planner's first cycle: {_stats(first)}; {target}")
+    target = "target: median <= 50 ms"
+    cold_target = f"target: median <= {COLD_TARGET * 1000:g} ms"
+    print(f"planner: cold, plan() (every app planned): {_stats(cold)}; {cold_target}")
+    print(f"planner: cold, a new Planner's first cycle: {_stats(first)}; {cold_target}")
     print(
         f"planner: warm, Planner, {CYCLE.seconds} s cycles, equal connections: {_stats(warm)}; "
         f"{target}; {warm_apps}"
@@ -248,8 +253,12 @@ def main() -> None:
         f"planner: warm, Planner, {CYCLE.seconds} s cycles, live colors' connections moving: "
         f"{_stats(moving)}; {target}; {moving_apps}"
     )
-    for name, times in (("cold plan()", cold), ("warm Planner, equal connections", warm)):
-        met = statistics.median(times) <= 0.025
+    for name, times, limit in (
+        ("cold plan()", cold, COLD_TARGET),
+        ("warm Planner, equal connections", warm, WARM_TARGET),
+        ("warm Planner, connections moving", moving, WARM_TARGET),
+    ):
+        met = statistics.median(times) <= limit
         print(f"planner: {name}: target {'met' if met else 'NOT met'} on this run")
 
 

@@ -1,0 +1,145 @@
+"""A color's decisions as a ColorPlan and its actions: the stamps, the scale-down with its
+bookkeeping (original-replicas, scale-down-generation, disrupted-at), or the delete."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+
+from rainbowd.core.model import (
+    DISRUPTED_AT,
+    ORIGINAL_REPLICAS,
+    SCALE_DOWN_GENERATION,
+    Action,
+    ActionKind,
+    ColorPlan,
+    Reason,
+)
+from rainbowd.core.planner.assess import Color
+
+_by_created = operator.attrgetter("deployment.created_at")
+
+
+def color_plans(namespace: str, app: str, colors: list[Color]) -> tuple[ColorPlan, ...]:
+    """The colors' plans, newest first."""
+    colors.sort(key=_by_created, reverse=True)
+    plans: list[ColorPlan] = []
+    for color in colors:
+        deployment = color.deployment
+        rule = color.rule
+        plans.append(
+            ColorPlan(
+                namespace=namespace,
+                app=app,
+                color=color.color,
+                name=deployment.name,
+                state=color.state,
+                rule=None if rule is None else rule.name,
+                replicas=deployment.replicas,
+                ready_replicas=deployment.ready_replicas,
+                connections=color.connections,
+                created_at=deployment.created_at,
+                retired_at=color.retired_at,
+                drained_since=color.drained_since,
+                note=color.note,
+                # Most colors, most cycles, have nothing to do.
+                actions=()
+                if color.kind is None and color.changes is None
+                else _actions(namespace, app, color),
+                held=color.held,
+            )
+        )
+    return tuple(plans)
+
+
+def _actions(namespace: str, app: str, color: Color) -> tuple[Action, ...]:
+    deployment = color.deployment
+    name = deployment.name
+    color_name = color.color
+    value = color.connections.value
+    if color.kind is ActionKind.DELETE:
+        return (
+            Action(
+                ActionKind.DELETE,
+                namespace,
+                name,
+                app,
+                color_name,
+                deployment.uid,
+                deployment.resource_version,
+                color.cleanup or Reason.KEEP_SCALED_DOWN,
+                f"delete {name}: {color.why}",
+                {},
+                value,
+            ),
+        )
+    if color.kind is ActionKind.SCALE:
+        # Bookkeeping rides on the scale-down: a separate annotate would bump the
+        # resourceVersion and fail the scale's precondition.
+        changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
+        if ORIGINAL_REPLICAS not in deployment.annotations or (
+            ORIGINAL_REPLICAS in changes and changes[ORIGINAL_REPLICAS] is None
+        ):
+            # (Cleared this cycle by a scale-up seen with scaleUpGrace 0: written anew.)
+            changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
+        # This write bumps the generation by one (annotations are part of a Deployment's
+        # generation); the /scale that follows bumps it again.
+        changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
+        if color.disrupted:
+            changes[DISRUPTED_AT] = color.disrupted
+        return (
+            Action(
+                ActionKind.SCALE,
+                namespace,
+                name,
+                app,
+                color_name,
+                deployment.uid,
+                deployment.resource_version,
+                color.cleanup or Reason.DRAINED,
+                f"scale {name} from {deployment.replicas} to 0: {color.why}",
+                changes,
+                value,
+            ),
+        )
+    if color.changes is not None and color.reasons is not None:
+        changes = color.changes
+        marker = deployment.annotations.get(SCALE_DOWN_GENERATION)
+        if (
+            marker == str(deployment.generation)
+            and SCALE_DOWN_GENERATION not in changes
+            and deployment.replicas > 0
+        ):
+            # A scale-down cut short: this write bumps the generation, and must carry the
+            # marker along, or the next cycle would take the color for one scaled back up.
+            changes = {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
+        return (
+            Action(
+                ActionKind.ANNOTATE,
+                namespace,
+                name,
+                app,
+                color_name,
+                deployment.uid,
+                deployment.resource_version,
+                color.reasons[0][0],
+                _annotate_message(name, changes, color.reasons),
+                changes,
+                value,
+            ),
+        )
+    return ()
+
+
+def _annotate_message(
+    name: str, changes: Mapping[str, str | None], reasons: list[tuple[Reason, str]]
+) -> str:
+    parts = []
+    for key, value in changes.items():
+        short = key.rpartition("/")[2]
+        parts.append(f"clear {short}" if value is None else f"set {short}={value}")
+    whys: list[str] = []
+    for _, why in reasons:
+        if why not in whys:
+            whys.append(why)
+    return f"annotate {name}: {', '.join(parts)} ({'; '.join(whys)})"

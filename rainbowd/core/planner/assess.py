@@ -1,0 +1,619 @@
+"""Assess: each color's state, its note and the annotation stamps it needs (live-at, retired-at,
+drained-since, a scale-up seen, a malformed stamp), and the guards that keep it (protect, a hold,
+scaleUpGrace). Also the drained rule, which a color meets on its own. docs/design.md "What the
+planner decides" is the spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rainbowd.core.model import (
+    DISRUPTED_AT,
+    DRAINED_SINCE,
+    HOLD_REASON,
+    HOLD_UNTIL,
+    LIVE_AT,
+    NO_SERIES,
+    ORIGINAL_REPLICAS,
+    PROTECT,
+    REASONS,
+    RETIRED_AT,
+    SCALE_DOWN_GENERATION,
+    SCALED_UP_AT,
+    ActionKind,
+    BlockReason,
+    Connections,
+    Deployment,
+    Namespace,
+    Reason,
+    Service,
+    State,
+)
+from rainbowd.core.objects import format_time
+from rainbowd.core.planner.cycle import SECOND, Cycle, later, parse_stamp
+from rainbowd.core.policy import Knobs, Rule
+from rainbowd.core.reporting import compact_duration, format_count
+
+_DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"
+
+
+_DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
+
+
+_NOTE_LIVE = "live: selected by Service "
+
+
+_NOTE_PENDING = "pending: created after the live color and not selected yet"
+
+
+_NOTE_UNMANAGED = "no rule matches this Deployment: never touched"
+
+
+_NOTE_SCALED_DOWN = "scaled down: kept for a fast rollback"
+
+
+_NOTE_PROTECTED = f"protected ({PROTECT}): never scaled or deleted"
+
+
+_DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
+
+
+# Annotations a live color keeps none of: what is left of a retirement.
+_RETIREMENT = (RETIRED_AT, DRAINED_SINCE, ORIGINAL_REPLICAS, SCALED_UP_AT, SCALE_DOWN_GENERATION)
+
+
+# How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
+_TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
+
+
+_FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
+
+
+class Color:
+    """One color while its app is being planned; becomes a ColorPlan (actions.py).
+
+    assess sets what the color is: state, note, connections, retired_at, drained_since, protected
+    (and guard, why), the stamps (`change`), and cleanup when it is drained. The rules and resolve
+    set what is done about it: cleanup (the Reason), kind, why (the action's words), held, and
+    disrupted (the disrupted-at record a forced scale-down writes).
+
+    No __slots__: class-level defaults let the constructor set only three fields, and building
+    10,000 of these per cycle is a visible share of the planner's time budget.
+    """
+
+    state = State.RETIRED
+    note = ""
+    connections: Connections = Connections.unknown("no series for this color")
+    retired_at: datetime | None = None
+    drained_since: datetime | None = None
+    protected = False
+    guard = ""  # why it is protected: the note's first words
+    changes: dict[str, str | None] | None = None
+    reasons: list[tuple[Reason, str]] | None = None
+    cleanup: Reason | None = None
+    kind: ActionKind | None = None
+    why = ""
+    disruptive = False
+    held: Reason | None = None
+    disrupted = ""  # a forced scale-down of users spends the budget: the disrupted-at stamp
+
+    def __init__(
+        self, deployment: Deployment, rule: Rule | None, live: str | None, color: str
+    ) -> None:
+        self.deployment = deployment
+        self.rule = rule
+        self.live = live  # the name of a Service selecting it, or None
+        self.color = color
+
+    def change(self, key: str, value: str | None, reason: Reason, why: str) -> None:
+        if self.changes is None:
+            self.changes = {}
+            self.reasons = []
+        self.changes[key] = value
+        assert self.reasons is not None
+        self.reasons.append((reason, why))
+
+
+def _service_index(
+    services: Sequence[Service], app_label: str
+) -> tuple[dict[str, list[Service]], list[Service]]:
+    """Services by the app their selector names; the rest must be tried against every color.
+
+    A selector naming app X can only match pod templates of app X, so each color is compared
+    with its own app's Services, not with every Service of the namespace.
+    """
+    by_app: dict[str, list[Service]] = {}
+    other: list[Service] = []
+    for service in services:
+        selector = service.selector
+        if not selector:
+            continue  # selects no pods (an ExternalName or a manually managed Endpoints)
+        app = selector.get(app_label)
+        if app is None:
+            other.append(service)
+        else:
+            by_app.setdefault(app, []).append(service)
+    return by_app, other
+
+
+def _by_color(by_app: Mapping[str, list[Service]], color_label: str) -> dict[str, dict[str, str]]:
+    """For apps whose Services all select exactly the app and a color (the rainbow deploy's own
+    shape): the first Service selecting each color, by color. Such a selector matches a pod
+    template of the app iff the colors are equal, so no label comparison is needed."""
+    simple: dict[str, dict[str, str]] = {}
+    for app, services in by_app.items():
+        if all(len(s.selector) == 2 and color_label in s.selector for s in services):
+            names: dict[str, str] = {}
+            for service in services:
+                names.setdefault(service.selector[color_label], service.name)
+            simple[app] = names
+    return simple
+
+
+def effective_connections(connections: Connections, ready: int) -> Connections:
+    value = connections.value
+    if value is None:
+        return connections
+    if not math.isfinite(value):
+        return Connections.unknown(f"not a finite number: {value}")
+    series = connections.series
+    if series is not None and series < ready:
+        # Pods whose scrape fails vanish from the sum: an undercount would look like a drain.
+        return Connections(
+            value=None, series=series, cause=f"coverage: {series} of {ready} ready pods report"
+        )
+    return connections
+
+
+def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
+    """The namespace's managed apps, each with its colors, rule and live Service resolved."""
+    app_label = cycle.app_label
+    color_label = cycle.color_label
+    by_app, other = _service_index(namespace.services, app_label)
+    simple = {} if other else _by_color(by_app, color_label)
+    rules = cycle.rules
+    rule_for = rules.rule_for
+    ns = namespace.name
+    # Rules per label signature in this namespace: most Deployments share a handful.
+    seen: dict[object, Rule | None] = {}
+    groups: dict[str, list[Color]] = {}
+    managed: set[str] = set()
+    for deployment in namespace.deployments:
+        labels = deployment.template_labels
+        app = labels.get(app_label)
+        if app is None:
+            continue
+        color_name = labels.get(color_label)
+        if color_name is None:
+            continue
+        own = deployment.labels
+        signature = rules.signature(own)
+        try:
+            rule = seen[signature]
+        except KeyError:
+            rule = seen[signature] = rule_for(ns, own)
+        if rule is not None:
+            managed.add(app)
+        live = None
+        names = simple.get(app)
+        if names is not None:
+            live = names.get(color_name)
+        else:
+            services = by_app.get(app)
+            if other:
+                services = services + other if services else other
+            if services:
+                items = labels.items()
+                for service in services:
+                    if service.selector.items() <= items:
+                        live = service.name
+                        break
+        color = Color(deployment, rule, live, color_name)
+        group = groups.get(app)
+        if group is None:
+            groups[app] = [color]
+        else:
+            group.append(color)
+    return [(app, colors) for app, colors in groups.items() if app in managed]
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """An app's colors assessed: the rule whose knobs it follows, why nothing is done for it (a
+    blocked app), and its retired colors the cleanup rules may act on (none when blocked)."""
+
+    rule: Rule
+    blocked: BlockReason | None
+    message: str
+    retired: list[Color]
+
+
+def assess_app(
+    cycle: Cycle, namespace: Namespace, app: str, colors: list[Color], warnings: list[str]
+) -> Assessment:
+    """Each color's state, note and stamps; `colors` are updated in place."""
+    now = cycle.now
+    newest_live: datetime | None = None
+    blocked: BlockReason | None = None
+    blocked_by = ""
+    # The app's knobs: the newest live color's rule, else the newest managed color's.
+    live_rule: Color | None = None
+    any_rule: Color | None = None
+    for color in colors:
+        deployment = color.deployment
+        created = deployment.created_at
+        if color.rule is not None and (
+            any_rule is None or created > any_rule.deployment.created_at
+        ):
+            any_rule = color
+        if color.live is not None:
+            if newest_live is None or created > newest_live:
+                newest_live = created
+            if color.rule is not None and (
+                live_rule is None or created > live_rule.deployment.created_at
+            ):
+                live_rule = color
+            if blocked is None and not deployment.available:
+                blocked = BlockReason.LIVE_NOT_AVAILABLE
+                blocked_by = deployment.name
+    owner = live_rule or any_rule
+    assert owner is not None and owner.rule is not None
+    rule = owner.rule
+    knobs = rule.knobs
+    if newest_live is None:
+        blocked = BlockReason.NO_LIVE_COLOR
+        message = "blocked: no Service selects any color; old colors may be needed for a rollback"
+    elif blocked is not None:
+        message = f"blocked: live color {blocked_by} is not Available"
+    else:
+        message = ""
+
+    connections = namespace.connections
+    abandoned_after = knobs.abandoned_after
+    evaluate = blocked is None
+    retired: list[Color] = []
+    for color in colors:
+        deployment = color.deployment
+        annotations = deployment.annotations
+        raw = connections.get((app, color.color))
+        color.connections = (
+            NO_SERIES if raw is None else effective_connections(raw, deployment.ready_replicas)
+        )
+        if color.live is not None:
+            color.state = State.LIVE
+            color.note = _NOTE_LIVE + color.live
+            if (
+                evaluate
+                and color.rule is not None
+                # Stamped live and nothing of a retirement left: the steady case, nothing to do.
+                and (LIVE_AT not in annotations or any(k in annotations for k in _RETIREMENT))
+            ):
+                _plan_live(cycle, color, annotations)
+            continue
+        abandoned = False
+        if (
+            LIVE_AT not in annotations
+            and (newest_live is None or deployment.created_at >= newest_live)
+            and (RETIRED_AT not in annotations or not _retired_by_stamp(cycle, annotations))
+        ):
+            if not evaluate or color.rule is None or abandoned_after is None:
+                color.state = State.PENDING
+                color.note = _NOTE_PENDING
+                continue
+            abandoned_at = later(deployment.created_at, abandoned_after)
+            if now < abandoned_at:
+                cycle.crossing(abandoned_at)
+                color.state = State.PENDING
+                color.note = _NOTE_PENDING
+                continue
+            abandoned = True
+        stamp = annotations.get(RETIRED_AT)
+        retired_at = None if stamp is None else parse_stamp(stamp)
+        if color.rule is None:
+            color.note = _NOTE_UNMANAGED
+            color.retired_at = retired_at
+            continue
+        if retired_at is None:
+            _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
+        else:
+            color.retired_at = retired_at
+        if _GUARDS.intersection(annotations):
+            _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+        disrupted = annotations.get(DISRUPTED_AT)
+        if (
+            disrupted is not None
+            and evaluate
+            and not all(parse_stamp(t) is not None for t in disrupted.split() or [disrupted])
+        ):
+            # Counted as a disruption now (the budget's conservative side), and re-stamped so
+            # its window starts once, not again every cycle.
+            warnings.append(
+                f"{deployment.namespace}/{deployment.name}: {DISRUPTED_AT} {disrupted!r} is not "
+                "an RFC 3339 time; counted as a disruption now and re-stamped"
+            )
+            color.change(
+                DISRUPTED_AT,
+                cycle.stamp,
+                Reason.MALFORMED_ANNOTATION,
+                REASONS[Reason.MALFORMED_ANNOTATION].words,
+            )
+        if (
+            deployment.replicas > 0
+            and ORIGINAL_REPLICAS in annotations
+            and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
+        ):
+            annotations = _scaled_back_up(cycle, color, annotations, knobs)
+        if not evaluate:
+            color.state = State.PROTECTED if color.protected else State.RETIRED
+            color.note = f"{message}; not evaluated"
+            if deployment.replicas > 0 and DRAINED_SINCE in annotations:
+                # Blocked or not, every sample counts: a drain is continuous or it is not one.
+                _reset_drain(color, knobs)
+            continue
+        if deployment.replicas == 0:
+            # Scaled down: nothing to evaluate.
+            if color.protected:
+                color.state = State.PROTECTED
+                color.note = color.guard
+            else:
+                color.state = State.SCALED_DOWN
+                color.note = _NOTE_SCALED_DOWN
+            if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
+                # Scaled down by hand (rainbowd's own scale-downs are recognised by
+                # original-replicas when scaled back up): a later scale-up starts a new drain.
+                color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
+        else:
+            _evaluate_retired(cycle, color, knobs, annotations, warnings)
+        retired.append(color)
+
+    return Assessment(rule, blocked, message, retired)
+
+
+def _retired_by_stamp(cycle: Cycle, annotations: Mapping[str, str]) -> bool:
+    """Whether the retired-at stamp of a color that would otherwise be pending retires it: only
+    a time already past does. A pending color is a rollout in progress; a garbled or future
+    stamp must not make it a candidate for scaling down."""
+    at = parse_stamp(annotations[RETIRED_AT])
+    if at is None:
+        return False
+    if at > cycle.now:
+        cycle.crossing(at)
+        return False
+    return True
+
+
+def _plan_live(cycle: Cycle, color: Color, annotations: Mapping[str, str]) -> None:
+    again = any(key in annotations for key in _RETIREMENT)
+    if LIVE_AT not in annotations:
+        reason = Reason.LIVE_AGAIN if again else Reason.OBSERVED_LIVE
+        color.change(LIVE_AT, cycle.stamp, reason, REASONS[reason].words)
+    if again:
+        for key in _RETIREMENT:
+            if key in annotations:
+                color.change(key, None, Reason.LIVE_AGAIN, REASONS[Reason.LIVE_AGAIN].words)
+
+
+_GUARDS = frozenset({PROTECT, HOLD_UNTIL, SCALED_UP_AT})
+
+
+def _guard(
+    cycle: Cycle,
+    color: Color,
+    annotations: Mapping[str, str],
+    knobs: Knobs,
+    warnings: list[str],
+    *,
+    stamp_it: bool,
+) -> None:
+    """Protection by annotation: protect, a hold, the grace after a scale-up. Any doubt about a
+    value protects: a typo must never get a color scaled down that someone meant to keep."""
+    where = f"{color.deployment.namespace}/{color.deployment.name}"
+    guards: list[str] = []
+    protect = annotations.get(PROTECT)
+    if protect is not None:
+        word = protect.strip().lower()
+        if word not in _FALSE_WORDS:
+            guards.append(_NOTE_PROTECTED)
+            if word not in _TRUE_WORDS:
+                warnings.append(
+                    f"{where}: {PROTECT} {protect!r} is not a spelling of true or false; "
+                    "treated as protected"
+                )
+    hold = annotations.get(HOLD_UNTIL)
+    if hold is not None:
+        until = parse_stamp(hold)
+        reason = annotations.get(HOLD_REASON, "").strip()
+        why = f": {' '.join(reason.split())}" if reason else ""
+        if until is None:
+            guards.append(f"held ({HOLD_UNTIL} {hold!r} is not an RFC 3339 time){why}")
+            warnings.append(
+                f"{where}: {HOLD_UNTIL} {hold!r} is not an RFC 3339 time; held until it is fixed"
+            )
+        elif cycle.now < until:
+            cycle.crossing(until)
+            guards.append(f"held until {format_time(until)} ({HOLD_UNTIL}){why}")
+    scaled_up = annotations.get(SCALED_UP_AT)
+    if scaled_up is not None:
+        at = parse_stamp(scaled_up)
+        if at is None:
+            warnings.append(
+                f"{where}: {SCALED_UP_AT} {scaled_up!r} is not an RFC 3339 time; treated as now"
+                f"{' and re-stamped' if stamp_it else ''}"
+            )
+            at = cycle.stamp_at
+            if stamp_it:
+                color.change(
+                    SCALED_UP_AT,
+                    cycle.stamp,
+                    Reason.MALFORMED_ANNOTATION,
+                    REASONS[Reason.MALFORMED_ANNOTATION].words,
+                )
+            else:
+                cycle.crossing(cycle.stamp_at + SECOND)
+        grace_ends = later(at, knobs.scale_up_grace)
+        if cycle.now < grace_ends:
+            cycle.crossing(grace_ends)
+            guards.append(
+                f"scaled back up at {format_time(at)}: held for scaleUpGrace "
+                f"{compact_duration(knobs.scale_up_grace)}"
+            )
+    if guards:
+        color.protected = True
+        color.guard = "; ".join(guards)
+
+
+def _scaled_back_up(
+    cycle: Cycle, color: Color, annotations: Mapping[str, str], knobs: Knobs
+) -> Mapping[str, str]:
+    """A color rainbowd scaled to 0 (it wrote original-replicas) has replicas again: someone is
+    rolling back to it. Whatever was observed at 0 replicas says nothing about the users the
+    new pods will hold, so the drain starts over, and no rule acts during the grace period.
+    The annotations as they will read once this cycle's changes are written."""
+    why = REASONS[Reason.SCALED_UP].words
+    cleared = (DRAINED_SINCE, ORIGINAL_REPLICAS, SCALE_DOWN_GENERATION)
+    for key in cleared:
+        if key in annotations:
+            color.change(key, None, Reason.SCALED_UP, why)
+    color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
+    guard = (
+        f"scaled back up from 0 to {color.deployment.replicas}: a new drain starts; held for "
+        f"scaleUpGrace {compact_duration(knobs.scale_up_grace)}"
+    )
+    if knobs.scale_up_grace > timedelta(0):
+        cycle.crossing(later(cycle.stamp_at, knobs.scale_up_grace))
+        color.protected = True
+        color.guard = f"{color.guard}; {guard}" if color.guard else guard
+    after = {k: v for k, v in annotations.items() if k not in cleared}
+    after[SCALED_UP_AT] = cycle.stamp
+    return after
+
+
+def _reset_drain(color: Color, knobs: Knobs) -> None:
+    """Clears drained-since on a sample above the floor or unknown (the app may be blocked)."""
+    value = color.connections.value
+    if value is None:
+        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+    elif value > knobs.connection_floor:
+        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
+
+
+def _retired_now(
+    cycle: Cycle,
+    color: Color,
+    stamp: str | None,
+    abandoned: bool,
+    warnings: list[str],
+    *,
+    stamp_it: bool,
+) -> None:
+    """A managed retired color whose retired-at `stamp` is missing or unparsable: retired now."""
+    if stamp is None:
+        color.retired_at = cycle.stamp_at
+        if stamp_it:
+            reason = Reason.ABANDONED if abandoned else Reason.OBSERVED_RETIRED
+            color.change(RETIRED_AT, cycle.stamp, reason, REASONS[reason].words)
+        else:
+            cycle.crossing(cycle.stamp_at + SECOND)  # "now", to the second, is shown
+        return
+    # Never "long ago": a typo must not get a color holding connections scaled down early.
+    color.retired_at = cycle.stamp_at
+    cycle.crossing(cycle.stamp_at + SECOND)
+    deployment = color.deployment
+    warnings.append(
+        f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC 3339 "
+        f"time; treated as now{' and re-stamped' if stamp_it else ''}"
+    )
+    if stamp_it:
+        color.change(
+            RETIRED_AT,
+            cycle.stamp,
+            Reason.MALFORMED_ANNOTATION,
+            REASONS[Reason.MALFORMED_ANNOTATION].words,
+        )
+
+
+def _evaluate_retired(
+    cycle: Cycle,
+    color: Color,
+    knobs: Knobs,
+    annotations: Mapping[str, str],
+    warnings: list[str],
+) -> None:
+    """State and drain bookkeeping of a retired color with replicas, of an app not blocked."""
+    deployment = color.deployment
+    max_age = knobs.max_retired_age
+    if max_age is not None and not color.protected:
+        assert color.retired_at is not None
+        overdue_at = later(color.retired_at, max_age)
+        if overdue_at >= cycle.now:  # not overdue yet, but any later instant would be
+            cycle.crossing(overdue_at)
+    connections = color.connections
+    assert connections is not None
+    value = connections.value
+    floor = knobs.connection_floor
+    drained_stamp = annotations.get(DRAINED_SINCE)
+    if value is None:
+        color.state = State.UNKNOWN_CONNECTIONS
+        color.disruptive = True
+        note = f"connections unknown ({connections.cause}): not evaluated for drain"
+        if drained_stamp is not None:
+            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+    elif value > floor:
+        color.state = State.DRAINING
+        color.disruptive = True
+        note = f"draining: {format_count(value)} connections > floor {floor}"
+        if drained_stamp is not None:
+            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
+    else:
+        drained_since = None if drained_stamp is None else parse_stamp(drained_stamp)
+        if drained_since is None:
+            if drained_stamp is not None:
+                warnings.append(
+                    f"{deployment.namespace}/{deployment.name}: {DRAINED_SINCE} "
+                    f"{drained_stamp!r} is not an RFC 3339 time; the drain starts now"
+                )
+            drained_since = cycle.stamp_at
+            color.change(
+                DRAINED_SINCE,
+                cycle.stamp,
+                Reason.DRAIN_STARTED,
+                REASONS[Reason.DRAIN_STARTED].words,
+            )
+        color.drained_since = drained_since
+        assert color.retired_at is not None
+        now = cycle.now
+        held_for = now - drained_since
+        retired_for = now - color.retired_at
+        if held_for < knobs.drain_hold:
+            cycle.crossing(later(drained_since, knobs.drain_hold))
+            cycle.shown(drained_since)
+            color.state = State.DRAINING
+            note = (
+                f"draining: {format_count(value)} <= floor {floor} for "
+                f"{compact_duration(held_for)} of drainHold {compact_duration(knobs.drain_hold)}"
+            )
+        elif retired_for < knobs.min_retired_age:
+            cycle.crossing(later(color.retired_at, knobs.min_retired_age))
+            cycle.shown(color.retired_at)
+            color.state = State.DRAINING
+            note = (
+                f"draining: drained, but retired for {compact_duration(retired_for)} of "
+                f"minRetiredAge {compact_duration(knobs.min_retired_age)}"
+            )
+        else:
+            cycle.shown(drained_since)
+            color.state = State.DRAINED
+            note = (
+                f"drained: {format_count(value)} <= floor {floor} for {compact_duration(held_for)}"
+            )
+            if not color.protected:
+                color.cleanup = Reason.DRAINED
+                color.why = note
+    if color.protected:
+        color.state = State.PROTECTED
+        note = f"{color.guard}; {note}"
+    color.note = note

@@ -1,0 +1,267 @@
+"""`Planner`: `plan()` for a controller's loop, reusing each app's plan of the previous cycle while
+nothing it was computed from has changed and its `valid_until` has not passed."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    NO_SERIES,
+    AppPlan,
+    ColorPlan,
+    Connections,
+    Deployment,
+    Namespace,
+    Plan,
+    Service,
+    Snapshot,
+    State,
+)
+from rainbowd.core.planner.assess import Color, effective_connections, group
+from rainbowd.core.planner.cycle import Cycle, RuleMatcher, aware
+from rainbowd.core.planner.planning import plan_app, whole_plan
+from rainbowd.core.policy import Policy, Rule
+
+_Member = tuple[Deployment, Rule | None, str | None, str]  # deployment, rule, live Service, color
+
+
+class _AppMemo:
+    """One app's plan of the last cycle and everything it was computed from."""
+
+    __slots__ = (
+        "app",
+        "keys",
+        "members",
+        "plan",
+        "positions",
+        "raw",
+        "reusable",
+        "shown_only",
+        "valid_until",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        app: str,
+        members: tuple[_Member, ...],
+        keys: tuple[tuple[str, str], ...],
+        raw: tuple[Connections | None, ...],
+        plan: AppPlan,
+        warnings: tuple[str, ...],
+        valid_until: datetime,
+        *,
+        reusable: bool,
+    ) -> None:
+        self.app = app
+        self.members = members  # in the order the namespace lists the Deployments
+        self.keys = keys  # each member's (app, color), the connections key
+        self.raw = raw  # the connections each color read, None for no series
+        self.plan = plan
+        self.warnings = warnings
+        self.valid_until = valid_until
+        # An app with actions changes once they are applied; one without stays as it is.
+        self.reusable = reusable
+        # Computed when first needed: each member's index in plan.colors, and whether the plan
+        # only shows its connections (live and pending colors, unmanaged ones, all colors of a
+        # blocked app), so that new connections there patch the plan instead of replanning it.
+        self.positions: tuple[int, ...] | None = None
+        self.shown_only: tuple[bool, ...] = ()
+
+    def reuse(
+        self, now: datetime, connections: Mapping[tuple[str, str], Connections]
+    ) -> _AppMemo | None:
+        """This memo (or one with new connections shown) if the plan still holds, else None."""
+        if not self.reusable or now >= self.valid_until:
+            return None
+        raw = self.raw
+        get = connections.get
+        # The common case in one comparison: every color's connections equal to last cycle's.
+        new_raw = tuple(map(get, self.keys))
+        if new_raw == raw:
+            return self
+        if self.positions is None:
+            plan = self.plan
+            index = {color.name: i for i, color in enumerate(plan.colors)}
+            self.positions = tuple([index[member[0].name] for member in self.members])
+            blocked = plan.blocked is not None
+            self.shown_only = tuple(
+                [
+                    # A blocked app's connections still reset a drain in progress.
+                    (blocked and DRAINED_SINCE not in member[0].annotations)
+                    or color.rule is None
+                    or color.state in _SHOWN_ONLY
+                    for color, member in zip(
+                        [plan.colors[i] for i in self.positions], self.members, strict=True
+                    )
+                ]
+            )
+        positions = self.positions
+        shown_only = self.shown_only
+        colors: list[ColorPlan] | None = None
+        for i, after in enumerate(new_raw):
+            before = raw[i]
+            if after is before or (
+                after is not None
+                and before is not None
+                and after.__class__ is before.__class__
+                and after.value == before.value
+                and after.series == before.series
+                and after.cause == before.cause
+            ):
+                continue
+            if not shown_only[i]:
+                return None
+            if colors is None:
+                colors = list(self.plan.colors)
+            ready = self.members[i][0].ready_replicas
+            shown = NO_SERIES if after is None else effective_connections(after, ready)
+            old = colors[positions[i]]
+            colors[positions[i]] = old._replace(connections=shown)
+        if colors is None:
+            return self  # equal, if not identical, to what was planned on
+        patched = _AppMemo(
+            self.app,
+            self.members,
+            self.keys,
+            new_raw,
+            self.plan._replace(colors=tuple(colors)),
+            self.warnings,
+            self.valid_until,
+            reusable=True,
+        )
+        patched.positions = positions
+        patched.shown_only = shown_only
+        return patched
+
+
+_SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
+
+
+class _NamespaceMemo:
+    __slots__ = ("apps", "deployments", "name", "services")
+
+    def __init__(
+        self,
+        name: str,
+        deployments: tuple[Deployment, ...],
+        services: tuple[Service, ...],
+        apps: list[_AppMemo],
+    ) -> None:
+        self.name = name
+        self.deployments = deployments
+        self.services = services
+        self.apps = apps  # the managed apps, in the order plan() visits them
+
+
+def _same_objects(before: Sequence[object], after: Sequence[object]) -> bool:
+    return before is after or (len(before) == len(after) and all(map(operator.is_, before, after)))
+
+
+class Planner:
+    """`plan()` for a controller's loop: reuses each app's plan of the previous cycle while
+    nothing it was computed from has changed, and returns exactly what `plan()` would.
+
+    An app's plan is reused when the policy is the same object, the app's Deployments are the
+    same objects (the watch cache rebuilds one only when it changes), the namespace's Services
+    are equal, the app's connections are equal, the plan had no actions, and `now` is still
+    before the next instant at which time alone would change the plan. Not thread-safe: one
+    Planner per loop.
+    """
+
+    def __init__(self) -> None:
+        self._policy: Policy | None = None
+        self._rules: RuleMatcher | None = None
+        self._now: datetime | None = None
+        self._namespaces: dict[str, _NamespaceMemo] = {}
+
+    def plan(self, snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
+        """Decide this cycle's actions for every managed app of the snapshot, as `plan()`."""
+        now = aware(now)
+        if policy is not self._policy or self._rules is None:
+            self._policy = policy
+            self._rules = RuleMatcher(policy)
+            self._namespaces = {}
+        elif self._now is not None and now < self._now:
+            # Thresholds were computed looking forward: a clock stepping back voids them.
+            self._namespaces = {}
+        self._now = now
+        cycle = Cycle(policy, now, snapshot)
+        cycle.rules = self._rules
+        apps: list[AppPlan] = []
+        warnings: list[str] = []
+        before = self._namespaces
+        after: dict[str, _NamespaceMemo] = {}
+        for key, namespace in snapshot.namespaces.items():
+            after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
+        self._namespaces = after
+        return whole_plan(policy, now, apps, warnings)
+
+
+def _replan_namespace(
+    cycle: Cycle,
+    namespace: Namespace,
+    memo: _NamespaceMemo | None,
+    apps: list[AppPlan],
+    warnings: list[str],
+) -> _NamespaceMemo:
+    now = cycle.now
+    connections = namespace.connections
+    deployments = namespace.deployments
+    services = namespace.services
+    if memo is not None and memo.name != namespace.name:
+        memo = None
+    same_services = memo is not None and (
+        _same_objects(memo.services, services) or tuple(memo.services) == tuple(services)
+    )
+    entries: list[_AppMemo] = []
+    if memo is not None and same_services and _same_objects(memo.deployments, deployments):
+        # Same Deployments, same Services: same apps, colors, rules and live colors.
+        for memo_entry in memo.apps:
+            entry = memo_entry.reuse(now, connections)
+            if entry is None:
+                colors = [Color(*member) for member in memo_entry.members]
+                entry = _plan_entry(cycle, namespace, memo_entry.app, colors)
+            entries.append(entry)
+    else:
+        previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
+        for app, colors in group(cycle, namespace):
+            before = previous.get(app)
+            entry = None
+            if (
+                before is not None
+                and len(before.members) == len(colors)
+                and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
+            ):
+                entry = before.reuse(now, connections)
+            if entry is None:
+                entry = _plan_entry(cycle, namespace, app, colors)
+            entries.append(entry)
+    for entry in entries:
+        apps.append(entry.plan)
+        if entry.warnings:
+            warnings.extend(entry.warnings)
+    return _NamespaceMemo(namespace.name, deployments, services, entries)
+
+
+def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> _AppMemo:
+    # Read before planning: plan_app reorders the colors.
+    members = tuple([(c.deployment, c.rule, c.live, c.color) for c in colors])
+    keys = tuple([(app, c.color) for c in colors])
+    raw = tuple(map(namespace.connections.get, keys))
+    planned = plan_app(cycle, namespace, app, colors)
+    # An app with actions changes once they are applied; one without stays as it is.
+    reusable = not planned.on_others and not any(c.actions for c in planned.plan.colors)
+    return _AppMemo(
+        app,
+        members,
+        keys,
+        raw,
+        planned.plan,
+        planned.warnings,
+        planned.valid_until,
+        reusable=reusable,
+    )

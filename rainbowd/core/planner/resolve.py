@@ -1,0 +1,154 @@
+"""Resolve: the cleanup rules in order, then what overrides them. Precedence: a protected or held
+color is never a candidate (the rules skip it); a forced scale-down of users is allowed only while
+the disruption budget (`Disruptions`, per app and cluster-wide) lasts; a Deployment recording a
+disruption is kept while it counts; paused holds every cleanup. docs/design.md "What the planner
+decides" is the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rainbowd.core.model import ActionKind, Deployment, Reason
+from rainbowd.core.objects import format_time
+from rainbowd.core.planner.assess import Color
+from rainbowd.core.planner.cycle import Cycle, later, recent_disruptions
+from rainbowd.core.planner.rules import (
+    delete_recorded,
+    keep_scaled_down,
+    max_colors,
+    max_retired_age,
+)
+from rainbowd.core.policy import Budget, CleanupAction, Knobs
+from rainbowd.core.reporting import format_count
+
+
+def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], knobs: Knobs) -> None:
+    """The cleanup rules of an app not blocked, in order, then the budget's records and paused."""
+    kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
+    for color in retired:
+        if color.cleanup is not None:  # drained
+            color.kind = kind
+    force = Disruptions(cycle, colors, knobs, kind).force
+    max_retired_age(cycle, retired, knobs, force)
+    max_colors(colors, retired, knobs, force)
+    budget = knobs.max_disruptions
+    if knobs.action is CleanupAction.SCALE_THEN_DELETE:
+        keep_scaled_down(retired, knobs.keep_scaled_down)
+    elif knobs.action is CleanupAction.DELETE:
+        delete_recorded(cycle, retired, budget)
+    keep_disruption_records(cycle, retired, budget)
+    if cycle.paused:
+        hold_paused(retired)
+
+
+class Disruptions:
+    """maxDisruptions for one app this cycle: a forced scale-down of a color still holding users
+    (or whose connections are unknown) spends one from the app's budget and the cluster-wide one,
+    or is held when either is spent. The app's is counted when first needed: most apps never
+    force anything."""
+
+    __slots__ = ("_app_left", "_budget", "_colors", "_cycle", "_floor_words", "_kind")
+
+    def __init__(self, cycle: Cycle, colors: list[Color], knobs: Knobs, kind: ActionKind) -> None:
+        self._cycle = cycle
+        self._colors = colors
+        self._budget = knobs.max_disruptions
+        self._kind = kind
+        self._floor_words = f"floor {knobs.connection_floor}"
+        self._app_left: int | None = None
+
+    def force(self, color: Color, reason: Reason, why: str) -> None:
+        """Scale `color` down (or delete it) for `reason`, if the budget allows."""
+        cycle = self._cycle
+        budget = self._budget
+        # Paused, nothing is done: no budget is spent (hold_paused holds it all).
+        if color.disruptive and not cycle.paused:
+            app_left = self._app_left
+            if app_left is None:
+                recent = recent_disruptions(cycle.now, [c.deployment for c in self._colors], budget)
+                for at in recent:
+                    cycle.crossing(later(at, budget.per))
+                app_left = budget.count - len(recent)
+            cluster_left = cycle.cluster_budget_left()
+            spent = None
+            if app_left <= 0:
+                spent = f"maxDisruptions ({budget}) is spent for this app"
+            elif cluster_left is not None and cluster_left <= 0:
+                spent = f"the cluster-wide maxDisruptions ({cycle.cluster_budget}) is spent"
+                cycle.cluster_held = True
+            if spent is not None:
+                self._app_left = app_left
+                color.held = reason
+                color.note = f"{color.note}; held: {why}, but {spent}"
+                return
+            self._app_left = app_left - 1
+            if cluster_left is not None:
+                cycle.cluster_left = cluster_left - 1
+            color.disrupted = _disruption_record(cycle, color.deployment, budget)
+            value = color.connections.value if color.connections is not None else None
+            if value is None:
+                why = f"{why} (connections unknown)"
+            else:
+                why = f"{why} (still holds {format_count(value)} connections > {self._floor_words})"
+        color.cleanup = reason
+        color.kind = self._kind
+        color.why = why
+        color.note = f"{color.note}; forced: {why}"
+
+
+def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
+    """When `deployment`'s disrupted-at stamp stops counting, if it still counts now."""
+    recent = recent_disruptions(now, (deployment,), budget)
+    return later(max(recent), budget.per) if recent else None
+
+
+def _disruption_record(cycle: Cycle, deployment: Deployment, budget: Budget) -> str:
+    """The disrupted-at value after one more disruption now: the times still counting, then
+    now."""
+    kept = [format_time(at) for at in recent_disruptions(cycle.now, (deployment,), budget)]
+    return " ".join([*kept, cycle.stamp])
+
+
+def keep_disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> None:
+    """A Deployment is the record of its disruption: never deleted while that still counts.
+
+    A forced scale-down records itself on the color it scales (atomically, in the same write),
+    so the budget survives restarts; deleting the color would forget it. A color due for
+    deletion with replicas is scaled down instead, one at 0 waits for the window to pass.
+    """
+    for color in retired:
+        if color.kind is not ActionKind.DELETE:
+            continue
+        deployment = color.deployment
+        ends = (
+            later(cycle.now, budget.per)
+            if color.disrupted
+            else _record_ends(cycle.now, deployment, budget)
+        )
+        if ends is None:
+            continue
+        cycle.crossing(ends)
+        if deployment.replicas > 0:
+            color.kind = ActionKind.SCALE
+            color.why = (
+                f"{color.why}; scaled down first, deleted once maxDisruptions.per has passed"
+            )
+        else:
+            color.cleanup = None
+            color.kind = None
+            color.note = (
+                f"{color.note}; kept until {format_time(ends)}: it records a disruption "
+                "counted by maxDisruptions"
+            )
+
+
+def hold_paused(retired: list[Color]) -> None:
+    """Paused: every cleanup decided is held, and the note says what would have been done."""
+    for color in retired:
+        if color.cleanup is not None and color.kind is not None:
+            verb = "scale to 0" if color.kind is ActionKind.SCALE else "delete"
+            color.held = color.cleanup
+            color.note = f"paused: would {verb} ({color.cleanup}); {color.note}"
+            color.cleanup = None
+            color.kind = None

@@ -1,0 +1,171 @@
+"""Table tests of the cleanup rules (rainbowd/core/planner/rules.py), one function each, called
+directly: which colors a rule marks, with which reason and words, and which it leaves alone.
+
+The whole planner (rules in order, the budget, paused) is tested through `plan()` in
+test_planner.py; these pin each rule on its own, as docs/design.md "Adding a rule" asks of a new
+one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+
+from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
+from rainbowd.core.planner.assess import Color
+from rainbowd.core.planner.cycle import Cycle
+from rainbowd.core.planner.rules import (
+    delete_recorded,
+    keep_scaled_down,
+    max_colors,
+    max_retired_age,
+)
+from rainbowd.core.policy import Budget, Knobs, Policy
+from tests.unit.strategies import NOW, H, ago, deployment, rule, snapshot, stamp
+
+
+@dataclass
+class Spec:
+    """A retired color as the rules see it once assessed."""
+
+    name: str
+    retired: timedelta  # how long ago
+    replicas: int = 2
+    protected: bool = False
+    cleanup: Reason | None = None  # already decided (drained)
+    kind: ActionKind | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def _colors(specs: list[Spec]) -> list[Color]:
+    colors = []
+    for i, spec in enumerate(specs):
+        d = deployment(
+            spec.name,
+            created=ago(spec.retired + (i + 1) * H),
+            replicas=spec.replicas,
+            annotations=spec.annotations,
+        )
+        color = Color(d, rule(), None, spec.name)
+        color.retired_at = ago(spec.retired)
+        color.protected = spec.protected
+        color.cleanup = spec.cleanup
+        color.kind = spec.kind
+        colors.append(color)
+    return colors
+
+
+class Forced:
+    """A `force` that allows everything, recording what was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, Reason, str]] = []
+
+    def __call__(self, color: Color, reason: Reason, why: str) -> None:
+        self.asked.append((color.color, reason, why))
+        color.cleanup = reason
+        color.kind = ActionKind.SCALE
+
+
+def _cycle() -> Cycle:
+    return Cycle(Policy(rules=(rule(),)), NOW, snapshot([]))
+
+
+@pytest.mark.parametrize(
+    ("specs", "max_age", "forced"),
+    [
+        # Oldest first; a protected one, one at 0 replicas, one already drained are not asked.
+        (
+            [Spec("a", 100 * H), Spec("b", 80 * H), Spec("c", 10 * H)],
+            72 * H,
+            [
+                ("a", "retired for 4d4h > maxRetiredAge 3d"),
+                ("b", "retired for 3d8h > maxRetiredAge 3d"),
+            ],
+        ),
+        ([Spec("a", 100 * H, protected=True)], 72 * H, []),
+        ([Spec("a", 100 * H, replicas=0)], 72 * H, []),
+        ([Spec("a", 100 * H, cleanup=Reason.DRAINED)], 72 * H, []),
+        ([Spec("a", 100 * H)], None, []),
+        ([Spec("a", 72 * H)], 72 * H, []),  # not longer than maxRetiredAge yet
+    ],
+)
+def test_max_retired_age(
+    specs: list[Spec], max_age: timedelta | None, forced: list[tuple[str, str]]
+) -> None:
+    force = Forced()
+    colors = _colors(specs)
+    max_retired_age(_cycle(), colors, Knobs(max_retired_age=max_age), force)
+    assert force.asked == [(c, Reason.MAX_RETIRED_AGE, why) for c, why in forced]
+
+
+@pytest.mark.parametrize(
+    ("specs", "limit", "forced"),
+    [
+        # Three running with the live color (not retired, counted): two over maxColors 2.
+        ([Spec("a", 10 * H), Spec("b", 5 * H), Spec("c", 1 * H)], 2, ["a", "b"]),
+        ([Spec("a", 10 * H), Spec("b", 5 * H)], 3, []),
+        # Protected colors count but are never asked; the next oldest is.
+        ([Spec("a", 10 * H, protected=True), Spec("b", 5 * H)], 2, ["b"]),
+        # At 0 replicas a color does not count; a drained one is already going.
+        ([Spec("a", 10 * H, replicas=0), Spec("b", 5 * H, cleanup=Reason.DRAINED)], 1, []),
+        ([Spec("a", 10 * H)], None, []),
+    ],
+)
+def test_max_colors(specs: list[Spec], limit: int | None, forced: list[str]) -> None:
+    force = Forced()
+    retired = _colors(specs)
+    live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
+    max_colors([live, *retired], retired, Knobs(max_colors=limit), force)
+    assert [c for c, _, _ in force.asked] == forced
+    assert all(reason is Reason.MAX_COLORS for _, reason, _ in force.asked)
+
+
+@pytest.mark.parametrize(
+    ("specs", "keep", "deleted"),
+    [
+        # Newest kept (by creation), the rest deleted.
+        ([Spec("a", 30 * H, replicas=0), Spec("b", 20 * H, replicas=0)], 1, {"a"}),
+        ([Spec("a", 30 * H, replicas=0), Spec("b", 20 * H, replicas=0)], 2, set()),
+        # Scaled down this cycle counts as scaled down; protected ones do not count.
+        (
+            [
+                Spec("a", 30 * H, replicas=0, protected=True),
+                Spec("b", 20 * H, replicas=0),
+                Spec("c", 10 * H, cleanup=Reason.DRAINED, kind=ActionKind.SCALE),
+            ],
+            1,
+            {"b"},
+        ),
+        ([Spec("a", 30 * H, replicas=0)], 0, {"a"}),
+    ],
+)
+def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> None:
+    colors = _colors(specs)
+    keep_scaled_down(colors, keep)
+    assert {c.color for c in colors if c.kind is ActionKind.DELETE} == deleted
+    for color in colors:
+        if color.color in deleted and specs[colors.index(color)].cleanup is None:
+            assert color.cleanup is Reason.KEEP_SCALED_DOWN
+            assert color.why == f"scaled down, beyond the newest keepScaledDown {keep}"
+
+
+@pytest.mark.parametrize(
+    ("specs", "deleted"),
+    [
+        ([Spec("a", 30 * H, replicas=0, annotations={DISRUPTED_AT: stamp(20 * H)})], {"a"}),
+        ([Spec("a", 30 * H, replicas=0)], set()),  # scaled down without a disruption
+        ([Spec("a", 30 * H, annotations={DISRUPTED_AT: stamp(20 * H)})], set()),  # replicas
+        (
+            [Spec("a", 30 * H, replicas=0, protected=True, annotations={DISRUPTED_AT: stamp(H)})],
+            set(),
+        ),
+    ],
+)
+def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
+    colors = _colors(specs)
+    delete_recorded(_cycle(), colors, Budget(1, timedelta(minutes=10)))
+    assert {c.color for c in colors if c.kind is ActionKind.DELETE} == deleted
+    assert all(c.cleanup is Reason.DISRUPTION_RECORDED for c in colors if c.color in deleted)

@@ -12,6 +12,7 @@ from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Cycle
 from rainbowd.core.planner.resolve import Disruptions, hold_paused, keep_disruption_records
+from rainbowd.core.planner.rules import Due
 from rainbowd.core.policy import Budget, Knobs, Policy
 from tests.unit.strategies import NOW, H, M, ago, conns, deployment, rule, snapshot, stamp
 
@@ -50,9 +51,9 @@ def test_the_budget_spends_or_holds(
     old = _color("old", replicas=0, **recorded)
     colors = [old, _color("a"), _color("b")]
     knobs = Knobs(max_disruptions=Budget(count, timedelta(hours=1)))
-    force = Disruptions(cycle, colors, knobs, ActionKind.SCALE).force
+    disruptions = Disruptions(cycle, colors, knobs, ActionKind.SCALE)
     for color in colors[1:]:
-        force(color, Reason.MAX_COLORS, "3 colors with replicas > maxColors 1")
+        disruptions.grant(Due(color, Reason.MAX_COLORS, "3 colors with replicas > maxColors 1"))
     got = ["forced" if c.cleanup is Reason.MAX_COLORS else "held" for c in colors[1:]]
     assert got == expected
     for color in colors[1:]:
@@ -68,7 +69,7 @@ def test_a_drained_color_spends_nothing() -> None:
     cycle = _cycle()
     color = _color("a", users=0)
     knobs = Knobs(max_disruptions=Budget(0, timedelta(hours=1)))
-    Disruptions(cycle, [color], knobs, ActionKind.SCALE).force(color, Reason.MAX_COLORS, "why")
+    Disruptions(cycle, [color], knobs, ActionKind.SCALE).grant(Due(color, Reason.MAX_COLORS, "why"))
     assert (color.cleanup, color.why, color.disrupted) == (Reason.MAX_COLORS, "why", "")
 
 

@@ -57,18 +57,6 @@ def _colors(specs: list[Spec]) -> list[Color]:
     return colors
 
 
-class Forced:
-    """A `force` that allows everything, recording what was asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, Reason, str]] = []
-
-    def __call__(self, color: Color, reason: Reason, why: str) -> None:
-        self.asked.append((color.color, reason, why))
-        color.cleanup = reason
-        color.kind = ActionKind.SCALE
-
-
 def _cycle() -> Cycle:
     return Cycle(Policy(rules=(rule(),)), NOW, snapshot([]))
 
@@ -95,10 +83,11 @@ def _cycle() -> Cycle:
 def test_max_retired_age(
     specs: list[Spec], max_age: timedelta | None, forced: list[tuple[str, str]]
 ) -> None:
-    force = Forced()
     colors = _colors(specs)
-    max_retired_age(_cycle(), colors, Knobs(max_retired_age=max_age), force)
-    assert force.asked == [(c, Reason.MAX_RETIRED_AGE, why) for c, why in forced]
+    due = list(max_retired_age(_cycle(), colors, Knobs(max_retired_age=max_age)))
+    assert [(d.color.color, d.reason, d.why) for d in due] == [
+        (c, Reason.MAX_RETIRED_AGE, why) for c, why in forced
+    ]
 
 
 @pytest.mark.parametrize(
@@ -115,12 +104,22 @@ def test_max_retired_age(
     ],
 )
 def test_max_colors(specs: list[Spec], limit: int | None, forced: list[str]) -> None:
-    force = Forced()
     retired = _colors(specs)
     live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
-    max_colors([live, *retired], retired, Knobs(max_colors=limit), force)
-    assert [c for c, _, _ in force.asked] == forced
-    assert all(reason is Reason.MAX_COLORS for _, reason, _ in force.asked)
+    asked = []
+    for due in max_colors([live, *retired], retired, Knobs(max_colors=limit)):
+        asked.append(due)
+        due.color.cleanup = due.reason  # granted
+    assert [d.color.color for d in asked] == forced
+    assert all(d.reason is Reason.MAX_COLORS for d in asked)
+
+
+def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
+    retired = _colors([Spec("a", 10 * H), Spec("b", 5 * H), Spec("c", 1 * H)])
+    live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
+    asked = [d.color.color for d in max_colors([live, *retired], retired, Knobs(max_colors=3))]
+    # Nothing granted: four colors keep their replicas, so each is asked for in turn.
+    assert asked == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize(

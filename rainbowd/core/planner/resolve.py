@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rainbowd.core.model import ActionKind, Deployment, Reason
+from rainbowd.core.model import ActionKind, Deployment
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Cycle, later, recent_disruptions
 from rainbowd.core.planner.rules import (
+    Due,
     delete_recorded,
     keep_scaled_down,
     max_colors,
@@ -29,9 +30,11 @@ def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], kno
     for color in retired:
         if color.cleanup is not None:  # drained
             color.kind = kind
-    force = Disruptions(cycle, colors, knobs, kind).force
-    max_retired_age(cycle, retired, knobs, force)
-    max_colors(colors, retired, knobs, force)
+    disruptions = Disruptions(cycle, colors, knobs, kind)
+    # Lazily: each rule runs once the one before it is done, and sees what was granted.
+    for forced in (max_retired_age(cycle, retired, knobs), max_colors(colors, retired, knobs)):
+        for due in forced:
+            disruptions.grant(due)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         keep_scaled_down(retired, knobs.keep_scaled_down)
@@ -58,8 +61,9 @@ class Disruptions:
         self._floor_words = f"floor {knobs.connection_floor}"
         self._app_left: int | None = None
 
-    def force(self, color: Color, reason: Reason, why: str) -> None:
-        """Scale `color` down (or delete it) for `reason`, if the budget allows."""
+    def grant(self, due: Due) -> None:
+        """Scale the color down (or delete it), if the budget allows; else hold it."""
+        color, reason, why = due.color, due.reason, due.why
         cycle = self._cycle
         budget = self._budget
         # Paused, nothing is done: no budget is spent (hold_paused holds it all).

@@ -1,15 +1,18 @@
 """The cleanup rules: one function each, in the order the planner applies them.
 
-A rule marks the colors it scales down or deletes (`Color.cleanup`, the `Reason`; `Color.why`, the
-words of the action). A forced rule (one that may scale down a color still holding users) asks
-`force`, which spends the disruption budget or holds the color (rainbowd/core/planner/resolve.py).
-The drained rule, which a color meets on its own, is decided with its state in assess.py.
+A forced rule (one that may scale down a color still holding users) yields a `Due` per color it
+wants scaled down, in order; resolve.py grants each (spending the disruption budget) or holds it
+before asking for the next, so a rule that counts (maxColors) sees what was granted. The
+bookkeeping rules (keepScaledDown, the delete of a disruption's record) mark colors directly
+(`Color.cleanup`, the `Reason`; `Color.why`, the words of the action). The drained rule, which a
+color meets on its own, is decided with its state in assess.py.
 docs/design.md "What the planner decides" is the spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
@@ -18,13 +21,19 @@ from rainbowd.core.planner.cycle import Cycle
 from rainbowd.core.policy import Budget, Knobs
 from rainbowd.core.reporting import compact_duration
 
-# Scale `color` down for `Reason` (in the words `why`), spending the disruption budget when it
-# still holds users; held instead when the budget is spent.
-Force = Callable[[Color, Reason, str], None]
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A forced rule's decision: `color` is due to be scaled down (or deleted) for `reason`, in
+    the words `why`. resolve.py grants it or holds it (the disruption budget, paused)."""
+
+    color: Color
+    reason: Reason
+    why: str
 
 
-def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs, force: Force) -> None:
-    """maxRetiredAge: a color retired for longer is scaled down, drained or not (forced)."""
+def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs) -> Iterator[Due]:
+    """maxRetiredAge: a color retired for longer is scaled down, drained or not; oldest first."""
     max_age = knobs.max_retired_age
     if max_age is None:
         return
@@ -42,7 +51,7 @@ def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs, force: For
     for color in overdue:
         assert color.retired_at is not None
         cycle.shown(color.retired_at)
-        force(
+        yield Due(
             color,
             Reason.MAX_RETIRED_AGE,
             f"retired for {compact_duration(now - color.retired_at)} > maxRetiredAge "
@@ -50,9 +59,9 @@ def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs, force: For
         )
 
 
-def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs, force: Force) -> None:
-    """maxColors: while more colors have replicas, the oldest retired ones are scaled down
-    (forced)."""
+def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Iterator[Due]:
+    """maxColors: while more colors have replicas, the oldest retired ones are scaled down. A
+    color held (its scale-down not granted) keeps its replicas: the next oldest is asked for."""
     limit = knobs.max_colors
     if limit is None:
         return
@@ -71,8 +80,8 @@ def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs, force: F
     for color in excess:
         if running <= limit:
             break
-        force(color, Reason.MAX_COLORS, f"{running} colors with replicas > maxColors {limit}")
-        if color.cleanup is not None:
+        yield Due(color, Reason.MAX_COLORS, f"{running} colors with replicas > maxColors {limit}")
+        if color.cleanup is not None:  # granted
             running -= 1
 
 

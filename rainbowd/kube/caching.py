@@ -188,6 +188,7 @@ class Informer(Generic[T]):
         self._store: dict[Key, T] = {}
         self._bad: dict[Key, str] = {}  # keys whose last version failed conversion
         self._resource_version = ""
+        self._delivered = False  # whether the current watch has delivered any event
         self._path = resource_path(resource.group_version, resource.plural, namespace=namespace)
 
     @property
@@ -219,6 +220,7 @@ class Informer(Generic[T]):
         attempt = 0
         loop = asyncio.get_running_loop()
         while True:
+            self._delivered = False
             try:
                 if need_list:
                     await self._list()
@@ -262,6 +264,11 @@ class Informer(Generic[T]):
                 self.stats.errors += 1
                 log.error("watch loop failed", exc_info=True, error=repr(exc), **self._fields())
                 need_list = True
+            if self._delivered:
+                # The stream was healthy before it broke: this is a new outage, not the next
+                # try of an old one, so retry soon; a lagging cache of one resource beside
+                # fresh caches of the others is what the executor's live check guards against.
+                attempt = 0
             delay = self.backoff.delay(attempt)
             attempt += 1
             await asyncio.sleep(delay)
@@ -372,7 +379,7 @@ class Informer(Generic[T]):
                 if not line.strip():
                     continue
                 self._apply(json.loads(line))
-                delivered = True
+                delivered = self._delivered = True
         finally:
             # Not release(): a stream cut short must not go back into the connection pool.
             resp.close()

@@ -264,6 +264,11 @@ class Executor:
         """
         announced = action.disruptive
         if announced:
+            if self.limiter is not None:
+                await self.limiter.acquire(urgent=urgent)
+            live = await self._live_now(action)
+            if live is not None:
+                return await self._refuse(action, live)
             log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
             await self._emit(action, Outcome.OK, action.message)
         if self.limiter is not None:
@@ -285,6 +290,46 @@ class Executor:
         if result.error:
             note = f"{note} ({result.outcome}: {result.error})"
         await self._emit(action, result.outcome, note)
+        return result
+
+    async def _live_now(self, action: Action) -> str | None:
+        """Why the action's color may be live right now, read from the apiserver itself (a
+        quorum read), or None when no Service selects it.
+
+        The plan was made from watch caches, and one cache can lag another: after a dropped
+        Service stream the Deployments may be current while a rollback of the Service to this
+        very color has not arrived yet. The Deployment's preconditions cannot see that, so
+        before a scale-down or delete the Services of its namespace are read fresh: a color
+        some Service selects is live and is never touched. An error reading them refuses the
+        action too (nothing is deleted on doubt). Two reads per disruptive action, none in a
+        steady cycle."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                deployment = await request_json(self._api, "GET", _deployment_path(action))
+                services = await request_json(
+                    self._api,
+                    "GET",
+                    resource_path("v1", "services", namespace=action.namespace),
+                )
+        except NotFound:
+            return None  # gone: the action's own call will say so
+        except (KubeError, TimeoutError) as exc:
+            return f"the Services could not be read to check it is not live ({exc or 'timeout'})"
+        template = (deployment.get("spec") or {}).get("template") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for service in services.get("items") or []:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            if selector and selector.items() <= labels.items():
+                name = (service.get("metadata") or {}).get("name")
+                return f"Service {name} selects this color now; the plan's view was stale"
+        return None
+
+    async def _refuse(self, action: Action, error: str) -> ActionResult:
+        result = ActionResult(action, Outcome.CONFLICT, error)
+        log.warning(
+            "action refused", **self._fields(action, result.outcome), dry_run=False, error=error
+        )
+        await self._emit(action, result.outcome, f"{action.message} ({error})")
         return result
 
     async def _emit(self, action: Action, outcome: Outcome, note: str) -> None:

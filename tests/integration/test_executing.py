@@ -873,3 +873,47 @@ async def test_stamps_past_the_budget_are_deferred_and_urgent_actions_go_first(
     stamps = outcomes(results[:-1])
     assert Outcome.SKIPPED in stamps, stamps
     assert set(stamps) <= {Outcome.OK, Outcome.SKIPPED}
+
+
+# --- the live check ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [ActionKind.SCALE, ActionKind.DELETE])
+async def test_a_color_a_service_selects_now_is_never_touched_whatever_the_plan_says(
+    kube_api: ApiClient, namespace: str, executor: Executor, kind: ActionKind
+) -> None:
+    """A plan made from a lagging Service cache (a rollback to this color not seen yet) asks
+    to scale down or delete a color that is live: the executor reads the Services itself,
+    refuses, and says why; the Deployment keeps its replicas and annotations."""
+    await create_deployment(kube_api, namespace, "chat", "aaaaaa")
+    obj = await create_deployment(kube_api, namespace, "chat", "bbbbbb")
+    await request_json(
+        kube_api,
+        "POST",
+        resource_path("v1", "services", namespace=namespace),
+        body={
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "chat"},
+            "spec": {
+                "selector": {"app": "chat", "color": "bbbbbb"},
+                "ports": [{"port": 80}],
+            },
+        },
+    )
+    action = action_for(obj, kind, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "1"})
+
+    [result] = await executor.apply(plan_of(action))
+
+    assert result.outcome is Outcome.CONFLICT
+    assert result.error is not None and "Service chat selects this color" in result.error
+    after = await get_deployment(kube_api, namespace, "chat-bbbbbb")
+    assert after["spec"]["replicas"] == 1
+    assert ORIGINAL_REPLICAS not in after["metadata"].get("annotations", {})
+    notes = [e.get("note", "") for e in await our_events(kube_api, namespace)]
+    assert any("Service chat selects this color" in n for n in notes), notes
+    # The color the Service does not select is still acted on.
+    other = action_for(
+        await settled_deployment(kube_api, namespace, "chat-aaaaaa"), kind, Reason.DRAINED
+    )
+    assert outcomes(await executor.apply(plan_of(other))) == [Outcome.OK]

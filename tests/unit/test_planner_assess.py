@@ -1,5 +1,6 @@
 """Table test of assess (rainbowd/core/planner/assess.py), called directly: each color's state,
-the stamps it needs (with their `Reason`) and the retired colors handed to the cleanup rules."""
+the stamps it needs (with their `Reason`), the retired colors handed to the cleanup rules, and
+which of them the drained rule then asks to scale down."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.planner.assess import assess_app, group
 from rainbowd.core.planner.cycle import Cycle
+from rainbowd.core.planner.rules import drained as drained_rule
 from rainbowd.core.policy import Policy
 from tests.unit.strategies import (
     APP,
@@ -107,7 +109,7 @@ def test_a_retired_color(
     color = by_name["old"]
     assert color.state is state
     assert [reason for reason, _ in color.reasons or []] == stamps
-    assert (color.cleanup is Reason.DRAINED) is drained
+    assert [d.color for d in drained_rule(assessed.retired)] == ([color] if drained else [])
     assert assessed.blocked is None and [c.color for c in assessed.retired] == ["old"]
 
 

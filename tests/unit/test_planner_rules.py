@@ -1,5 +1,5 @@
 """Table tests of the cleanup rules (rainbowd/core/planner/rules.py), one function each, called
-directly: which colors a rule marks, with which reason and words, and which it leaves alone.
+directly: which colors a rule decides for, with which reason and words, and which it leaves alone.
 
 The whole planner (rules in order, the budget, paused) is tested through `plan()` in
 test_planner.py; these pin each rule on its own, as docs/design.md "Adding a rule" asks of a new
@@ -16,6 +16,7 @@ import pytest
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Cycle
+from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
     delete_recorded,
     keep_scaled_down,
@@ -143,12 +144,18 @@ def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
 )
 def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> None:
     colors = _colors(specs)
-    keep_scaled_down(colors, keep)
+    decisions = keep_scaled_down(colors, keep)
+    assert {d.color.color for d in decisions} == deleted
+    for d in decisions:
+        assert d.reason is Reason.KEEP_SCALED_DOWN
+        assert d.why == f"scaled down, beyond the newest keepScaledDown {keep}"
+    # Applied, a color already being scaled down is deleted directly and keeps its reason.
+    for d in decisions:
+        delete(d)
     assert {c.color for c in colors if c.kind is ActionKind.DELETE} == deleted
-    for color in colors:
-        if color.color in deleted and specs[colors.index(color)].cleanup is None:
-            assert color.cleanup is Reason.KEEP_SCALED_DOWN
-            assert color.why == f"scaled down, beyond the newest keepScaledDown {keep}"
+    for color, spec in zip(colors, specs, strict=True):
+        if color.color in deleted:
+            assert color.cleanup is (spec.cleanup or Reason.KEEP_SCALED_DOWN)
 
 
 @pytest.mark.parametrize(
@@ -165,6 +172,6 @@ def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> No
 )
 def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
     colors = _colors(specs)
-    delete_recorded(_cycle(), colors, Budget(1, timedelta(minutes=10)))
-    assert {c.color for c in colors if c.kind is ActionKind.DELETE} == deleted
-    assert all(c.cleanup is Reason.DISRUPTION_RECORDED for c in colors if c.color in deleted)
+    decisions = delete_recorded(colors, Budget(1, timedelta(minutes=10)))
+    assert {d.color.color for d in decisions} == deleted
+    assert all(d.reason is Reason.DISRUPTION_RECORDED for d in decisions)

@@ -4,12 +4,13 @@ Purely computational: a snapshot and a policy in, a plan out, no I/O and no cloc
 applies the plan; the reporting module renders it. docs/design.md "What the planner decides" is
 the spec, and "Adding a rule" walks through changing one. For each app, in order:
 
-- `assess`: each color's state, its note and the stamps it needs; the guards (protect, a hold,
-  scaleUpGrace); the drained rule, which a color meets on its own.
-- `rules`: the cleanup rules, one function each (maxRetiredAge, maxColors, keepScaledDown, the
-  delete of a color scaled down only to record a disruption).
-- `resolve`: the rules in order, then what overrides them: the disruption budget, the records it
-  keeps, paused.
+- `assess`: each color's state (drained or not), its note and the stamps it needs; the guards
+  (protect, a hold, scaleUpGrace).
+- `rules`: the cleanup rules, one function each returning typed decisions (drained,
+  maxRetiredAge, maxColors, keepScaledDown, the delete of a color scaled down only to record a
+  disruption).
+- `resolve`: the rules in order, applying their decisions, then what overrides them: the
+  disruption budget, the records it keeps, paused.
 - `actions`: the colors' plans and actions.
 
 `planning.plan_app` runs the steps and returns the app's plan with its `valid_until`;

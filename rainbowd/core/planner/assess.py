@@ -1,7 +1,7 @@
 """Assess: each color's state, its note and the annotation stamps it needs (live-at, retired-at,
 drained-since, a scale-up seen, a malformed stamp), and the guards that keep it (protect, a hold,
-scaleUpGrace). Also the drained rule, which a color meets on its own. docs/design.md "What the
-planner decides" is the spec.
+scaleUpGrace). Whether a color is drained is its state here; the drained rule (rules.py) acts on
+it. docs/design.md "What the planner decides" is the spec.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ class Color:
     """One color while its app is being planned; becomes a ColorPlan (actions.py).
 
     assess sets what the color is: state, note, connections, retired_at, drained_since, protected
-    (and guard, why), the stamps (`change`), and cleanup when it is drained. The rules and resolve
-    set what is done about it: cleanup (the Reason), kind, why (the action's words), held, and
-    disrupted (the disrupted-at record a forced scale-down writes).
+    (and guard), the stamps (`change`). resolve applies the rules' decisions, setting what is done
+    about it: cleanup (the Reason), kind, why (the action's words), held, and disrupted (the
+    disrupted-at record a forced scale-down writes).
 
     No __slots__: class-level defaults let the constructor set only three fields, and building
     10,000 of these per cycle is a visible share of the planner's time budget.
@@ -610,9 +610,6 @@ def _evaluate_retired(
             note = (
                 f"drained: {format_count(value)} <= floor {floor} for {compact_duration(held_for)}"
             )
-            if not color.protected:
-                color.cleanup = Reason.DRAINED
-                color.why = note
     if color.protected:
         color.state = State.PROTECTED
         note = f"{color.guard}; {note}"

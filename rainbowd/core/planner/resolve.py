@@ -1,8 +1,8 @@
-"""Resolve: the cleanup rules in order, then what overrides them. Precedence: a protected or held
-color is never a candidate (the rules skip it); a forced scale-down of users is allowed only while
-the disruption budget (`Disruptions`, per app and cluster-wide) lasts; a Deployment recording a
-disruption is kept while it counts; paused holds every cleanup. docs/design.md "What the planner
-decides" is the spec.
+"""Resolve: the cleanup rules in order, applying each one's decisions, then what overrides
+them. Precedence: a protected or held color is never a candidate (the rules skip it); a forced
+scale-down of users is allowed only while the disruption budget (`Disruptions`, per app and
+cluster-wide) lasts; a Deployment recording a disruption is kept while it counts; paused holds
+every cleanup. docs/design.md "What the planner decides" is the spec.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from rainbowd.core.objects import format_time
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Cycle, later, recent_disruptions
 from rainbowd.core.planner.rules import (
+    Delete,
     Due,
     delete_recorded,
+    drained,
     keep_scaled_down,
     max_colors,
     max_retired_age,
@@ -27,9 +29,8 @@ from rainbowd.core.reporting import format_count
 def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], knobs: Knobs) -> None:
     """The cleanup rules of an app not blocked, in order, then the budget's records and paused."""
     kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
-    for color in retired:
-        if color.cleanup is not None:  # drained
-            color.kind = kind
+    for due in drained(retired):
+        take(due, kind)
     disruptions = Disruptions(cycle, colors, knobs, kind)
     # Lazily: each rule runs once the one before it is done, and sees what was granted.
     for forced in (max_retired_age(cycle, retired, knobs), max_colors(colors, retired, knobs)):
@@ -37,12 +38,34 @@ def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], kno
             disruptions.grant(due)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
-        keep_scaled_down(retired, knobs.keep_scaled_down)
+        for deletion in keep_scaled_down(retired, knobs.keep_scaled_down):
+            delete(deletion)
     elif knobs.action is CleanupAction.DELETE:
-        delete_recorded(cycle, retired, budget)
+        for deletion in delete_recorded(retired, budget):
+            delete(deletion)
     keep_disruption_records(cycle, retired, budget)
     if cycle.paused:
         hold_paused(retired)
+
+
+def take(due: Due, kind: ActionKind) -> None:
+    """A rule's decision taken: the color is scaled down (or deleted) for its reason."""
+    color = due.color
+    color.cleanup = due.reason
+    color.kind = kind
+    color.why = due.why
+
+
+def delete(deletion: Delete) -> None:
+    """A bookkeeping rule's decision taken: the color is deleted."""
+    color = deletion.color
+    color.kind = ActionKind.DELETE
+    if color.cleanup is None:
+        color.cleanup = deletion.reason
+        color.why = deletion.why
+        color.note = f"{color.note}; {deletion.noted}"
+    else:
+        color.why = f"{color.why}; {deletion.directly}"
 
 
 class Disruptions:
@@ -95,9 +118,7 @@ class Disruptions:
                 why = f"{why} (connections unknown)"
             else:
                 why = f"{why} (still holds {format_count(value)} connections > {self._floor_words})"
-        color.cleanup = reason
-        color.kind = self._kind
-        color.why = why
+        take(Due(color, reason, why), self._kind)
         color.note = f"{color.note}; forced: {why}"
 
 

@@ -1,11 +1,11 @@
 """The cleanup rules: one function each, in the order the planner applies them.
 
-A forced rule (one that may scale down a color still holding users) yields a `Due` per color it
-wants scaled down, in order; resolve.py grants each (spending the disruption budget) or holds it
-before asking for the next, so a rule that counts (maxColors) sees what was granted. The
-bookkeeping rules (keepScaledDown, the delete of a disruption's record) mark colors directly
-(`Color.cleanup`, the `Reason`; `Color.why`, the words of the action). The drained rule, which a
-color meets on its own, is decided with its state in assess.py.
+Each rule returns its decisions and resolve.py applies them; no rule changes a color. The drained
+rule yields a `Due` per color assess.py found drained, taken as is. A forced rule (one that may
+scale down a color still holding users) yields a `Due` per color it wants scaled down, in order;
+resolve.py grants each (spending the disruption budget) or holds it before asking for the next,
+so a rule that counts (maxColors) sees what was granted. The bookkeeping rules (keepScaledDown,
+the delete of a disruption's record) return a `Delete` per color to delete.
 docs/design.md "What the planner decides" is the spec.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
+from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Cycle
 from rainbowd.core.policy import Budget, Knobs
@@ -24,12 +24,34 @@ from rainbowd.core.reporting import compact_duration
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """A forced rule's decision: `color` is due to be scaled down (or deleted) for `reason`, in
-    the words `why`. resolve.py grants it or holds it (the disruption budget, paused)."""
+    """A rule's decision: `color` is due to be scaled down (or deleted) for `reason`, in the words
+    `why`. resolve.py grants a forced rule's or holds it (the disruption budget, paused)."""
 
     color: Color
     reason: Reason
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """A bookkeeping rule's decision: `color`, scaled down (or being scaled down this cycle), is
+    deleted for `reason`. A color nothing was decided for yet takes `why` as its action's words
+    and `noted` onto its note; one already being scaled down this cycle keeps its reason and its
+    words say `directly` too (scaling it now would only make it the next cycle's delete)."""
+
+    color: Color
+    reason: Reason
+    why: str
+    noted: str
+    directly: str = ""
+
+
+def drained(retired: list[Color]) -> Iterator[Due]:
+    """The drained rule: a color assess.py found drained (at or below the floor for drainHold,
+    retired for minRetiredAge, not protected) is scaled down, in the words of its note."""
+    for color in retired:
+        if color.state is State.DRAINED:
+            yield Due(color, Reason.DRAINED, color.note)
 
 
 def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs) -> Iterator[Due]:
@@ -85,7 +107,7 @@ def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Itera
             running -= 1
 
 
-def keep_scaled_down(retired: list[Color], keep: int) -> None:
+def keep_scaled_down(retired: list[Color], keep: int) -> list[Delete]:
     """Delete scaled-down colors beyond the newest `keep`, counting those scaled this cycle."""
     scaled = [
         c
@@ -97,36 +119,32 @@ def keep_scaled_down(retired: list[Color], keep: int) -> None:
         )
     ]
     if len(scaled) <= keep:
-        return
+        return []
     scaled.sort(key=lambda c: (c.deployment.created_at, c.deployment.name), reverse=True)
-    for color in scaled[keep:]:
-        color.kind = ActionKind.DELETE
-        if color.cleanup is None:
-            color.cleanup = Reason.KEEP_SCALED_DOWN
-            color.why = f"scaled down, beyond the newest keepScaledDown {keep}"
-            color.note = f"{color.note}; beyond keepScaledDown {keep}"
-        else:
-            # Scaling it now would only make it the next cycle's delete.
-            color.why = f"{color.why}; deleted directly, beyond keepScaledDown {keep}"
+    return [
+        Delete(
+            color,
+            Reason.KEEP_SCALED_DOWN,
+            f"scaled down, beyond the newest keepScaledDown {keep}",
+            f"beyond keepScaledDown {keep}",
+            f"deleted directly, beyond keepScaledDown {keep}",
+        )
+        for color in scaled[keep:]
+    ]
 
 
-def delete_recorded(cycle: Cycle, retired: list[Color], budget: Budget) -> None:
+def delete_recorded(retired: list[Color], budget: Budget) -> list[Delete]:
     """With action delete: colors scaled down only to record a disruption are deleted once it
     no longer counts (resolve.keep_disruption_records holds them until then)."""
-    for color in retired:
-        deployment = color.deployment
-        if (
-            color.cleanup is None
-            and not color.protected
-            and deployment.replicas == 0
-            and DISRUPTED_AT in deployment.annotations
-        ):
-            color.cleanup = Reason.DISRUPTION_RECORDED
-            color.kind = ActionKind.DELETE
-            color.why = (
-                f"scaled down to record a disruption (maxDisruptions {budget}); action delete"
-            )
-            color.note = f"{color.note}; {color.why}"
+    why = f"scaled down to record a disruption (maxDisruptions {budget}); action delete"
+    return [
+        Delete(color, Reason.DISRUPTION_RECORDED, why, why)
+        for color in retired
+        if color.cleanup is None
+        and not color.protected
+        and color.deployment.replicas == 0
+        and DISRUPTED_AT in color.deployment.annotations
+    ]
 
 
 def retired_order(color: Color) -> tuple[datetime, datetime, str]:

@@ -159,8 +159,19 @@ def _exponential(points: Sequence[Point]) -> _Fit | None:
     if fit is None:
         return None
     slope, intercept = fit
-    residuals = [abs(v - math.exp(intercept + slope * (t - origin))) for t, v in points]
+    if intercept > _MAX_EXPONENT:
+        return None  # a level beyond any float: no curve worth comparing
+    residuals = [abs(v - _exp(intercept + slope * (t - origin))) for t, v in points]
     return _Fit(Method.EXPONENTIAL, slope, math.exp(intercept), origin, median(residuals))
+
+
+# math.exp overflows a float just above 709.
+_MAX_EXPONENT = 700.0
+
+
+def _exp(x: float) -> float:
+    """math.exp, with infinity where the result is beyond a float instead of OverflowError."""
+    return math.inf if x > _MAX_EXPONENT else math.exp(x)
 
 
 def _linear(points: Sequence[Point]) -> _Fit | None:

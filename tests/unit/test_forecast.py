@@ -125,6 +125,13 @@ finite_or_not = st.one_of(
 )
 @example([(0.0, 2.0), (1.0, 0.0), (2.0, 1.0), (0.5, 0.0), (0.25, 0.0)], -1.0, 2.0, None)
 @example([(0.0, 9.0), (60.0, 8.0), (120.0, 7.0), (180.0, 6.0), (240.0, 5.0)], math.nan, 240, 0)
+# A fit whose curve passes beyond any float at some sample's time (math.exp overflowed).
+@example(
+    [(2.0, 0.5), (1e3, 0.5), (0.0, 2.0), (3.0, 0.5), (4.0, 1e-300), (0.0, 4.6e16), (-1e3, 1.0)],
+    0.0,
+    4.0,
+    None,
+)
 def test_any_input_gives_a_forecast_never_an_exception(
     points: list[tuple[float, float]], floor: float, now: float, since: float | None
 ) -> None:

@@ -234,24 +234,29 @@ class Executor:
         for r in results:
             if r.outcome is Outcome.OK and r.action.reason in _FIRST_SIGHT:
                 by_app.setdefault((r.action.namespace, r.action.app), []).append(r.action)
-        for (_, app), actions in by_app.items():
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def summary(app: str, actions: list[Action]) -> None:
             live = [a.name for a in actions if a.reason is Reason.OBSERVED_LIVE]
             retired = [a.name for a in actions if a.reason is Reason.OBSERVED_RETIRED]
             parts = [f"live-at on {', '.join(live)}"] if live else []
             parts += [f"retired-at on {', '.join(retired)}"] if retired else []
             first = actions[0]
-            await self._recorder.emit(
-                kind="Deployment",
-                api_version="apps/v1",
-                namespace=first.namespace,
-                name=first.name,
-                uid=first.uid,
-                type="Normal",
-                reason="ColorsMarked",
-                note=f"stamped {len(actions)} color(s) of {app} at first sight: "
-                + "; ".join(parts),
-                action="Annotate",
-            )
+            async with limit:
+                await self._recorder.emit(
+                    kind="Deployment",
+                    api_version="apps/v1",
+                    namespace=first.namespace,
+                    name=first.name,
+                    uid=first.uid,
+                    type="Normal",
+                    reason="ColorsMarked",
+                    note=f"stamped {len(actions)} color(s) of {app} at first sight: "
+                    + "; ".join(parts),
+                    action="Annotate",
+                )
+
+        await asyncio.gather(*(summary(app, acts) for (_, app), acts in by_app.items()))
 
     async def _apply_one(
         self, action: Action, *, urgent: bool = True, quiet: bool = False

@@ -504,3 +504,15 @@ def test_the_cluster_wide_budget_bounds_all_apps_together() -> None:
     after = planner.plan(applied, pol, NOW + 11 * M)
     assert after == plan(applied, pol, NOW + 11 * M)
     assert len(disruptive(after)) == 1
+
+
+@pytest.mark.parametrize("value", ["garbage", "9999-12-31T23:59:59Z"])
+def test_a_garbled_or_future_retired_at_leaves_a_pending_color_pending(value: str) -> None:
+    newer = deployment("c0ffee", created=ago(M), annotations={RETIRED_AT: value})
+    p = both(
+        snapshot([live_new(), newer], [LIVE_SVC], {(NS, APP, "c0ffee"): conns(0)}),
+        policy(min_retired_age=0 * M, drain_hold=0 * M),
+    )
+    assert color(p, "c0ffee").state is State.PENDING
+    assert disruptive(p) == []
+    assert any(RETIRED_AT in w for w in p.warnings) is (value == "garbage")

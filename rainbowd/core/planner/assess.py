@@ -298,7 +298,10 @@ def assess_app(
         if (
             LIVE_AT not in annotations
             and (newest_live is None or deployment.created_at >= newest_live)
-            and (RETIRED_AT not in annotations or not _retired_by_stamp(cycle, annotations))
+            and (
+                RETIRED_AT not in annotations
+                or not _retired_by_stamp(cycle, deployment, annotations, warnings)
+            )
         ):
             if not evaluate or color.rule is None or abandoned_after is None:
                 color.state = State.PENDING
@@ -373,12 +376,19 @@ def assess_app(
     return Assessment(rule, blocked, message, retired)
 
 
-def _retired_by_stamp(cycle: Cycle, annotations: Mapping[str, str]) -> bool:
+def _retired_by_stamp(
+    cycle: Cycle, deployment: Deployment, annotations: Mapping[str, str], warnings: list[str]
+) -> bool:
     """Whether the retired-at stamp of a color that would otherwise be pending retires it: only
     a time already past does. A pending color is a rollout in progress; a garbled or future
-    stamp must not make it a candidate for scaling down."""
-    at = parse_stamp(annotations[RETIRED_AT])
+    stamp must not make it a candidate for scaling down (reported, never silent)."""
+    stamp = annotations[RETIRED_AT]
+    at = parse_stamp(stamp)
     if at is None:
+        warnings.append(
+            f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC "
+            "3339 time; the color stays pending"
+        )
         return False
     if at > cycle.now:
         cycle.crossing(at)

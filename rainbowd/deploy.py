@@ -301,6 +301,17 @@ def _rainbow_service(service: Mapping[str, Any], ref: AppRef) -> tuple[str | Non
 # --- rendering ------------------------------------------------------------------------------------
 
 
+def substitute_color(node: Any, color: str) -> Any:
+    """`node` with `__COLOR__` replaced in every string, keys included; types kept."""
+    if isinstance(node, str):
+        return node.replace(COLOR_PLACEHOLDER, color)
+    if isinstance(node, dict):
+        return {substitute_color(k, color): substitute_color(v, color) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_color(v, color) for v in node]
+    return node
+
+
 def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[dict[str, Any]]:
     """The template's documents with `__COLOR__` replaced: one Deployment of the app's color,
     and at most one Service. Anything else is a UsageError naming the document."""
@@ -310,7 +321,9 @@ def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[
             "would be the same Deployment"
         )
     try:
-        documents = [d for d in yaml.safe_load_all(text.replace(COLOR_PLACEHOLDER, color)) if d]
+        # Parsed first, replaced after: a color of digits only (235549) put into the text would
+        # be read back as a number, and a label value must be a string.
+        documents = [substitute_color(d, color) for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
         raise UsageError(f"{source}: not YAML: {exc}") from exc
     deployments, services = [], []

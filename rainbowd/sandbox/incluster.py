@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from rainbowd.deploy import substitute_color
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox.controlplane import default_binaries_dir
 
@@ -151,13 +152,9 @@ def demo_documents(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Service, Deployment) of k8s/demo/app.yaml for `color`, running the local image. Without
     `fixed_node_ports` the apiserver picks the node ports, so two namespaces can run the app."""
-    documents = list(yaml.safe_load_all(DEMO_APP.read_text().replace("__COLOR__", color)))
+    documents = [substitute_color(d, color) for d in yaml.safe_load_all(DEMO_APP.read_text())]
     service = next(d for d in documents if d["kind"] == "Service")
     deployment = next(d for d in documents if d["kind"] == "Deployment")
-    # A color of digits only (`123456`, `1e5432`) reads as a number: labels must stay strings.
-    service["spec"]["selector"]["color"] = color
-    deployment["spec"]["selector"]["matchLabels"]["color"] = color
-    deployment["spec"]["template"]["metadata"]["labels"]["color"] = color
     if not fixed_node_ports:
         for port in service["spec"]["ports"]:
             port.pop("nodePort", None)

@@ -47,6 +47,18 @@ def test_the_seed_app_yaml_renders_as_it_is() -> None:
     assert docs[0]["spec"]["selector"]["color"] == "3c3fdc"
 
 
+@pytest.mark.parametrize("color", ["235549", "000123", "1e5432"])
+def test_a_color_of_digits_stays_a_string_in_every_field(color: str) -> None:
+    """A git sha's first six hex digits are all digits about one time in sixteen; put into
+    the YAML text they would read back as a number, and a label must be a string."""
+    text = (ROOT / "k8s" / "demo" / "app.yaml").read_text()
+    service, deployment = render_template(text, color, REF, source="app.yaml")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["color"] == color
+    assert deployment["spec"]["selector"]["matchLabels"]["color"] == color
+    assert service["spec"]["selector"]["color"] == color
+    assert deployment["metadata"]["name"] == f"rainbow-deploys-{color}"
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

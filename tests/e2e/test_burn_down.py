@@ -138,11 +138,16 @@ async def test_old_color_is_held_while_connected_then_scaled_down_and_deleted(
 
         await eventually(scraped_state, what="Prometheus to hold rainbowd_color_state")
 
-        # `rainbowd status` against the running daemon prints the plan table.
-        out = await status_command(url)
+        # `rainbowd status` against the running daemon prints the plan table: once a cycle has
+        # seen OLD at 0 (the cycle that scaled it also deleted OLDEST, and showed it drained).
+        async def status_after() -> str | None:
+            out: str = await status_command(url)
+            rows = [line.split()[:4] for line in out.splitlines()]
+            return out if [namespace, "chat", OLD, "scaled-down"] in rows else None
+
+        out = await eventually(status_after, what="rainbowd status to show OLD scaled down")
         rows = [line.split()[:4] for line in out.splitlines()]
         assert [namespace, "chat", NEW, "live"] in rows
-        assert [namespace, "chat", OLD, "scaled-down"] in rows
         assert OLDEST not in out
 
         metrics = await scrape_metrics(url)

@@ -15,7 +15,6 @@ import pytest
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import Cycle
 from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
     delete_recorded,
@@ -23,8 +22,8 @@ from rainbowd.core.planner.rules import (
     max_colors,
     max_retired_age,
 )
-from rainbowd.core.policy import Budget, Knobs, Policy
-from tests.unit.strategies import NOW, H, ago, deployment, rule, snapshot, stamp
+from rainbowd.core.policy import Budget, Knobs
+from tests.unit.strategies import NOW, H, ago, deployment, rule, stamp
 
 
 @dataclass
@@ -58,10 +57,6 @@ def _colors(specs: list[Spec]) -> list[Color]:
     return colors
 
 
-def _cycle() -> Cycle:
-    return Cycle(Policy(rules=(rule(),)), NOW, snapshot([]))
-
-
 @pytest.mark.parametrize(
     ("specs", "max_age", "forced"),
     [
@@ -85,10 +80,27 @@ def test_max_retired_age(
     specs: list[Spec], max_age: timedelta | None, forced: list[tuple[str, str]]
 ) -> None:
     colors = _colors(specs)
-    due = list(max_retired_age(_cycle(), colors, Knobs(max_retired_age=max_age)))
+    due = max_retired_age(NOW, colors, Knobs(max_retired_age=max_age)).due
     assert [(d.color.color, d.reason, d.why) for d in due] == [
         (c, Reason.MAX_RETIRED_AGE, why) for c, why in forced
     ]
+
+
+def test_max_retired_age_says_when_its_decisions_next_change() -> None:
+    # Not overdue yet: at its maxRetiredAge. Overdue: when "retired for 4d4h" next reads
+    # differently (the next hour). The earliest of the two.
+    knobs = Knobs(max_retired_age=72 * H)
+    assert max_retired_age(NOW, _colors([Spec("a", 70 * H)]), knobs).changes_at == ago(-2 * H)
+    assert max_retired_age(NOW, _colors([Spec("a", 100 * H)]), knobs).changes_at == ago(-H)
+    both = _colors([Spec("a", 100 * H), Spec("b", 71.5 * H)])
+    assert max_retired_age(NOW, both, knobs).changes_at == ago(-0.5 * H)
+    # Colors it never acts on change nothing.
+    kept = _colors([Spec("a", 70 * H, protected=True), Spec("b", 70 * H, replicas=0)])
+    assert max_retired_age(NOW, kept, knobs).changes_at is None
+    assert (
+        max_retired_age(NOW, _colors([Spec("a", 70 * H)]), Knobs(max_retired_age=None)).changes_at
+        is None
+    )
 
 
 @pytest.mark.parametrize(

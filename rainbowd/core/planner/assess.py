@@ -555,12 +555,6 @@ def _evaluate_retired(
 ) -> None:
     """State and drain bookkeeping of a retired color with replicas, of an app not blocked."""
     deployment = color.deployment
-    max_age = knobs.max_retired_age
-    if max_age is not None and not color.protected:
-        assert color.retired_at is not None
-        overdue_at = later(color.retired_at, max_age)
-        if overdue_at >= cycle.now:  # not overdue yet, but any later instant would be
-            cycle.crossing(overdue_at)
     connections = color.connections
     assert connections is not None
     value = connections.value

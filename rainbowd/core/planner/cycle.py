@@ -148,12 +148,16 @@ class Cycle:
 
     def shown(self, since: datetime) -> None:
         """A note of the app being planned shows `compact_duration(now - since)`."""
-        elapsed = self.now - since
-        if elapsed.days < 0:
-            # A stamp in the future: not worth modelling, the plan holds for this instant only.
-            self.valid_until = self.now
-            return
-        self.crossing(later(since, compact_duration_changes_at(elapsed)))
+        self.crossing(shown_until(self.now, since))
+
+
+def shown_until(now: datetime, since: datetime) -> datetime:
+    """When `compact_duration(now - since)` next reads differently (`now` itself for a `since`
+    in the future: not worth modelling, what shows it holds for this instant only)."""
+    elapsed = now - since
+    if elapsed.days < 0:
+        return now
+    return later(since, compact_duration_changes_at(elapsed))
 
 
 def recent_disruptions(

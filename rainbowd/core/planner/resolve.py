@@ -16,6 +16,7 @@ from rainbowd.core.planner.cycle import Cycle, later, recent_disruptions
 from rainbowd.core.planner.rules import (
     Delete,
     Due,
+    Ruling,
     delete_recorded,
     drained,
     keep_scaled_down,
@@ -32,10 +33,11 @@ def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], kno
     for due in drained(retired):
         take(due, kind)
     disruptions = Disruptions(cycle, colors, knobs, kind)
-    # Lazily: each rule runs once the one before it is done, and sees what was granted.
-    for forced in (max_retired_age(cycle, retired, knobs), max_colors(colors, retired, knobs)):
-        for due in forced:
-            disruptions.grant(due)
+    # The forced rules in order: each runs once the one before it is resolved, and sees what
+    # was granted (maxColors, a generator, even its own grants).
+    force(cycle, disruptions, max_retired_age(cycle.now, retired, knobs))
+    for due in max_colors(colors, retired, knobs):
+        disruptions.grant(due)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         for deletion in keep_scaled_down(retired, knobs.keep_scaled_down):
@@ -46,6 +48,14 @@ def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], kno
     keep_disruption_records(cycle, retired, budget)
     if cycle.paused:
         hold_paused(retired)
+
+
+def force(cycle: Cycle, disruptions: Disruptions, ruling: Ruling) -> None:
+    """A forced rule's decisions granted or held, and when they next change told the cycle."""
+    if ruling.changes_at is not None:
+        cycle.crossing(ruling.changes_at)
+    for due in ruling.due:
+        disruptions.grant(due)
 
 
 def take(due: Due, kind: ActionKind) -> None:

@@ -2,10 +2,12 @@
 
 Each rule returns its decisions and resolve.py applies them; no rule changes a color. The drained
 rule yields a `Due` per color assess.py found drained, taken as is. A forced rule (one that may
-scale down a color still holding users) yields a `Due` per color it wants scaled down, in order;
+scale down a color still holding users) gives a `Due` per color it wants scaled down, in order;
 resolve.py grants each (spending the disruption budget) or holds it before asking for the next,
-so a rule that counts (maxColors) sees what was granted. The bookkeeping rules (keepScaledDown,
-the delete of a disruption's record) return a `Delete` per color to delete.
+so a rule that counts (maxColors, a generator) sees what was granted. A rule whose decisions
+change with time alone returns them as a `Ruling`, with when they next change; no rule calls the
+cycle. The bookkeeping rules (keepScaledDown, the delete of a disruption's record) return a
+`Delete` per color to delete.
 docs/design.md "What the planner decides" is the spec.
 """
 
@@ -17,7 +19,7 @@ from datetime import datetime
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import Cycle
+from rainbowd.core.planner.cycle import later, shown_until
 from rainbowd.core.policy import Budget, Knobs
 from rainbowd.core.reporting import compact_duration
 
@@ -54,31 +56,46 @@ def drained(retired: list[Color]) -> Iterator[Due]:
             yield Due(color, Reason.DRAINED, color.note)
 
 
-def max_retired_age(cycle: Cycle, retired: list[Color], knobs: Knobs) -> Iterator[Due]:
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """A rule's decisions, all at once, and when time alone would next change them (a threshold
+    crossed, or a duration their words show reading differently); None: never."""
+
+    due: list[Due]
+    changes_at: datetime | None
+
+
+def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling:
     """maxRetiredAge: a color retired for longer is scaled down, drained or not; oldest first."""
     max_age = knobs.max_retired_age
     if max_age is None:
-        return
-    now = cycle.now
-    overdue = [
-        c
-        for c in retired
-        if c.cleanup is None
-        and not c.protected
-        and c.deployment.replicas > 0
-        and c.retired_at is not None
-        and now - c.retired_at > max_age
-    ]
+        return Ruling([], None)
+    overdue: list[Color] = []
+    changes_at: datetime | None = None
+    for color in retired:
+        if color.cleanup is not None or color.protected or color.deployment.replicas == 0:
+            continue
+        assert color.retired_at is not None
+        if now - color.retired_at > max_age:
+            overdue.append(color)
+            at = shown_until(now, color.retired_at)  # its words show how long
+        else:
+            at = later(color.retired_at, max_age)  # any later instant, it is overdue
+        if changes_at is None or at < changes_at:
+            changes_at = at
     overdue.sort(key=retired_order)
+    due = []
     for color in overdue:
         assert color.retired_at is not None
-        cycle.shown(color.retired_at)
-        yield Due(
-            color,
-            Reason.MAX_RETIRED_AGE,
-            f"retired for {compact_duration(now - color.retired_at)} > maxRetiredAge "
-            f"{compact_duration(max_age)}",
+        due.append(
+            Due(
+                color,
+                Reason.MAX_RETIRED_AGE,
+                f"retired for {compact_duration(now - color.retired_at)} > maxRetiredAge "
+                f"{compact_duration(max_age)}",
+            )
         )
+    return Ruling(due, changes_at)
 
 
 def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Iterator[Due]:

@@ -65,6 +65,39 @@ def format_count(value: float) -> str:
     return f"{value:g}"
 
 
+# A color's note once the cleanup rules are resolved: the planner renders each decision about it
+# here, after what assess noted of its state.
+
+
+def decided_note(note: str, words: str) -> str:
+    """A rule's decision to delete a color, in its `words`."""
+    return f"{note}; {words}"
+
+
+def forced_note(note: str, why: str) -> str:
+    """A forced scale-down (or delete) granted."""
+    return f"{note}; forced: {why}"
+
+
+def held_note(note: str, why: str, spent: str) -> str:
+    """A forced scale-down held: the disruption budget `spent`."""
+    return f"{note}; held: {why}, but {spent}"
+
+
+def kept_note(note: str, until: datetime) -> str:
+    """A delete held while the Deployment records a disruption that still counts."""
+    return (
+        f"{note}; kept until {format_time(until)}: it records a disruption counted by "
+        "maxDisruptions"
+    )
+
+
+def paused_note(note: str, kind: ActionKind, reason: str) -> str:
+    """Paused: what would have been done, and why."""
+    verb = "scale to 0" if kind is ActionKind.SCALE else "delete"
+    return f"paused: would {verb} ({reason}); {note}"
+
+
 def _not_evaluated(color: ColorPlan) -> bool:
     """At 0 replicas nothing is asked of the connections: a missing series is expected."""
     return color.replicas == 0 and color.connections.value is None

@@ -24,7 +24,14 @@ from rainbowd.core.planner.rules import (
     max_retired_age,
 )
 from rainbowd.core.policy import Budget, CleanupAction, Knobs
-from rainbowd.core.reporting import format_count
+from rainbowd.core.reporting import (
+    decided_note,
+    forced_note,
+    format_count,
+    held_note,
+    kept_note,
+    paused_note,
+)
 
 
 def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], knobs: Knobs) -> None:
@@ -73,7 +80,7 @@ def delete(deletion: Delete) -> None:
     if color.cleanup is None:
         color.cleanup = deletion.reason
         color.why = deletion.why
-        color.note = f"{color.note}; {deletion.noted}"
+        color.note = decided_note(color.note, deletion.noted)
     else:
         color.why = f"{color.why}; {deletion.directly}"
 
@@ -117,7 +124,7 @@ class Disruptions:
             if spent is not None:
                 self._app_left = app_left
                 color.held = reason
-                color.note = f"{color.note}; held: {why}, but {spent}"
+                color.note = held_note(color.note, why, spent)
                 return
             self._app_left = app_left - 1
             if cluster_left is not None:
@@ -129,7 +136,7 @@ class Disruptions:
             else:
                 why = f"{why} (still holds {format_count(value)} connections > {self._floor_words})"
         take(Due(color, reason, why), self._kind)
-        color.note = f"{color.note}; forced: {why}"
+        color.note = forced_note(color.note, why)
 
 
 def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
@@ -172,18 +179,14 @@ def keep_disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) 
         else:
             color.cleanup = None
             color.kind = None
-            color.note = (
-                f"{color.note}; kept until {format_time(ends)}: it records a disruption "
-                "counted by maxDisruptions"
-            )
+            color.note = kept_note(color.note, ends)
 
 
 def hold_paused(retired: list[Color]) -> None:
     """Paused: every cleanup decided is held, and the note says what would have been done."""
     for color in retired:
         if color.cleanup is not None and color.kind is not None:
-            verb = "scale to 0" if color.kind is ActionKind.SCALE else "delete"
             color.held = color.cleanup
-            color.note = f"paused: would {verb} ({color.cleanup}); {color.note}"
+            color.note = paused_note(color.note, color.kind, color.cleanup)
             color.cleanup = None
             color.kind = None

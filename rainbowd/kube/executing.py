@@ -269,12 +269,12 @@ class Executor:
         """
         announced = action.disruptive
         if announced:
+            log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
             if self.limiter is not None:
                 await self.limiter.acquire(urgent=urgent)
             live = await self._live_now(action)
             if live is not None:
                 return await self._refuse(action, live)
-            log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
             await self._emit(action, Outcome.OK, action.message)
         if self.limiter is not None:
             await self.limiter.acquire(urgent=urgent)

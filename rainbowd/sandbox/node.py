@@ -369,6 +369,12 @@ def sweep(state: MachineState | None, *, private_dir: Path | None) -> None:
         for chain in set(chains) - set(state.nft[table]):
             _run(["nft", "flush", "chain", family, name, chain], check=False)
             _run(["nft", "delete", "chain", family, name, chain], check=False)
+    if state is None:
+        # A killed node's container log links outlive their targets; kubelet removes dangling
+        # ones itself once it runs, which would then read as a change against the snapshot.
+        for dangling in Path("/var/log/containers").glob("*"):
+            if dangling.is_symlink() and not dangling.exists():
+                dangling.unlink(missing_ok=True)
     for path in _GLOBAL_PATHS:
         was = state.paths.get(path) if state is not None else None
         if state is not None and was is None:

@@ -196,6 +196,11 @@ class Service:
     name: str
     selector: Mapping[str, str]
 
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether this Service sends new connections to pods with `labels`: its selector is
+        not empty and is a subset of them."""
+        return bool(self.selector) and self.selector.items() <= labels.items()
+
 
 class PrometheusErrorCause(enum.StrEnum):
     """Why a connections query failed, in few enough classes to be a metric label. The Prometheus

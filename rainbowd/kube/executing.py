@@ -45,6 +45,7 @@ from rainbowd.core.model import (
     Severity,
     State,
 )
+from rainbowd.core.objects import ObjectError, deployment_from_k8s, service_from_k8s
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.clients import (
     MERGE_PATCH,
@@ -316,17 +317,15 @@ class Executor:
                     "GET",
                     resource_path("v1", "services", namespace=action.namespace),
                 )
+            labels = deployment_from_k8s(deployment).template_labels
+            items = [service_from_k8s(item) for item in services.get("items") or []]
         except NotFound:
             return None  # gone: the action's own call will say so
-        except (KubeError, TimeoutError) as exc:
+        except (KubeError, TimeoutError, ObjectError) as exc:
             return f"the Services could not be read to check it is not live ({exc or 'timeout'})"
-        template = (deployment.get("spec") or {}).get("template") or {}
-        labels = (template.get("metadata") or {}).get("labels") or {}
-        for service in services.get("items") or []:
-            selector = (service.get("spec") or {}).get("selector") or {}
-            if selector and selector.items() <= labels.items():
-                name = (service.get("metadata") or {}).get("name")
-                return f"Service {name} selects this color now; the plan's view was stale"
+        for service in items:
+            if service.selects(labels):
+                return f"Service {service.name} selects this color now; the plan's view was stale"
         return None
 
     async def _refuse(self, action: Action, error: str) -> ActionResult:

@@ -207,9 +207,8 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
             if other:
                 services = services + other if services else other
             if services:
-                items = labels.items()
                 for service in services:
-                    if service.selector.items() <= items:
+                    if service.selects(labels):
                         live = service.name
                         break
         color = Color(deployment, rule, live, color_name)

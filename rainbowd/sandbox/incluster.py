@@ -63,7 +63,10 @@ class Kubectl:
         return json.loads(self(*args, "-o", "json"))
 
     def apply(self, documents: Sequence[Mapping[str, Any]], *, namespace: str) -> None:
-        self("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump_all(documents))
+        # JSON, not YAML: a color such as 836e91 is a plain string to PyYAML but a float to the
+        # YAML reader of kubectl, and a label value must be a string.
+        items = {"apiVersion": "v1", "kind": "List", "items": list(documents)}
+        self("apply", "-n", namespace, "-f", "-", input_text=json.dumps(items))
 
 
 def pod_scrape_config(kubeconfig: Path, *, job: str = "pods") -> dict[str, Any]:

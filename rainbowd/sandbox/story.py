@@ -283,6 +283,13 @@ async def _play(sandbox: Stage, streams: list[Stream]) -> None:
         event = await _poll(delete_event, what=f"rainbowd's Event on deleting {name}")
         tell(f"   {name} deleted by rainbowd; its Event: {event}")
 
+        # The garbage collector removes the ReplicaSet and then the pods after the Deployment.
+        def stopped(color: str = color) -> bool:
+            return not pods.serving({"color": color})
+
+        await _poll(_async(stopped), what=f"the pods of #{color} stopped")
+        tell(f"   the pods of #{color} are gone")
+
     tell(f"10. the live color #{fix} was never touched")
     found = await seed.get_deployment(api, namespace, fix)
     if found is None or not is_available(found):

@@ -85,7 +85,8 @@ def helm_template(
     *args: str, release: str = "rainbowd", namespace: str = "rainbowd"
 ) -> list[dict[str, Any]]:
     """`helm template RELEASE charts/rainbowd -n NAMESPACE ARGS...`."""
-    argv = [helm(), "template", release, ROOT / "charts" / "rainbowd", "-n", namespace, *args]
+    argv: list[str | Path] = [helm(), "template", release, ROOT / "charts" / "rainbowd"]
+    argv += ["-n", namespace, *args]
     return documents(run(argv).stdout)
 
 

@@ -166,7 +166,7 @@ def selector(svc: dict[str, Any]) -> dict[str, str]:
     return dict(svc["spec"]["selector"])
 
 
-def annotations(obj: dict[str, Any]) -> dict[str, str]:
+def metadata_annotations(obj: dict[str, Any]) -> dict[str, str]:
     return dict(obj["metadata"].get("annotations") or {})
 
 
@@ -202,7 +202,7 @@ async def test_deploy_the_seed_app_yaml_then_a_checked_color_then_rerun_changes_
     assert len(env["RAINBOWD_POD_IPS"].split()) == 2, env
     svc = await service(kube_api, namespace, "rainbow-deploys")
     assert selector(svc) == {"app": "rainbow-deploys", "color": B}
-    assert annotations(svc)[PREVIOUS_COLOR] == A
+    assert metadata_annotations(svc)[PREVIOUS_COLOR] == A
     # The old color is left running, for rainbowd to burn down.
     assert await replicas(kube_api, namespace, f"rainbow-deploys-{A}") == 2
 
@@ -216,7 +216,7 @@ async def test_deploy_the_seed_app_yaml_then_a_checked_color_then_rerun_changes_
     assert after is not None
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
-    assert annotations(after) == annotations(before)
+    assert metadata_annotations(after) == metadata_annotations(before)
     unchanged = await service(kube_api, namespace, "rainbow-deploys")
     assert unchanged["metadata"]["resourceVersion"] == svc["metadata"]["resourceVersion"]
 
@@ -280,7 +280,7 @@ async def test_a_failing_check_means_no_switch(
     assert "failed with exit code 3" in run.err
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP, "color": A}
-    assert PREVIOUS_COLOR not in annotations(svc)
+    assert PREVIOUS_COLOR not in metadata_annotations(svc)
 
 
 async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(
@@ -312,7 +312,7 @@ async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(
     assert "another deploy or rollback won" in runs[loser].err, str(runs[loser])
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP, "color": winner}
-    assert annotations(svc)[PREVIOUS_COLOR] == A
+    assert metadata_annotations(svc)[PREVIOUS_COLOR] == A
 
 
 # --- rollback -----------------------------------------------------------------------------------
@@ -345,7 +345,8 @@ async def test_rollback_during_a_canary_narrows_to_the_old_color(
     assert "canary" in run.out
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP}
-    assert annotations(svc)[CANARY_COLOR] == B and annotations(svc)[PREVIOUS_COLOR] == A
+    marks = metadata_annotations(svc)
+    assert marks[CANARY_COLOR] == B and marks[PREVIOUS_COLOR] == A
     # A deploy during a canary is refused: promote or roll back first.
     refused = await cli.deploy(C)
     assert refused.code == 1 and "a canary of #bbbbbb is in progress" in refused.err
@@ -354,8 +355,8 @@ async def test_rollback_during_a_canary_narrows_to_the_old_color(
     assert run.code == 0, str(run)
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP, "color": A}
-    assert CANARY_COLOR not in annotations(svc)
-    assert annotations(svc)[PREVIOUS_COLOR] == B
+    assert CANARY_COLOR not in metadata_annotations(svc)
+    assert metadata_annotations(svc)[PREVIOUS_COLOR] == B
 
 
 # --- with the daemon ----------------------------------------------------------------------------
@@ -423,7 +424,7 @@ async def test_rollback_to_a_scaled_down_color_with_the_daemon_running(
 
         svc = await service(kube_api, namespace)
         assert selector(svc) == {"app": APP, "color": A}
-        assert annotations(svc)[PREVIOUS_COLOR] == B
+        assert metadata_annotations(svc)[PREVIOUS_COLOR] == B
         assert await replicas(kube_api, namespace, name_a) == 1
         bookkeeping = await annotations_of(kube_api, namespace, name_a)
         for key in (*RETIREMENT, HOLD_UNTIL, HOLD_REASON):
@@ -498,7 +499,7 @@ async def test_canary_both_live_then_promote_burns_the_old_one_down(
         assert f"promoted: Service {APP} now selects #{B} only" in run.out
         svc = await service(kube_api, namespace)
         assert selector(svc) == {"app": APP, "color": B}
-        assert CANARY_COLOR not in annotations(svc)
+        assert CANARY_COLOR not in metadata_annotations(svc)
 
         async def a_deleted() -> bool:
             return await get_deployment(kube_api, namespace, name_a) is None
@@ -560,7 +561,7 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
         assert f"{name_a} released" in run.out
         # (rainbowd may act on it at once: gone is released too)
         after = await get_deployment(kube_api, namespace, name_a)
-        assert after is None or HOLD_UNTIL not in annotations(after)
+        assert after is None or HOLD_UNTIL not in metadata_annotations(after)
 
         async def a_deleted() -> bool:
             return await get_deployment(kube_api, namespace, name_a) is None

@@ -114,7 +114,7 @@ async def test_a_draining_color_gets_an_eta_that_survives_a_restart(
                     doc = await old_doc(url)
                     forecast = None if doc is None else doc.get("forecast")
                     if forecast and forecast["etaSeconds"] is not None:
-                        return forecast
+                        return dict(forecast)
                     return None
 
                 forecast = await eventually(estimated, what="an ETA for the draining color")

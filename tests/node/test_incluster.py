@@ -5,9 +5,18 @@ leader-elected replicas where deleting the leader hands the work to the other, d
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +140,51 @@ def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
     assert (
         kubectl.json("get", "deployment", f"{APP}-{new}", "-n", namespace)["spec"]["replicas"] == 1
     )
+
+
+@pytest.mark.e2e
+def test_kubectl_rainbow_dashboard_forwards_to_the_in_cluster_page(
+    rainbowd_incluster: Kubectl,
+) -> None:
+    """`kubectl rainbow dashboard` as a user runs it: the real kubectl finds the plugin on PATH,
+    which port-forwards to the rainbowd Service; Ctrl-C stops it and kubectl's forward with it."""
+    kubectl = rainbowd_incluster
+    pods = kubectl.json("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=rainbowd")
+    names = {pod["metadata"]["name"] for pod in pods["items"]}
+    path = os.pathsep.join([str(kubectl.binary.parent), str(Path(sys.executable).parent)])
+    proc = subprocess.Popen(
+        [str(kubectl.binary), "rainbow", "dashboard", "--no-browser"],
+        env={**os.environ, "PATH": path, "KUBECONFIG": str(kubectl.kubeconfig)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
+    )
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        first = lines.get(timeout=120)
+        found = re.match(r"rainbowd's live page: (http://127\.0\.0\.1:\d+/) ", first)
+        assert found is not None, first
+        url = found.group(1)
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            assert answer.status == 200
+            assert "<title>rainbowd</title>" in answer.read().decode()
+        with urllib.request.urlopen(url + "status", timeout=30) as answer:
+            assert json.load(answer)["identity"] in names
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    # Nothing of it is left: the plugin stopped kubectl's port-forward before it exited.
+    leftover = subprocess.run(
+        ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout == "", leftover.stdout

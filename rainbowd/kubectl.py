@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """`kubectl-rainbow`: kubectl finds it on PATH and passes it the words after `rainbow`."""
     args = _hoist(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["status"] and not any(a.split("=", 1)[0] == "--url" for a in args):
+        # From kubectl, the rainbowd to ask is the one running in the cluster.
+        args.insert(1, "--in-cluster")
     return cli.main(args, parser=_parser())
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rainbowd.commands import forwarding
 from rainbowd.core.reporting import render_plan_table
 from rainbowd.status import Status, status_from_document
 
@@ -28,13 +29,22 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "status",
         help="show a running daemon's last plan",
-        description="Fetch /status from a running `rainbowd run` and print its last plan.",
+        description=(
+            "Fetch /status from a running `rainbowd run` and print its last plan: at --url, or "
+            "in the cluster through `kubectl port-forward` to its Service (--in-cluster, implied "
+            "by --kubeconfig or --context, and the default of `kubectl rainbow status`)."
+        ),
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get("RAINBOWD_URL", DEFAULT_URL),
-        help=f"the daemon's HTTP address ({DEFAULT_URL}) [RAINBOWD_URL]",
+        help=f"the daemon's HTTP address (else $RAINBOWD_URL, else {DEFAULT_URL})",
     )
+    parser.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="ask the rainbowd running in the cluster, through kubectl port-forward",
+    )
+    forwarding.add_arguments(parser)
     parser.add_argument(
         "--output", "-o", choices=("table", "json"), default="table", help="table or json"
     )
@@ -77,7 +87,20 @@ def read_status(url: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/status"
+    if args.url is None and (args.in_cluster or args.kubeconfig or args.context):
+        try:
+            with forwarding.forwarded(args) as forward:
+                return _show(args, forward.url)
+        except forwarding.ForwardError as exc:
+            print(f"rainbowd status: {exc}", file=sys.stderr)
+            return 2 if exc.usage else 1
+        except KeyboardInterrupt:
+            return 0
+    return _show(args, args.url or os.environ.get("RAINBOWD_URL") or DEFAULT_URL)
+
+
+def _show(args: argparse.Namespace, base: str) -> int:
+    url = base.rstrip("/") + "/status"
     if args.watch is not None and args.output == "table":
         return watch(url, interval=args.watch)
     try:

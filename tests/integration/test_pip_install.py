@@ -217,6 +217,12 @@ def test_the_real_kubectl_finds_the_plugin_and_runs_it(
     missing = _run([str(kubectl), "rainbow", "-n", namespace, "rollback", "--app", "chat"], env=env)
     assert missing.returncode == 1
     assert f"no Service {namespace}/chat" in missing.stderr, missing.stderr
+    # From kubectl, status asks the rainbowd running in the cluster (port-forward to its Service
+    # in -n, rainbowd by default), with kubectl's current context.
+    status = _run([str(kubectl), "rainbow", "-n", namespace, "status"], env=env)
+    assert status.returncode == 1, status
+    assert f"cannot forward to service/rainbowd in namespace {namespace}" in status.stderr
+    assert 'services "rainbowd" not found' in status.stderr, status.stderr
     # kubectl asks kubectl_complete-rainbow for completions.
     completed = _run([str(kubectl), "__complete", "rainbow", "ro"], env=env)
     assert completed.returncode == 0, completed.stderr

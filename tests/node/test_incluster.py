@@ -143,7 +143,7 @@ def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
 
 
 @pytest.mark.e2e
-def test_kubectl_rainbow_dashboard_forwards_to_the_in_cluster_page(
+def test_kubectl_rainbow_dashboard_and_status_reach_the_in_cluster_rainbowd(
     rainbowd_incluster: Kubectl,
 ) -> None:
     """`kubectl rainbow dashboard` as a user runs it: the real kubectl finds the plugin on PATH,
@@ -188,3 +188,17 @@ def test_kubectl_rainbow_dashboard_forwards_to_the_in_cluster_page(
         ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
     )
     assert leftover.stdout == "", leftover.stdout
+
+    # `kubectl rainbow status` reads the same in-cluster rainbowd's plan, with no --url.
+    status = subprocess.run(
+        [str(kubectl.binary), "rainbow", "status"],
+        env={**os.environ, "PATH": path, "KUBECONFIG": str(kubectl.kubeconfig)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    daemon = re.match(r"daemon:  (\S+)  leader=(yes|no)", status.stdout)
+    assert daemon is not None and daemon.group(1) in names, status.stdout

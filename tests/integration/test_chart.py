@@ -136,3 +136,25 @@ def test_namespaced_mode_without_namespaces_is_refused() -> None:
     )
     assert result.returncode != 0
     assert "namespaced.enabled needs namespaced.namespaces" in result.stderr
+
+
+def test_the_grafana_alerts_query_the_data_source_named_in_the_values() -> None:
+    docs = helm_template("--set", "monitoring.grafanaDatasourceUid=mimir-eu")
+    text = _one(docs, "ConfigMap", "rainbowd-grafana-alerts")["data"]["grafana-alerts.yaml"]
+    queries = [
+        query
+        for group in yaml.safe_load(text)["groups"]
+        for rule in group["rules"]
+        for query in rule["data"]
+    ]
+    prometheus = [q for q in queries if q["datasourceUid"] != "__expr__"]
+    assert prometheus and all(q["datasourceUid"] == "mimir-eu" for q in prometheus)
+    assert all(q["model"]["datasource"]["uid"] == "mimir-eu" for q in prometheus)
+
+
+def test_a_data_source_uid_grafana_would_refuse_is_an_error_naming_the_value() -> None:
+    chart = ROOT / "charts" / "rainbowd"
+    value = "monitoring.grafanaDatasourceUid=my uid}"
+    refused = run([helm(), "template", "rainbowd", chart, "--set", value], check=False)
+    assert refused.returncode != 0
+    assert 'monitoring.grafanaDatasourceUid: "my uid}" is not a Grafana uid' in refused.stderr

@@ -98,16 +98,23 @@ def normalised(docs: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
     strings inside ConfigMaps compare as text, everything else as parsed values."""
     out: dict[Key, dict[str, Any]] = {}
     for doc in docs:
-        obj = yaml.safe_load(yaml.safe_dump(dict(doc)))  # a deep copy
+        obj = _without_helm_labels(yaml.safe_load(yaml.safe_dump(dict(doc))))  # a deep copy
         meta = obj["metadata"]
-        labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in HELM_LABELS}
-        meta.pop("labels", None)
-        if labels:
-            meta["labels"] = labels
+        if not meta.get("labels"):
+            meta.pop("labels", None)
         key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
         assert key not in out, f"twice: {key}"
         out[key] = obj
     return out
+
+
+def _without_helm_labels(node: Any) -> Any:
+    """`node` less Helm's bookkeeping labels wherever they stand: metadata, selectors, templates."""
+    if isinstance(node, dict):
+        return {k: _without_helm_labels(v) for k, v in node.items() if k not in HELM_LABELS}
+    if isinstance(node, list):
+        return [_without_helm_labels(v) for v in node]
+    return node
 
 
 def kubectl_as_admin(

@@ -130,6 +130,28 @@ def test_another_release_name_keeps_names_and_permissions_consistent() -> None:
     ]
 
 
+def test_two_releases_in_one_namespace_select_only_their_own_pods() -> None:
+    def selects(release: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        docs = helm_template(release=release, namespace="platform")
+        deployment = _one(docs, "Deployment", f"rainbowd-{release}")
+        pods = deployment["spec"]["template"]["metadata"]["labels"]
+        return (
+            deployment["spec"]["selector"]["matchLabels"],
+            pods,
+            _one(docs, "Service", f"rainbowd-{release}")["spec"]["selector"],
+        )
+
+    def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    chat_deployment, chat_pods, chat_service = selects("chat")
+    xmpp_deployment, xmpp_pods, xmpp_service = selects("xmpp")
+    assert matches(chat_deployment, chat_pods) and matches(chat_service, chat_pods)
+    assert matches(xmpp_deployment, xmpp_pods) and matches(xmpp_service, xmpp_pods)
+    assert not matches(chat_deployment, xmpp_pods) and not matches(chat_service, xmpp_pods)
+    assert not matches(xmpp_deployment, chat_pods) and not matches(xmpp_service, chat_pods)
+
+
 def test_namespaced_mode_without_namespaces_is_refused() -> None:
     result = run(
         [helm(), "template", "rainbowd", CHART, "--set", "namespaced.enabled=true"], check=False

@@ -7,15 +7,16 @@
 {{- end -}}
 {{- end -}}
 
-{{/* Selects rainbowd's pods; the same as k8s/base. */}}
+{{/* Selects this release's rainbowd pods: k8s/base's name label and the release, so two
+    releases in one namespace never select each other's pods. */}}
 {{- define "rainbowd.selectorLabels" -}}
 app.kubernetes.io/name: rainbowd
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* On every object's metadata: the selector label and Helm's usual bookkeeping. */}}
+{{/* On every object's metadata: the selector labels and Helm's usual bookkeeping. */}}
 {{- define "rainbowd.labels" -}}
 {{ include "rainbowd.selectorLabels" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}

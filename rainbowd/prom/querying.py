@@ -3,10 +3,16 @@ connections query, parsed strictly, with every fault turned into an *unknown* re
 human cause. A missing series is unknown, never zero.
 
 In metric mode the query asks Prometheus for a summary per color, not the raw per-pod series:
-the sum, the number of distinct pods reporting (the coverage check) and the number of negative
-series, unioned into one answer told apart by the `rainbowd_part` label. That answer has three
-series per color whatever the number of pods, where the raw series were one per pod and per
-scrape job; `per_pod=True` still asks for the raw series, for whatever needs per-pod figures.
+one series per color whose value is the sum and whose `rainbowd_pods` label is the number of
+distinct pods reporting (the coverage check), plus, only where there are some, the number of
+negative series. That answer is one series per color whatever the number of pods, where the raw
+series were one per pod and per scrape job; `per_pod=True` still asks for the raw series, for
+whatever needs per-pod figures.
+
+Reading the answer is most of a steady cycle's cost at 10,000 colors, so the client remembers
+each color's last answer (its value and pod count as Prometheus wrote them) and converts and
+checks only the series that changed; when none did, the previous cycle's mapping is returned
+as it was, the same object.
 """
 
 from __future__ import annotations
@@ -39,11 +45,13 @@ _MAX_TEXT = 200
 ColorKey = tuple[str, str, str]
 """(namespace, app, color)"""
 
-# The label telling the parts of the summary answer apart, and the one carrying each series'
-# pod (its pod label, else its instance) inside the query.
+# The label carrying a color's pod count in the summary answer, the one marking its negative
+# series count, and the one carrying each series' pod (its pod label, else its instance) inside
+# the query.
+PODS_LABEL = "rainbowd_pods"
 PART_LABEL = "rainbowd_part"
 _POD_KEY = "rainbowd_pod"
-_SUM, _PODS, _NEGATIVE = "sum", "pods", "negative"
+_NEGATIVE = "negative"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -156,6 +164,8 @@ class PrometheusClient:
         self._client_timeout = aiohttp.ClientTimeout(
             total=(settings.timeout + _CLIENT_GRACE).total_seconds()
         )
+        # Each summary query's reader, remembering the last answer.
+        self._summaries: dict[ConnectionsQuery, SummaryReader] = {}
 
     @property
     def settings(self) -> PrometheusSettings:
@@ -163,6 +173,10 @@ class PrometheusClient:
 
     async def query(self, expr: str, *, at: datetime) -> Vector:
         """One instant query evaluated at `at` (an aware datetime); raises PrometheusError."""
+        status, body = await self._post(expr, at=at)
+        return parse_response(status, body)
+
+    async def _post(self, expr: str, *, at: datetime) -> tuple[int, bytes]:
         form = {
             "query": expr,
             "time": format_timestamp(at),
@@ -172,8 +186,7 @@ class PrometheusClient:
             async with self._session.post(
                 self._url, data=form, timeout=self._client_timeout
             ) as resp:
-                body = await resp.read()
-                status = resp.status
+                return resp.status, await resp.read()
         except TimeoutError as exc:
             raise PrometheusTimeout(
                 f"prometheus timed out after {format_duration(self._settings.timeout)}"
@@ -184,7 +197,6 @@ class PrometheusClient:
             raise PrometheusUnreachable(
                 f"prometheus unreachable: {_shorten(str(exc) or type(exc).__name__)}"
             ) from exc
-        return parse_response(status, body)
 
     async def connections(
         self, query: ConnectionsQuery, *, at: datetime, per_pod: bool = False
@@ -197,13 +209,20 @@ class PrometheusClient:
         summary = query.query is None and not per_pod
         expr = expression(query, per_pod=per_pod)
         shown = query.query if query.query is not None else query.selector
+        result: QueryResult | None = None
         try:
-            vector = await self.query(expr, at=at)
-            result = (
-                group_summary(query, vector, at=at)
-                if summary and not vector.warnings
-                else group_connections(query, vector, at=at)
-            )
+            if summary:
+                items, warnings = parse_document(*await self._post(expr, at=at))
+                if not warnings:
+                    reader = self._summaries.get(query)
+                    if reader is None:
+                        reader = self._summaries[query] = SummaryReader(query)
+                    result = reader.read(items, at=at)
+            else:
+                vector = await self.query(expr, at=at)
+                warnings = vector.warnings
+                if not warnings:
+                    result = group_connections(query, vector, at=at)
         except PrometheusError as exc:
             log.warning(
                 "prometheus query failed",
@@ -212,9 +231,9 @@ class PrometheusClient:
                 query=_shorten(shown),
             )
             return QueryResult(query=query, at=at, error=exc.cause, error_cause=exc.error_cause)
-        if vector.warnings:
+        if result is None:
             # Partial data could hide some pods' connections and pass for a drain.
-            cause = "partial data: " + _shorten("; ".join(vector.warnings))
+            cause = "partial data: " + _shorten("; ".join(warnings))
             error_cause = PrometheusErrorCause.QUERY
             log.warning(
                 "prometheus query failed",
@@ -227,11 +246,17 @@ class PrometheusClient:
                 at=at,
                 error=cause,
                 error_cause=error_cause,
-                warnings=vector.warnings,
+                warnings=warnings,
             )
         for warning in result.warnings:
             log.warning("prometheus result partly ignored", cause=warning, query=_shorten(shown))
         return result
+
+    def retain(self, queries: Iterable[ConnectionsQuery]) -> None:
+        """Forget the remembered answers of every query but these (the ones still asked)."""
+        keep = set(queries)
+        for query in [q for q in self._summaries if q not in keep]:
+            del self._summaries[query]
 
 
 async def fetch_connections(
@@ -239,6 +264,7 @@ async def fetch_connections(
 ) -> dict[ConnectionsQuery, QueryResult]:
     """Runs every distinct query concurrently, all pinned to the same instant."""
     distinct = list(dict.fromkeys(queries))
+    client.retain(distinct)
     results = await asyncio.gather(*(client.connections(q, at=at) for q in distinct))
     return dict(zip(distinct, results, strict=True))
 
@@ -255,14 +281,14 @@ def expression(query: ConnectionsQuery, *, per_pod: bool = False) -> str:
 
 
 def summary_expr(query: ConnectionsQuery) -> str:
-    """One query answering, per color, three series told apart by PART_LABEL:
+    """One query answering one series per color: its value is the connections, summed by
+    Prometheus (NaN or infinite if any series is), and its PODS_LABEL the number of distinct
+    pods reporting, a pod being its pod label, else its `instance` (series with neither count
+    as one pod together, which can only make the coverage check stricter). `count_values` is
+    what turns the count into a label, joined onto the sum (multiplied by its value, 1).
 
-    - `sum`: the connections, summed by Prometheus (NaN or infinite if any series is);
-    - `pods`: the number of distinct pods reporting, a pod being its pod label, else its
-      `instance` (series with neither count as one pod together, which can only make the
-      coverage check stricter);
-    - `negative`: the number of negative series, present only when there are some (a negative
-      gauge summed in would hide connections).
+    Only where a color has negative series, a second series marked `PART_LABEL="negative"`
+    counts them (a negative gauge summed in would hide connections).
     """
     by = f"{query.namespace_label}, {query.app_label}, {query.color_label}"
     sel = query.selector
@@ -272,14 +298,11 @@ def summary_expr(query: ConnectionsQuery) -> str:
         f'label_replace(label_replace({sel}, "{_POD_KEY}", "$1", "instance", "(.+)"),'
         f' "{_POD_KEY}", "$1", "{query.pod_label}", "(.+)")'
     )
-
-    def part(name: str, inner: str) -> str:
-        return f'label_replace({inner}, "{PART_LABEL}", "{name}", "", "")'
-
+    pods = f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))"
     return (
-        f"{part(_SUM, f'sum by ({by}) ({sel})')}"
-        f" or {part(_PODS, f'count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))')}"
-        f" or {part(_NEGATIVE, f'count by ({by}) ({sel} < 0)')}"
+        f"sum by ({by}) ({sel})"
+        f' * on ({by}) group_left ({PODS_LABEL}) count_values by ({by}) ("{PODS_LABEL}", {pods})'
+        f' or label_replace(count by ({by}) ({sel} < 0), "{PART_LABEL}", "{_NEGATIVE}", "", "")'
     )
 
 
@@ -288,6 +311,14 @@ def summary_expr(query: ConnectionsQuery) -> str:
 
 def parse_response(status: int, body: bytes) -> Vector:
     """An HTTP status and body from /api/v1/query into a Vector; raises PrometheusError."""
+    raw, warnings = parse_document(status, body)
+    samples = tuple(_parse_sample(item, i) for i, item in enumerate(raw))
+    return Vector(samples=samples, warnings=warnings)
+
+
+def parse_document(status: int, body: bytes) -> tuple[list[Any], tuple[str, ...]]:
+    """The envelope of an instant query's answer checked: its result items, unchecked, and its
+    warnings; raises PrometheusError."""
     try:
         doc: Any = json.loads(body)
     except ValueError:
@@ -321,11 +352,10 @@ def parse_response(status: int, body: bytes) -> Vector:
     raw = data.get("result")
     if not isinstance(raw, list):
         raise PrometheusBadResponse("prometheus answered a vector that is not a list")
-    samples = tuple(_parse_sample(item, i) for i, item in enumerate(raw))
     warnings = doc.get("warnings") or []
     if not isinstance(warnings, list):
         warnings = [warnings]
-    return Vector(samples=samples, warnings=tuple(str(w) for w in warnings))
+    return raw, tuple(str(w) for w in warnings)
 
 
 def _parse_sample(item: Any, index: int) -> Sample:
@@ -406,56 +436,119 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
     )
 
 
-def group_summary(query: ConnectionsQuery, vector: Vector, *, at: datetime) -> QueryResult:
-    """The answer to `summary_expr` into connections per color; raises PrometheusBadResponse
-    for a series that is no part of it.
+_Read = tuple[str, str, Connections]
+"""A color's summary series as last read: its value and pod count as written, and what they
+made."""
 
-    A color is known only with both its sum and its pod count; a NaN, infinite or negative sum,
-    or any negative series, makes it unknown, as in `group_connections`.
+
+class SummaryReader:
+    """Reads the answers to one query's `summary_expr`, cycle after cycle.
+
+    A color is known only with a finite, non-negative sum and a pod count of at least one, and
+    without negative series, as in `group_connections`. A series that is no part of the summary
+    raises PrometheusBadResponse: something other than Prometheus evaluated the query.
+
+    A color whose value and pod count read exactly as last time is not converted again: its
+    Connections of last time is kept (only series that already passed every check are
+    remembered). When no color changed, `read` returns last time's mapping, the same object.
     """
-    label_names = (query.namespace_label, query.app_label, query.color_label)
-    sums: dict[ColorKey, float] = {}
-    pods: dict[ColorKey, float] = {}
-    negative: dict[ColorKey, float] = {}
-    parts = {_SUM: sums, _PODS: pods, _NEGATIVE: negative}
-    unlabelled = 0
-    for sample in vector:
-        found = parts.get(sample.labels.get(PART_LABEL, ""))
-        if found is None:
-            raise PrometheusBadResponse(
-                f"prometheus answered a series without a known {PART_LABEL} label:"
-                f" {_shorten(str(dict(sample.labels)))}"
+
+    def __init__(self, query: ConnectionsQuery) -> None:
+        self.query = query
+        self._names = (query.namespace_label, query.app_label, query.color_label)
+        self._last: dict[ColorKey, _Read] = {}
+        self._by_color: Mapping[ColorKey, Connections] = MappingProxyType({})
+        self._rebuilt = True  # _by_color holds more than _last's figures (negative counts)
+
+    def read(self, items: list[Any], *, at: datetime) -> QueryResult:
+        """The answer's result items into connections per color; raises PrometheusBadResponse."""
+        namespace_label, app_label, color_label = self._names
+        last = self._last
+        read: dict[ColorKey, _Read] = {}
+        negative: dict[ColorKey, float] = {}
+        unlabelled = 0
+        changed = False
+        for index, item in enumerate(items):
+            # The common case: a color reading exactly as last time. Anything else, a new
+            # figure or any oddity, goes through every check.
+            try:
+                metric = item["metric"]
+                key = (metric[namespace_label], metric[app_label], metric[color_label])
+                text = item["value"][1]
+                pods = metric[PODS_LABEL]
+                before = last.get(key)
+            except (TypeError, KeyError, IndexError):
+                before = None
+            if (
+                before is not None
+                and before[0] == text
+                and before[1] == pods
+                and key not in read
+                and PART_LABEL not in metric
+            ):
+                read[key] = before
+                continue
+            found = self._check(item, index)
+            if found is None:
+                unlabelled += 1
+                continue
+            changed = True
+            key, figure = found
+            if isinstance(figure, float):
+                negative[key] = figure
+            elif key in read:
+                read[key] = ("", "", Connections.unknown("prometheus answered two sums"))
+            else:
+                read[key] = figure
+        self._last = read
+        if changed or negative or len(read) != len(last) or self._rebuilt:
+            by_color = {key: entry[2] for key, entry in read.items()}
+            for key, count in negative.items():
+                if key in by_color:
+                    by_color[key] = Connections.unknown(
+                        f"prometheus returned a negative count ({count:g} series)"
+                    )
+            self._by_color = MappingProxyType(by_color)
+            self._rebuilt = bool(negative)
+        warnings: tuple[str, ...] = ()
+        if unlabelled:
+            warnings = (
+                f"series without all of the labels {', '.join(self._names)} ignored"
+                f" ({unlabelled} summary series)",
             )
-        key = _color_key(sample.labels, label_names)
+        return QueryResult(query=self.query, at=at, by_color=self._by_color, warnings=warnings)
+
+    def _check(self, item: Any, index: int) -> tuple[ColorKey, _Read | float] | None:
+        """One series checked in full: its color with what it read, or with its count of
+        negative series (a float), or None for a series naming no color."""
+        sample = _parse_sample(item, index)
+        labels = sample.labels
+        pods = labels.get(PODS_LABEL)
+        negative = labels.get(PART_LABEL) == _NEGATIVE
+        if (pods is None) == (not negative):
+            raise PrometheusBadResponse(
+                f"prometheus answered a series without a {PODS_LABEL} label or a"
+                f' {PART_LABEL}="{_NEGATIVE}" label: {_shorten(str(dict(labels)))}'
+            )
+        key = _color_key(labels, self._names)
         if key is None:
-            unlabelled += 1
-            continue
-        found[key] = sample.value
-    by_color: dict[ColorKey, Connections] = {}
-    for key in sums.keys() | pods.keys():
-        total, reporting = sums.get(key), pods.get(key)
-        if total is None or reporting is None:
-            by_color[key] = Connections.unknown("prometheus answered a sum without a pod count")
-            continue
-        problem = _bad_value(total)
-        if key in negative:
-            problem = f"prometheus returned a negative count ({negative[key]:g} series)"
-        if problem is None and not (math.isfinite(reporting) and reporting >= 1):
-            problem = f"prometheus counted {reporting:g} pods"
-        by_color[key] = (
-            Connections.unknown(problem)
-            if problem is not None
-            else Connections(value=total, series=int(reporting))
-        )
-    warnings: list[str] = []
-    if unlabelled:
-        warnings.append(
-            f"series without all of the labels {', '.join(label_names)} ignored"
-            f" ({unlabelled} summary series)"
-        )
-    return QueryResult(
-        query=query, at=at, by_color=MappingProxyType(by_color), warnings=tuple(warnings)
-    )
+            return None
+        if pods is None:
+            return key, sample.value
+        return key, (item["value"][1], pods, _summary_connections(sample.value, pods))
+
+
+def _summary_connections(total: float, pods: str) -> Connections:
+    problem = _bad_value(total)
+    if problem is not None:
+        return Connections.unknown(problem)
+    try:
+        count = float(pods)
+    except ValueError:
+        return Connections.unknown(f"prometheus counted {_shorten(pods)!r} pods")
+    if not (math.isfinite(count) and count >= 1 and count == int(count)):
+        return Connections.unknown(f"prometheus counted {count:g} pods")
+    return Connections(value=total, series=int(count))
 
 
 def _color_key(labels: Mapping[str, str], names: tuple[str, str, str]) -> ColorKey | None:

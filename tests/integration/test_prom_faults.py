@@ -18,7 +18,7 @@ from rainbowd.prom import (
     PrometheusUnreachable,
     fetch_connections,
 )
-from rainbowd.prom.querying import PART_LABEL, summary_expr
+from rainbowd.prom.querying import PART_LABEL, PODS_LABEL, summary_expr
 from tests.fakeprom import FakePrometheus, Reply, fakeprom, vector
 
 __all__ = ["fakeprom"]
@@ -42,10 +42,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def summary(*colors: tuple[str, str, str, str, str], **extra: str) -> dict[str, object]:
     """The answer to the summary query: (namespace, app, color, sum, pods) per color."""
-    series = []
-    for ns, app, color, total, pods in colors:
-        for part, value in (("sum", total), ("pods", pods)):
-            series.append(({"namespace": ns, "app": app, "color": color, PART_LABEL: part}, value))
+    series = [
+        ({"namespace": ns, "app": app, "color": color, PODS_LABEL: pods}, total)
+        for ns, app, color, total, pods in colors
+    ]
     return vector(*series, **extra)  # type: ignore[arg-type]
 
 
@@ -350,7 +350,7 @@ async def test_a_negative_series_hidden_in_the_sum_makes_its_color_unknown(
     assert got.cause == "prometheus returned a negative count (1 series)"
 
 
-async def test_a_sum_without_its_pod_count_is_unknown(
+async def test_a_sum_without_its_pod_count_fails_the_query(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
     answer = summary(("chat", "web", "9d2cc9", "1", "1"))
@@ -362,8 +362,37 @@ async def test_a_sum_without_its_pod_count_is_unknown(
     )
     fakeprom.reply = Reply(body=answer)
     result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    assert result.error is not None
+    assert result.error.startswith(f"prometheus answered a series without a {PODS_LABEL} label")
     assert not result.get("chat", "web", "3c3fdc").known
-    assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
+    assert not result.get("chat", "web", "9d2cc9").known
+
+
+async def test_an_answer_read_as_last_time_is_kept_and_a_changed_one_read_anew(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    client = client_for(session, fakeprom.url)
+    fakeprom.reply = Reply(
+        body=summary(("chat", "web", "3c3fdc", "4", "2"), ("chat", "web", "9d2cc9", "1", "1"))
+    )
+    first = await client.connections(METRIC, at=AT)
+    again = await client.connections(METRIC, at=AT)
+    assert again.by_color is first.by_color
+    # One color loses a pod: only it reads anew, and the coverage figure follows.
+    fakeprom.reply = Reply(
+        body=summary(("chat", "web", "3c3fdc", "4", "1"), ("chat", "web", "9d2cc9", "1", "1"))
+    )
+    moved = await client.connections(METRIC, at=AT)
+    assert moved.by_color is not first.by_color
+    assert moved.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=1)
+    assert moved.get("chat", "web", "9d2cc9") is first.get("chat", "web", "9d2cc9")
+    # A failed query in between forgets nothing it should not: the next answer reads as sent.
+    fakeprom.reply = Reply(status=503, body=b"down")
+    assert not (await client.connections(METRIC, at=AT)).ok
+    fakeprom.reply = Reply(body=summary(("chat", "web", "3c3fdc", "NaN", "1")))
+    last = await client.connections(METRIC, at=AT)
+    assert last.get("chat", "web", "3c3fdc").cause == "prometheus returned NaN"
+    assert last.get("chat", "web", "9d2cc9") == NO_SERIES
 
 
 async def test_raw_series_where_a_summary_was_asked_fail_the_query(

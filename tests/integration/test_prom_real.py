@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rainbowd.core.model import NO_SERIES, Connections
+from rainbowd.core.planner.assess import effective_connections
 from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
 from rainbowd.sandbox.prometheus import PrometheusServer
@@ -242,6 +243,11 @@ async def test_a_pod_scraped_twice_never_covers_a_pod_not_scraped(
         # The raw per-pod shape agrees: one pod, two series.
         raw = await client.connections(both_jobs, at=got.at, per_pod=True)
         assert raw.get("chat", "web", A) == got.get("chat", "web", A)
+        # With two ready pods, the color is unknown: the coverage check catches the pod
+        # nobody scrapes, from the one series per color the summary answers.
+        checked = effective_connections(got.get("chat", "web", A), ready=2)
+        assert checked.value is None
+        assert checked.cause == "coverage: 1 of 2 ready pods report"
     finally:
         await close_streams(streams)
 

@@ -23,10 +23,13 @@ from rainbowd.core.model import (
 from rainbowd.core.planner import plan
 from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.prom.querying import (
+    PART_LABEL,
+    PODS_LABEL,
     PrometheusAPIError,
     PrometheusBadResponse,
     QueryResult,
     Sample,
+    SummaryReader,
     Vector,
     format_duration,
     format_timestamp,
@@ -155,6 +158,61 @@ def test_a_bad_series_makes_its_color_unknown_whatever_the_order() -> None:
         conn = result.get("n", "a", "c")
         assert not conn.known
         assert conn.cause == "prometheus returned a negative count (-1)"
+
+
+def summary_item(color: str, value: str, pods: str | None, **extra: str) -> dict[str, Any]:
+    metric = {"namespace": "n", "app": "a", "color": color, **extra}
+    if pods is not None:
+        metric[PODS_LABEL] = pods
+    return {"metric": metric, "value": [1700000000.0, value]}
+
+
+def test_the_summary_reader_checks_every_series_it_has_not_seen_as_it_is() -> None:
+    reader = SummaryReader(QUERY)
+    items = [summary_item("c", "5", "3"), summary_item("d", "1", "1"), summary_item("", "2", "1")]
+    first = reader.read(items, at=AT)
+    assert dict(first.by_color) == {
+        ("n", "a", "c"): Connections(value=5.0, series=3),
+        ("n", "a", "d"): Connections(value=1.0, series=1),
+    }
+    assert first.warnings == (
+        "series without all of the labels namespace, app, color ignored (1 summary series)",
+    )
+    assert reader.read(items, at=AT).by_color is first.by_color
+    # A negative series for a color read as last time still makes it unknown, and only while
+    # it is there.
+    negative = summary_item("c", "2", None, **{PART_LABEL: "negative"})
+    with_negative = reader.read([*items, negative], at=AT)
+    assert (
+        with_negative.get("n", "a", "c").cause == "prometheus returned a negative count (2 series)"
+    )
+    assert with_negative.get("n", "a", "d") == Connections(value=1.0, series=1)
+    assert reader.read(items, at=AT).get("n", "a", "c") == Connections(value=5.0, series=3)
+    # Two sums for one color, even one read as last time, say nothing trustworthy.
+    twice = reader.read([*items, summary_item("c", "5", "3")], at=AT)
+    assert not twice.get("n", "a", "c").known
+    # A pod count that is no count.
+    for pods, cause in (("0", "counted 0 pods"), ("2.5", "counted 2.5 pods"), ("x", "'x'")):
+        got = reader.read([summary_item("c", "5", pods)], at=AT).get("n", "a", "c")
+        assert not got.known
+        assert cause in got.cause
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        summary_item("c", "5", None),
+        summary_item("c", "5", "3", **{PART_LABEL: "negative"}),
+        {"metric": {"namespace": "n", "app": "a", "color": "c", PODS_LABEL: "3"}, "value": [1, 5]},
+        {"metric": {"namespace": "n", "app": "a", "color": "c", PODS_LABEL: 3}, "value": [1, "5"]},
+        ["metric"],
+    ],
+)
+def test_a_series_that_is_no_part_of_the_summary_fails_it(item: Any) -> None:
+    reader = SummaryReader(QUERY)
+    reader.read([summary_item("c", "5", "3")], at=AT)
+    with pytest.raises(PrometheusBadResponse):
+        reader.read([item], at=AT)
 
 
 def test_query_result_get() -> None:

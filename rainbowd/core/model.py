@@ -10,7 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from rainbowd.core.notes import Note
 
 # Annotations rainbowd reads and writes on Deployments. They are the only state that must
 # survive a restart, so they live on the objects themselves.
@@ -296,7 +299,10 @@ class ColorPlan(NamedTuple):
     created_at: datetime
     retired_at: datetime | None
     drained_since: datetime | None
-    note: str  # why the color is in this state / why it is held, one line
+    # Why the color is in this state and what was decided about it, as data; in words (one
+    # line) from `reporting.render_note(note, plan.now)`. Words already, when read back from a
+    # /status document.
+    note: Note | str
     actions: tuple[Action, ...] = ()
     # A scale-down or delete that was due but not planned (paused, or the disruption budget of
     # the cycle spent): the reason it was due. The note says what would have been done.

@@ -10,10 +10,50 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from rainbowd.core.forecast import ColorForecast, ColorKey
-from rainbowd.core.model import ActionKind, AppPlan, ColorPlan, Connections, Plan, State
+from rainbowd.core.model import (
+    HOLD_UNTIL,
+    PROTECT,
+    ActionKind,
+    AppPlan,
+    ColorPlan,
+    Connections,
+    Plan,
+    State,
+)
+from rainbowd.core.notes import (
+    AboveFloor,
+    BeyondKeepScaledDown,
+    BudgetSpent,
+    Decided,
+    Directly,
+    Disruption,
+    Drained,
+    DrainHold,
+    Forced,
+    Found,
+    Guard,
+    Held,
+    HeldUntil,
+    HoldMalformed,
+    KeptForRecord,
+    Live,
+    MinRetiredAge,
+    Note,
+    NotEvaluated,
+    Outcome,
+    OverMaxColors,
+    OverMaxRetiredAge,
+    Paused,
+    Plain,
+    RecordedDisruption,
+    Said,
+    ScaledBackUp,
+    ScaleUpGrace,
+    UnknownConnections,
+)
 from rainbowd.core.objects import format_time
 
 COLUMNS = (
@@ -49,15 +89,6 @@ def compact_duration(value: timedelta) -> str:
     return "".join(f"{n}{unit}" for n, unit in shown)
 
 
-def compact_duration_changes_at(elapsed: timedelta) -> timedelta:
-    """The first elapsed time after `elapsed` (not negative) at which `compact_duration` may read
-    differently: it shows the two largest units, so hours once past a day, minutes past an hour,
-    else seconds, and its text cannot change before the next multiple of that unit."""
-    seconds = elapsed.days * 86400 + elapsed.seconds
-    unit = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
-    return timedelta(seconds=(seconds // unit + 1) * unit)
-
-
 def format_count(value: float) -> str:
     """A connection count: `12`, `0.5`; whole numbers without a decimal point."""
     if math.isfinite(value) and value == int(value):
@@ -65,37 +96,148 @@ def format_count(value: float) -> str:
     return f"{value:g}"
 
 
-# A color's note once the cleanup rules are resolved: the planner renders each decision about it
-# here, after what assess noted of its state.
+# A color's note and an action's words, rendered from what the planner recorded (notes.py) against
+# the plan's `now`, when they are read: a plan records figures, never words.
+
+_PLAIN_WORDS = {
+    Plain.PENDING: "pending: created after the live color and not selected yet",
+    Plain.UNMANAGED: "no rule matches this Deployment: never touched",
+    Plain.SCALED_DOWN: "scaled down: kept for a fast rollback",
+    Plain.PROTECTED: f"protected ({PROTECT}): never scaled or deleted",
+    Plain.SCALE_FIRST: "scaled down first, deleted once maxDisruptions.per has passed",
+}
 
 
-def decided_note(note: str, words: str) -> str:
-    """A rule's decision to delete a color, in its `words`."""
-    return f"{note}; {words}"
+def render_note(note: Note | str, now: datetime) -> str:
+    """A color's note in words, one line: its guards, its state, then what was decided about it
+    (a note read back from a /status document is already words)."""
+    if isinstance(note, str):
+        return note
+    parts = [_words(guard, now) for guard in note.guards]
+    if note.found is not None:
+        parts.append(_words(note.found, now))
+    text = "; ".join(parts)
+    for outcome in note.decided:
+        if isinstance(outcome, Paused):  # what would have been done, first
+            text = f"{_outcome_words(outcome, now)}; {text}"
+        else:
+            text = f"{text}; {_outcome_words(outcome, now)}"
+    return text
 
 
-def forced_note(note: str, why: str) -> str:
-    """A forced scale-down (or delete) granted."""
-    return f"{note}; forced: {why}"
+def render_why(said: Sequence[Said], now: datetime) -> str:
+    """Why an action is taken, in words: the rule's reason, then what resolve added."""
+    return "; ".join([_words(part, now) for part in said])
 
 
-def held_note(note: str, why: str, spent: str) -> str:
-    """A forced scale-down held: the disruption budget `spent`."""
-    return f"{note}; held: {why}, but {spent}"
+def _outcome_words(outcome: Outcome, now: datetime) -> str:
+    match outcome:
+        case Forced():
+            return f"forced: {_words(outcome, now)}"
+        case Held():
+            return f"held: {_words(outcome.why, now)}, but {_spent_words(outcome.spent)}"
+        case Decided():
+            why = outcome.why
+            if isinstance(why, BeyondKeepScaledDown):
+                return f"beyond keepScaledDown {why.keep}"
+            return _words(why, now)
+        case KeptForRecord():
+            return (
+                f"kept until {format_time(outcome.until)}: it records a disruption counted by "
+                "maxDisruptions"
+            )
+        case Paused():  # rendered first by render_note
+            verb = "scale to 0" if outcome.kind is ActionKind.SCALE else "delete"
+            return f"paused: would {verb} ({outcome.reason})"
+    assert_never(outcome)
 
 
-def kept_note(note: str, until: datetime) -> str:
-    """A delete held while the Deployment records a disruption that still counts."""
+def _spent_words(spent: BudgetSpent) -> str:
+    if spent.cluster:
+        return f"the cluster-wide maxDisruptions ({spent.budget}) is spent"
+    return f"maxDisruptions ({spent.budget}) is spent for this app"
+
+
+def _hold_reason(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _words(part: Found | Guard | Said, now: datetime) -> str:
+    """One part of a note or of an action's words (mypy checks that every kind has its case)."""
+    match part:
+        case Plain():
+            return _PLAIN_WORDS[part]
+        case Live():
+            return f"live: selected by Service {part.service}"
+        case NotEvaluated():
+            return f"{part.message}; not evaluated"
+        case UnknownConnections():
+            return f"connections unknown ({part.cause}): not evaluated for drain"
+        case AboveFloor():
+            return f"draining: {format_count(part.connections)} connections > floor {part.floor}"
+        case DrainHold():
+            return (
+                f"draining: {format_count(part.connections)} <= floor {part.floor} for "
+                f"{compact_duration(now - part.since)} of drainHold {compact_duration(part.hold)}"
+            )
+        case MinRetiredAge():
+            return (
+                f"draining: drained, but retired for {compact_duration(now - part.retired_at)} "
+                f"of minRetiredAge {compact_duration(part.min_age)}"
+            )
+        case Drained():
+            return (
+                f"drained: {format_count(part.connections)} <= floor {part.floor} for "
+                f"{compact_duration(now - part.since)}"
+            )
+        case HoldMalformed():
+            return (
+                f"held ({HOLD_UNTIL} {part.value!r} is not an RFC 3339 time)"
+                f"{_hold_reason(part.reason)}"
+            )
+        case HeldUntil():
+            return f"held until {format_time(part.until)} ({HOLD_UNTIL}){_hold_reason(part.reason)}"
+        case ScaleUpGrace():
+            return (
+                f"scaled back up at {format_time(part.at)}: held for scaleUpGrace "
+                f"{compact_duration(part.grace)}"
+            )
+        case ScaledBackUp():
+            return (
+                f"scaled back up from 0 to {part.replicas}: a new drain starts; held for "
+                f"scaleUpGrace {compact_duration(part.grace)}"
+            )
+        case OverMaxRetiredAge():
+            return (
+                f"retired for {compact_duration(now - part.retired_at)} > maxRetiredAge "
+                f"{compact_duration(part.max_age)}"
+            )
+        case OverMaxColors():
+            return f"{part.running} colors with replicas > maxColors {part.limit}"
+        case BeyondKeepScaledDown():
+            return f"scaled down, beyond the newest keepScaledDown {part.keep}"
+        case RecordedDisruption():
+            return (
+                f"scaled down to record a disruption (maxDisruptions {part.budget}); action delete"
+            )
+        case Forced():
+            return _words(part.why, now) + _disruption_words(part.disruption)
+        case Directly():
+            if isinstance(part.why, BeyondKeepScaledDown):
+                return f"deleted directly, beyond keepScaledDown {part.why.keep}"
+            return _words(part.why, now)
+    assert_never(part)
+
+
+def _disruption_words(disruption: Disruption | None) -> str:
+    if disruption is None:
+        return ""
+    if disruption.connections is None:
+        return " (connections unknown)"
     return (
-        f"{note}; kept until {format_time(until)}: it records a disruption counted by "
-        "maxDisruptions"
+        f" (still holds {format_count(disruption.connections)} connections > floor "
+        f"{disruption.floor})"
     )
-
-
-def paused_note(note: str, kind: ActionKind, reason: str) -> str:
-    """Paused: what would have been done, and why."""
-    verb = "scale to 0" if kind is ActionKind.SCALE else "delete"
-    return f"paused: would {verb} ({reason}); {note}"
 
 
 def _not_evaluated(color: ColorPlan) -> bool:
@@ -126,8 +268,8 @@ def _action_cells(color: ColorPlan, app: AppPlan) -> tuple[str, str]:
     return "-", "-"
 
 
-def _note(color: ColorPlan) -> str:
-    note = color.note
+def _note(color: ColorPlan, now: datetime) -> str:
+    note = render_note(color.note, now)
     if (
         color.connections.value is None
         and not _not_evaluated(color)
@@ -166,7 +308,7 @@ def plan_rows(
                     eta,
                     action,
                     reason,
-                    _note(color),
+                    _note(color, plan.now),
                 )
             )
     return rows
@@ -297,7 +439,7 @@ def plan_to_document(
                     "drainedSince": (
                         None if color.drained_since is None else format_time(color.drained_since)
                     ),
-                    "note": color.note,
+                    "note": render_note(color.note, plan.now),
                     "held": None if color.held is None else str(color.held),
                     "actions": [
                         {

@@ -25,6 +25,7 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner import plan
 from rainbowd.core.policy import Budget, CleanupAction, Policy
+from rainbowd.core.reporting import render_note
 from tests.unit.strategies import (
     APP,
     NOW,
@@ -54,6 +55,11 @@ def app_plan(p: Plan, app: str = APP, namespace: str = NS) -> AppPlan:
 def color(p: Plan, color_: str, app: str = APP) -> ColorPlan:
     (found,) = [c for c in app_plan(p, app).colors if c.color == color_]
     return found
+
+
+def note(p: Plan, c: ColorPlan) -> str:
+    """The color's note in words, as /status and the plan table show it."""
+    return render_note(c.note, p.now)
 
 
 def kinds(c: ColorPlan) -> list[tuple[ActionKind, Reason]]:
@@ -130,7 +136,7 @@ def test_preview_service_makes_the_previewed_color_live_too() -> None:
         services=[LIVE_SVC, service({"app": APP, "color": "c0ffee"}, name=f"{APP}-preview")],
     )
     assert color(p, "c0ffee").state is State.LIVE
-    assert f"{APP}-preview" in color(p, "c0ffee").note
+    assert f"{APP}-preview" in note(p, color(p, "c0ffee"))
     assert kinds(color(p, "c0ffee")) == [(ActionKind.ANNOTATE, Reason.OBSERVED_LIVE)]
     assert color(p, "9d2cc9").state is State.LIVE
 
@@ -190,7 +196,7 @@ def test_no_service_blocks_the_app_but_colors_still_get_states() -> None:
     assert color(p, "3c3fdc").state is State.RETIRED
     assert color(p, "9d2cc9").state is State.RETIRED  # it was live (live-at), nothing selects it
     assert color(p, "c0ffee").state is State.PENDING
-    assert all(c.note for c in a.colors)
+    assert all(note(p, c) for c in a.colors)
 
 
 def test_service_with_empty_selector_makes_nothing_live() -> None:
@@ -251,7 +257,7 @@ def test_connections_at_or_below_floor_start_the_drain_hold() -> None:
     assert c.state is State.DRAINING
     assert kinds(c) == [(ActionKind.ANNOTATE, Reason.DRAIN_STARTED)]
     assert c.actions[0].annotations == {DRAINED_SINCE: NOW_STAMP}
-    assert "drainHold" in c.note
+    assert "drainHold" in note(p, c)
 
 
 def test_drain_hold_not_yet_met_is_draining() -> None:
@@ -266,7 +272,7 @@ def test_min_retired_age_not_yet_met_is_draining() -> None:
     p = run([live_new(), d], {"3c3fdc": conns(0)}, pol=policy(min_retired_age=30 * M))
     c = color(p, "3c3fdc")
     assert c.state is State.DRAINING and c.actions == ()
-    assert "minRetiredAge" in c.note
+    assert "minRetiredAge" in note(p, c)
 
 
 def test_drain_hold_resets_when_connections_rise() -> None:
@@ -282,7 +288,7 @@ def test_unknown_connections_hold_the_color_and_reset_the_drain() -> None:
     c = color(p, "3c3fdc")
     assert c.state is State.UNKNOWN_CONNECTIONS
     assert kinds(c) == [(ActionKind.ANNOTATE, Reason.DRAIN_RESET)]
-    assert "query failed" in c.note
+    assert "query failed" in note(p, c)
 
 
 def test_missing_series_is_unknown_never_zero() -> None:
@@ -379,7 +385,7 @@ def test_max_colors_cleans_oldest_retired_first_within_disruption_budget() -> No
     for held in ("bbbbbb", "cccccc", "dddddd"):
         assert color(p, held).actions == ()
         assert color(p, held).held is Reason.MAX_COLORS
-        assert "maxDisruptions (1 per 10m) is spent" in color(p, held).note
+        assert "maxDisruptions (1 per 10m) is spent" in note(p, color(p, held))
     assert color(p, "9d2cc9").held is None
 
 
@@ -626,7 +632,7 @@ def test_paused_keeps_bookkeeping_and_holds_scale_downs() -> None:
     assert p.paused
     c = color(p, "3c3fdc")
     assert c.actions == () and c.held is Reason.DRAINED
-    assert c.note.startswith("paused: would scale to 0 (drained)")
+    assert note(p, c).startswith("paused: would scale to 0 (drained)")
     assert kinds(color(p, "aaaaaa")) == [(ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED)]
 
 
@@ -650,7 +656,7 @@ def test_every_action_and_color_has_words_and_preconditions() -> None:
         assert a.message and "\n" not in a.message
         assert a.uid and a.resource_version
     for c in app_plan(p).colors:
-        assert c.note and "\n" not in c.note
+        assert note(p, c) and "\n" not in note(p, c)
 
 
 def test_replanning_the_applied_plan_is_a_no_op() -> None:

@@ -1,8 +1,10 @@
 """Table test of assess (rainbowd/core/planner/assess.py), called directly: each color's state,
-the stamps it needs (with their `Reason`), the retired colors handed to the cleanup rules, and
-which of them the drained rule then asks to scale down."""
+the stamps it needs (with their `Reason`), the retired colors handed to the cleanup rules, which
+of them the drained rule then asks to scale down, and when time alone changes the assessment."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import pytest
 
@@ -18,9 +20,10 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.planner.assess import assess_app, group
-from rainbowd.core.planner.cycle import Cycle
+from rainbowd.core.planner.cycle import FOREVER, Cycle, Thresholds
 from rainbowd.core.planner.rules import drained as drained_rule
 from rainbowd.core.policy import Policy
+from rainbowd.core.reporting import render_note
 from tests.unit.strategies import (
     APP,
     NOW,
@@ -41,10 +44,18 @@ LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
 
 
 @pytest.mark.parametrize(
-    ("annotations", "replicas", "users", "state", "stamps", "drained"),
+    ("annotations", "replicas", "users", "state", "stamps", "drained", "changes_at"),
     [
         # First seen retired: stamped, and draining while it holds users.
-        ({LIVE_AT: stamp(5 * H)}, 2, conns(12), State.DRAINING, [Reason.OBSERVED_RETIRED], False),
+        (
+            {LIVE_AT: stamp(5 * H)},
+            2,
+            conns(12),
+            State.DRAINING,
+            [Reason.OBSERVED_RETIRED],
+            False,
+            None,
+        ),
         # Drained, long enough: the drained rule marks it.
         (
             {RETIRED_AT: stamp(2 * H), DRAINED_SINCE: stamp(10 * M)},
@@ -53,9 +64,28 @@ LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
             State.DRAINED,
             [],
             True,
+            None,
         ),
-        # At the floor for the first time: the drain starts.
-        ({RETIRED_AT: stamp(2 * H)}, 2, conns(0), State.DRAINING, [Reason.DRAIN_STARTED], False),
+        # At the floor for the first time: the drain starts, drained once drainHold has passed.
+        (
+            {RETIRED_AT: stamp(2 * H)},
+            2,
+            conns(0),
+            State.DRAINING,
+            [Reason.DRAIN_STARTED],
+            False,
+            NOW + 5 * M,
+        ),
+        # Drained, but not retired for minRetiredAge yet.
+        (
+            {RETIRED_AT: stamp(20 * M), DRAINED_SINCE: stamp(10 * M)},
+            2,
+            conns(0),
+            State.DRAINING,
+            [],
+            False,
+            NOW + 10 * M,
+        ),
         # Unknown connections reset a drain in progress and are never drained.
         (
             {RETIRED_AT: stamp(2 * H), DRAINED_SINCE: stamp(10 * M)},
@@ -64,6 +94,7 @@ LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
             State.UNKNOWN_CONNECTIONS,
             [Reason.DRAIN_RESET],
             False,
+            None,
         ),
         # Protected or held: never a candidate, whatever its drain.
         (
@@ -73,6 +104,7 @@ LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
             State.PROTECTED,
             [],
             False,
+            None,
         ),
         (
             {RETIRED_AT: stamp(2 * H), DRAINED_SINCE: stamp(H), HOLD_UNTIL: "soon"},
@@ -81,9 +113,28 @@ LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
             State.PROTECTED,
             [],
             False,
+            None,
+        ),
+        # Held until a time: protected until then.
+        (
+            {RETIRED_AT: stamp(2 * H), DRAINED_SINCE: stamp(H), HOLD_UNTIL: stamp(-H)},
+            2,
+            conns(0),
+            State.PROTECTED,
+            [],
+            False,
+            NOW + H,
         ),
         # Scaled down by rainbowd: kept for a rollback.
-        ({RETIRED_AT: stamp(9 * H), ORIGINAL_REPLICAS: "2"}, 0, None, State.SCALED_DOWN, [], False),
+        (
+            {RETIRED_AT: stamp(9 * H), ORIGINAL_REPLICAS: "2"},
+            0,
+            None,
+            State.SCALED_DOWN,
+            [],
+            False,
+            None,
+        ),
     ],
 )
 def test_a_retired_color(
@@ -93,6 +144,7 @@ def test_a_retired_color(
     state: State,
     stamps: list[Reason],
     drained: bool,
+    changes_at: datetime | None,
 ) -> None:
     old = deployment("old", created=ago(10 * H), replicas=replicas, annotations=annotations)
     connections = {(NS, APP, "live"): conns(40)}
@@ -103,14 +155,18 @@ def test_a_retired_color(
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
-    assessed = assess_app(cycle, namespace, app, colors, [])
+    thresholds = Thresholds()
+    assessed = assess_app(cycle, thresholds, namespace, app, colors, [])
     by_name = {c.color: c for c in colors}
     assert by_name["live"].state is State.LIVE
     color = by_name["old"]
     assert color.state is state
     assert [reason for reason, _ in color.reasons or []] == stamps
-    assert [d.color for d in drained_rule(assessed.retired)] == ([color] if drained else [])
+    assert [d.color for d in drained_rule(assessed.retired).decision] == (
+        [color] if drained else []
+    )
     assert assessed.blocked is None and [c.color for c in assessed.retired] == ["old"]
+    assert thresholds.valid_until == (FOREVER if changes_at is None else changes_at)
 
 
 def test_a_blocked_app_hands_no_color_to_the_rules() -> None:
@@ -120,14 +176,15 @@ def test_a_blocked_app_hands_no_color_to_the_rules() -> None:
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
-    assessed = assess_app(cycle, namespace, app, colors, [])
+    assessed = assess_app(cycle, Thresholds(), namespace, app, colors, [])
     assert assessed.blocked is not None and assessed.retired == []
-    assert colors[0].state is State.RETIRED and "not evaluated" in colors[0].note
+    assert colors[0].state is State.RETIRED
+    assert "not evaluated" in render_note(colors[0].note(), NOW)
 
 
 def test_a_threshold_ahead_sets_valid_until() -> None:
     # Retired 2 hours ago and drained for 10 minutes: draining until minRetiredAge 3h, an hour
-    # away; the note shows "retired for 2h", which reads "2h1m" a minute on: valid until then.
+    # away: valid until then. The note's durations are rendered when read, against that now.
     old = deployment(
         "old",
         created=ago(10 * H),
@@ -140,6 +197,11 @@ def test_a_threshold_ahead_sets_valid_until() -> None:
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
-    assess_app(cycle, namespace, app, colors, [])
-    assert colors[-1].note == "draining: drained, but retired for 2h of minRetiredAge 3h"
-    assert cycle.valid_until == NOW + M
+    thresholds = Thresholds()
+    assess_app(cycle, thresholds, namespace, app, colors, [])
+    note = colors[-1].note()
+    assert render_note(note, NOW) == "draining: drained, but retired for 2h of minRetiredAge 3h"
+    assert (
+        render_note(note, NOW + M) == "draining: drained, but retired for 2h1m of minRetiredAge 3h"
+    )
+    assert thresholds.valid_until == NOW + H

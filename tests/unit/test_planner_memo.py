@@ -29,6 +29,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.planner import Planner, plan
 from rainbowd.core.policy import Policy
+from rainbowd.core.reporting import compact_duration, render_note
 from tests.unit.strategies import (
     _WORD,
     APP,
@@ -302,30 +303,18 @@ def _crossing(snap: Snapshot, pol: Policy, *, within: timedelta, state: State) -
 
 def test_reaching_drain_hold_invalidates() -> None:  # (e)
     snap, pol = _steady()
-    # Drained for 4m of 5m: the note shows seconds, so step through whole minutes only.
-    planner = Planner()
+    # Drained for 4m of 5m: reused until drainHold is reached (the note's "for 4m30s" is
+    # rendered when read, against the plan's now).
     snap = _retired_for(snap, 5 * H, 4 * M)
-    first = _app(planner.plan(snap, pol, NOW))
-    assert first.colors[1].state is State.DRAINING
-    assert _app(planner.plan(snap, pol, NOW + 30 * S)) is not first  # "4m30s" != "4m"
-    at = planner.plan(snap, pol, NOW + M)
-    assert at == plan(snap, pol, NOW + M)
-    assert _app(at).colors[1].state is State.DRAINED
+    _crossing(snap, pol, within=M, state=State.DRAINED)
 
 
 def test_reaching_min_retired_age_invalidates() -> None:  # (e)
     snap, pol = _steady()
     pol = policy(max_retired_age=100 * H, min_retired_age=3 * H, drain_hold=5 * M)
-    # Retired 2h30m of 3h (the note shows minutes); drained long enough.
+    # Retired 2h30m of 3h; drained long enough.
     snap = _retired_for(snap, 150 * M, 2 * H)
-    planner = Planner()
-    first = _app(planner.plan(snap, pol, NOW))
-    assert first.colors[1].state is State.DRAINING
-    assert _app(planner.plan(snap, pol, NOW + 59 * S)) is first
-    assert _app(planner.plan(snap, pol, NOW + M)) is not first  # "2h31m"
-    at = planner.plan(snap, pol, NOW + 30 * M)
-    assert at == plan(snap, pol, NOW + 30 * M)
-    assert _app(at).colors[1].state is State.DRAINED
+    _crossing(snap, pol, within=30 * M, state=State.DRAINED)
 
 
 def test_reaching_max_retired_age_invalidates() -> None:  # (e)
@@ -365,9 +354,16 @@ def test_notes_with_durations_are_never_stale() -> None:
     snap, pol = _steady()
     snap = _retired_for(snap, 5 * H, 2 * M)  # "... for 2m of drainHold 5m"
     planner = Planner()
-    for seconds in range(0, 200, 7):
+    first = _app(planner.plan(snap, pol, NOW))
+    for seconds in range(0, 180, 7):
         now = NOW + seconds * S
-        assert planner.plan(snap, pol, now) == plan(snap, pol, now)
+        reused = planner.plan(snap, pol, now)
+        assert reused == plan(snap, pol, now)
+        assert _app(reused) is first  # the threshold, drainHold, is 3 minutes away
+        held_for = compact_duration(2 * M + seconds * S)
+        assert render_note(_app(reused).colors[1].note, now) == (
+            f"draining: 0 <= floor 0 for {held_for} of drainHold 5m"
+        )
 
 
 def test_a_naive_now_is_utc_as_in_plan() -> None:

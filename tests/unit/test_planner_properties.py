@@ -38,6 +38,7 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import format_time, parse_time
 from rainbowd.core.planner import Planner, plan
 from rainbowd.core.policy import Budget, Knobs, Policy
+from rainbowd.core.reporting import render_note
 from tests.unit.strategies import (
     EXTREME_STAMPS,
     NOW,
@@ -192,7 +193,7 @@ def test_every_action_is_explained_and_carries_preconditions(snap: Snapshot, pol
     seen: set[tuple[str, str]] = set()
     for app in p.apps:
         for c in app.colors:
-            assert c.note and "\n" not in c.note
+            assert render_note(c.note, p.now) and "\n" not in render_note(c.note, p.now)
             assert len(c.actions) <= 1  # one write per Deployment per cycle: one precondition
             for a in c.actions:
                 assert a.message and "\n" not in a.message
@@ -297,7 +298,7 @@ def test_keep_scaled_down_keeps_the_newest_scaled_down_colors(snap: Snapshot, po
             c
             for c in app.colors
             if c.name not in deleted
-            and not _kept_as_a_record(c)
+            and not _kept_as_a_record(p, c)
             and c.state is not State.LIVE
             and c.state is not State.PENDING
             and c.rule is not None
@@ -312,10 +313,10 @@ def test_keep_scaled_down_keeps_the_newest_scaled_down_colors(snap: Snapshot, po
             assert max(created[n] for n in deleted) <= min(created[c.name] for c in kept)
 
 
-def _kept_as_a_record(color: ColorPlan) -> bool:
+def _kept_as_a_record(p: Plan, color: ColorPlan) -> bool:
     """A color whose delete waits while it records a disruption (scaled down first, or kept
     until the record stops counting): kept whatever keepScaledDown would have it do."""
-    return "it records a disruption" in color.note or any(
+    return "it records a disruption" in render_note(color.note, p.now) or any(
         "deleted once maxDisruptions.per has passed" in a.message for a in color.actions
     )
 

@@ -7,15 +7,44 @@ from datetime import timedelta
 
 import pytest
 
-from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, RETIRED_AT, State
+from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, RETIRED_AT, ActionKind, Reason, State
+from rainbowd.core.notes import (
+    AboveFloor,
+    BeyondKeepScaledDown,
+    BudgetSpent,
+    Decided,
+    Directly,
+    Disruption,
+    Drained,
+    DrainHold,
+    Forced,
+    Held,
+    HeldUntil,
+    HoldMalformed,
+    KeptForRecord,
+    Live,
+    MinRetiredAge,
+    Note,
+    NotEvaluated,
+    OverMaxColors,
+    OverMaxRetiredAge,
+    Paused,
+    Plain,
+    RecordedDisruption,
+    Said,
+    ScaledBackUp,
+    ScaleUpGrace,
+    UnknownConnections,
+)
 from rainbowd.core.planner import plan
-from rainbowd.core.policy import Policy
+from rainbowd.core.policy import Budget, Policy
 from rainbowd.core.reporting import (
     COLUMNS,
     compact_duration,
-    compact_duration_changes_at,
     plan_to_document,
+    render_note,
     render_plan_table,
+    render_why,
     summary_line,
 )
 from tests.unit.strategies import (
@@ -50,17 +79,118 @@ def test_compact_duration(seconds: int, text: str) -> None:
     assert compact_duration(timedelta(seconds=seconds)) == text
 
 
+M = timedelta(minutes=1)
+BUDGET = Budget(1, 10 * M)
+FORCED = OverMaxRetiredAge(NOW - 100 * H, 72 * H)
+
+
 @pytest.mark.parametrize(
-    ("seconds", "changes_at"),
-    [(0, 1), (59.5, 60), (3599, 3600), (3600, 3660), (3661, 3720), (86399, 86400), (86400, 90000)],
+    ("note", "text"),
+    [
+        (Note(Live("chat")), "live: selected by Service chat"),
+        (Note(Plain.PENDING), "pending: created after the live color and not selected yet"),
+        (Note(Plain.UNMANAGED), "no rule matches this Deployment: never touched"),
+        (Note(NotEvaluated("blocked: why")), "blocked: why; not evaluated"),
+        (Note(Plain.SCALED_DOWN), "scaled down: kept for a fast rollback"),
+        (
+            Note(UnknownConnections("timeout")),
+            "connections unknown (timeout): not evaluated for drain",
+        ),
+        (Note(AboveFloor(12.5, 3)), "draining: 12.5 connections > floor 3"),
+        (
+            Note(DrainHold(0, 0, NOW - 150 * timedelta(seconds=1), 5 * M)),
+            "draining: 0 <= floor 0 for 2m30s of drainHold 5m",
+        ),
+        (
+            Note(MinRetiredAge(NOW - 2 * H, 3 * H)),
+            "draining: drained, but retired for 2h of minRetiredAge 3h",
+        ),
+        (Note(Drained(2, 2, NOW - 10 * M)), "drained: 2 <= floor 2 for 10m"),
+        # Guards first; a scaled-down protected color says its guards only.
+        (
+            Note(None, (Plain.PROTECTED, HeldUntil(NOW + H, "incident 42"))),
+            "protected (rainbowd.io/protect): never scaled or deleted; held until "
+            "2026-11-21T13:00:00Z (rainbowd.io/hold-until): incident 42",
+        ),
+        (
+            Note(AboveFloor(4, 0), (HoldMalformed("soon", ""),)),
+            "held (rainbowd.io/hold-until 'soon' is not an RFC 3339 time); "
+            "draining: 4 connections > floor 0",
+        ),
+        (
+            Note(None, (ScaleUpGrace(NOW - M, 30 * M), ScaledBackUp(3, 30 * M))),
+            "scaled back up at 2026-11-21T11:59:00Z: held for scaleUpGrace 30m; scaled back up "
+            "from 0 to 3: a new drain starts; held for scaleUpGrace 30m",
+        ),
+        # What resolve decided follows; paused goes first.
+        (
+            Note(AboveFloor(4, 0), decided=(Forced(FORCED, Disruption(4, 0)),)),
+            "draining: 4 connections > floor 0; forced: retired for 4d4h > maxRetiredAge 3d "
+            "(still holds 4 connections > floor 0)",
+        ),
+        (
+            Note(UnknownConnections("timeout"), decided=(Forced(OverMaxColors(5, 4), None),)),
+            "connections unknown (timeout): not evaluated for drain; forced: 5 colors with "
+            "replicas > maxColors 4",
+        ),
+        (
+            Note(AboveFloor(4, 0), decided=(Held(FORCED, BudgetSpent(BUDGET, cluster=False)),)),
+            "draining: 4 connections > floor 0; held: retired for 4d4h > maxRetiredAge 3d, but "
+            "maxDisruptions (1 per 10m) is spent for this app",
+        ),
+        (
+            Note(AboveFloor(4, 0), decided=(Held(FORCED, BudgetSpent(BUDGET, cluster=True)),)),
+            "draining: 4 connections > floor 0; held: retired for 4d4h > maxRetiredAge 3d, but "
+            "the cluster-wide maxDisruptions (1 per 10m) is spent",
+        ),
+        (
+            Note(
+                Plain.SCALED_DOWN,
+                decided=(Decided(BeyondKeepScaledDown(2)), KeptForRecord(NOW + 5 * M)),
+            ),
+            "scaled down: kept for a fast rollback; beyond keepScaledDown 2; kept until "
+            "2026-11-21T12:05:00Z: it records a disruption counted by maxDisruptions",
+        ),
+        (
+            Note(Plain.SCALED_DOWN, decided=(Decided(RecordedDisruption(BUDGET)),)),
+            "scaled down: kept for a fast rollback; scaled down to record a disruption "
+            "(maxDisruptions 1 per 10m); action delete",
+        ),
+        (
+            Note(
+                Drained(0, 0, NOW - H),
+                decided=(Paused(ActionKind.SCALE, Reason.DRAINED),),
+            ),
+            "paused: would scale to 0 (drained); drained: 0 <= floor 0 for 1h",
+        ),
+        ("words read back from /status", "words read back from /status"),
+    ],
 )
-def test_compact_duration_changes_at(seconds: float, changes_at: int) -> None:
-    elapsed = timedelta(seconds=seconds)
-    after = compact_duration_changes_at(elapsed)
-    assert after == timedelta(seconds=changes_at)
-    # The text holds until then, and reads differently from then on.
-    assert compact_duration(after - timedelta(microseconds=1)) == compact_duration(elapsed)
-    assert compact_duration(after) != compact_duration(elapsed)
+def test_render_note(note: Note | str, text: str) -> None:
+    assert render_note(note, NOW) == text
+
+
+@pytest.mark.parametrize(
+    ("said", "text"),
+    [
+        ((Drained(0, 0, NOW - 6 * M),), "drained: 0 <= floor 0 for 6m"),
+        (
+            (Forced(FORCED, Disruption(None, 0)), Plain.SCALE_FIRST),
+            "retired for 4d4h > maxRetiredAge 3d (connections unknown); scaled down first, "
+            "deleted once maxDisruptions.per has passed",
+        ),
+        (
+            (Drained(0, 0, NOW - 6 * M), Directly(BeyondKeepScaledDown(1))),
+            "drained: 0 <= floor 0 for 6m; deleted directly, beyond keepScaledDown 1",
+        ),
+        (
+            (BeyondKeepScaledDown(1),),
+            "scaled down, beyond the newest keepScaledDown 1",
+        ),
+    ],
+)
+def test_render_why(said: tuple[Said, ...], text: str) -> None:
+    assert render_why(said, NOW) == text
 
 
 def story() -> object:

@@ -1,6 +1,7 @@
 """Table tests of resolve (rainbowd/core/planner/resolve.py): what overrides the rules. The
-disruption budget spends or holds a forced scale-down, a Deployment recording a disruption is
-kept while it counts, paused holds every cleanup."""
+disruption budget grants or holds a forced scale-down (a decision returned, the color left as
+it is), a Deployment recording a disruption is kept while it counts, paused holds every
+cleanup; and when time alone changes each."""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ from datetime import timedelta
 import pytest
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
+from rainbowd.core.notes import OverMaxColors
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import Cycle
-from rainbowd.core.planner.resolve import Disruptions, hold_paused, keep_disruption_records
+from rainbowd.core.planner.cycle import FOREVER, Cycle, Thresholds
+from rainbowd.core.planner.resolve import (
+    Disruptions,
+    Granted,
+    Withheld,
+    disruption_records,
+    force,
+    hold_paused,
+    keep,
+)
 from rainbowd.core.planner.rules import Due
 from rainbowd.core.policy import Budget, Knobs, Policy
+from rainbowd.core.reporting import render_note, render_why
 from tests.unit.strategies import NOW, H, M, ago, conns, deployment, rule, snapshot, stamp
 
 
@@ -51,26 +62,42 @@ def test_the_budget_spends_or_holds(
     old = _color("old", replicas=0, **recorded)
     colors = [old, _color("a"), _color("b")]
     knobs = Knobs(max_disruptions=Budget(count, timedelta(hours=1)))
-    disruptions = Disruptions(cycle, colors, knobs, ActionKind.SCALE)
-    for color in colors[1:]:
-        disruptions.grant(Due(color, Reason.MAX_COLORS, "3 colors with replicas > maxColors 1"))
-    got = ["forced" if c.cleanup is Reason.MAX_COLORS else "held" for c in colors[1:]]
+    why = OverMaxColors(3, 1)
+    # The decisions, returned: the colors are left as they are.
+    disruptions = Disruptions(cycle, colors, knobs)
+    rulings = [disruptions.grant(Due(color, Reason.MAX_COLORS, why)) for color in colors[1:]]
+    got = ["forced" if isinstance(r.decision, Granted) else "held" for r in rulings]
     assert got == expected
+    assert all(c.cleanup is None and c.held is None and not c.decided for c in colors)
+    # Within the window, the budget changes when the recorded disruption stops counting.
+    counted = recorded and recorded[DISRUPTED_AT] == stamp(5 * M)
+    assert {r.changes_at for r in rulings} <= {NOW - 5 * M + H if counted else None}
+    # Applied.
+    thresholds = Thresholds()
+    disruptions = Disruptions(cycle, colors, knobs)
     for color in colors[1:]:
+        force(thresholds, disruptions, Due(color, Reason.MAX_COLORS, why), ActionKind.SCALE)
+    assert ["forced" if c.cleanup is Reason.MAX_COLORS else "held" for c in colors[1:]] == expected
+    for color in colors[1:]:
+        note = render_note(color.note(), NOW)
         if color.cleanup is None:
             assert color.held is Reason.MAX_COLORS
-            assert "held: 3 colors with replicas > maxColors 1, but maxDisruptions" in color.note
+            assert "held: 3 colors with replicas > maxColors 1, but maxDisruptions" in note
         elif not paused:
             assert color.disrupted  # the record rides on the scale-down
-            assert "(still holds 30 connections > floor 0)" in color.why
+            assert "(still holds 30 connections > floor 0)" in render_why(color.said, NOW)
+            assert "forced: 3 colors with replicas > maxColors 1 (still holds 30" in note
+    assert thresholds.valid_until == (NOW - 5 * M + H if counted else FOREVER)
 
 
 def test_a_drained_color_spends_nothing() -> None:
     cycle = _cycle()
     color = _color("a", users=0)
     knobs = Knobs(max_disruptions=Budget(0, timedelta(hours=1)))
-    Disruptions(cycle, [color], knobs, ActionKind.SCALE).grant(Due(color, Reason.MAX_COLORS, "why"))
-    assert (color.cleanup, color.why, color.disrupted) == (Reason.MAX_COLORS, "why", "")
+    due = Due(color, Reason.MAX_COLORS, OverMaxColors(3, 1))
+    ruling = Disruptions(cycle, [color], knobs).grant(due)
+    assert ruling == (Granted(due), None)
+    assert not isinstance(ruling.decision, Withheld)
 
 
 @pytest.mark.parametrize(
@@ -89,10 +116,16 @@ def test_records_are_kept_while_they_count(
     cycle = _cycle()
     color = _color("a", replicas=replicas, **{DISRUPTED_AT: recorded})
     color.cleanup, color.kind = Reason.KEEP_SCALED_DOWN, ActionKind.DELETE
-    keep_disruption_records(cycle, [color], Budget(1, timedelta(hours=1)))
+    ruling = disruption_records(cycle, [color], Budget(1, timedelta(hours=1)))
+    for kept in ruling.decision:
+        keep(kept)
     assert (color.kind, color.cleanup) == (kind, cleanup)
+    # Planned again when the record stops counting.
+    assert ruling.changes_at == (None if kind is ActionKind.DELETE else NOW - 5 * M + H)
     if kind is None:
-        assert cycle.valid_until == NOW - 5 * M + H  # planned again when the record expires
+        assert render_note(color.note(), NOW).endswith(
+            "kept until 2026-11-21T12:55:00Z: it records a disruption counted by maxDisruptions"
+        )
 
 
 def test_paused_holds_every_cleanup() -> None:
@@ -105,5 +138,5 @@ def test_paused_holds_every_cleanup() -> None:
         (None, None, Reason.KEEP_SCALED_DOWN),
         (None, None, None),
     ]
-    assert scaled.note.startswith("paused: would scale to 0 (drained)")
-    assert deleted.note.startswith("paused: would delete (keep-scaled-down)")
+    assert render_note(scaled.note(), NOW).startswith("paused: would scale to 0 (drained)")
+    assert render_note(deleted.note(), NOW).startswith("paused: would delete (keep-scaled-down)")

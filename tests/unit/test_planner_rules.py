@@ -1,5 +1,7 @@
 """Table tests of the cleanup rules (rainbowd/core/planner/rules.py), one function each, called
-directly: which colors a rule decides for, with which reason and words, and which it leaves alone.
+directly: which colors a rule decides for, with which reason and words (rendered by the reporting
+module from the figures it records), which it leaves alone, and when time alone would change its
+decisions (its `Ruling`'s `changes_at`).
 
 The whole planner (rules in order, the budget, paused) is tested through `plan()` in
 test_planner.py; these pin each rule on its own, as docs/design.md "Adding a rule" asks of a new
@@ -13,17 +15,20 @@ from datetime import timedelta
 
 import pytest
 
-from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
+from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
+from rainbowd.core.notes import Drained, Why
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
     delete_recorded,
+    drained,
     keep_scaled_down,
     max_colors,
     max_retired_age,
 )
 from rainbowd.core.policy import Budget, Knobs
-from tests.unit.strategies import NOW, H, ago, deployment, rule, stamp
+from rainbowd.core.reporting import render_why
+from tests.unit.strategies import NOW, H, M, ago, deployment, rule, stamp
 
 
 @dataclass
@@ -57,6 +62,30 @@ def _colors(specs: list[Spec]) -> list[Color]:
     return colors
 
 
+def _words(why: Why) -> str:
+    return render_why([why], NOW)
+
+
+@pytest.mark.parametrize(
+    ("states", "due"),
+    [
+        # Only the colors assess found drained; protected ones are never (their state says so).
+        ([State.DRAINED, State.DRAINING, State.DRAINED], ["a", "c"]),
+        ([State.PROTECTED, State.UNKNOWN_CONNECTIONS, State.SCALED_DOWN], []),
+    ],
+)
+def test_drained(states: list[State], due: list[str]) -> None:
+    colors = _colors([Spec(name, 10 * H) for name in "abc"])
+    for color, state in zip(colors, states, strict=True):
+        color.state = state
+        color.found = Drained(0, 0, ago(10 * M))
+    ruling = drained(colors)
+    assert [d.color.color for d in ruling.decision] == due
+    assert all(d.reason is Reason.DRAINED for d in ruling.decision)
+    assert [_words(d.why) for d in ruling.decision] == ["drained: 0 <= floor 0 for 10m"] * len(due)
+    assert ruling.changes_at is None  # when it became drained is assess's threshold
+
+
 @pytest.mark.parametrize(
     ("specs", "max_age", "forced"),
     [
@@ -80,19 +109,19 @@ def test_max_retired_age(
     specs: list[Spec], max_age: timedelta | None, forced: list[tuple[str, str]]
 ) -> None:
     colors = _colors(specs)
-    due = max_retired_age(NOW, colors, Knobs(max_retired_age=max_age)).due
-    assert [(d.color.color, d.reason, d.why) for d in due] == [
+    due = max_retired_age(NOW, colors, Knobs(max_retired_age=max_age)).decision
+    assert [(d.color.color, d.reason, _words(d.why)) for d in due] == [
         (c, Reason.MAX_RETIRED_AGE, why) for c, why in forced
     ]
 
 
 def test_max_retired_age_says_when_its_decisions_next_change() -> None:
-    # Not overdue yet: at its maxRetiredAge. Overdue: when "retired for 4d4h" next reads
-    # differently (the next hour). The earliest of the two.
+    # Not overdue yet: at its maxRetiredAge. Overdue stays overdue (its words show how long,
+    # rendered when read: they change nothing). The earliest of the colors'.
     knobs = Knobs(max_retired_age=72 * H)
     assert max_retired_age(NOW, _colors([Spec("a", 70 * H)]), knobs).changes_at == ago(-2 * H)
-    assert max_retired_age(NOW, _colors([Spec("a", 100 * H)]), knobs).changes_at == ago(-H)
-    both = _colors([Spec("a", 100 * H), Spec("b", 71.5 * H)])
+    assert max_retired_age(NOW, _colors([Spec("a", 100 * H)]), knobs).changes_at is None
+    both = _colors([Spec("a", 100 * H), Spec("b", 71.5 * H), Spec("c", 71 * H)])
     assert max_retired_age(NOW, both, knobs).changes_at == ago(-0.5 * H)
     # Colors it never acts on change nothing.
     kept = _colors([Spec("a", 70 * H, protected=True), Spec("b", 70 * H, replicas=0)])
@@ -120,17 +149,24 @@ def test_max_colors(specs: list[Spec], limit: int | None, forced: list[str]) -> 
     retired = _colors(specs)
     live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
     asked = []
-    for due in max_colors([live, *retired], retired, Knobs(max_colors=limit)):
+    ruling = max_colors([live, *retired], retired, Knobs(max_colors=limit))
+    assert ruling.changes_at is None  # it counts, compares no time
+    for due in ruling.decision:
         asked.append(due)
         due.color.cleanup = due.reason  # granted
     assert [d.color.color for d in asked] == forced
     assert all(d.reason is Reason.MAX_COLORS for d in asked)
+    running = len(specs) + 1 - sum(s.replicas == 0 or s.cleanup is not None for s in specs)
+    assert [_words(d.why) for d in asked[:1]] == (
+        [f"{running} colors with replicas > maxColors {limit}"] if forced else []
+    )
 
 
 def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
     retired = _colors([Spec("a", 10 * H), Spec("b", 5 * H), Spec("c", 1 * H)])
     live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
-    asked = [d.color.color for d in max_colors([live, *retired], retired, Knobs(max_colors=3))]
+    ruling = max_colors([live, *retired], retired, Knobs(max_colors=3))
+    asked = [d.color.color for d in ruling.decision]
     # Nothing granted: four colors keep their replicas, so each is asked for in turn.
     assert asked == ["a", "b", "c"]
 
@@ -156,11 +192,13 @@ def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
 )
 def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> None:
     colors = _colors(specs)
-    decisions = keep_scaled_down(colors, keep)
+    ruling = keep_scaled_down(colors, keep)
+    assert ruling.changes_at is None
+    decisions = ruling.decision
     assert {d.color.color for d in decisions} == deleted
     for d in decisions:
         assert d.reason is Reason.KEEP_SCALED_DOWN
-        assert d.why == f"scaled down, beyond the newest keepScaledDown {keep}"
+        assert _words(d.why) == f"scaled down, beyond the newest keepScaledDown {keep}"
     # Applied, a color already being scaled down is deleted directly and keeps its reason.
     for d in decisions:
         delete(d)
@@ -184,6 +222,10 @@ def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> No
 )
 def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
     colors = _colors(specs)
-    decisions = delete_recorded(colors, Budget(1, timedelta(minutes=10)))
-    assert {d.color.color for d in decisions} == deleted
-    assert all(d.reason is Reason.DISRUPTION_RECORDED for d in decisions)
+    ruling = delete_recorded(colors, Budget(1, timedelta(minutes=10)))
+    assert ruling.changes_at is None  # the records' ends are resolve's (disruption_records)
+    assert {d.color.color for d in ruling.decision} == deleted
+    assert all(d.reason is Reason.DISRUPTION_RECORDED for d in ruling.decision)
+    assert [_words(d.why) for d in ruling.decision] == [
+        "scaled down to record a disruption (maxDisruptions 1 per 10m); action delete"
+    ] * len(deleted)

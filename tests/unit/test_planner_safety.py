@@ -46,7 +46,7 @@ from tests.unit.strategies import (
     snapshot,
     stamp,
 )
-from tests.unit.test_planner import color, kinds, live_new
+from tests.unit.test_planner import color, kinds, live_new, note
 
 LIVE_SVC = service({"app": APP, "color": "9d2cc9"})
 NOW_STAMP = format_time(NOW)
@@ -88,7 +88,7 @@ def test_a_color_scaled_back_up_is_not_scaled_down_again_on_its_old_drain_stamp(
         SCALED_UP_AT: NOW_STAMP,
     }
     assert c.state is State.PROTECTED and c.drained_since == NOW
-    assert "scaled back up" in c.note
+    assert "scaled back up" in note(p, c)
 
 
 def test_a_color_scaled_back_up_is_held_for_the_grace_period_by_every_rule() -> None:
@@ -101,7 +101,7 @@ def test_a_color_scaled_back_up_is_held_for_the_grace_period_by_every_rule() -> 
     for minutes in (6, 20, 29):
         p = both(applied, pol, NOW + minutes * M)
         assert disruptive(p) == [], minutes
-        assert "scaled back up" in color(p, "3c3fdc").note
+        assert "scaled back up" in note(p, color(p, "3c3fdc"))
         applied = apply_plan(applied, p)
     after = both(applied, pol, NOW + 31 * M)
     assert [d[0] for d in disruptive(after)] == ["3c3fdc"]
@@ -357,7 +357,7 @@ def test_a_color_held_until_a_future_time_is_never_scaled_or_deleted() -> None:
     c = color(p, "3c3fdc")
     assert c.state is State.PROTECTED
     assert disruptive(p) == []
-    assert "held until" in c.note and "incident 42: keep for forensics" in c.note
+    assert "held until" in note(p, c) and "incident 42: keep for forensics" in note(p, c)
 
 
 def test_a_hold_in_the_past_releases_the_color() -> None:
@@ -430,7 +430,7 @@ def test_the_disruption_budget_spans_cycles_not_one_cycle() -> None:
     soon = both(applied, BUDGET, NOW + timedelta(seconds=1))
     assert disruptive(soon) == []
     assert color(soon, "bbbbbb").held is Reason.MAX_RETIRED_AGE
-    assert "maxDisruptions (1 per 10m) is spent" in color(soon, "bbbbbb").note
+    assert "maxDisruptions (1 per 10m) is spent" in note(soon, color(soon, "bbbbbb"))
     # A restarted daemon (a fresh Planner) reads the same stamps: still spent.
     assert Planner().plan(applied, BUDGET, NOW + 9 * M) == plan(applied, BUDGET, NOW + 9 * M)
     assert disruptive(plan(applied, BUDGET, NOW + 9 * M)) == []
@@ -451,7 +451,7 @@ def test_a_color_recording_a_disruption_is_not_deleted_until_its_window_passes()
     applied = apply_plan(snap, first)
     p = both(applied, pol, NOW + M)
     assert disruptive(p) == []
-    assert "records a disruption" in color(p, "aaaaaa").note
+    assert "records a disruption" in note(p, color(p, "aaaaaa"))
     after = both(applied, pol, NOW + 10 * M + timedelta(seconds=1))
     assert sorted((c, k) for c, k, _ in disruptive(after)) == [
         ("aaaaaa", ActionKind.DELETE),
@@ -500,7 +500,7 @@ def test_the_cluster_wide_budget_bounds_all_apps_together() -> None:
         p = planner.plan(applied, pol, at)
         assert p == plan(applied, pol, at)
         assert disruptive(p) == []
-        assert any("cluster-wide maxDisruptions" in c.note for a in p.apps for c in a.colors)
+        assert any("cluster-wide maxDisruptions" in note(p, c) for a in p.apps for c in a.colors)
     after = planner.plan(applied, pol, NOW + 11 * M)
     assert after == plan(applied, pol, NOW + 11 * M)
     assert len(disruptive(after)) == 1

@@ -1,10 +1,12 @@
 """A color's decisions as a ColorPlan and its actions: the stamps, the scale-down with its
-bookkeeping (original-replicas, scale-down-generation, disrupted-at), or the delete."""
+bookkeeping (original-replicas, scale-down-generation, disrupted-at), or the delete. The note
+stays data (rendered when read); an action's message is rendered here, actions being few."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from datetime import datetime
 
 from rainbowd.core.model import (
     DISRUPTED_AT,
@@ -16,11 +18,14 @@ from rainbowd.core.model import (
     Reason,
 )
 from rainbowd.core.planner.assess import Color
+from rainbowd.core.reporting import render_why
 
 _by_created = operator.attrgetter("deployment.created_at")
 
 
-def color_plans(namespace: str, app: str, colors: list[Color]) -> tuple[ColorPlan, ...]:
+def color_plans(
+    namespace: str, app: str, colors: list[Color], now: datetime
+) -> tuple[ColorPlan, ...]:
     """The colors' plans, newest first."""
     colors.sort(key=_by_created, reverse=True)
     plans: list[ColorPlan] = []
@@ -41,18 +46,18 @@ def color_plans(namespace: str, app: str, colors: list[Color]) -> tuple[ColorPla
                 created_at=deployment.created_at,
                 retired_at=color.retired_at,
                 drained_since=color.drained_since,
-                note=color.note,
+                note=color.note(),
                 # Most colors, most cycles, have nothing to do.
                 actions=()
                 if color.kind is None and color.changes is None
-                else _actions(namespace, app, color),
+                else _actions(namespace, app, color, now),
                 held=color.held,
             )
         )
     return tuple(plans)
 
 
-def _actions(namespace: str, app: str, color: Color) -> tuple[Action, ...]:
+def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Action, ...]:
     deployment = color.deployment
     name = deployment.name
     color_name = color.color
@@ -68,7 +73,7 @@ def _actions(namespace: str, app: str, color: Color) -> tuple[Action, ...]:
                 deployment.uid,
                 deployment.resource_version,
                 color.cleanup or Reason.KEEP_SCALED_DOWN,
-                f"delete {name}: {color.why}",
+                f"delete {name}: {render_why(color.said, now)}",
                 {},
                 value,
             ),
@@ -97,7 +102,7 @@ def _actions(namespace: str, app: str, color: Color) -> tuple[Action, ...]:
                 deployment.uid,
                 deployment.resource_version,
                 color.cleanup or Reason.DRAINED,
-                f"scale {name} from {deployment.replicas} to 0: {color.why}",
+                f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}",
                 changes,
                 value,
             ),

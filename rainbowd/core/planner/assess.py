@@ -1,7 +1,9 @@
-"""Assess: each color's state, its note and the annotation stamps it needs (live-at, retired-at,
-drained-since, a scale-up seen, a malformed stamp), and the guards that keep it (protect, a hold,
-scaleUpGrace). Whether a color is drained is its state here; the drained rule (rules.py) acts on
-it. docs/design.md "What the planner decides" is the spec.
+"""Assess: each color's state, what it was found on (a `Found` of notes.py, its figures), the
+annotation stamps it needs (live-at, retired-at, drained-since, a scale-up seen, a malformed
+stamp), and the guards that keep it (protect, a hold, scaleUpGrace). Whether a color is drained
+is its state here; the drained rule (rules.py) acts on it. Every comparison with a time returns a
+`Ruling` read through `Thresholds.take`, so the app's `valid_until` knows each threshold.
+docs/design.md "What the planner decides" is the spec.
 """
 
 from __future__ import annotations
@@ -33,30 +35,32 @@ from rainbowd.core.model import (
     Service,
     State,
 )
-from rainbowd.core.objects import format_time
-from rainbowd.core.planner.cycle import SECOND, Cycle, later, parse_stamp
+from rainbowd.core.notes import (
+    AboveFloor,
+    Drained,
+    DrainHold,
+    Found,
+    Guard,
+    HeldUntil,
+    HoldMalformed,
+    Live,
+    MinRetiredAge,
+    Note,
+    NotEvaluated,
+    Outcome,
+    Plain,
+    Said,
+    ScaledBackUp,
+    ScaleUpGrace,
+    UnknownConnections,
+)
+from rainbowd.core.planner.cycle import Cycle, Ruling, Thresholds, earliest, later, parse_stamp
 from rainbowd.core.policy import Knobs, Rule
-from rainbowd.core.reporting import compact_duration, format_count
 
 _DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"
 
 
 _DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
-
-
-_NOTE_LIVE = "live: selected by Service "
-
-
-_NOTE_PENDING = "pending: created after the live color and not selected yet"
-
-
-_NOTE_UNMANAGED = "no rule matches this Deployment: never touched"
-
-
-_NOTE_SCALED_DOWN = "scaled down: kept for a fast rollback"
-
-
-_NOTE_PROTECTED = f"protected ({PROTECT}): never scaled or deleted"
 
 
 _DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
@@ -76,27 +80,29 @@ _FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 class Color:
     """One color while its app is being planned; becomes a ColorPlan (actions.py).
 
-    assess sets what the color is: state, note, connections, retired_at, drained_since, protected
-    (and guard), the stamps (`change`). resolve applies the rules' decisions, setting what is done
-    about it: cleanup (the Reason), kind, why (the action's words), held, and disrupted (the
-    disrupted-at record a forced scale-down writes).
+    assess sets what the color is: state, found (what its state was found on), connections,
+    retired_at, drained_since, protected (and guards), the stamps (`change`). resolve applies the
+    rules' decisions, setting what is done about it: cleanup (the Reason), kind, said (the
+    action's why), decided (what the note adds), held, and disrupted (the disrupted-at record a
+    forced scale-down writes). Words are the reporting module's, from these.
 
     No __slots__: class-level defaults let the constructor set only three fields, and building
     10,000 of these per cycle is a visible share of the planner's time budget.
     """
 
     state = State.RETIRED
-    note = ""
+    found: Found | None = None  # None: a scaled-down protected color, its guards say it all
     connections: Connections = Connections.unknown("no series for this color")
     retired_at: datetime | None = None
     drained_since: datetime | None = None
     protected = False
-    guard = ""  # why it is protected: the note's first words
+    guards: tuple[Guard, ...] = ()  # why it is protected
     changes: dict[str, str | None] | None = None
     reasons: list[tuple[Reason, str]] | None = None
     cleanup: Reason | None = None
     kind: ActionKind | None = None
-    why = ""
+    said: tuple[Said, ...] = ()  # why the cleanup: the rule's, then what resolve added
+    decided: tuple[Outcome, ...] = ()
     disruptive = False
     held: Reason | None = None
     disrupted = ""  # a forced scale-down of users spends the budget: the disrupted-at stamp
@@ -108,6 +114,10 @@ class Color:
         self.rule = rule
         self.live = live  # the name of a Service selecting it, or None
         self.color = color
+
+    def note(self) -> Note:
+        """What was found and decided about it, for its ColorPlan."""
+        return Note(self.found, self.guards, self.decided)
 
     def change(self, key: str, value: str | None, reason: Reason, why: str) -> None:
         if self.changes is None:
@@ -232,9 +242,15 @@ class Assessment:
 
 
 def assess_app(
-    cycle: Cycle, namespace: Namespace, app: str, colors: list[Color], warnings: list[str]
+    cycle: Cycle,
+    thresholds: Thresholds,
+    namespace: Namespace,
+    app: str,
+    colors: list[Color],
+    warnings: list[str],
 ) -> Assessment:
-    """Each color's state, note and stamps; `colors` are updated in place."""
+    """Each color's state, what it was found on, and its stamps; `colors` are updated in
+    place."""
     now = cycle.now
     newest_live: datetime | None = None
     blocked: BlockReason | None = None
@@ -284,7 +300,7 @@ def assess_app(
         )
         if color.live is not None:
             color.state = State.LIVE
-            color.note = _NOTE_LIVE + color.live
+            color.found = Live(color.live)
             if (
                 evaluate
                 and color.rule is not None
@@ -299,32 +315,35 @@ def assess_app(
             and (newest_live is None or deployment.created_at >= newest_live)
             and (
                 RETIRED_AT not in annotations
-                or not _retired_by_stamp(cycle, deployment, annotations, warnings)
+                or not thresholds.take(_retired_by_stamp(now, deployment, annotations, warnings))
             )
         ):
-            if not evaluate or color.rule is None or abandoned_after is None:
+            if (
+                not evaluate
+                or color.rule is None
+                or abandoned_after is None
+                or not thresholds.take(_abandoned(now, deployment, abandoned_after))
+            ):
                 color.state = State.PENDING
-                color.note = _NOTE_PENDING
-                continue
-            abandoned_at = later(deployment.created_at, abandoned_after)
-            if now < abandoned_at:
-                cycle.crossing(abandoned_at)
-                color.state = State.PENDING
-                color.note = _NOTE_PENDING
+                color.found = Plain.PENDING
                 continue
             abandoned = True
         stamp = annotations.get(RETIRED_AT)
         retired_at = None if stamp is None else parse_stamp(stamp)
         if color.rule is None:
-            color.note = _NOTE_UNMANAGED
+            color.found = Plain.UNMANAGED
             color.retired_at = retired_at
             continue
         if retired_at is None:
-            _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
-        else:
-            color.retired_at = retired_at
+            retired_at = thresholds.take(
+                _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
+            )
+        color.retired_at = retired_at
         if _GUARDS.intersection(annotations):
-            _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+            color.guards = thresholds.take(
+                _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+            )
+            color.protected = bool(color.guards)
         disrupted = annotations.get(DISRUPTED_AT)
         if (
             disrupted is not None
@@ -348,10 +367,11 @@ def assess_app(
             and ORIGINAL_REPLICAS in annotations
             and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
         ):
-            annotations = _scaled_back_up(cycle, color, annotations, knobs)
+            annotations = thresholds.take(_scaled_back_up(cycle, color, annotations, knobs))
         if not evaluate:
             color.state = State.PROTECTED if color.protected else State.RETIRED
-            color.note = f"{message}; not evaluated"
+            color.found = NotEvaluated(message)
+            color.guards = ()  # the app is blocked: that says it all
             if deployment.replicas > 0 and DRAINED_SINCE in annotations:
                 # Blocked or not, every sample counts: a drain is continuous or it is not one.
                 _reset_drain(color, knobs)
@@ -360,24 +380,34 @@ def assess_app(
             # Scaled down: nothing to evaluate.
             if color.protected:
                 color.state = State.PROTECTED
-                color.note = color.guard
             else:
                 color.state = State.SCALED_DOWN
-                color.note = _NOTE_SCALED_DOWN
+                color.found = Plain.SCALED_DOWN
             if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
                 # Scaled down by hand (rainbowd's own scale-downs are recognised by
                 # original-replicas when scaled back up): a later scale-up starts a new drain.
                 color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
         else:
-            _evaluate_retired(cycle, color, knobs, annotations, warnings)
+            state, color.found = thresholds.take(
+                _evaluate_retired(cycle, color, knobs, annotations, warnings)
+            )
+            color.state = State.PROTECTED if color.protected else state
         retired.append(color)
 
     return Assessment(rule, blocked, message, retired)
 
 
+def _abandoned(now: datetime, deployment: Deployment, abandoned_after: timedelta) -> Ruling[bool]:
+    """Whether a pending color is abandoned: pending for longer than abandonedAfter."""
+    abandoned_at = later(deployment.created_at, abandoned_after)
+    if now < abandoned_at:
+        return Ruling(False, abandoned_at)
+    return Ruling(True, None)
+
+
 def _retired_by_stamp(
-    cycle: Cycle, deployment: Deployment, annotations: Mapping[str, str], warnings: list[str]
-) -> bool:
+    now: datetime, deployment: Deployment, annotations: Mapping[str, str], warnings: list[str]
+) -> Ruling[bool]:
     """Whether the retired-at stamp of a color that would otherwise be pending retires it: only
     a time already past does. A pending color is a rollout in progress; a garbled or future
     stamp must not make it a candidate for scaling down (reported, never silent)."""
@@ -388,11 +418,10 @@ def _retired_by_stamp(
             f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC "
             "3339 time; the color stays pending"
         )
-        return False
-    if at > cycle.now:
-        cycle.crossing(at)
-        return False
-    return True
+        return Ruling(False, None)
+    if at > now:
+        return Ruling(False, at)
+    return Ruling(True, None)
 
 
 def _plan_live(cycle: Cycle, color: Color, annotations: Mapping[str, str]) -> None:
@@ -417,16 +446,18 @@ def _guard(
     warnings: list[str],
     *,
     stamp_it: bool,
-) -> None:
+) -> Ruling[tuple[Guard, ...]]:
     """Protection by annotation: protect, a hold, the grace after a scale-up. Any doubt about a
     value protects: a typo must never get a color scaled down that someone meant to keep."""
     where = f"{color.deployment.namespace}/{color.deployment.name}"
-    guards: list[str] = []
+    now = cycle.now
+    guards: list[Guard] = []
+    changes_at: datetime | None = None
     protect = annotations.get(PROTECT)
     if protect is not None:
         word = protect.strip().lower()
         if word not in _FALSE_WORDS:
-            guards.append(_NOTE_PROTECTED)
+            guards.append(Plain.PROTECTED)
             if word not in _TRUE_WORDS:
                 warnings.append(
                     f"{where}: {PROTECT} {protect!r} is not a spelling of true or false; "
@@ -435,16 +466,15 @@ def _guard(
     hold = annotations.get(HOLD_UNTIL)
     if hold is not None:
         until = parse_stamp(hold)
-        reason = annotations.get(HOLD_REASON, "").strip()
-        why = f": {' '.join(reason.split())}" if reason else ""
+        reason = " ".join(annotations.get(HOLD_REASON, "").split())
         if until is None:
-            guards.append(f"held ({HOLD_UNTIL} {hold!r} is not an RFC 3339 time){why}")
+            guards.append(HoldMalformed(hold, reason))
             warnings.append(
                 f"{where}: {HOLD_UNTIL} {hold!r} is not an RFC 3339 time; held until it is fixed"
             )
-        elif cycle.now < until:
-            cycle.crossing(until)
-            guards.append(f"held until {format_time(until)} ({HOLD_UNTIL}){why}")
+        elif now < until:
+            changes_at = earliest(changes_at, until)
+            guards.append(HeldUntil(until, reason))
     scaled_up = annotations.get(SCALED_UP_AT)
     if scaled_up is not None:
         at = parse_stamp(scaled_up)
@@ -462,22 +492,17 @@ def _guard(
                     REASONS[Reason.MALFORMED_ANNOTATION].words,
                 )
             else:
-                cycle.crossing(cycle.stamp_at + SECOND)
+                changes_at = earliest(changes_at, cycle.restamped_at)  # "now" is shown
         grace_ends = later(at, knobs.scale_up_grace)
-        if cycle.now < grace_ends:
-            cycle.crossing(grace_ends)
-            guards.append(
-                f"scaled back up at {format_time(at)}: held for scaleUpGrace "
-                f"{compact_duration(knobs.scale_up_grace)}"
-            )
-    if guards:
-        color.protected = True
-        color.guard = "; ".join(guards)
+        if now < grace_ends:
+            changes_at = earliest(changes_at, grace_ends)
+            guards.append(ScaleUpGrace(at, knobs.scale_up_grace))
+    return Ruling(tuple(guards), changes_at)
 
 
 def _scaled_back_up(
     cycle: Cycle, color: Color, annotations: Mapping[str, str], knobs: Knobs
-) -> Mapping[str, str]:
+) -> Ruling[Mapping[str, str]]:
     """A color rainbowd scaled to 0 (it wrote original-replicas) has replicas again: someone is
     rolling back to it. Whatever was observed at 0 replicas says nothing about the users the
     new pods will hold, so the drain starts over, and no rule acts during the grace period.
@@ -488,17 +513,13 @@ def _scaled_back_up(
         if key in annotations:
             color.change(key, None, Reason.SCALED_UP, why)
     color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
-    guard = (
-        f"scaled back up from 0 to {color.deployment.replicas}: a new drain starts; held for "
-        f"scaleUpGrace {compact_duration(knobs.scale_up_grace)}"
-    )
-    if knobs.scale_up_grace > timedelta(0):
-        cycle.crossing(later(cycle.stamp_at, knobs.scale_up_grace))
-        color.protected = True
-        color.guard = f"{color.guard}; {guard}" if color.guard else guard
     after = {k: v for k, v in annotations.items() if k not in cleared}
     after[SCALED_UP_AT] = cycle.stamp
-    return after
+    if knobs.scale_up_grace <= timedelta(0):
+        return Ruling(after, None)
+    color.protected = True
+    color.guards = (*color.guards, ScaledBackUp(color.deployment.replicas, knobs.scale_up_grace))
+    return Ruling(after, later(cycle.stamp_at, knobs.scale_up_grace))
 
 
 def _reset_drain(color: Color, knobs: Knobs) -> None:
@@ -518,19 +539,16 @@ def _retired_now(
     warnings: list[str],
     *,
     stamp_it: bool,
-) -> None:
-    """A managed retired color whose retired-at `stamp` is missing or unparsable: retired now."""
+) -> Ruling[datetime]:
+    """When a managed retired color whose retired-at `stamp` is missing or unparsable retired:
+    now, to the second, as its stamp will read (a plan that shows it changes with it)."""
     if stamp is None:
-        color.retired_at = cycle.stamp_at
         if stamp_it:
             reason = Reason.ABANDONED if abandoned else Reason.OBSERVED_RETIRED
             color.change(RETIRED_AT, cycle.stamp, reason, REASONS[reason].words)
-        else:
-            cycle.crossing(cycle.stamp_at + SECOND)  # "now", to the second, is shown
-        return
+            return Ruling(cycle.stamp_at, None)  # stamped: read back next cycle
+        return Ruling(cycle.stamp_at, cycle.restamped_at)
     # Never "long ago": a typo must not get a color holding connections scaled down early.
-    color.retired_at = cycle.stamp_at
-    cycle.crossing(cycle.stamp_at + SECOND)
     deployment = color.deployment
     warnings.append(
         f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC 3339 "
@@ -543,6 +561,7 @@ def _retired_now(
             Reason.MALFORMED_ANNOTATION,
             REASONS[Reason.MALFORMED_ANNOTATION].words,
         )
+    return Ruling(cycle.stamp_at, cycle.restamped_at)
 
 
 def _evaluate_retired(
@@ -551,69 +570,50 @@ def _evaluate_retired(
     knobs: Knobs,
     annotations: Mapping[str, str],
     warnings: list[str],
-) -> None:
-    """State and drain bookkeeping of a retired color with replicas, of an app not blocked."""
+) -> Ruling[tuple[State, Found]]:
+    """State (protection aside) and drain bookkeeping of a retired color with replicas, of an
+    app not blocked; it changes when drainHold or minRetiredAge is reached."""
     deployment = color.deployment
     connections = color.connections
-    assert connections is not None
     value = connections.value
     floor = knobs.connection_floor
     drained_stamp = annotations.get(DRAINED_SINCE)
     if value is None:
-        color.state = State.UNKNOWN_CONNECTIONS
         color.disruptive = True
-        note = f"connections unknown ({connections.cause}): not evaluated for drain"
         if drained_stamp is not None:
             color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
-    elif value > floor:
-        color.state = State.DRAINING
+        return Ruling((State.UNKNOWN_CONNECTIONS, UnknownConnections(connections.cause)), None)
+    if value > floor:
         color.disruptive = True
-        note = f"draining: {format_count(value)} connections > floor {floor}"
         if drained_stamp is not None:
             color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
-    else:
-        drained_since = None if drained_stamp is None else parse_stamp(drained_stamp)
-        if drained_since is None:
-            if drained_stamp is not None:
-                warnings.append(
-                    f"{deployment.namespace}/{deployment.name}: {DRAINED_SINCE} "
-                    f"{drained_stamp!r} is not an RFC 3339 time; the drain starts now"
-                )
-            drained_since = cycle.stamp_at
-            color.change(
-                DRAINED_SINCE,
-                cycle.stamp,
-                Reason.DRAIN_STARTED,
-                REASONS[Reason.DRAIN_STARTED].words,
+        return Ruling((State.DRAINING, AboveFloor(value, floor)), None)
+    drained_since = None if drained_stamp is None else parse_stamp(drained_stamp)
+    if drained_since is None:
+        if drained_stamp is not None:
+            warnings.append(
+                f"{deployment.namespace}/{deployment.name}: {DRAINED_SINCE} "
+                f"{drained_stamp!r} is not an RFC 3339 time; the drain starts now"
             )
-        color.drained_since = drained_since
-        assert color.retired_at is not None
-        now = cycle.now
-        held_for = now - drained_since
-        retired_for = now - color.retired_at
-        if held_for < knobs.drain_hold:
-            cycle.crossing(later(drained_since, knobs.drain_hold))
-            cycle.shown(drained_since)
-            color.state = State.DRAINING
-            note = (
-                f"draining: {format_count(value)} <= floor {floor} for "
-                f"{compact_duration(held_for)} of drainHold {compact_duration(knobs.drain_hold)}"
-            )
-        elif retired_for < knobs.min_retired_age:
-            cycle.crossing(later(color.retired_at, knobs.min_retired_age))
-            cycle.shown(color.retired_at)
-            color.state = State.DRAINING
-            note = (
-                f"draining: drained, but retired for {compact_duration(retired_for)} of "
-                f"minRetiredAge {compact_duration(knobs.min_retired_age)}"
-            )
-        else:
-            cycle.shown(drained_since)
-            color.state = State.DRAINED
-            note = (
-                f"drained: {format_count(value)} <= floor {floor} for {compact_duration(held_for)}"
-            )
-    if color.protected:
-        color.state = State.PROTECTED
-        note = f"{color.guard}; {note}"
-    color.note = note
+        drained_since = cycle.stamp_at
+        color.change(
+            DRAINED_SINCE,
+            cycle.stamp,
+            Reason.DRAIN_STARTED,
+            REASONS[Reason.DRAIN_STARTED].words,
+        )
+    color.drained_since = drained_since
+    retired_at = color.retired_at
+    assert retired_at is not None
+    now = cycle.now
+    held_until = later(drained_since, knobs.drain_hold)
+    if now < held_until:
+        return Ruling(
+            (State.DRAINING, DrainHold(value, floor, drained_since, knobs.drain_hold)), held_until
+        )
+    old_enough = later(retired_at, knobs.min_retired_age)
+    if now < old_enough:
+        return Ruling(
+            (State.DRAINING, MinRetiredAge(retired_at, knobs.min_retired_age)), old_enough
+        )
+    return Ruling((State.DRAINED, Drained(value, floor, drained_since)), None)

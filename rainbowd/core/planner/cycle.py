@@ -1,17 +1,18 @@
 """What one planning cycle computes once and every app reads: the time and the stamps it writes,
-the rules matched per label signature, the cluster-wide disruption budget, and `valid_until`, the
-instant the app being planned could be planned differently with nothing else changed."""
+the rules matched per label signature, the cluster-wide disruption budget. And `Ruling`, a
+decision with the instant time alone would change it, which `Thresholds` folds into an app's
+`valid_until`."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Generic, NamedTuple, TypeVar
 
 from rainbowd.core.model import DISRUPTED_AT, Deployment, Snapshot
 from rainbowd.core.objects import format_time, parse_time
 from rainbowd.core.policy import Budget, Policy, Rule
-from rainbowd.core.reporting import compact_duration_changes_at
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -76,6 +77,7 @@ FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 SECOND = timedelta(seconds=1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 class Cycle:
@@ -89,11 +91,11 @@ class Cycle:
         "color_label",
         "now",
         "paused",
+        "restamped_at",
         "rules",
         "snapshot",
         "stamp",
         "stamp_at",
-        "valid_until",
     )
 
     def __init__(self, policy: Policy, now: datetime, snapshot: Snapshot) -> None:
@@ -114,19 +116,16 @@ class Cycle:
             stamp_at += SECOND
         self.stamp = format_time(stamp_at)
         self.stamp_at = parse_time(self.stamp)
+        # The first instant at which "now", as stamped, reads differently: the threshold of a
+        # decision that takes now as a stamped time without writing it.
+        self.restamped_at = self.stamp_at + MICROSECOND
         self.app_label = policy.app_label
         self.color_label = policy.color_label
         self.paused = policy.paused
         self.rules = RuleMatcher(policy)
-        # The earliest instant after `now` at which the app being planned could be planned
-        # differently with nothing else changed: a time threshold crossed, or a duration shown
-        # in a note reading differently (what controller-runtime calls RequeueAfter). Planning
-        # an app returns it; `Planner` reuses the app's plan until then.
-        self.valid_until = FOREVER
 
     def start_app(self) -> None:
         """Before planning an app: nothing it depends on is known yet."""
-        self.valid_until = FOREVER
         self.cluster_held = False
 
     def cluster_budget_left(self) -> int | None:
@@ -141,23 +140,42 @@ class Cycle:
             self.cluster_left = budget.count - used
         return self.cluster_left
 
-    def crossing(self, at: datetime) -> None:
-        """A decision of the app being planned changes when `now` reaches `at`."""
-        if at < self.valid_until:
+
+T = TypeVar("T")
+
+
+class Ruling(NamedTuple, Generic[T]):
+    """A decision, and the first instant after `now` at which time alone would change it (a
+    threshold reached) or None: never. Every decision that compares a time returns one, and
+    its decision is read through `Thresholds.take`, so its threshold cannot be forgotten."""
+
+    decision: T
+    changes_at: datetime | None
+
+
+class Thresholds:
+    """The app being planned's `valid_until`: the earliest `changes_at` of the rulings its plan
+    was made of, the instant it could be planned differently with nothing else changed (what
+    controller-runtime calls RequeueAfter). `Planner` reuses the app's plan until then."""
+
+    __slots__ = ("valid_until",)
+
+    def __init__(self) -> None:
+        self.valid_until = FOREVER
+
+    def take(self, ruling: Ruling[T]) -> T:
+        """The ruling's decision; its threshold folded into `valid_until`."""
+        at = ruling.changes_at
+        if at is not None and at < self.valid_until:
             self.valid_until = at
-
-    def shown(self, since: datetime) -> None:
-        """A note of the app being planned shows `compact_duration(now - since)`."""
-        self.crossing(shown_until(self.now, since))
+        return ruling.decision
 
 
-def shown_until(now: datetime, since: datetime) -> datetime:
-    """When `compact_duration(now - since)` next reads differently (`now` itself for a `since`
-    in the future: not worth modelling, what shows it holds for this instant only)."""
-    elapsed = now - since
-    if elapsed.days < 0:
-        return now
-    return later(since, compact_duration_changes_at(elapsed))
+def earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The earlier of two thresholds, None standing for never."""
+    if a is None or (b is not None and b < a):
+        return b
+    return a
 
 
 def recent_disruptions(

@@ -11,7 +11,7 @@ from datetime import datetime
 from rainbowd.core.model import AppPlan, Namespace, Plan, Snapshot
 from rainbowd.core.planner.actions import color_plans
 from rainbowd.core.planner.assess import Color, assess_app, group
-from rainbowd.core.planner.cycle import Cycle, aware
+from rainbowd.core.planner.cycle import Cycle, Thresholds, aware
 from rainbowd.core.planner.resolve import decide_cleanups
 from rainbowd.core.policy import Policy
 
@@ -36,7 +36,8 @@ class Planned:
 
     plan: AppPlan
     warnings: tuple[str, ...]
-    # With nothing else changed, the app is planned the same until then.
+    # With nothing else changed, the app is planned the same until then (its notes' words,
+    # rendered against the plan's now when read, need not be).
     valid_until: datetime
     # It had a forced scale-down held by the cluster-wide budget: its plan depends on other
     # apps too.
@@ -46,10 +47,12 @@ class Planned:
 def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> Planned:
     """Assess, apply the rules, resolve, and build the app's plan; reorders `colors`."""
     cycle.start_app()
+    # Every decision that compares a time is read through it: when the plan next changes.
+    thresholds = Thresholds()
     warnings: list[str] = []
-    assessed = assess_app(cycle, namespace, app, colors, warnings)
+    assessed = assess_app(cycle, thresholds, namespace, app, colors, warnings)
     if assessed.blocked is None:
-        decide_cleanups(cycle, colors, assessed.retired, assessed.rule.knobs)
+        decide_cleanups(cycle, thresholds, colors, assessed.retired, assessed.rule.knobs)
     name = namespace.name
     app_plan = AppPlan(
         namespace=name,
@@ -57,9 +60,9 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) 
         rule=assessed.rule.name,
         blocked=assessed.blocked,
         message=assessed.message,
-        colors=color_plans(name, app, colors),
+        colors=color_plans(name, app, colors, cycle.now),
     )
-    return Planned(app_plan, tuple(warnings), cycle.valid_until, cycle.cluster_held)
+    return Planned(app_plan, tuple(warnings), thresholds.valid_until, cycle.cluster_held)
 
 
 _by_namespace_and_app = operator.attrgetter("namespace", "app")

@@ -2,21 +2,41 @@
 them. Precedence: a protected or held color is never a candidate (the rules skip it); a forced
 scale-down of users is allowed only while the disruption budget (`Disruptions`, per app and
 cluster-wide) lasts; a Deployment recording a disruption is kept while it counts; paused holds
-every cleanup. docs/design.md "What the planner decides" is the spec.
+every cleanup. Every `Ruling` is read through `Thresholds.take`: the budget's windows and the
+records' ends are thresholds like the rules'. docs/design.md "What the planner decides" is the
+spec.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from rainbowd.core.model import ActionKind, Deployment
+from rainbowd.core.notes import (
+    BudgetSpent,
+    Decided,
+    Directly,
+    Disruption,
+    Forced,
+    Held,
+    KeptForRecord,
+    Paused,
+    Plain,
+)
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import Cycle, later, recent_disruptions
+from rainbowd.core.planner.cycle import (
+    Cycle,
+    Ruling,
+    Thresholds,
+    earliest,
+    later,
+    recent_disruptions,
+)
 from rainbowd.core.planner.rules import (
     Delete,
     Due,
-    Ruling,
     delete_recorded,
     drained,
     keep_scaled_down,
@@ -24,45 +44,33 @@ from rainbowd.core.planner.rules import (
     max_retired_age,
 )
 from rainbowd.core.policy import Budget, CleanupAction, Knobs
-from rainbowd.core.reporting import (
-    decided_note,
-    forced_note,
-    format_count,
-    held_note,
-    kept_note,
-    paused_note,
-)
 
 
-def decide_cleanups(cycle: Cycle, colors: list[Color], retired: list[Color], knobs: Knobs) -> None:
+def decide_cleanups(
+    cycle: Cycle, thresholds: Thresholds, colors: list[Color], retired: list[Color], knobs: Knobs
+) -> None:
     """The cleanup rules of an app not blocked, in order, then the budget's records and paused."""
     kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
-    for due in drained(retired):
+    for due in thresholds.take(drained(retired)):
         take(due, kind)
-    disruptions = Disruptions(cycle, colors, knobs, kind)
+    disruptions = Disruptions(cycle, colors, knobs)
     # The forced rules in order: each runs once the one before it is resolved, and sees what
     # was granted (maxColors, a generator, even its own grants).
-    force(cycle, disruptions, max_retired_age(cycle.now, retired, knobs))
-    for due in max_colors(colors, retired, knobs):
-        disruptions.grant(due)
+    for due in thresholds.take(max_retired_age(cycle.now, retired, knobs)):
+        force(thresholds, disruptions, due, kind)
+    for due in thresholds.take(max_colors(colors, retired, knobs)):
+        force(thresholds, disruptions, due, kind)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
-        for deletion in keep_scaled_down(retired, knobs.keep_scaled_down):
+        for deletion in thresholds.take(keep_scaled_down(retired, knobs.keep_scaled_down)):
             delete(deletion)
     elif knobs.action is CleanupAction.DELETE:
-        for deletion in delete_recorded(retired, budget):
+        for deletion in thresholds.take(delete_recorded(retired, budget)):
             delete(deletion)
-    keep_disruption_records(cycle, retired, budget)
+    for kept in thresholds.take(disruption_records(cycle, retired, budget)):
+        keep(kept)
     if cycle.paused:
         hold_paused(retired)
-
-
-def force(cycle: Cycle, disruptions: Disruptions, ruling: Ruling) -> None:
-    """A forced rule's decisions granted or held, and when they next change told the cycle."""
-    if ruling.changes_at is not None:
-        cycle.crossing(ruling.changes_at)
-    for due in ruling.due:
-        disruptions.grant(due)
 
 
 def take(due: Due, kind: ActionKind) -> None:
@@ -70,7 +78,7 @@ def take(due: Due, kind: ActionKind) -> None:
     color = due.color
     color.cleanup = due.reason
     color.kind = kind
-    color.why = due.why
+    color.said = (due.why,)
 
 
 def delete(deletion: Delete) -> None:
@@ -79,10 +87,43 @@ def delete(deletion: Delete) -> None:
     color.kind = ActionKind.DELETE
     if color.cleanup is None:
         color.cleanup = deletion.reason
-        color.why = deletion.why
-        color.note = decided_note(color.note, deletion.noted)
+        color.said = (deletion.why,)
+        color.decided = (*color.decided, Decided(deletion.why))
     else:
-        color.why = f"{color.why}; {deletion.directly}"
+        color.said = (*color.said, Directly(deletion.why))
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """A forced rule's `due` granted: a scale-down of users (`disruption`) writes `disrupted`,
+    the color's disrupted-at record after it."""
+
+    due: Due
+    disruption: Disruption | None = None
+    disrupted: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """A forced rule's `due` held: the disruption budget is spent."""
+
+    due: Due
+    spent: BudgetSpent
+
+
+def force(thresholds: Thresholds, disruptions: Disruptions, due: Due, kind: ActionKind) -> None:
+    """A forced rule's decision granted (taken, and said on the note) or held."""
+    decision = thresholds.take(disruptions.grant(due))
+    color = due.color
+    if isinstance(decision, Withheld):
+        color.held = due.reason
+        color.decided = (*color.decided, Held(due.why, decision.spent))
+        return
+    take(due, kind)
+    forced = Forced(due.why, decision.disruption)
+    color.said = (forced,)
+    color.decided = (*color.decided, forced)
+    color.disrupted = decision.disrupted
 
 
 class Disruptions:
@@ -91,52 +132,48 @@ class Disruptions:
     or is held when either is spent. The app's is counted when first needed: most apps never
     force anything."""
 
-    __slots__ = ("_app_left", "_budget", "_colors", "_cycle", "_floor_words", "_kind")
+    __slots__ = ("_app_left", "_budget", "_changes_at", "_colors", "_cycle", "_floor")
 
-    def __init__(self, cycle: Cycle, colors: list[Color], knobs: Knobs, kind: ActionKind) -> None:
+    def __init__(self, cycle: Cycle, colors: list[Color], knobs: Knobs) -> None:
         self._cycle = cycle
         self._colors = colors
         self._budget = knobs.max_disruptions
-        self._kind = kind
-        self._floor_words = f"floor {knobs.connection_floor}"
+        self._floor = knobs.connection_floor
         self._app_left: int | None = None
+        self._changes_at: datetime | None = None  # when the app's next recent one stops counting
 
-    def grant(self, due: Due) -> None:
-        """Scale the color down (or delete it), if the budget allows; else hold it."""
-        color, reason, why = due.color, due.reason, due.why
+    def grant(self, due: Due) -> Ruling[Granted | Withheld]:
+        """The color scaled down (or deleted), if the budget allows, else held; changes when a
+        disruption counted stops counting. Spends the budget; changes no color."""
+        color = due.color
         cycle = self._cycle
         budget = self._budget
         # Paused, nothing is done: no budget is spent (hold_paused holds it all).
-        if color.disruptive and not cycle.paused:
-            app_left = self._app_left
-            if app_left is None:
-                recent = recent_disruptions(cycle.now, [c.deployment for c in self._colors], budget)
-                for at in recent:
-                    cycle.crossing(later(at, budget.per))
-                app_left = budget.count - len(recent)
-            cluster_left = cycle.cluster_budget_left()
-            spent = None
-            if app_left <= 0:
-                spent = f"maxDisruptions ({budget}) is spent for this app"
-            elif cluster_left is not None and cluster_left <= 0:
-                spent = f"the cluster-wide maxDisruptions ({cycle.cluster_budget}) is spent"
-                cycle.cluster_held = True
-            if spent is not None:
-                self._app_left = app_left
-                color.held = reason
-                color.note = held_note(color.note, why, spent)
-                return
-            self._app_left = app_left - 1
-            if cluster_left is not None:
-                cycle.cluster_left = cluster_left - 1
-            color.disrupted = _disruption_record(cycle, color.deployment, budget)
-            value = color.connections.value if color.connections is not None else None
-            if value is None:
-                why = f"{why} (connections unknown)"
-            else:
-                why = f"{why} (still holds {format_count(value)} connections > {self._floor_words})"
-        take(Due(color, reason, why), self._kind)
-        color.note = forced_note(color.note, why)
+        if not color.disruptive or cycle.paused:
+            return Ruling(Granted(due), None)
+        app_left = self._app_left
+        if app_left is None:
+            recent = recent_disruptions(cycle.now, [c.deployment for c in self._colors], budget)
+            for at in recent:
+                self._changes_at = earliest(self._changes_at, later(at, budget.per))
+            app_left = budget.count - len(recent)
+        cluster_left = cycle.cluster_budget_left()
+        spent = None
+        if app_left <= 0:
+            spent = BudgetSpent(budget, cluster=False)
+        elif cluster_left is not None and cluster_left <= 0:
+            assert cycle.cluster_budget is not None
+            spent = BudgetSpent(cycle.cluster_budget, cluster=True)
+            cycle.cluster_held = True
+        if spent is not None:
+            self._app_left = app_left
+            return Ruling(Withheld(due, spent), self._changes_at)
+        self._app_left = app_left - 1
+        if cluster_left is not None:
+            cycle.cluster_left = cluster_left - 1
+        disruption = Disruption(color.connections.value, self._floor)
+        record = _disruption_record(cycle, color.deployment, budget)
+        return Ruling(Granted(due, disruption, record), self._changes_at)
 
 
 def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
@@ -152,34 +189,48 @@ def _disruption_record(cycle: Cycle, deployment: Deployment, budget: Budget) -> 
     return " ".join([*kept, cycle.stamp])
 
 
-def keep_disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> None:
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A color due for deletion that records a disruption counting until `until`."""
+
+    color: Color
+    until: datetime
+
+
+def disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> Ruling[list[Kept]]:
+    """The colors due for deletion whose Deployment records a disruption that still counts;
+    changes when the first record stops counting."""
+    kept: list[Kept] = []
+    changes_at: datetime | None = None
+    for color in retired:
+        if color.kind is not ActionKind.DELETE:
+            continue
+        until = (
+            later(cycle.now, budget.per)
+            if color.disrupted
+            else _record_ends(cycle.now, color.deployment, budget)
+        )
+        if until is not None:
+            kept.append(Kept(color, until))
+            changes_at = earliest(changes_at, until)
+    return Ruling(kept, changes_at)
+
+
+def keep(kept: Kept) -> None:
     """A Deployment is the record of its disruption: never deleted while that still counts.
 
     A forced scale-down records itself on the color it scales (atomically, in the same write),
     so the budget survives restarts; deleting the color would forget it. A color due for
     deletion with replicas is scaled down instead, one at 0 waits for the window to pass.
     """
-    for color in retired:
-        if color.kind is not ActionKind.DELETE:
-            continue
-        deployment = color.deployment
-        ends = (
-            later(cycle.now, budget.per)
-            if color.disrupted
-            else _record_ends(cycle.now, deployment, budget)
-        )
-        if ends is None:
-            continue
-        cycle.crossing(ends)
-        if deployment.replicas > 0:
-            color.kind = ActionKind.SCALE
-            color.why = (
-                f"{color.why}; scaled down first, deleted once maxDisruptions.per has passed"
-            )
-        else:
-            color.cleanup = None
-            color.kind = None
-            color.note = kept_note(color.note, ends)
+    color = kept.color
+    if color.deployment.replicas > 0:
+        color.kind = ActionKind.SCALE
+        color.said = (*color.said, Plain.SCALE_FIRST)
+    else:
+        color.cleanup = None
+        color.kind = None
+        color.decided = (*color.decided, KeptForRecord(kept.until))
 
 
 def hold_paused(retired: list[Color]) -> None:
@@ -187,6 +238,6 @@ def hold_paused(retired: list[Color]) -> None:
     for color in retired:
         if color.cleanup is not None and color.kind is not None:
             color.held = color.cleanup
-            color.note = paused_note(color.note, color.kind, color.cleanup)
+            color.decided = (*color.decided, Paused(color.kind, color.cleanup))
             color.cleanup = None
             color.kind = None

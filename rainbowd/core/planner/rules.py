@@ -1,13 +1,15 @@
 """The cleanup rules: one function each, in the order the planner applies them.
 
-Each rule returns its decisions and resolve.py applies them; no rule changes a color. The drained
-rule yields a `Due` per color assess.py found drained, taken as is. A forced rule (one that may
-scale down a color still holding users) gives a `Due` per color it wants scaled down, in order;
-resolve.py grants each (spending the disruption budget) or holds it before asking for the next,
-so a rule that counts (maxColors, a generator) sees what was granted. A rule whose decisions
-change with time alone returns them as a `Ruling`, with when they next change; no rule calls the
-cycle. The bookkeeping rules (keepScaledDown, the delete of a disruption's record) return a
-`Delete` per color to delete.
+Each rule returns its decisions as a `Ruling` (cycle.py): the decisions and the first instant at
+which time alone would change them, None when nothing it compares is a time. resolve.py reads
+the decisions through `Thresholds.take`, which folds that instant into the app's `valid_until`,
+and applies them; no rule changes a color. The drained rule gives a `Due` per color assess.py
+found drained, taken as is. A forced rule (one that may scale down a color still holding users)
+gives a `Due` per color it wants scaled down, in order; resolve.py grants each (spending the
+disruption budget) or holds it before asking for the next, so a rule that counts (maxColors, a
+generator) sees what was granted. The bookkeeping rules (keepScaledDown, the delete of a
+disruption's record) give a `Delete` per color to delete. A decision's words are data
+(`Why`, rainbowd/core/notes.py), rendered by the reporting module.
 docs/design.md "What the planner decides" is the spec.
 """
 
@@ -18,55 +20,55 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
+from rainbowd.core.notes import (
+    BeyondKeepScaledDown,
+    Drained,
+    OverMaxColors,
+    OverMaxRetiredAge,
+    RecordedDisruption,
+    Why,
+)
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import later, shown_until
+from rainbowd.core.planner.cycle import Ruling, earliest, later
 from rainbowd.core.policy import Budget, Knobs
-from rainbowd.core.reporting import compact_duration
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """A rule's decision: `color` is due to be scaled down (or deleted) for `reason`, in the words
-    `why`. resolve.py grants a forced rule's or holds it (the disruption budget, paused)."""
+    """A rule's decision: `color` is due to be scaled down (or deleted) for `reason`, `why` says
+    it with its figures. resolve.py grants a forced rule's or holds it (the disruption budget,
+    paused)."""
 
     color: Color
     reason: Reason
-    why: str
+    why: Why
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     """A bookkeeping rule's decision: `color`, scaled down (or being scaled down this cycle), is
-    deleted for `reason`. A color nothing was decided for yet takes `why` as its action's words
-    and `noted` onto its note; one already being scaled down this cycle keeps its reason and its
-    words say `directly` too (scaling it now would only make it the next cycle's delete)."""
+    deleted for `reason`, `why` saying it with its figures."""
 
     color: Color
     reason: Reason
-    why: str
-    noted: str
-    directly: str = ""
+    why: Why
 
 
-def drained(retired: list[Color]) -> Iterator[Due]:
+def drained(retired: list[Color]) -> Ruling[list[Due]]:
     """The drained rule: a color assess.py found drained (at or below the floor for drainHold,
-    retired for minRetiredAge, not protected) is scaled down, in the words of its note."""
+    retired for minRetiredAge, not protected) is scaled down, for what assess found. When it
+    became drained was assess's threshold."""
+    due = []
     for color in retired:
         if color.state is State.DRAINED:
-            yield Due(color, Reason.DRAINED, color.note)
+            assert isinstance(color.found, Drained)
+            due.append(Due(color, Reason.DRAINED, color.found))
+    return Ruling(due, None)
 
 
-@dataclass(frozen=True, slots=True)
-class Ruling:
-    """A rule's decisions, all at once, and when time alone would next change them (a threshold
-    crossed, or a duration their words show reading differently); None: never."""
-
-    due: list[Due]
-    changes_at: datetime | None
-
-
-def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling:
-    """maxRetiredAge: a color retired for longer is scaled down, drained or not; oldest first."""
+def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling[list[Due]]:
+    """maxRetiredAge: a color retired for longer is scaled down, drained or not; oldest first.
+    Changes when the next color not yet overdue becomes overdue."""
     max_age = knobs.max_retired_age
     if max_age is None:
         return Ruling([], None)
@@ -78,29 +80,24 @@ def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling
         assert color.retired_at is not None
         if now - color.retired_at > max_age:
             overdue.append(color)
-            at = shown_until(now, color.retired_at)  # its words show how long
         else:
-            at = later(color.retired_at, max_age)  # any later instant, it is overdue
-        if changes_at is None or at < changes_at:
-            changes_at = at
+            changes_at = earliest(changes_at, later(color.retired_at, max_age))
     overdue.sort(key=retired_order)
     due = []
     for color in overdue:
         assert color.retired_at is not None
-        due.append(
-            Due(
-                color,
-                Reason.MAX_RETIRED_AGE,
-                f"retired for {compact_duration(now - color.retired_at)} > maxRetiredAge "
-                f"{compact_duration(max_age)}",
-            )
-        )
+        due.append(Due(color, Reason.MAX_RETIRED_AGE, OverMaxRetiredAge(color.retired_at, max_age)))
     return Ruling(due, changes_at)
 
 
-def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Iterator[Due]:
+def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Ruling[Iterator[Due]]:
     """maxColors: while more colors have replicas, the oldest retired ones are scaled down. A
-    color held (its scale-down not granted) keeps its replicas: the next oldest is asked for."""
+    color held (its scale-down not granted) keeps its replicas: the next oldest is asked for.
+    Counts, compares no time."""
+    return Ruling(_excess_colors(colors, retired, knobs), None)
+
+
+def _excess_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Iterator[Due]:
     limit = knobs.max_colors
     if limit is None:
         return
@@ -119,12 +116,12 @@ def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Itera
     for color in excess:
         if running <= limit:
             break
-        yield Due(color, Reason.MAX_COLORS, f"{running} colors with replicas > maxColors {limit}")
+        yield Due(color, Reason.MAX_COLORS, OverMaxColors(running, limit))
         if color.cleanup is not None:  # granted
             running -= 1
 
 
-def keep_scaled_down(retired: list[Color], keep: int) -> list[Delete]:
+def keep_scaled_down(retired: list[Color], keep: int) -> Ruling[list[Delete]]:
     """Delete scaled-down colors beyond the newest `keep`, counting those scaled this cycle."""
     scaled = [
         c
@@ -136,32 +133,25 @@ def keep_scaled_down(retired: list[Color], keep: int) -> list[Delete]:
         )
     ]
     if len(scaled) <= keep:
-        return []
+        return Ruling([], None)
     scaled.sort(key=lambda c: (c.deployment.created_at, c.deployment.name), reverse=True)
-    return [
-        Delete(
-            color,
-            Reason.KEEP_SCALED_DOWN,
-            f"scaled down, beyond the newest keepScaledDown {keep}",
-            f"beyond keepScaledDown {keep}",
-            f"deleted directly, beyond keepScaledDown {keep}",
-        )
-        for color in scaled[keep:]
-    ]
+    why = BeyondKeepScaledDown(keep)
+    return Ruling([Delete(color, Reason.KEEP_SCALED_DOWN, why) for color in scaled[keep:]], None)
 
 
-def delete_recorded(retired: list[Color], budget: Budget) -> list[Delete]:
+def delete_recorded(retired: list[Color], budget: Budget) -> Ruling[list[Delete]]:
     """With action delete: colors scaled down only to record a disruption are deleted once it
-    no longer counts (resolve.keep_disruption_records holds them until then)."""
-    why = f"scaled down to record a disruption (maxDisruptions {budget}); action delete"
-    return [
-        Delete(color, Reason.DISRUPTION_RECORDED, why, why)
+    no longer counts (resolve.disruption_records holds them until then, and says when)."""
+    why = RecordedDisruption(budget)
+    deletes = [
+        Delete(color, Reason.DISRUPTION_RECORDED, why)
         for color in retired
         if color.cleanup is None
         and not color.protected
         and color.deployment.replicas == 0
         and DISRUPTED_AT in color.deployment.annotations
     ]
+    return Ruling(deletes, None)
 
 
 def retired_order(color: Color) -> tuple[datetime, datetime, str]:

@@ -10,13 +10,17 @@ one.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
 from rainbowd.core.notes import Drained, Why
+from rainbowd.core.planner import rules
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
@@ -229,3 +233,18 @@ def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
     assert [_words(d.why) for d in ruling.decision] == [
         "scaled down to record a disruption (maxDisruptions 1 per 10m); action delete"
     ] * len(deleted)
+
+
+def test_every_rule_returns_a_ruling_read_only_through_thresholds() -> None:
+    # How a decision cannot lose its threshold: each rule returns a Ruling, and nothing in the
+    # planner reads a Ruling's decision but Thresholds.take, which folds in its changes_at.
+    for name, function in inspect.getmembers(rules, inspect.isfunction):
+        if function.__module__ == rules.__name__ and name[0] != "_" and name != "retired_order":
+            returns = str(inspect.signature(function).return_annotation)
+            assert returns.startswith("Ruling["), (name, returns)
+    for path in sorted(Path(rules.__file__).parent.glob("*.py")):
+        if path.name == "cycle.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in {"decision", "changes_at"}:
+                raise AssertionError(f"{path.name}:{node.lineno} reads a Ruling's {node.attr}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.planner import Planner, plan
+from rainbowd.core.planner.cycle import FOREVER, Ruling, Thresholds, earliest
 from rainbowd.core.policy import Policy
 from rainbowd.core.reporting import compact_duration, render_note
 from tests.unit.strategies import (
@@ -149,6 +151,28 @@ def test_planner_plans_what_plan_does_at_every_cycle(
         snap, pol = _step(c, snap, pol, expected)
         expected = plan(snap, pol, now)
         assert planner.plan(snap, pol, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "valid_until"),
+    [
+        ([], FOREVER),
+        ([None, None], FOREVER),
+        ([NOW + H, None, NOW + M, NOW + 2 * M], NOW + M),
+        ([None, NOW + S], NOW + S),
+    ],
+)
+def test_thresholds_fold_the_earliest_changes_at(
+    thresholds: list[datetime | None], valid_until: datetime
+) -> None:
+    folded = Thresholds()
+    for i, at in enumerate(thresholds):
+        assert folded.take(Ruling(i, at)) == i  # the decision, as is
+    assert folded.valid_until == valid_until
+    earliest_of = None
+    for at in thresholds:
+        earliest_of = earliest(earliest_of, at)
+    assert (earliest_of or FOREVER) == valid_until
 
 
 # --- reuse and each of its conditions -------------------------------------------------------

@@ -116,7 +116,7 @@ class Color:
         self.color = color
 
     def note(self) -> Note:
-        """What was found and decided about it, for its ColorPlan."""
+        """What was found and decided about it, as its ColorPlan says it."""
         return Note(self.found, self.guards, self.decided)
 
     def change(self, key: str, value: str | None, reason: Reason, why: str) -> None:

@@ -35,6 +35,8 @@ _KNOB_ROWS = (
     ("maxDisruptions", "max_disruptions", ""),
     ("abandonedAfter", "abandoned_after", "never"),
     ("scaleUpGrace", "scale_up_grace", ""),
+    ("consolidate", "consolidate", "never"),
+    ("stepDown", "step_down", "never"),
 )
 _WIDTH = max(len(key) for key, _, _ in _KNOB_ROWS) + 2
 
@@ -116,3 +118,12 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
             default = _value(policy.defaults, field, none)
             note = f"  (defaults: {default})" if shown != default else ""
             out.write(f"  {key + ':':<{_WIDTH}}{shown}{note}\n")
+        if rule.knobs.consolidate is not None:
+            problem = rule.connections.per_pod_problem
+            pods = (
+                f"consolidation unavailable: {problem}"
+                if problem is not None
+                else f'per-pod series by the "{rule.connections.pod_label}" label, which each '
+                "series must carry"
+            )
+            out.write(f"  {'':<{_WIDTH}}{pods}\n")

@@ -38,6 +38,16 @@ SCALE_DOWN_GENERATION = "rainbowd.io/scale-down-generation"
 DISRUPTED_AT = "rainbowd.io/disrupted-at"
 # Written on the pods of retired colors, readable by the app through the downward API.
 PHASE = "rainbowd.io/phase"
+# Consolidation's record, written with each step before its /scale: when, and the replicas
+# before it. replicas equal to consolidated-from is a step cut short (a crash between the two
+# calls), planned again at once; fewer is a step done, the next one `every` later.
+CONSOLIDATED_AT = "rainbowd.io/consolidated-at"
+CONSOLIDATED_FROM = "rainbowd.io/consolidated-from"
+# When a consolidation step last removed pods holding connections (stepDown.every counts).
+STEPPED_DOWN_AT = "rainbowd.io/stepped-down-at"
+# The Kubernetes pod annotation the ReplicaSet controller ranks pods by when it scales down:
+# lowest cost first (among pods all running and ready).
+POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 class State(enum.StrEnum):
@@ -72,6 +82,8 @@ class Reason(enum.StrEnum):
     MAX_RETIRED_AGE = "max-retired-age"
     MAX_COLORS = "max-colors"
     KEEP_SCALED_DOWN = "keep-scaled-down"
+    IDLE_PODS = "idle-pods"  # consolidate: a draining color gives back its idle pods
+    STEP_DOWN = "step-down"  # stepDown: and its least-connected ones, spending the budget
 
 
 class Severity(enum.StrEnum):
@@ -122,6 +134,8 @@ REASONS: Mapping[Reason, ReasonInfo] = {
     Reason.MAX_RETIRED_AGE: ReasonInfo("retired for longer than maxRetiredAge"),
     Reason.MAX_COLORS: ReasonInfo("more colors with replicas than maxColors"),
     Reason.KEEP_SCALED_DOWN: ReasonInfo("scaled down, beyond the newest keepScaledDown"),
+    Reason.IDLE_PODS: ReasonInfo("pods holding no connections given back (consolidate)"),
+    Reason.STEP_DOWN: ReasonInfo("the least-connected pods removed too (stepDown)"),
 }
 assert REASONS.keys() == set(Reason), "every Reason has its row in REASONS"
 
@@ -137,6 +151,8 @@ class ActionKind(enum.StrEnum):
     ANNOTATE = "annotate"
     SCALE = "scale"
     DELETE = "delete"
+    # Scale a draining color to fewer pods (never 0), its pods' deletion costs set first.
+    CONSOLIDATE = "consolidate"
 
 
 # The Event reasons of an action whose `Reason` has none of its own: (done, attempted).
@@ -144,6 +160,7 @@ ACTION_EVENTS: Mapping[ActionKind, tuple[str, str]] = {
     ActionKind.ANNOTATE: ("Annotated", "Annotate"),
     ActionKind.SCALE: ("ScaledDown", "ScaleDown"),
     ActionKind.DELETE: ("Deleted", "Delete"),
+    ActionKind.CONSOLIDATE: ("Consolidated", "Consolidate"),
 }
 
 
@@ -240,12 +257,37 @@ NO_SERIES = Connections.unknown("no series for this color")
 
 
 @dataclass(frozen=True, slots=True)
+class PodConnections:
+    """A color's pods, each with the connections Prometheus reports for it (None: unknown,
+    counted as busy), for consolidation; or why per-pod figures cannot be had (`unavailable`),
+    in which case nothing is consolidated."""
+
+    pods: Mapping[str, float | None] = field(default_factory=dict)
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodStep:
+    """One consolidation step: the color from `len(pods)` to `replicas` pods. The ReplicaSet
+    controller removes the pods of lowest pod-deletion-cost first, so `costs` (set on every
+    pod before the /scale) makes it remove `removed` and no other."""
+
+    replicas: int
+    pods: Mapping[str, float | None]  # every pod of the color and its connections, as planned
+    removed: tuple[str, ...]  # the pods expected to go
+    costs: Mapping[str, int]  # the pod-deletion-cost of each pod
+    stepped: int = 0  # how many of `removed` hold connections (stepDown)
+
+
+@dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
     deployments: tuple[Deployment, ...] = ()
     services: tuple[Service, ...] = ()
     # Keyed by (app, color).
     connections: Mapping[tuple[str, str], Connections] = field(default_factory=dict)
+    # Per-pod connections, only for the colors consolidation may step this cycle; by (app, color).
+    pods: Mapping[tuple[str, str], PodConnections] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +300,11 @@ class Snapshot:
         if ns is None:
             return NO_SERIES
         return ns.connections.get((app, color), NO_SERIES)
+
+    def pods_for(self, namespace: str, app: str, color: str) -> PodConnections | None:
+        """The color's per-pod connections; None when they were not asked for this cycle."""
+        ns = self.namespaces.get(namespace)
+        return None if ns is None else ns.pods.get((app, color))
 
 
 # Plan records are NamedTuples, not frozen dataclasses: plan() builds one per color each cycle
@@ -280,6 +327,8 @@ class Action(NamedTuple):
     annotations: Mapping[str, str | None] = {}
     # Connections at decision time (None when unknown), for the log line and the Event.
     connections: float | None = None
+    # CONSOLIDATE: the step, its pods and their deletion costs.
+    step: PodStep | None = None
 
     @property
     def disruptive(self) -> bool:

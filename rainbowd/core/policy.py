@@ -42,6 +42,40 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class Consolidate:
+    """Give back a draining color's idle pods: once retired for `after` and still above the
+    floor, every `every` the color is scaled down by its pods holding no connections, never
+    below `keep_pods` nor below the pods that hold connections (docs/design.md)."""
+
+    after: timedelta = timedelta(minutes=30)
+    """Retired this long before the first step: most sessions of a fresh color end early."""
+    every: timedelta = timedelta(minutes=5)
+    """At most one step this often, counted from the rainbowd.io/consolidated-at stamp."""
+    keep_pods: int = 1
+    """Never fewer pods than this: room for the clients still there to reconnect to."""
+
+    def __str__(self) -> str:
+        return (
+            f"after {format_duration(self.after)}, every {format_duration(self.every)}, "
+            f"keepPods {self.keep_pods}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepDown:
+    """Beyond the idle pods: remove the least-connected pods, at most `max_pods` every `every`;
+    each step disconnects users, so it spends the disruption budget (maxDisruptions)."""
+
+    every: timedelta = timedelta(hours=1)
+    """At most one step-down this often, counted from the rainbowd.io/stepped-down-at stamp."""
+    max_pods: int = 1
+    """Pods holding connections removed per step, least-connected first."""
+
+    def __str__(self) -> str:
+        return f"every {format_duration(self.every)}, maxPods {self.max_pods}"
+
+
+@dataclass(frozen=True, slots=True)
 class Knobs:
     """The burn-down knobs, as in `defaults:` or overridden by a rule."""
 
@@ -66,6 +100,12 @@ class Knobs:
     scale_up_grace: timedelta = timedelta(minutes=30)
     """After a user scales a color rainbowd scaled down back up (a rollback's first step), no
     rule scales or deletes it for this long: the Service switch usually follows within minutes."""
+    consolidate: Consolidate | None = None
+    """Give back a draining color's idle pods; None: never (the color keeps every pod until
+    it drains)."""
+    step_down: StepDown | None = None
+    """Remove pods holding connections too, least-connected first (needs consolidate); None:
+    only idle pods are given back."""
 
 
 class Operator(enum.StrEnum):
@@ -120,6 +160,16 @@ class ConnectionsQuery:
     # The escape hatch: free PromQL returning one series per (namespace, app, color), summed
     # by rainbowd if several share the labels. The coverage check cannot be made then.
     query: str | None = None
+
+    @property
+    def per_pod_problem(self) -> str | None:
+        """Why per-pod connections (what consolidation needs) cannot be asked for, or None."""
+        if self.query is not None:
+            return (
+                "the connections are a free query, so the per-pod series cannot be asked for "
+                "(use metric and matchers, with the pod label on the series)"
+            )
+        return None
 
     @property
     def selector(self) -> str:
@@ -335,6 +385,62 @@ def _positive_duration(value: object, path: str, errors: _Errors) -> timedelta |
         errors.add(path, f"must be greater than 0, got {_show(value)}")
         return None
     return parsed
+
+
+def _positive_int(value: object, path: str, errors: _Errors) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.add(path, f"expected an integer >= 1, got {_show(value)}")
+        return None
+    return value
+
+
+def _section(
+    value: object,
+    path: str,
+    errors: _Errors,
+    fields: Sequence[tuple[str, str, Callable[[object, str, _Errors], object]]],
+    example: str,
+) -> dict[str, Any] | None:
+    """A small mapping of optional fields (key, field name, parser): the fields it sets, or
+    None with its errors added."""
+    if not isinstance(value, Mapping):
+        errors.add(
+            path, f"expected a mapping like {example}, or null for never, got {_show(value)}"
+        )
+        return None
+    before = len(errors)
+    _check_keys(value, [key for key, _, _ in fields], path, errors)
+    parsed: dict[str, Any] = {}
+    for key, field, parse in fields:
+        if key in value:
+            parsed[field] = parse(value[key], _key(path, key), errors)
+    return None if len(errors) > before else parsed
+
+
+def _consolidate(value: object, path: str, errors: _Errors) -> Consolidate | None:
+    fields = _section(
+        value,
+        path,
+        errors,
+        (
+            ("after", "after", _duration),
+            ("every", "every", _positive_duration),
+            ("keepPods", "keep_pods", _positive_int),
+        ),
+        '"{after: 30m, every: 5m, keepPods: 1}"',
+    )
+    return None if fields is None else Consolidate(**fields)
+
+
+def _step_down(value: object, path: str, errors: _Errors) -> StepDown | None:
+    fields = _section(
+        value,
+        path,
+        errors,
+        (("every", "every", _positive_duration), ("maxPods", "max_pods", _positive_int)),
+        '"{every: 1h, maxPods: 1}"',
+    )
+    return None if fields is None else StepDown(**fields)
 
 
 def _action(value: object, path: str, errors: _Errors) -> CleanupAction | None:
@@ -648,6 +754,8 @@ _KNOBS = (
     _Knob("maxDisruptions", "max_disruptions", _budget),
     _Knob("abandonedAfter", "abandoned_after", _duration, nullable=True),
     _Knob("scaleUpGrace", "scale_up_grace", _duration),
+    _Knob("consolidate", "consolidate", _consolidate, nullable=True),
+    _Knob("stepDown", "step_down", _step_down, nullable=True),
 )
 KNOB_KEYS = tuple(k.key for k in _KNOBS)
 _BY_KEY = {k.key: k for k in _KNOBS}
@@ -682,6 +790,18 @@ def _check_ages(knobs: Knobs, path: str, errors: _Errors, *, origin: Callable[[s
             f"maxRetiredAge ({format_duration(knobs.max_retired_age)}{origin('maxRetiredAge')}) "
             f"must be >= minRetiredAge ({format_duration(knobs.min_retired_age)}"
             f"{origin('minRetiredAge')})",
+        )
+
+
+def _check_step_down(knobs: Knobs, path: str, errors: _Errors, *, here: bool) -> None:
+    """stepDown only goes beyond the idle pods consolidation gives back: it needs consolidate."""
+    if knobs.step_down is not None and knobs.consolidate is None:
+        where = "" if here else " (from defaults)"
+        errors.add(
+            _key(path, "stepDown"),
+            f"needs consolidate{where}: stepDown removes pods beyond the idle ones consolidation "
+            'gives back; set "consolidate: {after: 30m, every: 5m, keepPods: 1}" too, or null '
+            "stepDown",
         )
 
 
@@ -804,6 +924,8 @@ def _rule(
             return ", from defaults" if key in defaults_set else ", built-in default"
 
         _check_ages(knobs, path, errors, origin=origin)
+    if not bad & {"consolidate", "stepDown"} and {"consolidate", "stepDown"} & section.keys():
+        _check_step_down(knobs, path, errors, here="stepDown" in section)
 
     if len(errors) > before or not isinstance(name, str):
         return None
@@ -868,6 +990,8 @@ def parse_policy(document: object) -> Policy:
                 return "" if key in section else ", built-in default"
 
             _check_ages(defaults, "defaults", errors, origin=origin)
+        if not bad & {"consolidate", "stepDown"}:
+            _check_step_down(defaults, "defaults", errors, here=True)
 
     rules: list[Rule] = []
     raw_rules = document.get("rules")
@@ -912,6 +1036,14 @@ def _knobs_document(knobs: Knobs) -> dict[str, object]:
             value = value.value
         elif isinstance(value, Budget):
             value = _budget_document(value)
+        elif isinstance(value, Consolidate):
+            value = {
+                "after": format_duration(value.after),
+                "every": format_duration(value.every),
+                "keepPods": value.keep_pods,
+            }
+        elif isinstance(value, StepDown):
+            value = {"every": format_duration(value.every), "maxPods": value.max_pods}
         out[knob.key] = value
     return out
 
@@ -973,6 +1105,9 @@ def policy_warnings(policy: Policy) -> list[str]:
         return ["rules: no rules, so no Deployment will be managed"]
     warnings = []
     for i, rule in enumerate(policy.rules):
+        problem = rule.connections.per_pod_problem
+        if rule.knobs.consolidate is not None and problem is not None:
+            warnings.append(f"rules[{i}]: consolidation unavailable: {problem}")
         for j, earlier in enumerate(policy.rules[:i]):
             if _shadows(earlier, rule):
                 warnings.append(

@@ -1,0 +1,211 @@
+"""Consolidation: which of a draining color's pods to give back, and when. Pure.
+
+A color retired for `consolidate.after` and still above its floor is scaled down, every
+`consolidate.every`, by the pods holding no connections: never below `keepPods`, never below the
+pods that hold connections, and a pod whose connections are unknown counts as holding some.
+`stepDown` goes further, removing the least-connected pods (never one whose figure is unknown).
+The ReplicaSet controller removes the pods of lowest `pod-deletion-cost` first when all are
+running and ready, so the step sets that cost on every pod before the /scale. Anything short of
+complete per-pod figures makes consolidation unavailable, with why, never a guess.
+docs/design.md "Consolidation" is the spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    STEPPED_DOWN_AT,
+    Connections,
+    Deployment,
+    PodConnections,
+    PodStep,
+    Reason,
+)
+from rainbowd.core.objects import parse_time
+from rainbowd.core.policy import Knobs
+from rainbowd.core.reporting import compact_duration, format_count
+
+# The highest pod-deletion-cost Kubernetes accepts (an int32): the pods that must stay.
+KEEP_COST = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Consolidation:
+    """What consolidation decides for one color this cycle.
+
+    `step` is due now, for `reason` (IDLE_PODS, or STEP_DOWN: it disconnects users, so it
+    spends the disruption budget), in the words `why`; `unavailable` says why a color that
+    would be considered cannot be (shown as "consolidation unavailable: ..."); `changes_at` is
+    the first instant at which time alone changes the decision (None: never)."""
+
+    step: PodStep | None = None
+    reason: Reason | None = None
+    why: str = ""
+    unavailable: str | None = None
+    changes_at: datetime | None = None
+    stamps: tuple[tuple[str, str], ...] = ()
+    """The annotations the step writes with its /scale (its record, for restarts)."""
+
+
+NOTHING = Consolidation()
+
+
+def _stamp(annotations: Mapping[str, str], key: str) -> datetime | str | None:
+    """An annotation's time: None when absent, the raw text when it does not parse."""
+    text = annotations.get(key)
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return text
+
+
+def consolidate(
+    now: datetime,
+    deployment: Deployment,
+    *,
+    knobs: Knobs,
+    retired_at: datetime,
+    connections: Connections,
+    pods: PodConnections | None,
+    stamp: str,
+) -> Consolidation:
+    """The decision for one retired color with replicas that no rule scales down this cycle
+    and nothing protects: a step due now, why none can be, or when to look again.
+
+    `stamp` is the cycle's time as written to annotations."""
+    policy = knobs.consolidate
+    replicas = deployment.replicas
+    if policy is None or replicas <= policy.keep_pods:
+        return NOTHING
+    if connections.value is not None and connections.value <= knobs.connection_floor:
+        return NOTHING  # the drain's business
+    due_at = retired_at + policy.after
+    if now < due_at:
+        return Consolidation(changes_at=due_at)
+    if connections.value is None:
+        return Consolidation(unavailable=f"connections unknown ({connections.cause})")
+    annotations = deployment.annotations
+    last = _stamp(annotations, CONSOLIDATED_AT)
+    if isinstance(last, str):
+        return Consolidation(
+            unavailable=f"{CONSOLIDATED_AT} {last!r} is not an RFC 3339 time (fix or remove it)"
+        )
+    cut_short = last is not None and annotations.get(CONSOLIDATED_FROM) == str(replicas)
+    if last is not None and not cut_short and now < last + policy.every:
+        return Consolidation(changes_at=last + policy.every)
+    unavailable = pods_problem(replicas, pods)
+    if unavailable is not None:
+        return Consolidation(unavailable=unavailable)
+    assert pods is not None
+    figures = pods.pods
+
+    record = [(CONSOLIDATED_AT, stamp), (CONSOLIDATED_FROM, str(replicas))]
+    idle = pod_step(figures, keep_pods=policy.keep_pods)
+    if idle is not None:
+        return Consolidation(
+            step=idle,
+            reason=Reason.IDLE_PODS,
+            why=_idle_words(idle, replicas, policy.keep_pods),
+            stamps=tuple(record),
+        )
+    step_down = knobs.step_down
+    if step_down is None:
+        return NOTHING
+    stepped = _stamp(annotations, STEPPED_DOWN_AT)
+    if isinstance(stepped, datetime) and now < stepped + step_down.every:
+        return Consolidation(changes_at=stepped + step_down.every)
+    step = pod_step(figures, keep_pods=policy.keep_pods, beyond_idle=step_down.max_pods)
+    if step is None:
+        return NOTHING
+    return Consolidation(
+        step=step,
+        reason=Reason.STEP_DOWN,
+        why=_step_down_words(step, replicas, step_down.max_pods),
+        stamps=(*record, (STEPPED_DOWN_AT, stamp)),
+    )
+
+
+def pods_problem(replicas: int, pods: PodConnections | None) -> str | None:
+    """Why the per-pod figures cannot decide a step, or None."""
+    if pods is None:
+        return "per-pod connections not known this cycle"
+    if pods.unavailable is not None:
+        return pods.unavailable
+    if len(pods.pods) != replicas:
+        # Pods starting or terminating: the controller removes unready pods first, whatever
+        # their cost, so no step is taken until the color has exactly its replicas, all ready.
+        return f"{len(pods.pods)} ready pods for {replicas} replicas: waiting for them to match"
+    return None
+
+
+def pod_step(
+    pods: Mapping[str, float | None], *, keep_pods: int, beyond_idle: int = 0
+) -> PodStep | None:
+    """The pods to remove: every idle one (no connections) down to `keep_pods` and to the pods
+    holding connections, then up to `beyond_idle` of those, least-connected first. A pod whose
+    figure is unknown is never removed. None: nothing to remove."""
+    figures = dict(pods)
+    known = sorted((value, name) for name, value in figures.items() if value is not None)
+    idle = {name for value, name in known if value <= 0}
+    busy = len(figures) - len(idle)
+    removable = len(figures) - max(keep_pods, busy - beyond_idle)
+    # Only pods with a known figure can go, lowest first; without stepDown only idle ones.
+    removed = [name for _, name in known[: max(0, removable)]]
+    if not beyond_idle:
+        removed = [name for name in removed if name in idle]
+    if not removed:
+        return None
+    top = max(_cost(figures[name]) for name in removed)
+    costs = {
+        name: _cost(value) if name in removed else max(_cost(value), top + 1)
+        for name, value in figures.items()
+    }
+    return PodStep(
+        replicas=len(figures) - len(removed),
+        pods=figures,
+        removed=tuple(removed),
+        costs=costs,
+        stepped=sum(1 for name in removed if name not in idle),
+    )
+
+
+def _cost(value: float | None) -> int:
+    """A pod's deletion cost: its connections (rounded up), the highest for unknown."""
+    if value is None or not math.isfinite(value):
+        return KEEP_COST
+    return min(max(math.ceil(value), 0), KEEP_COST - 1)
+
+
+def pod_list(step: PodStep) -> str:
+    """The removed pods with their connections, for the action's words and its Event."""
+    return ", ".join(f"{name} ({format_count(step.pods[name] or 0)})" for name in step.removed)
+
+
+def _idle_words(step: PodStep, replicas: int, keep_pods: int) -> str:
+    idle = sum(1 for value in step.pods.values() if value is not None and value <= 0)
+    return (
+        f"{idle} of {replicas} pods hold no connections: {replicas} -> {step.replicas} pods "
+        f"(keepPods {keep_pods}), removing {pod_list(step)}"
+    )
+
+
+def _step_down_words(step: PodStep, replicas: int, max_pods: int) -> str:
+    return (
+        f"stepDown (maxPods {max_pods}): {replicas} -> {step.replicas} pods, removing the "
+        f"least-connected {pod_list(step)}"
+    )
+
+
+def step_words(reason: Reason, connections: Connections, after: timedelta) -> str:
+    """The note's words for a color being consolidated this cycle."""
+    held = "" if connections.value is None else f" holding {format_count(connections.value)}"
+    kind = "idle pods" if reason is Reason.IDLE_PODS else "least-connected pods"
+    return f"consolidating{held}: giving back {kind} (retired > {compact_duration(after)})"

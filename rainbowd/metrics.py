@@ -157,6 +157,13 @@ class Metrics:
             ("action", "reason", "outcome"),
             registry=r,
         )
+        self.pods_freed = Counter(
+            "rainbowd_pods_freed",
+            "Pods given back by consolidation steps that succeeded, per app (the idle pods of "
+            "draining colors, and with stepDown their least-connected ones).",
+            ("namespace", "app"),
+            registry=r,
+        )
         self.cycles = Counter(
             "rainbowd_reconciles",
             "Reconcile cycles, by result (ok or error).",
@@ -226,6 +233,11 @@ class Metrics:
                 reason=result.action.reason.value,
                 outcome=result.outcome.value,
             ).inc()
+            step = result.action.step
+            if step is not None and result.outcome.value == "ok":
+                self.pods_freed.labels(
+                    namespace=result.action.namespace, app=result.action.app
+                ).inc(len(step.removed))
 
     def record_prometheus_errors(self, causes: Sequence[PrometheusErrorCause]) -> None:
         for cause in causes:

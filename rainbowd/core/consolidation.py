@@ -133,10 +133,35 @@ def consolidate(
     )
 
 
+NOT_ASKED = "per-pod connections not known this cycle"
+
+
+def needs_pods(
+    now: datetime,
+    deployment: Deployment,
+    *,
+    knobs: Knobs,
+    retired_at: datetime,
+    connections: Connections,
+) -> bool:
+    """Whether `consolidate` would step the color if it had its per-pod figures: the pipeline
+    asks Prometheus for them only then."""
+    decided = consolidate(
+        now,
+        deployment,
+        knobs=knobs,
+        retired_at=retired_at,
+        connections=connections,
+        pods=None,
+        stamp="",
+    )
+    return decided.unavailable == NOT_ASKED
+
+
 def pods_problem(replicas: int, pods: PodConnections | None) -> str | None:
     """Why the per-pod figures cannot decide a step, or None."""
     if pods is None:
-        return "per-pod connections not known this cycle"
+        return NOT_ASKED
     if pods.unavailable is not None:
         return pods.unavailable
     if len(pods.pods) != replicas:

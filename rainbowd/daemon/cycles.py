@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,8 +29,9 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings, Rule
+from rainbowd.daemon.consolidating import PodFigures, candidates, pod_figures
 from rainbowd.daemon.policies import read_policy
-from rainbowd.kube.caching import ClusterCache
+from rainbowd.kube.caching import ClusterCache, PodMark
 from rainbowd.kube.clients import make_api_client
 from rainbowd.logs import get_logger
 from rainbowd.prom.querying import (
@@ -140,7 +141,9 @@ class Pipeline:
         services: Mapping[str, list[Service]],
         *,
         now: datetime,
+        pods: Iterable[PodMark] | None = None,
     ) -> Planned:
+        """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation."""
         if self.overlay:
             deployments = self._overlaid(deployments)
         rule_of = self._rules.cycle(policy)
@@ -148,6 +151,13 @@ class Pipeline:
         results: dict[ConnectionsQuery, QueryResult] = {}
         if queries:
             results = await fetch_connections(self._client(policy.prometheus), queries, at=now)
+        # Per-pod figures, only for the colors due for a consolidation step.
+        wanted = candidates(policy, deployments, services, results, rule_of=rule_of, now=now)
+        figures = (
+            await pod_figures(self._client(policy.prometheus), wanted, pods, at=now)
+            if wanted
+            else {}
+        )
         snapshot = build_snapshot(
             now=now,
             policy=policy,
@@ -155,6 +165,7 @@ class Pipeline:
             services=services,
             results=results,
             rule_of=rule_of,
+            pods=figures,
         )
         plan = self.planner.plan(snapshot, policy, now)
         self.history.record_snapshot(snapshot)
@@ -270,6 +281,10 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
                 raise TimeoutError(f"Deployments and Services not listed within {sync_timeout:g}s")
             deployments = cache.deployments()
             services = cache.services()
+            pods = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sync_timeout):
+                    pods = await listed_pods(cache, policy)
         finally:
             await cache.stop()
             runner.cancel()
@@ -277,7 +292,7 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
         now = datetime.now(UTC)
         async with aiohttp.ClientSession() as session:
             pipeline = Pipeline(session, dry_run=settings.dry_run)
-            planned = await pipeline.run(policy, deployments, services, now=now)
+            planned = await pipeline.run(policy, deployments, services, now=now, pods=pods)
             # The forecast's samples: this instant plus one range query over the past.
             await seed_history(
                 pipeline.history,
@@ -292,6 +307,22 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
         return dataclasses.replace(planned, forecasts=forecasts)
     finally:
         await api.close()
+
+
+def consolidates(policy: Policy) -> bool:
+    """Whether some rule consolidates: only then are the colors' pods needed for planning."""
+    return any(rule.knobs.consolidate is not None for rule in policy.rules)
+
+
+async def listed_pods(cache: ClusterCache, policy: Policy) -> list[PodMark] | None:
+    """The colors' pods for a one-shot plan, when some rule consolidates (else None): watched,
+    then waited for until listed."""
+    if not consolidates(policy):
+        return None
+    cache.watch_pods(policy.app_label, policy.color_label)
+    for informer in cache.pod_informers:
+        await informer.synced.wait()
+    return cache.pods()
 
 
 def apply_overlay(
@@ -323,8 +354,10 @@ def build_snapshot(
     services: Mapping[str, list[Service]],
     results: Mapping[ConnectionsQuery, QueryResult],
     rule_of: RuleOf | None = None,
+    pods: PodFigures | None = None,
 ) -> Snapshot:
-    """A Snapshot from the cache's objects and the connections each color's rule asked for."""
+    """A Snapshot from the cache's objects and the connections each color's rule asked for
+    (and, for the colors consolidation may step, their per-pod figures)."""
     rule_of = rule_of or _matching(policy)
     namespaces: dict[str, Namespace] = {}
     for ns in sorted(set(deployments) | set(services)):
@@ -343,6 +376,7 @@ def build_snapshot(
             deployments=tuple(deployments.get(ns, ())),
             services=tuple(services.get(ns, ())),
             connections=conns,
+            pods=(pods or {}).get(ns, {}),
         )
     return Snapshot(now=now, namespaces=namespaces)
 

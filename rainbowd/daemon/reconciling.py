@@ -15,7 +15,7 @@ from typing import Any
 
 from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import Plan
-from rainbowd.daemon.cycles import Pipeline, snapshot_summary
+from rainbowd.daemon.cycles import Pipeline, consolidates, snapshot_summary
 from rainbowd.daemon.policies import PolicyState
 from rainbowd.daemon.tasks import first_done
 from rainbowd.kube.caching import ClusterCache
@@ -198,8 +198,11 @@ class Reconciler:
         if policy is None:
             raise RuntimeError("no valid policy loaded")
         self.metrics.cache_synced.set(1 if self.cache.synced else 0)
+        if consolidates(policy):
+            # Consolidation plans from the colors' pods, leading or not.
+            self.cache.watch_pods(policy.app_label, policy.color_label)
         planned = await self.pipeline.run(
-            policy, self.cache.deployments(), self.cache.services(), now=now
+            policy, self.cache.deployments(), self.cache.services(), now=now, pods=self.cache.pods()
         )
         self.metrics.record_prometheus_errors([f.cause for f in planned.prometheus_errors])
         plan = planned.plan

@@ -64,14 +64,17 @@ _DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configurat
 
 @dataclass(frozen=True, slots=True)
 class PodMark:
-    """A pod of some color, as far as its retired mark goes: a few strings per pod, whatever
-    else the pod carries, so watching every color's pods stays cheap."""
+    """A pod of some color, as far as its retired mark and consolidation go: a few strings per
+    pod, whatever else the pod carries, so watching every color's pods stays cheap."""
 
     namespace: str
     name: str
     app: str
     color: str
     phase: str | None  # the rainbowd.io/phase annotation
+    # Running, Ready and not terminating: the ReplicaSet controller ranks any other pod first
+    # when it scales down, whatever its deletion cost.
+    ready: bool = False
 
 
 def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[str, Any]], PodMark]:
@@ -90,9 +93,23 @@ def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[st
             app=str(labels.get(app_label, "")),
             color=str(labels.get(color_label, "")),
             phase=phase if isinstance(phase, str) else None,
+            ready=_pod_ready(obj),
         )
 
     return convert
+
+
+def _pod_ready(obj: Mapping[str, Any]) -> bool:
+    meta = obj.get("metadata") or {}
+    status = obj.get("status")
+    if meta.get("deletionTimestamp") or not isinstance(status, Mapping):
+        return False
+    if status.get("phase") != "Running" or not (obj.get("spec") or {}).get("nodeName"):
+        return False
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
 
 
 def configmap_from_k8s(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,13 @@ first and take tokens before any stamp; stamps not started within `stamp_budget`
 the cycle's start are deferred (skipped, planned again next cycle: the stamps that did land
 wake it through the watch), so a write storm of bookkeeping cannot hold a cycle for minutes.
 
+A consolidation (CONSOLIDATE: a draining color scaled to fewer pods, never 0) first reads the
+color's pods fresh and refuses unless they are exactly the pods planned, all running and ready;
+then sets `controller.kubernetes.io/pod-deletion-cost` on each pod (the planned step's costs:
+its connections, the highest for the pods that must stay), so the ReplicaSet controller removes
+the idle pods and no other; then writes its record and scales through /scale as a scale-down
+does.
+
 Pods of a retired color are kept annotated `rainbowd.io/phase: retired` (`mark_pods`, each
 cycle, from the cache's watch of the colors' pods), so the app can read it through the downward
 API (and, say, ask clients to reconnect); pods of a live color lose the mark.
@@ -37,6 +44,7 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.model import (
     ACTION_EVENTS,
     PHASE,
+    POD_DELETION_COST,
     REASONS,
     Action,
     ActionKind,
@@ -122,6 +130,23 @@ def event_type(action: Action, outcome: Outcome) -> EventType:
 def is_urgent(action: Action) -> bool:
     """Scale-downs, deletes and drain resets: never queued behind routine stamps."""
     return action.disruptive or action.reason is Reason.DRAIN_RESET
+
+
+def _pod(item: Any) -> tuple[str, bool] | None:
+    """A listed pod's name, and whether it is running, ready and not terminating; None for a
+    pod already terminating (it is going, whatever the step does)."""
+    meta = item.get("metadata") or {}
+    name = meta.get("name")
+    if not isinstance(name, str):
+        return None
+    if meta.get("deletionTimestamp"):
+        return None
+    status = item.get("status") or {}
+    ready = status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return name, ready
 
 
 def _precondition(resource_version: str) -> dict[str, str]:
@@ -274,6 +299,8 @@ class Executor:
             if self.limiter is not None:
                 await self.limiter.acquire(urgent=urgent)
             live = await self._live_now(action)
+            if live is None and action.kind is ActionKind.CONSOLIDATE:
+                live = await self._pods_changed(action)
             if live is not None:
                 return await self._refuse(action, live)
             await self._emit(action, Outcome.OK, action.message)
@@ -327,6 +354,54 @@ class Executor:
             if service.selects(labels):
                 return f"Service {service.name} selects this color now; the plan's view was stale"
         return None
+
+    async def _pods_changed(self, action: Action) -> str | None:
+        """Why the color's pods are not the ones the consolidation step was planned on (read
+        fresh: some pod gone, added, or not running and ready), or None.
+
+        The ReplicaSet controller removes unready pods first whatever their cost, and a pod
+        the plan did not see has no cost yet: either way other pods than the idle ones could
+        go, so the step waits for the next cycle's plan."""
+        step = action.step
+        if step is None:
+            return "a consolidation without its step (a planning bug)"
+        selector = f"{self.app_label}={action.app},{self.color_label}={action.color}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                listing = await request_json(
+                    self._api,
+                    "GET",
+                    resource_path("v1", "pods", namespace=action.namespace),
+                    query={"labelSelector": selector},
+                )
+        except (KubeError, TimeoutError) as exc:
+            return f"the color's pods could not be read ({exc or 'timeout'})"
+        pods = [pod_mark for item in listing.get("items") or [] if (pod_mark := _pod(item))]
+        names = {name for name, _ in pods}
+        if names != set(step.pods):
+            return (
+                f"the color's pods changed since the plan ({len(names)} now, "
+                f"{len(step.pods)} planned)"
+            )
+        for name, ready in pods:
+            if not ready:
+                return f"pod {name} is not running and ready now"
+        return None
+
+    async def _set_costs(self, action: Action) -> None:
+        """Each pod's deletion cost, as the step planned it; raises KubeError if any fails."""
+        assert action.step is not None
+        limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
+
+        async def patch(name: str, cost: int) -> None:
+            body = {"metadata": {"annotations": {POD_DELETION_COST: str(cost)}}}
+            path = resource_path("v1", "pods", namespace=action.namespace, name=name)
+            async with limit:
+                if self.limiter is not None:
+                    await self.limiter.acquire(urgent=True)
+                await request_json(self._api, "PATCH", path, body=body, content_type=MERGE_PATCH)
+
+        await asyncio.gather(*(patch(n, c) for n, c in sorted(action.step.costs.items())))
 
     async def _refuse(self, action: Action, error: str) -> ActionResult:
         result = ActionResult(action, Outcome.CONFLICT, error)
@@ -387,6 +462,10 @@ class Executor:
                     await self._scale_down(action)
                 elif action.kind is ActionKind.DELETE:
                     await self._delete(action)
+                elif action.kind is ActionKind.CONSOLIDATE:
+                    # Costs first: the /scale is what makes the controller pick pods.
+                    await self._set_costs(action)
+                    await self._scale_down(action)
                 else:  # pragma: no cover - a new ActionKind without executor support
                     return ActionResult(action, Outcome.ERROR, f"unknown kind {action.kind}")
         except NotFound as exc:
@@ -416,8 +495,9 @@ class Executor:
         )
 
     async def _scale_down(self, action: Action) -> None:
+        """To 0, or to the consolidation step's replicas; its annotations written first."""
         if not action.annotations:
-            await self._scale_to_zero(action, action.resource_version)
+            await self._scale(action, action.resource_version)
             return
         written = await self._annotate(action, action.resource_version)
         meta = written.get("metadata", {})
@@ -431,7 +511,7 @@ class Executor:
         # resourceVersion only if the uid and generation are still the ones just written.
         for _ in range(SCALE_ATTEMPTS - 1):
             try:
-                await self._scale_to_zero(action, resource_version)
+                await self._scale(action, resource_version)
                 return
             except Conflict:
                 current = await request_json(self._api, "GET", _deployment_path(action))
@@ -446,14 +526,15 @@ class Executor:
                     generation=generation,
                     resource_version=resource_version,
                 )
-        await self._scale_to_zero(action, resource_version)
+        await self._scale(action, resource_version)
 
-    async def _scale_to_zero(self, action: Action, resource_version: str) -> None:
+    async def _scale(self, action: Action, resource_version: str) -> None:
         # Through /scale, never spec.replicas on the Deployment itself: the scale subresource
         # cannot touch the pod template, and a template change would roll every pod and cut
         # every connection the color still holds. The Scale's resourceVersion is the
         # Deployment's, so it is a precondition here too.
-        body = {"metadata": _precondition(resource_version), "spec": {"replicas": 0}}
+        replicas = 0 if action.step is None else action.step.replicas
+        body = {"metadata": _precondition(resource_version), "spec": {"replicas": replicas}}
         await request_json(
             self._api,
             "PATCH",

@@ -1,0 +1,97 @@
+"""Per-pod connections for the colors consolidation may step this cycle: which colors (the pure
+`needs_pods`), one per-pod query per distinct connections query among them, and each color's
+pods as the pod watch lists them joined with the figures. A cycle with no such color asks
+Prometheus nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from rainbowd.core.consolidation import needs_pods
+from rainbowd.core.model import RETIRED_AT, Deployment, PodConnections, Service
+from rainbowd.core.objects import parse_time
+from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
+from rainbowd.kube.caching import PodMark
+from rainbowd.prom.pods import PodSeries, fetch_pods
+from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
+
+PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
+"""Per namespace, by (app, color)."""
+
+
+def candidates(
+    policy: Policy,
+    deployments: Mapping[str, list[Deployment]],
+    services: Mapping[str, list[Service]],
+    results: Mapping[ConnectionsQuery, QueryResult],
+    *,
+    rule_of: Callable[[str, Deployment], Rule | None],
+    now: datetime,
+) -> dict[ConnectionsQuery, list[ColorKey]]:
+    """The colors due for a consolidation step if their per-pod figures allow, by query."""
+    wanted: dict[ConnectionsQuery, list[ColorKey]] = {}
+    for ns, items in deployments.items():
+        for d in items:
+            rule = rule_of(ns, d)
+            if rule is None or rule.knobs.consolidate is None or d.replicas <= 1:
+                continue
+            stamp = d.annotations.get(RETIRED_AT)
+            result = results.get(rule.connections)
+            app = d.template_labels.get(policy.app_label)
+            color = d.template_labels.get(policy.color_label)
+            if stamp is None or result is None or not app or not color:
+                continue
+            if any(s.selects(d.template_labels) for s in services.get(ns, ())):
+                continue  # live: never consolidated
+            retired_at = None
+            with contextlib.suppress(ValueError):
+                retired_at = parse_time(stamp)
+            if retired_at is None or retired_at > now:
+                continue
+            connections = result.get(ns, app, color)
+            if needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections):
+                wanted.setdefault(rule.connections, []).append((ns, app, color))
+    return wanted
+
+
+async def pod_figures(
+    client: PrometheusClient,
+    wanted: Mapping[ConnectionsQuery, list[ColorKey]],
+    pods: Iterable[PodMark] | None,
+    *,
+    at: datetime,
+) -> PodFigures:
+    """Each wanted color's pods with their connections, or why consolidation is unavailable."""
+    out: PodFigures = {}
+    if not wanted:
+        return out
+    by_color: dict[ColorKey, list[PodMark]] | None = None
+    if pods is not None:
+        by_color = {}
+        for pod in pods:
+            by_color.setdefault((pod.namespace, pod.app, pod.color), []).append(pod)
+    for query, colors in wanted.items():
+        series = await fetch_pods(client, query, colors, at=at)
+        for key in colors:
+            figures = join(series[key], None if by_color is None else by_color.get(key, []))
+            out.setdefault(key[0], {})[(key[1], key[2])] = figures
+    return out
+
+
+def join(series: PodSeries, pods: list[PodMark] | None) -> PodConnections:
+    """The color's pods as Kubernetes lists them, each with its figure from Prometheus (None:
+    no series for it, so unknown). Series of pods that no longer exist are left out."""
+    if series.unavailable is not None:
+        return PodConnections(unavailable=series.unavailable)
+    if pods is None:
+        return PodConnections(unavailable="the colors' pods are not listed yet")
+    waiting = sorted(pod.name for pod in pods if not pod.ready)
+    if waiting:
+        return PodConnections(
+            unavailable=f"pod {waiting[0]} is not running and ready (the ReplicaSet controller "
+            "would remove it first, whatever its cost)"
+        )
+    return PodConnections(pods={pod.name: series.pods.get(pod.name) for pod in pods})

@@ -108,10 +108,37 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
         "  maxDisruptions:  1 per 10m",
         "  abandonedAfter:  2h",
         "  scaleUpGrace:    30m",
+        "  consolidate:     never",
+        "  stepDown:        never",
     ]
     assert "  namespaces:      all" in rest.splitlines()
     assert "  selector:        (every Deployment)" in rest.splitlines()
     assert "  connectionFloor: 5" in rest.splitlines()
+
+
+def test_consolidation_shows_its_knobs_and_says_when_it_is_unavailable(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "defaults: {consolidate: {after: 1h}, stepDown: {maxPods: 2}}\n"
+        + "rules:\n"
+        + "  - name: chat\n    namespaces: [chat]\n"
+        + "  - name: free\n    connections: {query: 'sum by (namespace, app, color) (x)'}\n",
+    )
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    chat, free = proc.stdout.split("\nrule ")[1:]
+    assert chat.splitlines()[-3:] == [
+        "  consolidate:     after 1h, every 5m, keepPods 1",
+        "  stepDown:        every 1h, maxPods 2",
+        '                   per-pod series by the "pod" label, which each series must carry',
+    ]
+    unavailable = (
+        "consolidation unavailable: the connections are a free query, so the per-pod series "
+        "cannot be asked for (use metric and matchers, with the pod label on the series)"
+    )
+    assert free.splitlines()[-1] == f"                   {unavailable}"
+    assert proc.stderr == f"policy.yaml: warning: rules[1]: {unavailable}\n"
 
 
 def test_no_rules_warns_but_exits_0(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from rainbowd.core.policy import (
     Budget,
     CleanupAction,
     ConnectionsQuery,
+    Consolidate,
     Knobs,
     Operator,
     Policy,
@@ -27,6 +28,7 @@ from rainbowd.core.policy import (
     Rule,
     Selector,
     SelectorError,
+    StepDown,
     matchers_problem,
     parse_policy,
     parse_selector,
@@ -167,6 +169,10 @@ def test_every_key_set_explicitly() -> None:
         max_disruptions=Budget(count=0, per=timedelta(minutes=1)),
         abandoned_after=timedelta(0),
         scale_up_grace=timedelta(0),
+        consolidate=Consolidate(
+            after=timedelta(minutes=45), every=timedelta(minutes=10), keep_pods=2
+        ),
+        step_down=StepDown(every=timedelta(hours=2), max_pods=3),
     )
     (api,) = policy.rules
     assert api.connections == ConnectionsQuery(
@@ -188,6 +194,8 @@ def test_every_key_set_explicitly() -> None:
         max_disruptions=Budget(count=3, per=timedelta(hours=1)),
         abandoned_after=None,
         scale_up_grace=timedelta(hours=2),
+        consolidate=None,
+        step_down=None,
     )
     assert policy.queries == (api.connections,)
 

@@ -1,0 +1,301 @@
+"""Table tests of consolidation (rainbowd/core/consolidation.py): which pods a step removes and
+the deletion costs that make the ReplicaSet controller remove exactly those; when a color is due
+a step, when it is not yet (and when that changes), and why it cannot be (never a guess). The
+per-pod answer from Prometheus (rainbowd/prom/pods.py) and its join with the pod watch too.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rainbowd.core.consolidation import (
+    KEEP_COST,
+    NOT_ASKED,
+    Consolidation,
+    consolidate,
+    needs_pods,
+    pod_step,
+)
+from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    STEPPED_DOWN_AT,
+    Connections,
+    PodConnections,
+    Reason,
+)
+from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, StepDown
+from rainbowd.daemon.consolidating import join
+from rainbowd.kube.caching import PodMark
+from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
+from rainbowd.prom.querying import Sample, Vector
+from tests.unit.strategies import NOW, ago, deployment, stamp
+
+M = timedelta(minutes=1)
+KNOBS = Knobs(consolidate=Consolidate(after=30 * M, every=5 * M, keep_pods=1))
+STEPPING = Knobs(
+    consolidate=Consolidate(after=30 * M, every=5 * M, keep_pods=1),
+    step_down=StepDown(every=60 * M, max_pods=1),
+)
+NOW_STAMP = "2026-11-21T12:00:00Z"
+
+
+# --- which pods go --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("figures", "keep", "beyond", "removed", "replicas"),
+    [
+        # The must-show case: 4 pods, 2 hold connections: the 2 idle ones go.
+        ({"a": 5, "b": 3, "c": 0, "d": 0}, 1, 0, ("c", "d"), 2),
+        # Never below keepPods: one idle pod stays.
+        ({"a": 5, "b": 3, "c": 0, "d": 0}, 3, 0, ("c",), 3),
+        ({"a": 5, "b": 0}, 2, 0, None, None),
+        # Unknown counts as busy: never removed, and it keeps its place.
+        ({"a": None, "b": 0, "c": 0}, 1, 0, ("b", "c"), 1),
+        ({"a": None, "b": None}, 1, 0, None, None),
+        # No idle pod: nothing without stepDown.
+        ({"a": 5, "b": 3}, 1, 0, None, None),
+        # stepDown: the least-connected pod, never an unknown one, never below keepPods.
+        ({"a": 5, "b": 3}, 1, 1, ("b",), 1),
+        ({"a": 5, "b": 3, "c": 9}, 1, 2, ("b", "a"), 1),
+        ({"a": None, "b": 3}, 1, 1, ("b",), 1),
+        ({"a": None, "b": None}, 1, 1, None, None),
+        ({"a": 5, "b": 3}, 2, 1, None, None),
+        # Every idle pod, then as many busy ones as stepDown allows.
+        ({"a": 5, "b": 3, "c": 0}, 1, 1, ("c", "b"), 1),
+    ],
+)
+def test_a_step_removes_idle_pods_then_the_least_connected(
+    figures: dict[str, float | None],
+    keep: int,
+    beyond: int,
+    removed: tuple[str, ...] | None,
+    replicas: int | None,
+) -> None:
+    step = pod_step(figures, keep_pods=keep, beyond_idle=beyond)
+    if removed is None:
+        assert step is None
+        return
+    assert step is not None
+    assert step.removed == removed
+    assert step.replicas == replicas
+    assert step.stepped == sum(1 for name in removed if figures[name] != 0)
+    # The controller removes lowest cost first: every removed pod ranks below every kept one.
+    kept = [name for name in figures if name not in removed]
+    assert max(step.costs[n] for n in removed) < min(step.costs[n] for n in kept)
+    for name, value in figures.items():
+        if value is None:
+            assert step.costs[name] == KEEP_COST
+        elif name in removed:
+            assert step.costs[name] == value
+
+
+def test_costs_are_whole_connections_rounded_up_and_bounded() -> None:
+    step = pod_step({"a": 2.2, "b": 0.0, "c": 1e12}, keep_pods=1)
+    assert step is not None
+    assert step.costs == {"a": 3, "b": 0, "c": KEEP_COST - 1}
+
+
+# --- when a color is due --------------------------------------------------------------------
+
+
+def decide(
+    *,
+    retired: timedelta = 40 * M,
+    replicas: int = 4,
+    connections: float | None = 5,
+    pods: PodConnections | None = None,
+    annotations: dict[str, str] | None = None,
+    knobs: Knobs = KNOBS,
+) -> Consolidation:
+    d = deployment("c0c0c0", replicas=replicas, annotations=annotations)
+    conns = Connections(value=connections, series=replicas) if connections is not None else None
+    return consolidate(
+        NOW,
+        d,
+        knobs=knobs,
+        retired_at=ago(retired),
+        connections=conns or Connections.unknown("prometheus timed out after 10s"),
+        pods=pods,
+        stamp=NOW_STAMP,
+    )
+
+
+FOUR = PodConnections(pods={"p-a": 4, "p-b": 1, "p-c": 0, "p-d": 0})
+
+
+def test_a_due_color_steps_with_its_record() -> None:
+    decided = decide(pods=FOUR)
+    assert decided.step is not None
+    assert decided.step.removed == ("p-c", "p-d")
+    assert decided.reason is Reason.IDLE_PODS
+    assert decided.stamps == (
+        (CONSOLIDATED_AT, NOW_STAMP),
+        (CONSOLIDATED_FROM, "4"),
+    )
+    assert decided.why == (
+        "2 of 4 pods hold no connections: 4 -> 2 pods (keepPods 1), removing p-c (0), p-d (0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "changes_at", "unavailable"),
+    [
+        ("no consolidate", {"knobs": Knobs()}, None, None),
+        ("at keepPods", {"replicas": 1, "pods": FOUR}, None, None),
+        ("at the floor: the drain's business", {"connections": 0, "pods": FOUR}, None, None),
+        ("retired too recently", {"retired": 10 * M, "pods": FOUR}, NOW + 20 * M, None),
+        (
+            "connections unknown",
+            {"connections": None},
+            None,
+            "connections unknown (prometheus timed out after 10s)",
+        ),
+        (
+            "stepped 2m ago",
+            {"annotations": {CONSOLIDATED_AT: stamp(2 * M), CONSOLIDATED_FROM: "6"}},
+            NOW + 3 * M,
+            None,
+        ),
+        (
+            "no per-pod figures asked",
+            {},
+            None,
+            NOT_ASKED,
+        ),
+        (
+            "series without the pod label",
+            {"pods": PodConnections(unavailable='3 of its series have no "pod" label')},
+            None,
+            '3 of its series have no "pod" label',
+        ),
+        (
+            "pods and replicas differ",
+            {"pods": PodConnections(pods={"p-a": 4, "p-b": 0, "p-c": 0})},
+            None,
+            "3 ready pods for 4 replicas: waiting for them to match",
+        ),
+        (
+            "a garbled record",
+            {"annotations": {CONSOLIDATED_AT: "yesterday"}, "pods": FOUR},
+            None,
+            "rainbowd.io/consolidated-at 'yesterday' is not an RFC 3339 time (fix or remove it)",
+        ),
+    ],
+)
+def test_no_step(
+    case: str, kwargs: dict[str, object], changes_at: object, unavailable: str | None
+) -> None:
+    decided = decide(**kwargs)  # type: ignore[arg-type]
+    assert decided.step is None, case
+    assert decided.changes_at == changes_at, case
+    assert decided.unavailable == unavailable, case
+
+
+def test_the_next_step_comes_every_after_the_last_one() -> None:
+    done = {CONSOLIDATED_AT: stamp(6 * M), CONSOLIDATED_FROM: "6"}
+    decided = decide(annotations=done, pods=FOUR)
+    assert decided.step is not None
+
+
+def test_a_step_cut_short_is_taken_again_at_once_not_every_later() -> None:
+    # The record was written, the /scale never made (replicas still the "from"): a restart
+    # neither repeats a step nor skips one.
+    cut_short = {CONSOLIDATED_AT: stamp(1 * M), CONSOLIDATED_FROM: "4"}
+    decided = decide(annotations=cut_short, pods=FOUR)
+    assert decided.step is not None
+    assert decided.step.replicas == 2
+
+
+def test_step_down_only_without_idle_pods_and_every_its_own_interval() -> None:
+    busy = PodConnections(pods={"p-a": 4, "p-b": 1})
+    decided = decide(replicas=2, pods=busy, knobs=STEPPING)
+    assert decided.reason is Reason.STEP_DOWN
+    assert decided.step is not None
+    assert decided.step.removed == ("p-b",)
+    assert (STEPPED_DOWN_AT, NOW_STAMP) in decided.stamps
+    recent = {STEPPED_DOWN_AT: stamp(20 * M)}
+    held = decide(replicas=2, pods=busy, knobs=STEPPING, annotations=recent)
+    assert held.step is None
+    assert held.changes_at == NOW + 40 * M
+    # Idle pods first, and without stepDown no busy pod ever.
+    assert decide(pods=FOUR, knobs=STEPPING).reason is Reason.IDLE_PODS
+    assert decide(replicas=2, pods=busy).step is None
+
+
+def test_per_pod_figures_are_asked_for_only_when_a_step_is_due() -> None:
+    d = deployment("c0c0c0", replicas=4)
+    known = Connections(value=5, series=4)
+    assert needs_pods(NOW, d, knobs=KNOBS, retired_at=ago(40 * M), connections=known)
+    assert not needs_pods(NOW, d, knobs=KNOBS, retired_at=ago(10 * M), connections=known)
+    assert not needs_pods(NOW, d, knobs=Knobs(), retired_at=ago(40 * M), connections=known)
+    zero = Connections(value=0, series=4)
+    assert not needs_pods(NOW, d, knobs=KNOBS, retired_at=ago(40 * M), connections=zero)
+
+
+# --- the per-pod answer ---------------------------------------------------------------------
+
+
+def sample(pod: str | None, value: float, color: str = "c0c0c0", **extra: str) -> Sample:
+    labels = {"namespace": "ns", "app": "chat", "color": color, **extra}
+    if pod is not None:
+        labels["pod"] = pod
+    return Sample(labels=labels, value=value)
+
+
+KEY = ("ns", "chat", "c0c0c0")
+
+
+def test_the_per_pod_query_narrows_the_rule_selector_to_the_colors() -> None:
+    query = ConnectionsQuery(matchers='job="chat"')
+    expr = pods_expr(query, [KEY, ("ns", "chat", "v1.2"), ("other", "ws", "c0c0c0")])
+    assert expr == (
+        'rainbow_open_connections{job="chat", namespace=~"ns|other", app=~"chat|ws", '
+        'color=~"c0c0c0|v1\\\\.2"}'
+    )
+
+
+def test_per_pod_series_are_summed_per_pod_and_bad_values_are_unknown() -> None:
+    vector = Vector(
+        samples=(
+            sample("p-a", 3, job="a"),
+            sample("p-a", 2, job="b"),  # one pod scraped twice: summed
+            sample("p-b", 0),
+            sample("p-c", float("nan")),
+            sample("p-d", -1),
+            sample("p-x", 9, color="other"),  # not asked for
+        )
+    )
+    assert group_pods(ConnectionsQuery(), vector, [KEY]) == {
+        KEY: PodSeries(pods={"p-a": 5, "p-b": 0, "p-c": None, "p-d": None})
+    }
+
+
+def test_a_color_whose_series_lack_the_pod_label_is_unavailable() -> None:
+    vector = Vector(samples=(sample("p-a", 3), sample(None, 0, instance="10.0.0.1:8080")))
+    [(_, found)] = group_pods(ConnectionsQuery(), vector, [KEY]).items()
+    assert (
+        found.unavailable == '1 of its series have no "pod" label, so its pods cannot be told apart'
+    )
+    other = ConnectionsQuery(pod_label="kubernetes_pod_name")
+    [(_, found)] = group_pods(other, Vector(samples=(sample("p-a", 3),)), [KEY]).items()
+    assert found.unavailable is not None and '"kubernetes_pod_name"' in found.unavailable
+
+
+def pod(name: str, *, ready: bool = True) -> PodMark:
+    return PodMark(namespace="ns", name=name, app="chat", color="c0c0c0", phase=None, ready=ready)
+
+
+def test_the_pods_kubernetes_lists_decide_and_a_pod_without_series_is_unknown() -> None:
+    series = PodSeries(pods={"p-a": 3, "p-b": 0, "p-gone": 0})
+    joined = join(series, [pod("p-a"), pod("p-b"), pod("p-new")])
+    assert joined == PodConnections(pods={"p-a": 3, "p-b": 0, "p-new": None})
+    assert join(series, None).unavailable == "the colors' pods are not listed yet"
+    starting = join(series, [pod("p-a"), pod("p-b", ready=False)])
+    assert (
+        starting.unavailable is not None and "p-b is not running and ready" in starting.unavailable
+    )
+    assert join(PodSeries(unavailable="why"), [pod("p-a")]) == PodConnections(unavailable="why")

@@ -6,19 +6,26 @@ pods that changed since is refused and changes nothing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.consolidation import pod_step
+from rainbowd.core.consolidation import consolidate, pod_step
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
     POD_DELETION_COST,
+    Action,
     ActionKind,
+    Connections,
+    PodConnections,
     Reason,
 )
+from rainbowd.core.objects import deployment_from_k8s, format_time
+from rainbowd.core.policy import Consolidate, Knobs
+from rainbowd.kube.clients import KubeError
 from rainbowd.kube.events import EventRecorder
 from rainbowd.kube.executing import Executor, Outcome
 from rainbowd.metrics import Metrics
@@ -122,3 +129,61 @@ async def test_a_step_planned_on_pods_that_changed_is_refused(
         assert POD_DELETION_COST not in (pod["metadata"].get("annotations") or {})
     reasons = {e["reason"] for e in await our_events(kube_api, namespace)}
     assert reasons == {"ConsolidateConflict"}
+
+
+class CrashBeforeScale(Executor):
+    """Dies (as a kill -9 would leave it) after writing the step's record, before its /scale."""
+
+    async def _scale(self, action: Action, resource_version: str) -> None:
+        raise KubeError("killed before /scale")
+
+
+async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeated(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    obj = await create_deployment(kube_api, namespace, "chat", "c0c0c0", replicas=4)
+    names = sorted(await pod_names(kube_api, namespace))
+    figures: dict[str, float | None] = {names[0]: 2.0, names[1]: 0.0, names[2]: 1.0, names[3]: 0.0}
+    knobs = Knobs(consolidate=Consolidate(after=timedelta(0), every=timedelta(hours=1)))
+    # The step as the planner decides it from the Deployment as it is now.
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def decide(found: dict[str, Any]) -> Any:
+        return consolidate(
+            now,
+            deployment_from_k8s(found),
+            knobs=knobs,
+            retired_at=now - timedelta(hours=1),
+            connections=Connections(value=2, series=4),
+            pods=PodConnections(pods=figures),
+            stamp=format_time(now),
+        )
+
+    def step_action(found: dict[str, Any], decided: Any) -> Any:
+        action = action_for(
+            found, ActionKind.CONSOLIDATE, decided.reason, annotations=dict(decided.stamps)
+        )
+        return action._replace(step=decided.step, message=decided.why)
+
+    first = decide(obj)
+    assert first.step is not None and first.step.replicas == 2
+    crashed = CrashBeforeScale(kube_api, EventRecorder(kube_api, instance="test"))
+    [result] = await crashed.apply(plan_of(step_action(obj, first)))
+    assert result.outcome is Outcome.ERROR
+
+    # After the "restart": the record is there, the replicas are not changed: the step is due
+    # again at once, not an `every` later.
+    cut_short = await settled_deployment(kube_api, namespace, "chat-c0c0c0")
+    assert cut_short["spec"]["replicas"] == 4
+    assert cut_short["metadata"]["annotations"][CONSOLIDATED_FROM] == "4"
+    again = decide(cut_short)
+    assert again.step is not None and again.step.removed == first.step.removed
+    [result] = await executor.apply(plan_of(step_action(cut_short, again)))
+    assert result.outcome is Outcome.OK
+
+    # Done: the next cycle (or the next process) sees a step taken and waits `every`.
+    done = await settled_deployment(kube_api, namespace, "chat-c0c0c0")
+    assert done["spec"]["replicas"] == 2
+    after = decide(done)
+    assert after.step is None
+    assert after.changes_at == now + timedelta(hours=1)

@@ -1,5 +1,7 @@
 """Snapshot files: a Kubernetes List of Deployments and Services (`kubectl get
 deployments,services -A -o yaml`), plus optional `now:` and `connections:`, to and from a Snapshot.
+A `connections:` entry may list its color's `pods:` with each pod's connections (null: unknown),
+the per-pod figures consolidation plans from.
 
 Works on decoded documents; reading the file (YAML or JSON) is the caller's business.
 """
@@ -11,7 +13,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from rainbowd.core.model import Connections, Deployment, Namespace, Service, Snapshot
+from rainbowd.core.model import (
+    Connections,
+    Deployment,
+    Namespace,
+    PodConnections,
+    Service,
+    Snapshot,
+)
 from rainbowd.core.objects import (
     ObjectError,
     deployment_from_k8s,
@@ -21,7 +30,7 @@ from rainbowd.core.objects import (
 )
 
 _TOP_KEYS = frozenset({"apiVersion", "kind", "metadata", "items", "now", "connections"})
-_CONNECTION_KEYS = frozenset({"namespace", "app", "color", "value", "series", "cause"})
+_CONNECTION_KEYS = frozenset({"namespace", "app", "color", "value", "series", "cause", "pods"})
 _UNKNOWN_WORDS = frozenset({"nan", "+inf", "-inf", "inf"})
 _UNKNOWN_CAUSE = "unknown in the snapshot file"
 
@@ -56,9 +65,39 @@ def _time(value: Any, path: str, errors: list[str]) -> datetime | None:
         return None
 
 
+def _figure(raw: Any, path: str, errors: list[str]) -> float | None:
+    """A connections figure: a non-negative number, or null, NaN or Inf for unknown."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNKNOWN_WORDS):
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        errors.append(f"{path}: expected a number, null or NaN, got {raw!r}")
+        return None
+    if not math.isfinite(raw):
+        return None
+    if raw < 0:
+        errors.append(f"{path}: expected a non-negative number, got {raw!r}")
+        return None
+    return float(raw)
+
+
+def _pods(raw: Any, path: str, errors: list[str]) -> PodConnections | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        errors.append(f"{path}: expected a mapping of pod names to connections")
+        return None
+    pods: dict[str, float | None] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name:
+            errors.append(f"{path}: expected pod names, got {name!r}")
+            continue
+        pods[name] = _figure(value, f"{path}.{name}", errors)
+    return PodConnections(pods=pods)
+
+
 def _connections(
     entry: Any, path: str, errors: list[str]
-) -> tuple[str, str, str, Connections] | None:
+) -> tuple[str, str, str, Connections, PodConnections | None] | None:
     if not isinstance(entry, Mapping):
         errors.append(f"{path}: expected a mapping with namespace, app, color and value")
         return None
@@ -77,18 +116,8 @@ def _connections(
             names.append(name)
     if "value" not in entry:
         errors.append(f"{path}.value: missing (a number, or null or NaN for unknown)")
-    raw = entry.get("value")
-    value: float | None = None
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in _UNKNOWN_WORDS):
-        value = None
-    elif isinstance(raw, bool) or not isinstance(raw, int | float):
-        errors.append(f"{path}.value: expected a number, null or NaN, got {raw!r}")
-    elif not math.isfinite(raw):
-        value = None
-    elif raw < 0:
-        errors.append(f"{path}.value: expected a non-negative number, got {raw!r}")
-    else:
-        value = float(raw)
+    value = _figure(entry.get("value"), f"{path}.value", errors)
+    pods = _pods(entry.get("pods"), f"{path}.pods", errors)
     series = entry.get("series")
     if series is not None and (
         isinstance(series, bool) or not isinstance(series, int) or series < 0
@@ -106,7 +135,7 @@ def _connections(
         connections = Connections(value=None, series=series, cause=cause or _UNKNOWN_CAUSE)
     else:
         connections = Connections(value=value, series=series, cause=cause)
-    return namespace, app, color, connections
+    return namespace, app, color, connections, pods
 
 
 def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
@@ -152,6 +181,7 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
         except ObjectError as exc:
             errors.append(f"{path}: {exc}")
     connections: dict[str, dict[tuple[str, str], Connections]] = {}
+    pods: dict[str, dict[tuple[str, str], PodConnections]] = {}
     raw_connections = document.get("connections")
     if raw_connections is None:
         raw_connections = []
@@ -162,11 +192,13 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
         parsed = _connections(entry, f"connections[{index}]", errors)
         if parsed is None:
             continue
-        namespace, app, color, value = parsed
+        namespace, app, color, value, figures = parsed
         per_ns = connections.setdefault(namespace, {})
         if (app, color) in per_ns:
             errors.append(f"connections[{index}]: {namespace}/{app}/{color} is listed twice")
         per_ns[(app, color)] = value
+        if figures is not None:
+            pods.setdefault(namespace, {})[(app, color)] = figures
     if errors:
         raise SnapshotError(errors)
     names = sorted(set(deployments) | set(services) | set(connections))
@@ -178,6 +210,7 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
                 deployments=tuple(deployments.get(name, ())),
                 services=tuple(services.get(name, ())),
                 connections=connections.get(name, {}),
+                pods=pods.get(name, {}),
             )
             for name in names
         },
@@ -247,6 +280,9 @@ def snapshot_to_document(snapshot: Snapshot) -> dict[str, Any]:
                 entry["series"] = value.series
             if value.cause:
                 entry["cause"] = value.cause
+            figures = namespace.pods.get((app, color))
+            if figures is not None and figures.unavailable is None:
+                entry["pods"] = dict(figures.pods)
             connections.append(entry)
     return {
         "apiVersion": "v1",

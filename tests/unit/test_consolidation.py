@@ -27,6 +27,7 @@ from rainbowd.core.model import (
     Reason,
 )
 from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, StepDown
+from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
 from rainbowd.daemon.consolidating import join
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
@@ -299,3 +300,28 @@ def test_the_pods_kubernetes_lists_decide_and_a_pod_without_series_is_unknown() 
         starting.unavailable is not None and "p-b is not running and ready" in starting.unavailable
     )
     assert join(PodSeries(unavailable="why"), [pod("p-a")]) == PodConnections(unavailable="why")
+
+
+# --- snapshot files -------------------------------------------------------------------------
+
+
+def test_a_snapshot_file_carries_each_colors_pods_and_reads_back_equal() -> None:
+    entry = {"namespace": "ns", "app": "chat", "color": "c0c0c0", "value": 3, "series": 3}
+    document = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [],
+        "connections": [{**entry, "pods": {"p-a": 3, "p-b": 0, "p-c": None}}],
+    }
+    snap = snapshot_from_document(document, default_now=NOW)
+    assert snap.pods_for("ns", "chat", "c0c0c0") == PodConnections(
+        pods={"p-a": 3, "p-b": 0, "p-c": None}
+    )
+    assert snapshot_from_document(snapshot_to_document(snap), default_now=NOW) == snap
+    bad = {**document, "connections": [{**entry, "pods": {"p-a": -1, "p-b": "many"}}]}
+    with pytest.raises(SnapshotError) as caught:
+        snapshot_from_document(bad, default_now=NOW)
+    assert caught.value.errors == [
+        "connections[0].pods.p-a: expected a non-negative number, got -1",
+        "connections[0].pods.p-b: expected a number, null or NaN, got 'many'",
+    ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
@@ -27,9 +27,9 @@ from rainbowd.core.model import (
     PodStep,
     Reason,
 )
+from rainbowd.core.notes import IdlePods, SteppedDown
 from rainbowd.core.objects import parse_time
 from rainbowd.core.policy import Knobs
-from rainbowd.core.reporting import compact_duration, format_count
 
 # The highest pod-deletion-cost Kubernetes accepts (an int32): the pods that must stay.
 KEEP_COST = 2**31 - 1
@@ -40,15 +40,16 @@ class Consolidation:
     """What consolidation decides for one color this cycle.
 
     `step` is due now, for `reason` (IDLE_PODS, or STEP_DOWN: it disconnects users, so it
-    spends the disruption budget), in the words `why`; `unavailable` says why a color that
-    would be considered cannot be (shown as "consolidation unavailable: ..."); `changes_at` is
-    the first instant at which time alone changes the decision (None: never)."""
+    spends the disruption budget), on the figures `why`; `unavailable` says why a color that
+    would be considered cannot be (shown as "consolidation unavailable: ..."); `recheck_at` is
+    the first instant at which time alone changes the decision (None: never), which
+    the rule returns as its Ruling's changes_at."""
 
     step: PodStep | None = None
     reason: Reason | None = None
-    why: str = ""
+    why: IdlePods | SteppedDown | None = None
     unavailable: str | None = None
-    changes_at: datetime | None = None
+    recheck_at: datetime | None = None
     stamps: tuple[tuple[str, str], ...] = ()
     """The annotations the step writes with its /scale (its record, for restarts)."""
 
@@ -89,7 +90,7 @@ def consolidate(
         return NOTHING  # the drain's business
     due_at = retired_at + policy.after
     if now < due_at:
-        return Consolidation(changes_at=due_at)
+        return Consolidation(recheck_at=due_at)
     if connections.value is None:
         return Consolidation(unavailable=f"connections unknown ({connections.cause})")
     annotations = deployment.annotations
@@ -100,7 +101,7 @@ def consolidate(
         )
     cut_short = last is not None and annotations.get(CONSOLIDATED_FROM) == str(replicas)
     if last is not None and not cut_short and now < last + policy.every:
-        return Consolidation(changes_at=last + policy.every)
+        return Consolidation(recheck_at=last + policy.every)
     unavailable = pods_problem(replicas, pods)
     if unavailable is not None:
         return Consolidation(unavailable=unavailable)
@@ -113,7 +114,13 @@ def consolidate(
         return Consolidation(
             step=idle,
             reason=Reason.IDLE_PODS,
-            why=_idle_words(idle, replicas, policy.keep_pods),
+            why=IdlePods(
+                pods=replicas,
+                idle=sum(1 for v in figures.values() if v is not None and v <= 0),
+                to=idle.replicas,
+                keep=policy.keep_pods,
+                removed=_removed(idle),
+            ),
             stamps=tuple(record),
         )
     step_down = knobs.step_down
@@ -121,14 +128,16 @@ def consolidate(
         return NOTHING
     stepped = _stamp(annotations, STEPPED_DOWN_AT)
     if isinstance(stepped, datetime) and now < stepped + step_down.every:
-        return Consolidation(changes_at=stepped + step_down.every)
+        return Consolidation(recheck_at=stepped + step_down.every)
     step = pod_step(figures, keep_pods=policy.keep_pods, beyond_idle=step_down.max_pods)
     if step is None:
         return NOTHING
     return Consolidation(
         step=step,
         reason=Reason.STEP_DOWN,
-        why=_step_down_words(step, replicas, step_down.max_pods),
+        why=SteppedDown(
+            pods=replicas, to=step.replicas, max_pods=step_down.max_pods, removed=_removed(step)
+        ),
         stamps=(*record, (STEPPED_DOWN_AT, stamp)),
     )
 
@@ -209,28 +218,5 @@ def _cost(value: float | None) -> int:
     return min(max(math.ceil(value), 0), KEEP_COST - 1)
 
 
-def pod_list(step: PodStep) -> str:
-    """The removed pods with their connections, for the action's words and its Event."""
-    return ", ".join(f"{name} ({format_count(step.pods[name] or 0)})" for name in step.removed)
-
-
-def _idle_words(step: PodStep, replicas: int, keep_pods: int) -> str:
-    idle = sum(1 for value in step.pods.values() if value is not None and value <= 0)
-    return (
-        f"{idle} of {replicas} pods hold no connections: {replicas} -> {step.replicas} pods "
-        f"(keepPods {keep_pods}), removing {pod_list(step)}"
-    )
-
-
-def _step_down_words(step: PodStep, replicas: int, max_pods: int) -> str:
-    return (
-        f"stepDown (maxPods {max_pods}): {replicas} -> {step.replicas} pods, removing the "
-        f"least-connected {pod_list(step)}"
-    )
-
-
-def step_words(reason: Reason, connections: Connections, after: timedelta) -> str:
-    """The note's words for a color being consolidated this cycle."""
-    held = "" if connections.value is None else f" holding {format_count(connections.value)}"
-    kind = "idle pods" if reason is Reason.IDLE_PODS else "least-connected pods"
-    return f"consolidating{held}: giving back {kind} (retired > {compact_duration(after)})"
+def _removed(step: PodStep) -> tuple[tuple[str, float], ...]:
+    return tuple((name, step.pods[name] or 0.0) for name in step.removed)

@@ -120,6 +120,26 @@ class RecordedDisruption(NamedTuple):
     budget: Budget
 
 
+class IdlePods(NamedTuple):
+    """consolidate: `idle` of the color's `pods` hold no connections; it goes to `to` pods
+    (never below `keep`), the ReplicaSet controller removing `removed` (pod, connections)."""
+
+    pods: int
+    idle: int
+    to: int
+    keep: int
+    removed: tuple[tuple[str, float], ...]
+
+
+class SteppedDown(NamedTuple):
+    """stepDown: no pod is idle; the least-connected `removed` go, `to` pods left."""
+
+    pods: int
+    to: int
+    max_pods: int
+    removed: tuple[tuple[str, float], ...]
+
+
 # --- what resolve made of a decision -------------------------------------------------------------
 
 
@@ -174,6 +194,12 @@ class Paused(NamedTuple):
     reason: Reason
 
 
+class ConsolidationUnavailable(NamedTuple):
+    """consolidate would be considered, but the per-pod figures cannot decide: `why`."""
+
+    why: str
+
+
 Found = (
     Live
     | NotEvaluated
@@ -186,9 +212,17 @@ Found = (
 )
 Guard = HoldMalformed | HeldUntil | ScaleUpGrace | ScaledBackUp | Plain
 # Why a color is scaled down or deleted: a rule's reason with its figures.
-Why = Drained | OverMaxRetiredAge | OverMaxColors | BeyondKeepScaledDown | RecordedDisruption
+Why = (
+    Drained
+    | OverMaxRetiredAge
+    | OverMaxColors
+    | BeyondKeepScaledDown
+    | RecordedDisruption
+    | IdlePods
+    | SteppedDown
+)
 # What resolve made of it (on the note), and what an action's words add.
-Outcome = Forced | Held | Decided | KeptForRecord | Paused
+Outcome = Forced | Held | Decided | KeptForRecord | Paused | ConsolidationUnavailable
 Said = Why | Forced | Directly | Plain
 
 

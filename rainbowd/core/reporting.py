@@ -27,6 +27,7 @@ from rainbowd.core.notes import (
     AboveFloor,
     BeyondKeepScaledDown,
     BudgetSpent,
+    ConsolidationUnavailable,
     Decided,
     Directly,
     Disruption,
@@ -38,6 +39,7 @@ from rainbowd.core.notes import (
     Held,
     HeldUntil,
     HoldMalformed,
+    IdlePods,
     KeptForRecord,
     Live,
     MinRetiredAge,
@@ -52,6 +54,7 @@ from rainbowd.core.notes import (
     Said,
     ScaledBackUp,
     ScaleUpGrace,
+    SteppedDown,
     UnknownConnections,
 )
 from rainbowd.core.objects import format_time
@@ -147,9 +150,22 @@ def _outcome_words(outcome: Outcome, now: datetime) -> str:
                 "maxDisruptions"
             )
         case Paused():  # rendered first by render_note
-            verb = "scale to 0" if outcome.kind is ActionKind.SCALE else "delete"
-            return f"paused: would {verb} ({outcome.reason})"
+            return f"paused: would {_VERBS[outcome.kind]} ({outcome.reason})"
+        case ConsolidationUnavailable():
+            return f"consolidation unavailable: {outcome.why}"
     assert_never(outcome)
+
+
+_VERBS = {
+    ActionKind.SCALE: "scale to 0",
+    ActionKind.DELETE: "delete",
+    ActionKind.CONSOLIDATE: "give back pods",
+    ActionKind.ANNOTATE: "annotate",
+}
+
+
+def _removed_pods(removed: Sequence[tuple[str, float]]) -> str:
+    return ", ".join(f"{name} ({format_count(value)})" for name, value in removed)
 
 
 def _spent_words(spent: BudgetSpent) -> str:
@@ -219,6 +235,16 @@ def _words(part: Found | Guard | Said, now: datetime) -> str:
         case RecordedDisruption():
             return (
                 f"scaled down to record a disruption (maxDisruptions {part.budget}); action delete"
+            )
+        case IdlePods():
+            return (
+                f"{part.idle} of {part.pods} pods hold no connections: {part.pods} -> {part.to} "
+                f"pods (keepPods {part.keep}), removing {_removed_pods(part.removed)}"
+            )
+        case SteppedDown():
+            return (
+                f"stepDown (maxPods {part.max_pods}): no pod is idle, {part.pods} -> {part.to} "
+                f"pods, removing the least-connected {_removed_pods(part.removed)}"
             )
         case Forced():
             return _words(part.why, now) + _disruption_words(part.disruption)

@@ -186,4 +186,4 @@ async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeat
     assert done["spec"]["replicas"] == 2
     after = decide(done)
     assert after.step is None
-    assert after.changes_at == now + timedelta(hours=1)
+    assert after.recheck_at == now + timedelta(hours=1)

@@ -26,7 +26,9 @@ from rainbowd.core.model import (
     PodConnections,
     Reason,
 )
+from rainbowd.core.notes import IdlePods
 from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, StepDown
+from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
 from rainbowd.daemon.consolidating import join
 from rainbowd.kube.caching import PodMark
@@ -137,7 +139,10 @@ def test_a_due_color_steps_with_its_record() -> None:
         (CONSOLIDATED_AT, NOW_STAMP),
         (CONSOLIDATED_FROM, "4"),
     )
-    assert decided.why == (
+    assert decided.why == IdlePods(
+        pods=4, idle=2, to=2, keep=1, removed=(("p-c", 0.0), ("p-d", 0.0))
+    )
+    assert render_why([decided.why], NOW) == (
         "2 of 4 pods hold no connections: 4 -> 2 pods (keepPods 1), removing p-c (0), p-d (0)"
     )
 
@@ -192,7 +197,7 @@ def test_no_step(
 ) -> None:
     decided = decide(**kwargs)  # type: ignore[arg-type]
     assert decided.step is None, case
-    assert decided.changes_at == changes_at, case
+    assert decided.recheck_at == changes_at, case
     assert decided.unavailable == unavailable, case
 
 
@@ -221,7 +226,7 @@ def test_step_down_only_without_idle_pods_and_every_its_own_interval() -> None:
     recent = {STEPPED_DOWN_AT: stamp(20 * M)}
     held = decide(replicas=2, pods=busy, knobs=STEPPING, annotations=recent)
     assert held.step is None
-    assert held.changes_at == NOW + 40 * M
+    assert held.recheck_at == NOW + 40 * M
     # Idle pods first, and without stepDown no busy pod ever.
     assert decide(pods=FOUR, knobs=STEPPING).reason is Reason.IDLE_PODS
     assert decide(replicas=2, pods=busy).step is None

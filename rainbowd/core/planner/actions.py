@@ -78,6 +78,31 @@ def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Act
                 value,
             ),
         )
+    if color.kind is ActionKind.CONSOLIDATE:
+        step = color.step
+        assert step is not None
+        # The step's record (and any bookkeeping stamp) rides on it, written before its /scale.
+        record: dict[str, str | None] = dict(color.changes) if color.changes else {}
+        record.update(color.stamps)
+        if color.disrupted:
+            record[DISRUPTED_AT] = color.disrupted
+        return (
+            Action(
+                ActionKind.CONSOLIDATE,
+                namespace,
+                name,
+                app,
+                color_name,
+                deployment.uid,
+                deployment.resource_version,
+                color.cleanup or Reason.IDLE_PODS,
+                f"scale {name} from {deployment.replicas} to {step.replicas} pods: "
+                f"{render_why(color.said, now)}",
+                record,
+                value,
+                step,
+            ),
+        )
     if color.kind is ActionKind.SCALE:
         # Bookkeeping rides on the scale-down: a separate annotate would bump the
         # resourceVersion and fail the scale's precondition.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
     DISRUPTED_AT,
     DRAINED_SINCE,
     HOLD_REASON,
@@ -26,11 +28,13 @@ from rainbowd.core.model import (
     RETIRED_AT,
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
+    STEPPED_DOWN_AT,
     ActionKind,
     BlockReason,
     Connections,
     Deployment,
     Namespace,
+    PodStep,
     Reason,
     Service,
     State,
@@ -67,7 +71,16 @@ _DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
 
 
 # Annotations a live color keeps none of: what is left of a retirement.
-_RETIREMENT = (RETIRED_AT, DRAINED_SINCE, ORIGINAL_REPLICAS, SCALED_UP_AT, SCALE_DOWN_GENERATION)
+_RETIREMENT = (
+    RETIRED_AT,
+    DRAINED_SINCE,
+    ORIGINAL_REPLICAS,
+    SCALED_UP_AT,
+    SCALE_DOWN_GENERATION,
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    STEPPED_DOWN_AT,
+)
 
 
 # How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
@@ -106,6 +119,8 @@ class Color:
     disruptive = False
     held: Reason | None = None
     disrupted = ""  # a forced scale-down of users spends the budget: the disrupted-at stamp
+    step: PodStep | None = None  # a consolidation step (kind CONSOLIDATE) and its record
+    stamps: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self, deployment: Deployment, rule: Rule | None, live: str | None, color: str

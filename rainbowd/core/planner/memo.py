@@ -16,6 +16,7 @@ from rainbowd.core.model import (
     Deployment,
     Namespace,
     Plan,
+    PodConnections,
     Service,
     Snapshot,
     State,
@@ -72,10 +73,17 @@ class _AppMemo:
         self.shown_only: tuple[bool, ...] = ()
 
     def reuse(
-        self, now: datetime, connections: Mapping[tuple[str, str], Connections]
+        self,
+        now: datetime,
+        connections: Mapping[tuple[str, str], Connections],
+        pods: Mapping[tuple[str, str], PodConnections],
     ) -> _AppMemo | None:
-        """This memo (or one with new connections shown) if the plan still holds, else None."""
+        """This memo (or one with new connections shown) if the plan still holds, else None.
+        Never while one of its colors has per-pod figures: only a color due for a
+        consolidation step has them, and the step is decided on them."""
         if not self.reusable or now >= self.valid_until:
+            return None
+        if pods and any([key in pods for key in self.keys]):
             return None
         raw = self.raw
         get = connections.get
@@ -221,7 +229,7 @@ def _replan_namespace(
     if memo is not None and same_services and _same_objects(memo.deployments, deployments):
         # Same Deployments, same Services: same apps, colors, rules and live colors.
         for memo_entry in memo.apps:
-            entry = memo_entry.reuse(now, connections)
+            entry = memo_entry.reuse(now, connections, namespace.pods)
             if entry is None:
                 colors = [Color(*member) for member in memo_entry.members]
                 entry = _plan_entry(cycle, namespace, memo_entry.app, colors)
@@ -236,7 +244,7 @@ def _replan_namespace(
                 and len(before.members) == len(colors)
                 and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
             ):
-                entry = before.reuse(now, connections)
+                entry = before.reuse(now, connections, namespace.pods)
             if entry is None:
                 entry = _plan_entry(cycle, namespace, app, colors)
             entries.append(entry)

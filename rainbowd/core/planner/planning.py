@@ -52,7 +52,8 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) 
     warnings: list[str] = []
     assessed = assess_app(cycle, thresholds, namespace, app, colors, warnings)
     if assessed.blocked is None:
-        decide_cleanups(cycle, thresholds, colors, assessed.retired, assessed.rule.knobs)
+        pods = {c: figures for (a, c), figures in namespace.pods.items() if a == app}
+        decide_cleanups(cycle, thresholds, colors, assessed.retired, assessed.rule.knobs, pods)
     name = namespace.name
     app_plan = AppPlan(
         namespace=name,

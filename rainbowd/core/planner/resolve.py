@@ -9,12 +9,14 @@ spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from rainbowd.core.model import ActionKind, Deployment
+from rainbowd.core.model import ActionKind, Deployment, PodConnections, Reason
 from rainbowd.core.notes import (
     BudgetSpent,
+    ConsolidationUnavailable,
     Decided,
     Directly,
     Disruption,
@@ -37,6 +39,9 @@ from rainbowd.core.planner.cycle import (
 from rainbowd.core.planner.rules import (
     Delete,
     Due,
+    Step,
+    Unavailable,
+    consolidation,
     delete_recorded,
     drained,
     keep_scaled_down,
@@ -47,9 +52,15 @@ from rainbowd.core.policy import Budget, CleanupAction, Knobs
 
 
 def decide_cleanups(
-    cycle: Cycle, thresholds: Thresholds, colors: list[Color], retired: list[Color], knobs: Knobs
+    cycle: Cycle,
+    thresholds: Thresholds,
+    colors: list[Color],
+    retired: list[Color],
+    knobs: Knobs,
+    pods: Mapping[str, PodConnections] | None = None,
 ) -> None:
-    """The cleanup rules of an app not blocked, in order, then the budget's records and paused."""
+    """The cleanup rules of an app not blocked, in order, then the budget's records and paused.
+    `pods`: the per-pod figures of the app's colors (by color) that consolidation reads."""
     kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
     for due in thresholds.take(drained(retired)):
         take(due, kind)
@@ -60,6 +71,11 @@ def decide_cleanups(
         force(thresholds, disruptions, due, kind)
     for due in thresholds.take(max_colors(colors, retired, knobs)):
         force(thresholds, disruptions, due, kind)
+    # Colors no forced rule scales down give back idle pods (a step-down spends the budget).
+    for decision in thresholds.take(
+        consolidation(cycle.now, cycle.stamp, retired, knobs, pods or {})
+    ):
+        consolidate(thresholds, disruptions, decision)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         for deletion in thresholds.take(keep_scaled_down(retired, knobs.keep_scaled_down)):
@@ -124,6 +140,33 @@ def force(thresholds: Thresholds, disruptions: Disruptions, due: Due, kind: Acti
     color.said = (forced,)
     color.decided = (*color.decided, forced)
     color.disrupted = decision.disrupted
+
+
+def consolidate(
+    thresholds: Thresholds, disruptions: Disruptions, decision: Step | Unavailable
+) -> None:
+    """consolidate's decision taken: the step (a step-down granted by the disruption budget, or
+    held), or why none can be taken, on the note."""
+    color = decision.color
+    if isinstance(decision, Unavailable):
+        color.decided = (*color.decided, ConsolidationUnavailable(decision.why))
+        return
+    outcome: Decided | Forced = Decided(decision.why)
+    if decision.reason is Reason.STEP_DOWN:
+        due = Due(color, decision.reason, decision.why)
+        granted = thresholds.take(disruptions.grant(due))
+        if isinstance(granted, Withheld):
+            color.held = due.reason
+            color.decided = (*color.decided, Held(due.why, granted.spent))
+            return
+        outcome = Forced(decision.why, granted.disruption)
+        color.disrupted = granted.disrupted
+    color.cleanup = decision.reason
+    color.kind = ActionKind.CONSOLIDATE
+    color.said = (outcome,) if isinstance(outcome, Forced) else (decision.why,)
+    color.decided = (*color.decided, outcome)
+    color.step = decision.step
+    color.stamps = decision.stamps
 
 
 class Disruptions:

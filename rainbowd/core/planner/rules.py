@@ -7,25 +7,29 @@ and applies them; no rule changes a color. The drained rule gives a `Due` per co
 found drained, taken as is. A forced rule (one that may scale down a color still holding users)
 gives a `Due` per color it wants scaled down, in order; resolve.py grants each (spending the
 disruption budget) or holds it before asking for the next, so a rule that counts (maxColors, a
-generator) sees what was granted. The bookkeeping rules (keepScaledDown, the delete of a
-disruption's record) give a `Delete` per color to delete. A decision's words are data
-(`Why`, rainbowd/core/notes.py), rendered by the reporting module.
+generator) sees what was granted. consolidate gives a `Step` per draining color that gives back
+pods (or `Unavailable`, why its figures cannot decide one). The bookkeeping rules
+(keepScaledDown, the delete of a disruption's record) give a `Delete` per color to delete. A
+decision's words are data (`Why`, rainbowd/core/notes.py), rendered by the reporting module.
 docs/design.md "What the planner decides" is the spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
+from rainbowd.core.consolidation import consolidate
+from rainbowd.core.model import DISRUPTED_AT, ActionKind, PodConnections, PodStep, Reason, State
 from rainbowd.core.notes import (
     BeyondKeepScaledDown,
     Drained,
+    IdlePods,
     OverMaxColors,
     OverMaxRetiredAge,
     RecordedDisruption,
+    SteppedDown,
     Why,
 )
 from rainbowd.core.planner.assess import Color
@@ -152,6 +156,73 @@ def delete_recorded(retired: list[Color], budget: Budget) -> Ruling[list[Delete]
         and DISRUPTED_AT in color.deployment.annotations
     ]
     return Ruling(deletes, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """consolidate's decision: `color` gives back the pods of `step` for `reason` (IDLE_PODS;
+    STEP_DOWN disconnects users, so resolve.py grants it through the disruption budget),
+    writing `stamps` (its record) with its /scale."""
+
+    color: Color
+    reason: Reason
+    why: IdlePods | SteppedDown
+    step: PodStep
+    stamps: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """consolidate would consider `color`, but its figures cannot decide a step: `why`."""
+
+    color: Color
+    why: str
+
+
+_CONSOLIDATED_STATES = frozenset({State.DRAINING, State.UNKNOWN_CONNECTIONS})
+
+
+def consolidation(
+    now: datetime,
+    stamp: str,
+    retired: list[Color],
+    knobs: Knobs,
+    pods: Mapping[str, PodConnections],
+) -> Ruling[list[Step | Unavailable]]:
+    """consolidate: a draining color retired for `after` gives back its idle pods every
+    `every` (rainbowd/core/consolidation.py decides which, from `pods`, each color's per-pod
+    figures). Skips colors already decided or held, protected, at 0 replicas or not draining.
+    Changes when a color reaches `after`, or its last step `every` (or stepDown's)."""
+    if knobs.consolidate is None:
+        return Ruling([], None)
+    decisions: list[Step | Unavailable] = []
+    changes_at: datetime | None = None
+    for color in retired:
+        if (
+            color.cleanup is not None
+            or color.held is not None
+            or color.protected
+            or color.deployment.replicas == 0
+            or color.state not in _CONSOLIDATED_STATES
+        ):
+            continue
+        assert color.retired_at is not None
+        decided = consolidate(
+            now,
+            color.deployment,
+            knobs=knobs,
+            retired_at=color.retired_at,
+            connections=color.connections,
+            pods=pods.get(color.color),
+            stamp=stamp,
+        )
+        changes_at = earliest(changes_at, decided.recheck_at)
+        if decided.unavailable is not None:
+            decisions.append(Unavailable(color, decided.unavailable))
+        elif decided.step is not None:
+            assert decided.reason is not None and decided.why is not None
+            decisions.append(Step(color, decided.reason, decided.why, decided.step, decided.stamps))
+    return Ruling(decisions, changes_at)
 
 
 def retired_order(color: Color) -> tuple[datetime, datetime, str]:

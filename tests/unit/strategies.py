@@ -213,6 +213,15 @@ def apply_plan(snap: Snapshot, plan: Plan) -> Snapshot:
                         available_replicas=0,
                         generation=d.generation + 1,
                     )
+                elif action.kind is ActionKind.CONSOLIDATE and action.step is not None:
+                    to = action.step.replicas
+                    d = dataclasses.replace(
+                        d,
+                        replicas=to,
+                        ready_replicas=min(d.ready_replicas, to),
+                        available_replicas=min(d.available_replicas, to),
+                        generation=d.generation + 1,
+                    )
             if not deleted:
                 kept.append(d)
         namespaces[name] = dataclasses.replace(ns, deployments=tuple(kept))

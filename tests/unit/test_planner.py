@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
     DISRUPTED_AT,
     DRAINED_SINCE,
+    HOLD_UNTIL,
     LIVE_AT,
     ORIGINAL_REPLICAS,
     PROTECT,
     RETIRED_AT,
     SCALE_DOWN_GENERATION,
+    STEPPED_DOWN_AT,
     ActionKind,
     AppPlan,
     BlockReason,
     ColorPlan,
     Plan,
+    PodConnections,
     Reason,
+    Snapshot,
     State,
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner import plan
-from rainbowd.core.policy import Budget, CleanupAction, Policy
+from rainbowd.core.policy import Budget, CleanupAction, Consolidate, Policy, StepDown
 from rainbowd.core.reporting import render_note
 from tests.unit.strategies import (
     APP,
@@ -678,3 +686,143 @@ def test_colors_are_listed_newest_first_and_apps_sorted() -> None:
     p = run([old(), live_new(), other], pol=pol)
     assert [(a.namespace, a.app) for a in p.apps] == [(NS, "chat"), (NS, APP)]
     assert [c.color for c in app_plan(p).colors] == ["9d2cc9", "3c3fdc"]
+
+
+# --- consolidate -------------------------------------------------------------------------------
+
+CONSOLIDATING: dict[str, Any] = {"consolidate": Consolidate(after=30 * M, every=5 * M, keep_pods=1)}
+FOUR_PODS = PodConnections(pods={"p-a": 3, "p-b": 2, "p-c": 0, "p-d": 0})
+
+
+def with_pods(
+    deployments: list[object],
+    figures: dict[str, PodConnections],
+    connections: dict[str, object],
+) -> Snapshot:
+    """A snapshot with the colors' per-pod figures, as the pipeline gives them."""
+    snap = snapshot(
+        deployments,  # type: ignore[arg-type]
+        [LIVE_SVC],
+        {(NS, APP, c): v for c, v in connections.items()},  # type: ignore[misc]
+    )
+    ns = snap.namespaces[NS]
+    pods = {(APP, c): f for c, f in figures.items()}
+    return dataclasses.replace(snap, namespaces={NS: dataclasses.replace(ns, pods=pods)})
+
+
+def consolidating(
+    deployments: list[object],
+    figures: dict[str, PodConnections],
+    *,
+    connections: dict[str, object],
+    pol: Policy | None = None,
+) -> Plan:
+    return plan(with_pods(deployments, figures, connections), pol or policy(**CONSOLIDATING), NOW)
+
+
+def retired_four(color_: str = "3c3fdc", **annotations: str) -> object:
+    return old(color_, replicas=4, annotations={RETIRED_AT: stamp(H), **annotations})
+
+
+def test_a_draining_color_gives_back_its_idle_pods_with_its_record() -> None:
+    snap = with_pods(
+        [live_new(), retired_four()], {"3c3fdc": FOUR_PODS}, {"3c3fdc": conns(5, series=4)}
+    )
+    p = plan(snap, policy(**CONSOLIDATING), NOW)
+    c = color(p, "3c3fdc")
+    (action,) = c.actions
+    assert (action.kind, action.reason) == (ActionKind.CONSOLIDATE, Reason.IDLE_PODS)
+    assert action.step is not None and action.step.removed == ("p-c", "p-d")
+    assert action.annotations == {CONSOLIDATED_AT: NOW_STAMP, CONSOLIDATED_FROM: "4"}
+    assert action.message == (
+        "scale rainbow-deploys-3c3fdc from 4 to 2 pods: 2 of 4 pods hold no connections: "
+        "4 -> 2 pods (keepPods 1), removing p-c (0), p-d (0)"
+    )
+    assert note(p, c).endswith("removing p-c (0), p-d (0)")
+    # Applied, the next cycle waits `every` (the plan says when it next changes).
+    after = plan(apply_plan(snap, p), policy(**CONSOLIDATING), NOW)
+    assert color(after, "3c3fdc").replicas == 2
+    assert color(after, "3c3fdc").actions == ()
+
+
+def test_live_pending_protected_and_held_colors_are_never_consolidated() -> None:
+    live = deployment(
+        "9d2cc9", replicas=4, created=ago(10 * H), annotations={LIVE_AT: stamp(10 * H)}
+    )
+    pending = deployment("aaaaaa", replicas=4, created=ago(H))
+    protected = retired_four("bbbbbb", **{PROTECT: "true"})
+    held = retired_four("cccccc", **{HOLD_UNTIL: format_time(NOW + H)})
+    figures = {c: FOUR_PODS for c in ("9d2cc9", "aaaaaa", "bbbbbb", "cccccc")}
+    counts = {c: conns(5, series=4) for c in figures}
+    p = consolidating([live, pending, protected, held], figures, connections=counts)
+    for c in app_plan(p).colors:
+        assert all(a.kind is not ActionKind.CONSOLIDATE for a in c.actions), c.color
+
+
+def test_consolidation_without_complete_figures_says_why_and_does_nothing() -> None:
+    unlabelled = PodConnections(unavailable='4 of its series have no "pod" label')
+    p = consolidating(
+        [live_new(), retired_four()],
+        {"3c3fdc": unlabelled},
+        connections={"3c3fdc": conns(5, series=4)},
+    )
+    c = color(p, "3c3fdc")
+    assert c.actions == ()
+    assert note(p, c) == (
+        "draining: 5 connections > floor 0; consolidation unavailable: 4 of its series have no "
+        '"pod" label'
+    )
+    # Coverage short (3 of 4 ready pods report): unknown, so unavailable too.
+    p = consolidating(
+        [live_new(), retired_four()],
+        {"3c3fdc": FOUR_PODS},
+        connections={"3c3fdc": conns(5, series=3)},
+    )
+    assert color(p, "3c3fdc").actions == ()
+    assert "consolidation unavailable: connections unknown" in note(p, color(p, "3c3fdc"))
+
+
+def test_paused_holds_a_consolidation() -> None:
+    pol = policy(paused=True, **CONSOLIDATING)
+    p = consolidating(
+        [live_new(), retired_four()],
+        {"3c3fdc": FOUR_PODS},
+        connections={"3c3fdc": conns(5, series=4)},
+        pol=pol,
+    )
+    c = color(p, "3c3fdc")
+    assert c.actions == () and c.held is Reason.IDLE_PODS
+    assert note(p, c).startswith("paused: would give back pods (idle-pods)")
+
+
+def test_a_step_down_spends_the_disruption_budget_or_is_held() -> None:
+    knobs: dict[str, Any] = {**CONSOLIDATING, "step_down": StepDown(every=H, max_pods=1)}
+    busy = PodConnections(pods={"p-a": 3, "p-b": 1})
+    two = old(replicas=2, annotations={RETIRED_AT: stamp(H)})
+    p = consolidating(
+        [live_new(), two],
+        {"3c3fdc": busy},
+        connections={"3c3fdc": conns(4, series=2)},
+        pol=policy(**knobs),
+    )
+    (action,) = color(p, "3c3fdc").actions
+    assert (action.kind, action.reason) == (ActionKind.CONSOLIDATE, Reason.STEP_DOWN)
+    assert action.step is not None and action.step.removed == ("p-b",)
+    assert action.annotations[DISRUPTED_AT] == NOW_STAMP
+    assert action.annotations[STEPPED_DOWN_AT] == NOW_STAMP
+    # Another color's disruption 2m ago spends the app's budget (1 per 10m): held.
+    spent = old(
+        "dddddd",
+        created=30 * H,
+        replicas=0,
+        annotations={RETIRED_AT: stamp(9 * H), DISRUPTED_AT: stamp(2 * M)},
+    )
+    p = consolidating(
+        [live_new(), two, spent],
+        {"3c3fdc": busy},
+        connections={"3c3fdc": conns(4, series=2)},
+        pol=policy(**knobs),
+    )
+    c = color(p, "3c3fdc")
+    assert c.actions == () and c.held is Reason.STEP_DOWN
+    assert "but maxDisruptions (1 per 10m) is spent for this app" in note(p, c)

@@ -12,6 +12,7 @@ from rainbowd.core.notes import (
     AboveFloor,
     BeyondKeepScaledDown,
     BudgetSpent,
+    ConsolidationUnavailable,
     Decided,
     Directly,
     Disruption,
@@ -21,6 +22,7 @@ from rainbowd.core.notes import (
     Held,
     HeldUntil,
     HoldMalformed,
+    IdlePods,
     KeptForRecord,
     Live,
     MinRetiredAge,
@@ -34,6 +36,7 @@ from rainbowd.core.notes import (
     Said,
     ScaledBackUp,
     ScaleUpGrace,
+    SteppedDown,
     UnknownConnections,
 )
 from rainbowd.core.planner import plan
@@ -82,6 +85,7 @@ def test_compact_duration(seconds: int, text: str) -> None:
 M = timedelta(minutes=1)
 BUDGET = Budget(1, 10 * M)
 FORCED = OverMaxRetiredAge(NOW - 100 * H, 72 * H)
+IDLE = IdlePods(pods=4, idle=2, to=2, keep=1, removed=(("p-c", 0.0), ("p-d", 0.0)))
 
 
 @pytest.mark.parametrize(
@@ -163,6 +167,19 @@ FORCED = OverMaxRetiredAge(NOW - 100 * H, 72 * H)
             ),
             "paused: would scale to 0 (drained); drained: 0 <= floor 0 for 1h",
         ),
+        (
+            Note(AboveFloor(3, 0), decided=(Decided(IDLE),)),
+            "draining: 3 connections > floor 0; 2 of 4 pods hold no connections: 4 -> 2 pods "
+            "(keepPods 1), removing p-c (0), p-d (0)",
+        ),
+        (
+            Note(AboveFloor(3, 0), decided=(ConsolidationUnavailable("why not"),)),
+            "draining: 3 connections > floor 0; consolidation unavailable: why not",
+        ),
+        (
+            Note(AboveFloor(3, 0), decided=(Paused(ActionKind.CONSOLIDATE, Reason.IDLE_PODS),)),
+            "paused: would give back pods (idle-pods); draining: 3 connections > floor 0",
+        ),
         ("words read back from /status", "words read back from /status"),
     ],
 )
@@ -186,6 +203,11 @@ def test_render_note(note: Note | str, text: str) -> None:
         (
             (BeyondKeepScaledDown(1),),
             "scaled down, beyond the newest keepScaledDown 1",
+        ),
+        (
+            (Forced(SteppedDown(2, 1, 1, (("p-b", 1.0),)), Disruption(3, 0)),),
+            "stepDown (maxPods 1): no pod is idle, 2 -> 1 pods, removing the least-connected "
+            "p-b (1) (still holds 3 connections > floor 0)",
         ),
     ],
 )

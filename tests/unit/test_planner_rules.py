@@ -13,24 +13,36 @@ from __future__ import annotations
 import ast
 import inspect
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
+from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    DISRUPTED_AT,
+    ActionKind,
+    Connections,
+    PodConnections,
+    Reason,
+    State,
+)
 from rainbowd.core.notes import Drained, Why
 from rainbowd.core.planner import rules
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
+    Unavailable,
+    consolidation,
     delete_recorded,
     drained,
     keep_scaled_down,
     max_colors,
     max_retired_age,
 )
-from rainbowd.core.policy import Budget, Knobs
+from rainbowd.core.policy import Budget, Consolidate, Knobs, StepDown
 from rainbowd.core.reporting import render_why
 from tests.unit.strategies import NOW, H, M, ago, deployment, rule, stamp
 
@@ -46,6 +58,8 @@ class Spec:
     cleanup: Reason | None = None  # already decided (drained)
     kind: ActionKind | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    state: State = State.RETIRED
+    connections: float | None = None  # None: unknown
 
 
 def _colors(specs: list[Spec]) -> list[Color]:
@@ -62,6 +76,9 @@ def _colors(specs: list[Spec]) -> list[Color]:
         color.protected = spec.protected
         color.cleanup = spec.cleanup
         color.kind = spec.kind
+        color.state = spec.state
+        if spec.connections is not None:
+            color.connections = Connections(value=spec.connections, series=spec.replicas)
         colors.append(color)
     return colors
 
@@ -233,6 +250,94 @@ def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
     assert [_words(d.why) for d in ruling.decision] == [
         "scaled down to record a disruption (maxDisruptions 1 per 10m); action delete"
     ] * len(deleted)
+
+
+CONSOLIDATE = Knobs(
+    consolidate=Consolidate(after=30 * M, every=5 * M, keep_pods=1),
+    step_down=StepDown(every=H, max_pods=1),
+)
+FOUR = PodConnections(pods={"p-a": 4, "p-b": 1, "p-c": 0, "p-d": 0})
+BUSY = PodConnections(pods={"p-a": 4, "p-b": 1})
+
+
+def _draining(name: str, **kwargs: Any) -> Spec:
+    fields: dict[str, Any] = {"retired": H, "replicas": 4, "state": State.DRAINING}
+    return Spec(name, **(fields | {"connections": 5.0} | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("specs", "pods", "decided", "changes_at"),
+    [
+        # Its idle pods given back; the others are not candidates.
+        (
+            [
+                _draining("a"),
+                _draining("b", protected=True),
+                _draining("c", cleanup=Reason.MAX_COLORS, kind=ActionKind.SCALE),
+                _draining("d", replicas=0),
+                _draining("e", state=State.DRAINED, connections=0.0),
+            ],
+            {c: FOUR for c in "abcde"},
+            {
+                "a": "2 of 4 pods hold no connections: 4 -> 2 pods (keepPods 1), removing p-c (0), "
+                "p-d (0)"
+            },
+            None,
+        ),
+        # Retired 10m ago: its turn comes at 30m.
+        ([_draining("a", retired=10 * M)], {"a": FOUR}, {}, NOW + 20 * M),
+        # Stepped 2m ago: the next step 5m after it.
+        (
+            [_draining("a", annotations={CONSOLIDATED_AT: stamp(2 * M), CONSOLIDATED_FROM: "6"})],
+            {"a": FOUR},
+            {},
+            NOW + 3 * M,
+        ),
+        # No figures, or unknown connections: unavailable, said why.
+        (
+            [_draining("a")],
+            {},
+            {"a": "unavailable: per-pod connections not known this cycle"},
+            None,
+        ),
+        (
+            [_draining("a", state=State.UNKNOWN_CONNECTIONS, connections=None)],
+            {"a": FOUR},
+            {"a": "unavailable: connections unknown (no series for this color)"},
+            None,
+        ),
+        # No idle pod: stepDown's least-connected one.
+        (
+            [_draining("a", replicas=2)],
+            {"a": BUSY},
+            {
+                "a": "stepDown (maxPods 1): no pod is idle, 2 -> 1 pods, removing the "
+                "least-connected p-b (1)"
+            },
+            None,
+        ),
+    ],
+)
+def test_consolidation(
+    specs: list[Spec],
+    pods: dict[str, PodConnections],
+    decided: dict[str, str],
+    changes_at: datetime | None,
+) -> None:
+    colors = _colors(specs)
+    ruling = consolidation(NOW, "2026-11-21T12:00:00Z", colors, CONSOLIDATE, pods)
+    found = {}
+    for decision in ruling.decision:
+        if isinstance(decision, Unavailable):
+            found[decision.color.color] = f"unavailable: {decision.why}"
+        else:
+            found[decision.color.color] = _words(decision.why)
+            assert decision.stamps[:2] == (
+                (CONSOLIDATED_AT, "2026-11-21T12:00:00Z"),
+                (CONSOLIDATED_FROM, str(decision.color.deployment.replicas)),
+            )
+    assert found == decided
+    assert ruling.changes_at == changes_at
 
 
 def test_every_rule_returns_a_ruling_read_only_through_thresholds() -> None:

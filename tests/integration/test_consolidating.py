@@ -163,7 +163,7 @@ async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeat
         action = action_for(
             found, ActionKind.CONSOLIDATE, decided.reason, annotations=dict(decided.stamps)
         )
-        return action._replace(step=decided.step, message=decided.why)
+        return action._replace(step=decided.step, message=f"consolidate: {decided.why}")
 
     first = decide(obj)
     assert first.step is not None and first.step.replicas == 2

@@ -6,6 +6,7 @@ so both see exactly the same fields. Bad input raises ObjectError naming the obj
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +18,19 @@ class ObjectError(ValueError):
     """A Kubernetes object lacks a field rainbowd needs, or has it in the wrong shape."""
 
 
+# RFC 3339's date-time: Python's fromisoformat alone takes more (any character between date and
+# time, no seconds, basic format), so `0001-01-01000-0000` would read as year 1, not as a typo.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
 def parse_time(value: str) -> datetime:
-    """RFC 3339 (`2026-11-21T10:00:00Z`, fractions and offsets allowed) to an aware UTC datetime."""
+    """RFC 3339 (`2026-11-21T10:00:00Z`, fractions and offsets allowed) to an aware UTC datetime;
+    anything else is a ValueError."""
     text = value.strip()
+    if _RFC3339.fullmatch(text) is None:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     parsed = datetime.fromisoformat(text)

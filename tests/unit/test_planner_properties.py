@@ -376,8 +376,23 @@ def test_any_annotation_value_affects_only_its_deployment_and_never_harshens_it(
         key in NEVER_HARSHER
         and not (key in (RETIRED_AT, DRAINED_SINCE) and past_time(value))
         and not _asked_for_by_max_colors_in_place_of_a_held_color(odd, target.name, key)
+        and not _a_past_record_of_a_color_scaled_down_to_keep_it(odd, target.name, key, value)
     ):
         assert harshness(odd, target.name) <= harshness(base, target.name)
+
+
+def _a_past_record_of_a_color_scaled_down_to_keep_it(
+    p: Plan, name: str, key: str, value: str
+) -> bool:
+    """With action delete, a color at 0 replicas whose disrupted-at is a valid time that no
+    longer counts was scaled down only to record a disruption, and is deleted now (docs/design.md
+    "What the planner decides"); it has no pods, so the delete disconnects no one. A malformed
+    record counts as now and keeps it."""
+    return (
+        key == DISRUPTED_AT
+        and past_time(value)
+        and any(a.name == name and a.reason is Reason.DISRUPTION_RECORDED for a in p.actions)
+    )
 
 
 def _asked_for_by_max_colors_in_place_of_a_held_color(p: Plan, name: str, key: str) -> bool:

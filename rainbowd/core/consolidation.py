@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
@@ -55,6 +55,15 @@ class Consolidation:
 
 
 NOTHING = Consolidation()
+_END = datetime.max.replace(tzinfo=UTC)
+
+
+def _after(at: datetime, delta: timedelta) -> datetime:
+    """`at + delta`, or the end of time past year 9999 (a hand-written stamp far ahead)."""
+    try:
+        return at + delta
+    except OverflowError:
+        return _END
 
 
 def _stamp(annotations: Mapping[str, str], key: str) -> datetime | str | None:
@@ -88,7 +97,7 @@ def consolidate(
         return NOTHING
     if connections.value is not None and connections.value <= knobs.connection_floor:
         return NOTHING  # the drain's business
-    due_at = retired_at + policy.after
+    due_at = _after(retired_at, policy.after)
     if now < due_at:
         return Consolidation(recheck_at=due_at)
     if connections.value is None:
@@ -100,8 +109,8 @@ def consolidate(
             unavailable=f"{CONSOLIDATED_AT} {last!r} is not an RFC 3339 time (fix or remove it)"
         )
     cut_short = last is not None and annotations.get(CONSOLIDATED_FROM) == str(replicas)
-    if last is not None and not cut_short and now < last + policy.every:
-        return Consolidation(recheck_at=last + policy.every)
+    if last is not None and not cut_short and now < _after(last, policy.every):
+        return Consolidation(recheck_at=_after(last, policy.every))
     unavailable = pods_problem(replicas, pods)
     if unavailable is not None:
         return Consolidation(unavailable=unavailable)
@@ -127,8 +136,8 @@ def consolidate(
     if step_down is None:
         return NOTHING
     stepped = _stamp(annotations, STEPPED_DOWN_AT)
-    if isinstance(stepped, datetime) and now < stepped + step_down.every:
-        return Consolidation(recheck_at=stepped + step_down.every)
+    if isinstance(stepped, datetime) and now < _after(stepped, step_down.every):
+        return Consolidation(recheck_at=_after(stepped, step_down.every))
     step = pod_step(figures, keep_pods=policy.keep_pods, beyond_idle=step_down.max_pods)
     if step is None:
         return NOTHING

@@ -6,7 +6,7 @@ per-pod answer from Prometheus (rainbowd/prom/pods.py) and its join with the pod
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,7 +34,7 @@ from rainbowd.daemon.consolidating import join
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
 from rainbowd.prom.querying import Sample, Vector
-from tests.unit.strategies import NOW, ago, deployment, stamp
+from tests.unit.strategies import NOW, H, ago, deployment, stamp
 
 M = timedelta(minutes=1)
 KNOBS = Knobs(consolidate=Consolidate(after=30 * M, every=5 * M, keep_pods=1))
@@ -330,3 +330,15 @@ def test_a_snapshot_file_carries_each_colors_pods_and_reads_back_equal() -> None
         "connections[0].pods.p-a: expected a non-negative number, got -1",
         "connections[0].pods.p-b: expected a number, null or NaN, got 'many'",
     ]
+
+
+def test_a_far_future_stamp_holds_consolidation_without_overflowing() -> None:
+    forever = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    d = deployment("c0c0c0", replicas=4, annotations={CONSOLIDATED_AT: "9999-12-31T23:59:00Z"})
+    known = Connections(value=5, series=4)
+    for retired_at in (forever, ago(H)):
+        decided = consolidate(
+            NOW, d, knobs=KNOBS, retired_at=retired_at, connections=known, pods=FOUR, stamp=""
+        )
+        assert decided.step is None
+        assert decided.recheck_at == datetime.max.replace(tzinfo=UTC)

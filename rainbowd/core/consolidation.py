@@ -28,7 +28,7 @@ from rainbowd.core.model import (
     Reason,
 )
 from rainbowd.core.notes import IdlePods, SteppedDown
-from rainbowd.core.objects import parse_time
+from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import Knobs
 
 # The highest pod-deletion-cost Kubernetes accepts (an int32): the pods that must stay.
@@ -71,10 +71,8 @@ def _stamp(annotations: Mapping[str, str], key: str) -> datetime | str | None:
     text = annotations.get(key)
     if text is None:
         return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return text
+    at = parse_stamp(text)
+    return text if at is None else at
 
 
 def consolidate(

@@ -6,6 +6,7 @@ so both see exactly the same fields. Bad input raises ObjectError naming the obj
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,6 +42,19 @@ def parse_time(value: str) -> datetime:
     except OverflowError:
         # 0001-01-01T00:00:00+05:00 is before year 1 in UTC: no datetime holds it.
         raise ValueError(f"timestamp out of range in UTC: {value!r}") from None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def parse_stamp(value: str) -> datetime | None:
+    """A rainbowd annotation's time, or None when it does not parse.
+
+    Memoized: the same few thousand stamps are read again every cycle, and parsing dominates
+    the per-color cost otherwise.
+    """
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
 
 
 def format_time(value: datetime) -> str:

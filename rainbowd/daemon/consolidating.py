@@ -6,13 +6,12 @@ Prometheus nothing more.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.model import RETIRED_AT, Deployment, PodConnections, Service
-from rainbowd.core.objects import parse_time
+from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, fetch_pods
@@ -35,25 +34,27 @@ def candidates(
     wanted: dict[ConnectionsQuery, list[ColorKey]] = {}
     for ns, items in deployments.items():
         for d in items:
+            # Cheapest tests first: with 10,000 Deployments this runs every cycle.
             rule = rule_of(ns, d)
             if rule is None or rule.knobs.consolidate is None or d.replicas <= 1:
                 continue
             stamp = d.annotations.get(RETIRED_AT)
+            retired_at = None if stamp is None else parse_stamp(stamp)
             result = results.get(rule.connections)
+            if retired_at is None or retired_at > now or result is None:
+                continue
             app = d.template_labels.get(policy.app_label)
             color = d.template_labels.get(policy.color_label)
-            if stamp is None or result is None or not app or not color:
+            if not app or not color:
+                continue
+            connections = result.get(ns, app, color)
+            if not needs_pods(
+                now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections
+            ):
                 continue
             if any(s.selects(d.template_labels) for s in services.get(ns, ())):
                 continue  # live: never consolidated
-            retired_at = None
-            with contextlib.suppress(ValueError):
-                retired_at = parse_time(stamp)
-            if retired_at is None or retired_at > now:
-                continue
-            connections = result.get(ns, app, color)
-            if needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections):
-                wanted.setdefault(rule.connections, []).append((ns, app, color))
+            wanted.setdefault(rule.connections, []).append((ns, app, color))
     return wanted
 
 

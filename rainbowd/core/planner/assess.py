@@ -58,7 +58,8 @@ from rainbowd.core.notes import (
     ScaleUpGrace,
     UnknownConnections,
 )
-from rainbowd.core.planner.cycle import Cycle, Ruling, Thresholds, earliest, later, parse_stamp
+from rainbowd.core.objects import parse_stamp
+from rainbowd.core.planner.cycle import Cycle, Ruling, Thresholds, earliest, later
 from rainbowd.core.policy import Knobs, Rule
 
 _DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"

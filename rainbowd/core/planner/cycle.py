@@ -5,27 +5,13 @@ decision with the instant time alone would change it, which `Thresholds` folds i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Generic, NamedTuple, TypeVar
 
 from rainbowd.core.model import DISRUPTED_AT, Deployment, Snapshot
-from rainbowd.core.objects import format_time, parse_time
+from rainbowd.core.objects import format_time, parse_stamp, parse_time
 from rainbowd.core.policy import Budget, Policy, Rule
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def parse_stamp(value: str) -> datetime | None:
-    """A rainbowd annotation's time, or None when it does not parse.
-
-    Memoized: the same few thousand stamps are read again every cycle, and parsing dominates
-    the per-color cost otherwise.
-    """
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
 
 
 def later(at: datetime, delta: timedelta) -> datetime:

@@ -32,6 +32,7 @@ def candidates(
 ) -> dict[ConnectionsQuery, list[ColorKey]]:
     """The colors due for a consolidation step if their per-pod figures allow, by query."""
     wanted: dict[ConnectionsQuery, list[ColorKey]] = {}
+    selecting = _ServiceIndex(services, policy.app_label)
     for ns, items in deployments.items():
         for d in items:
             # Cheapest tests first: with 10,000 Deployments this runs every cycle.
@@ -52,10 +53,33 @@ def candidates(
                 now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections
             ):
                 continue
-            if any(s.selects(d.template_labels) for s in services.get(ns, ())):
+            if selecting.live(ns, app, d.template_labels):
                 continue  # live: never consolidated
             wanted.setdefault(rule.connections, []).append((ns, app, color))
     return wanted
+
+
+class _ServiceIndex:
+    """The Services of each namespace by the app their selector names (a selector naming app X
+    selects no other app's pods), built when first asked: the live check of the colors due a
+    step compares each with its own app's Services and those naming no app."""
+
+    def __init__(self, services: Mapping[str, list[Service]], app_label: str) -> None:
+        self._services = services
+        self._app_label = app_label
+        self._index: dict[str, tuple[dict[str, list[Service]], list[Service]]] = {}
+
+    def live(self, namespace: str, app: str, labels: Mapping[str, str]) -> bool:
+        index = self._index.get(namespace)
+        if index is None:
+            by_app: dict[str, list[Service]] = {}
+            other: list[Service] = []
+            for service in self._services.get(namespace, ()):
+                named = service.selector.get(self._app_label)
+                (other if named is None else by_app.setdefault(named, [])).append(service)
+            index = self._index[namespace] = (by_app, other)
+        by_app, other = index
+        return any(s.selects(labels) for s in (*by_app.get(app, ()), *other))
 
 
 async def pod_figures(

@@ -21,20 +21,21 @@ from rainbowd.core.consolidation import (
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
+    RETIRED_AT,
     STEPPED_DOWN_AT,
     Connections,
     PodConnections,
     Reason,
 )
 from rainbowd.core.notes import IdlePods
-from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, StepDown
+from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, Policy, StepDown
 from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
-from rainbowd.daemon.consolidating import join
+from rainbowd.daemon.consolidating import candidates, join
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
-from rainbowd.prom.querying import Sample, Vector
-from tests.unit.strategies import NOW, H, ago, deployment, stamp
+from rainbowd.prom.querying import QueryResult, Sample, Vector
+from tests.unit.strategies import APP, NOW, H, ago, deployment, rule, service, stamp
 
 M = timedelta(minutes=1)
 KNOBS = Knobs(consolidate=Consolidate(after=30 * M, every=5 * M, keep_pods=1))
@@ -342,3 +343,30 @@ def test_a_far_future_stamp_holds_consolidation_without_overflowing() -> None:
         )
         assert decided.step is None
         assert decided.recheck_at == datetime.max.replace(tzinfo=UTC)
+
+
+def test_per_pod_figures_are_asked_for_the_retired_colors_due_a_step_only() -> None:
+    query = ConnectionsQuery()
+    due = {RETIRED_AT: stamp(40 * M)}
+    deployments = {
+        "ns": [
+            # Live (some Service selects it) though stamped retired: never.
+            deployment("0live0", namespace="ns", replicas=4, annotations=due),
+            deployment("0due00", namespace="ns", replicas=4, annotations=due),
+            deployment("0young", namespace="ns", replicas=4, annotations={RETIRED_AT: stamp(M)}),
+            deployment("00zero", namespace="ns", replicas=4, annotations=due),
+            deployment("0nostp", namespace="ns", replicas=4),
+        ]
+    }
+    services = {"ns": [service({"app": APP, "color": "0live0"}, namespace="ns")]}
+    counts = {(c, 0.0 if c == "00zero" else 5.0) for c in ("0live0", "0due00", "0young", "00zero")}
+    result = QueryResult(
+        query=query,
+        at=NOW,
+        by_color={("ns", APP, c): Connections(value=v, series=4) for c, v in counts},
+    )
+    r = rule(consolidate=KNOBS.consolidate)
+    wanted = candidates(
+        Policy(rules=(r,)), deployments, services, {query: result}, rule_of=lambda ns, d: r, now=NOW
+    )
+    assert wanted == {query: [("ns", APP, "0due00")]}

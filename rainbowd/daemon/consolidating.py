@@ -1,13 +1,15 @@
 """Per-pod connections for the colors consolidation may step this cycle: which colors (the pure
 `needs_pods`), one per-pod query per distinct connections query among them, and each color's
 pods as the pod watch lists them joined with the figures. A cycle with no such color asks
-Prometheus nothing more.
+Prometheus nothing more, and a color whose figures were unavailable is not asked for again
+before its rule's `every` has passed (`Retries`): a rule whose series lack the pod label costs
+one per-pod query per `every`, not one per cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.model import RETIRED_AT, Deployment, PodConnections, Service
@@ -29,9 +31,10 @@ def candidates(
     *,
     rule_of: Callable[[str, Deployment], Rule | None],
     now: datetime,
-) -> dict[ConnectionsQuery, list[ColorKey]]:
-    """The colors due for a consolidation step if their per-pod figures allow, by query."""
-    wanted: dict[ConnectionsQuery, list[ColorKey]] = {}
+) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
+    """The colors due for a consolidation step if their per-pod figures allow, by query, each
+    with its rule's `every`."""
+    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
     selecting = _ServiceIndex(services, policy.app_label)
     for ns, items in deployments.items():
         for d in items:
@@ -55,7 +58,7 @@ def candidates(
                 continue
             if selecting.live(ns, app, d.template_labels):
                 continue  # live: never consolidated
-            wanted.setdefault(rule.connections, []).append((ns, app, color))
+            wanted.setdefault(rule.connections, {})[(ns, app, color)] = rule.knobs.consolidate.every
     return wanted
 
 
@@ -82,26 +85,64 @@ class _ServiceIndex:
         return any(s.selects(labels) for s in (*by_app.get(app, ()), *other))
 
 
+class Retries:
+    """The colors whose per-pod figures were unavailable, with the reason, until when they are
+    not asked for again. One per pipeline; colors not wanted any more are forgotten."""
+
+    def __init__(self) -> None:
+        self._until: dict[ColorKey, tuple[datetime, PodConnections]] = {}
+
+    def pending(self, key: ColorKey, now: datetime) -> PodConnections | None:
+        found = self._until.get(key)
+        return found[1] if found is not None and now < found[0] else None
+
+    def keep(self, wanted: set[ColorKey]) -> None:
+        for key in [k for k in self._until if k not in wanted]:
+            del self._until[key]
+
+    def record(self, key: ColorKey, figures: PodConnections, until: datetime) -> None:
+        if figures.unavailable is None:
+            self._until.pop(key, None)
+        else:
+            self._until[key] = (until, figures)
+
+
 async def pod_figures(
     client: PrometheusClient,
-    wanted: Mapping[ConnectionsQuery, list[ColorKey]],
+    wanted: Mapping[ConnectionsQuery, Mapping[ColorKey, timedelta]],
     pods: Iterable[PodMark] | None,
     *,
     at: datetime,
+    retries: Retries | None = None,
 ) -> PodFigures:
-    """Each wanted color's pods with their connections, or why consolidation is unavailable."""
+    """Each wanted color's pods with their connections, or why consolidation is unavailable.
+    Nothing is asked of Prometheus before the pods are listed, nor for a color `retries` holds."""
     out: PodFigures = {}
-    if not wanted:
+    retries = retries or Retries()
+    retries.keep({key for colors in wanted.values() for key in colors})
+    if pods is None:
+        for colors in wanted.values():
+            for key in colors:
+                unlisted = PodConnections(unavailable="the colors' pods are not listed yet")
+                out.setdefault(key[0], {})[(key[1], key[2])] = unlisted
         return out
-    by_color: dict[ColorKey, list[PodMark]] | None = None
-    if pods is not None:
-        by_color = {}
-        for pod in pods:
-            by_color.setdefault((pod.namespace, pod.app, pod.color), []).append(pod)
+    by_color: dict[ColorKey, list[PodMark]] = {}
+    for pod in pods:
+        by_color.setdefault((pod.namespace, pod.app, pod.color), []).append(pod)
     for query, colors in wanted.items():
-        series = await fetch_pods(client, query, colors, at=at)
+        asked = []
         for key in colors:
-            figures = join(series[key], None if by_color is None else by_color.get(key, []))
+            held = retries.pending(key, at)
+            if held is None:
+                asked.append(key)
+            else:
+                out.setdefault(key[0], {})[(key[1], key[2])] = held
+        if not asked:
+            continue
+        series = await fetch_pods(client, query, asked, at=at)
+        for key in asked:
+            figures = join(series[key], by_color.get(key, []))
+            retries.record(key, figures, at + colors[key])
             out.setdefault(key[0], {})[(key[1], key[2])] = figures
     return out
 

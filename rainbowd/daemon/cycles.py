@@ -29,7 +29,7 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings, Rule
-from rainbowd.daemon.consolidating import PodFigures, candidates, pod_figures
+from rainbowd.daemon.consolidating import PodFigures, Retries, candidates, pod_figures
 from rainbowd.daemon.policies import read_policy
 from rainbowd.kube.caching import ClusterCache, PodMark
 from rainbowd.kube.clients import make_api_client
@@ -133,6 +133,8 @@ class Pipeline:
         self._session = session
         self._prometheus: PrometheusClient | None = None
         self._rules = RuleMemo()
+        # Colors whose per-pod figures were unavailable: not asked for again before `every`.
+        self._retries = Retries()
 
     async def run(
         self,
@@ -154,7 +156,9 @@ class Pipeline:
         # Per-pod figures, only for the colors due for a consolidation step.
         wanted = candidates(policy, deployments, services, results, rule_of=rule_of, now=now)
         figures = (
-            await pod_figures(self._client(policy.prometheus), wanted, pods, at=now)
+            await pod_figures(
+                self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries
+            )
             if wanted
             else {}
         )

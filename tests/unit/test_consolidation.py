@@ -31,7 +31,7 @@ from rainbowd.core.notes import IdlePods
 from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, Policy, StepDown
 from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
-from rainbowd.daemon.consolidating import candidates, join
+from rainbowd.daemon.consolidating import Retries, candidates, join
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
 from rainbowd.prom.querying import QueryResult, Sample, Vector
@@ -369,4 +369,16 @@ def test_per_pod_figures_are_asked_for_the_retired_colors_due_a_step_only() -> N
     wanted = candidates(
         Policy(rules=(r,)), deployments, services, {query: result}, rule_of=lambda ns, d: r, now=NOW
     )
-    assert wanted == {query: [("ns", APP, "0due00")]}
+    assert wanted == {query: {("ns", APP, "0due00"): 5 * M}}
+
+
+def test_unavailable_figures_are_not_asked_for_again_before_every() -> None:
+    retries = Retries()
+    unlabelled = PodConnections(unavailable="no pod label")
+    retries.record(KEY, unlabelled, NOW + 5 * M)
+    retries.record(("ns", "chat", "other"), PodConnections(pods={"p": 1}), NOW + 5 * M)
+    assert retries.pending(KEY, NOW + 4 * M) == unlabelled
+    assert retries.pending(KEY, NOW + 5 * M) is None
+    assert retries.pending(("ns", "chat", "other"), NOW) is None
+    retries.keep(set())  # no longer due: forgotten
+    assert retries.pending(KEY, NOW) is None

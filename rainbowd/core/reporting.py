@@ -21,6 +21,7 @@ from rainbowd.core.model import (
     ColorPlan,
     Connections,
     Plan,
+    PodStep,
     State,
 )
 from rainbowd.core.notes import (
@@ -396,6 +397,19 @@ def summary_line(plan: Plan) -> str:
     return text
 
 
+def _step_document(step: PodStep | None) -> dict[str, Any] | None:
+    """A consolidation step: the replicas it goes to, the pods removed, every pod's connections
+    (null: unknown) and the deletion cost set on it."""
+    if step is None:
+        return None
+    return {
+        "replicas": step.replicas,
+        "removed": list(step.removed),
+        "pods": dict(step.pods),
+        "costs": dict(step.costs),
+    }
+
+
 def _connections_document(connections: Connections) -> dict[str, Any]:
     return {
         "value": connections.value,
@@ -476,6 +490,7 @@ def plan_to_document(
                             "resourceVersion": action.resource_version,
                             "annotations": dict(action.annotations),
                             "connections": action.connections,
+                            "step": _step_document(action.step),
                         }
                         for action in color.actions
                     ],

@@ -33,7 +33,7 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner import plan
 from rainbowd.core.policy import Budget, CleanupAction, Consolidate, Policy, StepDown
-from rainbowd.core.reporting import render_note
+from rainbowd.core.reporting import plan_to_document, render_note
 from tests.unit.strategies import (
     APP,
     NOW,
@@ -739,6 +739,13 @@ def test_a_draining_color_gives_back_its_idle_pods_with_its_record() -> None:
         "4 -> 2 pods (keepPods 1), removing p-c (0), p-d (0)"
     )
     assert note(p, c).endswith("removing p-c (0), p-d (0)")
+    (doc,) = [d for a in plan_to_document(p)["apps"] for d in a["colors"] if d["color"] == "3c3fdc"]
+    assert doc["actions"][0]["step"] == {
+        "replicas": 2,
+        "removed": ["p-c", "p-d"],
+        "pods": {"p-a": 3, "p-b": 2, "p-c": 0, "p-d": 0},
+        "costs": {"p-a": 3, "p-b": 2, "p-c": 0, "p-d": 0},
+    }
     # Applied, the next cycle waits `every` (the plan says when it next changes).
     after = plan(apply_plan(snap, p), policy(**CONSOLIDATING), NOW)
     assert color(after, "3c3fdc").replicas == 2

@@ -9,7 +9,6 @@ flat or rising. Pure: points in, estimate out; it never decides anything, it onl
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from collections.abc import Mapping, Sequence
@@ -18,8 +17,8 @@ from datetime import datetime, timedelta
 from statistics import median
 
 from rainbowd.core.history import thin
-from rainbowd.core.model import ColorPlan, Plan, State
-from rainbowd.core.policy import Policy
+from rainbowd.core.model import AppPlan, ColorPlan, Plan, State
+from rainbowd.core.policy import Policy, Rule
 
 Point = tuple[float, float]
 """(Unix time in seconds, connections)"""
@@ -226,20 +225,26 @@ def _draining_colors(plan: Plan, policy: Policy) -> list[_Draining]:
     rules = {rule.name: rule for rule in policy.rules}
     out = []
     for app in plan.apps:
-        for color in app.colors:
-            rule = rules.get(color.rule) if color.rule is not None else None
-            if rule is None or color.retired_at is None:
-                continue
-            if not _draining(color, rule.knobs.connection_floor):
-                continue
-            out.append(
-                _Draining(
-                    key=(color.namespace, color.app, color.color),
-                    floor=rule.knobs.connection_floor,
-                    since=color.retired_at.timestamp(),
-                    deadline=_deadline(color.retired_at, rule.knobs.max_retired_age),
-                )
+        out.extend(_draining_of(app, rules))
+    return out
+
+
+def _draining_of(app: AppPlan, rules: Mapping[str, Rule]) -> list[_Draining]:
+    out = []
+    for color in app.colors:
+        rule = rules.get(color.rule) if color.rule is not None else None
+        if rule is None or color.retired_at is None:
+            continue
+        if not _draining(color, rule.knobs.connection_floor):
+            continue
+        out.append(
+            _Draining(
+                key=(color.namespace, color.app, color.color),
+                floor=rule.knobs.connection_floor,
+                since=color.retired_at.timestamp(),
+                deadline=_deadline(color.retired_at, rule.knobs.max_retired_age),
             )
+        )
     return out
 
 
@@ -278,6 +283,25 @@ class Forecaster:
         self.settings = settings
         # Per color: what it was fitted for, the estimate, and when it was fitted.
         self._last: dict[ColorKey, tuple[_Draining, ColorForecast, float]] = {}
+        # Each app plan's draining colors, by the plan object: the daemon's planner hands out
+        # the same AppPlan while nothing about the app changed.
+        self._apps: dict[int, tuple[AppPlan, Policy, list[_Draining]]] = {}
+
+    def _draining_colors(self, plan: Plan, policy: Policy) -> list[_Draining]:
+        rules = {rule.name: rule for rule in policy.rules}
+        before = self._apps
+        after: dict[int, tuple[AppPlan, Policy, list[_Draining]]] = {}
+        out: list[_Draining] = []
+        for app in plan.apps:
+            hit = before.get(id(app))
+            if hit is not None and hit[0] is app and hit[1] is policy:
+                found = hit[2]
+            else:
+                found = _draining_of(app, rules)
+            after[id(app)] = (app, policy, found)
+            out.extend(found)
+        self._apps = after
+        return out
 
     def update(
         self, plan: Plan, policy: Policy, history: Mapping[ColorKey, Sequence[Point]]
@@ -290,7 +314,7 @@ class Forecaster:
             # Never fitted, or its floor or retirement changed since: first in line.
             return -math.inf if kept is None or kept[0] != d else kept[2]
 
-        colors = sorted(_draining_colors(plan, policy), key=fitted_at)
+        colors = sorted(self._draining_colors(plan, policy), key=fitted_at)
         fresh: dict[ColorKey, tuple[_Draining, ColorForecast, float]] = {}
         for i, d in enumerate(colors):
             if i < self.per_cycle:
@@ -312,7 +336,9 @@ def _carried(previous: ColorForecast, now: float) -> ColorForecast:
     """An earlier estimate seen from `now`: the same ETA, never in the past."""
     f = previous.forecast
     eta = None if f.eta is None else max(f.eta, now)
-    return dataclasses.replace(previous, forecast=dataclasses.replace(f, eta=eta, now=now))
+    # The constructors, not dataclasses.replace: thousands of colors are carried every cycle.
+    carried = Forecast(now=now, points=f.points, eta=eta, method=f.method, reason=f.reason)
+    return ColorForecast(carried, floor=previous.floor, deadline=previous.deadline)
 
 
 def _draining(color: ColorPlan, floor: int) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,7 @@ from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings, Rule
 from rainbowd.daemon.consolidating import PodFigures, Retries, candidates, pod_figures
+from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import read_policy
 from rainbowd.kube.caching import ClusterCache, PodMark
 from rainbowd.kube.clients import make_api_client
@@ -120,8 +122,11 @@ class Pipeline:
         *,
         dry_run: bool = False,
         planner: Planner | None = None,
+        heap: HeapKeeper | None = None,
     ) -> None:
         self.dry_run = dry_run
+        # The daemon's process only: keeps the collector off the long-lived objects.
+        self.heap = heap
         # Reuses each unchanged app's plan from the last cycle (same objects, same connections,
         # no threshold crossed): steady-state cycles cost little even with 10,000 Deployments.
         self.planner = planner or Planner()
@@ -135,6 +140,11 @@ class Pipeline:
         self._rules = RuleMemo()
         # Colors whose per-pod figures were unavailable: not asked for again before `every`.
         self._retries = Retries()
+        self._snapshots = SnapshotMemo()
+        # Dry run: each overlaid Deployment by uid, with the object and changes it came from.
+        self._overlaid_by_uid: dict[str, tuple[Deployment, dict[str, str | None], Deployment]] = {}
+        self._overlaid_last: tuple[Objects, dict[str, list[Deployment]], int] | None = None
+        self._overlay_version = 0  # bumped whenever a plan adds to the overlay
 
     async def run(
         self,
@@ -148,13 +158,18 @@ class Pipeline:
         """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation."""
         if self.overlay:
             deployments = self._overlaid(deployments)
-        rule_of = self._rules.cycle(policy)
-        queries = queries_needed(policy, deployments, rule_of=rule_of)
+        members = self._snapshots.members(policy, deployments, self._rules)
         results: dict[ConnectionsQuery, QueryResult] = {}
-        if queries:
-            results = await fetch_connections(self._client(policy.prometheus), queries, at=now)
+        if members.queries:
+            results = await fetch_connections(
+                self._client(policy.prometheus), members.queries, at=now
+            )
         # Per-pod figures, only for the colors due for a consolidation step.
-        wanted = candidates(policy, deployments, services, results, rule_of=rule_of, now=now)
+        wanted = (
+            candidates(policy, deployments, services, results, rule_of=members.rule_of, now=now)
+            if consolidates(policy)
+            else {}
+        )
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries
@@ -162,15 +177,7 @@ class Pipeline:
             if wanted
             else {}
         )
-        snapshot = build_snapshot(
-            now=now,
-            policy=policy,
-            deployments=deployments,
-            services=services,
-            results=results,
-            rule_of=rule_of,
-            pods=figures,
-        )
+        snapshot = self._snapshots.build(now, members, deployments, services, results, figures)
         plan = self.planner.plan(snapshot, policy, now)
         self.history.record_snapshot(snapshot)
         forecasts = self.forecaster.update(plan, policy, self.history)
@@ -180,6 +187,9 @@ class Pipeline:
             for action in plan.actions:
                 if action.kind is ActionKind.ANNOTATE and action.uid:
                     self.overlay.setdefault(action.uid, {}).update(action.annotations)
+                    self._overlay_version += 1
+        if self.heap is not None:
+            self.heap.tend()
         return Planned(
             snapshot=snapshot,
             plan=plan,
@@ -198,11 +208,38 @@ class Pipeline:
         return dict(self.history.sparklines())
 
     def _overlaid(self, deployments: Objects) -> Objects:
+        """The Deployments with the overlay laid over them. An overlaid Deployment is made once
+        and kept while its object and its changes stay the same, and so is the whole mapping:
+        the planner and the snapshot see the same objects cycle after cycle, as from the cache."""
+        last = self._overlaid_last
+        if last is not None and last[0] is deployments and last[2] == self._overlay_version:
+            return last[1]
         uids = {d.uid for items in deployments.values() for d in items}
-        for uid in list(self.overlay):
-            if uid not in uids:
-                del self.overlay[uid]
-        return {ns: apply_overlay(items, self.overlay) for ns, items in deployments.items()}
+        for uid in [uid for uid in self.overlay if uid not in uids]:
+            del self.overlay[uid]
+        made = self._overlaid_by_uid
+        kept: dict[str, tuple[Deployment, dict[str, str | None], Deployment]] = {}
+        out: dict[str, list[Deployment]] = {}
+        for ns, items in deployments.items():
+            listed = []
+            for d in items:
+                changes = self.overlay.get(d.uid)
+                if changes:
+                    before = made.get(d.uid)
+                    if before is not None and before[0] is d and before[1] == changes:
+                        overlaid = before[2]
+                    else:
+                        overlaid = apply_overlay([d], {d.uid: changes})[0]
+                    kept[d.uid] = (d, dict(changes), overlaid)
+                    d = overlaid
+                listed.append(d)
+            previous = None if last is None else last[1].get(ns)
+            if previous is not None and _same_items(previous, listed):
+                listed = previous
+            out[ns] = listed
+        self._overlaid_by_uid = kept
+        self._overlaid_last = (deployments, out, self._overlay_version)
+        return out
 
     def _client(self, settings: PrometheusSettings) -> PrometheusClient:
         if self._prometheus is None or self._prometheus.settings != settings:
@@ -350,6 +387,133 @@ def apply_overlay(
     return out
 
 
+_UNKNOWN = object()
+
+
+def _same_items(before: Sequence[object], after: Sequence[object]) -> bool:
+    return len(before) == len(after) and all(map(operator.is_, before, after))
+
+
+@dataclass(frozen=True)
+class Members:
+    """What the cycle asks of each Deployment, worked out once per set of Deployment objects:
+    per namespace, the (app, color, query) of each managed color, and the distinct queries."""
+
+    deployments: Objects
+    policy: Policy
+    by_namespace: Mapping[str, list[tuple[str, str, ConnectionsQuery]]]
+    queries: list[ConnectionsQuery]
+    rules: Mapping[int, Rule | None]
+    """Each Deployment's rule by the object's id (`deployments` holds them all alive)."""
+
+    def rule_of(self, namespace: str, d: Deployment) -> Rule | None:
+        rule = self.rules.get(id(d), _UNKNOWN)
+        if rule is _UNKNOWN:
+            return self.policy.rule_for(namespace, d.labels)
+        return rule  # type: ignore[return-value]
+
+
+def color_members(
+    policy: Policy, deployments: Objects, *, rule_of: RuleOf | None = None
+) -> Members:
+    """Each namespace's managed colors with their rule's query (Deployments no rule matches, or
+    without the app and color labels, are left out), and the distinct queries they need."""
+    rule_of = rule_of or _matching(policy)
+    by_namespace: dict[str, list[tuple[str, str, ConnectionsQuery]]] = {}
+    needed: dict[ConnectionsQuery, None] = {}
+    rules: dict[int, Rule | None] = {}
+    for ns, items in deployments.items():
+        found = by_namespace[ns] = []
+        for d in items:
+            rule = rules[id(d)] = rule_of(ns, d)
+            if rule is None:
+                continue
+            needed.setdefault(rule.connections, None)
+            app = d.template_labels.get(policy.app_label)
+            color = d.template_labels.get(policy.color_label)
+            if app and color:
+                found.append((app, color, rule.connections))
+    return Members(deployments, policy, by_namespace, list(needed), rules)
+
+
+class SnapshotMemo:
+    """The cycle's snapshot, rebuilt only where something changed.
+
+    The watch cache hands out the same objects while nothing changed, and the Prometheus client
+    the same mapping while no figure did: a namespace whose Deployments, Services and answers
+    are the same objects as last cycle keeps its Namespace, and the Deployments' rules and
+    queries are worked out again only when the Deployments or the policy change. In a steady
+    cycle building the snapshot costs next to nothing.
+    """
+
+    def __init__(self) -> None:
+        self._members: Members | None = None
+        # Per namespace: the Deployments, Services, answers, members and per-pod figures it
+        # was built from.
+        self._namespaces: dict[str, tuple[object, object, object, Members, object, Namespace]] = {}
+
+    def members(self, policy: Policy, deployments: Objects, rules: RuleMemo) -> Members:
+        last = self._members
+        if last is None or last.deployments is not deployments or last.policy is not policy:
+            last = self._members = color_members(policy, deployments, rule_of=rules.cycle(policy))
+        return last
+
+    def build(
+        self,
+        now: datetime,
+        members: Members,
+        deployments: Objects,
+        services: Mapping[str, list[Service]],
+        results: Mapping[ConnectionsQuery, QueryResult],
+        pods: PodFigures | None = None,
+    ) -> Snapshot:
+        answers = tuple([(q, r.by_color, r.error) for q, r in results.items()])
+        pods = pods or {}
+        before = self._namespaces
+        after: dict[str, tuple[object, object, object, Members, object, Namespace]] = {}
+        namespaces: dict[str, Namespace] = {}
+        for ns in sorted(deployments.keys() | services.keys()):
+            items = deployments.get(ns, ())
+            listed = services.get(ns, ())
+            figures = pods.get(ns)
+            kept = before.get(ns)
+            if (
+                kept is not None
+                and kept[0] is items
+                and kept[1] is listed
+                and kept[3] is members
+                and kept[4] is figures
+                and _same_answers(kept[2], answers)  # type: ignore[arg-type]
+            ):
+                namespace = kept[5]
+            else:
+                conns: dict[tuple[str, str], Connections] = {}
+                for app, color, query in members.by_namespace.get(ns, ()):
+                    result = results.get(query)
+                    if result is not None:
+                        conns[(app, color)] = result.get(ns, app, color)
+                namespace = Namespace(
+                    name=ns,
+                    deployments=tuple(items),
+                    services=tuple(listed),
+                    connections=conns,
+                    pods=figures or {},
+                )
+            after[ns] = (items, listed, answers, members, figures, namespace)
+            namespaces[ns] = namespace
+        self._namespaces = after
+        return Snapshot(now=now, namespaces=namespaces)
+
+
+def _same_answers(
+    before: tuple[tuple[ConnectionsQuery, object, str | None], ...],
+    after: tuple[tuple[ConnectionsQuery, object, str | None], ...],
+) -> bool:
+    return len(before) == len(after) and all(
+        a[0] == b[0] and a[1] is b[1] and a[2] == b[2] for a, b in zip(before, after, strict=True)
+    )
+
+
 def build_snapshot(
     *,
     now: datetime,
@@ -362,27 +526,8 @@ def build_snapshot(
 ) -> Snapshot:
     """A Snapshot from the cache's objects and the connections each color's rule asked for
     (and, for the colors consolidation may step, their per-pod figures)."""
-    rule_of = rule_of or _matching(policy)
-    namespaces: dict[str, Namespace] = {}
-    for ns in sorted(set(deployments) | set(services)):
-        conns: dict[tuple[str, str], Connections] = {}
-        for d in deployments.get(ns, ()):
-            rule = rule_of(ns, d)
-            app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
-            if rule is None or not app or not color:
-                continue
-            result = results.get(rule.connections)
-            if result is not None:
-                conns[(app, color)] = result.get(ns, app, color)
-        namespaces[ns] = Namespace(
-            name=ns,
-            deployments=tuple(deployments.get(ns, ())),
-            services=tuple(services.get(ns, ())),
-            connections=conns,
-            pods=(pods or {}).get(ns, {}),
-        )
-    return Snapshot(now=now, namespaces=namespaces)
+    members = color_members(policy, deployments, rule_of=rule_of)
+    return SnapshotMemo().build(now, members, deployments, services, results, pods)
 
 
 def queries_needed(
@@ -390,14 +535,7 @@ def queries_needed(
 ) -> list[ConnectionsQuery]:
     """The distinct queries of the rules that match at least one Deployment: no managed colors,
     no Prometheus traffic (and no Prometheus errors for a cluster with nothing to do)."""
-    rule_of = rule_of or _matching(policy)
-    needed: dict[ConnectionsQuery, None] = {}
-    for ns, items in deployments.items():
-        for d in items:
-            rule = rule_of(ns, d)
-            if rule is not None:
-                needed.setdefault(rule.connections, None)
-    return list(needed)
+    return color_members(policy, deployments, rule_of=rule_of).queries
 
 
 def query_failures(

@@ -23,6 +23,7 @@ from rainbowd.daemon.cycles import (
     queries_needed,
     seed_history,
 )
+from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import PolicyState, PolicyWatcher
 from rainbowd.daemon.reconciling import CycleReport, Reconciler
 from rainbowd.daemon.tasks import first_done
@@ -56,8 +57,9 @@ class Parts:
 class Daemon:
     """One `rainbowd run` process. `run()` returns the exit code; `request_stop()` ends it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tend_heap: bool = False) -> None:
         self.settings = settings
+        self.tend_heap = tend_heap  # the process is the daemon's own (see daemon/heap.py)
         self.metrics = Metrics()
         self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
         self.stopping = asyncio.Event()
@@ -232,7 +234,9 @@ class Daemon:
         reconciler = Reconciler(
             policy=self.policy,
             cache=cache,
-            pipeline=Pipeline(session, dry_run=s.dry_run),
+            pipeline=Pipeline(
+                session, dry_run=s.dry_run, heap=HeapKeeper() if self.tend_heap else None
+            ),
             executor=Executor(api, recorder, limiter=RateLimiter(s.kube_qps, s.kube_burst)),
             metrics=self.metrics,
             leading=lambda: self.is_leader,
@@ -385,7 +389,7 @@ def main(settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
 
     async def run() -> int:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, tend_heap=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)

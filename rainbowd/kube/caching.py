@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
@@ -203,6 +204,8 @@ class Informer(Generic[T]):
         self.synced = asyncio.Event()
         self.stats = InformerStats()
         self._store: dict[Key, T] = {}
+        # Bumped on every change to the store: what the cache's groupings are kept by.
+        self.version = 0
         self._bad: dict[Key, str] = {}  # keys whose last version failed conversion
         self._resource_version = ""
         self._delivered = False  # whether the current watch has delivered any event
@@ -320,6 +323,7 @@ class Informer(Generic[T]):
             raise KubeError(f"LIST {self._path}: answer has no resourceVersion")
         previous = self._store
         self._store = store
+        self.version += 1
         self._bad = bad
         self._resource_version = resource_version
         if self.stats.lists > 0:
@@ -425,6 +429,7 @@ class Informer(Generic[T]):
         if kind == "DELETED":
             self._bad.pop(key, None)
             if self._store.pop(key, None) is not None:
+                self.version += 1
                 self._notify("DELETED", key)
         elif kind in ("ADDED", "MODIFIED"):
             try:
@@ -436,11 +441,13 @@ class Informer(Generic[T]):
                     log.warning("object left out", error=message, name=key[1], **self._fields())
                 self._bad[key] = message
                 if self._store.pop(key, None) is not None:
+                    self.version += 1
                     self._notify("DELETED", key)
             else:
                 self._bad.pop(key, None)
                 existed = key in self._store
                 self._store[key] = value
+                self.version += 1
                 self._notify("MODIFIED" if existed else "ADDED", key)
         else:
             raise KubeError(f"watch {self._path}: unknown event type {kind!r}")
@@ -503,6 +510,8 @@ class ClusterCache:
             )
             for ns in scopes
         ]
+        self._deployments = _Grouping(self.deployment_informers)
+        self._services = _Grouping(self.service_informers)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -517,6 +526,7 @@ class ClusterCache:
         self.pod_informers: list[Informer[PodMark]] = []
         self._pod_labels: tuple[str, str] | None = None
         self._pod_tasks: list[asyncio.Task[None]] = []
+        self._pods: tuple[tuple[tuple[Informer[PodMark], int], ...], list[PodMark]] | None = None
 
     @property
     def informers(self) -> list[Informer[Any]]:
@@ -542,7 +552,9 @@ class ClusterCache:
         return True
 
     def deployments(self) -> dict[str, list[Deployment]]:
-        return _grouped(self.deployment_informers)
+        """The Deployments by namespace. The same dict, lists and objects while none changed
+        (what lets a cycle skip work it did last time); treat them as read-only."""
+        return self._deployments.get()
 
     def watch_pods(self, app_label: str, color_label: str) -> None:
         """Keep the pods labelled with both labels watched (restarted if the labels change)."""
@@ -574,10 +586,15 @@ class ClusterCache:
         """The colors' pods, or None until they are watched and listed."""
         if not self.pod_informers or not all(i.synced.is_set() for i in self.pod_informers):
             return None
-        return [pod for inf in self.pod_informers for pod in inf.items().values()]
+        versions = tuple([(inf, inf.version) for inf in self.pod_informers])
+        if self._pods is None or self._pods[0] != versions:
+            pods = [pod for inf in self.pod_informers for pod in inf.items().values()]
+            self._pods = (versions, pods)
+        return self._pods[1]
 
     def services(self) -> dict[str, list[Service]]:
-        return _grouped(self.service_informers)
+        """The Services by namespace; the same dict while none changed, as `deployments`."""
+        return self._services.get()
 
     def stats(self) -> InformerStats:
         total = InformerStats()
@@ -624,9 +641,28 @@ class ClusterCache:
             await self._stopped.wait()
 
 
-def _grouped(informers: Iterable[Informer[Any]]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for inf in informers:
-        for (namespace, _), value in inf.items().items():
-            out.setdefault(namespace, []).append(value)
-    return out
+class _Grouping(Generic[T]):
+    """The objects of some informers by namespace, regrouped only when one of them changed. A
+    namespace whose objects did not change keeps its list object."""
+
+    def __init__(self, informers: list[Informer[T]]) -> None:
+        self._informers = informers
+        self._versions: tuple[int, ...] | None = None
+        self._grouped: dict[str, list[T]] = {}
+
+    def get(self) -> dict[str, list[T]]:
+        versions = tuple([inf.version for inf in self._informers])
+        if versions == self._versions:
+            return self._grouped
+        grouped: dict[str, list[T]] = {}
+        for inf in self._informers:
+            for (namespace, _), value in inf.items().items():
+                grouped.setdefault(namespace, []).append(value)
+        before = self._grouped
+        for namespace, items in grouped.items():
+            old = before.get(namespace)
+            if old is not None and len(old) == len(items) and all(map(operator.is_, old, items)):
+                grouped[namespace] = old
+        self._versions = versions
+        self._grouped = grouped
+        return grouped

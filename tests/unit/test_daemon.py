@@ -7,9 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rainbowd.core.model import RETIRED_AT, Connections, Deployment, PrometheusErrorCause, Service
+from rainbowd.core.model import (
+    NO_SERIES,
+    RETIRED_AT,
+    Connections,
+    Deployment,
+    PrometheusErrorCause,
+    Service,
+)
+from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.daemon.cycles import (
+    Pipeline,
     RuleMemo,
+    SnapshotMemo,
     apply_overlay,
     build_snapshot,
     queries_needed,
@@ -182,3 +192,55 @@ def test_the_rule_memo_answers_as_the_policy_does_and_forgets_what_changed() -> 
     rule_of = memo.cycle(other)
     found = rule_of("chat", chat)
     assert found is not None and found.name == "all"
+
+
+def test_the_snapshot_is_rebuilt_only_where_something_changed() -> None:
+    rule = POLICY.rule_for("chat", {})
+    assert rule is not None
+    query = rule.connections
+    deployments = {"chat": [deployment("chat", "aaaaaa")], "web": [deployment("web", "bbbbbb")]}
+    services = {"chat": [Service("chat", "app", {"app": "app", "color": "aaaaaa"})]}
+
+    def answer(value: float) -> dict[ConnectionsQuery, QueryResult]:
+        by_color = {("chat", "app", "aaaaaa"): Connections(value, series=1)}
+        return {query: QueryResult(query=query, at=NOW, by_color=by_color)}
+
+    memo, rules = SnapshotMemo(), RuleMemo()
+    members = memo.members(POLICY, deployments, rules)
+    assert memo.members(POLICY, deployments, rules) is members
+    results = answer(5)
+    first = memo.build(NOW, members, deployments, services, results)
+    same = memo.build(NOW + timedelta(seconds=30), members, deployments, services, results)
+    assert same.now == NOW + timedelta(seconds=30)
+    assert all(same.namespaces[ns] is first.namespaces[ns] for ns in ("chat", "web"))
+    # New figures (a new mapping from the client) rebuild the namespaces that read them.
+    moved = memo.build(NOW, members, deployments, services, answer(6))
+    assert moved.connections_for("chat", "app", "aaaaaa") == Connections(6, series=1)
+    # A changed Deployment list rebuilds its namespace, the rules with it; the others stay.
+    changed = {**deployments, "chat": [deployment("chat", "aaaaaa"), deployment("chat", "cccccc")]}
+    members = memo.members(POLICY, changed, rules)
+    again = memo.build(NOW, members, changed, services, results)
+    assert [d.name for d in again.namespaces["chat"].deployments] == ["app-aaaaaa", "app-cccccc"]
+    assert again.connections_for("chat", "app", "cccccc") == NO_SERIES
+    assert again == build_snapshot(
+        now=NOW, policy=POLICY, deployments=changed, services=services, results=results
+    )
+
+
+def test_the_dry_run_overlay_hands_out_the_same_objects_until_it_changes() -> None:
+    pipeline = Pipeline(None, dry_run=True)  # type: ignore[arg-type]
+    a, b = deployment("chat", "aaaaaa", uid="u1"), deployment("chat", "bbbbbb", uid="u2")
+    deployments = {"chat": [a, b]}
+    pipeline.overlay["u1"] = {RETIRED_AT: "2026-05-06T07:00:00Z"}
+    first = pipeline._overlaid(deployments)
+    assert first["chat"][0].annotations == {RETIRED_AT: "2026-05-06T07:00:00Z"}
+    assert first["chat"][1] is b
+    assert pipeline._overlaid(deployments) is first
+    # The cache's objects change (a new list, one new object): the unchanged overlay is kept.
+    b2 = dataclasses.replace(b, resource_version="2")
+    second = pipeline._overlaid({"chat": [a, b2]})
+    assert second["chat"][0] is first["chat"][0]
+    assert second["chat"][1] is b2
+    # A Deployment gone from the cache leaves the overlay.
+    assert pipeline._overlaid({"chat": [b2]}) == {"chat": [b2]}
+    assert "u1" not in pipeline.overlay

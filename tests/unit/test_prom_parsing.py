@@ -198,6 +198,30 @@ def test_the_summary_reader_checks_every_series_it_has_not_seen_as_it_is() -> No
         assert cause in got.cause
 
 
+def test_an_answer_as_last_time_but_for_its_time_is_not_read_again() -> None:
+    def answer(at: float, value: str, warnings: list[str] | None = None) -> bytes:
+        items = [summary_item("c", value, "3"), summary_item("d", "1", "1")]
+        for item in items:
+            item["value"][0] = at
+        extra = {"warnings": warnings} if warnings else {}
+        return envelope(items, **extra)
+
+    reader = SummaryReader(QUERY)
+    first, warnings = reader.read_answer(200, answer(1700000000.5, "5"), at=AT)
+    assert first is not None and warnings == ()
+    later, _ = reader.read_answer(200, answer(1700000030.25, "5"), at=AT)
+    assert later is not None and later.by_color is first.by_color
+    moved, _ = reader.read_answer(200, answer(1700000060.0, "6"), at=AT)
+    assert moved is not None and moved.get("n", "a", "c") == Connections(value=6.0, series=3)
+    # Partial data is never taken for an answer, nor remembered as one.
+    partial, warnings = reader.read_answer(200, answer(1700000090.0, "6", ["store down"]), at=AT)
+    assert partial is None and warnings == ("store down",)
+    with pytest.raises(PrometheusAPIError):
+        reader.read_answer(503, answer(1700000090.0, "6"), at=AT)
+    again, _ = reader.read_answer(200, answer(1700000120.0, "6"), at=AT)
+    assert again is not None and again.get("n", "a", "c") == Connections(value=6.0, series=3)
+
+
 @pytest.mark.parametrize(
     "item",
     [

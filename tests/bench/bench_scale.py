@@ -521,8 +521,10 @@ async def measure_controller(
     cycles: int,
     stamped: Callable[[], Awaitable[int]],
     started: float,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any],
+) -> None:
+    """The controller's figures, written into `out` as they are measured: a phase that does
+    not finish in time leaves the earlier ones."""
     pid = ctl.proc.pid
     if isinstance(ctl, Rainbowd):
         await until(lambda: asyncio.to_thread(ctl.ready), "rainbowd's caches to sync")
@@ -532,7 +534,7 @@ async def measure_controller(
     async def converged() -> bool:
         return await stamped() >= size
 
-    await until(converged, f"{ctl.name} to stamp every Deployment", within=3 * WITHIN)
+    await until(converged, f"{ctl.name} to stamp every Deployment", within=converge_within())
     out["first_convergence_s"] = round(time.monotonic() - started, 1)
     writes = meter.requests(ctl.agent, 0)
     out["first_convergence_writes"] = sum(
@@ -562,7 +564,15 @@ async def measure_controller(
             out["first_convergence_events"] = first["create events"]
     moving(False)
     out["rss_mb_end"] = round(rss_mb(pid), 1)
-    return out
+
+
+def converge_within() -> float:
+    """How long a first convergence may take (RAINBOWD_BENCH_WITHIN seconds)."""
+    return float(os.environ.get("RAINBOWD_BENCH_WITHIN", 3 * WITHIN))
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def answer_sizes(prom: PrometheusServer) -> dict[str, Any]:
@@ -652,8 +662,10 @@ async def run_size(size: int, cycles: int, workdir: Path) -> dict[str, Any]:
                 ):
                     started = time.monotonic()
                     ctl = make()
+                    figures: dict[str, Any] = {"load_average_start": load_average()}
+                    result[ctl.name] = figures
                     try:
-                        figures = await measure_controller(
+                        await measure_controller(
                             ctl,
                             meter,
                             moving,
@@ -661,11 +673,16 @@ async def run_size(size: int, cycles: int, workdir: Path) -> dict[str, Any]:
                             cycles,
                             lambda keys=keys: stamped_by(keys),
                             started,
+                            figures,
                         )
                         figures |= await reactions(api, prom, react, generation, keys[1])
+                    except TimeoutError as exc:
+                        # Recorded as far as it got, with why: the other figures still count.
+                        figures["incomplete"] = str(exc)
+                        print(f"  {ctl.name}: incomplete: {exc}", flush=True)
                     finally:
                         ctl.stop()
-                    result[ctl.name] = figures
+                        figures["load_average_end"] = load_average()
                 if mover is not None:
                     mover.cancel()
         finally:
@@ -677,52 +694,38 @@ async def run_size(size: int, cycles: int, workdir: Path) -> dict[str, Any]:
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    r, b = result["rainbowd"], result["baseline"]
+    """(figure, rainbowd, baseline) rows; None where a figure was not measured."""
+    r, b = result.get("rainbowd", {}), result.get("baseline", {})
+
+    def both(key: str) -> tuple[Any, Any]:
+        return r.get(key), b.get(key)
+
+    def lists(window: dict[str, Any]) -> Any:
+        verbs = window.get("apiserver_requests_per_cycle")
+        return None if verbs is None else verbs.get("list", 0) + verbs.get("get", 0)
+
     out: list[tuple[str, Any, Any]] = [
         ("caches synced (s)", r.get("sync_s"), None),
-        ("RSS after sync (MB)", r["rss_mb_after_sync"], b["rss_mb_after_sync"]),
-        ("first convergence, unstamped (s)", r["first_convergence_s"], b["first_convergence_s"]),
-        ("first convergence: Events", r["first_convergence_events"], b["first_convergence_events"]),
+        ("RSS after sync (MB)", *both("rss_mb_after_sync")),
+        ("first convergence, unstamped (s)", *both("first_convergence_s")),
+        ("first convergence: Events", *both("first_convergence_events")),
     ]
     for label in ("steady", "moving"):
-        rs, bs = r[label], b[label]
-        out += [
-            (f"{label}: CPU per cycle (ms)", rs["cpu_ms_per_cycle"], bs["cpu_ms_per_cycle"]),
-            (
-                f"{label}: apiserver LIST+GET per cycle",
-                rs["apiserver_requests_per_cycle"].get("list", 0)
-                + rs["apiserver_requests_per_cycle"].get("get", 0),
-                bs["apiserver_requests_per_cycle"].get("list", 0)
-                + bs["apiserver_requests_per_cycle"].get("get", 0),
-            ),
-            (
-                f"{label}: apiserver CPU (s per minute)",
-                rs["apiserver_cpu_s_per_minute"],
-                bs["apiserver_cpu_s_per_minute"],
-            ),
-            (
-                f"{label}: Prometheus queries per cycle",
-                rs["prometheus_queries_per_cycle"],
-                bs["prometheus_queries_per_cycle"],
-            ),
-            (
-                f"{label}: Prometheus KB per cycle",
-                rs["prometheus_kb_per_cycle"],
-                bs["prometheus_kb_per_cycle"],
-            ),
-            (
-                f"{label}: Prometheus CPU per cycle (ms)",
-                rs["prometheus_cpu_ms_per_cycle"],
-                bs["prometheus_cpu_ms_per_cycle"],
-            ),
-        ]
+        rs, bs = r.get(label, {}), b.get(label, {})
+        out.append(
+            (f"{label}: CPU per cycle (ms)", rs.get("cpu_ms_per_cycle"), bs.get("cpu_ms_per_cycle"))
+        )
+        out.append((f"{label}: apiserver LIST+GET per cycle", lists(rs), lists(bs)))
+        for name, key in (
+            ("apiserver CPU (s per minute)", "apiserver_cpu_s_per_minute"),
+            ("Prometheus queries per cycle", "prometheus_queries_per_cycle"),
+            ("Prometheus KB per cycle", "prometheus_kb_per_cycle"),
+            ("Prometheus CPU per cycle (ms)", "prometheus_cpu_ms_per_cycle"),
+        ):
+            out.append((f"{label}: {name}", rs.get(key), bs.get(key)))
     out += [
-        ("Service switch to retired-at (s)", r["switch_to_retired_s"], b["switch_to_retired_s"]),
-        (
-            "drained in Prometheus to scaled to 0 (s)",
-            r["drained_to_scaled_s"],
-            b["drained_to_scaled_s"],
-        ),
+        ("Service switch to retired-at (s)", *both("switch_to_retired_s")),
+        ("drained in Prometheus to scaled to 0 (s)", *both("drained_to_scaled_s")),
     ]
     return out
 
@@ -735,11 +738,23 @@ def ratio(a: Any, b: Any) -> str:
     return f"{b / a:.1f}x"
 
 
+def shown(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def show(result: dict[str, Any]) -> None:
     print(f"  {result['deployments']:,} Deployments, {result['series']:,} series:")
+    for name in ("rainbowd", "baseline"):
+        figures = result.get(name, {})
+        print(
+            f"    {name}: load average {figures.get('load_average_start')} at its start,"
+            f" {figures.get('load_average_end')} at its end"
+        )
+        if "incomplete" in figures:
+            print(f"    {name}: incomplete: {figures['incomplete']}")
     print(f"    {'':44} {'rainbowd':>10} {'baseline':>10} {'baseline/rainbowd':>18}")
     for name, r, b in rows(result):
-        print(f"    {name:44} {r!s:>10} {'' if b is None else b!s:>10} {ratio(r, b):>18}")
+        print(f"    {name:44} {shown(r):>10} {shown(b):>10} {ratio(r, b):>18}")
     for shape, a in result["answer"].items():
         print(
             f"    connections answer, {shape}: {a['kb']} KB ({a['kb_gzipped']} KB gzipped),"
@@ -768,6 +783,7 @@ def run(size: int, cycles: int, *, interval: float = 5.0) -> dict[str, Any]:
 def main() -> None:
     cycles = int(os.environ.get("RAINBOWD_BENCH_CYCLES", "6"))
     for size in sizes():
+        print(f"  {size:,} Deployments: load average {load_average()} at the start", flush=True)
         result = run(size, cycles)
         show(result)
         RESULTS.mkdir(parents=True, exist_ok=True)

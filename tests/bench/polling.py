@@ -30,10 +30,9 @@ RETIRED_AT = "bench.rainbowd.io/retired-at"
 QUERY_CONCURRENCY = 16
 
 
-def selected(labels: dict[str, str], services: list[dict[str, Any]], namespace: str) -> bool:
+def selected(labels: dict[str, str], services: list[dict[str, Any]]) -> bool:
+    """Whether one of a namespace's Services selects pods with `labels`."""
     for svc in services:
-        if svc["metadata"]["namespace"] != namespace:
-            continue
         selector = (svc.get("spec") or {}).get("selector") or {}
         if selector and selector.items() <= labels.items():
             return True
@@ -52,7 +51,9 @@ async def connections(
 
 async def cycle(api: Any, session: aiohttp.ClientSession, prom_url: str) -> dict[str, int]:
     deployments = (await request_json(api, "GET", resource_path("apps/v1", "deployments")))["items"]
-    services = (await request_json(api, "GET", resource_path("v1", "services")))["items"]
+    services: dict[str, list[dict[str, Any]]] = {}
+    for svc in (await request_json(api, "GET", resource_path("v1", "services")))["items"]:
+        services.setdefault(svc["metadata"]["namespace"], []).append(svc)
     limit = asyncio.Semaphore(QUERY_CONCURRENCY)
 
     async def ask(d: dict[str, Any]) -> float | None:
@@ -77,7 +78,7 @@ async def cycle(api: Any, session: aiohttp.ClientSession, prom_url: str) -> dict
         path = resource_path(
             "apps/v1", "deployments", namespace=meta["namespace"], name=meta["name"]
         )
-        live = selected(labels, services, meta["namespace"])
+        live = selected(labels, services.get(meta["namespace"], []))
         key = LIVE_AT if live else RETIRED_AT
         if key not in annotations:
             body = {"metadata": {"annotations": {key: now}}}

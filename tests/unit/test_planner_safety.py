@@ -324,6 +324,53 @@ def test_an_unknown_sample_in_a_blocked_cycle_resets_the_drain() -> None:
     assert kinds(color(p, "3c3fdc")) == [(ActionKind.ANNOTATE, Reason.DRAIN_RESET)]
 
 
+def test_a_color_rolled_back_to_in_a_blocked_cycle_keeps_no_broken_drain() -> None:
+    # 3c3fdc is retired and drained since 10 minutes ago; a rollback makes it live again, but
+    # the app is blocked (the color is not Available yet) and its connections are unknown: the
+    # drain is broken. Switched back, it must not be found drained on its old stamp.
+    pol = policy(drain_hold=5 * M, min_retired_age=0 * M)
+    drained = {LIVE_AT: stamp(20 * H), RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(10 * M)}
+    old = deployment("3c3fdc", created=ago(20 * H), annotations=drained)
+    unavailable = dataclasses.replace(old, conditions=(), available_replicas=0)
+    rolled_back = service({"app": APP, "color": "3c3fdc"})
+    for connections in ({}, {(NS, APP, "3c3fdc"): conns(40)}):
+        snap = snapshot([live_new(), unavailable], [rolled_back], connections)
+        blocked = both(snap, pol)
+        assert blocked.apps[0].blocked is not None
+        c = color(blocked, "3c3fdc")
+        assert c.state is State.LIVE
+        assert kinds(c) == [(ActionKind.ANNOTATE, Reason.DRAIN_RESET)]
+        assert c.actions[0].annotations == {DRAINED_SINCE: None}
+        reset = apply_plan(snap, blocked).namespaces[NS].deployments[1]
+        back = snapshot([live_new(), reset], [LIVE_SVC], {(NS, APP, "3c3fdc"): conns(0)})
+        p = both(back, pol, NOW + M)
+        assert disruptive(p) == []
+        assert kinds(color(p, "3c3fdc")) == [(ActionKind.ANNOTATE, Reason.DRAIN_STARTED)]
+    # Its connections at the floor, the drain holds: nothing to reset.
+    snap = snapshot([live_new(), unavailable], [rolled_back], {(NS, APP, "3c3fdc"): conns(0)})
+    assert both(snap, pol).actions == ()
+
+
+def test_a_blocked_live_color_with_a_drain_is_planned_again_on_new_connections() -> None:
+    # The reuse cache must not take a drained live color's connections for display only.
+    pol = policy(drain_hold=5 * M, min_retired_age=0 * M)
+    drained = {LIVE_AT: stamp(20 * H), RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(10 * M)}
+    old = deployment("3c3fdc", created=ago(20 * H), annotations=drained)
+    unavailable = dataclasses.replace(old, conditions=(), available_replicas=0)
+    services = [service({"app": APP, "color": "3c3fdc"})]
+    newer = deployment(
+        "9d2cc9", created=ago(10 * H), annotations={LIVE_AT: stamp(10 * H), RETIRED_AT: stamp(M)}
+    )
+    planner = Planner()
+    quiet = snapshot([newer, unavailable], services, {(NS, APP, "3c3fdc"): conns(0)})
+    first = planner.plan(quiet, pol, NOW)
+    assert first.actions == ()
+    assert planner.plan(quiet, pol, NOW + M).apps[0] is first.apps[0]  # reused
+    busy_ = snapshot([newer, unavailable], services, {(NS, APP, "3c3fdc"): conns(40)})
+    assert planner.plan(busy_, pol, NOW + 2 * M) == plan(busy_, pol, NOW + 2 * M)
+    assert [a.reason for a in plan(busy_, pol, NOW + 2 * M).actions] == [Reason.DRAIN_RESET]
+
+
 # --- whole-second stamps ------------------------------
 
 

@@ -324,6 +324,16 @@ def assess_app(
                 and (LIVE_AT not in annotations or any(k in annotations for k in _RETIREMENT))
             ):
                 _plan_live(cycle, color, annotations)
+            elif (
+                not evaluate
+                and color.rule is not None
+                and deployment.replicas > 0
+                and DRAINED_SINCE in annotations
+            ):
+                # Rolled back to while the app is blocked: its retirement is cleared only once
+                # the app is evaluated again, and a drain it carries must not survive a sample
+                # that breaks it, or a switch back would find it drained all along.
+                _reset_drain(color, knobs)
             continue
         abandoned = False
         if (

@@ -98,10 +98,13 @@ class _AppMemo:
             blocked = plan.blocked is not None
             self.shown_only = tuple(
                 [
-                    # A blocked app's connections still reset a drain in progress.
-                    (blocked and DRAINED_SINCE not in member[0].annotations)
-                    or color.rule is None
-                    or color.state in _SHOWN_ONLY
+                    color.rule is None
+                    # Connections still reset a drain in progress, of a blocked app's colors
+                    # too, live ones included.
+                    or (
+                        DRAINED_SINCE not in member[0].annotations
+                        and (blocked or color.state in _SHOWN_ONLY)
+                    )
                     for color, member in zip(
                         [plan.colors[i] for i in self.positions], self.members, strict=True
                     )

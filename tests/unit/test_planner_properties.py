@@ -301,6 +301,8 @@ def test_keep_scaled_down_keeps_the_newest_scaled_down_colors(snap: Snapshot, po
             and not _kept_as_a_record(p, c)
             and c.state is not State.LIVE
             and c.state is not State.PENDING
+            # A protected color is kept by its protection, outside keepScaledDown's count.
+            and c.state is not State.PROTECTED
             and c.rule is not None
             and any(
                 d.name == c.name and d.replicas == 0

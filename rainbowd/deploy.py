@@ -19,14 +19,14 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import (
+    CONSOLIDATED_FROM,
     DRAINED_SINCE,
     HOLD_REASON,
     HOLD_UNTIL,
     LIVE_AT,
     ORIGINAL_REPLICAS,
     RETIRED_AT,
-    SCALE_DOWN_GENERATION,
-    SCALED_UP_AT,
+    RETIREMENT,
 )
 from rainbowd.core.objects import format_time, parse_time
 from rainbowd.core.reporting import compact_duration
@@ -43,8 +43,6 @@ from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
 # Annotations on the app's Service: what to roll back to, and the color a canary is trying.
 PREVIOUS_COLOR = "rainbowd.io/previous-color"
 CANARY_COLOR = "rainbowd.io/canary-color"
-# A color's retired bookkeeping, cleared when a rollback makes it live again.
-RETIREMENT = (RETIRED_AT, DRAINED_SINCE, ORIGINAL_REPLICAS, SCALED_UP_AT, SCALE_DOWN_GENERATION)
 
 COLOR_PLACEHOLDER = "__COLOR__"
 # Container waiting reasons that will not fix themselves while a deploy waits.
@@ -971,22 +969,21 @@ async def _hold_for_rollback(
             HOLD_UNTIL: format_time(until),
             HOLD_REASON: "rollback in progress",
         }
-    if _replicas(deployment) == 0:
-        raw = annotations.get(ORIGINAL_REPLICAS)
-        try:
-            restore = int(raw) if raw is not None else 0
-        except ValueError:
-            restore = 0
-        if restore < 1:
-            raise DeployError(
-                f"{name} is scaled to 0 and its {ORIGINAL_REPLICAS} annotation is "
-                f"{raw!r}: scale it up by hand (kubectl scale deployment/{name} --replicas=N), "
-                "then roll back"
-            )
+    current = _replicas(deployment)
+    restore, record = _replicas_before_rainbowd(annotations)
+    if current == 0 and restore < 1:
+        raise DeployError(
+            f"{name} is scaled to 0 and its {ORIGINAL_REPLICAS} annotation is "
+            f"{annotations.get(ORIGINAL_REPLICAS)!r}: scale it up by hand (kubectl scale "
+            f"deployment/{name} --replicas=N), then roll back"
+        )
+    if restore > current:
+        # Scaled to 0, or consolidated to fewer pods while it drained: the live color gets
+        # back the replicas it had before rainbowd touched it.
         patch["spec"] = {"replicas": restore}
         # A scale-up starts a new drain: an old drained-since must not count.
         patch["metadata"]["annotations"][DRAINED_SINCE] = None
-        say(f"scaling {name} from 0 back to {restore} replicas ({ORIGINAL_REPLICAS})")
+        say(f"scaling {name} from {current} back to {restore} replicas ({record})")
     if not patch["metadata"]["annotations"] and "spec" not in patch:
         return False
     patch["metadata"]["resourceVersion"] = deployment["metadata"]["resourceVersion"]
@@ -1004,6 +1001,19 @@ async def _hold_for_rollback(
             "switched: run the rollback again"
         ) from None
     return ours
+
+
+def _replicas_before_rainbowd(annotations: Mapping[str, str]) -> tuple[int, str]:
+    """The most replicas rainbowd's records say the color had before it scaled the color to 0
+    (original-replicas) or consolidated it (consolidated-from), and the record saying so; 0 when
+    neither record is a count."""
+    best, record = 0, ORIGINAL_REPLICAS
+    for key in (ORIGINAL_REPLICAS, CONSOLIDATED_FROM):
+        raw = annotations.get(key)
+        count = int(raw) if raw is not None and raw.isdigit() else 0
+        if count > best:
+            best, record = count, key
+    return best, record
 
 
 async def _patch_annotations(

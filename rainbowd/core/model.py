@@ -45,6 +45,17 @@ CONSOLIDATED_AT = "rainbowd.io/consolidated-at"
 CONSOLIDATED_FROM = "rainbowd.io/consolidated-from"
 # When a consolidation step last removed pods holding connections (stepDown.every counts).
 STEPPED_DOWN_AT = "rainbowd.io/stepped-down-at"
+# A color's retired bookkeeping: what rainbowd clears when the color is live again.
+RETIREMENT = (
+    RETIRED_AT,
+    DRAINED_SINCE,
+    ORIGINAL_REPLICAS,
+    SCALED_UP_AT,
+    SCALE_DOWN_GENERATION,
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    STEPPED_DOWN_AT,
+)
 # The Kubernetes pod annotation the ReplicaSet controller ranks pods by when it scales down:
 # lowest cost first (among pods all running and ready).
 POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"

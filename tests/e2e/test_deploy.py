@@ -17,8 +17,17 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import HOLD_REASON, HOLD_UNTIL, LIVE_AT, ORIGINAL_REPLICAS, RETIRED_AT
-from rainbowd.deploy import CANARY_COLOR, PREVIOUS_COLOR, RETIREMENT
+from rainbowd.core.model import (
+    CONSOLIDATED_AT,
+    CONSOLIDATED_FROM,
+    HOLD_REASON,
+    HOLD_UNTIL,
+    LIVE_AT,
+    ORIGINAL_REPLICAS,
+    RETIRED_AT,
+    RETIREMENT,
+)
+from rainbowd.deploy import CANARY_COLOR, PREVIOUS_COLOR
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
@@ -335,6 +344,43 @@ async def test_rollback_to_a_deleted_color_names_the_colors_left(
     run = await cli("rollback", "--app", APP, "--to", "dddddd")
     assert run.code == 1 and "cannot roll back to #dddddd" in run.err, str(run)
     assert selector(await service(kube_api, namespace)) == {"app": APP, "color": C}
+
+
+async def test_rollback_to_a_consolidated_color_gives_it_back_its_replicas(
+    cli: Cli, namespace: str, kube_api: ApiClient
+) -> None:
+    await cli.deployed(A, replicas=4)
+    await cli.deployed(B)
+    name_a = f"{APP}-{A}"
+    # What a consolidation step writes: its record, then /scale to the busy pods.
+    await request_json(
+        kube_api,
+        "PATCH",
+        resource_path("apps/v1", "deployments", namespace=namespace, name=name_a),
+        body={
+            "metadata": {
+                "annotations": {
+                    CONSOLIDATED_AT: "2026-11-21T10:00:00Z",
+                    CONSOLIDATED_FROM: "4",
+                    RETIRED_AT: "2026-11-21T09:00:00Z",
+                }
+            },
+            "spec": {"replicas": 2},
+        },
+        content_type="application/merge-patch+json",
+    )
+
+    run = await cli("rollback", "--app", APP)
+    assert run.code == 0, str(run)
+    assert f"scaling {name_a} from 2 back to 4 replicas ({CONSOLIDATED_FROM})" in run.out
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": A}
+    deployment = await get_deployment(kube_api, namespace, name_a)
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 4
+    assert deployment["status"]["availableReplicas"] == 4  # Available before the switch
+    bookkeeping = metadata_annotations(deployment)
+    for key in RETIREMENT:
+        assert key not in bookkeeping, bookkeeping
 
 
 async def test_rollback_during_a_canary_narrows_to_the_old_color(

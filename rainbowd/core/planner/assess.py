@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rainbowd.core.model import (
-    CONSOLIDATED_AT,
-    CONSOLIDATED_FROM,
     DISRUPTED_AT,
     DRAINED_SINCE,
     HOLD_REASON,
@@ -26,9 +24,9 @@ from rainbowd.core.model import (
     PROTECT,
     REASONS,
     RETIRED_AT,
+    RETIREMENT,
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
-    STEPPED_DOWN_AT,
     ActionKind,
     BlockReason,
     Connections,
@@ -72,16 +70,6 @@ _DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
 
 
 # Annotations a live color keeps none of: what is left of a retirement.
-_RETIREMENT = (
-    RETIRED_AT,
-    DRAINED_SINCE,
-    ORIGINAL_REPLICAS,
-    SCALED_UP_AT,
-    SCALE_DOWN_GENERATION,
-    CONSOLIDATED_AT,
-    CONSOLIDATED_FROM,
-    STEPPED_DOWN_AT,
-)
 
 
 # How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
@@ -321,7 +309,7 @@ def assess_app(
                 evaluate
                 and color.rule is not None
                 # Stamped live and nothing of a retirement left: the steady case, nothing to do.
-                and (LIVE_AT not in annotations or any(k in annotations for k in _RETIREMENT))
+                and (LIVE_AT not in annotations or any(k in annotations for k in RETIREMENT))
             ):
                 _plan_live(cycle, color, annotations)
             elif (
@@ -451,12 +439,12 @@ def _retired_by_stamp(
 
 
 def _plan_live(cycle: Cycle, color: Color, annotations: Mapping[str, str]) -> None:
-    again = any(key in annotations for key in _RETIREMENT)
+    again = any(key in annotations for key in RETIREMENT)
     if LIVE_AT not in annotations:
         reason = Reason.LIVE_AGAIN if again else Reason.OBSERVED_LIVE
         color.change(LIVE_AT, cycle.stamp, reason, REASONS[reason].words)
     if again:
-        for key in _RETIREMENT:
+        for key in RETIREMENT:
             if key in annotations:
                 color.change(key, None, Reason.LIVE_AGAIN, REASONS[Reason.LIVE_AGAIN].words)
 

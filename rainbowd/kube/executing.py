@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,11 +197,14 @@ class Executor:
         raised (except cancellation): one failed action does not stop the others. `stop` is
         looked at before each action starts: those under way finish, the rest are skipped.
         """
-        results: list[ActionResult | None] = [None] * len(plan.actions)
+        # Once: Plan.actions gathers them from every color, and 10,000 first stamps looked up
+        # through it one by one took minutes.
+        actions = plan.actions
+        results: list[ActionResult | None] = [None] * len(actions)
         dry_run = plan.dry_run or self.dry_run
         urgent: list[int] = []
         routine: list[int] = []
-        for i, action in enumerate(plan.actions):
+        for i, action in enumerate(actions):
             if dry_run:
                 results[i] = self._skip(action, "dry-run", dry_run=True)
             elif plan.paused and action.disruptive:
@@ -210,12 +213,18 @@ class Executor:
                 results[i] = self._skip(action, "paused", dry_run=False)
             else:
                 (urgent if is_urgent(action) else routine).append(i)
-        await self._apply_group(plan, urgent, results, stop=stop, urgent=True)
-        first_sight = sum(1 for i in routine if plan.actions[i].reason in _FIRST_SIGHT)
+        await self._apply_group(actions, urgent, results, stop=stop, urgent=True)
+        first_sight = sum(1 for i in routine if actions[i].reason in _FIRST_SIGHT)
         summarize = first_sight > SUMMARY_EVENTS_ABOVE
         deadline = asyncio.get_running_loop().time() + self.stamp_budget
         await self._apply_group(
-            plan, routine, results, stop=stop, urgent=False, deadline=deadline, summarize=summarize
+            actions,
+            routine,
+            results,
+            stop=stop,
+            urgent=False,
+            deadline=deadline,
+            summarize=summarize,
         )
         done = [r for r in results if r is not None]
         if summarize:
@@ -224,7 +233,7 @@ class Executor:
 
     async def _apply_group(
         self,
-        plan: Plan,
+        actions: Sequence[Action],
         indices: list[int],
         results: list[ActionResult | None],
         *,
@@ -240,7 +249,7 @@ class Executor:
 
         async def worker() -> None:
             for i in queue:
-                action = plan.actions[i]
+                action = actions[i]
                 if stop is not None and stop.is_set():
                     results[i] = self._skip(action, "stopping", dry_run=False)
                 elif deadline is not None and loop.time() > deadline:

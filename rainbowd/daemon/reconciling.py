@@ -80,6 +80,8 @@ class Reconciler:
         self.cycles = 0
         # Set once the caches are synced and a policy is in force, when cycles begin.
         self.running = asyncio.Event()
+        # Set once the first cycle has ended (acted or not): work that may wait yields to it.
+        self.first_cycle_done = asyncio.Event()
         self.acting = False  # the executor is applying a plan
         # Loop-clock time of the last finished cycle (or of the start), for /healthz.
         self.alive_at = asyncio.get_running_loop().time()
@@ -185,6 +187,7 @@ class Reconciler:
                 forecasts={} if self.last_cycle is None else self.last_cycle.forecasts,
             )
         self.last_cycle = report
+        self.first_cycle_done.set()
         self.alive_at = loop.time()
         self.metrics.reconcile_duration.observe(report.duration)
         self.metrics.cycles.labels(result="ok" if report.ok else "error").inc()

@@ -285,8 +285,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
     async def _seed_history(self, reconciler: Reconciler, session: aiohttp.ClientSession) -> None:
-        """Beside the first cycles, not before them: a slow Prometheus must not delay acting."""
-        await reconciler.running.wait()
+        """After the first cycle, not before or beside it: on a busy Prometheus the range query
+        would compete with the first cycle's query, and a slow one must not delay acting."""
+        await reconciler.first_cycle_done.wait()
         policy = self.policy.policy
         if policy is None:
             return

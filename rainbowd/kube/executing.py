@@ -187,6 +187,9 @@ class Executor:
         self.timeout = timeout
         self.limiter = limiter
         self.stamp_budget = stamp_budget
+        # First-sight stamps of apps whose other stamps were deferred to a later cycle: their
+        # summary Event waits until the app's last one lands, so each app gets one.
+        self._marks_pending: dict[tuple[str, str], list[Action]] = {}
         self._marking: dict[tuple[str, str], str | None] = {}
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
@@ -215,7 +218,7 @@ class Executor:
                 (urgent if is_urgent(action) else routine).append(i)
         await self._apply_group(actions, urgent, results, stop=stop, urgent=True)
         first_sight = sum(1 for i in routine if actions[i].reason in _FIRST_SIGHT)
-        summarize = first_sight > SUMMARY_EVENTS_ABOVE
+        summarize = first_sight > SUMMARY_EVENTS_ABOVE or bool(self._marks_pending)
         deadline = asyncio.get_running_loop().time() + self.stamp_budget
         await self._apply_group(
             actions,
@@ -264,11 +267,23 @@ class Executor:
         await asyncio.gather(*(worker() for _ in range(workers)))
 
     async def _summarize(self, results: list[ActionResult]) -> None:
-        """One `ColorsMarked` Event per app for its first-sight stamps that landed."""
-        by_app: dict[tuple[str, str], list[Action]] = {}
+        """One `ColorsMarked` Event per app for its first-sight stamps that landed; an app with
+        stamps deferred past the budget waits for them (its landed ones are kept for then)."""
+        landed: dict[tuple[str, str], list[Action]] = {}
+        waiting: set[tuple[str, str]] = set()
         for r in results:
-            if r.outcome is Outcome.OK and r.action.reason in _FIRST_SIGHT:
-                by_app.setdefault((r.action.namespace, r.action.app), []).append(r.action)
+            if r.action.reason not in _FIRST_SIGHT:
+                continue
+            key = (r.action.namespace, r.action.app)
+            if r.outcome is Outcome.OK:
+                landed.setdefault(key, []).append(r.action)
+            elif r.outcome is Outcome.SKIPPED:
+                waiting.add(key)
+        for key, acts in landed.items():
+            self._marks_pending.setdefault(key, []).extend(acts)
+        by_app = {k: v for k, v in self._marks_pending.items() if k not in waiting}
+        for key in by_app:
+            del self._marks_pending[key]
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def summary(app: str, actions: list[Action]) -> None:

@@ -843,6 +843,45 @@ async def test_many_first_sight_stamps_get_one_summary_event_per_app(
     )
 
 
+async def test_an_app_whose_stamps_straddle_the_budget_still_gets_one_summary_event(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    # 4 writes a second and a budget of 2 s: the first cycle stamps part of the apps' colors, the
+    # next cycle the rest; each app's one Event lists all its colors.
+    executor = Executor(
+        kube_api,
+        EventRecorder(kube_api, instance="test"),
+        limiter=RateLimiter(qps=4, burst=1),
+        stamp_budget=2.0,
+    )
+    apps = [f"app{i:02d}" for i in range(SUMMARY_EVENTS_ABOVE // 2 + 1)]
+    # Every app's first color, then every app's second: the budget ends between an app's two.
+    made = await asyncio.gather(
+        *(create_deployment(kube_api, namespace, app, c) for c in ("aa", "bb") for app in apps)
+    )
+    actions = [
+        action_for(o, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP})
+        for o in made
+    ]
+    first = await executor.apply(plan_of(*actions))
+    deferred = [r.action for r in first if r.outcome is Outcome.SKIPPED]
+    assert deferred and len(deferred) < len(actions), outcomes(first)
+    straddling = {a.app for a in deferred} & {
+        r.action.app for r in first if r.outcome is Outcome.OK
+    }
+    assert straddling, outcomes(first)
+    # What the next cycle's plan asks: the stamps that did not land.
+    executor.stamp_budget = 60.0
+    second = await executor.apply(plan_of(*deferred))
+    assert outcomes(second) == [Outcome.OK] * len(deferred)
+
+    events = await our_events(kube_api, namespace)
+    assert sorted(e["note"].split(" of ")[1].split(" ")[0] for e in events) == apps
+    for event in events:
+        app = event["note"].split(" of ")[1].split(" ")[0]
+        assert event["note"].startswith(f"stamped 2 color(s) of {app} at first sight"), event
+
+
 async def test_stamps_past_the_budget_are_deferred_and_urgent_actions_go_first(
     kube_api: ApiClient, namespace: str
 ) -> None:

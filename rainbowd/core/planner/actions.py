@@ -15,6 +15,7 @@ from rainbowd.core.model import (
     Action,
     ActionKind,
     ColorPlan,
+    PodStep,
     Reason,
 )
 from rainbowd.core.planner.assess import Color
@@ -60,23 +61,38 @@ def color_plans(
 def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Action, ...]:
     deployment = color.deployment
     name = deployment.name
-    color_name = color.color
-    value = color.connections.value
-    if color.kind is ActionKind.DELETE:
+
+    def action(
+        kind: ActionKind,
+        reason: Reason,
+        message: str,
+        annotations: Mapping[str, str | None],
+        step: PodStep | None = None,
+    ) -> tuple[Action, ...]:
+        """The color's one action: who it is about comes from the color, the rest is given."""
         return (
             Action(
-                ActionKind.DELETE,
+                kind,
                 namespace,
                 name,
                 app,
-                color_name,
+                color.color,
                 deployment.uid,
                 deployment.resource_version,
-                color.cleanup or Reason.KEEP_SCALED_DOWN,
-                f"delete {name}: {render_why(color.said, now)}",
-                {},
-                value,
+                reason,
+                message,
+                annotations,
+                color.connections.value,
+                step,
             ),
+        )
+
+    if color.kind is ActionKind.DELETE:
+        return action(
+            ActionKind.DELETE,
+            color.cleanup or Reason.KEEP_SCALED_DOWN,
+            f"delete {name}: {render_why(color.said, now)}",
+            {},
         )
     if color.kind is ActionKind.CONSOLIDATE:
         step = color.step
@@ -86,22 +102,13 @@ def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Act
         record.update(color.stamps)
         if color.disrupted:
             record[DISRUPTED_AT] = color.disrupted
-        return (
-            Action(
-                ActionKind.CONSOLIDATE,
-                namespace,
-                name,
-                app,
-                color_name,
-                deployment.uid,
-                deployment.resource_version,
-                color.cleanup or Reason.IDLE_PODS,
-                f"scale {name} from {deployment.replicas} to {step.replicas} pods: "
-                f"{render_why(color.said, now)}",
-                record,
-                value,
-                step,
-            ),
+        return action(
+            ActionKind.CONSOLIDATE,
+            color.cleanup or Reason.IDLE_PODS,
+            f"scale {name} from {deployment.replicas} to {step.replicas} pods: "
+            f"{render_why(color.said, now)}",
+            record,
+            step,
         )
     if color.kind is ActionKind.SCALE:
         # Bookkeeping rides on the scale-down: a separate annotate would bump the
@@ -117,20 +124,11 @@ def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Act
         changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
         if color.disrupted:
             changes[DISRUPTED_AT] = color.disrupted
-        return (
-            Action(
-                ActionKind.SCALE,
-                namespace,
-                name,
-                app,
-                color_name,
-                deployment.uid,
-                deployment.resource_version,
-                color.cleanup or Reason.DRAINED,
-                f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}",
-                changes,
-                value,
-            ),
+        return action(
+            ActionKind.SCALE,
+            color.cleanup or Reason.DRAINED,
+            f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}",
+            changes,
         )
     if color.changes is not None and color.reasons is not None:
         changes = color.changes
@@ -143,20 +141,11 @@ def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Act
             # A scale-down cut short: this write bumps the generation, and must carry the
             # marker along, or the next cycle would take the color for one scaled back up.
             changes = {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
-        return (
-            Action(
-                ActionKind.ANNOTATE,
-                namespace,
-                name,
-                app,
-                color_name,
-                deployment.uid,
-                deployment.resource_version,
-                color.reasons[0][0],
-                _annotate_message(name, changes, color.reasons),
-                changes,
-                value,
-            ),
+        return action(
+            ActionKind.ANNOTATE,
+            color.reasons[0][0],
+            _annotate_message(name, changes, color.reasons),
+            changes,
         )
     return ()
 

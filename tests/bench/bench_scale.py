@@ -52,6 +52,7 @@ from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.procs import free_port
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.bench import polling
+from tests.e2e.harness import deployment_body
 from tests.exposition import Exposition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,20 +123,7 @@ def color_of(app: int, generation: int) -> str:
 
 
 def deployment(app: str, color: str) -> dict[str, Any]:
-    labels = {"app": app, "color": color}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": f"{app}-{color}", "labels": {"app": app}},
-        "spec": {
-            "replicas": PODS_PER_COLOR,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/chat:1"}]},
-            },
-        },
-    }
+    return deployment_body(app, color, replicas=PODS_PER_COLOR)
 
 
 def service(app: str, color: str) -> dict[str, Any]:

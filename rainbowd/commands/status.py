@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rainbowd.commands import forwarding
+from rainbowd.commands.cluster_args import FAILURE_EXIT, USAGE_EXIT
 from rainbowd.core.reporting import render_plan_table
 from rainbowd.status import Status, status_from_document
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 return _show(args, forward.url)
         except forwarding.ForwardError as exc:
             print(f"rainbowd status: {exc}", file=sys.stderr)
-            return 2 if exc.usage else 1
+            return USAGE_EXIT if exc.usage else FAILURE_EXIT
         except KeyboardInterrupt:
             return 0
     return _show(args, args.url or os.environ.get("RAINBOWD_URL") or DEFAULT_URL)

@@ -1009,8 +1009,10 @@ def _replicas_before_rainbowd(annotations: Mapping[str, str]) -> tuple[int, str]
     neither record is a count."""
     best, record = 0, ORIGINAL_REPLICAS
     for key in (ORIGINAL_REPLICAS, CONSOLIDATED_FROM):
-        raw = annotations.get(key)
-        count = int(raw) if raw is not None and raw.isdigit() else 0
+        try:
+            count = int(annotations.get(key) or 0)
+        except ValueError:  # a hand-edited record: not a count
+            count = 0
         if count > best:
             best, record = count, key
     return best, record

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from rainbowd.commands.cluster_args import context_namespace
+from rainbowd.core.model import CONSOLIDATED_FROM, ORIGINAL_REPLICAS
 from rainbowd.deploy import (
     AppRef,
     UsageError,
+    _replicas_before_rainbowd,
     clone_deployment,
     git_color,
     render_template,
@@ -235,3 +237,21 @@ async def test_the_color_defaults_to_the_checked_out_commit(tmp_path: Path) -> N
     assert await git_color(str(repo)) == git("rev-parse", "HEAD")[:6]
     with pytest.raises(UsageError, match=r"no --color given and `git rev-parse HEAD` failed"):
         await git_color(str(plain))
+
+
+@pytest.mark.parametrize(
+    ("records", "expected"),
+    [
+        ({}, (0, ORIGINAL_REPLICAS)),
+        ({ORIGINAL_REPLICAS: "3"}, (3, ORIGINAL_REPLICAS)),
+        ({ORIGINAL_REPLICAS: "2", CONSOLIDATED_FROM: "4"}, (4, CONSOLIDATED_FROM)),
+        ({ORIGINAL_REPLICAS: "5", CONSOLIDATED_FROM: "4"}, (5, ORIGINAL_REPLICAS)),
+        # Hand-edited records are no count, whatever Python's str.isdigit says of them.
+        ({ORIGINAL_REPLICAS: "²", CONSOLIDATED_FROM: "many"}, (0, ORIGINAL_REPLICAS)),
+        ({ORIGINAL_REPLICAS: "-2", CONSOLIDATED_FROM: "2"}, (2, CONSOLIDATED_FROM)),
+    ],
+)
+def test_a_rollback_restores_the_most_replicas_a_record_gives(
+    records: dict[str, str], expected: tuple[int, str]
+) -> None:
+    assert _replicas_before_rainbowd(records) == expected

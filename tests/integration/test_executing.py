@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,7 +125,9 @@ async def eventually(
         await asyncio.sleep(0.2)
 
 
-async def settled_deployment(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+async def settled_deployment(
+    api: ApiClient, namespace: str, name: str, *, within: float = 60.0
+) -> dict[str, Any]:
     """The Deployment once the controllers have caught up with it: status observed for the
     current generation, every pod ready. Any change to a Deployment's annotations bumps its
     generation and so a status write, which would overtake the resourceVersion an action
@@ -147,7 +149,7 @@ async def settled_deployment(api: ApiClient, namespace: str, name: str) -> dict[
             and progressing.get("reason") == "NewReplicaSetAvailable"
         )
 
-    await eventually(settled, what=f"{name} to settle")
+    await eventually(settled, within=within, what=f"{name} to settle")
     return await get_deployment(api, namespace, name)
 
 
@@ -157,6 +159,21 @@ async def create_deployment(
     """Create a Deployment and wait until its pods are ready and its status settled."""
     await post_deployment(api, namespace, app, color, replicas=replicas)
     return await settled_deployment(api, namespace, f"{app}-{color}")
+
+
+async def create_deployments(
+    api: ApiClient, namespace: str, colors: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Create one single-replica Deployment per (app, color), all at once, and wait until every
+    one has settled. The controllers and kwok roll them out concurrently, so on a busy machine the
+    last one settles long after the first: the deadline grows with their number."""
+    await asyncio.gather(*(post_deployment(api, namespace, app, c) for app, c in colors))
+    within = 60.0 + 10.0 * len(colors)
+    return list(
+        await asyncio.gather(
+            *(settled_deployment(api, namespace, f"{app}-{c}", within=within) for app, c in colors)
+        )
+    )
 
 
 def action_for(
@@ -815,8 +832,8 @@ async def test_many_first_sight_stamps_get_one_summary_event_per_app(
     limiter = RateLimiter(qps=1000, burst=50)
     executor = Executor(kube_api, EventRecorder(kube_api, instance="test"), limiter=limiter)
     apps = [f"app{i:02d}" for i in range(SUMMARY_EVENTS_ABOVE // 2 + 1)]
-    made = await asyncio.gather(
-        *(create_deployment(kube_api, namespace, app, c) for app in apps for c in ("aa", "bb"))
+    made = await create_deployments(
+        kube_api, namespace, [(app, c) for app in apps for c in ("aa", "bb")]
     )
     actions = []
     for obj in made:
@@ -856,8 +873,8 @@ async def test_an_app_whose_stamps_straddle_the_budget_still_gets_one_summary_ev
     )
     apps = [f"app{i:02d}" for i in range(SUMMARY_EVENTS_ABOVE // 2 + 1)]
     # Every app's first color, then every app's second: the budget ends between an app's two.
-    made = await asyncio.gather(
-        *(create_deployment(kube_api, namespace, app, c) for c in ("aa", "bb") for app in apps)
+    made = await create_deployments(
+        kube_api, namespace, [(app, c) for c in ("aa", "bb") for app in apps]
     )
     actions = [
         action_for(o, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP})
@@ -893,8 +910,8 @@ async def test_stamps_past_the_budget_are_deferred_and_urgent_actions_go_first(
         limiter=RateLimiter(qps=2, burst=1),
         stamp_budget=0.5,
     )
-    stamped = await asyncio.gather(
-        *(create_deployment(kube_api, namespace, "chat", f"a{i:05d}") for i in range(10))
+    stamped = await create_deployments(
+        kube_api, namespace, [("chat", f"a{i:05d}") for i in range(10)]
     )
     drained = await create_deployment(kube_api, namespace, "chat", "dddddd", replicas=2)
     plan = plan_of(

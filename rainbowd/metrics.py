@@ -17,7 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rainbowd.core.forecast import ColorForecast, ColorKey
-from rainbowd.core.model import Action, Plan, PrometheusErrorCause
+from rainbowd.core.model import Action, ColorPlan, Plan, PrometheusErrorCause
+from rainbowd.core.notes import AboveFloor, Drained, DrainHold, Note
 
 
 class ActionOutcome(Protocol):
@@ -66,6 +67,12 @@ class PlanCollector(Collector):
             "Seconds since the color was retired (at the last cycle); absent unless retired.",
             labels=_COLOR_LABELS,
         )
+        floor = GaugeMetricFamily(
+            "rainbowd_color_connection_floor",
+            "The connection floor of the color's rule (at or below it the color drains); only for "
+            "retired colors whose connections were weighed against it at the last cycle.",
+            labels=_COLOR_LABELS,
+        )
         replicas = GaugeMetricFamily(
             "rainbowd_color_replicas",
             "The color's desired replicas (spec.replicas) at the last cycle.",
@@ -93,12 +100,15 @@ class PlanCollector(Collector):
                     replicas.add_metric(labels, float(color.replicas))
                     if color.connections.value is not None:
                         connections.add_metric(labels, color.connections.value)
+                    weighed = _floor(color)
+                    if weighed is not None:
+                        floor.add_metric(labels, float(weighed))
                     age = color.retired_for(plan.now)
                     if age is not None:
                         retired.add_metric(labels, max(age.total_seconds(), 0.0))
                 for name, count in sorted(per_state.items()):
                     colors.add_metric([app.namespace, app.app, name], float(count))
-        yield from (connections, state, retired, replicas, colors, blocked)
+        yield from (connections, state, retired, floor, replicas, colors, blocked)
 
     @staticmethod
     def _forecasts(forecasts: Mapping[ColorKey, ColorForecast]) -> Iterator[Metric]:
@@ -121,6 +131,13 @@ class PlanCollector(Collector):
             if found.deadline is not None:
                 deadline.add_metric(list(key), found.deadline)
         yield from (eta, deadline)
+
+
+def _floor(color: ColorPlan) -> int | None:
+    """The floor the planner weighed the color's connections against, from its note (None when
+    it weighed none, or when the note is words read back from a /status document)."""
+    found = color.note.found if isinstance(color.note, Note) else None
+    return found.floor if isinstance(found, AboveFloor | DrainHold | Drained) else None
 
 
 class InformerCollector(Collector):

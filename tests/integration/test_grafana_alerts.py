@@ -22,10 +22,11 @@ from prometheus_client import start_http_server
 from rainbowd.commands.plan import load_snapshot_file
 from rainbowd.core.durations import parse_duration
 from rainbowd.core.forecast import ColorForecast, Forecast, Method
-from rainbowd.core.model import State
+from rainbowd.core.model import ColorPlan, State
+from rainbowd.core.notes import AboveFloor, MinRetiredAge, Note
 from rainbowd.core.planner import plan
 from rainbowd.metrics import Metrics
-from rainbowd.policyfile import load_policy_file
+from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.integration.test_dashboard import METRIC, _exported_names, _query
 
@@ -115,7 +116,9 @@ def test_the_drain_alerts_are_there() -> None:
         "rainbowd-app-blocked",
     }
     exprs = dict(_prom_exprs())
-    assert 'rainbowd_color_state{state="draining"}' in exprs["rainbowd-color-draining-long A"]
+    draining = exprs["rainbowd-color-draining-long A"]
+    assert 'rainbowd_color_state{state="draining"}' in draining
+    assert "rainbowd_color_connection_floor" in draining
     assert all(name in exprs["rainbowd-color-will-not-drain A"] for name in FORECAST_METRICS)
     assert "rainbowd_last_successful_reconcile" in exprs["rainbowd-not-reconciling A"]
     assert "rainbowd_app_blocked" in exprs["rainbowd-app-blocked A"]
@@ -151,14 +154,25 @@ def test_every_query_runs_in_prometheus(prometheus: PrometheusServer) -> None:
 @pytest.mark.prometheus
 def test_each_query_selects_what_its_alert_means(prometheus: PrometheusServer) -> None:
     """rainbowd's own metrics for the example snapshot's plan, scraped by the real Prometheus:
-    the draining query finds the draining colors, the forecast query a color forecast to drain
-    an hour after its deadline, the reconcile query the time since the last cycle."""
+    the draining query finds the colors draining above their floor (not one at the floor that
+    only waits out minRetiredAge), the forecast query a color forecast to drain an hour after
+    its deadline, the reconcile query the time since the last cycle."""
     snapshot = load_snapshot_file(ROOT / "config" / "examples" / "snapshot.yaml", default_now=NOW)
-    result = plan(snapshot, load_policy_file(ROOT / "config" / "policy.yaml"), snapshot.now)
+    # A minRetiredAge longer than the drained color's 19 hours keeps it draining at its floor.
+    text = (ROOT / "config" / "policy.yaml").read_text()
+    assert "minRetiredAge: 10m" in text
+    policy = load_policy_text(text.replace("minRetiredAge: 10m", "minRetiredAge: 20h"), source="")
+    result = plan(snapshot, policy, snapshot.now)
     colors = [color for app in result.apps for color in app.colors]
+
+    def found(c: ColorPlan) -> object:
+        return c.note.found if isinstance(c.note, Note) else None
+
     draining = {c.color: c for c in colors if c.state is State.DRAINING}
-    assert draining, "the example snapshot has no draining color"
-    late = next(iter(draining.values()))
+    above = {color: c for color, c in draining.items() if isinstance(found(c), AboveFloor)}
+    assert above, "the example snapshot has no color draining above its floor"
+    assert any(isinstance(found(c), MinRetiredAge) for c in draining.values()), draining
+    late = next(iter(above.values()))
     started = time.time()
     forecasts = {
         (late.namespace, late.app, late.color): ColorForecast(
@@ -179,7 +193,7 @@ def test_each_query_selects_what_its_alert_means(prometheus: PrometheusServer) -
         found = prometheus.query(exprs["rainbowd-color-draining-long A"])
         assert {s.labels["color"]: s.value for s in found} == {
             color: pytest.approx(c.retired_for(result.now).total_seconds())
-            for color, c in draining.items()
+            for color, c in above.items()
         }
 
         found = prometheus.query(exprs["rainbowd-color-will-not-drain A"])

@@ -20,6 +20,7 @@ from rainbowd.core.model import (
     Reason,
     State,
 )
+from rainbowd.core.notes import AboveFloor, DrainHold, MinRetiredAge, Note
 from rainbowd.kube.executing import ActionResult, Outcome
 from rainbowd.metrics import Metrics
 
@@ -141,6 +142,31 @@ def test_per_color_series_follow_the_latest_plan() -> None:
         == 1
     )
     assert value(s, "rainbowd_colors", namespace="ns", app="chat", state="draining") is None
+
+
+def test_the_floor_is_exported_where_connections_were_weighed_against_it() -> None:
+    """A Grafana alert compares connections with it: a color above its floor has the series, a
+    color at rest without a weighing (live, minRetiredAge, words from /status) has none."""
+    ago = timedelta(hours=2)
+    above = color("aaaaaa", State.DRAINING, conns=30, retired_ago=ago)
+    held = color("bbbbbb", State.DRAINING, conns=3, retired_ago=ago)
+    young = color("cccccc", State.DRAINING, conns=0, retired_ago=ago)
+    metrics = Metrics()
+    metrics.observe_plan(
+        make_plan(
+            color("dddddd", State.LIVE, conns=40)._replace(note=Note(None)),
+            above._replace(note=Note(AboveFloor(30, 25))),
+            held._replace(note=Note(DrainHold(3, 5, NOW - ago, timedelta(minutes=5)))),
+            young._replace(note=Note(MinRetiredAge(NOW - ago, timedelta(days=2)))),
+            color("eeeeee", State.DRAINING, conns=30, retired_ago=ago),  # note read back as words
+        )
+    )
+    s = scrape(metrics)
+    floors = {
+        d["color"]: value(s, "rainbowd_color_connection_floor", **d)
+        for d in names(s, "rainbowd_color_connection_floor")
+    }
+    assert floors == {"aaaaaa": 25, "bbbbbb": 5}
 
 
 def test_no_plan_yet_exports_no_color_series() -> None:

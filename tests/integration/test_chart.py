@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.installtools import ROOT, helm, helm_template, kustomize, normalised, run
+from tests.unit.test_monitors import service_monitor_problems
 
 CHART = ROOT / "charts" / "rainbowd"
 NAMESPACED = (
@@ -180,3 +181,12 @@ def test_a_data_source_uid_grafana_would_refuse_is_an_error_naming_the_value() -
     refused = run([helm(), "template", "rainbowd", chart, "--set", value], check=False)
     assert refused.returncode != 0
     assert 'monitoring.grafanaDatasourceUid: "my uid}" is not a Grafana uid' in refused.stderr
+
+
+def test_another_release_s_service_monitor_scrapes_its_own_rainbowd() -> None:
+    docs = helm_template(release="chat", namespace="platform")
+    monitor = _one(docs, "ServiceMonitor", "rainbowd-chat")
+    service = _one(docs, "Service", "rainbowd-chat")
+    assert (
+        service_monitor_problems(monitor, service, _one(docs, "Deployment", "rainbowd-chat")) == []
+    )

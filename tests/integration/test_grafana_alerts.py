@@ -28,6 +28,7 @@ from rainbowd.core.planner import plan
 from rainbowd.metrics import Metrics
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox.prometheus import PrometheusServer
+from tests.installtools import kustomize
 from tests.integration.test_dashboard import METRIC, _exported_names, _query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,19 @@ def test_the_file_is_grafana_alert_provisioning() -> None:
     uids = [rule["uid"] for rule in _rules()]
     assert len(uids) == len(set(uids)), uids
     assert all(UID.match(uid) for uid in uids), uids
+
+
+def test_the_file_is_shipped_as_a_configmap_for_the_alerts_sidecar() -> None:
+    """`kubectl kustomize k8s/monitoring` holds it, as is, in a ConfigMap labelled as Grafana's
+    alerts sidecar looks for (grafana_alert: "1")."""
+    shipped = [
+        d
+        for d in kustomize("k8s/monitoring")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rainbowd-grafana-alerts"
+    ]
+    assert len(shipped) == 1
+    assert shipped[0]["metadata"]["labels"]["grafana_alert"] == "1"
+    assert shipped[0]["data"] == {"grafana-alerts.yaml": ALERTS.read_text()}
 
 
 def test_every_rule_parses_with_the_foundation_sdk() -> None:

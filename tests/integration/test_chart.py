@@ -131,7 +131,7 @@ def test_another_release_name_keeps_names_and_permissions_consistent() -> None:
     ]
 
 
-def test_two_releases_in_one_namespace_select_only_their_own_pods() -> None:
+def test_two_releases_in_one_namespace_share_no_object_and_select_only_their_own_pods() -> None:
     def selects(release: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         docs = helm_template(release=release, namespace="platform")
         deployment = _one(docs, "Deployment", f"rainbowd-{release}")
@@ -145,6 +145,12 @@ def test_two_releases_in_one_namespace_select_only_their_own_pods() -> None:
     def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in selector.items())
 
+    def names(release: str) -> set[tuple[str, str]]:
+        docs = helm_template(release=release, namespace="platform")
+        return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+    # No object of one is the other's: helm would refuse to install the second.
+    assert not names("chat") & names("xmpp"), names("chat") & names("xmpp")
     chat_deployment, chat_pods, chat_service = selects("chat")
     xmpp_deployment, xmpp_pods, xmpp_service = selects("xmpp")
     assert matches(chat_deployment, chat_pods) and matches(chat_service, chat_pods)

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from rainbowd.cli import build_parser
 from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.settings import settings_from_args
 from tests.installtools import install_namespaced_rbac, kustomize
 from tests.integration.test_rbac import NEEDED, SA, _allowed
 
@@ -63,6 +65,21 @@ def test_the_variant_holds_nothing_cluster_scoped() -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--namespaces={','.join(MANAGED)}" in args
+
+
+def test_the_deployment_runs_rainbowd_on_what_its_roles_cover() -> None:
+    """Its args, read by rainbowd's own parser: the listed namespaces (each with its Role), and
+    the policy ConfigMap and Lease its own namespace's Role names."""
+    deployment = next(d for d in kustomize("k8s/namespaced") if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    settings = settings_from_args(build_parser().parse_args(args), {})
+    assert tuple(settings.namespaces) == MANAGED
+    policy = settings.policy
+    assert (policy.configmap_namespace, policy.configmap_name) == ("rainbowd", "rainbowd-policy")
+    assert settings.leader_elect
+    assert (settings.lease_namespace, settings.lease_name) == ("rainbowd", "rainbowd")
+    own = {(a["resource"], a.get("name")) for a in OWN}
+    assert {("configmaps", "rainbowd-policy"), ("leases", "rainbowd")} <= own, own
 
 
 def test_the_app_roles_grant_what_the_cluster_role_grants() -> None:

@@ -397,6 +397,37 @@ def sweep(state: MachineState | None, *, private_dir: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# -- the guard --------------------------------------------------------------------------------
+
+
+def uplinks() -> list[str]:
+    """The interfaces this machine's default routes leave by."""
+    routes = json.loads(_run(["ip", "-j", "route", "show", "default"]) or "[]")
+    return sorted({route["dev"] for route in routes if route.get("dev")})
+
+
+def guard_ruleset(uplink_names: Sequence[str]) -> str:
+    """The nftables table keeping the node's traffic home: nothing of 198.18.0.0/15 leaves by an
+    interface other than loopback and the bridge, nothing from the bridge is forwarded elsewhere,
+    and nothing at all is forwarded to an uplink. Each rule counts what it drops (`nft list table
+    inet rainbowd-guard` shows it)."""
+    names = ", ".join(json.dumps(name) for name in uplink_names)
+    forward_uplink = f"oifname {{ {names} }} counter drop" if uplink_names else ""
+    return f"""table inet {GUARD_TABLE} {{
+  chain forward {{
+    type filter hook forward priority -10; policy accept;
+    {forward_uplink}
+    iifname "{BRIDGE}" oifname != "{BRIDGE}" counter drop
+  }}
+  chain postrouting {{
+    type filter hook postrouting priority 110; policy accept;
+    oifname != {{ "lo", "{BRIDGE}" }} ip daddr {GUARDED_RANGE} counter drop
+    oifname != {{ "lo", "{BRIDGE}" }} ip saddr {GUARDED_RANGE} counter drop
+  }}
+}}
+"""
+
+
 # -- configuration files ----------------------------------------------------------------------
 
 
@@ -640,30 +671,7 @@ class Node:
         _run(["ip", "link", "set", BRIDGE, "up"])
         _run(["ip", "route", "add", SERVICE_CLUSTER_IP_RANGE, "dev", BRIDGE, "src", BRIDGE_IP])
         _write_sysctl("net/ipv4/ip_forward", "1")
-        uplinks = sorted(
-            {
-                route["dev"]
-                for route in json.loads(_run(["ip", "-j", "route", "show", "default"]))
-                if route.get("dev")
-            }
-        )
-        forward_uplink = (
-            f"oifname {{ {', '.join(json.dumps(u) for u in uplinks)} }} drop" if uplinks else ""
-        )
-        guard = f"""table inet {GUARD_TABLE} {{
-  chain forward {{
-    type filter hook forward priority -10; policy accept;
-    {forward_uplink}
-    iifname "{BRIDGE}" oifname != "{BRIDGE}" drop
-  }}
-  chain postrouting {{
-    type filter hook postrouting priority 110; policy accept;
-    oifname != {{ "lo", "{BRIDGE}" }} ip daddr {GUARDED_RANGE} drop
-    oifname != {{ "lo", "{BRIDGE}" }} ip saddr {GUARDED_RANGE} drop
-  }}
-}}
-"""
-        _run(["nft", "-f", "-"], input_text=guard)
+        _run(["nft", "-f", "-"], input_text=guard_ruleset(uplinks()))
 
     def _start_containerd(self) -> None:
         d = self.private_dir

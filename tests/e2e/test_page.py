@@ -1,44 +1,55 @@
 """The live page in a real headless Chromium, against rainbowd running on the real control plane
 and Prometheus: each color with its state, a Service switch and a scale-down shown without a
-reload, a hand-edited annotation holding markup shown as text, and no console errors; and the
-banners of a standby, dry run, pause, a failing Prometheus and an unreachable daemon.
+reload, a hand-edited annotation and an Event's message holding markup shown as text, and no
+console errors; holds, protection and the next action with its reason; and the banners of a
+standby, dry run, pause, a failing Prometheus and an unreachable daemon.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 from playwright.async_api import ConsoleMessage, Page, expect
 
-from rainbowd.core.model import RETIRED_AT
+from rainbowd.core.model import HOLD_REASON, HOLD_UNTIL, PROTECT, RETIRED_AT
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
 from tests.browser import chromium
+from tests.e2e.faultkit import Color, create_colors
 from tests.e2e.harness import (
+    APP,
     WITHIN,
     Fleet,
     create_color,
     daemon_settings,
     deployment_body,
     deployment_path,
+    eventually,
     held_connection,
+    our_events,
     point_service,
     policy_text,
+    put_configmap,
     running_daemon,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
 
 OLD, NEW = "3c3fdc", "9d2cc9"
+# Retired colors kept from scale-downs: one by `rainbowd hold` (its reason hand-edited), one
+# protected.
+HELD, GUARDED = "e7f028", "99d9a6"
+POLICY = "rainbowd-policy"
 # A hand-edited annotation that would run script if the page put it into HTML unescaped.
 EVIL = '<script>window.pwned = 1</script><img src="x" onerror="window.pwned = 2">'
+# The same in a policy value, without the quotes an error message escapes.
+EVIL_VALUE = "<script>window.pwned = 3</script><img src=x onerror=window.pwned=4>"
 WAIT_MS = WITHIN * 1000
 
 
@@ -56,7 +67,11 @@ def console_problems(page: Page) -> list[str]:
 
 
 def row(page: Page, color: str) -> Any:
-    return page.locator(f'article[data-app$="/chat"] tr[data-color="{color}"]')
+    return page.locator(f'article[data-app$="/{APP}"] tr[data-color="{color}"]')
+
+
+def policy_source(namespace: str) -> PolicySource:
+    return PolicySource(configmap_namespace=namespace, configmap_name=POLICY)
 
 
 async def test_page_follows_a_burn_down_live(
@@ -65,7 +80,6 @@ async def test_page_follows_a_burn_down_live(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
-    tmp_path: Path,
 ) -> None:
     for color in (OLD, NEW):
         await create_color(kube_api, namespace, color)
@@ -79,10 +93,10 @@ async def test_page_follows_a_burn_down_live(
     evil["metadata"]["annotations"] = {RETIRED_AT: EVIL}
     await request_json(kube_api, "POST", deployment_path(namespace), body=evil)
 
-    policy = tmp_path / "policy.yaml"
     # The scaled-down color is kept, so the page can show it scaled down.
-    policy.write_text(policy_text(prometheus.url, namespace, keep_scaled_down=1))
-    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    policy = policy_text(prometheus.url, namespace, keep_scaled_down=1)
+    await put_configmap(kube_api, namespace, POLICY, policy)
+    settings = daemon_settings(cluster_full, namespace, policy=policy_source(namespace))
     async with running_daemon(settings) as daemon, chromium() as browser:
         assert daemon.http_url is not None
         page = await browser.new_page()
@@ -135,6 +149,20 @@ async def test_page_follows_a_burn_down_live(
         warnings = page.locator("#warnings")
         await expect(warnings).to_contain_text(EVIL, timeout=WAIT_MS)
         assert await page.locator("#warnings script, #warnings img").count() == 0
+
+        # A policy holding the markup: the Warning Event rainbowd writes carries it in its
+        # message, and the page's banner shows that message as text.
+        bad = policy_text(prometheus.url, namespace, min_retired_age=f"'{EVIL_VALUE}'")
+        await put_configmap(kube_api, namespace, POLICY, bad)
+
+        async def reported() -> list[dict[str, Any]]:
+            return await our_events(kube_api, namespace, name=POLICY, reason="InvalidPolicy")
+
+        events = await eventually(reported, what="a Warning Event InvalidPolicy on the policy")
+        assert EVIL_VALUE in events[0]["note"], events[0]["note"]
+        invalid = page.locator('#banners [data-banner="policy"]')
+        await expect(invalid).to_contain_text(EVIL_VALUE, timeout=WAIT_MS)
+        assert await page.locator("#banners script, #banners img").count() == 0
         assert await page.evaluate("window.pwned") is None
         assert await page.evaluate("window.loadedOnce") is True
         assert problems == [], problems
@@ -146,12 +174,23 @@ async def test_banners_say_standby_dry_run_paused_and_prometheus_failing(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
-    tmp_path: Path,
 ) -> None:
+    # Created before the live color, so retired (not pending) from the start.
+    await create_colors(
+        kube_api,
+        namespace,
+        [Color(APP, color) for color in (NEW, HELD, GUARDED)],
+        annotations={
+            f"{APP}-{HELD}": {HOLD_UNTIL: "2999-01-01T00:00:00Z", HOLD_REASON: EVIL},
+            f"{APP}-{GUARDED}": {PROTECT: "true"},
+        },
+    )
     await create_color(kube_api, namespace, OLD)
-    fleet.start(OLD)
     await point_service(kube_api, namespace, OLD)
-    await fleet.wait_scraped(OLD, 0)
+    for color in (OLD, NEW, HELD, GUARDED):
+        fleet.start(color)
+    for color in (OLD, NEW, HELD, GUARDED):
+        await fleet.wait_scraped(color, 0)
     # Another replica holds the Lease for an hour: this daemon stays a standby.
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lease = {
@@ -167,12 +206,10 @@ async def test_banners_say_standby_dry_run_paused_and_prometheus_failing(
     }
     leases = resource_path("coordination.k8s.io/v1", "leases", namespace=namespace)
     await request_json(kube_api, "POST", leases, body=lease)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        "dryRun: true\npaused: true\n" + policy_text(prometheus.url, namespace, keep_scaled_down=1)
-    )
+    policy = policy_text(prometheus.url, namespace, keep_scaled_down=1)
+    await put_configmap(kube_api, namespace, POLICY, "dryRun: true\npaused: true\n" + policy)
     settings = daemon_settings(
-        cluster_full, namespace, policy=PolicySource(file=str(policy)), leader_elect=True
+        cluster_full, namespace, policy=policy_source(namespace), leader_elect=True
     )
     async with running_daemon(settings) as daemon, chromium() as browser:
         assert daemon.http_url is not None
@@ -191,6 +228,33 @@ async def test_banners_say_standby_dry_run_paused_and_prometheus_failing(
             await expect(banners.locator(f'[data-banner="{kind}"]')).to_contain_text(words)
         prometheus_banner = banners.locator('[data-banner="prometheus"]')
         await expect(prometheus_banner).to_have_count(0)
+
+        # Holds and protection: the drained color's scale-down held by the pause, the held one
+        # with its hand-edited reason as text, the protected one marked so.
+        drained, held, guarded = row(page, NEW), row(page, HELD), row(page, GUARDED)
+        await expect(drained.locator('[data-field="state"]')).to_have_text(
+            "drained", timeout=WAIT_MS
+        )
+        await expect(drained.locator('[data-field="action"]')).to_have_text(
+            "held: drained", timeout=WAIT_MS
+        )
+        await expect(held.locator('[data-field="note"]')).to_contain_text(
+            f"{HOLD_UNTIL}): {EVIL}", timeout=WAIT_MS
+        )
+        assert await held.locator("script, img").count() == 0
+        assert await page.evaluate("window.pwned") is None
+        await expect(guarded.locator('[data-field="state"]')).to_have_text("protected")
+        await expect(guarded).to_contain_text(PROTECT)
+
+        # Unpaused (still a dry run): the banner goes, and the next action shows with its reason.
+        await put_configmap(kube_api, namespace, POLICY, "dryRun: true\n" + policy)
+        await expect(banners.locator('[data-banner="paused"]')).to_have_count(0, timeout=WAIT_MS)
+        await expect(banners.locator('[data-banner="dry-run"]')).to_have_count(1)
+        await expect(drained.locator('[data-field="action"]')).to_contain_text(
+            "scale drained", timeout=WAIT_MS
+        )
+        for kept in (held, guarded):
+            await expect(kept.locator('[data-field="action"]')).not_to_contain_text("scale")
 
         prometheus.stop()
         failing = "Prometheus is failing."

@@ -143,6 +143,23 @@ def test_every_command_works_from_a_runtime_only_install(runtime_venv: Path) -> 
     assert ".crt" in pki.stdout or ".pem" in pki.stdout, pki.stdout
 
 
+def test_the_live_page_ships_in_the_package(runtime_venv: Path) -> None:
+    """The page's files are package data: the installed copy, not this checkout, serves them."""
+    script = (
+        "import hashlib, rainbowd.web as web; print(web.__file__); "
+        "[print(n, hashlib.sha256(web.asset(n)).hexdigest()) for n in ('index.html', *web.ASSETS)]"
+    )
+    found = _run([str(runtime_venv / "python"), "-c", script], cwd="/")
+    assert found.returncode == 0, found.stderr
+    where, *lines = found.stdout.splitlines()
+    assert not where.startswith(str(ROOT)), where
+    static = ROOT / "rainbowd" / "web" / "static"
+    shipped = dict(line.split() for line in lines)
+    assert shipped == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in static.iterdir()
+    }, shipped
+
+
 @pytest.mark.cluster_full
 def test_deploy_and_history_from_a_runtime_only_install(
     runtime_venv: Path, cluster_full: ControlPlane, namespace: str, tmp_path: Path

@@ -169,6 +169,16 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so `rainbowd --help` needs none of the sandbox's machinery.
     if args.node:
+        from rainbowd.sandbox.controlplane import in_checkout
+
+        if not in_checkout():
+            print(
+                "rainbowd sandbox --node: runs from a rainbowd checkout (it builds rainbowd's "
+                "image from the source and installs k8s/sandbox); an installed rainbowd runs the "
+                "sandbox on kwok's fake node (without --node)",
+                file=sys.stderr,
+            )
+            return 1
         from rainbowd.sandbox.nodesandbox import NodeSandboxOptions, run_node_sandbox
 
         return run_node_sandbox(

@@ -82,10 +82,23 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _versions_file() -> Path:
+    return _repo_root() / "tests" / "cluster" / "versions"
+
+
+def in_checkout() -> bool:
+    """Whether rainbowd runs from its source checkout (not an installed package)."""
+    return _versions_file().exists()
+
+
 def kubernetes_version() -> str:
     """The Kubernetes version pinned in tests/cluster/versions."""
-    versions = _repo_root() / "tests" / "cluster" / "versions"
-    for line in versions.read_text().splitlines():
+    versions = _versions_file()
+    try:
+        text = versions.read_text()
+    except OSError as exc:
+        raise ControlPlaneError(f"cannot read {versions}: {exc.strerror}") from None
+    for line in text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "KUBERNETES_VERSION":
             return value.strip()
@@ -93,10 +106,18 @@ def kubernetes_version() -> str:
 
 
 def default_binaries_dir() -> Path:
-    """$RAINBOWD_CONTROLPLANE_BIN, else where tests/cluster/build puts the pinned version."""
+    """$RAINBOWD_CONTROLPLANE_BIN, else where tests/cluster/build puts the pinned version in a
+    checkout. An installed package has no checkout: without the variable, ControlPlaneError."""
     env = os.environ.get(BIN_DIR_ENV)
     if env:
         return Path(env)
+    if not in_checkout():
+        raise ControlPlaneError(
+            f"no control-plane binaries ({', '.join(BINARIES)}): rainbowd runs from an installed "
+            f"package, not from a checkout, and ${BIN_DIR_ENV} is not set; build them in a "
+            f"rainbowd checkout with `make setup` ({BUILD_COMMAND}, into "
+            f".cache/controlplane/VERSION/bin) and set ${BIN_DIR_ENV} to that folder"
+        )
     return _repo_root() / ".cache" / "controlplane" / kubernetes_version() / "bin"
 
 
@@ -216,7 +237,8 @@ class ControlPlane:
         if missing:
             raise ControlPlaneError(
                 f"control-plane binaries missing in {self.binaries}: {', '.join(missing)}; "
-                f"build them with: {BUILD_COMMAND}"
+                f"build them with: {BUILD_COMMAND} (in a rainbowd checkout), or set "
+                f"${BIN_DIR_ENV} to a folder holding them"
             )
         began = time.monotonic()
         self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-controlplane-")

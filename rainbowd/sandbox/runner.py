@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from rainbowd.kube.clients import (
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox import app as seed
-from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
+from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError, default_binaries_dir
 from rainbowd.sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
 from rainbowd.sandbox.procs import ProcessError, free_port
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
@@ -45,7 +46,8 @@ from rainbowd.settings import PolicySource, Settings
 
 log = get_logger(__name__)
 
-POLICY_FILE = Path(__file__).resolve().parents[2] / "config" / "sandbox-policy.yaml"
+# Package data, so an installed `rainbowd sandbox` has it; config/sandbox-policy.yaml links to it.
+POLICY_FILE = "sandbox-policy.yaml"
 POLICY_CONFIGMAP = "rainbowd-policy"
 DAEMON_IDENTITY = "rainbowd-sandbox"
 # Long enough for the daemon's own bounded shutdown (its shutdown_timeout) and then some.
@@ -99,7 +101,8 @@ def sandbox_policy(
 ) -> str:
     """config/sandbox-policy.yaml pointed at the local Prometheus, with the duration overrides;
     validated like any policy, so a bad override fails here with its path."""
-    document: dict[str, Any] = yaml.safe_load(POLICY_FILE.read_text())
+    text = resources.files("rainbowd.sandbox").joinpath(POLICY_FILE).read_text()
+    document: dict[str, Any] = yaml.safe_load(text)
     document["prometheus"]["url"] = prometheus_url
     if min_retired_age is not None:
         document["defaults"]["minRetiredAge"] = min_retired_age
@@ -141,6 +144,8 @@ class Sandbox:
 
     def __init__(self, options: SandboxOptions) -> None:
         self.options = options
+        # First: without binaries (an installed package, no checkout) nothing else is made.
+        binaries = default_binaries_dir()
         self._own_data_dir = options.data_dir is None
         self.data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="rainbowd-sandbox-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +153,9 @@ class Sandbox:
         self.daemon_port = options.daemon_port or free_port()
         self.log_path = self.data_dir / "rainbowd.log"
         self.live_table: LiveTable | None = None
-        self.controlplane = ControlPlane(data_dir=self.data_dir / "controlplane", full=True)
+        self.controlplane = ControlPlane(
+            binaries=binaries, data_dir=self.data_dir / "controlplane", full=True
+        )
         self.prometheus = PrometheusServer(
             scrape_interval=options.scrape_interval, data_dir=self.data_dir / "prometheus"
         )
@@ -561,7 +568,11 @@ class _Stderr(io.TextIOBase):
 def run_sandbox(options: SandboxOptions) -> int:
     """The `rainbowd sandbox` command: the story and a live table on stdout; rainbowd's and the
     sandbox's logs in a file (and on stderr with --verbose; errors always)."""
-    sandbox = Sandbox(options)
+    try:
+        sandbox = Sandbox(options)
+    except ControlPlaneError as exc:
+        say(f"error: {exc}")
+        return 1
     setup_logging(options.log_level, "text")
     root = logging.getLogger()
     terminal = root.handlers[0]

@@ -82,10 +82,25 @@ class Sandbox:
             if found is not None:
                 return found
             if self.process.poll() is not None:
-                pytest.fail(f"the sandbox exited ({self.process.returncode}) before {pattern!r}")
+                pytest.fail(
+                    f"the sandbox exited ({self.process.returncode}) before {pattern!r}:\n"
+                    f"{self.output()}\n{self.logs()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"no {pattern!r} in the sandbox's output after {within:g}s")
             time.sleep(0.2)
+
+
+def launch_sandbox(
+    argv: list[str], folder: Path, *, cwd: Path | str = ROOT, env: dict[str, str] | None = None
+) -> Sandbox:
+    """`argv` (a `rainbowd sandbox` command) started, its output in files under `folder`."""
+    out, err = folder / "sandbox.out", folder / "sandbox.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd, env=env
+        )
+    return Sandbox(process, out, err)
 
 
 @pytest.fixture
@@ -93,16 +108,7 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
     started: list[Sandbox] = []
 
     def start(*args: str) -> Sandbox:
-        out, err = tmp_path / "sandbox.out", tmp_path / "sandbox.err"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "rainbowd", "sandbox", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=ROOT,
-            )
-        sandbox = Sandbox(process, out, err)
+        sandbox = launch_sandbox([sys.executable, "-m", "rainbowd", "sandbox", *args], tmp_path)
         started.append(sandbox)
         return sandbox
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd.sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
+from tests.e2e.test_sandbox import (
+    START_DEADLINE,
+    STOP_DEADLINE,
+    launch_sandbox,
+    sandbox_processes,
+    wait_exit,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
@@ -196,6 +204,54 @@ def test_deploy_and_history_from_a_runtime_only_install(
     )
     assert history.returncode == 0, history.stderr
     assert history.stdout.splitlines()[1].split()[:2] == ["3c3fdc", "live"], history.stdout
+
+
+@pytest.mark.prometheus
+def test_the_sandbox_from_a_runtime_only_install(runtime_venv: Path, tmp_path: Path) -> None:
+    rainbowd = str(runtime_venv / "rainbowd")
+    env = {k: v for k, v in os.environ.items() if k != BIN_DIR_ENV}
+    # No checkout, so no control-plane binaries where a checkout builds them: what it needs and
+    # how to get it, by name, and nothing started.
+    bare = _run([rainbowd, "sandbox"], cwd="/", env=env)
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    assert f"${BIN_DIR_ENV} is not set" in bare.stdout and "make setup" in bare.stdout, bare.stdout
+    node = _run([rainbowd, "sandbox", "--node"], cwd="/", env=env)
+    assert node.returncode == 1, node.stdout + node.stderr
+    assert "--node: runs from a rainbowd checkout" in node.stderr, node.stderr
+    for run in (bare, node):
+        assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+
+    # Given them, the installed sandbox runs (its policy and kwok's stages are package data), a
+    # color ships into it with the installed `rainbowd sandbox deploy`, and Ctrl-C stops it all.
+    env[BIN_DIR_ENV] = str(default_binaries_dir())
+    data_dir = tmp_path / "data"
+    sandbox = launch_sandbox(
+        [rainbowd, "sandbox", f"--data-dir={data_dir}", "--replicas=1"], tmp_path, cwd="/", env=env
+    )
+    try:
+        sandbox.wait_for(r"^rainbowd sandbox is running$", within=START_DEADLINE)
+        sandbox.wait_for(
+            r"^pod rainbow-deploys-\w{6}-\S+ \(#\w{6}\) serving", within=START_DEADLINE
+        )
+        kubeconfig = sandbox.wait_for(r"^  export KUBECONFIG=(\S+)$", within=5).group(1)
+        deploy = _run(
+            [rainbowd, "sandbox", "deploy", "0ff1ce", f"--kubeconfig={kubeconfig}", "--replicas=1"],
+            cwd="/",
+            env=env,
+            timeout=START_DEADLINE,
+        )
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert "Service rainbow-deploys now selects #0ff1ce" in deploy.stdout, deploy.stdout
+        sandbox.process.send_signal(signal.SIGINT)
+        assert wait_exit(sandbox, STOP_DEADLINE) == 0, sandbox.output()
+    finally:
+        if sandbox.process.poll() is None:
+            sandbox.process.kill()
+            sandbox.process.wait(30)
+        if sandbox.process.returncode != 0:
+            print(f"sandbox stdout:\n{sandbox.output()}\nsandbox stderr:\n{sandbox.logs()}")
+    assert "sandbox stopped" in sandbox.output()
+    assert sandbox_processes(data_dir) == {}
 
 
 def _kubectl() -> Path:

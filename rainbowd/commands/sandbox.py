@@ -126,7 +126,10 @@ def register(subparsers: Any) -> None:
         "--verbose",
         "-v",
         action="store_true",
-        help="show the logs of rainbowd and the sandbox here too (always in files; paths printed)",
+        help=(
+            "show the logs here too: rainbowd's and the sandbox's, the control plane's, "
+            "Prometheus's and the demo pods' (always in files; paths printed)"
+        ),
     )
     parser.add_argument(
         "--log-level",

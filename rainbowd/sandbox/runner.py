@@ -6,6 +6,7 @@ ConfigMap and the daemon itself; optionally the seed's story played through. Sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -13,7 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -41,7 +42,7 @@ from rainbowd.sandbox.procs import ProcessError, free_port
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
 from rainbowd.sandbox.proxy import ServiceProxy
 from rainbowd.sandbox.story import Stage, play
-from rainbowd.sandbox.terminal import LiveTable
+from rainbowd.sandbox.terminal import LiveTable, LogFollower
 from rainbowd.settings import PolicySource, Settings
 
 log = get_logger(__name__)
@@ -88,7 +89,8 @@ class SandboxOptions:
     """Stop everything once the story ends instead of running on until Ctrl-C."""
     log_level: str = "info"
     verbose: bool = False
-    """Show the logs of rainbowd and the sandbox on stderr too, not only in their files."""
+    """Show the logs on stderr too, not only in their files: rainbowd's and the sandbox's, and
+    the control plane's, Prometheus's and the demo pods' log files followed as they grow."""
 
 
 def say(text: str = "") -> None:
@@ -153,6 +155,10 @@ class Sandbox:
         self.daemon_port = options.daemon_port or free_port()
         self.log_path = self.data_dir / "rainbowd.log"
         self.live_table: LiveTable | None = None
+        # --verbose: the other processes' log files, followed onto stderr.
+        self.follower = (
+            LogFollower(self.followed_logs(), _Stderr().write) if options.verbose else None
+        )
         self.controlplane = ControlPlane(
             binaries=binaries, data_dir=self.data_dir / "controlplane", full=True
         )
@@ -179,6 +185,8 @@ class Sandbox:
             say(f"rainbowd's live page: {self.page_url}  (it answers once rainbowd has started)")
             say(f"starting the sandbox in {self.data_dir}")
             self._say_logs()
+            if self.follower is not None:
+                self.follower.start()
             self.start()
             code = asyncio.run(self.serve())
         except KeyboardInterrupt:
@@ -219,6 +227,8 @@ class Sandbox:
         say("stopping Prometheus and the control plane")
         self.prometheus.close()
         self.controlplane.stop()
+        if self.follower is not None:
+            self.follower.stop()
         if self._own_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         say("sandbox stopped")
@@ -477,10 +487,19 @@ class Sandbox:
         kept = "" if not self._own_data_dir else " (removed at exit; --data-dir keeps them)"
         shown = "shown here too" if self.options.verbose else "--verbose shows them here"
         say(f"logs{kept}; {shown}:")
+        control_plane, prometheus, pods = self.followed_logs()
         say(f"  rainbowd and the sandbox: {self.log_path}")
-        say(f"  the control plane:        {self.data_dir / 'controlplane' / 'logs'}/*.log")
-        say(f"  Prometheus:               {self.data_dir / 'prometheus' / 'prometheus.log'}")
-        say(f"  the demo pods:            {self.data_dir / 'pods'}/*.log")
+        say(f"  the control plane:        {control_plane}")
+        say(f"  Prometheus:               {prometheus}")
+        say(f"  the demo pods:            {pods}")
+
+    def followed_logs(self) -> tuple[Path, Path, Path]:
+        """The log files of the control plane, Prometheus and the demo pods (globs)."""
+        return (
+            self.data_dir / "controlplane" / "logs" / "*.log",
+            self.data_dir / "prometheus" / "prometheus.log",
+            self.data_dir / "pods" / "*.log",
+        )
 
     def _banner(self) -> None:
         assert self.daemon is not None and self.proxy is not None and self.pods is not None
@@ -573,6 +592,14 @@ def run_sandbox(options: SandboxOptions) -> int:
     except ControlPlaneError as exc:
         say(f"error: {exc}")
         return 1
+    with sandbox_logging(options, sandbox.log_path):
+        return sandbox.run()
+
+
+@contextlib.contextmanager
+def sandbox_logging(options: SandboxOptions, path: Path) -> Iterator[None]:
+    """Every log line of rainbowd and the sandbox into `path`; on stderr, only errors, or with
+    --verbose everything but the repeats of an unchanged "cycle finished"."""
     setup_logging(options.log_level, "text")
     root = logging.getLogger()
     terminal = root.handlers[0]
@@ -581,11 +608,11 @@ def run_sandbox(options: SandboxOptions) -> int:
     terminal.addFilter(QuietCycles())
     if not options.verbose:
         terminal.setLevel(logging.ERROR)
-    to_file = logging.FileHandler(sandbox.log_path, encoding="utf-8")
+    to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(terminal.formatter)
     root.addHandler(to_file)
     try:
-        return sandbox.run()
+        yield
     finally:
         root.removeHandler(to_file)
         to_file.close()

@@ -98,6 +98,8 @@ class StoryResult:
     held_before: bytes = b""
     held_after: bytes = b""
     old_pod_ips: list[str] = field(default_factory=list)
+    podinfo: str = ""
+    """The downward API's annotations file, read inside an old pod's container once retired."""
     conntrack: str = ""
     graceful_close: bool = False
     seconds: float = 0.0
@@ -216,6 +218,10 @@ def _play(
             return 'data-phase="retired"' in resp.read().decode()
 
     poll(page_says_retired, what=f"the pod of #{old} seeing rainbowd.io/phase=retired")
+    old_pod = next(p for p in _pods(kubectl, ns, old) if p["status"].get("podIP") == old_ip)
+    result.podinfo = kubectl(
+        "exec", "-n", ns, old_pod["metadata"]["name"], "--", "cat", "/etc/podinfo/annotations"
+    )
     tell(f"   the pod at {old_ip} reads its phase through the downward API: retired")
 
     def held_past_min_age() -> dict[str, Any] | None:

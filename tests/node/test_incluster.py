@@ -25,6 +25,7 @@ from rainbowd.sandbox.images import Images
 from rainbowd.sandbox.incluster import NAMESPACE, SERVICE_ACCOUNT, Kubectl, deploy_color
 from rainbowd.sandbox.node import Node
 from rainbowd.sandbox.nodestory import APP, new_color, poll
+from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.node.conftest import figures
 from tests.node.test_story import rainbowd_calls
 
@@ -86,6 +87,45 @@ def test_rainbowd_runs_with_its_service_account_which_cannot_read_secrets_or_del
     assert can("patch", "services") == "no"
     assert can("delete", "deployments.apps") == "yes"
     assert can("patch", "deployments.apps/scale") == "yes"
+
+
+@pytest.mark.e2e
+def test_prometheus_finds_the_demo_pods_through_the_apiserver_and_scrapes_their_pod_ips(
+    node_images: Images, kubectl: Kubectl, node_prometheus: PrometheusServer
+) -> None:
+    namespace = f"sd-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    color = new_color()
+    deploy_color(
+        kubectl,
+        namespace,
+        color,
+        image=node_images.rainbowd.ref,
+        replicas=1,
+        fixed_node_ports=False,
+    )
+    (pod,) = kubectl.json("get", "pods", "-n", namespace, "-l", f"app={APP},color={color}")["items"]
+    ip = pod["status"]["podIP"]
+
+    def scraped() -> dict[str, object] | None:
+        for target in node_prometheus.targets():
+            if target["labels"].get("namespace") == namespace and target["health"] == "up":
+                found: dict[str, object] = target
+                return found
+        return None
+
+    target = poll(scraped, what=f"a healthy target in {namespace}")
+    assert target["scrapeUrl"] == f"http://{ip}:8080/metrics"
+    discovered = target["discoveredLabels"]
+    assert isinstance(discovered, dict)
+    assert discovered["__meta_kubernetes_pod_ip"] == ip
+    assert discovered["__meta_kubernetes_pod_name"] == pod["metadata"]["name"]
+    # The app's own series, with the labels rainbowd's default connections query reads.
+    samples = node_prometheus.wait_for(
+        f'rainbow_open_connections{{namespace="{namespace}"}}', timeout=120
+    )
+    assert [(s.labels["app"], s.labels["color"], s.value) for s in samples] == [(APP, color, 0.0)]
+    kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def _lease(kubectl: Kubectl) -> dict[str, object]:

@@ -55,6 +55,8 @@ def test_held_connections_stay_on_the_old_color_until_rainbowd_burns_it_down(
     # kube-proxy's DNAT of the held flow still points at an old pod, as conntrack records it.
     assert "ESTABLISHED" in result.conntrack
     assert any(f"src={ip} " in result.conntrack for ip in result.old_pod_ips), result.conntrack
+    # Inside the old color's container, before the scale-down: the downward API's file.
+    assert 'rainbowd.io/phase="retired"' in result.podinfo.splitlines(), result.podinfo
     assert result.graceful_close
     # One scale-down and one delete, by rainbowd's ServiceAccount and no one else.
     calls = rainbowd_calls(node, namespace, f"{APP}-{result.old}")

@@ -40,3 +40,22 @@ def test_the_script_never_parses_cluster_values_as_html() -> None:
     script = asset("page.js").decode()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    """No CDN, no web font, no framework download: every file the page names is its own."""
+    import re
+
+    from rainbowd.web import ASSETS, asset
+
+    for name in ("index.html", *ASSETS):
+        text = asset(name).decode()
+        # The one absolute URL is SVG's namespace name, which is never fetched.
+        urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"')]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)
+        assert "@import" not in text, name
+    page = asset("index.html").decode()
+    named = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert named and all(
+        url in ("/status", "/metrics") or url.removeprefix("/ui/") in ASSETS for url in named
+    ), named

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -120,8 +123,10 @@ class Cli:
     namespace: str
     workdir: Path
 
-    async def __call__(self, command: str, *args: str, env: dict[str, str] | None = None) -> Run:
-        proc = await asyncio.create_subprocess_exec(
+    async def spawn(
+        self, command: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "rainbowd",
@@ -132,9 +137,14 @@ class Cli:
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
         )
+
+    async def __call__(
+        self, command: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> Run:
+        proc = await self.spawn(command, *args, env=env, cwd=cwd)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), CLI_DEADLINE)
         except TimeoutError:
@@ -230,18 +240,47 @@ async def test_deploy_the_seed_app_yaml_then_a_checked_color_then_rerun_changes_
     assert unchanged["metadata"]["resourceVersion"] == svc["metadata"]["resourceVersion"]
 
 
-async def test_image_clones_the_live_color(cli: Cli, namespace: str, kube_api: ApiClient) -> None:
+def git_checkout(folder: Path) -> str:
+    """A repository with one commit in `folder`, as a CI job checks one out; its HEAD."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    folder.mkdir()
+    git("init", "-q")
+    (folder / "README").write_text("chat\n")
+    git("add", "README")
+    git("-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "release")
+    return git("rev-parse", "HEAD")
+
+
+async def test_image_clones_the_live_color_named_by_the_checked_out_commit(
+    cli: Cli, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
     await cli.deployed(A, replicas=2)
-    run = await cli("deploy", "--app", APP, "--image", "registry.invalid/chat:v2", "--color", B)
+    # A bad --color is refused before anything is written.
+    bad = await cli("deploy", "--app", APP, "--image", "registry.invalid/chat:v2", "--color", "B_1")
+    assert bad.code == 2, str(bad)
+    assert "rainbowd deploy: color 'b_1': expected six hex digits" in bad.err, str(bad)
+
+    # As in CI: no --color, the job's checkout names it.
+    sha = git_checkout(tmp_path / "checkout")
+    color = sha[:6]
+    image = f"registry.invalid/chat:{sha}"
+    run = await cli("deploy", "--app", APP, "--image", image, cwd=tmp_path / "checkout")
     assert run.code == 0, str(run)
-    clone = await get_deployment(kube_api, namespace, f"{APP}-{B}")
+    assert run.out.startswith(f"deploying #{color} of {APP} in namespace {namespace}\n"), str(run)
+    clone = await get_deployment(kube_api, namespace, f"{APP}-{color}")
     assert clone is not None
     template = clone["spec"]["template"]
-    assert template["metadata"]["labels"] == {"app": APP, "color": B}
-    assert clone["spec"]["selector"]["matchLabels"] == {"app": APP, "color": B}
-    assert template["spec"]["containers"][0]["image"] == "registry.invalid/chat:v2"
+    assert template["metadata"]["labels"] == {"app": APP, "color": color}
+    assert clone["spec"]["selector"]["matchLabels"] == {"app": APP, "color": color}
+    assert template["spec"]["containers"][0]["image"] == image
     assert clone["spec"]["replicas"] == 2
-    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": B}
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": color}
 
 
 @pytest.mark.parametrize(
@@ -280,6 +319,44 @@ async def test_a_color_that_never_gets_ready_leaves_the_service_alone(
         assert left is not None, "the failed color is kept for a look without the flag"
 
 
+async def test_a_stuck_rollout_tells_its_last_pod_event_and_ctrl_c_leaves_the_service(
+    cli: Cli, namespace: str, kube_api: ApiClient
+) -> None:
+    await cli.deployed(A)
+    before = await service(kube_api, namespace)
+    template = cli.template(fate="never-ready")
+    proc = await cli.spawn("deploy", "--app", APP, "-f", template, "--color", B)
+    stdout = proc.stdout
+    assert stdout is not None
+    lines: list[str] = []
+
+    async def until_stuck() -> None:
+        # Nothing changes for STUCK_AFTER (10s): the progress line adds the last Pod event.
+        while not any("; last pod event: " in line for line in lines):
+            line = await stdout.readline()
+            if not line:
+                pytest.fail(f"the deploy ended before telling a stuck rollout: {lines}")
+            lines.append(line.decode())
+
+    try:
+        await asyncio.wait_for(until_stuck(), CLI_DEADLINE)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = await proc.communicate()
+    progress = [line for line in lines if line.startswith("waiting: ")]
+    assert re.fullmatch(rf"waiting: {APP}-{B}: 0/1 ready, \d+ updated, \d+s elapsed\n", progress[0])
+    stuck = re.fullmatch(
+        rf"waiting: {APP}-{B}: 0/1 ready, \d+ updated, (\d+)s elapsed; last pod event: "
+        rf"\w+ on pod {APP}-{B}-\S+: .+\n",
+        progress[-1],
+    )
+    assert stuck is not None and int(stuck.group(1)) >= 10, lines
+    # Ctrl-C: exit 130, and the Service was never switched.
+    assert proc.returncode == 130, (lines, err)
+    after = await service(kube_api, namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
 async def test_a_failing_check_means_no_switch(
     cli: Cli, namespace: str, kube_api: ApiClient
 ) -> None:
@@ -290,6 +367,17 @@ async def test_a_failing_check_means_no_switch(
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP, "color": A}
     assert PREVIOUS_COLOR not in metadata_annotations(svc)
+
+    # Run again once fixed: the color is not re-created, only waited on, checked and switched.
+    kept = await get_deployment(kube_api, namespace, f"{APP}-{B}")
+    assert kept is not None
+    again = await cli.deploy(B, "--check", 'test "$RAINBOWD_COLOR" = bbbbbb')
+    assert again.code == 0, str(again)
+    assert f"{APP}-{B} exists already: not re-created, waiting for it" in again.out
+    assert f"Service {APP} now selects #{B} (was #{A})" in again.out
+    switched = await get_deployment(kube_api, namespace, f"{APP}-{B}")
+    assert switched is not None and switched["metadata"]["uid"] == kept["metadata"]["uid"]
+    assert switched["metadata"]["generation"] == kept["metadata"]["generation"]
 
 
 async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(
@@ -344,6 +432,13 @@ async def test_rollback_to_a_deleted_color_names_the_colors_left(
     run = await cli("rollback", "--app", APP, "--to", "dddddd")
     assert run.code == 1 and "cannot roll back to #dddddd" in run.err, str(run)
     assert selector(await service(kube_api, namespace)) == {"app": APP, "color": C}
+    # --to one that is left: back to it, past the recorded previous color.
+    run = await cli("rollback", "--app", APP, "--to", A)
+    assert run.code == 0, str(run)
+    assert f"Service {APP} now selects #{A} again (was #{C})" in run.out
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP, "color": A}
+    assert metadata_annotations(svc)[PREVIOUS_COLOR] == C
 
 
 async def test_rollback_to_a_consolidated_color_gives_it_back_its_replicas(
@@ -601,6 +696,20 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
 
         await _never_during(actions_on_a, daemon, cycles=4)
         assert await replicas(kube_api, namespace, name_a) == 1
+
+        # `rainbowd status` shows the hold on the color's row, with its reason.
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "rainbowd", "status", "--url", url],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=CLI_DEADLINE,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        row = next((line for line in status.stdout.splitlines() if f" {A} " in line), "")
+        assert f"held until {held[HOLD_UNTIL]} ({HOLD_UNTIL})" in row, status.stdout
+        assert "incident 42: keep for forensics" in row, status.stdout
 
         run = await cli("release", A)
         assert run.code == 0, str(run)

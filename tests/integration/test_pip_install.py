@@ -234,6 +234,10 @@ def test_the_sandbox_from_a_runtime_only_install(runtime_venv: Path, tmp_path: P
             r"^pod rainbow-deploys-\w{6}-\S+ \(#\w{6}\) serving", within=START_DEADLINE
         )
         kubeconfig = sandbox.wait_for(r"^  export KUBECONFIG=(\S+)$", within=5).group(1)
+        # What it prints to try next names the kubectl plugin's commands.
+        for command in ("history", "rollback"):
+            plugin = f"^    kubectl rainbow -n default {command} --app rainbow-deploys$"
+            sandbox.wait_for(plugin, within=5)
         deploy = _run(
             [rainbowd, "sandbox", "deploy", "0ff1ce", f"--kubeconfig={kubeconfig}", "--replicas=1"],
             cwd="/",

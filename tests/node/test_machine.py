@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from rainbowd.sandbox.controlplane import BIN_DIR_ENV
 from rainbowd.sandbox.images import Images, build_images, image_key
 from rainbowd.sandbox.node import (
     BRIDGE,
@@ -260,16 +261,30 @@ def test_the_snapshot_check_names_each_change() -> None:
     ]
 
 
-def test_the_node_check_says_what_is_missing(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "rainbowd.sandbox.node", "--check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+def test_the_node_check_and_sandbox_node_say_what_is_missing(tmp_path: Path) -> None:
+    """`make run` picks the real node when `--check` says ok; elsewhere both name what lacks."""
+
+    def run(*args: str, binaries: Path | None = None) -> tuple[int, str]:
+        env = dict(os.environ)
+        if binaries is not None:
+            env[BIN_DIR_ENV] = str(binaries)
+        done = subprocess.run(
+            [sys.executable, "-m", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    assert run("rainbowd.sandbox.node", "--check") == (0, "ok\n")
     assert missing_parts(tmp_path) == list(NODE_BINARIES)
+    missing = f"a real node cannot run here, missing: {', '.join(NODE_BINARIES)}"
+    assert run("rainbowd.sandbox.node", "--check", binaries=tmp_path) == (1, missing + "\n")
+    code, out = run("rainbowd", "sandbox", "--node", "--exit-after-story", binaries=tmp_path)
+    assert code == 1
+    assert f"error: {missing}" in out.splitlines(), out
 
 
 def test_a_warm_image_build_rebuilds_nothing(node_images: Images) -> None:

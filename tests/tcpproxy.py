@@ -1,6 +1,7 @@
-"""A loopback TCP proxy in front of the apiserver that tests cut: every connection at once, or
-in the middle of the next chunk the server sends (TLS passes through untouched; the serving
-certificate names 127.0.0.1, so clients verify it as usual)."""
+"""A loopback TCP proxy in front of the apiserver that tests cut (every connection at once, or
+in the middle of the next chunk the server sends) or hold (the watches' events, the clients'
+requests). TLS passes through untouched; the serving certificate names 127.0.0.1, so clients
+verify it as usual."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class TcpProxy:
         self.cuts = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._requests = asyncio.Event()
+        self._requests.set()
         self._held: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -35,12 +38,24 @@ class TcpProxy:
     def pause_downstream(self) -> None:
         """Hold what the server sends on the connections open now (the watches' events) until
         `resume_downstream`; new connections work: a client's picture goes stale while its
-        requests still go through."""
+        requests still go through.
+
+        A held connection the client sends a new request on is an idle keep-alive connection
+        put back to work, not a watch (a watch's client sends nothing after its request): it
+        is let go, or the answer to a request made after the pause would be held too."""
         self._held = set(self._writers)
         self._flowing.clear()
 
     def resume_downstream(self) -> None:
         self._flowing.set()
+
+    def hold_requests(self) -> None:
+        """Hold what clients send, on every connection (new ones included), until
+        `release_requests`: what the test does meanwhile reaches the server first."""
+        self._requests.clear()
+
+    def release_requests(self) -> None:
+        self._requests.set()
 
     def cut(self) -> None:
         """Drop every open connection and refuse new ones (closed as soon as accepted)."""
@@ -55,6 +70,7 @@ class TcpProxy:
 
     async def close(self) -> None:
         self._flowing.set()
+        self._requests.set()
         self.cut()
         if self._server is not None:
             self._server.close()
@@ -74,7 +90,7 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(reader, up_writer, client=writer)),
             asyncio.create_task(self._pump(up_reader, writer, downstream=True)),
         ]
         self._tasks.update(pumps)
@@ -87,10 +103,18 @@ class TcpProxy:
                 w.transport.abort()
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool = False
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        downstream: bool = False,
+        client: asyncio.StreamWriter | None = None,
     ) -> None:
+        """Forwards one direction; `client` (upstream only) is the connection's client side."""
         try:
             while data := await reader.read(65536):
+                if client is not None:
+                    await self._requests.wait()
+                    self._held.discard(client)  # a request: no watch, whatever came before
                 if downstream and writer in self._held:
                     await self._flowing.wait()
                 if downstream and self.cut_next:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT
+from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT, State
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import MERGE_PATCH, request_json
 from rainbowd.sandbox.controlplane import ControlPlane
@@ -333,12 +333,18 @@ async def test_writers_racing_the_daemon_between_plan_and_action(
 ) -> None:
     """The daemon's picture goes stale (the apiserver's answers and events held back) while
     other writers change three drained colors; it plans on the old picture and acts: each
-    action must meet a 409 or a 404, never land."""
+    action must meet a 409 or a 404, never land.
+
+    Nothing here races the clock: the writers change the colors while the daemon's requests
+    are held, and its picture stays stale until every one of its actions was refused."""
     live = Color(APP, "f00000")
     contested, deleted, relabelled = (Color(APP, f"a0000{i}") for i in range(3))
     olds = [contested, deleted, relabelled]
+    names = {c.name for c in olds}
     await colors_with_pods(kube_api, namespace, pods, olds, live)
-    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="3s")
+    # The pause must come before the cleanups are due: the drains start, the daemon sees its
+    # own stamps a cycle later, and the test pauses; drainHold leaves a busy machine ample time.
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="8s")
     settings = daemon_settings(
         cluster_full,
         namespace,
@@ -347,49 +353,63 @@ async def test_writers_racing_the_daemon_between_plan_and_action(
     )
     async with running_daemon(settings) as daemon:
 
-        async def drains_started() -> bool:
-            return all(annotation(witness, c.name, DRAINED_SINCE) is not None for c in olds)
+        async def planning_on_its_stamps() -> bool:
+            # Its cache holds the drain stamps it wrote: the three are draining and nothing is
+            # left to stamp, so its next actions on them are the cleanups, on this picture.
+            report = daemon.last_cycle
+            if report is None or report.plan is None:
+                return False
+            planned = {c.name: c for app in report.plan.apps for c in app.colors}
+            return all(
+                (c := planned.get(name)) is not None
+                and c.state is State.DRAINING
+                and c.drained_since is not None
+                and not c.actions
+                for name in names
+            )
 
-        await eventually(drains_started, what="the drains to start")
-        # Every action on these three is due within drainHold (3s): the writers go first.
+        await eventually(planning_on_its_stamps, what="the daemon to plan on its drain stamps")
+        # From here the daemon's watches hold still, and its requests wait for the writers.
         apiserver_proxy.pause_downstream()
+        apiserver_proxy.hold_requests()
+        early = [a for a in witness.applied() if a.name in names]
+        assert not early, f"the daemon acted before the pause (drainHold too short?): {early}"
         conflicts = witness.injected("409: another writer", (contested.name,))
         gone = witness.injected("Deployment deleted mid-cycle", (deleted.name,))
         moved = witness.injected("Deployment relabelled mid-cycle", (relabelled.name,))
         try:
-            await request_json(
-                kube_api,
-                "PATCH",
-                deployment_path(namespace, contested.name),
-                body={"metadata": {"annotations": {"example.com/touched": "yes"}}},
-                content_type=MERGE_PATCH,
-            )
-            await request_json(kube_api, "DELETE", deployment_path(namespace, deleted.name))
-            # Relabelled out of the rule (selector app=chat): no longer rainbowd's to touch.
-            await request_json(
-                kube_api,
-                "PATCH",
-                deployment_path(namespace, relabelled.name),
-                body={"metadata": {"labels": {"app": "archived"}}},
-                content_type=MERGE_PATCH,
-            )
-            witness.hands_off_from(relabelled.name, "relabelled out of every rule")
+            try:
+                await request_json(
+                    kube_api,
+                    "PATCH",
+                    deployment_path(namespace, contested.name),
+                    body={"metadata": {"annotations": {"example.com/touched": "yes"}}},
+                    content_type=MERGE_PATCH,
+                )
+                await request_json(kube_api, "DELETE", deployment_path(namespace, deleted.name))
+                # Relabelled out of the rule (selector app=chat): no longer rainbowd's to touch.
+                await request_json(
+                    kube_api,
+                    "PATCH",
+                    deployment_path(namespace, relabelled.name),
+                    body={"metadata": {"labels": {"app": "archived"}}},
+                    content_type=MERGE_PATCH,
+                )
+                witness.hands_off_from(relabelled.name, "relabelled out of every rule")
+            finally:
+                apiserver_proxy.release_requests()
 
-            async def acted_on_the_old_picture() -> bool:
-                return bool(refused(cluster_full, namespace))
+            async def all_refused() -> bool:
+                return names <= set(refused(cluster_full, namespace))
 
-            await eventually(acted_on_the_old_picture, what="the daemon to act on its old picture")
+            await eventually(all_refused, what="each action on the old picture refused (409, 404)")
         finally:
             apiserver_proxy.resume_downstream()
+        stale_until = time.time()
         for record in (conflicts, gone, moved):
             witness.cleared(record)
-
-        async def all_refused() -> bool:
-            return {contested.name, deleted.name, relabelled.name} <= set(
-                refused(cluster_full, namespace)
-            )
-
-        await eventually(all_refused, what="each stale action refused (409 or 404)")
+        landed = [a for a in witness.applied() if a.name in names and a.at < stale_until]
+        assert not landed, f"actions landed on the old picture: {landed}"
         await converge(witness, conflicts, kube_api, namespace, contested.name)
         witness.converged(gone)
         # The relabelled Deployment stays as it is, a few cycles on.

@@ -23,6 +23,7 @@ from rainbowd.core.model import (
     CONSOLIDATED_FROM,
     LIVE_AT,
     RETIRED_AT,
+    STEPPED_DOWN_AT,
     Action,
     ActionKind,
     Connections,
@@ -46,7 +47,7 @@ from tests.unit.strategies import (
     snapshots,
     stamp,
 )
-from tests.unit.test_planner_properties import is_live, protected
+from tests.unit.test_planner_properties import is_live, protected, values
 
 EXAMPLES = settings(max_examples=500, deadline=None)
 M = timedelta(minutes=1)
@@ -210,3 +211,46 @@ def test_the_planner_reusing_plans_decides_as_plan(snap: Snapshot, pol: Policy) 
     # A cycle without per-pod figures, then one with them: the memo must not reuse the first.
     planner.plan(bare, pol, NOW)
     assert planner.plan(snap, pol, NOW + M) == plan(snap, pol, NOW + M)
+
+
+# What a person, a script or a bad merge could leave on consolidation's own annotations.
+CONSOLIDATION_READ = (CONSOLIDATED_AT, CONSOLIDATED_FROM, STEPPED_DOWN_AT)
+
+
+def harm(p: Plan, name: str) -> tuple[int, int, int]:
+    """How hard the plan is on one Deployment: deleted, scaled to 0, stepped (then the pods
+    holding connections a step removes, then its pods), or untouched."""
+    worst = (0, 0, 0)
+    for a in p.actions:
+        if a.name != name:
+            continue
+        if a.kind is ActionKind.DELETE:
+            worst = max(worst, (3, 0, 0))
+        elif a.kind is ActionKind.SCALE:
+            worst = max(worst, (2, 0, 0))
+        elif a.kind is ActionKind.CONSOLIDATE and a.step is not None:
+            busy = sum(1 for n in a.step.removed if (a.step.pods.get(n) or 0) > 0)
+            worst = max(worst, (1, busy, len(a.step.removed)))
+    return worst
+
+
+@EXAMPLES
+@given(SNAPSHOTS, consolidating(), st.data(), st.sampled_from(CONSOLIDATION_READ), values)
+def test_any_consolidation_annotation_value_never_harshens_its_deployment(
+    snap: Snapshot, pol: Policy, data: st.DataObject, key: str, value: str
+) -> None:
+    namespace = snap.namespaces[NS]
+    target = data.draw(st.sampled_from(namespace.deployments))
+    without = {k: v for k, v in target.annotations.items() if k != key}
+
+    def with_(annotations: dict[str, str]) -> Snapshot:
+        d = dataclasses.replace(target, annotations=annotations)
+        deployments = tuple(d if x is target else x for x in namespace.deployments)
+        return dataclasses.replace(
+            snap, namespaces={NS: dataclasses.replace(namespace, deployments=deployments)}
+        )
+
+    base = plan(with_(without), pol, NOW)
+    odd = plan(with_({**without, key: value}), pol, NOW)  # no exception escapes, whatever it is
+    assert Planner().plan(with_({**without, key: value}), pol, NOW) == odd
+    assert harm(odd, target.name) <= harm(base, target.name)

@@ -63,6 +63,9 @@ SWITCH_ATTEMPTS = 5
 _HEX_COLOR = re.compile(r"[0-9a-f]{6}")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _EVENT_COMPONENT = "rainbowd-deploy"
+# Events saying the Service selects the color from then on: rainbowd's first sight of it live, or
+# the command that switched it, which may come before (history's LIVE-AT is the first of them).
+_WENT_LIVE = frozenset({"MarkedLive", "Deployed", "CanaryStarted", "Promoted", "RolledBack"})
 _NO_PODS = "0 replicas: the Service would send its connections to no pod"
 
 
@@ -1218,7 +1221,7 @@ async def history(api: ApiClient, ref: AppRef) -> list[ColorHistory]:
             )
         when = str(event.get("eventTime") or "")[:19] + "Z"
         reason = str(event.get("reason") or "")
-        if reason == "MarkedLive" and not known.live_at:
+        if reason in _WENT_LIVE and (not known.live_at or when < known.live_at):
             known.live_at = when
         elif reason == "MarkedRetired" and not known.retired_at:
             known.retired_at = when

@@ -481,9 +481,10 @@ async def test_rollback_to_a_consolidated_color_gives_it_back_its_replicas(
 async def test_rollback_during_a_canary_narrows_to_the_old_color(
     cli: Cli, namespace: str, kube_api: ApiClient
 ) -> None:
-    await cli.deployed(A)
-    run = await cli.deployed(B, "--canary")
+    await cli.deployed(A, replicas=2)
+    run = await cli.deployed(B, "--canary", "--replicas", "1", replicas=2)
     assert "canary" in run.out
+    assert await replicas(kube_api, namespace, f"{APP}-{B}") == 1
     svc = await service(kube_api, namespace)
     assert selector(svc) == {"app": APP}
     marks = metadata_annotations(svc)
@@ -595,6 +596,19 @@ async def test_rollback_to_a_scaled_down_color_with_the_daemon_running(
     actions_on_a = _scaled_or_deleted(await our_events(kube_api, namespace, name=name_a))
     assert len(actions_on_a) == 1 and "ScaledDown" in actions_on_a[0], actions_on_a
     assert await replicas(kube_api, namespace, name_a) == 1
+
+    # `rainbowd history` tells it: each color's live, retired and scaled-down times, and why.
+    history = await cli("history", "--app", APP, "-o", "json")
+    assert history.code == 0, str(history)
+    rows = {row["color"]: row for row in json.loads(history.out)}
+    assert list(rows) == [A, B], history.out
+    assert rows[A]["state"] == "live" and rows[A]["live_at"], rows[A]
+    # (its retirement and scale-down before the rollback are in its Events)
+    assert rows[A]["retired_at"] and rows[A]["scaled_down_at"], rows[A]
+    assert any(event.endswith(" RolledBack") for event in rows[A]["events"]), rows[A]
+    assert rows[B]["state"] == "scaled-down", rows[B]
+    assert rows[B]["live_at"] and rows[B]["retired_at"] and rows[B]["scaled_down_at"], rows[B]
+    assert rows[B]["why"].startswith("ScaledDown: ") and "drained" in rows[B]["why"], rows[B]
 
 
 async def test_canary_both_live_then_promote_burns_the_old_one_down(
@@ -732,3 +746,5 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
     assert lines[0].split()[:3] == ["COLOR", "STATE", "REPLICAS"]
     assert [line.split()[0] for line in lines[1:]] == [A, B], history.out
     assert lines[1].split()[1] == "deleted" and lines[2].split()[1] == "live", history.out
+    # LIVE-AT: #A went live with its deploy, before the daemon ever saw it.
+    assert lines[1].split()[4] != "-", history.out

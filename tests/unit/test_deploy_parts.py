@@ -3,13 +3,16 @@ clone, kubectl's flags and completion, the context's namespace."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from rainbowd.cli import build_parser
 from rainbowd.commands.cluster_args import context_namespace
 from rainbowd.core.model import CONSOLIDATED_FROM, ORIGINAL_REPLICAS
 from rainbowd.deploy import (
@@ -255,3 +258,25 @@ def test_a_rollback_restores_the_most_replicas_a_record_gives(
     records: dict[str, str], expected: tuple[int, str]
 ) -> None:
     assert _replicas_before_rainbowd(records) == expected
+
+
+def test_the_readme_ci_pipeline_runs_commands_the_cli_takes() -> None:
+    """The README's CI example is YAML a CI reads, and each rainbowd line in it parses as the
+    command it means, with the sha given as the image tag and the color left to git."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```yaml\n# .gitlab-ci.yml") + len("```yaml\n") :]
+    pipeline = yaml.safe_load(block[: block.index("```")])
+    lines = [
+        line for job in pipeline.values() for line in job["script"] if line.startswith("rainbowd ")
+    ]
+    assert [line.split()[1] for line in lines] == ["deploy", "rollback"], lines
+    sha = "9d2cc9f1e0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4"
+    parsed = [
+        build_parser().parse_args(shlex.split(line.replace("$CI_COMMIT_SHA", sha))[1:])
+        for line in lines
+    ]
+    deploy, rollback = parsed
+    assert deploy.image == f"registry.example/chat:{sha}" and deploy.color is None
+    assert (deploy.app, deploy.namespace, deploy.timeout) == ("chat", "chat", 600.0)
+    assert deploy.check and deploy.cleanup_on_failure
+    assert (rollback.app, rollback.namespace, rollback.to) == ("chat", "chat", None)

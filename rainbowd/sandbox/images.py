@@ -45,6 +45,9 @@ _IGNORED = ("__pycache__", ".pyc", ".mypy_cache", ".ruff_cache", ".egg-info")
 _HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _BUILD_TIMEOUT = 1800.0
 _KEPT_ARCHIVES = 4
+_PRUNE_UNUSED_FOR = 3600.0
+"""Seconds: an archive used more recently than this is never pruned (another checkout sharing the
+cache may be about to import it into its node)."""
 
 
 class ImageError(RuntimeError):
@@ -162,7 +165,7 @@ def build_base_rootfs(cache: Path) -> tuple[Path, str, bool]:
     """The base rootfs as a tarball, made by mmdebstrap unless cached: (path, key, built)."""
     key = base_key()
     path = cache / f"base-{key}.tar"
-    if path.exists():
+    if _cached(path):
         return path, key, False
     cache.mkdir(parents=True, exist_ok=True)
     scratch = cache / f".base-{key}.{os.getpid()}.tar"
@@ -228,7 +231,7 @@ def build_rainbowd_image(
     key = image_key(root, bkey)
     archive = cache / f"rainbowd-{key}.oci.tar"
     image = Image(IMAGE, archive)
-    if archive.exists():
+    if _cached(archive):
         timings["rainbowd image (buildah)"] = 0.0
         return image, timings
     began = time.monotonic()
@@ -289,12 +292,24 @@ def build_rainbowd_image(
     return image, timings
 
 
+def _cached(path: Path) -> bool:
+    """Whether `path` is built; if so it is marked used now, so pruning spares it."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _prune(cache: Path, pattern: str, keep: int = _KEPT_ARCHIVES) -> None:
-    """Removes all but the newest `keep` archives matching `pattern` (several checkouts with
-    different sources may share the cache, so not only the newest)."""
+    """Removes the archives matching `pattern` beyond the `keep` most recently used, unless used
+    within the last hour: several checkouts with different sources share the cache, and each
+    must find the archive it built still there when its node imports it."""
     found = sorted(cache.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    unused_since = time.time() - _PRUNE_UNUSED_FOR
     for old in found[keep:]:
-        old.unlink(missing_ok=True)
+        if old.stat().st_mtime < unused_since:
+            old.unlink(missing_ok=True)
 
 
 # -- the pause image, written by hand ---------------------------------------------------------
@@ -382,7 +397,7 @@ def build_pause_image(cache: Path, pause_binary: Path) -> tuple[Image, bool]:
     except FileNotFoundError:
         raise ImageError(f"{pause_binary} is missing; build it with: tests/cluster/build") from None
     archive = cache / f"pause-{_digest(binary)[:16]}.oci.tar"
-    if archive.exists():
+    if _cached(archive):
         return Image(PAUSE_IMAGE, archive), False
     cache.mkdir(parents=True, exist_ok=True)
     write_oci_archive(

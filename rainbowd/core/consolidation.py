@@ -134,7 +134,12 @@ def consolidate(
     if step_down is None:
         return NOTHING
     stepped = _stamp(annotations, STEPPED_DOWN_AT)
-    if isinstance(stepped, datetime) and now < _after(stepped, step_down.every):
+    if isinstance(stepped, str):
+        # When the last step-down was is in doubt: no pod holding connections goes on a guess.
+        return Consolidation(
+            unavailable=f"{STEPPED_DOWN_AT} {stepped!r} is not an RFC 3339 time (fix or remove it)"
+        )
+    if stepped is not None and now < _after(stepped, step_down.every):
         return Consolidation(recheck_at=_after(stepped, step_down.every))
     step = pod_step(figures, keep_pods=policy.keep_pods, beyond_idle=step_down.max_pods)
     if step is None:

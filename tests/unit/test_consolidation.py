@@ -233,6 +233,19 @@ def test_step_down_only_without_idle_pods_and_every_its_own_interval() -> None:
     assert decide(replicas=2, pods=busy).step is None
 
 
+@pytest.mark.parametrize("value", ["yesterday", "", "2026-11-21T11:00:00"])
+def test_a_garbled_step_down_record_holds_step_downs_not_idle_steps(value: str) -> None:
+    busy = PodConnections(pods={"p-a": 4, "p-b": 1})
+    garbled = {STEPPED_DOWN_AT: value}
+    held = decide(replicas=2, pods=busy, knobs=STEPPING, annotations=garbled)
+    assert held.step is None
+    assert held.unavailable == (
+        f"rainbowd.io/stepped-down-at {value!r} is not an RFC 3339 time (fix or remove it)"
+    )
+    # Idle pods disconnect nobody: they still go.
+    assert decide(pods=FOUR, knobs=STEPPING, annotations=garbled).reason is Reason.IDLE_PODS
+
+
 def test_per_pod_figures_are_asked_for_only_when_a_step_is_due() -> None:
     d = deployment("c0c0c0", replicas=4)
     known = Connections(value=5, series=4)

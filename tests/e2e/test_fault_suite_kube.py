@@ -29,13 +29,22 @@ from rainbowd.kube.clients import MERGE_PATCH, request_json
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
-from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy, scale
+from tests.e2e.faultkit import (
+    Color,
+    Pods,
+    color_docs,
+    create_colors,
+    gone_or_zero,
+    rules_policy,
+    scale,
+)
 from tests.e2e.faultlog import FaultRecord, Witness
 from tests.e2e.harness import (
     DaemonProcess,
     daemon_settings,
     deployment_path,
     eventually,
+    fetch_json,
     get_deployment,
     metric_sum,
     point_service,
@@ -519,6 +528,7 @@ async def test_a_user_scales_a_scaled_down_color_back_up(
             if restart:
                 daemon.start()
                 await daemon.wait_ready()
+            await seen_scaled_up(daemon.url, color)
             await eventually(
                 lambda: available_again(kube_api, namespace, color.name),
                 what=f"{color.name} Available again",
@@ -541,6 +551,27 @@ async def test_a_user_scales_a_scaled_down_color_back_up(
     finally:
         daemon.close()
     witness.assert_no_wrongful()
+
+
+async def seen_scaled_up(url: str, color: Color) -> None:
+    """Until the daemon has planned two cycles with the color's replicas back. A cycle that took
+    the old drain for a drain of these pods would scale it down at once; the Service switch
+    (the test's next step, as soon as the color is Available) must not win that race."""
+
+    async def cycle_seeing_it() -> int | None:
+        doc = await fetch_json(url + "/status")
+        seen = color_docs(doc).get((color.app, color.color))
+        if seen is None or seen["replicas"] != 1 or not doc.get("cycle"):
+            return None
+        return int(doc["cycle"]["number"])
+
+    first = await eventually(cycle_seeing_it, what=f"the daemon to plan with {color.name} up")
+
+    async def two_cycles_on() -> bool:
+        doc = await fetch_json(url + "/status")
+        return bool(doc.get("cycle")) and int(doc["cycle"]["number"]) >= first + 2
+
+    await eventually(two_cycles_on, what="two more cycles")
 
 
 async def available_again(api: ApiClient, namespace: str, name: str) -> bool:

@@ -83,6 +83,8 @@ class Reconciler:
         # Set once the first cycle has ended (acted or not): work that may wait yields to it.
         self.first_cycle_done = asyncio.Event()
         self.acting = False  # the executor is applying a plan
+        # The plan warnings of the last cycle, each logged when it first appeared.
+        self._warned: frozenset[str] = frozenset()
         # Loop-clock time of the last finished cycle (or of the start), for /healthz.
         self.alive_at = asyncio.get_running_loop().time()
 
@@ -248,8 +250,12 @@ class Reconciler:
             paused=plan.paused,
             duration_ms=round(duration * 1000, 1),
         )
+        # Once while it lasts, not every cycle: a bad annotation someone must fix is reported
+        # when it appears (and after a restart), and the color's note keeps saying it.
         for warning in plan.warnings:
-            log.warning("plan warning", warning=warning)
+            if warning not in self._warned:
+                log.warning("plan warning", warning=warning)
+        self._warned = frozenset(plan.warnings)
         # A conflict (the object moved on since the snapshot) does not wake the loop: the
         # object's watch event does, once the cache has the new version. Waking on the
         # conflict itself would retry against the same stale copy, again and again, while a

@@ -12,13 +12,21 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, ORIGINAL_REPLICAS, PROTECT, RETIRED_AT
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    HOLD_UNTIL,
+    LIVE_AT,
+    ORIGINAL_REPLICAS,
+    PROTECT,
+    RETIRED_AT,
+)
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
@@ -180,6 +188,7 @@ async def test_fuzzed_annotations_affect_only_their_deployment(
     shared_prometheus: PrometheusServer,
     pods: Pods,
     witness: Witness,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seed = int(os.environ.get("RAINBOWD_FAULT_SEED") or random.randrange(2**32))
     print(f"fault seed: RAINBOWD_FAULT_SEED={seed}")
@@ -190,6 +199,8 @@ async def test_fuzzed_annotations_affect_only_their_deployment(
     annotations[fuzzed[0].name][RETIRED_AT] = "9999-12-31T23:59:59Z"
     annotations[fuzzed[1].name][RETIRED_AT] = "0001-01-01T00:00:00+05:00"
     annotations[fuzzed[2].name][DRAINED_SINCE] = "0001-01-01T00:00:00+05:00"
+    # One that stays: rainbowd never rewrites a person's hold, so it is reported every cycle.
+    annotations[fuzzed[3].name][HOLD_UNTIL] = "tomorrow"
     print(f"fuzzed annotations: {annotations}")
     clean = Color("clean", "a00000")
     lives = [Color("fuzz", "f00000"), Color("clean", "f00000")]
@@ -228,6 +239,14 @@ async def test_fuzzed_annotations_affect_only_their_deployment(
             for color in fuzzed:
                 obj = await get_deployment(kube_api, namespace, color.name)
                 assert obj is not None and obj["spec"]["replicas"] == 1, color.name
+    # Each bad value is reported once, not every cycle.
+    warned = Counter(
+        r.rainbowd_fields["warning"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "plan warning"
+    )
+    assert any(HOLD_UNTIL in w and "tomorrow" in w for w in warned), warned
+    assert all(n == 1 for n in warned.values()), warned
     witness.assert_no_wrongful()
 
 

@@ -184,17 +184,28 @@ def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
 
 @pytest.mark.e2e
 def test_kubectl_rainbow_dashboard_and_status_reach_the_in_cluster_rainbowd(
-    rainbowd_incluster: Kubectl,
+    rainbowd_incluster: Kubectl, tmp_path: Path
 ) -> None:
     """`kubectl rainbow dashboard` as a user runs it: the real kubectl finds the plugin on PATH,
-    which port-forwards to the rainbowd Service; Ctrl-C stops it and kubectl's forward with it."""
+    which port-forwards to the rainbowd Service and opens the page in the user's browser ($BROWSER,
+    here a script noting the address); Ctrl-C stops it and kubectl's forward with it."""
     kubectl = rainbowd_incluster
     pods = kubectl.json("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=rainbowd")
     names = {pod["metadata"]["name"] for pod in pods["items"]}
     path = os.pathsep.join([str(kubectl.binary.parent), str(Path(sys.executable).parent)])
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    # Builtins only: the plugin's PATH has kubectl's and Python's folders alone.
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o755)
     proc = subprocess.Popen(
-        [str(kubectl.binary), "rainbow", "dashboard", "--no-browser"],
-        env={**os.environ, "PATH": path, "KUBECONFIG": str(kubectl.kubeconfig)},
+        [str(kubectl.binary), "rainbow", "dashboard"],
+        env={
+            **os.environ,
+            "PATH": path,
+            "KUBECONFIG": str(kubectl.kubeconfig),
+            "BROWSER": str(browser),
+        },
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -215,6 +226,11 @@ def test_kubectl_rainbow_dashboard_and_status_reach_the_in_cluster_rainbowd(
         found = re.match(r"rainbowd's live page: (http://127\.0\.0\.1:\d+/) ", first)
         assert found is not None, first
         url = found.group(1)
+        deadline = time.monotonic() + 60
+        while not (opened.exists() and opened.read_text()):
+            assert time.monotonic() < deadline, "the page was not opened in the browser"
+            time.sleep(0.1)
+        assert opened.read_text() == url
         with urllib.request.urlopen(url, timeout=30) as answer:
             assert answer.status == 200
             assert "<title>rainbowd</title>" in answer.read().decode()

@@ -938,7 +938,16 @@ async def rollback(
     clear: dict[str, str | None] = dict.fromkeys(RETIREMENT)
     if held:
         clear.update({HOLD_UNTIL: None, HOLD_REASON: None})
-    await _patch_annotations(api, ref.namespace, name, clear)
+    try:
+        await _patch_annotations(api, ref.namespace, name, clear)
+    except KubeError as exc:
+        # The switch is done, so the rollback happened; what is left is rainbowd's or lapses.
+        say(
+            f"warning: {name}: its retired bookkeeping"
+            + (" and this rollback's hold" if held else "")
+            + f" not removed ({exc}); rainbowd clears a live color's bookkeeping at its next "
+            "cycle" + (", and the hold lapses by itself" if held else "")
+        )
     message = (
         f"Service {ref.service_name} now selects #{target} again (was "
         f"{'the canary of #' + canary if canary else '#' + str(live)}); #{away} is retired "

@@ -54,7 +54,10 @@ def register(subparsers: Any) -> None:
         "-f",
         "--filename",
         metavar="TEMPLATE",
-        help="YAML with __COLOR__ (the seed's app.yaml): one Deployment, optionally its Service",
+        help=(
+            "YAML with __COLOR__ (the seed's app.yaml): one Deployment, optionally its Service; "
+            "- reads stdin"
+        ),
     )
     source.add_argument("--image", help="clone the live color's Deployment with this image")
     parser.add_argument(

@@ -6,6 +6,7 @@ the daemon's reaction is the point, rainbowd itself running with a real Promethe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import signal
@@ -50,6 +51,7 @@ from tests.e2e.harness import (
     replicas,
     running_daemon,
 )
+from tests.installtools import service_account_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full]
 
@@ -122,6 +124,7 @@ class Cli:
     cluster: ControlPlane
     namespace: str
     workdir: Path
+    kubeconfig: Path | None = None  # else the cluster's admin
 
     async def spawn(
         self, command: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
@@ -131,7 +134,7 @@ class Cli:
             "-m",
             "rainbowd",
             command,
-            f"--kubeconfig={self.cluster.kubeconfig}",
+            f"--kubeconfig={self.kubeconfig or self.cluster.kubeconfig}",
             "-n",
             self.namespace,
             *args,
@@ -476,6 +479,67 @@ async def test_rollback_to_a_consolidated_color_gives_it_back_its_replicas(
     bookkeeping = metadata_annotations(deployment)
     for key in RETIREMENT:
         assert key not in bookkeeping, bookkeeping
+
+
+async def test_a_rollback_that_may_not_clear_the_colors_bookkeeping_still_reports_the_switch(
+    cli: Cli, cluster_full: ControlPlane, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    await cli.deployed(A)
+    await cli.deployed(B)
+    name_a = f"{APP}-{A}"
+    # #A as rainbowd and a user left it: retired, and held (so the rollback writes no hold).
+    marks = {RETIRED_AT: "2026-11-29T10:00:00Z", HOLD_UNTIL: "2099-01-01T00:00:00Z"}
+    await request_json(
+        kube_api,
+        "PATCH",
+        resource_path("apps/v1", "deployments", namespace=namespace, name=name_a),
+        body={"metadata": {"annotations": marks}},
+        content_type="application/merge-patch+json",
+    )
+    # A deployer that may switch Services but not write Deployments: the apiserver refuses the
+    # clearing of #A's bookkeeping after the switch.
+    rules = [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    ]
+    for path, body in (
+        ("v1/serviceaccounts", {"metadata": {"name": "deployer"}}),
+        ("rbac.authorization.k8s.io/v1/roles", {"metadata": {"name": "deployer"}, "rules": rules}),
+        (
+            "rbac.authorization.k8s.io/v1/rolebindings",
+            {
+                "metadata": {"name": "deployer"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "deployer",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}
+                ],
+            },
+        ),
+    ):
+        api_version, plural = path.rsplit("/", 1)
+        await request_json(
+            kube_api, "POST", resource_path(api_version, plural, namespace=namespace), body=body
+        )
+    deployer = dataclasses.replace(
+        cli,
+        kubeconfig=service_account_kubeconfig(
+            cluster_full, tmp_path / "deployer.kubeconfig", namespace=namespace, name="deployer"
+        ),
+    )
+
+    run = await deployer("rollback", "--app", APP)
+    assert run.code == 0, str(run)
+    assert f"warning: {name_a}: its retired bookkeeping not removed (" in run.out, str(run)
+    assert "forbidden" in run.out.lower(), str(run)
+    assert f"Service {APP} now selects #{A} again (was #{B})" in run.out, str(run)
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": A}
+    assert (await annotations_of(kube_api, namespace, name_a))[RETIRED_AT] == marks[RETIRED_AT]
 
 
 async def test_rollback_during_a_canary_narrows_to_the_old_color(

@@ -16,6 +16,7 @@ import json
 import time
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT, State
+from rainbowd.core.objects import parse_time
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import MERGE_PATCH, request_json
 from rainbowd.sandbox.controlplane import ControlPlane
@@ -457,20 +459,30 @@ async def test_rollback_while_a_scale_down_is_due(
 ) -> None:
     live, old = Color(APP, "f00000"), Color(APP, "a00000")
     await colors_with_pods(kube_api, namespace, pods, [old], live)
-    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="3s")
+    # drainHold leaves a busy machine ample time between seeing the stamp and the rollback.
+    hold = timedelta(seconds=8)
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="8s")
     settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
     async with running_daemon(settings) as daemon:
 
-        async def drain_started() -> bool:
-            return annotation(witness, old.name, DRAINED_SINCE) is not None
+        async def drain_started() -> str | None:
+            return annotation(witness, old.name, DRAINED_SINCE)
 
-        await eventually(drain_started, what="the drain stamp")
-        # The scale-down is due in under 3s; the rollback lands first.
+        due = parse_time(await eventually(drain_started, what="the drain stamp")) + hold
+        # The scale-down is due at `due`; the rollback lands first.
         record = witness.injected("rollback while a scale-down is due", (old.name,))
         await point_service(kube_api, namespace, old.color)
         witness.cleared(record)
+        early = [a for a in witness.applied() if a.name == old.name]
+        assert not early, f"scaled down before the rollback (drainHold too short?): {early}"
+
         # Past the drain hold, the daemon planning with the rollback in view.
-        await cycles_later(daemon, 6)
+        async def past_due() -> bool:
+            report = daemon.last_cycle
+            return report is not None and report.started_at > due
+
+        await eventually(past_due, what="a cycle past the drain hold")
+        await cycles_later(daemon, 2)
         obj = await get_deployment(kube_api, namespace, old.name)
         assert obj is not None and obj["spec"]["replicas"] == 1
         witness.converged(record)

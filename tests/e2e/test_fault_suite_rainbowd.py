@@ -174,10 +174,11 @@ async def test_sigterm_during_an_action_finishes_it_and_exits_0(
         await pods.wait_scraped(old, " == 0", what=f"{old.name} scraped")
         policy = tmp_path / "policy.yaml"
         # keepScaledDown 1: the drained color's action is a scale-down (stamp, then /scale),
-        # due drainHold (3s) after the drain stamp.
+        # due drainHold after the drain stamp: 8s leaves a busy machine ample time to see the
+        # stamp and the pods' marks and freeze the apiserver first.
         policy.write_text(
             rules_policy(
-                shared_prometheus.url, namespace, [APP], keep_scaled_down=1, drain_hold="3s"
+                shared_prometheus.url, namespace, [APP], keep_scaled_down=1, drain_hold="8s"
             )
         )
         daemon = DaemonProcess(
@@ -214,6 +215,8 @@ async def test_sigterm_during_an_action_finishes_it_and_exits_0(
             fault = witness.injected("SIGTERM during an action", (old.name,))
             os.kill(apiserver, signal.SIGSTOP)
             frozen = True
+            early = [a for a in witness.applied() if a.name == old.name]
+            assert not early, f"scaled down before the freeze (drainHold too short?): {early}"
 
             async def in_the_action() -> bool:
                 return any(
@@ -279,8 +282,8 @@ async def test_a_leader_frozen_past_its_lease_does_not_act_when_resumed(
         pods.start(old.name, old)
         await pods.wait_scraped(old, " == 0", what=f"{old.name} scraped")
         policy = tmp_path / "policy.yaml"
-        # drainHold 4s: the leader is frozen after the drain stamp, before the scale-down.
-        policy.write_text(rules_policy(shared_prometheus.url, namespace, [APP], drain_hold="4s"))
+        # drainHold 8s: the leader is frozen after the drain stamp, well before the scale-down.
+        policy.write_text(rules_policy(shared_prometheus.url, namespace, [APP], drain_hold="8s"))
         args = [f"--policy-file={policy}"]
         a = DaemonProcess(
             cluster_full, namespace, tmp_path, policy_args=args, identity="rb-a", extra=LEASE
@@ -305,6 +308,8 @@ async def test_a_leader_frozen_past_its_lease_does_not_act_when_resumed(
         fault = witness.injected("leader SIGSTOPped past its lease")
         os.kill(a.process.pid or 0, signal.SIGSTOP)
         stopped.append(a)
+        early = [x for x in witness.applied() if x.name == old.name]
+        assert not early, f"scaled down before the leader froze (drainHold too short?): {early}"
         # A rollback while the old leader sleeps with its scale-down of the drained color
         # planned: that color is live again.
         await point_service(kube_api, namespace, old.color)

@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
+from playwright.async_api import expect
 
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from tests.browser import chromium
 from tests.e2e.harness import (
+    WITHIN,
     Fleet,
     color_doc,
     create_color,
@@ -132,6 +136,19 @@ async def test_a_draining_color_gets_an_eta_that_survives_a_restart(
                     return False
 
                 await eventually(shown_in_status, what="the ETA in `rainbowd status`")
+
+                # And on the live page: the ETA, and the drain's curve as its sparkline.
+                async with chromium() as browser:
+                    page = await browser.new_page()
+                    await page.goto(url + "/")
+                    row = page.locator(f'tr[data-color="{OLD}"]')
+                    await expect(row.locator('[data-field="forecast"]')).to_have_text(
+                        re.compile(r"^~\d"), timeout=WITHIN * 1000
+                    )
+                    line = row.locator('[data-field="connections"] svg.spark polyline')
+                    points = (await line.get_attribute("points") or "").split()
+                    heights = {float(p.split(",")[1]) for p in points}
+                    assert len(points) >= 5 and len(heights) >= 2, points
                 await drainer
             finally:
                 drainer.cancel()

@@ -181,6 +181,28 @@ def test_original_replicas_alone_on_a_live_color_is_cleared() -> None:
     assert color(p, "9d2cc9").actions[0].annotations == {ORIGINAL_REPLICAS: None}
 
 
+# --- the live-Service match ------------------------------
+
+
+def test_a_selector_equal_to_a_whole_pod_template_selects_it_on_the_slow_path() -> None:
+    # A Service without the app label sends every color of the namespace down the slow path,
+    # where each Service is compared with each color: a selector equal to a color's whole
+    # pod-template labels selects it (a subset, not only a strict one).
+    drained = {RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(H)}
+    rolled_back = deployment("3c3fdc", created=ago(20 * H), annotations=drained)
+    services = [
+        LIVE_SVC,
+        service({"tier": "web"}, name="by-tier"),
+        service({"app": APP, "color": "3c3fdc"}, name="rollback"),
+    ]
+    assert rolled_back.template_labels == {"app": APP, "color": "3c3fdc"}
+    snap = snapshot([live_new(), rolled_back], services, {(NS, APP, "3c3fdc"): conns(0)})
+    p = both(snap, policy())
+    assert color(p, "3c3fdc").state is State.LIVE
+    assert color(p, "9d2cc9").state is State.LIVE
+    assert disruptive(p) == []
+
+
 # --- hand-edited annotations ------------------------------
 
 EXTREME = (

@@ -634,7 +634,9 @@ class Executor:
             return True
 
         done = await asyncio.gather(*(patch(pod, value) for pod, value in todo))
-        for pod, value in todo:
+        for (pod, value), ok in zip(todo, done, strict=True):
+            if not ok:
+                continue  # "pod not annotated" was logged with the error
             log.info(
                 "pod annotated",
                 namespace=pod.namespace,

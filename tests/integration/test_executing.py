@@ -8,8 +8,9 @@ must wait for its Deployments to settle before taking the resourceVersion an act
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -705,14 +706,16 @@ async def phases(api: ApiClient, namespace: str, selector: str) -> list[str | No
     return [(p["metadata"].get("annotations") or {}).get(PHASE) for p in pods]
 
 
-async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
-    kube_api: ApiClient, namespace: str, executor: Executor
-) -> None:
+@contextlib.asynccontextmanager
+async def two_colors_watched(
+    api: ApiClient, namespace: str
+) -> AsyncIterator[tuple[tuple[dict[str, Any], dict[str, Any]], ClusterCache]]:
+    """chat-aaaaaa (2 pods) and chat-bbbbbb (1 pod), and a cache that has listed their pods."""
     aaa, bbb = await asyncio.gather(
-        create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2),
-        create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=1),
+        create_deployment(api, namespace, "chat", "aaaaaa", replicas=2),
+        create_deployment(api, namespace, "chat", "bbbbbb", replicas=1),
     )
-    cache = ClusterCache(kube_api, namespaces=[namespace])
+    cache = ClusterCache(api, namespaces=[namespace])
     cache.watch_pods("app", "color")
     try:
 
@@ -721,6 +724,15 @@ async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
             return pods is not None and len(pods) == 3
 
         await eventually(pods_known, what="the pod watch to list the three pods")
+        yield (aaa, bbb), cache
+    finally:
+        await cache.stop()
+
+
+async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
+    kube_api: ApiClient, namespace: str, executor: Executor
+) -> None:
+    async with two_colors_watched(kube_api, namespace) as ((aaa, bbb), cache):
         retired_plan = colors_plan(aaa=State.DRAINING, bbb=State.LIVE, objs=(aaa, bbb))
         assert await executor.mark_pods(retired_plan, cache.pods()) == 2
         assert await phases(kube_api, namespace, "app=chat,color=aaaaaa") == ["retired", "retired"]
@@ -745,8 +757,19 @@ async def test_pods_of_a_retired_color_are_marked_and_unmarked_when_live_again(
             == 0
         )
         assert await executor.mark_pods(retired_plan, None) == 0
-    finally:
-        await cache.stop()
+
+
+async def test_a_pod_mark_that_fails_is_logged_as_failed_not_as_done(
+    kube_api: ApiClient, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with two_colors_watched(kube_api, namespace) as (objs, cache):
+        caplog.set_level(logging.INFO, logger=LOGGER)
+        # No answer can come within the timeout: each patch fails.
+        hurried = Executor(kube_api, EventRecorder(kube_api, instance="test"), timeout=1e-9)
+        plan = colors_plan(aaa=State.DRAINING, bbb=State.LIVE, objs=objs)
+        assert await hurried.mark_pods(plan, cache.pods()) == 0
+        assert len(applied_lines(caplog, "pod not annotated")) == 2
+        assert applied_lines(caplog, "pod annotated") == []
 
 
 def colors_plan(

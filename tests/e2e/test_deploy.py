@@ -36,6 +36,7 @@ from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
     APP,
     ROOT,
@@ -603,6 +604,7 @@ async def test_rollback_to_a_scaled_down_color_with_the_daemon_running(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
+    witness: Witness,
     tmp_path: Path,
 ) -> None:
     await cli.deployed(A)
@@ -673,6 +675,8 @@ async def test_rollback_to_a_scaled_down_color_with_the_daemon_running(
     assert rows[B]["state"] == "scaled-down", rows[B]
     assert rows[B]["live_at"] and rows[B]["retired_at"] and rows[B]["scaled_down_at"], rows[B]
     assert rows[B]["why"].startswith("ScaledDown: ") and "drained" in rows[B]["why"], rows[B]
+    # The audit log's judge: no scale-down or delete of a live, pending or protected color.
+    witness.assert_no_wrongful()
 
 
 async def test_canary_both_live_then_promote_burns_the_old_one_down(
@@ -682,6 +686,7 @@ async def test_canary_both_live_then_promote_burns_the_old_one_down(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
+    witness: Witness,
     tmp_path: Path,
 ) -> None:
     await cli.deployed(A)
@@ -728,6 +733,8 @@ async def test_canary_both_live_then_promote_burns_the_old_one_down(
     reasons = [e["reason"] for e in await our_events(kube_api, namespace, name=name_a)]
     assert "MarkedRetired" in reasons and "Deleted" in reasons, reasons
     assert await replicas(kube_api, namespace, f"{APP}-{B}") == 1
+    # The audit log's judge: no scale-down or delete of a live, pending or protected color.
+    witness.assert_no_wrongful()
 
 
 async def test_a_held_color_is_kept_past_max_retired_age_until_released(
@@ -737,6 +744,7 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
     kube_api: ApiClient,
     prometheus: PrometheusServer,
     fleet: Fleet,
+    witness: Witness,
     tmp_path: Path,
 ) -> None:
     await cli.deployed(A)
@@ -812,3 +820,5 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
     assert lines[1].split()[1] == "deleted" and lines[2].split()[1] == "live", history.out
     # LIVE-AT: #A went live with its deploy, before the daemon ever saw it.
     assert lines[1].split()[4] != "-", history.out
+    # The audit log's judge: no scale-down or delete of a live, pending or protected color.
+    witness.assert_no_wrongful()

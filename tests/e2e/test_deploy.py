@@ -375,13 +375,20 @@ async def test_a_failing_check_means_no_switch(
     # Run again once fixed: the color is not re-created, only waited on, checked and switched.
     kept = await get_deployment(kube_api, namespace, f"{APP}-{B}")
     assert kept is not None
-    again = await cli.deploy(B, "--check", 'test "$RAINBOWD_COLOR" = bbbbbb')
+    # (its template's Service now has another port: a deploy switches the selector only)
+    moved = cli.workdir / "moved-port.yaml"
+    moved.write_text(chat_template().replace("port: 80,", "port: 81,"))
+    check = 'test "$RAINBOWD_COLOR" = bbbbbb'
+    again = await cli("deploy", "--app", APP, "-f", str(moved), "--color", B, "--check", check)
     assert again.code == 0, str(again)
     assert f"{APP}-{B} exists already: not re-created, waiting for it" in again.out
     assert f"Service {APP} now selects #{B} (was #{A})" in again.out
     switched = await get_deployment(kube_api, namespace, f"{APP}-{B}")
     assert switched is not None and switched["metadata"]["uid"] == kept["metadata"]["uid"]
     assert switched["metadata"]["generation"] == kept["metadata"]["generation"]
+    svc = await service(kube_api, namespace)
+    assert selector(svc) == {"app": APP, "color": B}
+    assert [p["port"] for p in svc["spec"]["ports"]] == [80], svc["spec"]
 
 
 async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(

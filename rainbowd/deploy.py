@@ -948,6 +948,17 @@ async def rollback(
             + f" not removed ({exc}); rainbowd clears a live color's bookkeeping at its next "
             "cycle" + (", and the hold lapses by itself" if held else "")
         )
+    # The color rolled away from was live: stamped so (if rainbowd has not done it yet), it is
+    # retired and follows the policy, not a newer color never selected that waits as pending.
+    left = colors.get(away)
+    if left is not None and LIVE_AT not in _annotations(left):
+        try:
+            await _patch_annotations(api, ref.namespace, _name(left), {LIVE_AT: format_time(now())})
+        except KubeError as exc:
+            say(
+                f"warning: {_name(left)}: {LIVE_AT} not written ({exc}); until rainbowd has seen "
+                f"it live, a color newer than #{target} is planned as pending, never touched"
+            )
     message = (
         f"Service {ref.service_name} now selects #{target} again (was "
         f"{'the canary of #' + canary if canary else '#' + str(live)}); #{away} is retired "

@@ -572,6 +572,28 @@ async def test_rollback_during_a_canary_narrows_to_the_old_color(
     assert CANARY_COLOR not in metadata_annotations(svc)
     assert metadata_annotations(svc)[PREVIOUS_COLOR] == B
 
+    # No rainbowd ran to see #B live: the rollback stamps it so, and the planner takes it for
+    # retired (its connections unknown here, the policy's Prometheus being down), not for a
+    # newer color still pending, which would be kept forever.
+    assert LIVE_AT in await annotations_of(kube_api, namespace, f"{APP}-{B}")
+    policy = cli.workdir / "policy.yaml"
+    policy.write_text(policy_text("http://127.0.0.1:9", namespace))
+    plan = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(sys.executable, "-m", "rainbowd", "plan", f"--kubeconfig={cli.cluster.kubeconfig}"),
+            *(f"--namespaces={namespace}", f"--policy-file={policy}", "-o", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=CLI_DEADLINE,
+    )
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    (app,) = json.loads(plan.stdout)["apps"]
+    states = {c["color"]: c["state"] for c in app["colors"]}
+    assert states == {A: "live", B: "unknown-connections"}, app
+
 
 # --- with the daemon ----------------------------------------------------------------------------
 

@@ -83,8 +83,10 @@ class Reconciler:
         # Set once the first cycle has ended (acted or not): work that may wait yields to it.
         self.first_cycle_done = asyncio.Event()
         self.acting = False  # the executor is applying a plan
-        # The plan warnings of the last cycle, each logged when it first appeared.
+        # The plan warnings of the last cycle, each logged when it first appeared; and those an
+        # Event reported (by this replica, leading).
         self._warned: frozenset[str] = frozenset()
+        self._reported: frozenset[str] = frozenset()
         # Loop-clock time of the last finished cycle (or of the start), for /healthz.
         self.alive_at = asyncio.get_running_loop().time()
 
@@ -227,6 +229,9 @@ class Reconciler:
             # Every pod of a retired color carries the mark, pods created since included.
             self.cache.watch_pods(policy.app_label, policy.color_label)
             await self.executor.mark_pods(plan, self.cache.pods())
+            new = [w for w in plan.warnings if w not in self._reported]
+            await self.executor.report_warnings(plan, planned.snapshot, new)
+            self._reported = frozenset(plan.warnings)
         self.metrics.observe_plan(plan, planned.forecasts)
 
         duration = loop.time() - started

@@ -48,9 +48,11 @@ from rainbowd.core.model import (
     REASONS,
     Action,
     ActionKind,
+    Deployment,
     Plan,
     Reason,
     Severity,
+    Snapshot,
     State,
 )
 from rainbowd.core.objects import ObjectError, deployment_from_k8s, service_from_k8s
@@ -293,12 +295,10 @@ class Executor:
             parts += [f"retired-at on {', '.join(retired)}"] if retired else []
             first = actions[0]
             async with limit:
-                await self._recorder.emit(
-                    kind="Deployment",
-                    api_version="apps/v1",
-                    namespace=first.namespace,
-                    name=first.name,
-                    uid=first.uid,
+                await self._on_deployment(
+                    first.namespace,
+                    first.name,
+                    first.uid,
                     type="Normal",
                     reason="ColorsMarked",
                     note=f"stamped {len(actions)} color(s) of {app} at first sight: "
@@ -436,16 +436,38 @@ class Executor:
         return result
 
     async def _emit(self, action: Action, outcome: Outcome, note: str) -> None:
-        await self._recorder.emit(
-            kind="Deployment",
-            api_version="apps/v1",
-            namespace=action.namespace,
-            name=action.name,
-            uid=action.uid,
+        await self._on_deployment(
+            action.namespace,
+            action.name,
+            action.uid,
             type=event_type(action, outcome),
             reason=event_reason(action, outcome),
             note=note,
             action=action.kind.value.capitalize(),
+        )
+
+    async def _on_deployment(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        *,
+        type: EventType,
+        reason: str,
+        note: str,
+        action: str,
+    ) -> None:
+        """One Event regarding a Deployment."""
+        await self._recorder.emit(
+            kind="Deployment",
+            api_version="apps/v1",
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            type=type,
+            reason=reason,
+            note=note,
+            action=action,
         )
 
     def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
@@ -576,6 +598,39 @@ class Executor:
             "propagationPolicy": "Background",
         }
         await request_json(self._api, "DELETE", _deployment_path(action), body=body)
+
+    async def report_warnings(self, plan: Plan, snapshot: Snapshot, warnings: Iterable[str]) -> int:
+        """A Warning Event `AnnotationWarning` on the Deployment each of the plan's `warnings`
+        is about (they read `<namespace>/<name>: ...`), so `kubectl describe` shows what is
+        wrong with a value someone wrote, and what rainbowd does about it (a malformed stamp
+        it re-stamps also has that action's Event); the caller passes each warning once.
+        Nothing is written in dry run. The number of Events written."""
+        if plan.dry_run or self.dry_run:
+            return 0
+        reports: list[tuple[Deployment, str]] = []
+        for warning in warnings:
+            where, _, _ = warning.partition(": ")
+            namespace, _, name = where.partition("/")
+            ns = snapshot.namespaces.get(namespace)
+            found = [d for d in ns.deployments if d.name == name] if ns is not None else []
+            if found:
+                reports.append((found[0], warning))
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def report(deployment: Deployment, warning: str) -> None:
+            async with limit:
+                await self._on_deployment(
+                    deployment.namespace,
+                    deployment.name,
+                    deployment.uid,
+                    type="Warning",
+                    reason="AnnotationWarning",
+                    note=warning,
+                    action="Report",
+                )
+
+        await asyncio.gather(*(report(d, w) for d, w in reports))
+        return len(reports)
 
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
         """Keep every pod of a retired color marked `rainbowd.io/phase: retired` and no pod of

@@ -41,6 +41,7 @@ from tests.e2e.harness import (
     fetch_json,
     get_deployment,
     metric_sum,
+    our_events,
     point_service,
     put_configmap,
     running_daemon,
@@ -239,6 +240,15 @@ async def test_fuzzed_annotations_affect_only_their_deployment(
             for color in fuzzed:
                 obj = await get_deployment(kube_api, namespace, color.name)
                 assert obj is not None and obj["spec"]["replicas"] == 1, color.name
+            # Each bad value is reported on its Deployment as a Warning Event, once.
+            reported = await our_events(kube_api, namespace, reason="AnnotationWarning")
+            notes = Counter((e["regarding"]["name"], e["note"]) for e in reported)
+            assert all(n == 1 for n in notes.values()), notes
+            assert {e["type"] for e in reported} == {"Warning"}
+            assert any(
+                name == fuzzed[3].name and HOLD_UNTIL in note and "tomorrow" in note
+                for name, note in notes
+            ), notes
     # Each bad value is reported once, not every cycle.
     warned = Counter(
         r.rainbowd_fields["warning"]  # type: ignore[attr-defined]

@@ -818,6 +818,8 @@ async def deploy(
             reason += f"; {await _delete_color(api, ref, deployment)}"
         raise DeployError(reason) from exc
     say(message)
+    if not request.canary and previous != color:
+        await _stamp_was_live(api, ref, previous, now=datetime.now(UTC), say=say)
     await _record(
         api,
         deployment,
@@ -948,17 +950,7 @@ async def rollback(
             + f" not removed ({exc}); rainbowd clears a live color's bookkeeping at its next "
             "cycle" + (", and the hold lapses by itself" if held else "")
         )
-    # The color rolled away from was live: stamped so (if rainbowd has not done it yet), it is
-    # retired and follows the policy, not a newer color never selected that waits as pending.
-    left = colors.get(away)
-    if left is not None and LIVE_AT not in _annotations(left):
-        try:
-            await _patch_annotations(api, ref.namespace, _name(left), {LIVE_AT: format_time(now())})
-        except KubeError as exc:
-            say(
-                f"warning: {_name(left)}: {LIVE_AT} not written ({exc}); until rainbowd has seen "
-                f"it live, a color newer than #{target} is planned as pending, never touched"
-            )
+    await _stamp_was_live(api, ref, away, now=now(), say=say)
     message = (
         f"Service {ref.service_name} now selects #{target} again (was "
         f"{'the canary of #' + canary if canary else '#' + str(live)}); #{away} is retired "
@@ -969,6 +961,26 @@ async def rollback(
         api, deployment, kind="Deployment", reason="RolledBack", note=message, action="Rollback"
     )
     return Outcome(target, away, True, message, name)
+
+
+async def _stamp_was_live(
+    api: ApiClient, ref: AppRef, color: str | None, *, now: datetime, say: Say
+) -> None:
+    """The color the Service stopped selecting was live: stamped so when rainbowd has not done it
+    yet, it is retired and follows the policy; unstamped and newer than the live color, it would
+    be planned as a rollout still pending, and kept forever."""
+    if color is None:
+        return
+    try:
+        deployment = (await app_colors(api, ref)).get(color)
+        if deployment is None or LIVE_AT in _annotations(deployment):
+            return
+        await _patch_annotations(api, ref.namespace, _name(deployment), {LIVE_AT: format_time(now)})
+    except KubeError as exc:
+        say(
+            f"warning: #{color}: {LIVE_AT} not written ({exc}); until rainbowd sees it, a color "
+            "newer than the live one is planned as pending and kept"
+        )
 
 
 async def _hold_for_rollback(
@@ -1077,6 +1089,7 @@ async def promote(api: ApiClient, ref: AppRef, *, say: Say = _quiet) -> Outcome:
         selector={ref.color_label: canary},
         annotations={CANARY_COLOR: None},
     )
+    await _stamp_was_live(api, ref, previous, now=datetime.now(UTC), say=say)
     message = f"promoted: Service {ref.service_name} now selects #{canary} only" + (
         f"; #{previous} is retired and follows the policy" if previous else ""
     )

@@ -390,6 +390,15 @@ async def test_a_failing_check_means_no_switch(
     assert selector(svc) == {"app": APP, "color": B}
     assert [p["port"] for p in svc["spec"]["ports"]] == [80], svc["spec"]
 
+    # Deploying the older #A again is a rollback by another name: #B, newer and never seen live
+    # by a rainbowd, is stamped live-at, so it is planned as retired rather than pending.
+    assert LIVE_AT not in await annotations_of(kube_api, namespace, f"{APP}-{B}")
+    back = await cli.deploy(A)
+    assert back.code == 0, str(back)
+    assert f"{APP}-{A} exists already: not re-created" in back.out, str(back)
+    assert selector(await service(kube_api, namespace)) == {"app": APP, "color": A}
+    assert LIVE_AT in await annotations_of(kube_api, namespace, f"{APP}-{B}")
+
 
 async def test_two_racing_deploys_one_wins_and_nothing_is_clobbered(
     cli: Cli, namespace: str, kube_api: ApiClient, tmp_path: Path

@@ -585,13 +585,23 @@ async def test_rollback_during_a_canary_narrows_to_the_old_color(
     # retired (its connections unknown here, the policy's Prometheus being down), not for a
     # newer color still pending, which would be kept forever.
     assert LIVE_AT in await annotations_of(kube_api, namespace, f"{APP}-{B}")
-    policy = cli.workdir / "policy.yaml"
-    policy.write_text(policy_text("http://127.0.0.1:9", namespace))
+    colors = await planned_colors(cli)
+    assert {c: doc["state"] for c, doc in colors.items()} == {
+        A: "live",
+        B: "unknown-connections",
+    }, colors
+
+
+async def planned_colors(cli: Cli) -> dict[str, dict[str, Any]]:
+    """`rainbowd plan` of the test's namespace, one read-only cycle against the cluster, with a
+    policy whose Prometheus is down (connections unknown): each color's document."""
+    policy = cli.workdir / "plan-policy.yaml"
+    policy.write_text(policy_text("http://127.0.0.1:9", cli.namespace))
     plan = await asyncio.to_thread(
         subprocess.run,
         [
             *(sys.executable, "-m", "rainbowd", "plan", f"--kubeconfig={cli.cluster.kubeconfig}"),
-            *(f"--namespaces={namespace}", f"--policy-file={policy}", "-o", "json"),
+            *(f"--namespaces={cli.namespace}", f"--policy-file={policy}", "-o", "json"),
         ],
         capture_output=True,
         text=True,
@@ -600,8 +610,28 @@ async def test_rollback_during_a_canary_narrows_to_the_old_color(
     )
     assert plan.returncode == 0, plan.stdout + plan.stderr
     (app,) = json.loads(plan.stdout)["apps"]
-    states = {c["color"]: c["state"] for c in app["colors"]}
-    assert states == {A: "live", B: "unknown-connections"}, app
+    return {doc["color"]: doc for doc in app["colors"]}
+
+
+async def test_a_malformed_hold_holds(cli: Cli, namespace: str, kube_api: ApiClient) -> None:
+    await cli.deployed(A)
+    await cli.deployed(B)
+    await request_json(
+        kube_api,
+        "PATCH",
+        resource_path("apps/v1", "deployments", namespace=namespace, name=f"{APP}-{A}"),
+        body={"metadata": {"annotations": {HOLD_UNTIL: "tomorrow", HOLD_REASON: "typo"}}},
+        content_type="application/merge-patch+json",
+    )
+    held = (await planned_colors(cli))[A]
+    assert held["state"] == "protected", held
+    assert held["note"].startswith(
+        f"held ({HOLD_UNTIL} 'tomorrow' is not an RFC 3339 time): typo"
+    ), held
+    # Released, it is an ordinary retired color again.
+    run = await cli("release", A)
+    assert run.code == 0, str(run)
+    assert (await planned_colors(cli))[A]["state"] == "unknown-connections"
 
 
 # --- with the daemon ----------------------------------------------------------------------------

@@ -134,8 +134,8 @@ def test_replanning_the_applied_plan_yields_no_action(
     if not budget_held:
         assert again.actions == ()
         return
-    # Cleanups held by maxDisruptionsPerCycle come due again with a new budget: those rounds
-    # must still end, each on a snapshot the previous round produced.
+    # Cleanups held by the disruption budget (maxDisruptions) come due again once it allows
+    # more: those rounds must still end, each on a snapshot the previous round produced.
     rounds = sum(len(ns.deployments) for ns in snap.namespaces.values()) + 1
     for _ in range(rounds):
         if not again.actions:

@@ -87,6 +87,10 @@ class FaultRecord:
         return max(0.0, self.converged_at - (self.cleared_at or self.injected_at))
 
 
+NO_FAULT = "(no fault)"
+"""The ledger row of a test that injects no fault but has a witness judge the daemon's actions."""
+
+
 class Ledger:
     """Every fault of the session, in the order injected."""
 
@@ -105,8 +109,9 @@ class Ledger:
             test = f.test.rsplit("::", 1)[-1]
             row = f"{f.name:<{width}}  {f.actions:>7}  {len(f.wrongful):>8}  {took:>11}"
             out.append(f"{row}  {test}")
+        injected = [f for f in self.faults if f.name != NO_FAULT]
         out.append(
-            f"{len(self.faults)} faults injected, {sum(f.actions for f in self.faults)} actions "
+            f"{len(injected)} faults injected, {sum(f.actions for f in self.faults)} actions "
             f"taken, {len(self.wrongful)} wrongful"
         )
         out.extend(f"WRONGFUL: {w}" for w in self.wrongful)
@@ -180,6 +185,7 @@ class Witness:
         self.hands_off: list[tuple[str, float, float | None, str]] = []
         self.forced_ok: set[str] = set()
         self.faults: list[FaultRecord] = []
+        self.created_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._checked = False
 
@@ -402,7 +408,11 @@ class Witness:
         print("witness timeline:\n" + "\n".join(self.timeline()))
         if not self._checked:
             self._checked = True
-            faults = self.faults or [self.injected("(no fault)")]
+            # A test that injects nothing still has every action judged: one row for all of
+            # them, from the witness's start, not counted as a fault.
+            faults = self.faults or [
+                FaultRecord(name=NO_FAULT, test=self.test, injected_at=self.created_at)
+            ]
             timed = [f for f in faults if not f.names]
             starts = [f.injected_at for f in timed[1:]] + [float("inf")]
             ends = {id(f): end for f, end in zip(timed, starts, strict=False)}

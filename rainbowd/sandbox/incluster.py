@@ -1,21 +1,25 @@
 """rainbowd installed on a real node the way users install it, and the seed's app run as real pods:
 `kubectl apply -k` of k8s/sandbox (k8s/ with the locally built image) plus the sandbox's Prometheus
-URL and durations, and `k8s/demo/app.yaml` applied one color at a time.
+URL and durations, and `k8s/demo/app.yaml` shipped one color at a time with `rainbowd deploy -f`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes_asyncio.client import ApiClient
 
+from rainbowd import deploy as rainbow
 from rainbowd.deploy import substitute_color
+from rainbowd.kube.clients import ConfigError, KubeError, make_api_client
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox.controlplane import default_binaries_dir
 
@@ -27,6 +31,10 @@ NAMESPACE = "rainbowd"
 DEPLOYMENT = "rainbowd"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:rainbowd"
 ROLLOUT_TIMEOUT = "300s"
+AVAILABLE_TIMEOUT = 300.0
+"""Seconds `rainbowd deploy` and `rollback` wait for a color to be Available."""
+DEMO_APP_NAME = "rainbow-deploys"
+"""The app of k8s/demo/app.yaml."""
 
 
 class InClusterError(RuntimeError):
@@ -150,24 +158,34 @@ def install(kubectl: Kubectl, *, policy: str, interval: str = "2s") -> None:
     )
 
 
+def demo_template(*, image: str, fixed_node_ports: bool = True) -> str:
+    """k8s/demo/app.yaml running the local image (never pulled), __COLOR__ kept: the template
+    `rainbowd deploy -f` renders. Without `fixed_node_ports` the apiserver picks the node ports,
+    so two namespaces can run the app."""
+    documents = [d for d in yaml.safe_load_all(DEMO_APP.read_text()) if d]
+    for document in documents:
+        if document["kind"] == "Service" and not fixed_node_ports:
+            for port in document["spec"]["ports"]:
+                port.pop("nodePort", None)
+        if document["kind"] == "Deployment":
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                container["image"] = image
+                container["imagePullPolicy"] = "Never"
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
 def demo_documents(
     color: str, *, image: str, fixed_node_ports: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Service, Deployment) of k8s/demo/app.yaml for `color`, running the local image. Without
-    `fixed_node_ports` the apiserver picks the node ports, so two namespaces can run the app."""
-    documents = [substitute_color(d, color) for d in yaml.safe_load_all(DEMO_APP.read_text())]
+    """(Service, Deployment) of `demo_template` for `color`."""
+    text = demo_template(image=image, fixed_node_ports=fixed_node_ports)
+    documents = [substitute_color(d, color) for d in yaml.safe_load_all(text)]
     service = next(d for d in documents if d["kind"] == "Service")
     deployment = next(d for d in documents if d["kind"] == "Deployment")
-    if not fixed_node_ports:
-        for port in service["spec"]["ports"]:
-            port.pop("nodePort", None)
-    for container in deployment["spec"]["template"]["spec"]["containers"]:
-        container["image"] = image
-        container["imagePullPolicy"] = "Never"
     return service, deployment
 
 
-def deploy_color(
+def rainbow_deploy(
     kubectl: Kubectl,
     namespace: str,
     color: str,
@@ -176,13 +194,54 @@ def deploy_color(
     replicas: int | None = None,
     fixed_node_ports: bool = True,
 ) -> None:
-    """A rainbow deploy of the demo app: the color's Deployment, rolled out, then the Service."""
-    service, deployment = demo_documents(color, image=image, fixed_node_ports=fixed_node_ports)
-    if replicas is not None:
-        deployment["spec"]["replicas"] = replicas
-    kubectl.apply([deployment], namespace=namespace)
-    name = deployment["metadata"]["name"]
-    kubectl(
-        "rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={ROLLOUT_TIMEOUT}"
+    """`rainbowd deploy -f` of the demo app's color with the node's kubeconfig, by the command's
+    own code: the Deployment, Available, then the Service switched (created the first time)."""
+    request = rainbow.DeployRequest(
+        ref=rainbow.AppRef(namespace=namespace, app=DEMO_APP_NAME),
+        color=color,
+        template=demo_template(image=image, fixed_node_ports=fixed_node_ports),
+        template_source=str(DEMO_APP.relative_to(_ROOT)),
+        replicas=replicas,
+        timeout=AVAILABLE_TIMEOUT,
     )
-    kubectl.apply([service], namespace=namespace)
+
+    async def body(api: ApiClient) -> None:
+        await rainbow.deploy(api, request, say=lambda text: _say("deploy", text))
+
+    _with_api(kubectl, f"rainbowd deploy of #{color}", body)
+
+
+def rainbow_rollback(kubectl: Kubectl, namespace: str, *, to: str | None = None) -> str:
+    """`rainbowd rollback` of the demo app with the node's kubeconfig, by the command's own code;
+    returns the color the Service selects again."""
+    ref = rainbow.AppRef(namespace=namespace, app=DEMO_APP_NAME)
+    back: list[str] = []
+
+    async def body(api: ApiClient) -> None:
+        outcome = await rainbow.rollback(
+            api, ref, to=to, within=AVAILABLE_TIMEOUT, say=lambda text: _say("rollback", text)
+        )
+        back.append(outcome.color)
+
+    _with_api(kubectl, "rainbowd rollback", body)
+    return back[0]
+
+
+def _say(command: str, text: str) -> None:
+    print(f"  rainbowd {command}: {text}", flush=True)
+
+
+def _with_api(kubectl: Kubectl, what: str, body: Callable[[ApiClient], Awaitable[None]]) -> None:
+    """Runs `body` with a client for the node's kubeconfig; its failure is an InClusterError."""
+
+    async def main() -> None:
+        api = await make_api_client(kubeconfig=str(kubectl.kubeconfig))
+        try:
+            await body(api)
+        finally:
+            await api.close()
+
+    try:
+        asyncio.run(main())
+    except (rainbow.DeployError, KubeError, ConfigError) as exc:
+        raise InClusterError(f"{what} failed: {exc}") from exc

@@ -16,9 +16,9 @@ from rainbowd.sandbox.images import ImageError, build_images
 from rainbowd.sandbox.incluster import (
     InClusterError,
     Kubectl,
-    deploy_color,
     install,
     pod_scrape_config,
+    rainbow_deploy,
     sandbox_policy_text,
 )
 from rainbowd.sandbox.node import BRIDGE_IP, Node, NodeError, missing_parts
@@ -81,8 +81,8 @@ def run_node_sandbox(options: NodeSandboxOptions) -> int:
         install(kubectl, policy=sandbox_policy_text(prometheus.url, **knobs))
         if not options.story:
             color = new_color()
-            say(f"deploying the first color #{color} from k8s/demo/app.yaml")
-            deploy_color(kubectl, options.namespace, color, image=images.rainbowd.ref)
+            say(f"deploying the first color #{color} with rainbowd deploy -f k8s/demo/app.yaml")
+            rainbow_deploy(kubectl, options.namespace, color, image=images.rainbowd.ref)
         _banner(node, prometheus, kubectl, options.namespace)
         if options.story:
             play(

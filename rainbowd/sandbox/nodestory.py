@@ -1,7 +1,9 @@
-"""The seed's story on a real node, through a real ClusterIP: TCP clients hold the old color across
-the Service switch while new clients get the new one; rainbowd (the in-cluster pods) marks the old
-color's pods retired, holds the color while connected, scales it down once drained (its pods get
-SIGTERM and the demo app closes its streams gracefully) and deletes it; the live color untouched.
+"""The seed's story on a real node, through a real ClusterIP, each color shipped with `rainbowd
+deploy`: TCP clients hold the old color across the Service switch while new clients get the new
+one; rainbowd (the in-cluster pods) marks the old color's pods retired, holds the color while
+connected and scales it down once drained (its pods get SIGTERM and the demo app closes its streams
+gracefully); `rainbowd rollback` brings it back; a third color is deployed and rainbowd deletes the
+two old ones once drained; the live color untouched.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import yaml
 
-from rainbowd.sandbox.incluster import Kubectl, deploy_color
+from rainbowd.sandbox.incluster import DEMO_APP_NAME, Kubectl, rainbow_deploy, rainbow_rollback
 
 T = TypeVar("T")
 
-APP = "rainbow-deploys"
+APP = DEMO_APP_NAME
 TCP_PORT = 8081
 POLICY_CONFIGMAP = "rainbowd/rainbowd-policy"
 LINE_TIMEOUT = 30.0
@@ -94,6 +97,8 @@ class StoryResult:
     namespace: str
     old: str
     new: str
+    fix: str
+    """The third color, deployed after the rollback; live at the end."""
     cluster_ip: str = ""
     held_before: bytes = b""
     held_after: bytes = b""
@@ -102,6 +107,12 @@ class StoryResult:
     """The downward API's annotations file, read inside an old pod's container once retired."""
     conntrack: str = ""
     graceful_close: bool = False
+    rollback_began: datetime | None = None
+    rollback_done: datetime | None = None
+    selector_after_rollback: dict[str, str] = field(default_factory=dict)
+    replicas_after_rollback: int = 0
+    after_rollback: bytes = b""
+    """The first line a new connection read through the ClusterIP after the rollback."""
     seconds: float = 0.0
 
 
@@ -155,10 +166,12 @@ def play(
     The policy rainbowd runs must have connectionFloor 1: two connections hold the old color,
     one closed drains it, and the one left open sees the graceful close."""
     began = time.monotonic()
-    old, new = new_color(), new_color()
-    while new == old:
-        new = new_color()
-    result = StoryResult(namespace=namespace, old=old, new=new)
+    colors: list[str] = []
+    while len(colors) < 3:
+        if (color := new_color()) not in colors:
+            colors.append(color)
+    old, new, fix = colors
+    result = StoryResult(namespace=namespace, old=old, new=new, fix=fix)
     kubectl("create", "namespace", namespace, check=False)
     streams: list[Stream] = []
     try:
@@ -180,9 +193,14 @@ def _play(
     tell: Callable[[str], None],
     fixed_node_ports: bool,
 ) -> None:
-    ns, old, new = result.namespace, result.old, result.new
-    tell(f"1. deploy color #{old} ({APP}-{old}, 2 pods) and point Service {APP} at it")
-    deploy_color(kubectl, ns, old, image=image, fixed_node_ports=fixed_node_ports)
+    ns, old, new, fix = result.namespace, result.old, result.new, result.fix
+    old_name, new_name, fix_name = (f"{APP}-{c}" for c in (old, new, fix))
+
+    def deploy(color: str) -> None:
+        rainbow_deploy(kubectl, ns, color, image=image, fixed_node_ports=fixed_node_ports)
+
+    tell(f"1. deploy color #{old}: Deployment {old_name}, 2 replicas, Service {APP} to it")
+    deploy(old)
     service = kubectl.json("get", "service", APP, "-n", ns)
     result.cluster_ip = ip = service["spec"]["clusterIP"]
     result.old_pod_ips = [p["status"]["podIP"] for p in _pods(kubectl, ns, old)]
@@ -197,7 +215,7 @@ def _play(
     result.held_before = held[0].received
 
     tell(f"3. deploy color #{new} and switch the Service to it")
-    deploy_color(kubectl, ns, new, image=image, fixed_node_ports=fixed_node_ports)
+    deploy(new)
     fresh = poll(lambda: _new_stream_on(ip, new, streams), what=f"a new connection reading #{new}")
     for stream in held:
         if (got := stream.color()) != old:
@@ -251,11 +269,11 @@ def _play(
     def scaled_to_zero() -> bool:
         found = _deployment(kubectl, ns, old)
         if found is None:
-            raise StoryError(f"{APP}-{old} was deleted without being scaled down first")
+            raise StoryError(f"{old_name} was deleted without being scaled down first")
         return int(found["spec"]["replicas"]) == 0
 
-    poll(scaled_to_zero, what=f"{APP}-{old} scaled to 0")
-    tell(f"   rainbowd scaled {APP}-{old} to 0; its pods get SIGTERM")
+    poll(scaled_to_zero, what=f"{old_name} scaled to 0")
+    tell(f"   rainbowd scaled {old_name} to 0; its pods get SIGTERM")
     # The demo app closes its streams on SIGTERM: the open connection ends with a clean EOF
     # (after any color lines still in flight), not a reset.
     deadline = time.monotonic() + STEP_TIMEOUT
@@ -271,25 +289,77 @@ def _play(
             raise StoryError(f"the held connection read {line!r} before closing")
         if time.monotonic() > deadline:
             raise StoryError("the held connection was never closed")
-    tell("   the held connection was closed cleanly by the old pod")
+    streams.remove(last)
+    last.close()
+    tell(
+        f"   the held connection was closed cleanly by the old pod; {old_name} is kept at 0 "
+        "replicas for a fast rollback"
+    )
+
+    tell(
+        f"6. #{new} turns out bad: rainbowd rollback scales {old_name} back to 2 replicas, "
+        f"waits until it is Available, and switches the Service back to #{old}"
+    )
+    result.rollback_began = datetime.now(UTC)
+    went_back = rainbow_rollback(kubectl, ns)
+    result.rollback_done = datetime.now(UTC)
+    if went_back != old:
+        raise StoryError(f"the rollback went to #{went_back}, expected #{old}")
+    result.selector_after_rollback = kubectl.json("get", "service", APP, "-n", ns)["spec"][
+        "selector"
+    ]
+    if result.selector_after_rollback.get("color") != old:
+        raise StoryError(f"the Service selects {result.selector_after_rollback}, not #{old}")
+    found = _deployment(kubectl, ns, old)
+    result.replicas_after_rollback = int(found["spec"]["replicas"]) if found else 0
+    if result.replicas_after_rollback != 2:
+        raise StoryError(f"{old_name} was not scaled back to 2: {found and found['spec']}")
+    back = poll(
+        lambda: _new_stream_on(ip, old, streams), what=f"a new connection reading #{old} again"
+    )
+    result.after_rollback = back.received
+    if (got := fresh.color()) != new:
+        raise StoryError(f"the connection to #{new} now reads #{got}")
+    tell(
+        f"   {old_name} is back at 2 replicas; a new connection reads #{old}; the one opened "
+        f"on #{new} still reads #{new}, which is now retired"
+    )
+
+    tell(f"7. deploy again: color #{fix}, the fixed release, and switch the Service to it")
+    deploy(fix)
+    live = poll(lambda: _new_stream_on(ip, fix, streams), what=f"a new connection reading #{fix}")
+    tell(f"   a new connection reads #{fix}")
 
     kept = set_default(kubectl, "keepScaledDown", 0)
     try:
         tell(
-            f"6. {APP}-{old} is kept at 0 for a fast rollback (keepScaledDown {kept}); set it "
-            f"to 0 in ConfigMap {POLICY_CONFIGMAP} and rainbowd deletes it"
+            f"8. close the connections to #{old} and #{new}, and set keepScaledDown to 0 "
+            f"(was {kept}) in ConfigMap {POLICY_CONFIGMAP}: nothing is kept for a rollback any "
+            f"more, so rainbowd deletes #{old} and #{new} once drained"
         )
-        poll(lambda: _deployment(kubectl, ns, old) is None, what=f"{APP}-{old} deleted")
-        tell(f"   {APP}-{old} deleted")
+        for stream in (fresh, back):
+            streams.remove(stream)
+            stream.close()
+        for name, color in ((old_name, old), (new_name, new)):
+
+            def deleted(color: str = color) -> bool:
+                return _deployment(kubectl, ns, color) is None
+
+            poll(deleted, what=f"{name} deleted", within=STEP_TIMEOUT + min_retired_age)
+            tell(f"   {name} deleted by rainbowd")
     finally:
         set_default(kubectl, "keepScaledDown", kept)
 
-    tell(f"7. the live color #{new} was never touched")
-    found = _deployment(kubectl, ns, new)
+    tell(f"9. the live color #{fix} was never touched")
+    found = _deployment(kubectl, ns, fix)
     if found is None or int(found["spec"]["replicas"]) != 2:
-        raise StoryError(f"{APP}-{new} changed: {found and found['spec']}")
-    if (got := fresh.color()) != new:
-        raise StoryError(f"the new connection reads #{got}, expected #{new}")
+        raise StoryError(f"{fix_name} changed: {found and found['spec']}")
+    selector = kubectl.json("get", "service", APP, "-n", ns)["spec"]["selector"]
+    if selector.get("color") != fix:
+        raise StoryError(f"the Service selects {selector}, expected #{fix}")
+    if (got := live.color()) != fix:
+        raise StoryError(f"the connection to #{fix} reads #{got}")
+    tell(f"   #{fix} untouched: 2 replicas, the Service on it, its connection still reads #{fix}")
 
 
 def set_default(kubectl: Kubectl, knob: str, value: Any) -> Any:

@@ -22,7 +22,7 @@ import pytest
 
 from rainbowd import __version__
 from rainbowd.sandbox.images import Images
-from rainbowd.sandbox.incluster import NAMESPACE, SERVICE_ACCOUNT, Kubectl, deploy_color
+from rainbowd.sandbox.incluster import NAMESPACE, SERVICE_ACCOUNT, Kubectl, rainbow_deploy
 from rainbowd.sandbox.node import Node
 from rainbowd.sandbox.nodestory import APP, new_color, poll
 from rainbowd.sandbox.prometheus import PrometheusServer
@@ -96,7 +96,7 @@ def test_prometheus_finds_the_demo_pods_through_the_apiserver_and_scrapes_their_
     namespace = f"sd-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
     color = new_color()
-    deploy_color(
+    rainbow_deploy(
         kubectl,
         namespace,
         color,
@@ -146,8 +146,8 @@ def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
     kubectl("create", "namespace", namespace)
     old, new = new_color(), new_color()
     image = node_images.rainbowd.ref
-    deploy_color(kubectl, namespace, old, image=image, replicas=1, fixed_node_ports=False)
-    deploy_color(kubectl, namespace, new, image=image, replicas=1, fixed_node_ports=False)
+    rainbow_deploy(kubectl, namespace, old, image=image, replicas=1, fixed_node_ports=False)
+    rainbow_deploy(kubectl, namespace, new, image=image, replicas=1, fixed_node_ports=False)
     lease = poll(
         lambda: _lease(kubectl) if _lease(kubectl).get("holderIdentity") else None, what="a leader"
     )
@@ -176,7 +176,7 @@ def test_deleting_the_leader_hands_the_burn_down_to_the_other_replica_done_once(
     poll(scaled_down, what=f"{APP}-{old} scaled down")
     calls = rainbowd_calls(node, namespace, f"{APP}-{old}")
     assert len([c for c in calls if c[1] == "scale"]) == 1, calls
-    assert ("delete", "") not in calls, calls
+    assert not [c for c in calls if c[0] == "delete"], calls
     assert (
         kubectl.json("get", "deployment", f"{APP}-{new}", "-n", namespace)["spec"]["replicas"] == 1
     )

@@ -27,6 +27,19 @@ from rainbowd.timeline import Timeline
 
 log = get_logger(__name__)
 
+# At most this many AnnotationWarning Events a cycle: a cluster full of bad values (a bulk edit
+# gone wrong) is reported over the next cycles, never as one burst of writes to the apiserver.
+WARNING_EVENTS_PER_CYCLE = 20
+
+
+def warnings_to_report(
+    warnings: Sequence[str], reported: frozenset[str], *, cap: int = WARNING_EVENTS_PER_CYCLE
+) -> tuple[list[str], frozenset[str]]:
+    """The plan's warnings to report as Events this cycle (new ones, at most `cap`), and the
+    warnings reported so far that still hold: one gone and back is reported again."""
+    new = [w for w in warnings if w not in reported][:cap]
+    return new, frozenset(w for w in warnings if w in reported) | frozenset(new)
+
 
 @dataclass(frozen=True)
 class CycleReport:
@@ -229,9 +242,8 @@ class Reconciler:
             # Every pod of a retired color carries the mark, pods created since included.
             self.cache.watch_pods(policy.app_label, policy.color_label)
             await self.executor.mark_pods(plan, self.cache.pods())
-            new = [w for w in plan.warnings if w not in self._reported]
+            new, self._reported = warnings_to_report(plan.warnings, self._reported)
             await self.executor.report_warnings(plan, planned.snapshot, new)
-            self._reported = frozenset(plan.warnings)
         self.metrics.observe_plan(plan, planned.forecasts)
 
         duration = loop.time() - started

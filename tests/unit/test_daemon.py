@@ -25,6 +25,7 @@ from rainbowd.daemon.cycles import (
     queries_needed,
     query_failures,
 )
+from rainbowd.daemon.reconciling import warnings_to_report
 from rainbowd.policyfile import load_policy_text
 from rainbowd.prom.querying import (
     PrometheusError,
@@ -244,3 +245,21 @@ def test_the_dry_run_overlay_hands_out_the_same_objects_until_it_changes() -> No
     # A Deployment gone from the cache leaves the overlay.
     assert pipeline._overlaid({"chat": [b2]}) == {"chat": [b2]}
     assert "u1" not in pipeline.overlay
+
+
+def test_annotation_warnings_are_reported_once_while_they_last_and_in_bounded_batches() -> None:
+    warnings = [f"ns/app-{i:06x}: hold-until 'tomorrow' is not an RFC 3339 time" for i in range(5)]
+    new, reported = warnings_to_report(warnings, frozenset(), cap=2)
+    assert new == warnings[:2]
+    # The rest come over the next cycles, none twice.
+    new, reported = warnings_to_report(warnings, reported, cap=2)
+    assert new == warnings[2:4]
+    new, reported = warnings_to_report(warnings, reported, cap=2)
+    assert new == warnings[4:]
+    new, reported = warnings_to_report(warnings, reported, cap=2)
+    assert new == []
+    # A warning that went away (fixed) and came back (broken again) is reported again.
+    new, reported = warnings_to_report(warnings[1:], reported, cap=2)
+    assert new == [] and warnings[0] not in reported
+    new, reported = warnings_to_report(warnings, reported, cap=2)
+    assert new == [warnings[0]]

@@ -34,9 +34,10 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ AVAILABLE = {
 }
 
 
-async def in_parallel(jobs: list[Callable[[], Awaitable[Any]]]) -> None:
+async def in_parallel(jobs: Sequence[Callable[[], Awaitable[object]]]) -> None:
     queue = iter(jobs)
 
     async def worker() -> None:
@@ -201,6 +202,11 @@ async def make_available(api: ApiClient, ns: str, name: str) -> None:
     await request_json(api, "PATCH", path, body=AVAILABLE, content_type=MERGE_PATCH)
 
 
+def connections_shifted(shift: int) -> Callable[[int], int]:
+    """Connections per pod of the i-th color: 1 to 7, moved `shift` colors along."""
+    return lambda i: 1 + (i + shift) % 7
+
+
 async def populate(api: ApiClient, size: int) -> Layout:
     layout = Layout()
     for ns in (*NAMESPACES, REACT):
@@ -212,27 +218,18 @@ async def populate(api: ApiClient, size: int) -> Layout:
     # planner orders colors by creationTimestamp, whole seconds.
     await in_parallel(
         [
-            lambda ns=ns, app=app, color=color: create(api, ns, deployment(app, color))
+            partial(create, api, ns, deployment(app, color))
             for ns, app, colors in layout.apps
             for color in colors[:-1]
         ]
     )
     await asyncio.sleep(1.05 - time.time() % 1.0)
     await in_parallel(
-        [
-            lambda ns=ns, app=app, c=colors[-1]: create(api, ns, deployment(app, c))
-            for ns, app, colors in layout.apps
-        ]
-        + [
-            lambda ns=ns, app=app, c=colors[-1]: create(api, ns, service(app, c))
-            for ns, app, colors in layout.apps
-        ]
+        [partial(create, api, ns, deployment(app, colors[-1])) for ns, app, colors in layout.apps]
+        + [partial(create, api, ns, service(app, colors[-1])) for ns, app, colors in layout.apps]
     )
     await in_parallel(
-        [
-            lambda ns=ns, app=app, c=colors[-1]: make_available(api, ns, f"{app}-{c}")
-            for ns, app, colors in layout.apps
-        ]
+        [partial(make_available, api, ns, f"{app}-{colors[-1]}") for ns, app, colors in layout.apps]
     )
     return layout
 
@@ -501,6 +498,11 @@ async def _zero(api: ApiClient, name: str) -> bool:
     return await replicas(api, REACT, name) == 0
 
 
+def cycles_reach(ctl: Controller, count: float) -> Callable[[], Awaitable[bool]]:
+    """A check for `until`: the controller has run `count` cycles."""
+    return lambda: asyncio.to_thread(lambda: ctl.cycles() >= count)
+
+
 async def measure_controller(
     ctl: Controller,
     meter: Meter,
@@ -536,15 +538,9 @@ async def measure_controller(
         moving(move)
         # Two cycles to take the new mode in, then the window.
         start_cycle = ctl.cycles()
-        await until(
-            lambda s=start_cycle: asyncio.to_thread(lambda: ctl.cycles() >= s + 2),
-            f"{ctl.name} cycles",
-        )
+        await until(cycles_reach(ctl, start_cycle + 2), f"{ctl.name} cycles")
         before = await asyncio.to_thread(meter.read, pid, ctl.cycles())
-        await until(
-            lambda b=before: asyncio.to_thread(lambda: ctl.cycles() >= b.cycles + cycles),
-            f"{ctl.name} cycles",
-        )
+        await until(cycles_reach(ctl, before.cycles + cycles), f"{ctl.name} cycles")
         after = await asyncio.to_thread(meter.read, pid, ctl.cycles())
         out[label] = window_figures(meter, before, after, ctl.agent)
         if label == "steady":
@@ -600,8 +596,8 @@ async def run_size(size: int, cycles: int, workdir: Path) -> dict[str, Any]:
             result["populate_s"] = round(time.monotonic() - began, 1)
             size = sum(len(c) for _, _, c in layout.apps)
             result["deployments"] = size
-            fixed = layout.series(lambda i: 1 + i % 7)
-            moved = [layout.series(lambda i, k=k: 1 + (i + k) % 7) for k in (1, 2)]
+            fixed = layout.series(connections_shifted(0))
+            moved = [layout.series(connections_shifted(k)) for k in (1, 2)]
             bulk.set(fixed)
             series = size * PODS_PER_COLOR
             result["series"] = series
@@ -665,7 +661,7 @@ async def run_size(size: int, cycles: int, workdir: Path) -> dict[str, Any]:
                             moving,
                             size,
                             cycles,
-                            lambda keys=keys: stamped_by(keys),
+                            partial(stamped_by, keys),
                             started,
                             figures,
                         )

@@ -81,7 +81,7 @@ async def cycle(api: Any, session: aiohttp.ClientSession, prom_url: str) -> dict
         live = selected(labels, services.get(meta["namespace"], []))
         key = LIVE_AT if live else RETIRED_AT
         if key not in annotations:
-            body = {"metadata": {"annotations": {key: now}}}
+            body: dict[str, object] = {"metadata": {"annotations": {key: now}}}
             await request_json(api, "PATCH", path, body=body, content_type=MERGE_PATCH)
             stamped += 1
         elif not live and conns == 0:

@@ -62,6 +62,7 @@ async def gauge(http: aiohttp.ClientSession, demo: DemoApp) -> dict[tuple[str, s
 
 
 async def wait_gauge(http: aiohttp.ClientSession, demo: DemoApp, expected: float) -> None:
+    assert demo.namespace is not None and demo.app is not None, "an unlabelled demo has no gauge"
     key = (demo.namespace, demo.app, demo.color)
 
     async def check() -> bool | None:

@@ -179,13 +179,18 @@ def test_each_query_selects_what_its_alert_means(prometheus: PrometheusServer) -
     result = plan(snapshot, policy, snapshot.now)
     colors = [color for app in result.apps for color in app.colors]
 
-    def found(c: ColorPlan) -> object:
+    def finding(c: ColorPlan) -> object:
         return c.note.found if isinstance(c.note, Note) else None
 
+    def retired_seconds(c: ColorPlan) -> float:
+        retired = c.retired_for(result.now)
+        assert retired is not None, c.color
+        return retired.total_seconds()
+
     draining = {c.color: c for c in colors if c.state is State.DRAINING}
-    above = {color: c for color, c in draining.items() if isinstance(found(c), AboveFloor)}
+    above = {color: c for color, c in draining.items() if isinstance(finding(c), AboveFloor)}
     assert above, "the example snapshot has no color draining above its floor"
-    assert any(isinstance(found(c), MinRetiredAge) for c in draining.values()), draining
+    assert any(isinstance(finding(c), MinRetiredAge) for c in draining.values()), draining
     late = next(iter(above.values()))
     started = time.time()
     forecasts = {
@@ -206,8 +211,7 @@ def test_each_query_selects_what_its_alert_means(prometheus: PrometheusServer) -
 
         found = prometheus.query(exprs["rainbowd-color-draining-long A"])
         assert {s.labels["color"]: s.value for s in found} == {
-            color: pytest.approx(c.retired_for(result.now).total_seconds())
-            for color, c in above.items()
+            color: pytest.approx(retired_seconds(c)) for color, c in above.items()
         }
 
         found = prometheus.query(exprs["rainbowd-color-will-not-drain A"])

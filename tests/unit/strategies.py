@@ -172,7 +172,8 @@ def _bump(version: str) -> str:
     return str(int(version) + 1) if version.isdigit() else version + "+"
 
 
-def _annotated(d: Deployment, changes: Mapping[str, str | None]) -> dict[str, str]:
+def annotated(d: Deployment, changes: Mapping[str, str | None]) -> dict[str, str]:
+    """`d`'s annotations once `changes` landed: None removes a key, as the executor does."""
     annotations = dict(d.annotations)
     for key, value in changes.items():
         if value is None:
@@ -201,7 +202,7 @@ def apply_plan(snap: Snapshot, plan: Plan) -> Snapshot:
                 # Annotations are part of a Deployment's generation, and so is spec.replicas.
                 d = dataclasses.replace(
                     d,
-                    annotations=_annotated(d, action.annotations),
+                    annotations=annotated(d, action.annotations),
                     resource_version=_bump(d.resource_version),
                     generation=d.generation + (1 if action.annotations else 0),
                 )

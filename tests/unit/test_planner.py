@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +25,12 @@ from rainbowd.core.model import (
     AppPlan,
     BlockReason,
     ColorPlan,
+    Connections,
+    Deployment,
     Plan,
     PodConnections,
     Reason,
+    Service,
     Snapshot,
     State,
 )
@@ -74,25 +78,40 @@ def kinds(c: ColorPlan) -> list[tuple[ActionKind, Reason]]:
     return [(a.kind, a.reason) for a in c.actions]
 
 
-def live_new() -> object:
+def live_new() -> Deployment:
     """The live color of most cases: 9d2cc9, created 10h ago, already stamped live."""
     return deployment("9d2cc9", created=ago(10 * H), annotations={LIVE_AT: stamp(10 * H)})
 
 
-def old(color_: str = "3c3fdc", *, created: timedelta = 20 * H, **kw: object) -> object:
-    return deployment(color_, created=ago(created), **kw)  # type: ignore[arg-type]
+def old(
+    color_: str = "3c3fdc",
+    *,
+    created: timedelta = 20 * H,
+    replicas: int = 2,
+    ready: int | None = None,
+    annotations: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Deployment:
+    return deployment(
+        color_,
+        created=ago(created),
+        replicas=replicas,
+        ready=ready,
+        annotations=annotations,
+        labels=labels,
+    )
 
 
 def run(
-    deployments: list[object],
-    connections: dict[str, object] | None = None,
-    services: list[object] | None = None,
+    deployments: list[Deployment],
+    connections: Mapping[str, Connections] | None = None,
+    services: list[Service] | None = None,
     pol: Policy | None = None,
 ) -> Plan:
     snap = snapshot(
-        deployments,  # type: ignore[arg-type]
-        [LIVE_SVC] if services is None else services,  # type: ignore[arg-type]
-        {(NS, APP, c): v for c, v in (connections or {}).items()},  # type: ignore[misc]
+        deployments,
+        [LIVE_SVC] if services is None else services,
+        {(NS, APP, c): v for c, v in (connections or {}).items()},
     )
     return plan(snap, pol or policy(), NOW)
 
@@ -213,12 +232,20 @@ def test_service_with_empty_selector_makes_nothing_live() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw",
-    [{"available": False}, {"progress_deadline_exceeded": True}, {"replicas": 0}],
+    ("available", "progress_deadline_exceeded", "replicas"),
+    [(False, False, 2), (True, True, 2), (True, False, 0)],
     ids=["not-available", "progress-deadline-exceeded", "zero-replicas"],
 )
-def test_live_color_not_available_blocks_the_app(kw: dict[str, bool]) -> None:
-    live = deployment("9d2cc9", created=ago(H), **kw)  # type: ignore[arg-type]
+def test_live_color_not_available_blocks_the_app(
+    available: bool, progress_deadline_exceeded: bool, replicas: int
+) -> None:
+    live = deployment(
+        "9d2cc9",
+        created=ago(H),
+        available=available,
+        progress_deadline_exceeded=progress_deadline_exceeded,
+        replicas=replicas,
+    )
     p = run([live, old(annotations={RETIRED_AT: stamp(200 * H)})], {"3c3fdc": conns(0)})
     assert app_plan(p).blocked is BlockReason.LIVE_NOT_AVAILABLE
     assert p.actions == ()
@@ -234,10 +261,15 @@ def test_protected_color_in_blocked_app_is_reported_protected() -> None:
 # --- drain --------------------------------------------------------------------------------------
 
 
-def drained_old(**kw: object) -> object:
-    annotations = {RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(H)}
-    annotations.update(kw.pop("annotations", {}))  # type: ignore[arg-type]
-    return old(annotations=annotations, **kw)
+def drained_old(
+    *,
+    created: timedelta = 20 * H,
+    replicas: int = 2,
+    ready: int | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Deployment:
+    marks = {RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(H), **(annotations or {})}
+    return old(created=created, replicas=replicas, ready=ready, annotations=marks)
 
 
 def test_drained_color_is_scaled_down_with_original_replicas() -> None:
@@ -372,7 +404,7 @@ def test_max_retired_age_null_never_forces() -> None:
     assert color(p, "3c3fdc").actions == ()
 
 
-def four_retired() -> list[object]:
+def four_retired() -> list[Deployment]:
     return [
         live_new(),
         old("aaaaaa", created=40 * H, annotations={RETIRED_AT: stamp(30 * H)}),
@@ -465,7 +497,7 @@ def test_max_colors_tie_on_retired_at_takes_oldest_created() -> None:
 # --- cleanup kinds and keepScaledDown --------------------------------------------------------
 
 
-def scaled(color_: str, created: timedelta) -> object:
+def scaled(color_: str, created: timedelta) -> Deployment:
     return old(color_, created=created, replicas=0, annotations={RETIRED_AT: stamp(created)})
 
 
@@ -669,7 +701,7 @@ def test_every_action_and_color_has_words_and_preconditions() -> None:
 
 def test_replanning_the_applied_plan_is_a_no_op() -> None:
     snap = snapshot(
-        [*four_retired(), drained_old(), deployment("c0ffee", created=ago(M))],  # type: ignore[list-item]
+        [*four_retired(), drained_old(), deployment("c0ffee", created=ago(M))],
         [LIVE_SVC],
         {(NS, APP, "3c3fdc"): conns(0), (NS, APP, "bbbbbb"): conns(2)},
     )
@@ -695,32 +727,28 @@ FOUR_PODS = PodConnections(pods={"p-a": 3, "p-b": 2, "p-c": 0, "p-d": 0})
 
 
 def with_pods(
-    deployments: list[object],
-    figures: dict[str, PodConnections],
-    connections: dict[str, object],
+    deployments: list[Deployment],
+    figures: Mapping[str, PodConnections],
+    connections: Mapping[str, Connections],
 ) -> Snapshot:
     """A snapshot with the colors' per-pod figures, as the pipeline gives them."""
-    snap = snapshot(
-        deployments,  # type: ignore[arg-type]
-        [LIVE_SVC],
-        {(NS, APP, c): v for c, v in connections.items()},  # type: ignore[misc]
-    )
+    snap = snapshot(deployments, [LIVE_SVC], {(NS, APP, c): v for c, v in connections.items()})
     ns = snap.namespaces[NS]
     pods = {(APP, c): f for c, f in figures.items()}
     return dataclasses.replace(snap, namespaces={NS: dataclasses.replace(ns, pods=pods)})
 
 
 def consolidating(
-    deployments: list[object],
-    figures: dict[str, PodConnections],
+    deployments: list[Deployment],
+    figures: Mapping[str, PodConnections],
     *,
-    connections: dict[str, object],
+    connections: Mapping[str, Connections],
     pol: Policy | None = None,
 ) -> Plan:
     return plan(with_pods(deployments, figures, connections), pol or policy(**CONSOLIDATING), NOW)
 
 
-def retired_four(color_: str = "3c3fdc", **annotations: str) -> object:
+def retired_four(color_: str = "3c3fdc", **annotations: str) -> Deployment:
     return old(color_, replicas=4, annotations={RETIRED_AT: stamp(H), **annotations})
 
 

@@ -4,7 +4,7 @@ of them the drained rule then asks to scale down, and when time alone changes th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -39,7 +39,14 @@ from tests.unit.strategies import (
     stamp,
 )
 
-KNOBS = {"min_retired_age": 30 * M, "drain_hold": 5 * M, "connection_floor": 0}
+
+def assessing(min_retired_age: timedelta = 30 * M) -> Policy:
+    """The policy of these cases: one rule, drained at 0 connections held for 5 minutes."""
+    return Policy(
+        rules=(rule(min_retired_age=min_retired_age, drain_hold=5 * M, connection_floor=0),)
+    )
+
+
 LIVE = deployment("live", created=ago(H), annotations={LIVE_AT: stamp(H)})
 
 
@@ -151,7 +158,7 @@ def test_a_retired_color(
     if users is not None:
         connections[(NS, APP, "old")] = users
     snap = snapshot([LIVE, old], [service({"app": APP, "color": "live"})], connections)
-    cycle = Cycle(Policy(rules=(rule(**KNOBS),)), NOW, snap)
+    cycle = Cycle(assessing(), NOW, snap)
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
@@ -172,7 +179,7 @@ def test_a_retired_color(
 def test_a_blocked_app_hands_no_color_to_the_rules() -> None:
     old = deployment("old", created=ago(10 * H), annotations={RETIRED_AT: stamp(2 * H)})
     snap = snapshot([old], [], {(NS, APP, "old"): conns(0)})
-    cycle = Cycle(Policy(rules=(rule(**KNOBS),)), NOW, snap)
+    cycle = Cycle(assessing(), NOW, snap)
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
@@ -193,7 +200,7 @@ def test_a_threshold_ahead_sets_valid_until() -> None:
     snap = snapshot(
         [LIVE, old], [service({"app": APP, "color": "live"})], {(NS, APP, "old"): conns(0)}
     )
-    cycle = Cycle(Policy(rules=(rule(**{**KNOBS, "min_retired_age": 3 * H}),)), NOW, snap)
+    cycle = Cycle(assessing(min_retired_age=3 * H), NOW, snap)
     namespace = snap.namespaces[NS]
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()

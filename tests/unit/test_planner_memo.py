@@ -9,6 +9,7 @@ the steady state and that each condition of reuse, broken alone, makes the app b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import pytest
@@ -59,9 +60,23 @@ S = timedelta(seconds=1)
 _STEPS = (0 * S, 1 * S, 30 * S, 30 * S, 30 * S, 59 * S, 5 * M, 30 * M, 61 * M, 25 * H, -30 * S)
 
 
-def _with_namespace(snap: Snapshot, name: str, **changes: object) -> Snapshot:
+def _with_namespace(
+    snap: Snapshot,
+    name: str,
+    *,
+    deployments: tuple[Deployment, ...] | None = None,
+    services: tuple[Service, ...] | None = None,
+    connections: Mapping[tuple[str, str], Connections] | None = None,
+) -> Snapshot:
+    """`snap` with namespace `name`'s deployments, services or connections replaced."""
+    ns = snap.namespaces[name]
     namespaces = dict(snap.namespaces)
-    namespaces[name] = dataclasses.replace(namespaces[name], **changes)  # type: ignore[arg-type]
+    namespaces[name] = dataclasses.replace(
+        ns,
+        deployments=ns.deployments if deployments is None else deployments,
+        services=ns.services if services is None else services,
+        connections=ns.connections if connections is None else connections,
+    )
     return dataclasses.replace(snap, namespaces=namespaces)
 
 

@@ -7,7 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, RETIRED_AT, ActionKind, Reason, State
+from rainbowd.core.model import (
+    DRAINED_SINCE,
+    LIVE_AT,
+    RETIRED_AT,
+    ActionKind,
+    Reason,
+    Snapshot,
+    State,
+)
 from rainbowd.core.notes import (
     AboveFloor,
     BeyondKeepScaledDown,
@@ -215,7 +223,7 @@ def test_render_why(said: tuple[Said, ...], text: str) -> None:
     assert render_why(said, NOW) == text
 
 
-def story() -> object:
+def story() -> Snapshot:
     return snapshot(
         [
             deployment("9d2cc9", created=NOW - 2 * H, annotations={LIVE_AT: stamp(2 * H)}),
@@ -244,7 +252,7 @@ def story() -> object:
 
 
 def test_table_rows_columns_and_summary() -> None:
-    p = plan(story(), Policy(rules=(rule(app=None),)), NOW)  # type: ignore[arg-type]
+    p = plan(story(), Policy(rules=(rule(app=None),)), NOW)
     text = render_plan_table(p)
     lines = text.splitlines()
     assert lines[0].split() == list(COLUMNS)
@@ -282,7 +290,7 @@ def test_dry_run_paused_and_warnings_are_shown() -> None:
 
 
 def test_document_is_json_and_complete() -> None:
-    p = plan(story(), Policy(rules=(rule(app=None),)), NOW)  # type: ignore[arg-type]
+    p = plan(story(), Policy(rules=(rule(app=None),)), NOW)
     doc = json.loads(json.dumps(plan_to_document(p)))
     assert doc["now"] == "2026-11-21T12:00:00Z"
     assert [b["app"] for b in doc["blocked"]] == ["chat"]

@@ -5,6 +5,7 @@ cleanup; and when time alone changes each."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
 from rainbowd.core.notes import OverMaxColors
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import FOREVER, Cycle, Thresholds
+from rainbowd.core.planner.cycle import FOREVER, Cycle, Ruling, Thresholds
 from rainbowd.core.planner.resolve import (
     Disruptions,
     Granted,
@@ -28,7 +29,13 @@ from rainbowd.core.reporting import render_note, render_why
 from tests.unit.strategies import NOW, H, M, ago, conns, deployment, rule, snapshot, stamp
 
 
-def _color(name: str, *, users: float | None = 30, replicas: int = 2, **annotations: str) -> Color:
+def _color(
+    name: str,
+    *,
+    users: float | None = 30,
+    replicas: int = 2,
+    annotations: Mapping[str, str] | None = None,
+) -> Color:
     d = deployment(name, created=ago(20 * H), replicas=replicas, annotations=annotations)
     color = Color(d, rule(), None, name)
     color.retired_at = ago(10 * H)
@@ -59,7 +66,7 @@ def test_the_budget_spends_or_holds(
     count: int, recorded: dict[str, str], paused: bool, expected: list[str]
 ) -> None:
     cycle = _cycle(paused=paused)
-    old = _color("old", replicas=0, **recorded)
+    old = _color("old", replicas=0, annotations=recorded)
     colors = [old, _color("a"), _color("b")]
     knobs = Knobs(max_disruptions=Budget(count, timedelta(hours=1)))
     why = OverMaxColors(3, 1)
@@ -96,7 +103,7 @@ def test_a_drained_color_spends_nothing() -> None:
     knobs = Knobs(max_disruptions=Budget(0, timedelta(hours=1)))
     due = Due(color, Reason.MAX_COLORS, OverMaxColors(3, 1))
     ruling = Disruptions(cycle, [color], knobs).grant(due)
-    assert ruling == (Granted(due), None)
+    assert ruling == Ruling(Granted(due), None)
     assert not isinstance(ruling.decision, Withheld)
 
 
@@ -114,7 +121,7 @@ def test_records_are_kept_while_they_count(
     replicas: int, recorded: str, kind: ActionKind | None, cleanup: Reason | None
 ) -> None:
     cycle = _cycle()
-    color = _color("a", replicas=replicas, **{DISRUPTED_AT: recorded})
+    color = _color("a", replicas=replicas, annotations={DISRUPTED_AT: recorded})
     color.cleanup, color.kind = Reason.KEEP_SCALED_DOWN, ActionKind.DELETE
     ruling = disruption_records(cycle, [color], Budget(1, timedelta(hours=1)))
     for kept in ruling.decision:

@@ -7,7 +7,7 @@ stamps cut to whole seconds, and the hold annotation.
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -23,6 +23,8 @@ from rainbowd.core.model import (
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
     ActionKind,
+    Connections,
+    Deployment,
     Plan,
     Reason,
     Snapshot,
@@ -38,6 +40,7 @@ from tests.unit.strategies import (
     H,
     M,
     ago,
+    annotated,
     apply_plan,
     conns,
     deployment,
@@ -56,17 +59,17 @@ def disruptive(p: Plan) -> list[tuple[str, ActionKind, Reason]]:
     return [(a.color, a.kind, a.reason) for a in p.actions if a.disruptive]
 
 
-def both(snap: Snapshot, pol: Policy, at: object = NOW) -> Plan:
+def both(snap: Snapshot, pol: Policy, at: datetime = NOW) -> Plan:
     """plan() and a fresh Planner agree; the plan."""
-    first = plan(snap, pol, at)  # type: ignore[arg-type]
-    assert Planner().plan(snap, pol, at) == first  # type: ignore[arg-type]
+    first = plan(snap, pol, at)
+    assert Planner().plan(snap, pol, at) == first
     return first
 
 
 # --- a color scaled back up ------------------------------
 
 
-def scaled_back_up(**annotations: str) -> object:
+def scaled_back_up(**annotations: str) -> Deployment:
     """3c3fdc, scaled to 0 by rainbowd an hour ago after a long drain, now scaled back to 2 by a
     user (the first step of a manual rollback): its pods are not ready yet."""
     marks = {RETIRED_AT: stamp(5 * H), DRAINED_SINCE: stamp(2 * H), ORIGINAL_REPLICAS: "2"}
@@ -121,17 +124,15 @@ def test_a_scale_down_cut_short_by_a_crash_is_not_taken_for_a_scale_up() -> None
     assert action.annotations == {ORIGINAL_REPLICAS: "2", SCALE_DOWN_GENERATION: "8"}
     # Killed after the bookkeeping, before /scale: the annotations landed (generation 8), the
     # replicas did not. The next cycle finishes the job instead of holding it as a scale-up.
-    annotated = dataclasses.replace(
-        d, generation=8, annotations={**d.annotations, **action.annotations}
-    )
+    landed = dataclasses.replace(d, generation=8, annotations=annotated(d, action.annotations))
     again = both(
-        snapshot([live_new(), annotated], [LIVE_SVC], {(NS, APP, "3c3fdc"): conns(0)}), policy()
+        snapshot([live_new(), landed], [LIVE_SVC], {(NS, APP, "3c3fdc"): conns(0)}), policy()
     )
     (retry,) = color(again, "3c3fdc").actions
     assert (retry.kind, retry.reason) == (ActionKind.SCALE, Reason.DRAINED)
     assert retry.annotations == {SCALE_DOWN_GENERATION: "9"}
     # Scaled down, then scaled back up by a user: a later generation, a scale-up.
-    back_up = dataclasses.replace(annotated, generation=10)
+    back_up = dataclasses.replace(landed, generation=10)
     p = both(snapshot([live_new(), back_up], [LIVE_SVC], {(NS, APP, "3c3fdc"): conns(0)}), policy())
     assert kinds(color(p, "3c3fdc")) == [(ActionKind.ANNOTATE, Reason.SCALED_UP)]
 
@@ -414,7 +415,7 @@ def test_the_drain_hold_is_never_short_by_the_fraction_cut_from_its_stamp() -> N
 # --- the hold annotation ------------------------------
 
 
-def held(value: str, **extra: str) -> object:
+def held(value: str, **extra: str) -> Deployment:
     marks = {RETIRED_AT: stamp(80 * H), DRAINED_SINCE: stamp(H), HOLD_UNTIL: value, **extra}
     return deployment("3c3fdc", created=ago(90 * H), annotations=marks)
 
@@ -470,7 +471,7 @@ def test_a_hold_ending_is_a_planner_threshold() -> None:
 # --- the disruption budget is per time, and survives restarts ----------------------------------
 
 
-def overdue(color_: str, app: str = APP, retired: timedelta = 80 * H) -> object:
+def overdue(color_: str, app: str = APP, retired: timedelta = 80 * H) -> Deployment:
     """A color retired past maxRetiredAge 72h, still holding users."""
     return deployment(
         color_, app=app, created=ago(retired + H), annotations={RETIRED_AT: stamp(retired)}
@@ -480,7 +481,7 @@ def overdue(color_: str, app: str = APP, retired: timedelta = 80 * H) -> object:
 BUDGET = policy(max_retired_age=72 * H, max_disruptions=Budget(1, 10 * M))
 
 
-def busy(*colors: str, app: str = APP) -> dict[tuple[str, str, str], object]:
+def busy(*colors: str, app: str = APP) -> dict[tuple[str, str, str], Connections]:
     return {(NS, app, c): conns(40) for c in colors}
 
 
@@ -488,7 +489,7 @@ def test_the_disruption_budget_spans_cycles_not_one_cycle() -> None:
     snap = snapshot(
         [live_new(), overdue("aaaaaa", retired=90 * H), overdue("bbbbbb")],
         [LIVE_SVC],
-        busy("aaaaaa", "bbbbbb"),  # type: ignore[arg-type]
+        busy("aaaaaa", "bbbbbb"),
     )
     first = both(snap, BUDGET)
     assert [(c, r) for c, _, r in disruptive(first)] == [("aaaaaa", Reason.MAX_RETIRED_AGE)]
@@ -512,7 +513,7 @@ def test_a_color_recording_a_disruption_is_not_deleted_until_its_window_passes()
     snap = snapshot(
         [live_new(), overdue("aaaaaa", retired=90 * H), overdue("bbbbbb")],
         [LIVE_SVC],
-        busy("aaaaaa", "bbbbbb"),  # type: ignore[arg-type]
+        busy("aaaaaa", "bbbbbb"),
     )
     first = both(snap, pol)
     # With keepScaledDown 0 the forced color would be deleted at once, and its record with it.
@@ -534,7 +535,7 @@ def test_with_action_delete_a_forced_disruption_scales_first_and_deletes_later()
         max_disruptions=Budget(1, 10 * M),
         action=CleanupAction.DELETE,
     )
-    snap = snapshot([live_new(), overdue("aaaaaa")], [LIVE_SVC], busy("aaaaaa"))  # type: ignore[arg-type]
+    snap = snapshot([live_new(), overdue("aaaaaa")], [LIVE_SVC], busy("aaaaaa"))
     first = both(snap, pol)
     assert [(c, k) for c, k, _ in disruptive(first)] == [("aaaaaa", ActionKind.SCALE)]
     applied = apply_plan(snap, first)
@@ -558,7 +559,7 @@ def test_the_cluster_wide_budget_bounds_all_apps_together() -> None:
     snap = snapshot(
         [live_new(), overdue("3c3fdc"), chat_live, overdue("bbbbbb", app=chat)],
         [LIVE_SVC, service({"app": chat, "color": "aaaaaa"}, name=chat)],
-        {**busy("3c3fdc"), **busy("bbbbbb", app=chat)},  # type: ignore[arg-type]
+        {**busy("3c3fdc"), **busy("bbbbbb", app=chat)},
     )
     first = both(snap, pol)
     assert len(disruptive(first)) == 1

@@ -141,10 +141,10 @@ def test_the_reader_gives_back_what_the_writer_wrote() -> None:
     assert read.dry_run_overlay == 3
     assert read.history == status.history
     assert read.sparklines == status.sparklines
-    assert render_plan_table(read.plan or status.plan, forecasts=read.forecasts) == (
-        render_plan_table(status.plan or read.plan, forecasts=status.forecasts)
-    )
     assert read.plan is not None and status.plan is not None
+    assert render_plan_table(read.plan, forecasts=read.forecasts) == (
+        render_plan_table(status.plan, forecasts=status.forecasts)
+    )
     assert render_plan_table(read.plan) == render_plan_table(status.plan)
     found = find_color(read, "3c3fdc")
     assert found is not None and found.state is State.DRAINING

@@ -80,6 +80,7 @@ class FakePrometheus:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/api/v1/query", self._handle)
+        app.router.add_route("*", "/api/v1/query_range", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

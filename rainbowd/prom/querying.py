@@ -100,6 +100,17 @@ class PrometheusBadResponse(PrometheusError):
     error_cause = PrometheusErrorCause.BAD_RESPONSE
 
 
+class PrometheusPartialData(PrometheusError):
+    """Prometheus answered with warnings: some of the data is missing, so what did come back may
+    lack some pods' connections and pass for a drain."""
+
+    error_cause = PrometheusErrorCause.QUERY
+
+    def __init__(self, warnings: tuple[str, ...]) -> None:
+        super().__init__("partial data: " + _shorten("; ".join(warnings)))
+        self.warnings = warnings
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -162,10 +173,6 @@ class PrometheusClient:
     def __init__(self, session: aiohttp.ClientSession, settings: PrometheusSettings) -> None:
         self._session = session
         self._settings = settings
-        self._url = settings.url.rstrip("/") + "/api/v1/query"
-        self._client_timeout = aiohttp.ClientTimeout(
-            total=(settings.timeout + _CLIENT_GRACE).total_seconds()
-        )
         # Each summary query's reader, remembering the last answer.
         self._summaries: dict[ConnectionsQuery, SummaryReader] = {}
 
@@ -179,26 +186,8 @@ class PrometheusClient:
         return parse_response(status, body)
 
     async def _post(self, expr: str, *, at: datetime) -> tuple[int, bytes]:
-        form = {
-            "query": expr,
-            "time": format_timestamp(at),
-            "timeout": format_duration(self._settings.timeout),
-        }
-        try:
-            async with self._session.post(
-                self._url, data=form, timeout=self._client_timeout
-            ) as resp:
-                return resp.status, await resp.read()
-        except TimeoutError as exc:
-            raise PrometheusTimeout(
-                f"prometheus timed out after {format_duration(self._settings.timeout)}"
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise PrometheusUnreachable(f"prometheus unreachable: {_connect_cause(exc)}") from exc
-        except aiohttp.ClientError as exc:
-            raise PrometheusUnreachable(
-                f"prometheus unreachable: {_shorten(str(exc) or type(exc).__name__)}"
-            ) from exc
+        form = {"query": expr, "time": format_timestamp(at)}
+        return await post_form(self._session, self._settings, "/api/v1/query", form)
 
     async def connections(
         self, query: ConnectionsQuery, *, at: datetime, per_pod: bool = False
@@ -232,20 +221,18 @@ class PrometheusClient:
             )
             return QueryResult(query=query, at=at, error=exc.cause, error_cause=exc.error_cause)
         if result is None:
-            # Partial data could hide some pods' connections and pass for a drain.
-            cause = "partial data: " + _shorten("; ".join(warnings))
-            error_cause = PrometheusErrorCause.QUERY
+            partial = PrometheusPartialData(warnings)
             log.warning(
                 "prometheus query failed",
-                cause=error_cause.value,
-                error=cause,
+                cause=partial.error_cause.value,
+                error=partial.cause,
                 query=_shorten(shown),
             )
             return QueryResult(
                 query=query,
                 at=at,
-                error=cause,
-                error_cause=error_cause,
+                error=partial.cause,
+                error_cause=partial.error_cause,
                 warnings=warnings,
             )
         for warning in result.warnings:
@@ -257,6 +244,31 @@ class PrometheusClient:
         keep = set(queries)
         for query in [q for q in self._summaries if q not in keep]:
             del self._summaries[query]
+
+
+async def post_form(
+    session: aiohttp.ClientSession, settings: PrometheusSettings, path: str, form: dict[str, str]
+) -> tuple[int, bytes]:
+    """One form POST to an endpoint of Prometheus' query API (`path`, as `/api/v1/query`),
+    asking Prometheus to give up after the settings' timeout: the HTTP status and body, whatever
+    they say (`parse_document` reads them); raises PrometheusTimeout or PrometheusUnreachable
+    when no complete answer comes."""
+    url = settings.url.rstrip("/") + path
+    limit = format_duration(settings.timeout)
+    client_timeout = aiohttp.ClientTimeout(total=(settings.timeout + _CLIENT_GRACE).total_seconds())
+    try:
+        async with session.post(
+            url, data=form | {"timeout": limit}, timeout=client_timeout
+        ) as resp:
+            return resp.status, await resp.read()
+    except TimeoutError as exc:
+        raise PrometheusTimeout(f"prometheus timed out after {limit}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise PrometheusUnreachable(f"prometheus unreachable: {_connect_cause(exc)}") from exc
+    except aiohttp.ClientError as exc:
+        raise PrometheusUnreachable(
+            f"prometheus unreachable: {_shorten(str(exc) or type(exc).__name__)}"
+        ) from exc
 
 
 async def fetch_connections(
@@ -316,9 +328,12 @@ def parse_response(status: int, body: bytes) -> Vector:
     return Vector(samples=samples, warnings=warnings)
 
 
-def parse_document(status: int, body: bytes) -> tuple[list[Any], tuple[str, ...]]:
-    """The envelope of an instant query's answer checked: its result items, unchecked, and its
-    warnings; raises PrometheusError."""
+def parse_document(
+    status: int, body: bytes, result_type: str = "vector"
+) -> tuple[list[Any], tuple[str, ...]]:
+    """The envelope of a query's answer checked, holding a `result_type` (a vector for an
+    instant query, a matrix for a range query): its result items, unchecked, and its warnings;
+    raises PrometheusError."""
     try:
         doc: Any = json.loads(body)
     except ValueError:
@@ -344,14 +359,14 @@ def parse_document(status: int, body: bytes) -> tuple[list[Any], tuple[str, ...]
     data = doc.get("data")
     if not isinstance(data, dict):
         raise PrometheusBadResponse("prometheus answered without data")
-    result_type = data.get("resultType")
-    if result_type != "vector":
+    answered = data.get("resultType")
+    if answered != result_type:
         raise PrometheusBadResponse(
-            f"prometheus returned a {_shorten(str(result_type))}, expected a vector"
+            f"prometheus returned a {_shorten(str(answered))}, expected a {result_type}"
         )
     raw = data.get("result")
     if not isinstance(raw, list):
-        raise PrometheusBadResponse("prometheus answered a vector that is not a list")
+        raise PrometheusBadResponse(f"prometheus answered a {result_type} that is not a list")
     warnings = doc.get("warnings") or []
     if not isinstance(warnings, list):
         warnings = [warnings]

@@ -4,7 +4,6 @@ so a restart does not lose the drain forecast's samples. Informative only: nothi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -15,12 +14,12 @@ import aiohttp
 from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.prom.querying import (
     ColorKey,
-    PrometheusAPIError,
     PrometheusBadResponse,
-    PrometheusTimeout,
-    PrometheusUnreachable,
+    PrometheusPartialData,
     format_duration,
     format_timestamp,
+    parse_document,
+    post_form,
 )
 
 Point = tuple[float, float]
@@ -48,45 +47,18 @@ async def fetch_range(
         "start": format_timestamp(start),
         "end": format_timestamp(end),
         "step": format_duration(step),
-        "timeout": format_duration(settings.timeout),
     }
-    url = settings.url.rstrip("/") + "/api/v1/query_range"
-    timeout = aiohttp.ClientTimeout(total=settings.timeout.total_seconds() + 1)
-    try:
-        async with session.post(url, data=form, timeout=timeout) as resp:
-            body = await resp.read()
-            status = resp.status
-    except TimeoutError as exc:
-        raise PrometheusTimeout(
-            f"prometheus timed out after {format_duration(settings.timeout)}"
-        ) from exc
-    except aiohttp.ClientError as exc:
-        cause = str(exc) or type(exc).__name__
-        raise PrometheusUnreachable(f"prometheus unreachable: {cause[:200]}") from exc
+    status, body = await post_form(session, settings, "/api/v1/query_range", form)
     return parse_matrix(status, body, query)
 
 
 def parse_matrix(status: int, body: bytes, query: ConnectionsQuery) -> dict[ColorKey, list[Point]]:
-    """A /api/v1/query_range answer as points per color; raises PrometheusError."""
-    try:
-        doc: Any = json.loads(body)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict) or status >= 400 or doc.get("status") != "success":
-        error = doc.get("error") if isinstance(doc, dict) else None
-        text = str(error) if error else body[:200].decode("utf-8", errors="replace")
-        raise PrometheusAPIError(
-            f"prometheus HTTP {status}: {' '.join(text.split())[:200] or 'empty body'}",
-            http_status=status,
-            error_type=str(doc.get("errorType") if isinstance(doc, dict) else ""),
-            error=str(error or ""),
-        )
-    data = doc.get("data")
-    if not isinstance(data, dict) or data.get("resultType") != "matrix":
-        raise PrometheusBadResponse("prometheus answered a range query without a matrix")
-    result = data.get("result")
-    if not isinstance(result, list):
-        raise PrometheusBadResponse("prometheus answered a matrix that is not a list")
+    """A /api/v1/query_range answer as points per color; raises PrometheusError. An answer with
+    warnings is refused whole, as an instant query's is: its sums may miss some pods, and the
+    history would take a color's lower figures for a drain under way."""
+    result, warnings = parse_document(status, body, "matrix")
+    if warnings:
+        raise PrometheusPartialData(warnings)
     names = (query.namespace_label, query.app_label, query.color_label)
     out: dict[ColorKey, list[Point]] = {}
     for series in result:

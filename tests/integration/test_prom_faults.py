@@ -8,17 +8,22 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from rainbowd.core.model import NO_SERIES, Connections
-from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.core.history import ConnectionHistory
+from rainbowd.core.model import NO_SERIES, Connections, PrometheusErrorCause
+from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
+from rainbowd.daemon.cycles import seed_history
 from rainbowd.prom import (
     PrometheusAPIError,
     PrometheusBadResponse,
     PrometheusClient,
+    PrometheusError,
+    PrometheusPartialData,
     PrometheusTimeout,
     PrometheusUnreachable,
     fetch_connections,
 )
 from rainbowd.prom.querying import PART_LABEL, PODS_LABEL, summary_expr
+from rainbowd.prom.ranges import fetch_range, range_expression
 from tests.fakeprom import FakePrometheus, Reply, fakeprom, vector
 
 __all__ = ["fakeprom"]
@@ -405,3 +410,150 @@ async def test_raw_series_where_a_summary_was_asked_fail_the_query(
     assert result.error is not None
     assert result.error.startswith("prometheus answered a series without")
     assert not result.get("chat", "web", "3c3fdc").known
+
+
+# --- the start-up range query: the same faults, the same causes --------------------------------
+
+RANGE_START = AT - timedelta(minutes=10)
+RANGE_ENTRY = {
+    "metric": {"namespace": "chat", "app": "web", "color": "3c3fdc"},
+    "values": [[1700000000.0, "4"], [1700000030.0, "3"]],
+}
+
+
+def matrix(**extra: object) -> dict[str, object]:
+    return {"status": "success", "data": {"resultType": "matrix", "result": [RANGE_ENTRY]}} | extra
+
+
+async def fetch_range_from(
+    session: aiohttp.ClientSession, url: str, seconds: float = 10.0
+) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    settings = PrometheusSettings(url=url, timeout=timedelta(seconds=seconds))
+    return await fetch_range(
+        session, settings, METRIC, start=RANGE_START, end=AT, step=timedelta(seconds=30)
+    )
+
+
+async def test_a_range_query_posts_its_window_and_reads_the_matrix(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fakeprom.reply = Reply(body=matrix())
+    points = await fetch_range_from(session, fakeprom.url, seconds=2.5)
+    assert points == {("chat", "web", "3c3fdc"): [(1700000000.0, 4.0), (1700000030.0, 3.0)]}
+    (req,) = fakeprom.requests
+    assert (req.method, req.path) == ("POST", "/api/v1/query_range")
+    assert req.form == {
+        "query": range_expression(METRIC),
+        "start": f"{RANGE_START.timestamp():.3f}",
+        "end": f"{AT.timestamp():.3f}",
+        "step": "30s",
+        "timeout": "2500ms",
+    }
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "cause", "message"),
+    [
+        (
+            Reply(status=500, body=b"internal server error"),
+            PrometheusAPIError,
+            PrometheusErrorCause.HTTP,
+            "prometheus HTTP 500: internal server error",
+        ),
+        (
+            Reply(body={"status": "error", "errorType": "execution", "error": "out of memory"}),
+            PrometheusAPIError,
+            PrometheusErrorCause.QUERY,
+            "prometheus error (execution): out of memory",
+        ),
+        (
+            Reply(
+                status=503,
+                body={"status": "error", "errorType": "unavailable", "error": "TSDB not ready"},
+            ),
+            PrometheusAPIError,
+            PrometheusErrorCause.QUERY,
+            "prometheus error (unavailable): TSDB not ready",
+        ),
+        (
+            Reply(body=matrix(warnings=["remote read store-b: connection refused"])),
+            PrometheusPartialData,
+            PrometheusErrorCause.QUERY,
+            "partial data: remote read store-b: connection refused",
+        ),
+        (
+            Reply(body=b"this is not json"),
+            PrometheusBadResponse,
+            PrometheusErrorCause.BAD_RESPONSE,
+            "prometheus answered non-JSON: this is not json",
+        ),
+        (
+            Reply(body=vector((labels("chat", "web", "3c3fdc"), "4"))),
+            PrometheusBadResponse,
+            PrometheusErrorCause.BAD_RESPONSE,
+            "prometheus returned a vector, expected a matrix",
+        ),
+        (
+            Reply(hang=True),
+            PrometheusTimeout,
+            PrometheusErrorCause.TIMEOUT,
+            "prometheus timed out after 200ms",
+        ),
+    ],
+    ids=["http500", "status-error", "http503", "warnings", "non-json", "vector", "hang"],
+)
+async def test_a_range_query_fault_raises_with_its_cause(
+    fakeprom: FakePrometheus,
+    session: aiohttp.ClientSession,
+    reply: Reply,
+    error: type[PrometheusError],
+    cause: PrometheusErrorCause,
+    message: str,
+) -> None:
+    fakeprom.reply = reply
+    with pytest.raises(error) as raised:
+        await fetch_range_from(session, fakeprom.url, seconds=0.2)
+    assert raised.value.cause == message
+    assert raised.value.error_cause is cause
+    assert fakeprom.requests[0].path == "/api/v1/query_range"
+
+
+async def test_a_range_query_to_nobody_is_unreachable(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    url = fakeprom.url
+    await fakeprom.stop()
+    with pytest.raises(PrometheusUnreachable) as raised:
+        await fetch_range_from(session, url)
+    assert raised.value.cause == "prometheus unreachable: connection refused"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(hang=True),
+        Reply(status=500, body=b"internal server error"),
+        Reply(body={"status": "error", "errorType": "execution", "error": "out of memory"}),
+        Reply(body=matrix(warnings=["remote read store-b: connection refused"])),
+    ],
+    ids=["hang", "http500", "status-error", "warnings"],
+)
+async def test_a_failed_range_query_seeds_nothing(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession, reply: Reply
+) -> None:
+    settings = PrometheusSettings(url=fakeprom.url, timeout=timedelta(seconds=0.2))
+    policy = Policy(rules=(), prometheus=settings)
+    history = ConnectionHistory()
+    history.add(("chat", "web", "3c3fdc"), 1700000060.0, 7.0)
+
+    async def seed() -> None:
+        await seed_history(history, session, policy, [METRIC], now=AT, interval=30.0)
+
+    fakeprom.reply = reply
+    await seed()
+    assert len(fakeprom.requests) == 1
+    assert dict(history) == {("chat", "web", "3c3fdc"): [(1700000060.0, 7.0)]}
+    # The same history seeds from a good answer: the failure above was the fault's alone.
+    fakeprom.reply = Reply(body=matrix())
+    await seed()
+    assert dict(history)[("chat", "web", "3c3fdc")][0] == (1700000000.0, 4.0)

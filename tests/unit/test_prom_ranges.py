@@ -12,7 +12,12 @@ import pytest
 from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
 from rainbowd.daemon.cycles import seed_history
-from rainbowd.prom.querying import PrometheusAPIError, PrometheusBadResponse, PrometheusError
+from rainbowd.prom.querying import (
+    PrometheusAPIError,
+    PrometheusBadResponse,
+    PrometheusError,
+    PrometheusPartialData,
+)
 from rainbowd.prom.ranges import parse_matrix, range_expression
 
 QUERY = ConnectionsQuery(matchers='job="chat"')
@@ -66,6 +71,18 @@ def test_a_matrix_becomes_points_per_color() -> None:
         (200, matrix([{"metric": LABELS, "values": [[1, "x"]]}]), PrometheusBadResponse),
         (200, matrix([{"metric": LABELS, "values": [["1", "2"]]}]), PrometheusBadResponse),
         (200, matrix(["x"]), PrometheusBadResponse),
+        (200, b"not json", PrometheusBadResponse),
+        (
+            200,
+            json.dumps(
+                {
+                    "status": "success",
+                    "data": {"resultType": "matrix", "result": []},
+                    "warnings": ["remote read store-b: connection refused"],
+                }
+            ).encode(),
+            PrometheusPartialData,
+        ),
     ],
 )
 def test_bad_answers_raise(status: int, body: bytes, error: type[PrometheusError]) -> None:
@@ -94,7 +111,11 @@ async def test_a_failed_seed_is_logged_and_keeps_the_history() -> None:
 
 def test_an_error_names_what_prometheus_said() -> None:
     body = b'{"status":"error","errorType":"bad_data","error":"1:5: parse error"}'
-    with pytest.raises(PrometheusAPIError, match=r"^prometheus HTTP 400: 1:5: parse error$"):
+    with pytest.raises(
+        PrometheusAPIError, match=r"^prometheus error \(bad_data\): 1:5: parse error$"
+    ):
         parse_matrix(400, body, QUERY)
-    with pytest.raises(PrometheusAPIError, match=r"^prometheus HTTP 502: <html>bad gateway"):
+    with pytest.raises(
+        PrometheusAPIError, match=r"^prometheus HTTP 502: <html>bad gateway </html>$"
+    ):
         parse_matrix(502, b"<html>bad gateway\n</html>", QUERY)

@@ -31,6 +31,10 @@ from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_d
 log = get_logger(__name__)
 
 BIN_DIR_ENV = "RAINBOWD_CONTROLPLANE_BIN"
+# The fake Node's pod capacity. Not a kubelet's 110: tests share one control plane, and the pods
+# of namespaces earlier tests deleted hold their places until the namespace controller and kwok
+# have finished with them, which on a busy machine leaves a burst of new pods Pending for minutes.
+FAKE_NODE_PODS = 1000
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 BUILD_COMMAND = "tests/cluster/build"
 FAKE_NODE = "kwok-node-0"
@@ -565,7 +569,7 @@ class ControlPlane:
         )
 
     def _create_fake_node(self) -> None:
-        resources_ = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        resources_ = {"cpu": "32", "memory": "256Gi", "pods": str(FAKE_NODE_PODS)}
         key, value = FAKE_NODE_ANNOTATION
         node = {
             "apiVersion": "v1",

@@ -48,8 +48,8 @@ SWITCH_NAMESPACE = "bench-switch"
 DRAIN_NAMESPACE = "bench-drain"
 APP = "chat"
 CONCURRENCY = 16
-# The fake Node created by the control plane takes 110 pods; each extra one takes this many
-# live colors' pods, with room left for the switch and drain colors.
+# Each extra fake Node takes 110 pods (a kubelet's default) and is given this many live colors'
+# pods, with room left for the switch and drain colors.
 PODS_PER_NODE = 100
 
 STEADY_INTERVAL = 1.0

@@ -150,8 +150,33 @@ async def settled_deployment(
             and progressing.get("reason") == "NewReplicaSetAvailable"
         )
 
-    await eventually(settled, within=within, what=f"{name} to settle")
+    try:
+        await eventually(settled, within=within, what=f"{name} to settle")
+    except pytest.fail.Exception as exc:
+        raise AssertionError(f"{exc}; {await why_unsettled(api, namespace, name)}") from None
     return await get_deployment(api, namespace, name)
+
+
+async def why_unsettled(api: ApiClient, namespace: str, name: str) -> str:
+    """What a Deployment that would not settle shows: its status and its pods' phases, and the
+    cluster's pod count against the fake Node's capacity."""
+    obj = await get_deployment(api, namespace, name)
+    status = obj.get("status", {})
+    conditions = [
+        f"{c['type']}={c['status']} ({c.get('reason')})" for c in status.get("conditions", [])
+    ]
+    labels = obj["spec"]["selector"]["matchLabels"]
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = await list_items(api, "v1", "pods", namespace, selector=selector)
+    phases = [f"{p['metadata']['name']}: {p['status'].get('phase')}" for p in pods]
+    everywhere = await request_json(api, "GET", "/api/v1/pods", query={"limit": 1})
+    remaining = everywhere["metadata"].get("remainingItemCount", 0)
+    return (
+        f"status {status.get('readyReplicas')}/{status.get('replicas')} ready, "
+        f"generation {obj['metadata'].get('generation')} observed "
+        f"{status.get('observedGeneration')}, conditions {conditions}; pods {phases}; "
+        f"about {len(everywhere['items']) + remaining} pods in the cluster"
+    )
 
 
 async def create_deployment(

@@ -133,6 +133,11 @@ def consolidate(
     step_down = knobs.step_down
     if step_down is None:
         return NOTHING
+    if last is not None and now < _after(last, policy.every):
+        # A step cut short is retaken early only when it frees idle pods: the record cannot
+        # tell a crash from a person scaling the color back up to what it was, and a step
+        # that would disconnect someone waits its turn either way.
+        return Consolidation(recheck_at=_after(last, policy.every))
     stepped = _stamp(annotations, STEPPED_DOWN_AT)
     if isinstance(stepped, str):
         # When the last step-down was is in doubt: no pod holding connections goes on a guess.

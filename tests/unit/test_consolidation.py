@@ -217,6 +217,17 @@ def test_a_step_cut_short_is_taken_again_at_once_not_every_later() -> None:
     assert decided.step.replicas == 2
 
 
+def test_a_record_naming_the_replicas_never_retakes_a_step_down_early() -> None:
+    # The record cannot tell a step cut short by a crash from a person scaling the color back
+    # up to what it was: only a step of idle pods is retaken before `every` ends.
+    busy = PodConnections(pods={"p-a": 4, "p-b": 1})
+    record = {CONSOLIDATED_AT: stamp(1 * M), CONSOLIDATED_FROM: "2"}
+    decided = decide(replicas=2, pods=busy, knobs=STEPPING, annotations=record)
+    assert decided.step is None
+    assert decided.recheck_at is not None and decided.recheck_at > NOW
+    assert decide(replicas=2, pods=busy, knobs=STEPPING).reason is Reason.STEP_DOWN
+
+
 def test_step_down_only_without_idle_pods_and_every_its_own_interval() -> None:
     busy = PodConnections(pods={"p-a": 4, "p-b": 1})
     decided = decide(replicas=2, pods=busy, knobs=STEPPING)

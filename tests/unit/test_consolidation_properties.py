@@ -253,4 +253,16 @@ def test_any_consolidation_annotation_value_never_harshens_its_deployment(
     base = plan(with_(without), pol, NOW)
     odd = plan(with_({**without, key: value}), pol, NOW)  # no exception escapes, whatever it is
     assert Planner().plan(with_({**without, key: value}), pol, NOW) == odd
+    if (
+        key == CONSOLIDATED_FROM
+        and value == str(target.replicas)
+        and CONSOLIDATED_AT in without
+        and harm(odd, target.name) > harm(base, target.name)
+    ):
+        # The one documented case: a record naming the replicas the color still has is a step
+        # cut short (its intent written, its /scale never made), retaken before `every` ends;
+        # only ever as a step of idle pods, never one that removes a pod holding connections.
+        assert harm(odd, target.name)[:2] == (1, 0)
+        assert [a.reason for a in odd.actions if a.name == target.name] == [Reason.IDLE_PODS]
+        return
     assert harm(odd, target.name) <= harm(base, target.name)

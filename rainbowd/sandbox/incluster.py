@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes_asyncio.client import ApiClient
@@ -35,6 +35,9 @@ AVAILABLE_TIMEOUT = 300.0
 """Seconds `rainbowd deploy` and `rollback` wait for a color to be Available."""
 DEMO_APP_NAME = "rainbow-deploys"
 """The app of k8s/demo/app.yaml."""
+
+
+T = TypeVar("T")
 
 
 class InClusterError(RuntimeError):
@@ -215,33 +218,32 @@ def rainbow_rollback(kubectl: Kubectl, namespace: str, *, to: str | None = None)
     """`rainbowd rollback` of the demo app with the node's kubeconfig, by the command's own code;
     returns the color the Service selects again."""
     ref = rainbow.AppRef(namespace=namespace, app=DEMO_APP_NAME)
-    back: list[str] = []
 
-    async def body(api: ApiClient) -> None:
+    async def body(api: ApiClient) -> str:
         outcome = await rainbow.rollback(
             api, ref, to=to, within=AVAILABLE_TIMEOUT, say=lambda text: _say("rollback", text)
         )
-        back.append(outcome.color)
+        return outcome.color
 
-    _with_api(kubectl, "rainbowd rollback", body)
-    return back[0]
+    return _with_api(kubectl, "rainbowd rollback", body)
 
 
 def _say(command: str, text: str) -> None:
     print(f"  rainbowd {command}: {text}", flush=True)
 
 
-def _with_api(kubectl: Kubectl, what: str, body: Callable[[ApiClient], Awaitable[None]]) -> None:
-    """Runs `body` with a client for the node's kubeconfig; its failure is an InClusterError."""
+def _with_api(kubectl: Kubectl, what: str, body: Callable[[ApiClient], Awaitable[T]]) -> T:
+    """`body`'s result, run with a client for the node's kubeconfig; its failure is an
+    InClusterError."""
 
-    async def main() -> None:
+    async def main() -> T:
         api = await make_api_client(kubeconfig=str(kubectl.kubeconfig))
         try:
-            await body(api)
+            return await body(api)
         finally:
             await api.close()
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except (rainbow.DeployError, KubeError, ConfigError) as exc:
         raise InClusterError(f"{what} failed: {exc}") from exc

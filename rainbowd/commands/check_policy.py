@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import timedelta
 from typing import TextIO
 
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy import (
+    KNOBS,
     ConnectionsQuery,
-    Knobs,
     Policy,
     PolicyError,
     policy_to_document,
@@ -23,22 +22,7 @@ from rainbowd.core.policy import (
 )
 from rainbowd.policyfile import load_policy_file
 
-# Knob keys with their Knobs field and how None reads for that knob.
-_KNOB_ROWS = (
-    ("minRetiredAge", "min_retired_age", ""),
-    ("connectionFloor", "connection_floor", ""),
-    ("drainHold", "drain_hold", ""),
-    ("maxColors", "max_colors", "no cap"),
-    ("maxRetiredAge", "max_retired_age", "never"),
-    ("action", "action", ""),
-    ("keepScaledDown", "keep_scaled_down", ""),
-    ("maxDisruptions", "max_disruptions", ""),
-    ("abandonedAfter", "abandoned_after", "never"),
-    ("scaleUpGrace", "scale_up_grace", ""),
-    ("consolidate", "consolidate", "never"),
-    ("stepDown", "step_down", "never"),
-)
-_WIDTH = max(len(key) for key, _, _ in _KNOB_ROWS) + 2
+_WIDTH = max(len(knob.key) for knob in KNOBS) + 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,15 +63,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _value(knobs: Knobs, field: str, none: str) -> str:
-    value = getattr(knobs, field)
-    if value is None:
-        return none
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    return str(value)
-
-
 def _query(query: ConnectionsQuery) -> str:
     by = f"by {query.namespace_label}, {query.app_label}, {query.color_label}"
     if query.query is not None:
@@ -113,11 +88,11 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
         out.write(f"  {'namespaces:':<{_WIDTH}}{namespaces}\n")
         out.write(f"  {'selector:':<{_WIDTH}}{rule.selector.text or '(every Deployment)'}\n")
         out.write(f"  {'connections:':<{_WIDTH}}{_query(rule.connections)}\n")
-        for key, field, none in _KNOB_ROWS:
-            shown = _value(rule.knobs, field, none)
-            default = _value(policy.defaults, field, none)
+        for knob in KNOBS:
+            shown = knob.text(rule.knobs)
+            default = knob.text(policy.defaults)
             note = f"  (defaults: {default})" if shown != default else ""
-            out.write(f"  {key + ':':<{_WIDTH}}{shown}{note}\n")
+            out.write(f"  {knob.key + ':':<{_WIDTH}}{shown}{note}\n")
         if rule.knobs.consolidate is not None:
             problem = rule.connections.per_pod_problem
             pods = (

@@ -7,7 +7,7 @@ Test-only: production never applies a plan to a snapshot, the executor applies i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.policy import (
+    KNOBS,
     Budget,
     CleanupAction,
     ConnectionsQuery,
@@ -288,21 +289,30 @@ def _minutes(value: int | None) -> timedelta | None:
     return None if value is None else timedelta(minutes=value)
 
 
+# Each knob's choices, by key, drawn in the knob table's order (KNOBS): the properties and the
+# state machine exercise every knob listed here, and a knob missing here fails every one of them.
+# consolidate and stepDown stay off: consolidation has properties of its own, on policies with
+# consolidate on every rule (tests/unit/test_consolidation_properties.py).
+KNOB_CHOICES: dict[str, Callable[[Choices], Any]] = {
+    "minRetiredAge": lambda c: timedelta(minutes=c.pick((0, 5, 30, 60, 600))),
+    "connectionFloor": lambda c: c.pick((0, 3, 0, 25)),
+    "drainHold": lambda c: timedelta(minutes=c.pick((0, 5, 30))),
+    "maxColors": lambda c: c.pick((None, 1, 2, 3, 4)),
+    "maxRetiredAge": lambda c: _minutes(c.pick((None, 60, 1440, 0))),
+    "action": lambda c: c.pick(tuple(CleanupAction)),
+    "keepScaledDown": lambda c: c.pick((0, 1, 2, 3)),
+    "maxDisruptions": lambda c: Budget(
+        count=c.pick((1, 0, 2)), per=timedelta(minutes=c.pick((10, 1, 120)))
+    ),
+    "abandonedAfter": lambda c: _minutes(c.pick((None, 30, 600))),
+    "scaleUpGrace": lambda c: timedelta(minutes=c.pick((30, 0, 5))),
+    "consolidate": lambda c: None,
+    "stepDown": lambda c: None,
+}
+
+
 def knobs_from(c: Choices) -> Knobs:
-    return Knobs(
-        min_retired_age=timedelta(minutes=c.pick((0, 5, 30, 60, 600))),
-        connection_floor=c.pick((0, 3, 0, 25)),
-        drain_hold=timedelta(minutes=c.pick((0, 5, 30))),
-        max_colors=c.pick((None, 1, 2, 3, 4)),
-        max_retired_age=_minutes(c.pick((None, 60, 1440, 0))),
-        action=c.pick(tuple(CleanupAction)),
-        keep_scaled_down=c.pick((0, 1, 2, 3)),
-        max_disruptions=Budget(
-            count=c.pick((1, 0, 2)), per=timedelta(minutes=c.pick((10, 1, 120)))
-        ),
-        abandoned_after=_minutes(c.pick((None, 30, 600))),
-        scale_up_grace=timedelta(minutes=c.pick((30, 0, 5))),
-    )
+    return Knobs(**{knob.field: KNOB_CHOICES[knob.key](c) for knob in KNOBS})
 
 
 def knobs_strategy() -> st.SearchStrategy[Knobs]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rainbowd.core.policy import parse_policy
+from rainbowd.core.policy import KNOB_KEYS, KNOBS, Knobs, parse_policy
 from rainbowd.policyfile import load_policy_file
 
 POLICIES = Path(__file__).parent / "policies"
@@ -93,23 +93,29 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
     out = proc.stdout
     assert out.startswith("policy.yaml: valid, 2 rules (first match wins)\n")
     chat, rest = out.split("\nrule ")[1:]
-    assert chat.splitlines() == [
+    assert chat.splitlines()[:4] == [
         "chat",
         "  namespaces:      chat, chat-eu",
         "  selector:        app=chat",
         "  connections:     rainbow_open_connections{}  (by namespace, app, color)",
-        "  minRetiredAge:   30m",
-        "  connectionFloor: 25  (defaults: 5)",
-        "  drainHold:       5m",
-        "  maxColors:       no cap  (defaults: 4)",
-        "  maxRetiredAge:   never  (defaults: 72h)",
-        "  action:          scale-then-delete",
-        "  keepScaledDown:  2",
-        "  maxDisruptions:  1 per 10m",
-        "  abandonedAfter:  2h",
-        "  scaleUpGrace:    30m",
-        "  consolidate:     never",
-        "  stepDown:        never",
+    ]
+    # A row for every knob of the table, in its order: those set here say so, with the default
+    # they override; the rest read as the built-in defaults do (a few spelled out).
+    overridden = {
+        "connectionFloor": "25  (defaults: 5)",
+        "maxColors": "no cap  (defaults: 4)",
+        "maxRetiredAge": "never  (defaults: 72h)",
+        "abandonedAfter": "2h",
+    }
+    built_in = {
+        "drainHold": "5m",
+        "action": "scale-then-delete",
+        "maxDisruptions": "1 per 10m",
+        "consolidate": "never",
+    }
+    assert chat.splitlines()[4:] == [
+        f"  {key + ':':<17}{overridden.get(key) or built_in.get(key) or knob.text(Knobs())}"
+        for key, knob in zip(KNOB_KEYS, KNOBS, strict=True)
     ]
     assert "  namespaces:      all" in rest.splitlines()
     assert "  selector:        (every Deployment)" in rest.splitlines()

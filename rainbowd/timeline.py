@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from rainbowd.core.objects import format_time
-from rainbowd.kube.executing import ActionResult, Outcome
+from rainbowd.kube.executing import ActionOutcome, ActionResult
 
 RECENT_ACTIONS = 50
 """Actions kept: a color makes a handful in its whole life, so 50 spans many releases, and
@@ -26,7 +26,7 @@ class Timeline:
         """One cycle's results. Skipped ones (dry run, paused, stopping) did nothing: the plan
         shows them as planned, the timeline only what was attempted."""
         for result in results:
-            if result.outcome is Outcome.SKIPPED:
+            if result.outcome is ActionOutcome.SKIPPED:
                 continue
             action = result.action
             self._entries.append(

@@ -75,7 +75,7 @@ def _stamp(annotations: Mapping[str, str], key: str) -> datetime | str | None:
     return text if at is None else at
 
 
-def consolidate(
+def decide_consolidation(
     now: datetime,
     deployment: Deployment,
     *,
@@ -170,9 +170,9 @@ def needs_pods(
     retired_at: datetime,
     connections: Connections,
 ) -> bool:
-    """Whether `consolidate` would step the color if it had its per-pod figures: the pipeline
-    asks Prometheus for them only then."""
-    decided = consolidate(
+    """Whether `decide_consolidation` would step the color if it had its per-pod figures: the
+    pipeline asks Prometheus for them only then."""
+    decided = decide_consolidation(
         now,
         deployment,
         knobs=knobs,

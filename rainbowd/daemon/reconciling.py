@@ -19,7 +19,7 @@ from rainbowd.daemon.cycles import Pipeline, consolidates, snapshot_summary
 from rainbowd.daemon.policies import PolicyState
 from rainbowd.daemon.tasks import first_done
 from rainbowd.kube.caching import ClusterCache
-from rainbowd.kube.executing import ActionResult, Executor, Outcome
+from rainbowd.kube.executing import ActionOutcome, ActionResult, Executor
 from rainbowd.logs import get_logger
 from rainbowd.metrics import Metrics
 from rainbowd.status import PrometheusFailure, SnapshotSummary
@@ -284,7 +284,7 @@ class Reconciler:
             ok=True,
             error=None,
             leader=leader,
-            acted=any(r.outcome is not Outcome.SKIPPED for r in applied),
+            acted=any(r.outcome is not ActionOutcome.SKIPPED for r in applied),
             snapshot=snapshot_summary(planned.snapshot),
             plan=plan,
             results=tuple(applied),

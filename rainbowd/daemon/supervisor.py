@@ -31,7 +31,7 @@ from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import ConfigError, RateLimiter, make_api_client
 from rainbowd.kube.events import EventRecorder
-from rainbowd.kube.executing import Executor, Outcome
+from rainbowd.kube.executing import ActionOutcome, Executor
 from rainbowd.kube.leasing import LeaderElector
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.metrics import Metrics
@@ -338,7 +338,7 @@ class Daemon:
                 timeout=self.settings.lease_duration * 2,
             )
         report = await reconciler.cycle()
-        failed = not report.ok or any(r.outcome is Outcome.ERROR for r in report.results)
+        failed = not report.ok or any(r.outcome is ActionOutcome.ERROR for r in report.results)
         return 1 if failed else 0
 
     async def _shutdown(self, budget: float) -> bool:

@@ -90,7 +90,9 @@ _FIRST_SIGHT = frozenset({Reason.OBSERVED_LIVE, Reason.OBSERVED_RETIRED})
 _MARKING_MEMORY = 10_000
 
 
-class Outcome(enum.StrEnum):
+class ActionOutcome(enum.StrEnum):
+    """How applying one action ended (the planner's decision records are `notes.Outcome`)."""
+
     OK = "ok"
     GONE = "gone"  # the Deployment no longer exists: for a delete, already done
     CONFLICT = "conflict"  # it changed since the snapshot (precondition failed): re-plan
@@ -101,30 +103,30 @@ class Outcome(enum.StrEnum):
 @dataclass(frozen=True)
 class ActionResult:
     action: Action
-    outcome: Outcome
+    outcome: ActionOutcome
     error: str | None = None
 
 
-def event_reason(action: Action, outcome: Outcome) -> str:
+def event_reason(action: Action, outcome: ActionOutcome) -> str:
     """The CamelCase Event reason for what happened to `action`."""
     own = REASONS[action.reason].event
     if action.kind is ActionKind.ANNOTATE and own is not None:
         done, attempt = own
     else:
         done, attempt = ACTION_EVENTS[action.kind]
-    if outcome is Outcome.OK:
+    if outcome is ActionOutcome.OK:
         return done
-    if outcome is Outcome.GONE:
+    if outcome is ActionOutcome.GONE:
         return "AlreadyDeleted"
-    if outcome is Outcome.CONFLICT:
+    if outcome is ActionOutcome.CONFLICT:
         return f"{attempt}Conflict"
     return f"{attempt}Failed"
 
 
-def event_type(action: Action, outcome: Outcome) -> EventType:
-    if outcome in (Outcome.CONFLICT, Outcome.ERROR):
+def event_type(action: Action, outcome: ActionOutcome) -> EventType:
+    if outcome in (ActionOutcome.CONFLICT, ActionOutcome.ERROR):
         return "Warning"
-    if outcome is Outcome.OK and REASONS[action.reason].severity is Severity.WARNING:
+    if outcome is ActionOutcome.OK and REASONS[action.reason].severity is Severity.WARNING:
         return "Warning"
     return "Normal"
 
@@ -277,9 +279,9 @@ class Executor:
             if r.action.reason not in _FIRST_SIGHT:
                 continue
             key = (r.action.namespace, r.action.app)
-            if r.outcome is Outcome.OK:
+            if r.outcome is ActionOutcome.OK:
                 landed.setdefault(key, []).append(r.action)
-            elif r.outcome is Outcome.SKIPPED:
+            elif r.outcome is ActionOutcome.SKIPPED:
                 waiting.add(key)
         for key, acts in landed.items():
             self._marks_pending.setdefault(key, []).extend(acts)
@@ -319,7 +321,7 @@ class Executor:
         """
         announced = action.disruptive
         if announced:
-            log.info("action starting", **self._fields(action, Outcome.OK), dry_run=False)
+            log.info("action starting", **self._fields(action, ActionOutcome.OK), dry_run=False)
             if self.limiter is not None:
                 await self.limiter.acquire(urgent=urgent)
             live = await self._live_now(action)
@@ -327,21 +329,21 @@ class Executor:
                 live = await self._pods_changed(action)
             if live is not None:
                 return await self._refuse(action, live)
-            await self._emit(action, Outcome.OK, action.message)
+            await self._emit(action, ActionOutcome.OK, action.message)
         if self.limiter is not None:
             await self.limiter.acquire(urgent=urgent)
         result = await self._perform(action)
         fields = self._fields(action, result.outcome)
-        if result.outcome in (Outcome.OK, Outcome.GONE):
+        if result.outcome in (ActionOutcome.OK, ActionOutcome.GONE):
             log.info("action applied", **fields, dry_run=False)
         else:
             log.warning("action applied", **fields, dry_run=False, error=result.error)
         if announced and (
-            result.outcome is Outcome.OK
-            or (result.outcome is Outcome.GONE and action.kind is ActionKind.DELETE)
+            result.outcome is ActionOutcome.OK
+            or (result.outcome is ActionOutcome.GONE and action.kind is ActionKind.DELETE)
         ):
             return result  # the announcement said it all
-        if quiet and result.outcome is Outcome.OK:
+        if quiet and result.outcome is ActionOutcome.OK:
             return result  # told in the app's summary Event
         note = action.message
         if result.error:
@@ -428,14 +430,14 @@ class Executor:
         await asyncio.gather(*(patch(n, c) for n, c in sorted(action.step.costs.items())))
 
     async def _refuse(self, action: Action, error: str) -> ActionResult:
-        result = ActionResult(action, Outcome.CONFLICT, error)
+        result = ActionResult(action, ActionOutcome.CONFLICT, error)
         log.warning(
             "action refused", **self._fields(action, result.outcome), dry_run=False, error=error
         )
         await self._emit(action, result.outcome, f"{action.message} ({error})")
         return result
 
-    async def _emit(self, action: Action, outcome: Outcome, note: str) -> None:
+    async def _emit(self, action: Action, outcome: ActionOutcome, note: str) -> None:
         await self._on_deployment(
             action.namespace,
             action.name,
@@ -473,14 +475,17 @@ class Executor:
     def _skip(self, action: Action, why: str, *, dry_run: bool) -> ActionResult:
         if why == "deferred":
             log.debug("action deferred", deployment=action.name, namespace=action.namespace)
-            return ActionResult(action, Outcome.SKIPPED)
+            return ActionResult(action, ActionOutcome.SKIPPED)
         log.info(
-            "action skipped", **self._fields(action, Outcome.SKIPPED), dry_run=dry_run, why=why
+            "action skipped",
+            **self._fields(action, ActionOutcome.SKIPPED),
+            dry_run=dry_run,
+            why=why,
         )
-        return ActionResult(action, Outcome.SKIPPED)
+        return ActionResult(action, ActionOutcome.SKIPPED)
 
     @staticmethod
-    def _fields(action: Action, outcome: Outcome) -> dict[str, Any]:
+    def _fields(action: Action, outcome: ActionOutcome) -> dict[str, Any]:
         return {
             "namespace": action.namespace,
             "app": action.app,
@@ -497,9 +502,11 @@ class Executor:
         # A disruptive action without its preconditions could land on whatever now bears the
         # name; that is a planning bug, and refusing it costs one cycle at most.
         if action.disruptive and not action.resource_version:
-            return ActionResult(action, Outcome.ERROR, "no resourceVersion to use as precondition")
+            return ActionResult(
+                action, ActionOutcome.ERROR, "no resourceVersion to use as precondition"
+            )
         if action.kind is ActionKind.DELETE and not action.uid:
-            return ActionResult(action, Outcome.ERROR, "no uid to use as precondition")
+            return ActionResult(action, ActionOutcome.ERROR, "no uid to use as precondition")
         try:
             async with asyncio.timeout(self.timeout):
                 if action.kind is ActionKind.ANNOTATE:
@@ -513,21 +520,21 @@ class Executor:
                     await self._set_costs(action)
                     await self._scale_down(action)
                 else:  # pragma: no cover - a new ActionKind without executor support
-                    return ActionResult(action, Outcome.ERROR, f"unknown kind {action.kind}")
+                    return ActionResult(action, ActionOutcome.ERROR, f"unknown kind {action.kind}")
         except NotFound as exc:
             return ActionResult(
-                action, Outcome.GONE, None if action.kind is ActionKind.DELETE else str(exc)
+                action, ActionOutcome.GONE, None if action.kind is ActionKind.DELETE else str(exc)
             )
         except Conflict as exc:
-            return ActionResult(action, Outcome.CONFLICT, str(exc))
+            return ActionResult(action, ActionOutcome.CONFLICT, str(exc))
         except KubeError as exc:
-            return ActionResult(action, Outcome.ERROR, str(exc))
+            return ActionResult(action, ActionOutcome.ERROR, str(exc))
         except TimeoutError:
-            return ActionResult(action, Outcome.ERROR, f"timed out after {self.timeout:g}s")
+            return ActionResult(action, ActionOutcome.ERROR, f"timed out after {self.timeout:g}s")
         except Exception as exc:  # a bug must cost one action, not the cycle
             log.exception("action crashed", namespace=action.namespace, deployment=action.name)
-            return ActionResult(action, Outcome.ERROR, f"{type(exc).__name__}: {exc}")
-        return ActionResult(action, Outcome.OK)
+            return ActionResult(action, ActionOutcome.ERROR, f"{type(exc).__name__}: {exc}")
+        return ActionResult(action, ActionOutcome.OK)
 
     async def _annotate(self, action: Action, resource_version: str) -> dict[str, Any]:
         """Merge-patch the action's annotations; the resourceVersion in the body is a

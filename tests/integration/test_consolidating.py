@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.consolidation import consolidate, pod_step
+from rainbowd.core.consolidation import decide_consolidation, pod_step
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
@@ -27,7 +27,7 @@ from rainbowd.core.objects import deployment_from_k8s, format_time
 from rainbowd.core.policy import Consolidate, Knobs
 from rainbowd.kube.clients import KubeError
 from rainbowd.kube.events import EventRecorder
-from rainbowd.kube.executing import Executor, Outcome
+from rainbowd.kube.executing import ActionOutcome, Executor
 from rainbowd.metrics import Metrics
 from tests.integration.test_executing import (
     STAMP,
@@ -86,7 +86,7 @@ async def test_a_step_removes_exactly_the_idle_pods_through_scale(
     results = await executor.apply(plan_of(action))
     metrics.record_actions(results)
 
-    assert [r.outcome for r in results] == [Outcome.OK]
+    assert [r.outcome for r in results] == [ActionOutcome.OK]
     after = await settled_deployment(kube_api, namespace, "chat-c0c0c0")
     assert after["spec"]["replicas"] == 2
     assert after["spec"]["template"] == obj["spec"]["template"]
@@ -120,7 +120,7 @@ async def test_a_step_planned_on_pods_that_changed_is_refused(
 
     [result] = await executor.apply(plan_of(action))
 
-    assert result.outcome is Outcome.CONFLICT
+    assert result.outcome is ActionOutcome.CONFLICT
     assert result.error is not None and "pods changed" in result.error
     after = await get_deployment(kube_api, namespace, "chat-c0c0c0")
     assert after["spec"]["replicas"] == 3
@@ -149,7 +149,7 @@ async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeat
     now = datetime.now(UTC).replace(microsecond=0)
 
     def decide(found: dict[str, Any]) -> Any:
-        return consolidate(
+        return decide_consolidation(
             now,
             deployment_from_k8s(found),
             knobs=knobs,
@@ -169,7 +169,7 @@ async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeat
     assert first.step is not None and first.step.replicas == 2
     crashed = CrashBeforeScale(kube_api, EventRecorder(kube_api, instance="test"))
     [result] = await crashed.apply(plan_of(step_action(obj, first)))
-    assert result.outcome is Outcome.ERROR
+    assert result.outcome is ActionOutcome.ERROR
 
     # After the "restart": the record is there, the replicas are not changed: the step is due
     # again at once, not an `every` later.
@@ -179,7 +179,7 @@ async def test_a_step_cut_short_is_taken_again_at_once_and_a_done_one_not_repeat
     again = decide(cut_short)
     assert again.step is not None and again.step.removed == first.step.removed
     [result] = await executor.apply(plan_of(step_action(cut_short, again)))
-    assert result.outcome is Outcome.OK
+    assert result.outcome is ActionOutcome.OK
 
     # Done: the next cycle (or the next process) sees a step taken and waits `every`.
     done = await settled_deployment(kube_api, namespace, "chat-c0c0c0")

@@ -34,7 +34,7 @@ from rainbowd.core.model import (
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import NotFound, RateLimiter, request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
-from rainbowd.kube.executing import SUMMARY_EVENTS_ABOVE, ActionResult, Executor, Outcome
+from rainbowd.kube.executing import SUMMARY_EVENTS_ABOVE, ActionOutcome, ActionResult, Executor
 from rainbowd.sandbox.controlplane import ControlPlane
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -262,7 +262,7 @@ def plan_of(*actions: Action, dry_run: bool = False, paused: bool = False) -> Pl
     return Plan(now=NOW, apps=(app,), dry_run=dry_run, paused=paused)
 
 
-def outcomes(results: list[ActionResult]) -> list[Outcome]:
+def outcomes(results: list[ActionResult]) -> list[ActionOutcome]:
     return [r.outcome for r in results]
 
 
@@ -292,7 +292,7 @@ async def test_annotate_sets_and_removes_annotations(
         Reason.OBSERVED_RETIRED,
         annotations={RETIRED_AT: STAMP, LIVE_AT: STAMP},
     )
-    assert outcomes(await executor.apply(plan_of(stamp))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(stamp))) == [ActionOutcome.OK]
     after = await settled_deployment(kube_api, namespace, "chat-aaaaaa")
     before = obj["metadata"]["annotations"]
     assert before["team"] == "chat"
@@ -301,7 +301,7 @@ async def test_annotate_sets_and_removes_annotations(
     clear = action_for(
         after, ActionKind.ANNOTATE, Reason.LIVE_AGAIN, annotations={RETIRED_AT: None}
     )
-    assert outcomes(await executor.apply(plan_of(clear))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(clear))) == [ActionOutcome.OK]
     cleared = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert cleared["metadata"]["annotations"] == {**before, LIVE_AT: STAMP}
     # Annotations only: the spec, and so the pod template, is untouched (no rollout).
@@ -319,7 +319,7 @@ async def test_annotate_with_a_stale_resource_version_conflicts_and_changes_noth
         obj, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
     )
     [result] = await executor.apply(plan_of(stale))
-    assert result.outcome is Outcome.CONFLICT
+    assert result.outcome is ActionOutcome.CONFLICT
     assert result.error
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["metadata"]["resourceVersion"] == edited["metadata"]["resourceVersion"]
@@ -338,7 +338,7 @@ async def test_scale_down_goes_through_scale_and_keeps_the_template(
     assert len(await list_items(kube_api, "v1", "pods", namespace, selector)) == 2
     scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
 
-    assert outcomes(await executor.apply(plan_of(scale))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(scale))) == [ActionOutcome.OK]
 
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["spec"]["replicas"] == 0
@@ -387,7 +387,7 @@ async def test_scale_down_survives_the_status_write_its_own_stamp_causes(
     executor = StatusMovesAfterStamp(kube_api, EventRecorder(kube_api, instance="test"))
     obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
     scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
-    assert outcomes(await executor.apply(plan_of(scale))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(scale))) == [ActionOutcome.OK]
     assert len(applied_lines(caplog, "scale retried")) == 1
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["spec"]["replicas"] == 0
@@ -401,7 +401,7 @@ async def test_scale_down_after_a_spec_edit_between_stamp_and_scale_conflicts(
     obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
     scale = action_for(obj, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"})
     [result] = await executor.apply(plan_of(scale))
-    assert result.outcome is Outcome.CONFLICT
+    assert result.outcome is ActionOutcome.CONFLICT
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["spec"]["replicas"] == 2
     assert after["spec"]["minReadySeconds"] == 7
@@ -416,7 +416,7 @@ async def test_scale_down_with_a_stale_resource_version_conflicts(
         obj, ActionKind.SCALE, Reason.MAX_COLORS, annotations={ORIGINAL_REPLICAS: "3"}
     )
     [result] = await executor.apply(plan_of(scale))
-    assert result.outcome is Outcome.CONFLICT
+    assert result.outcome is ActionOutcome.CONFLICT
     after = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert after["spec"]["replicas"] == 3
     assert ORIGINAL_REPLICAS not in after["metadata"]["annotations"]
@@ -428,13 +428,13 @@ async def test_scale_down_without_annotations_uses_the_planned_resource_version(
 ) -> None:
     obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa", replicas=2)
     fresh = action_for(obj, ActionKind.SCALE, Reason.MAX_RETIRED_AGE)
-    assert outcomes(await executor.apply(plan_of(fresh))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(fresh))) == [ActionOutcome.OK]
     assert (await get_deployment(kube_api, namespace, "chat-aaaaaa"))["spec"]["replicas"] == 0
 
     obj2 = await create_deployment(kube_api, namespace, "chat", "bbbbbb", replicas=2)
     await touch_deployment(kube_api, namespace, "chat-bbbbbb")
     stale = action_for(obj2, ActionKind.SCALE, Reason.MAX_RETIRED_AGE)
-    assert outcomes(await executor.apply(plan_of(stale))) == [Outcome.CONFLICT]
+    assert outcomes(await executor.apply(plan_of(stale))) == [ActionOutcome.CONFLICT]
     assert (await get_deployment(kube_api, namespace, "chat-bbbbbb"))["spec"]["replicas"] == 2
 
 
@@ -446,12 +446,12 @@ async def test_delete_with_matching_preconditions_deletes_then_gone(
 ) -> None:
     obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
     delete = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
-    assert outcomes(await executor.apply(plan_of(delete))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(delete))) == [ActionOutcome.OK]
     with pytest.raises(NotFound):
         await get_deployment(kube_api, namespace, "chat-aaaaaa")
     # Applying the same plan again (a restart between delete and its bookkeeping) is success.
     [again] = await executor.apply(plan_of(delete))
-    assert again.outcome is Outcome.GONE
+    assert again.outcome is ActionOutcome.GONE
     assert again.error is None
 
 
@@ -461,7 +461,7 @@ async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete
     obj = await create_deployment(kube_api, namespace, "chat", "aaaaaa")
     await touch_deployment(kube_api, namespace, "chat-aaaaaa")
     stale = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
-    assert outcomes(await executor.apply(plan_of(stale))) == [Outcome.CONFLICT]
+    assert outcomes(await executor.apply(plan_of(stale))) == [ActionOutcome.CONFLICT]
     current = await get_deployment(kube_api, namespace, "chat-aaaaaa")
 
     # The same name recreated is another object: its uid differs from the planned one.
@@ -471,11 +471,11 @@ async def test_delete_with_a_stale_resource_version_or_wrong_uid_does_not_delete
         Reason.KEEP_SCALED_DOWN,
         uid="00000000-0000-0000-0000-000000000000",
     )
-    assert outcomes(await executor.apply(plan_of(wrong_uid))) == [Outcome.CONFLICT]
+    assert outcomes(await executor.apply(plan_of(wrong_uid))) == [ActionOutcome.CONFLICT]
     # No uid at all would make the delete unconditional: refused without calling the API.
     no_uid = action_for(current, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN, uid="")
     [refused] = await executor.apply(plan_of(no_uid))
-    assert refused.outcome is Outcome.ERROR
+    assert refused.outcome is ActionOutcome.ERROR
     assert refused.error == "no uid to use as precondition"
     still = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert still["metadata"]["uid"] == obj["metadata"]["uid"]
@@ -489,7 +489,7 @@ async def test_delete_garbage_collects_replica_sets_and_pods(
     selector = "app=chat,color=aaaaaa"
     assert len(await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)) == 1
     delete = action_for(obj, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN)
-    assert outcomes(await executor.apply(plan_of(delete))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(delete))) == [ActionOutcome.OK]
 
     async def collected() -> bool:
         replica_sets = await list_items(kube_api, "apps/v1", "replicasets", namespace, selector)
@@ -514,7 +514,7 @@ async def test_a_failed_action_does_not_stop_the_others(
         b, ActionKind.ANNOTATE, Reason.OBSERVED_RETIRED, annotations={RETIRED_AT: STAMP}
     )
     results = await executor.apply(plan_of(invalid, fine))
-    assert outcomes(results) == [Outcome.ERROR, Outcome.OK]
+    assert outcomes(results) == [ActionOutcome.ERROR, ActionOutcome.OK]
     assert results[0].error is not None and "422" in results[0].error
     events = {e["regarding"]["name"]: e for e in await our_events(kube_api, namespace)}
     assert (events["chat-aaaaaa"]["type"], events["chat-aaaaaa"]["reason"]) == (
@@ -553,7 +553,7 @@ async def test_dry_run_applies_nothing_but_logs_every_action(
 
     results = await executor.apply(plan)
 
-    assert outcomes(results) == [Outcome.SKIPPED] * 3
+    assert outcomes(results) == [ActionOutcome.SKIPPED] * 3
     for before in (a, b, c):
         now = await get_deployment(kube_api, namespace, before["metadata"]["name"])
         assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
@@ -581,7 +581,7 @@ async def test_paused_plan_holds_scale_and_delete_but_keeps_stamping(
         action_for(b, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
         paused=True,
     )
-    assert outcomes(await executor.apply(plan)) == [Outcome.OK, Outcome.SKIPPED]
+    assert outcomes(await executor.apply(plan)) == [ActionOutcome.OK, ActionOutcome.SKIPPED]
     assert (await get_deployment(kube_api, namespace, "chat-bbbbbb"))["spec"]["replicas"] == 2
     annotated = await get_deployment(kube_api, namespace, "chat-aaaaaa")
     assert annotated["metadata"]["annotations"][RETIRED_AT] == STAMP
@@ -618,7 +618,7 @@ async def test_stop_during_apply_finishes_the_current_action_and_skips_the_rest(
 
     results = await executor.apply(plan, stop=stop)
 
-    assert outcomes(results) == [Outcome.OK, Outcome.SKIPPED, Outcome.SKIPPED]
+    assert outcomes(results) == [ActionOutcome.OK, ActionOutcome.SKIPPED, ActionOutcome.SKIPPED]
     assert (await get_deployment(kube_api, namespace, "chat-aaaaaa"))["spec"]["replicas"] == 0
     untouched = await get_deployment(kube_api, namespace, "chat-bbbbbb")
     assert untouched["metadata"]["resourceVersion"] == b["metadata"]["resourceVersion"]
@@ -674,12 +674,12 @@ async def test_each_applied_action_has_one_event_and_one_log_line(
     results = await executor.apply(plan)
 
     assert outcomes(results) == [
-        Outcome.OK,
-        Outcome.OK,
-        Outcome.OK,
-        Outcome.OK,
-        Outcome.CONFLICT,
-        Outcome.OK,
+        ActionOutcome.OK,
+        ActionOutcome.OK,
+        ActionOutcome.OK,
+        ActionOutcome.OK,
+        ActionOutcome.CONFLICT,
+        ActionOutcome.OK,
     ]
     events = await our_events(kube_api, namespace)
     by_name = {e["regarding"]["name"]: e for e in events}
@@ -719,7 +719,7 @@ async def test_each_applied_action_has_one_event_and_one_log_line(
             "outcome": result.outcome.value,
             "message": action.message,
             "dry_run": False,
-            **({"error": result.error} if result.outcome is Outcome.CONFLICT else {}),
+            **({"error": result.error} if result.outcome is ActionOutcome.CONFLICT else {}),
         }
 
 
@@ -843,7 +843,7 @@ async def test_a_scale_down_or_delete_is_announced_before_it_is_made(
         action_for(scaled, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "1"}),
         action_for(deleted, ActionKind.DELETE, Reason.KEEP_SCALED_DOWN),
     )
-    assert outcomes(await executor.apply(plan)) == [Outcome.OK, Outcome.OK]
+    assert outcomes(await executor.apply(plan)) == [ActionOutcome.OK, ActionOutcome.OK]
     ours = [
         e
         for e in cluster_full.audit_events()
@@ -895,7 +895,7 @@ async def test_many_first_sight_stamps_get_one_summary_event_per_app(
             )
         )
     results = await executor.apply(plan_of(*actions))
-    assert outcomes(results) == [Outcome.OK] * len(actions)
+    assert outcomes(results) == [ActionOutcome.OK] * len(actions)
     for obj in made:
         got = await get_deployment(kube_api, namespace, obj["metadata"]["name"])
         assert {LIVE_AT, RETIRED_AT} & set(got["metadata"].get("annotations") or {})
@@ -929,16 +929,16 @@ async def test_an_app_whose_stamps_straddle_the_budget_still_gets_one_summary_ev
         for o in made
     ]
     first = await executor.apply(plan_of(*actions))
-    deferred = [r.action for r in first if r.outcome is Outcome.SKIPPED]
+    deferred = [r.action for r in first if r.outcome is ActionOutcome.SKIPPED]
     assert deferred and len(deferred) < len(actions), outcomes(first)
     straddling = {a.app for a in deferred} & {
-        r.action.app for r in first if r.outcome is Outcome.OK
+        r.action.app for r in first if r.outcome is ActionOutcome.OK
     }
     assert straddling, outcomes(first)
     # What the next cycle's plan asks: the stamps that did not land.
     executor.stamp_budget = 60.0
     second = await executor.apply(plan_of(*deferred))
-    assert outcomes(second) == [Outcome.OK] * len(deferred)
+    assert outcomes(second) == [ActionOutcome.OK] * len(deferred)
 
     events = await our_events(kube_api, namespace)
     assert sorted(e["note"].split(" of ")[1].split(" ")[0] for e in events) == apps
@@ -972,11 +972,11 @@ async def test_stamps_past_the_budget_are_deferred_and_urgent_actions_go_first(
         action_for(drained, ActionKind.SCALE, Reason.DRAINED, annotations={ORIGINAL_REPLICAS: "2"}),
     )
     results = await executor.apply(plan)
-    assert results[-1].outcome is Outcome.OK
+    assert results[-1].outcome is ActionOutcome.OK
     assert (await get_deployment(kube_api, namespace, "chat-dddddd"))["spec"]["replicas"] == 0
     stamps = outcomes(results[:-1])
-    assert Outcome.SKIPPED in stamps, stamps
-    assert set(stamps) <= {Outcome.OK, Outcome.SKIPPED}
+    assert ActionOutcome.SKIPPED in stamps, stamps
+    assert set(stamps) <= {ActionOutcome.OK, ActionOutcome.SKIPPED}
 
 
 # --- the live check ------------------------------------------------------------------------
@@ -1009,7 +1009,7 @@ async def test_a_color_a_service_selects_now_is_never_touched_whatever_the_plan_
 
     [result] = await executor.apply(plan_of(action))
 
-    assert result.outcome is Outcome.CONFLICT
+    assert result.outcome is ActionOutcome.CONFLICT
     assert result.error is not None and "Service chat selects this color" in result.error
     after = await get_deployment(kube_api, namespace, "chat-bbbbbb")
     assert after["spec"]["replicas"] == 1
@@ -1020,4 +1020,4 @@ async def test_a_color_a_service_selects_now_is_never_touched_whatever_the_plan_
     other = action_for(
         await settled_deployment(kube_api, namespace, "chat-aaaaaa"), kind, Reason.DRAINED
     )
-    assert outcomes(await executor.apply(plan_of(other))) == [Outcome.OK]
+    assert outcomes(await executor.apply(plan_of(other))) == [ActionOutcome.OK]

@@ -14,7 +14,7 @@ from rainbowd.core.consolidation import (
     KEEP_COST,
     NOT_ASKED,
     Consolidation,
-    consolidate,
+    decide_consolidation,
     needs_pods,
     pod_step,
 )
@@ -117,7 +117,7 @@ def decide(
 ) -> Consolidation:
     d = deployment("c0c0c0", replicas=replicas, annotations=annotations)
     conns = Connections(value=connections, series=replicas) if connections is not None else None
-    return consolidate(
+    return decide_consolidation(
         NOW,
         d,
         knobs=knobs,
@@ -362,7 +362,7 @@ def test_a_far_future_stamp_holds_consolidation_without_overflowing() -> None:
     d = deployment("c0c0c0", replicas=4, annotations={CONSOLIDATED_AT: "9999-12-31T23:59:00Z"})
     known = Connections(value=5, series=4)
     for retired_at in (forever, ago(H)):
-        decided = consolidate(
+        decided = decide_consolidation(
             NOW, d, knobs=KNOBS, retired_at=retired_at, connections=known, pods=FOUR, stamp=""
         )
         assert decided.step is None

@@ -21,7 +21,7 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.notes import AboveFloor, DrainHold, MinRetiredAge, Note
-from rainbowd.kube.executing import ActionResult, Outcome
+from rainbowd.kube.executing import ActionOutcome, ActionResult
 from rainbowd.metrics import Metrics
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
@@ -190,9 +190,9 @@ def test_counters_and_gauges() -> None:
     )
     metrics.record_actions(
         [
-            ActionResult(action, Outcome.OK),
-            ActionResult(action, Outcome.CONFLICT, "changed"),
-            ActionResult(action, Outcome.OK),
+            ActionResult(action, ActionOutcome.OK),
+            ActionResult(action, ActionOutcome.CONFLICT, "changed"),
+            ActionResult(action, ActionOutcome.OK),
         ]
     )
     metrics.record_prometheus_errors([PrometheusErrorCause.TIMEOUT, PrometheusErrorCause.TIMEOUT])

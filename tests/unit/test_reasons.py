@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rainbowd.core.model import REASONS, Action, ActionKind, Reason, Severity
-from rainbowd.kube.executing import Outcome, event_reason, event_type
+from rainbowd.kube.executing import ActionOutcome, event_reason, event_type
 
 
 def _action(kind: ActionKind, reason: Reason) -> Action:
@@ -15,30 +15,40 @@ def _action(kind: ActionKind, reason: Reason) -> Action:
 @pytest.mark.parametrize(
     ("kind", "reason", "outcome", "expected"),
     [
-        (ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, Outcome.OK, ("MarkedLive", "Normal")),
-        (ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, Outcome.ERROR, ("MarkLiveFailed", "Warning")),
+        (ActionKind.ANNOTATE, Reason.OBSERVED_LIVE, ActionOutcome.OK, ("MarkedLive", "Normal")),
+        (
+            ActionKind.ANNOTATE,
+            Reason.OBSERVED_LIVE,
+            ActionOutcome.ERROR,
+            ("MarkLiveFailed", "Warning"),
+        ),
         (
             ActionKind.ANNOTATE,
             Reason.MALFORMED_ANNOTATION,
-            Outcome.OK,
+            ActionOutcome.OK,
             ("MalformedAnnotation", "Warning"),
         ),
         (
             ActionKind.ANNOTATE,
             Reason.DRAIN_RESET,
-            Outcome.CONFLICT,
+            ActionOutcome.CONFLICT,
             ("MarkDrainResetConflict", "Warning"),
         ),
-        (ActionKind.SCALE, Reason.DRAINED, Outcome.OK, ("ScaledDown", "Normal")),
-        (ActionKind.SCALE, Reason.MAX_COLORS, Outcome.ERROR, ("ScaleDownFailed", "Warning")),
-        (ActionKind.DELETE, Reason.KEEP_SCALED_DOWN, Outcome.OK, ("Deleted", "Normal")),
-        (ActionKind.DELETE, Reason.KEEP_SCALED_DOWN, Outcome.GONE, ("AlreadyDeleted", "Normal")),
+        (ActionKind.SCALE, Reason.DRAINED, ActionOutcome.OK, ("ScaledDown", "Normal")),
+        (ActionKind.SCALE, Reason.MAX_COLORS, ActionOutcome.ERROR, ("ScaleDownFailed", "Warning")),
+        (ActionKind.DELETE, Reason.KEEP_SCALED_DOWN, ActionOutcome.OK, ("Deleted", "Normal")),
+        (
+            ActionKind.DELETE,
+            Reason.KEEP_SCALED_DOWN,
+            ActionOutcome.GONE,
+            ("AlreadyDeleted", "Normal"),
+        ),
         # A stamp reason riding on a scale-down takes the scale-down's Event.
-        (ActionKind.SCALE, Reason.DRAIN_STARTED, Outcome.OK, ("ScaledDown", "Normal")),
+        (ActionKind.SCALE, Reason.DRAIN_STARTED, ActionOutcome.OK, ("ScaledDown", "Normal")),
     ],
 )
 def test_event_of_an_action(
-    kind: ActionKind, reason: Reason, outcome: Outcome, expected: tuple[str, str]
+    kind: ActionKind, reason: Reason, outcome: ActionOutcome, expected: tuple[str, str]
 ) -> None:
     action = _action(kind, reason)
     assert (event_reason(action, outcome), event_type(action, outcome)) == expected

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from rainbowd.core.model import Action, ActionKind, Reason
-from rainbowd.kube.executing import ActionResult, Outcome
+from rainbowd.kube.executing import ActionOutcome, ActionResult
 from rainbowd.timeline import Timeline
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
-def result(color: str, outcome: Outcome, *, error: str | None = None) -> ActionResult:
+def result(color: str, outcome: ActionOutcome, *, error: str | None = None) -> ActionResult:
     action = Action(
         kind=ActionKind.SCALE,
         namespace="ns",
@@ -29,8 +29,12 @@ def result(color: str, outcome: Outcome, *, error: str | None = None) -> ActionR
 
 def test_attempted_actions_are_kept_newest_last_and_skipped_ones_left_out() -> None:
     timeline = Timeline()
-    timeline.record(AT, [result("aaaaaa", Outcome.OK), result("bbbbbb", Outcome.SKIPPED)])
-    timeline.record(AT + timedelta(seconds=1), [result("cccccc", Outcome.ERROR, error="boom")])
+    timeline.record(
+        AT, [result("aaaaaa", ActionOutcome.OK), result("bbbbbb", ActionOutcome.SKIPPED)]
+    )
+    timeline.record(
+        AT + timedelta(seconds=1), [result("cccccc", ActionOutcome.ERROR, error="boom")]
+    )
     assert timeline.document() == [
         {
             "at": "2026-03-04T05:06:07Z",
@@ -64,5 +68,5 @@ def test_attempted_actions_are_kept_newest_last_and_skipped_ones_left_out() -> N
 def test_it_keeps_only_the_latest() -> None:
     timeline = Timeline(size=3)
     for i in range(5):
-        timeline.record(AT + timedelta(seconds=i), [result(f"{i:06d}", Outcome.OK)])
+        timeline.record(AT + timedelta(seconds=i), [result(f"{i:06d}", ActionOutcome.OK)])
     assert [e["color"] for e in timeline.document()] == ["000002", "000003", "000004"]

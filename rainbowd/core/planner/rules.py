@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from rainbowd.core.consolidation import consolidate
+from rainbowd.core.consolidation import decide_consolidation
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, PodConnections, PodStep, Reason, State
 from rainbowd.core.notes import (
     BeyondKeepScaledDown,
@@ -207,7 +207,7 @@ def consolidation(
         ):
             continue
         assert color.retired_at is not None
-        decided = consolidate(
+        decided = decide_consolidation(
             now,
             color.deployment,
             knobs=knobs,

@@ -202,6 +202,7 @@ class Deployment:
     conditions: tuple[Condition, ...] = ()
     generation: int = 0
     observed_generation: int = 0
+    updated_replicas: int = 0  # status.updatedReplicas: pods of the current pod template
 
     def condition(self, type_: str) -> Condition | None:
         for cond in self.conditions:
@@ -219,6 +220,17 @@ class Deployment:
         if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
             return False
         return self.available_replicas > 0
+
+    @property
+    def rolled_out(self) -> bool:
+        """Available, and every wanted replica updated, ready and available at the spec the
+        controller last saw: what a deploy waits for before it sends a color connections."""
+        return (
+            self.available
+            and self.observed_generation >= self.generation
+            and min(self.updated_replicas, self.ready_replicas, self.available_replicas)
+            >= self.replicas
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,7 @@ def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
         observed_generation=_int(
             obj, status.get("observedGeneration"), "status.observedGeneration", 0
         ),
+        updated_replicas=_int(obj, status.get("updatedReplicas"), "status.updatedReplicas", 0),
     )
 
 

@@ -234,6 +234,7 @@ def _deployment_document(d: Deployment) -> dict[str, Any]:
         "observedGeneration": d.observed_generation,
         "readyReplicas": d.ready_replicas,
         "availableReplicas": d.available_replicas,
+        "updatedReplicas": d.updated_replicas,
     }
     if d.conditions:
         status["conditions"] = [

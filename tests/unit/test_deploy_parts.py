@@ -18,12 +18,12 @@ from rainbowd.core.model import CONSOLIDATED_FROM, ORIGINAL_REPLICAS
 from rainbowd.deploy import (
     AppRef,
     UsageError,
-    _replicas_before_rainbowd,
     clone_deployment,
     git_color,
     render_template,
     validate_color,
 )
+from rainbowd.deploy.rollback import replicas_before_rainbowd
 from rainbowd.kubectl import _hoist, complete, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,7 +257,7 @@ async def test_the_color_defaults_to_the_checked_out_commit(tmp_path: Path) -> N
 def test_a_rollback_restores_the_most_replicas_a_record_gives(
     records: dict[str, str], expected: tuple[int, str]
 ) -> None:
-    assert _replicas_before_rainbowd(records) == expected
+    assert replicas_before_rainbowd(records) == expected
 
 
 def test_the_readme_ci_pipeline_runs_commands_the_cli_takes() -> None:

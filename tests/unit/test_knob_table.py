@@ -75,6 +75,14 @@ def test_the_example_policy_documents_every_knob() -> None:
     assert set(document["defaults"]) == set(KNOB_KEYS)
 
 
+def test_the_shipped_configmap_sets_every_knob() -> None:
+    # The chart's default policy is written from it (scripts/sync_manifests.py; its check is in
+    # tests/unit/test_install_files.py).
+    configmap = yaml.safe_load((REPO / "k8s/base/policy-configmap.yaml").read_text("utf-8"))
+    document = yaml.safe_load(configmap["data"]["policy.yaml"])
+    assert set(document["defaults"]) == set(KNOB_KEYS)
+
+
 def test_the_design_docs_example_policy_shows_every_knob() -> None:
     text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     match = re.search(r"```yaml\n(apiVersion: rainbowd.io/v1alpha1\n.*?)```", text, re.S)

@@ -113,8 +113,24 @@ def decide_consolidation(
     if unavailable is not None:
         return Consolidation(unavailable=unavailable)
     assert pods is not None
-    figures = pods.pods
+    return _step(now, deployment, knobs, pods.pods, last=last, stamp=stamp)
 
+
+def _step(
+    now: datetime,
+    deployment: Deployment,
+    knobs: Knobs,
+    figures: Mapping[str, float | None],
+    *,
+    last: datetime | None,
+    stamp: str,
+) -> Consolidation:
+    """The step of a color due one, on complete per-pod figures: its idle pods, or else, with
+    stepDown, its least-connected ones once stepDown's `every` has passed."""
+    policy = knobs.consolidate
+    assert policy is not None
+    replicas = deployment.replicas
+    annotations = deployment.annotations
     record = [(CONSOLIDATED_AT, stamp), (CONSOLIDATED_FROM, str(replicas))]
     idle = pod_step(figures, keep_pods=policy.keep_pods)
     if idle is not None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecast, Method, NoEstimate
+from rainbowd.core.instants import Beyond, earlier
 from rainbowd.core.model import (
     Action,
     ActionKind,
@@ -308,7 +309,11 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
         for c in app.get("colors") or []:
             retired_for = c.get("retiredFor")
             # The document's times are whole seconds; retiredFor is exact, so keep the age.
-            retired_at = None if retired_for is None else now - timedelta(seconds=retired_for)
+            retired_at = (
+                None
+                if retired_for is None
+                else earlier(now, float(retired_for), beyond=Beyond.LONG_AGO)
+            )
             actions = tuple(
                 Action(
                     kind=ActionKind(a["kind"]),

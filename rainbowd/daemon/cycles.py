@@ -17,6 +17,7 @@ import aiohttp
 
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecaster, forecast_plan
 from rainbowd.core.history import ConnectionHistory
+from rainbowd.core.instants import Beyond, earlier
 from rainbowd.core.model import (
     RETIRED_AT,
     ActionKind,
@@ -263,7 +264,7 @@ async def seed_history(
     logged and costs only the older samples."""
     start = now - timedelta(seconds=history.limits.window)
     if since is not None and since > start:
-        start = min(since, now) - timedelta(seconds=interval)
+        start = earlier(min(since, now), interval, beyond=Beyond.LONG_AGO)
     # A point per cycle, but no more than twice what the history keeps: a large cluster's
     # answer stays a few megabytes.
     span = (now - start).total_seconds()

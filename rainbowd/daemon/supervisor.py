@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections import Counter as Tally
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from rainbowd.kube.leasing import LeaderElector
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.metrics import Metrics
 from rainbowd.settings import Settings
-from rainbowd.status import CacheStatus, CycleStatus, Status, status_to_document
+from rainbowd.status import CacheStatus, Status, status_to_document
 
 log = get_logger(__name__)
 
@@ -110,21 +109,10 @@ class Daemon:
         self.stopping.set()
 
     def status(self) -> dict[str, Any]:
-        report = self.last_cycle
-        cycle: CycleStatus | None = None
-        if report is not None:
-            cycle = CycleStatus(
-                number=report.number,
-                started_at=report.started_at,
-                duration=report.duration,
-                ok=report.ok,
-                error=report.error,
-                leader=report.leader,
-                acted=report.acted,
-                actions=dict(Tally(r.outcome.value for r in report.results)),
-                prometheus_errors=report.prometheus_errors,
-            )
-        pipeline = None if self.parts is None else self.parts.reconciler.pipeline
+        """The daemon's own parts, read now, under the sections of the last cycle its side
+        features wrote (`Reconciler.published`), and the side features failing."""
+        reconciler = None if self.parts is None else self.parts.reconciler
+        pipeline = None if reconciler is None else reconciler.pipeline
         cache = CacheStatus(synced=False)
         if self.parts is not None:
             stats = self.parts.cache.stats()
@@ -135,7 +123,7 @@ class Daemon:
                 relists=stats.relists,
                 watch_events=stats.events,
             )
-        return status_to_document(
+        doc = status_to_document(
             Status(
                 identity=self.settings.identity,
                 leader=self.is_leader,
@@ -144,17 +132,14 @@ class Daemon:
                 dry_run_overlay=0 if pipeline is None else len(pipeline.overlay),
                 policy=self.policy.status(),
                 cache=cache,
-                cycle=cycle,
-                snapshot=None if report is None else report.snapshot,
-                plan=None if report is None else report.plan,
-                history=None if pipeline is None else pipeline.history_status(),
-                forecasts={} if report is None else report.forecasts,
-                sparklines={} if pipeline is None else pipeline.sparklines(),
-                recent_actions=()
-                if self.parts is None
-                else tuple(self.parts.reconciler.timeline.document()),
+                side_failures={}
+                if reconciler is None
+                else {c.value: f for c, f in reconciler.side.failing.items()},
             )
         )
+        if reconciler is not None:
+            doc.update(reconciler.published)
+        return doc
 
     # --- lifecycle ---
 

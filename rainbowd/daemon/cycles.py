@@ -140,8 +140,8 @@ class Pipeline:
         # Dry run: would-be annotations by Deployment uid.
         self.overlay: dict[str, dict[str, str | None]] = {}
         # Each color's recent connections, for the drain forecast and /status sparklines.
-        self.history = history or ConnectionHistory()
-        self.forecaster = forecaster or Forecaster()
+        self.history = ConnectionHistory() if history is None else history
+        self.forecaster = Forecaster() if forecaster is None else forecaster
         self._session = session
         self._prometheus: PrometheusClient | None = None
         self._rules = RuleMemo()

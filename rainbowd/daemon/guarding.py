@@ -35,12 +35,15 @@ class SideGuard:
     """Runs each side feature so that nothing it raises leaves the cycle.
 
     `count` is called on every failure (the metric); the log has one line per distinct cause,
-    and one when the component works again.
+    and one when the component works again: after a cycle (`end_cycle`) in which every run of
+    it worked (a component may run more than once a cycle, as the metrics do).
     """
 
     def __init__(self, count: Callable[[Component], object]) -> None:
         self._count = count
         self._failing: dict[Component, SideFailure] = {}
+        self._worked: set[Component] = set()
+        self._failed: set[Component] = set()
 
     @property
     def failing(self) -> Mapping[Component, SideFailure]:
@@ -52,9 +55,9 @@ class SideGuard:
         try:
             result = step()
         except Exception as exc:
-            self._failed(component, exc, now)
+            self._failure(component, exc, now)
             return None
-        self._worked(component)
+        self._worked.add(component)
         return result
 
     async def run_async(
@@ -64,12 +67,22 @@ class SideGuard:
         try:
             result = await step()
         except Exception as exc:
-            self._failed(component, exc, now)
+            self._failure(component, exc, now)
             return None
-        self._worked(component)
+        self._worked.add(component)
         return result
 
-    def _failed(self, component: Component, exc: Exception, now: datetime) -> None:
+    def end_cycle(self) -> None:
+        """The cycle is over: a failing component that only worked in it has recovered."""
+        for component in self._worked - self._failed:
+            before = self._failing.pop(component, None)
+            if before is not None:
+                log.info("side feature recovered", component=component.value, failures=before.count)
+        self._worked = set()
+        self._failed = set()
+
+    def _failure(self, component: Component, exc: Exception, now: datetime) -> None:
+        self._failed.add(component)
         cause = f"{type(exc).__name__}: {exc}"
         before = self._failing.get(component)
         if before is None or before.cause != cause:
@@ -85,8 +98,3 @@ class SideGuard:
             self._count(component)
         except Exception:  # the metrics themselves may be what fails
             log.debug("side failure not counted", component=component.value)
-
-    def _worked(self, component: Component) -> None:
-        before = self._failing.pop(component, None)
-        if before is not None:
-            log.info("side feature recovered", component=component.value, failures=before.count)

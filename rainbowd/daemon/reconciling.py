@@ -157,8 +157,8 @@ class Reconciler:
         self.pipeline = pipeline
         self.executor = executor
         self.metrics = metrics
-        self.reporter: WarningReporter = reporter or executor
-        self.documents = documents or Documents()
+        self.reporter: WarningReporter = executor if reporter is None else reporter
+        self.documents = Documents() if documents is None else documents
         # The side features' failures: logged once per cause, counted, shown on /status.
         self.side = SideGuard(
             lambda component: metrics.side_failures.labels(component=component.value).inc()
@@ -315,6 +315,7 @@ class Reconciler:
             now=now,
         )
         self.published.update(status or {})
+        side.end_cycle()
 
     def _count_cycle(self, report: CycleReport) -> None:
         self.metrics.reconcile_duration.observe(report.duration)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.forecast import Forecaster
+from rainbowd.core.history import ConnectionHistory
 from rainbowd.daemon.cycles import (
     SYNC_TIMEOUT,
     Pipeline,
@@ -24,7 +26,7 @@ from rainbowd.daemon.cycles import (
 )
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import PolicyState, PolicyWatcher
-from rainbowd.daemon.reconciling import CycleReport, Reconciler
+from rainbowd.daemon.reconciling import CycleReport, Documents, Reconciler, WarningReporter
 from rainbowd.daemon.tasks import first_done
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
@@ -53,13 +55,29 @@ class Parts:
     """None without leader election: this process always acts."""
 
 
+@dataclass(frozen=True)
+class SideParts:
+    """The side features of the cycle the daemon is built with (docs/design.md "Decide, act,
+    then tell"); each is an object of its own, so another can stand in for it."""
+
+    history: ConnectionHistory = field(default_factory=ConnectionHistory)
+    forecaster: Forecaster = field(default_factory=Forecaster)
+    documents: Documents = field(default_factory=Documents)
+    metrics: Metrics = field(default_factory=Metrics)
+    reporter: WarningReporter | None = None
+    """What writes the warnings' Events; None: the executor."""
+
+
 class Daemon:
     """One `rainbowd run` process. `run()` returns the exit code; `request_stop()` ends it."""
 
-    def __init__(self, settings: Settings, *, tend_heap: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, tend_heap: bool = False, sides: SideParts | None = None
+    ) -> None:
         self.settings = settings
         self.tend_heap = tend_heap  # the process is the daemon's own (see daemon/heap.py)
-        self.metrics = Metrics()
+        self.sides = sides = SideParts() if sides is None else sides
+        self.metrics = sides.metrics
         self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
         self.stopping = asyncio.Event()
         self.lease_lost = False
@@ -220,7 +238,11 @@ class Daemon:
             policy=self.policy,
             cache=cache,
             pipeline=Pipeline(
-                session, dry_run=s.dry_run, heap=HeapKeeper() if self.tend_heap else None
+                session,
+                dry_run=s.dry_run,
+                heap=HeapKeeper() if self.tend_heap else None,
+                history=self.sides.history,
+                forecaster=self.sides.forecaster,
             ),
             executor=Executor(api, recorder, limiter=RateLimiter(s.kube_qps, s.kube_burst)),
             metrics=self.metrics,
@@ -228,6 +250,8 @@ class Daemon:
             stopping=self.stopping,
             interval=s.interval,
             debounce=s.debounce,
+            reporter=self.sides.reporter,
+            documents=self.sides.documents,
         )
         elector = None
         if s.leader_elect:

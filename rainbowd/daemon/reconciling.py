@@ -81,8 +81,8 @@ class WarningReporter(Protocol):
 
 
 class Documents:
-    """The cycle's sections of /status, written once a cycle rather than on each request, each
-    by a side feature of its own: `status` the cycle, snapshot and history sections, `page` the
+    """The cycle's sections of /status, written once per cycle (when first asked for), each by
+    a side feature of its own: `status` the cycle, snapshot and history sections, `page` the
     plan (with forecasts and sparklines) and the recent actions the live page draws."""
 
     def status(self, report: CycleReport, history: HistoryStatus | None) -> dict[str, Any]:
@@ -163,8 +163,10 @@ class Reconciler:
         self.side = SideGuard(
             lambda component: metrics.side_failures.labels(component=component.value).inc()
         )
-        # The last sections of /status each side feature wrote (kept while it fails).
+        # The last sections of /status each side feature wrote (kept while it fails), and the
+        # cycle they were written for.
         self.published: dict[str, Any] = {}
+        self._written: int | None = None
         self.leading = leading
         self.stopping = stopping
         self.interval = interval
@@ -291,20 +293,27 @@ class Reconciler:
         return report
 
     def publish(self, report: CycleReport, *, now: datetime) -> None:
-        """The cycle's end, acted or failed: its report in force, then its metrics, the page's
-        data and the /status sections, each under its own guard."""
+        """The cycle's end, acted or failed: its report in force, then its metrics, under their
+        guard. The /status sections and the page's data are written from it when first asked
+        for (`documents_now`), not every cycle: at 10,000 colors they cost more than a cycle."""
         self.last_cycle = report
         self.first_cycle_done.set()
         self.alive_at = asyncio.get_running_loop().time()
-        side, history = self.side, self.pipeline.history
-        side.run(Component.METRICS, lambda: self._count_cycle(report), now=now)
+        self.side.run(Component.METRICS, lambda: self._count_cycle(report), now=now)
+        self.side.end_cycle()
+
+    def documents_now(self) -> dict[str, Any]:
+        """The last cycle's /status sections and page data, written once per cycle, each
+        under its own guard; a section whose writing fails keeps its last good version."""
+        report = self.last_cycle
+        if report is None or self._written == report.number:
+            return self.published
+        self._written = report.number
+        side, history, now = self.side, self.pipeline.history, report.started_at
         page = side.run(
             Component.PAGE,
             lambda: self.documents.page(
-                report.plan,
-                report.forecasts,
-                dict(history.sparklines()),
-                self.timeline.document(),
+                report.plan, report.forecasts, dict(history.sparklines()), self.timeline.document()
             ),
             now=now,
         )
@@ -315,7 +324,7 @@ class Reconciler:
             now=now,
         )
         self.published.update(status or {})
-        side.end_cycle()
+        return self.published
 
     def _count_cycle(self, report: CycleReport) -> None:
         self.metrics.reconcile_duration.observe(report.duration)

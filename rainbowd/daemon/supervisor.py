@@ -127,10 +127,12 @@ class Daemon:
         self.stopping.set()
 
     def status(self) -> dict[str, Any]:
-        """The daemon's own parts, read now, under the sections of the last cycle its side
-        features wrote (`Reconciler.published`), and the side features failing."""
+        """The daemon's own parts, read now, with the sections of the last cycle its side
+        features wrote (`Reconciler.documents_now`), and the side features failing."""
         reconciler = None if self.parts is None else self.parts.reconciler
         pipeline = None if reconciler is None else reconciler.pipeline
+        # Written first: a failure writing them shows in this very answer.
+        sections = {} if reconciler is None else reconciler.documents_now()
         cache = CacheStatus(synced=False)
         if self.parts is not None:
             stats = self.parts.cache.stats()
@@ -155,8 +157,7 @@ class Daemon:
                 else {c.value: f for c, f in reconciler.side.failing.items()},
             )
         )
-        if reconciler is not None:
-            doc.update(reconciler.published)
+        doc.update(sections)
         return doc
 
     # --- lifecycle ---

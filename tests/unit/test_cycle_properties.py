@@ -112,9 +112,9 @@ async def _one_cycle(snap: Snapshot, pol: Policy) -> tuple[CycleReport, Reconcil
         planned = reconciler.pipeline.decide(pol, snap)
         report = await reconciler.settle(planned, pol, now=snap.now, started=started)
         reconciler.publish(report, now=snap.now)
-    # What a scrape and a /status request read of the cycle.
-    generate_latest(metrics.registry)
-    json.dumps(reconciler.published)
+        # What a scrape and a /status request read of the cycle.
+        generate_latest(metrics.registry)
+        json.dumps(reconciler.documents_now())
     return report, reconciler
 
 

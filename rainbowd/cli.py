@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,6 +62,7 @@ def main(
 ) -> int:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    interruptible()
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
@@ -69,6 +72,15 @@ def main(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return code
+
+
+def interruptible() -> None:
+    """Ctrl-C stops every command, however it was started: a shell starts a background job with
+    SIGINT ignored, and a child inherits that, so a `rainbowd deploy` started that way would sit
+    out its timeout. Like kubectl and other Go programs, take SIGINT back (a KeyboardInterrupt);
+    the commands that run a loop install their own handlers over it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

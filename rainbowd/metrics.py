@@ -204,6 +204,13 @@ class Metrics:
             ("cause",),
             registry=r,
         )
+        self.side_failures = Counter(
+            "rainbowd_side_failures",
+            "Failures of a side feature of the cycle (forecast, history, status, metrics, page, "
+            "events), by component; none of them changes a decision.",
+            ("component",),
+            registry=r,
+        )
         self.policy_valid = Gauge(
             "rainbowd_policy_valid",
             "1 when the latest policy source parsed; 0 while the last good policy is kept.",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecast, Method, NoEstimate
+from rainbowd.core.instants import Beyond, earlier
 from rainbowd.core.model import (
     Action,
     ActionKind,
@@ -109,6 +110,15 @@ class HistoryStatus:
     points: int
 
 
+@dataclass(frozen=True, slots=True)
+class SideFailureStatus:
+    """A side feature of the cycle failing: its latest cause, since when, how many times."""
+
+    cause: str
+    since: datetime
+    count: int
+
+
 Sparkline = Sequence[Sequence[float]]
 """A color's recent `[unix time, connections]` points, oldest first."""
 
@@ -137,6 +147,8 @@ class Status:
     """Each color's recent connections, written into its plan entry as `history`."""
     recent_actions: tuple[Mapping[str, Any], ...] = ()
     """The latest actions attempted, newest last, as rainbowd.timeline records them."""
+    side_failures: Mapping[str, SideFailureStatus] = field(default_factory=dict)
+    """The side features of the cycle failing, by component (none changes a decision)."""
 
 
 # --- the writer ---------------------------------------------------------------------------------
@@ -205,6 +217,10 @@ def status_to_document(status: Status) -> dict[str, Any]:
         if status.plan is None
         else plan_to_document(status.plan, forecasts=status.forecasts, history=status.sparklines),
         "recentActions": [dict(entry) for entry in status.recent_actions],
+        "sideFailures": {
+            component: {"cause": f.cause, "since": _time(f.since), "count": f.count}
+            for component, f in sorted(status.side_failures.items())
+        },
     }
 
 
@@ -272,6 +288,12 @@ def status_from_document(doc: Mapping[str, Any]) -> Status:
         forecasts={} if plan is None else forecasts_from_document(plan),
         sparklines={} if plan is None else sparklines_from_document(plan),
         recent_actions=tuple(dict(entry) for entry in doc.get("recentActions") or ()),
+        side_failures={
+            component: SideFailureStatus(
+                cause=f["cause"], since=parse_time(f["since"]), count=f["count"]
+            )
+            for component, f in (doc.get("sideFailures") or {}).items()
+        },
     )
 
 
@@ -308,7 +330,11 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
         for c in app.get("colors") or []:
             retired_for = c.get("retiredFor")
             # The document's times are whole seconds; retiredFor is exact, so keep the age.
-            retired_at = None if retired_for is None else now - timedelta(seconds=retired_for)
+            retired_at = (
+                None
+                if retired_for is None
+                else earlier(now, float(retired_for), beyond=Beyond.LONG_AGO)
+            )
             actions = tuple(
                 Action(
                     kind=ActionKind(a["kind"]),

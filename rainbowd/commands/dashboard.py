@@ -10,7 +10,7 @@ import sys
 import webbrowser
 from typing import Any
 
-from rainbowd.commands import forwarding
+from rainbowd import forwarding
 from rainbowd.commands.cluster_args import FAILURE_EXIT, USAGE_EXIT
 
 

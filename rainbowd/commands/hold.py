@@ -5,7 +5,7 @@ until a time (rainbowd.io/hold-until, RFC 3339 UTC, and rainbowd.io/hold-reason)
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from rainbowd.commands.cluster_args import (
@@ -55,6 +55,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_hold(args: argparse.Namespace) -> int:
+    from rainbowd.core.instants import Beyond, later
     from rainbowd.core.objects import format_time
     from rainbowd.deploy import hold, validate_color
 
@@ -62,7 +63,8 @@ def run_hold(args: argparse.Namespace) -> int:
 
     async def body(api: Any) -> int:
         color = validate_color(args.color.removeprefix("#").lower())
-        until = datetime.now(UTC) + timedelta(seconds=args.hold_for)
+        # A hold longer than the calendar holds is a hold forever.
+        until = later(datetime.now(UTC), args.hold_for, beyond=Beyond.NEVER)
         name = await hold(api, namespace, color, app=args.app, until=until, reason=args.reason)
         reason = f" ({args.reason})" if args.reason else ""
         say(f"{name} held until {format_time(until)}{reason}: rainbowd will not touch it")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from rainbowd.commands import forwarding
+from rainbowd import forwarding
 from rainbowd.commands.cluster_args import FAILURE_EXIT, USAGE_EXIT
 from rainbowd.core.reporting import render_plan_table
 from rainbowd.status import Status, status_from_document

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
+from rainbowd.core.instants import Beyond, later
 from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
@@ -55,15 +56,6 @@ class Consolidation:
 
 
 NOTHING = Consolidation()
-_END = datetime.max.replace(tzinfo=UTC)
-
-
-def _after(at: datetime, delta: timedelta) -> datetime:
-    """`at + delta`, or the end of time past year 9999 (a hand-written stamp far ahead)."""
-    try:
-        return at + delta
-    except OverflowError:
-        return _END
 
 
 def _stamp(annotations: Mapping[str, str], key: str) -> datetime | str | None:
@@ -95,7 +87,7 @@ def decide_consolidation(
         return NOTHING
     if connections.value is not None and connections.value <= knobs.connection_floor:
         return NOTHING  # the drain's business
-    due_at = _after(retired_at, policy.after)
+    due_at = later(retired_at, policy.after, beyond=Beyond.NEVER)
     if now < due_at:
         return Consolidation(recheck_at=due_at)
     if connections.value is None:
@@ -107,8 +99,10 @@ def decide_consolidation(
             unavailable=f"{CONSOLIDATED_AT} {last!r} is not an RFC 3339 time (fix or remove it)"
         )
     cut_short = last is not None and annotations.get(CONSOLIDATED_FROM) == str(replicas)
-    if last is not None and not cut_short and now < _after(last, policy.every):
-        return Consolidation(recheck_at=_after(last, policy.every))
+    # A record stamped far ahead: the next step is never due.
+    next_at = None if last is None else later(last, policy.every, beyond=Beyond.NEVER)
+    if next_at is not None and not cut_short and now < next_at:
+        return Consolidation(recheck_at=next_at)
     unavailable = pods_problem(replicas, pods)
     if unavailable is not None:
         return Consolidation(unavailable=unavailable)
@@ -149,19 +143,20 @@ def _step(
     step_down = knobs.step_down
     if step_down is None:
         return NOTHING
-    if last is not None and now < _after(last, policy.every):
+    if next_at is not None and now < next_at:
         # A step cut short is retaken early only when it frees idle pods: the record cannot
         # tell a crash from a person scaling the color back up to what it was, and a step
         # that would disconnect someone waits its turn either way.
-        return Consolidation(recheck_at=_after(last, policy.every))
+        return Consolidation(recheck_at=next_at)
     stepped = _stamp(annotations, STEPPED_DOWN_AT)
     if isinstance(stepped, str):
         # When the last step-down was is in doubt: no pod holding connections goes on a guess.
         return Consolidation(
             unavailable=f"{STEPPED_DOWN_AT} {stepped!r} is not an RFC 3339 time (fix or remove it)"
         )
-    if stepped is not None and now < _after(stepped, step_down.every):
-        return Consolidation(recheck_at=_after(stepped, step_down.every))
+    step_at = None if stepped is None else later(stepped, step_down.every, beyond=Beyond.NEVER)
+    if step_at is not None and now < step_at:
+        return Consolidation(recheck_at=step_at)
     step = pod_step(figures, keep_pods=policy.keep_pods, beyond_idle=step_down.max_pods)
     if step is None:
         return NOTHING

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from statistics import median
 
 from rainbowd.core.history import thin
+from rainbowd.core.instants import END, Beyond, later
 from rainbowd.core.model import AppPlan, ColorPlan, Plan, State
 from rainbowd.core.policy import Policy, Rule
 
@@ -352,4 +353,8 @@ def _draining(color: ColorPlan, floor: int) -> bool:
 
 
 def _deadline(retired_at: datetime, max_age: timedelta | None) -> float | None:
-    return None if max_age is None else (retired_at + max_age).timestamp()
+    if max_age is None:
+        return None
+    # A retirement stamped far ahead (9999-12-31: "keep it"): no deadline the clock reaches.
+    at = later(retired_at, max_age, beyond=Beyond.NEVER)
+    return None if at == END else at.timestamp()

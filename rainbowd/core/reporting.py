@@ -175,6 +175,12 @@ def _spent_words(spent: BudgetSpent) -> str:
     return f"maxDisruptions ({spent.budget}) is spent for this app"
 
 
+def _guards_words(note: Note | str, now: datetime) -> list[str]:
+    """What guards the color (protect, a hold with its reason, a grace), each in words naming
+    its annotation; none for a note read back as words."""
+    return [] if isinstance(note, str) else [_words(guard, now) for guard in note.guards]
+
+
 def _hold_reason(reason: str) -> str:
     return f": {reason}" if reason else ""
 
@@ -480,6 +486,7 @@ def plan_to_document(
                         None if color.drained_since is None else format_time(color.drained_since)
                     ),
                     "note": render_note(color.note, plan.now),
+                    "guards": _guards_words(color.note, plan.now),
                     "held": None if color.held is None else str(color.held),
                     "actions": [
                         {

@@ -17,6 +17,7 @@ import aiohttp
 
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecaster, forecast_plan
 from rainbowd.core.history import ConnectionHistory
+from rainbowd.core.instants import Beyond, earlier
 from rainbowd.core.model import (
     RETIRED_AT,
     ActionKind,
@@ -31,6 +32,7 @@ from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings, Rule
 from rainbowd.daemon.consolidating import PodFigures, Retries, candidates, pod_figures
+from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import read_policy
 from rainbowd.kube.caching import ClusterCache, PodMark
@@ -103,12 +105,15 @@ class Planned:
     snapshot: Snapshot
     plan: Plan
     prometheus_errors: tuple[PrometheusFailure, ...]
-    forecasts: Mapping[ColorKey, ColorForecast]
-    """Each draining color's drain forecast, from the connection history."""
+    forecasts: Mapping[ColorKey, ColorForecast] = dataclasses.field(default_factory=dict)
+    """Each draining color's drain forecast, from the connection history (filled in after the
+    plan, never by `run`: a side feature must not stop a decision)."""
 
 
 class Pipeline:
-    """Query, snapshot, plan; one per process, reused across cycles.
+    """Query, snapshot, plan; one per process, reused across cycles. It decides only: the
+    connection history and the forecast (`history`, `forecaster`) are recorded and updated by
+    the caller after acting, each under its own guard.
 
     `dry_run` (the `--dry-run` flag) is decided here, once: it marks the plan dry-run, as the
     policy's `dryRun` does, and whoever acts on a plan reads `plan.dry_run` alone. In a dry run
@@ -123,6 +128,8 @@ class Pipeline:
         dry_run: bool = False,
         planner: Planner | None = None,
         heap: HeapKeeper | None = None,
+        history: ConnectionHistory | None = None,
+        forecaster: Forecaster | None = None,
     ) -> None:
         self.dry_run = dry_run
         # The daemon's process only: keeps the collector off the long-lived objects.
@@ -133,8 +140,8 @@ class Pipeline:
         # Dry run: would-be annotations by Deployment uid.
         self.overlay: dict[str, dict[str, str | None]] = {}
         # Each color's recent connections, for the drain forecast and /status sparklines.
-        self.history = ConnectionHistory()
-        self.forecaster = Forecaster()
+        self.history = ConnectionHistory() if history is None else history
+        self.forecaster = Forecaster() if forecaster is None else forecaster
         self._session = session
         self._prometheus: PrometheusClient | None = None
         self._rules = RuleMemo()
@@ -178,9 +185,18 @@ class Pipeline:
             else {}
         )
         snapshot = self._snapshots.build(now, members, deployments, services, results, figures)
-        plan = self.planner.plan(snapshot, policy, now)
-        self.history.record_snapshot(snapshot)
-        forecasts = self.forecaster.update(plan, policy, self.history)
+        return self.decide(policy, snapshot, prometheus_errors=query_failures(results))
+
+    def decide(
+        self,
+        policy: Policy,
+        snapshot: Snapshot,
+        *,
+        prometheus_errors: tuple[PrometheusFailure, ...] = (),
+    ) -> Planned:
+        """The plan for a snapshot, marked dry-run when the run is, its would-be annotations
+        kept for the next snapshots in a dry run."""
+        plan = self.planner.plan(snapshot, policy, snapshot.now)
         if self.dry_run and not plan.dry_run:
             plan = dataclasses.replace(plan, dry_run=True)
         if plan.dry_run:
@@ -190,12 +206,7 @@ class Pipeline:
                     self._overlay_version += 1
         if self.heap is not None:
             self.heap.tend()
-        return Planned(
-            snapshot=snapshot,
-            plan=plan,
-            prometheus_errors=query_failures(results),
-            forecasts=forecasts,
-        )
+        return Planned(snapshot=snapshot, plan=plan, prometheus_errors=prometheus_errors)
 
     def history_status(self) -> HistoryStatus:
         return HistoryStatus(
@@ -263,7 +274,7 @@ async def seed_history(
     logged and costs only the older samples."""
     start = now - timedelta(seconds=history.limits.window)
     if since is not None and since > start:
-        start = min(since, now) - timedelta(seconds=interval)
+        start = earlier(min(since, now), interval, beyond=Beyond.LONG_AGO)
     # A point per cycle, but no more than twice what the history keeps: a large cluster's
     # answer stays a few megabytes.
     span = (now - start).total_seconds()
@@ -334,6 +345,10 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
         async with aiohttp.ClientSession() as session:
             pipeline = Pipeline(session, dry_run=settings.dry_run)
             planned = await pipeline.run(policy, deployments, services, now=now, pods=pods)
+            # As in the daemon's cycle: the forecast's failure costs the forecast, not the plan.
+            guard = SideGuard(lambda component: None)
+            history = pipeline.history
+            guard.run(Component.HISTORY, lambda: history.record_snapshot(planned.snapshot), now=now)
             # The forecast's samples: this instant plus one range query over the past.
             await seed_history(
                 pipeline.history,
@@ -344,8 +359,10 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
                 interval=settings.interval,
                 since=oldest_retirement(deployments),
             )
-        forecasts = forecast_plan(planned.plan, policy, pipeline.history)
-        return dataclasses.replace(planned, forecasts=forecasts)
+        forecasts = guard.run(
+            Component.FORECAST, lambda: forecast_plan(planned.plan, policy, history), now=now
+        )
+        return dataclasses.replace(planned, forecasts=forecasts or {})
     finally:
         await api.close()
 

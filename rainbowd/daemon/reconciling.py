@@ -1,6 +1,7 @@
 """The level-based reconcile loop: once the caches are synced and a policy is in force, a timer
-drives cycles (watch and policy events wake it early, debounced). Each cycle runs the pipeline
-(query, snapshot, plan), lets the executor act when this replica leads, and reports.
+drives cycles (watch and policy events wake it early, debounced). Each cycle decides (query,
+snapshot, plan), acts when this replica leads, then tells: history, forecast, Events, metrics,
+the page's data and /status, each under its own guard, so none of them can stop a decision.
 """
 
 from __future__ import annotations
@@ -8,21 +9,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rainbowd.core.forecast import ColorForecast, ColorKey
-from rainbowd.core.model import Plan
-from rainbowd.daemon.cycles import Pipeline, consolidates, snapshot_summary
+from rainbowd.core.model import Plan, Snapshot
+from rainbowd.core.policy import Policy
+from rainbowd.daemon.cycles import Pipeline, Planned, consolidates, snapshot_summary
+from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.policies import PolicyState
 from rainbowd.daemon.tasks import first_done
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.executing import ActionOutcome, ActionResult, Executor
 from rainbowd.logs import get_logger
 from rainbowd.metrics import Metrics
-from rainbowd.status import PrometheusFailure, SnapshotSummary
+from rainbowd.status import (
+    CacheStatus,
+    CycleStatus,
+    HistoryStatus,
+    PolicyStatus,
+    PrometheusFailure,
+    SnapshotSummary,
+    Sparkline,
+    Status,
+    status_to_document,
+)
 from rainbowd.timeline import Timeline
 
 log = get_logger(__name__)
@@ -59,6 +72,65 @@ class CycleReport:
     forecasts: Mapping[ColorKey, ColorForecast] = field(default_factory=dict)
 
 
+class WarningReporter(Protocol):
+    """What reports the plan's annotation warnings as Events (the executor)."""
+
+    async def report_warnings(
+        self, plan: Plan, snapshot: Snapshot, warnings: Iterable[str]
+    ) -> int: ...
+
+
+class Documents:
+    """The cycle's sections of /status, written once per cycle (when first asked for), each by
+    a side feature of its own: `status` the cycle, snapshot and history sections, `page` the
+    plan (with forecasts and sparklines) and the recent actions the live page draws."""
+
+    def status(self, report: CycleReport, history: HistoryStatus | None) -> dict[str, Any]:
+        cycle = CycleStatus(
+            number=report.number,
+            started_at=report.started_at,
+            duration=report.duration,
+            ok=report.ok,
+            error=report.error,
+            leader=report.leader,
+            acted=report.acted,
+            actions=dict(Tally(r.outcome.value for r in report.results)),
+            prometheus_errors=report.prometheus_errors,
+        )
+        doc = status_to_document(
+            Status(**_NO_DAEMON, cycle=cycle, snapshot=report.snapshot, history=history)
+        )
+        return {key: doc[key] for key in ("cycle", "snapshot", "history")}
+
+    def page(
+        self,
+        plan: Plan | None,
+        forecasts: Mapping[ColorKey, ColorForecast],
+        sparklines: Mapping[ColorKey, Sparkline],
+        recent_actions: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        doc = status_to_document(
+            Status(
+                **_NO_DAEMON,
+                plan=plan,
+                forecasts=forecasts,
+                sparklines=sparklines,
+                recent_actions=tuple(recent_actions),
+            )
+        )
+        return {key: doc[key] for key in ("plan", "recentActions")}
+
+
+# The daemon's own parts of a Status, which `Documents` leaves to the supervisor.
+_NO_DAEMON: dict[str, Any] = {
+    "identity": "",
+    "leader": False,
+    "ready": False,
+    "policy": PolicyStatus(source="", valid=False),
+    "cache": CacheStatus(synced=False),
+}
+
+
 class Reconciler:
     """Runs cycles until `stopping` is set; `last_cycle` is what /status shows."""
 
@@ -75,12 +147,26 @@ class Reconciler:
         interval: float,
         debounce: float,
         wake_on: Sequence[asyncio.Event] = (),
+        reporter: WarningReporter | None = None,
+        documents: Documents | None = None,
     ) -> None:
+        """`reporter` writes the warnings' Events (default: the executor); `documents` writes
+        the cycle's sections of /status."""
         self.policy = policy
         self.cache = cache
         self.pipeline = pipeline
         self.executor = executor
         self.metrics = metrics
+        self.reporter: WarningReporter = executor if reporter is None else reporter
+        self.documents = Documents() if documents is None else documents
+        # The side features' failures: logged once per cause, counted, shown on /status.
+        self.side = SideGuard(
+            lambda component: metrics.side_failures.labels(component=component.value).inc()
+        )
+        # The last sections of /status each side feature wrote (kept while it fails), and the
+        # cycle they were written for.
+        self.published: dict[str, Any] = {}
+        self._written: int | None = None
         self.leading = leading
         self.stopping = stopping
         self.interval = interval
@@ -203,48 +289,110 @@ class Reconciler:
                 prometheus_errors=(),
                 forecasts={} if self.last_cycle is None else self.last_cycle.forecasts,
             )
+        self.publish(report, now=now)
+        return report
+
+    def publish(self, report: CycleReport, *, now: datetime) -> None:
+        """The cycle's end, acted or failed: its report in force, then its metrics, under their
+        guard. The /status sections and the page's data are written from it when first asked
+        for (`documents_now`), not every cycle: at 10,000 colors they cost more than a cycle."""
         self.last_cycle = report
         self.first_cycle_done.set()
-        self.alive_at = loop.time()
+        self.alive_at = asyncio.get_running_loop().time()
+        self.side.run(Component.METRICS, lambda: self._count_cycle(report), now=now)
+        self.side.end_cycle()
+
+    def documents_now(self) -> dict[str, Any]:
+        """The last cycle's /status sections and page data, written once per cycle, each
+        under its own guard; a section whose writing fails keeps its last good version."""
+        report = self.last_cycle
+        if report is None or self._written == report.number:
+            return self.published
+        self._written = report.number
+        side, history, now = self.side, self.pipeline.history, report.started_at
+        page = side.run(
+            Component.PAGE,
+            lambda: self.documents.page(
+                report.plan, report.forecasts, dict(history.sparklines()), self.timeline.document()
+            ),
+            now=now,
+        )
+        self.published.update(page or {})
+        status = side.run(
+            Component.STATUS,
+            lambda: self.documents.status(report, self.pipeline.history_status()),
+            now=now,
+        )
+        self.published.update(status or {})
+        return self.published
+
+    def _count_cycle(self, report: CycleReport) -> None:
         self.metrics.reconcile_duration.observe(report.duration)
         self.metrics.cycles.labels(result="ok" if report.ok else "error").inc()
         if report.ok:
             self.metrics.last_success.set(time.time())
-        return report
 
     async def _reconcile(self, now: datetime, started: float) -> CycleReport:
-        loop = asyncio.get_running_loop()
         policy = self.policy.policy
         if policy is None:
             raise RuntimeError("no valid policy loaded")
-        self.metrics.cache_synced.set(1 if self.cache.synced else 0)
         if consolidates(policy):
             # Consolidation plans from the colors' pods, leading or not.
             self.cache.watch_pods(policy.app_label, policy.color_label)
+        # Decide.
         planned = await self.pipeline.run(
             policy, self.cache.deployments(), self.cache.services(), now=now, pods=self.cache.pods()
         )
-        self.metrics.record_prometheus_errors([f.cause for f in planned.prometheus_errors])
+        return await self.settle(planned, policy, now=now, started=started)
+
+    async def settle(
+        self, planned: Planned, policy: Policy, *, now: datetime, started: float
+    ) -> CycleReport:
+        """The rest of a cycle once the pipeline has decided: act (when leading), then tell,
+        each side feature under its own guard; the cycle's report."""
+        loop = asyncio.get_running_loop()
         plan = planned.plan
         leader = self.leading()
         applied: list[ActionResult] = []
         self.executor.app_label = policy.app_label
         self.executor.color_label = policy.color_label
         if plan.actions and leader and not self.stopping.is_set():
+            # Act.
             self.acting = True
             try:
                 applied = await self.executor.apply(plan, stop=self.stopping)
             finally:
                 self.acting = False
-            self.metrics.record_actions(applied)
-            self.timeline.record(now, applied)
-        if leader and not plan.dry_run and not self.stopping.is_set():
+        marking = leader and not plan.dry_run and not self.stopping.is_set()
+        if marking:
             # Every pod of a retired color carries the mark, pods created since included.
             self.cache.watch_pods(policy.app_label, policy.color_label)
             await self.executor.mark_pods(plan, self.cache.pods())
-            new, self._reported = warnings_to_report(plan.warnings, self._reported)
-            await self.executor.report_warnings(plan, planned.snapshot, new)
-        self.metrics.observe_plan(plan, planned.forecasts)
+
+        # Tell: each side feature under its own guard, after the decision and the actions.
+        side, history = self.side, self.pipeline.history
+        side.run(Component.HISTORY, lambda: history.record_snapshot(planned.snapshot), now=now)
+        forecasts = side.run(
+            Component.FORECAST,
+            lambda: self.pipeline.forecaster.update(plan, policy, history),
+            now=now,
+        )
+        if marking:
+            new, reported = warnings_to_report(plan.warnings, self._reported)
+
+            async def report_warnings() -> None:
+                await self.reporter.report_warnings(plan, planned.snapshot, new)
+                self._reported = reported  # reported for real: not again
+
+            await side.run_async(Component.EVENTS, report_warnings, now=now)
+        side.run(
+            Component.PAGE, lambda: self.timeline.record(now, applied) if applied else None, now=now
+        )
+        side.run(
+            Component.METRICS,
+            lambda: self._record(plan, applied, planned.prometheus_errors, forecasts or {}),
+            now=now,
+        )
 
         duration = loop.time() - started
         states: Tally[str] = Tally()
@@ -289,8 +437,21 @@ class Reconciler:
             plan=plan,
             results=tuple(applied),
             prometheus_errors=planned.prometheus_errors,
-            forecasts=planned.forecasts,
+            forecasts=forecasts or {},
         )
+
+    def _record(
+        self,
+        plan: Plan,
+        applied: Sequence[ActionResult],
+        prometheus_errors: Sequence[PrometheusFailure],
+        forecasts: Mapping[ColorKey, ColorForecast],
+    ) -> None:
+        self.metrics.cache_synced.set(1 if self.cache.synced else 0)
+        self.metrics.record_prometheus_errors([f.cause for f in prometheus_errors])
+        if applied:
+            self.metrics.record_actions(applied)
+        self.metrics.observe_plan(plan, forecasts)
 
 
 def _counts(tally: Mapping[str, int]) -> str:

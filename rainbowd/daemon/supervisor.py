@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections import Counter as Tally
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.forecast import Forecaster
+from rainbowd.core.history import ConnectionHistory
 from rainbowd.daemon.cycles import (
     SYNC_TIMEOUT,
     Pipeline,
@@ -25,7 +26,7 @@ from rainbowd.daemon.cycles import (
 )
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import PolicyState, PolicyWatcher
-from rainbowd.daemon.reconciling import CycleReport, Reconciler
+from rainbowd.daemon.reconciling import CycleReport, Documents, Reconciler, WarningReporter
 from rainbowd.daemon.tasks import first_done
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
@@ -36,7 +37,7 @@ from rainbowd.kube.leasing import LeaderElector
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.metrics import Metrics
 from rainbowd.settings import Settings
-from rainbowd.status import CacheStatus, CycleStatus, Status, status_to_document
+from rainbowd.status import CacheStatus, Status, status_to_document
 
 log = get_logger(__name__)
 
@@ -54,13 +55,29 @@ class Parts:
     """None without leader election: this process always acts."""
 
 
+@dataclass(frozen=True)
+class SideParts:
+    """The side features of the cycle the daemon is built with (docs/design.md "Decide, act,
+    then tell"); each is an object of its own, so another can stand in for it."""
+
+    history: ConnectionHistory = field(default_factory=ConnectionHistory)
+    forecaster: Forecaster = field(default_factory=Forecaster)
+    documents: Documents = field(default_factory=Documents)
+    metrics: Metrics = field(default_factory=Metrics)
+    reporter: WarningReporter | None = None
+    """What writes the warnings' Events; None: the executor."""
+
+
 class Daemon:
     """One `rainbowd run` process. `run()` returns the exit code; `request_stop()` ends it."""
 
-    def __init__(self, settings: Settings, *, tend_heap: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, tend_heap: bool = False, sides: SideParts | None = None
+    ) -> None:
         self.settings = settings
         self.tend_heap = tend_heap  # the process is the daemon's own (see daemon/heap.py)
-        self.metrics = Metrics()
+        self.sides = sides = SideParts() if sides is None else sides
+        self.metrics = sides.metrics
         self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
         self.stopping = asyncio.Event()
         self.lease_lost = False
@@ -110,21 +127,12 @@ class Daemon:
         self.stopping.set()
 
     def status(self) -> dict[str, Any]:
-        report = self.last_cycle
-        cycle: CycleStatus | None = None
-        if report is not None:
-            cycle = CycleStatus(
-                number=report.number,
-                started_at=report.started_at,
-                duration=report.duration,
-                ok=report.ok,
-                error=report.error,
-                leader=report.leader,
-                acted=report.acted,
-                actions=dict(Tally(r.outcome.value for r in report.results)),
-                prometheus_errors=report.prometheus_errors,
-            )
-        pipeline = None if self.parts is None else self.parts.reconciler.pipeline
+        """The daemon's own parts, read now, with the sections of the last cycle its side
+        features wrote (`Reconciler.documents_now`), and the side features failing."""
+        reconciler = None if self.parts is None else self.parts.reconciler
+        pipeline = None if reconciler is None else reconciler.pipeline
+        # Written first: a failure writing them shows in this very answer.
+        sections = {} if reconciler is None else reconciler.documents_now()
         cache = CacheStatus(synced=False)
         if self.parts is not None:
             stats = self.parts.cache.stats()
@@ -135,7 +143,7 @@ class Daemon:
                 relists=stats.relists,
                 watch_events=stats.events,
             )
-        return status_to_document(
+        doc = status_to_document(
             Status(
                 identity=self.settings.identity,
                 leader=self.is_leader,
@@ -144,17 +152,13 @@ class Daemon:
                 dry_run_overlay=0 if pipeline is None else len(pipeline.overlay),
                 policy=self.policy.status(),
                 cache=cache,
-                cycle=cycle,
-                snapshot=None if report is None else report.snapshot,
-                plan=None if report is None else report.plan,
-                history=None if pipeline is None else pipeline.history_status(),
-                forecasts={} if report is None else report.forecasts,
-                sparklines={} if pipeline is None else pipeline.sparklines(),
-                recent_actions=()
-                if self.parts is None
-                else tuple(self.parts.reconciler.timeline.document()),
+                side_failures={}
+                if reconciler is None
+                else {c.value: f for c, f in reconciler.side.failing.items()},
             )
         )
+        doc.update(sections)
+        return doc
 
     # --- lifecycle ---
 
@@ -235,7 +239,11 @@ class Daemon:
             policy=self.policy,
             cache=cache,
             pipeline=Pipeline(
-                session, dry_run=s.dry_run, heap=HeapKeeper() if self.tend_heap else None
+                session,
+                dry_run=s.dry_run,
+                heap=HeapKeeper() if self.tend_heap else None,
+                history=self.sides.history,
+                forecaster=self.sides.forecaster,
             ),
             executor=Executor(api, recorder, limiter=RateLimiter(s.kube_qps, s.kube_burst)),
             metrics=self.metrics,
@@ -243,6 +251,8 @@ class Daemon:
             stopping=self.stopping,
             interval=s.interval,
             debounce=s.debounce,
+            reporter=self.sides.reporter,
+            documents=self.sides.documents,
         )
         elector = None
         if s.leader_elect:

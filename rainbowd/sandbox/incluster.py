@@ -5,12 +5,14 @@ URL and durations, and `k8s/demo/app.yaml` shipped one color at a time with `rai
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +20,9 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd import deploy as rainbow
+from rainbowd import forwarding
 from rainbowd.deploy import substitute_color
+from rainbowd.forwarding import Forward
 from rainbowd.kube.clients import ConfigError, KubeError, make_api_client
 from rainbowd.policyfile import load_policy_text
 from rainbowd.sandbox.controlplane import default_binaries_dir
@@ -159,6 +163,22 @@ def install(kubectl: Kubectl, *, policy: str, interval: str = "2s") -> None:
         NAMESPACE,
         f"--timeout={ROLLOUT_TIMEOUT}",
     )
+
+
+@contextlib.contextmanager
+def live_page(kubectl: Kubectl) -> Iterator[Forward]:
+    """The installed rainbowd's live page on 127.0.0.1, through `kubectl port-forward` to its
+    Service, as `kubectl rainbow dashboard` reaches it; kept for the block."""
+    target = argparse.Namespace(
+        kubeconfig=str(kubectl.kubeconfig),
+        context=None,
+        namespace=NAMESPACE,
+        service=forwarding.SERVICE,
+        kubectl=str(kubectl.binary),
+        port=0,
+    )
+    with forwarding.forwarded(target) as forward:
+        yield forward
 
 
 def demo_template(*, image: str, fixed_node_ports: bool = True) -> str:

@@ -6,17 +6,20 @@ ClusterIP; with `--story`, the seed's story played through it. Ctrl-C restores t
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 
+from rainbowd.forwarding import ForwardError
 from rainbowd.logs import setup_logging
 from rainbowd.sandbox.images import ImageError, build_images
 from rainbowd.sandbox.incluster import (
     InClusterError,
     Kubectl,
     install,
+    live_page,
     pod_scrape_config,
     rainbow_deploy,
     sandbox_policy_text,
@@ -58,6 +61,7 @@ def run_node_sandbox(options: NodeSandboxOptions) -> int:
     node: Node | None = None
     prometheus: PrometheusServer | None = None
     code = 0
+    stack = contextlib.ExitStack()
     try:
         say("building the images (cached when nothing changed)")
         began = time.monotonic()
@@ -79,11 +83,13 @@ def run_node_sandbox(options: NodeSandboxOptions) -> int:
         knobs = {"connectionFloor": 1} if options.story else {}
         say("installing rainbowd: kubectl apply -k of k8s/sandbox (two replicas, from the image)")
         install(kubectl, policy=sandbox_policy_text(prometheus.url, **knobs))
+        # Where the live page is, before the story starts (the kwok sandbox says so first too).
+        page = stack.enter_context(live_page(kubectl))
         if not options.story:
             color = new_color()
             say(f"deploying the first color #{color} with rainbowd deploy -f k8s/demo/app.yaml")
             rainbow_deploy(kubectl, options.namespace, color, image=images.rainbowd.ref)
-        _banner(node, prometheus, kubectl, options.namespace)
+        _banner(node, prometheus, kubectl, options.namespace, page_url=page.url)
         if options.story:
             play(
                 kubectl,
@@ -107,12 +113,14 @@ def run_node_sandbox(options: NodeSandboxOptions) -> int:
         PrometheusError,
         InClusterError,
         StoryError,
+        ForwardError,
     ) as exc:
         say(f"error: {exc}")
         code = 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        stack.close()  # the page's port-forward
         if prometheus is not None:
             prometheus.close()
         if node is not None:
@@ -125,9 +133,12 @@ def run_node_sandbox(options: NodeSandboxOptions) -> int:
     return code
 
 
-def _banner(node: Node, prometheus: PrometheusServer, kubectl: Kubectl, namespace: str) -> None:
+def _banner(
+    node: Node, prometheus: PrometheusServer, kubectl: Kubectl, namespace: str, *, page_url: str
+) -> None:
     say()
     say("the sandbox runs on a real node:")
+    say(f"  rainbowd's live page: {page_url}  (kubectl port-forward, kept while the sandbox runs)")
     say(f"  export KUBECONFIG={node.kubeconfig}")
     say(f"  kubectl: {kubectl.binary}")
     say(f"  Prometheus: {prometheus.url} (finds pods with kubernetes_sd_configs)")

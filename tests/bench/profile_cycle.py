@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 from pyinstrument import Profiler
@@ -38,6 +37,7 @@ from rainbowd.logs import setup_logging
 from rainbowd.metrics import Metrics
 from rainbowd.sandbox.prometheus import PrometheusServer
 from tests.bench import bench_scale
+from tests.cycleparts import MemoryCache, NoExecutor
 from tests.exposition import Exposition
 
 SCRAPE = 1.0
@@ -91,27 +91,6 @@ class Layout:
         return self.scale.series(lambda i: 1 + (i + shift) % 7)
 
 
-class MemoryCache:
-    """What the reconciler reads of the watch cache, held in memory."""
-
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        self.changed = asyncio.Event()
-        self.synced = True
-
-    def deployments(self) -> dict[str, list[Deployment]]:
-        return self.layout.deployments
-
-    def services(self) -> dict[str, list[Service]]:
-        return self.layout.services
-
-    def watch_pods(self, app_label: str, color_label: str) -> None:
-        pass
-
-    def pods(self) -> None:
-        return None
-
-
 def make_policy(url: str) -> Policy:
     """The scale benchmark's policy, without its reaction rule."""
     return parse_policy(
@@ -136,9 +115,9 @@ async def cycles(
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(
             policy=state,
-            cache=MemoryCache(layout),  # type: ignore[arg-type]
+            cache=MemoryCache(layout.deployments, layout.services),  # type: ignore[arg-type]
             pipeline=Pipeline(session, dry_run=dry_run, heap=HeapKeeper()),
-            executor=NoExecutor(),  # type: ignore[arg-type]
+            executor=NoExecutor(done=False),  # type: ignore[arg-type]
             metrics=metrics,
             leading=lambda: True,
             stopping=asyncio.Event(),
@@ -162,19 +141,6 @@ async def cycles(
             else:
                 times.append(spent)
     return times, profiler
-
-
-class NoExecutor:
-    """Nothing to act on in these cycles but the dry run's stamps, which it only counts."""
-
-    app_label = "app"
-    color_label = "color"
-
-    async def apply(self, plan: Any, *, stop: Any) -> list[Any]:
-        return []
-
-    async def mark_pods(self, plan: Any, pods: Any) -> int:
-        return 0
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from tests.e2e.faultkit import Pods
 from tests.e2e.faultlog import LEDGER, Witness
 from tests.e2e.harness import Fleet
 
@@ -24,6 +25,18 @@ def fleet(
         yield fleet
     finally:
         fleet.close()
+
+
+@pytest.fixture
+async def pods(
+    namespace: str, shared_prometheus: PrometheusServer, tmp_path: Path
+) -> AsyncIterator[Pods]:
+    """demo_app processes for the fault suite's colors, scraped by the shared Prometheus."""
+    p = Pods(namespace, tmp_path, shared_prometheus)
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ as demo_app processes with per-pod scrape targets, and a daemon's /status read p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,14 +15,19 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.objects import parse_time
 from rainbowd.kube.clients import MERGE_PATCH, request_json
+from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd.settings import PolicySource, Settings
 from tests.demoapps import DemoApp
+from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
+    daemon_settings,
     deployment_body,
     deployment_path,
     eventually,
     fetch_json,
     get_deployment,
+    point_service,
     prom_query,
 )
 
@@ -194,3 +200,46 @@ def rules_policy(
             f"    connections: {{metric: rainbow_open_connections, matchers: 'app=\"{app}\"'}}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def policy_file_settings(
+    cluster: ControlPlane, namespace: str, workdir: Path, policy: str, **overrides: Any
+) -> Settings:
+    """The in-process daemon's settings, reading `policy` from a file in `workdir`."""
+    path = workdir / "policy.yaml"
+    path.write_text(policy)
+    return daemon_settings(cluster, namespace, policy=PolicySource(file=str(path)), **overrides)
+
+
+async def hold_clients(
+    stack: contextlib.AsyncExitStack, witness: Witness, pods: Pods, colors: Sequence[Color]
+) -> None:
+    """A client on each color until `stack` closes (any action on one meanwhile is wrongful),
+    each seen by Prometheus before this returns."""
+    for color in colors:
+        await stack.enter_async_context(
+            witness.holding_connection(pods.pods[color.name], color.name)
+        )
+    for color in colors:
+        await pods.wait_scraped(color, " == 1", what=f"{color.name} held")
+
+
+async def old_colors_beside_live_ones(
+    api: ApiClient,
+    namespace: str,
+    pods: Pods,
+    olds: Sequence[Color],
+    lives: Sequence[Color],
+    *,
+    annotations: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """The old colors created first, then the live ones, each selected by its app's Service;
+    each old color with a pod Prometheus has seen at 0 connections."""
+    await create_colors(api, namespace, olds, annotations=annotations)
+    await create_colors(api, namespace, lives)
+    for live in lives:
+        await point_service(api, namespace, live.color, app=live.app)
+    for color in olds:
+        pods.start(color.name, color)
+    for color in olds:
+        await pods.wait_scraped(color, " == 0", what=f"{color.name} scraped")

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rainbowd.core.objects import parse_time
 from rainbowd.core.reporting import render_plan_table
-from rainbowd.daemon import Daemon
+from rainbowd.daemon import Daemon, SideParts
 from rainbowd.kube.clients import (
     MERGE_PATCH,
     KubeError,
@@ -418,9 +418,12 @@ def daemon_settings(
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
-    """rainbowd in this process, as an asyncio task; stopped (and its exit code checked) on exit."""
-    daemon = Daemon(settings)
+async def running_daemon(
+    settings: Settings, *, sides: SideParts | None = None
+) -> AsyncIterator[Daemon]:
+    """rainbowd in this process, as an asyncio task; stopped (and its exit code checked) on exit.
+    `sides`: the cycle's side features it is built with (default: its own)."""
+    daemon = Daemon(settings, sides=sides)
     # Tasks the test started before (watchers, held connections) are the test's own.
     before = asyncio.all_tasks()
     task = asyncio.create_task(daemon.run(), name="rainbowd")

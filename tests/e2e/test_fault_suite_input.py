@@ -10,10 +10,11 @@ edit's Event and metric in `test_policy_reload.py`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,22 @@ from rainbowd.core.model import (
     PROTECT,
     RETIRED_AT,
 )
+from rainbowd.core.objects import format_time
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
-from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy
+from tests.e2e.faultkit import (
+    Color,
+    Pods,
+    create_colors,
+    gone_or_zero,
+    hold_clients,
+    old_colors_beside_live_ones,
+    policy_file_settings,
+    rules_policy,
+)
 from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
     daemon_settings,
@@ -53,17 +64,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
 CORPUS = sorted((Path(__file__).parents[1] / "unit" / "policies" / "invalid").glob("*.yaml"))
 CONFIGMAP = "rainbowd-policy"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-async def pods(
-    namespace: str, shared_prometheus: PrometheusServer, tmp_path: Path
-) -> AsyncIterator[Pods]:
-    p = Pods(namespace, tmp_path, shared_prometheus)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 async def cycles_later(daemon: Daemon, n: int) -> None:
@@ -205,26 +205,14 @@ async def test_fuzzed_annotations_affect_only_their_deployment(
     print(f"fuzzed annotations: {annotations}")
     clean = Color("clean", "a00000")
     lives = [Color("fuzz", "f00000"), Color("clean", "f00000")]
-    await create_colors(kube_api, namespace, [*fuzzed, clean], annotations=annotations)
-    await create_colors(kube_api, namespace, lives)
-    for live in lives:
-        await point_service(kube_api, namespace, live.color, app=live.app)
-    for color in [*fuzzed, clean]:
-        pods.start(color.name, color)
-    for color in [*fuzzed, clean]:
-        await pods.wait_scraped(color, " == 0", what=f"{color.name} scraped")
+    await old_colors_beside_live_ones(
+        kube_api, namespace, pods, [*fuzzed, clean], lives, annotations=annotations
+    )
     policy = rules_policy(shared_prometheus.url, namespace, ["fuzz", "clean"])
-    policy_path = pods.workdir / "policy.yaml"
-    policy_path.write_text(policy)
-    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy_path)))
+    settings = policy_file_settings(cluster_full, namespace, pods.workdir, policy)
     # Each fuzzed color holds a client: with its annotations absent, nothing would touch it.
     async with contextlib.AsyncExitStack() as clients:
-        for color in fuzzed:
-            await clients.enter_async_context(
-                witness.holding_connection(pods.pods[color.name], color.name)
-            )
-        for color in fuzzed:
-            await pods.wait_scraped(color, " == 1", what=f"{color.name} held")
+        await hold_clients(clients, witness, pods, fuzzed)
         record = witness.injected(
             f"fuzzed annotations x{sum(len(a) for a in annotations.values())}",
             tuple(c.name for c in [*fuzzed, clean]),
@@ -356,4 +344,81 @@ async def test_odd_objects_affect_only_themselves(
                 assert obj is not None and obj["spec"]["replicas"] == 1, name
             witness.converged(records["no color"])
             witness.converged(records["wide"])
+    witness.assert_no_wrongful()
+
+
+async def test_hand_written_stamps_under_max_retired_age_stop_no_cycle(
+    cluster_full: ControlPlane,
+    namespace: str,
+    kube_api: ApiClient,
+    shared_prometheus: PrometheusServer,
+    pods: Pods,
+    witness: Witness,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Colors retired "forever" by hand (9999-12-31), or by a date no UTC time holds, under a
+    rule with maxRetiredAge, draining with a client each so the forecast runs for them, beside
+    an app whose old color is drained: that color is scaled down within two cycles, and no
+    cycle fails (once, every cycle failed in the forecast's deadline)."""
+    caplog.set_level(logging.INFO)
+    was_live = format_time(datetime.now(UTC) - timedelta(hours=2))
+    retired = format_time(datetime.now(UTC) - timedelta(hours=1))
+    hand_written = (
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-05:00",
+        "9999-12-31T23:59:59.999999Z",
+    )
+    stamped = [Color("stamped", f"a0000{i}") for i in range(len(hand_written))]
+    drained = Color("clean", "a00000")
+    annotations = {
+        color.name: {LIVE_AT: was_live, RETIRED_AT: stamp}
+        for color, stamp in zip(stamped, hand_written, strict=True)
+    }
+    annotations[drained.name] = {LIVE_AT: was_live, RETIRED_AT: retired, DRAINED_SINCE: retired}
+    lives = [Color("stamped", "f00000"), Color("clean", "f00000")]
+    await old_colors_beside_live_ones(
+        kube_api, namespace, pods, [*stamped, drained], lives, annotations=annotations
+    )
+    # keepScaledDown 1: the drained color is scaled down (not deleted at once).
+    policy = rules_policy(
+        shared_prometheus.url, namespace, ["stamped", "clean"], keep_scaled_down=1
+    ).replace("    selector: app=stamped\n", "    selector: app=stamped\n    maxRetiredAge: 1h\n")
+    assert "maxRetiredAge: 1h" in policy
+    settings = policy_file_settings(cluster_full, namespace, pods.workdir, policy)
+    async with contextlib.AsyncExitStack() as clients:
+        # Each stamped color holds a client: draining, so the forecast has it to estimate; and
+        # nothing may touch it (its stamp is never past, and never makes maxRetiredAge due).
+        await hold_clients(clients, witness, pods, stamped)
+        record = witness.injected(
+            "hand-written stamps under maxRetiredAge", tuple(c.name for c in stamped)
+        )
+        async with running_daemon(settings) as daemon:
+            assert daemon.http_url is not None
+
+            async def burned() -> bool:
+                return await gone_or_zero(kube_api, namespace, drained.name)
+
+            await eventually(burned, what=f"{drained.name} scaled down")
+            witness.converged(record)
+            await cycles_later(daemon, 2)
+            samples = await scrape_metrics(daemon.http_url)
+            status = await fetch_json(daemon.http_url + "/status")
+            for color in stamped:
+                obj = await get_deployment(kube_api, namespace, color.name)
+                assert obj is not None and obj["spec"]["replicas"] == 1, color.name
+    assert metric_sum(samples, "rainbowd_reconciles_total", result="error") == 0
+    assert metric_sum(samples, "rainbowd_reconciles_total", result="ok") >= 3
+    assert not status.get("sideFailures", {}), status.get("sideFailures")
+    # The cycle that scaled it: the first "cycle finished" logged after its scale was applied.
+    records = [(r.getMessage(), getattr(r, "rainbowd_fields", {})) for r in caplog.records]
+    applied = next(
+        i
+        for i, (message, fields) in enumerate(records)
+        if message == "action applied"
+        and fields.get("deployment") == drained.name
+        and fields.get("action") == "scale"
+    )
+    cycle = next(f["cycle"] for m, f in records[applied:] if m == "cycle finished")
+    assert cycle <= 2, f"{drained.name} scaled down in cycle {cycle}"
     witness.assert_no_wrongful()

@@ -92,17 +92,6 @@ async def converge(
     witness.converged(record)
 
 
-@pytest.fixture
-async def pods(
-    namespace: str, shared_prometheus: PrometheusServer, tmp_path: Path
-) -> AsyncIterator[Pods]:
-    p = Pods(namespace, tmp_path, shared_prometheus)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def policy_file(tmp_path: Path, prometheus: PrometheusServer, namespace: str, **knobs: Any) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(rules_policy(prometheus.url, namespace, [APP], **knobs))

@@ -244,7 +244,11 @@ async def test_banners_say_standby_dry_run_paused_and_prometheus_failing(
         assert await held.locator("script, img").count() == 0
         assert await page.evaluate("window.pwned") is None
         await expect(guarded.locator('[data-field="state"]')).to_have_text("protected")
-        await expect(guarded).to_contain_text(PROTECT)
+        await expect(guarded.locator('[data-field="guard"]')).to_contain_text(PROTECT)
+        # Each named by the guard that holds it: the hold, with its reason, is not "protect".
+        held_guard = held.locator('[data-field="guard"]')
+        await expect(held_guard).to_contain_text(f"{HOLD_UNTIL}): {EVIL}")
+        await expect(held_guard).not_to_contain_text(PROTECT)
         await expect(guarded.locator(".swatch")).to_have_css("background-color", "rgb(0, 128, 128)")
         await expect(guarded.locator(".colorname code")).to_have_text(GUARDED)
 

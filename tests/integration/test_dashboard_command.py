@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rainbowd.commands.forwarding import port_forward_command
+from rainbowd.forwarding import port_forward_command
 from rainbowd.sandbox.controlplane import ControlPlane
 from tests.installtools import kubectl
 

@@ -22,7 +22,13 @@ import pytest
 
 from rainbowd import __version__
 from rainbowd.sandbox.images import Images
-from rainbowd.sandbox.incluster import NAMESPACE, SERVICE_ACCOUNT, Kubectl, rainbow_deploy
+from rainbowd.sandbox.incluster import (
+    NAMESPACE,
+    SERVICE_ACCOUNT,
+    Kubectl,
+    live_page,
+    rainbow_deploy,
+)
 from rainbowd.sandbox.node import Node
 from rainbowd.sandbox.nodestory import APP, new_color, poll
 from rainbowd.sandbox.prometheus import PrometheusServer
@@ -258,3 +264,19 @@ def test_kubectl_rainbow_dashboard_and_status_reach_the_in_cluster_rainbowd(
     assert status.returncode == 0, status.stderr
     daemon = re.match(r"daemon:  (\S+)  leader=(yes|no)", status.stdout)
     assert daemon is not None and daemon.group(1) in names, status.stdout
+
+
+@pytest.mark.e2e
+def test_the_node_sandbox_forwards_the_live_page_it_prints(rainbowd_incluster: Kubectl) -> None:
+    """`make run` on a real node prints the page's address before the story: the forward the
+    sandbox keeps (rainbowd.sandbox.incluster.live_page) answers with the page and /status."""
+    with live_page(rainbowd_incluster) as forward:
+        assert forward.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(forward.url, timeout=30) as answer:
+            assert answer.status == 200
+            assert "<title>rainbowd</title>" in answer.read().decode()
+        with urllib.request.urlopen(forward.url + "status", timeout=30) as answer:
+            assert "identity" in json.load(answer)
+        process = forward.process
+    # Stopped with the block: nothing of it is left.
+    assert process.poll() is not None

@@ -457,3 +457,16 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         services += s
         connections.update(c)
     return snapshot(deployments, services, connections)
+
+
+def with_annotations(
+    snap: Snapshot, target: Deployment, annotations: Mapping[str, str], *, namespace: str = NS
+) -> Snapshot:
+    """`snap` with `target` (a Deployment of `namespace`) carrying `annotations` instead."""
+    ns = snap.namespaces[namespace]
+    d = dataclasses.replace(target, annotations=dict(annotations))
+    deployments = tuple(d if x is target else x for x in ns.deployments)
+    return dataclasses.replace(
+        snap,
+        namespaces={**snap.namespaces, namespace: dataclasses.replace(ns, deployments=deployments)},
+    )

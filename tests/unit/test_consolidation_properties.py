@@ -46,6 +46,7 @@ from tests.unit.strategies import (
     snapshot,
     snapshots,
     stamp,
+    with_annotations,
 )
 from tests.unit.test_planner_properties import is_live, protected, values
 
@@ -242,17 +243,10 @@ def test_any_consolidation_annotation_value_never_harshens_its_deployment(
     namespace = snap.namespaces[NS]
     target = data.draw(st.sampled_from(namespace.deployments))
     without = {k: v for k, v in target.annotations.items() if k != key}
-
-    def with_(annotations: dict[str, str]) -> Snapshot:
-        d = dataclasses.replace(target, annotations=annotations)
-        deployments = tuple(d if x is target else x for x in namespace.deployments)
-        return dataclasses.replace(
-            snap, namespaces={NS: dataclasses.replace(namespace, deployments=deployments)}
-        )
-
-    base = plan(with_(without), pol, NOW)
-    odd = plan(with_({**without, key: value}), pol, NOW)  # no exception escapes, whatever it is
-    assert Planner().plan(with_({**without, key: value}), pol, NOW) == odd
+    marked = with_annotations(snap, target, {**without, key: value})
+    base = plan(with_annotations(snap, target, without), pol, NOW)
+    odd = plan(marked, pol, NOW)  # no exception escapes, whatever it is
+    assert Planner().plan(marked, pol, NOW) == odd
     if (
         key == CONSOLIDATED_FROM
         and value == str(target.replicas)

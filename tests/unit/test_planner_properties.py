@@ -47,6 +47,7 @@ from tests.unit.strategies import (
     apply_plan,
     policies,
     snapshots,
+    with_annotations,
 )
 
 EXAMPLES = settings(max_examples=1000, deadline=None)
@@ -362,25 +363,23 @@ def test_any_annotation_value_affects_only_its_deployment_and_never_harshens_it(
     namespace = snap.namespaces[NS]
     target = data.draw(st.sampled_from(namespace.deployments))
     without = {k: v for k, v in target.annotations.items() if k != key}
-    bare = dataclasses.replace(target, annotations=without)
-    marked = dataclasses.replace(target, annotations={**without, key: value})
+    marked = with_annotations(snap, target, {**without, key: value})
+    base = plan(with_annotations(snap, target, without), pol, NOW)
+    odd = plan(marked, pol, NOW)  # no exception escapes, whatever the value
+    assert Planner().plan(marked, pol, NOW) == odd
+    if never_harsher(odd, target.name, key, value):
+        assert harshness(odd, target.name) <= harshness(base, target.name)
 
-    def with_(d: Deployment) -> Snapshot:
-        deployments = tuple(d if x is target else x for x in namespace.deployments)
-        return dataclasses.replace(
-            snap, namespaces={NS: dataclasses.replace(namespace, deployments=deployments)}
-        )
 
-    base = plan(with_(bare), pol, NOW)
-    odd = plan(with_(marked), pol, NOW)  # no exception escapes, whatever the value
-    assert Planner().plan(with_(marked), pol, NOW) == odd
-    if (
+def never_harsher(odd: Plan, name: str, key: str, value: str) -> bool:
+    """Whether `value` in annotation `key` of Deployment `name` must leave the plan `odd` no
+    harsher on it than the annotation absent (the cases it may, each explained)."""
+    return (
         key in NEVER_HARSHER
         and not (key in (RETIRED_AT, DRAINED_SINCE) and past_time(value))
-        and not _asked_for_by_max_colors_in_place_of_a_held_color(odd, target.name, key)
-        and not _a_past_record_of_a_color_scaled_down_to_keep_it(odd, target.name, key, value)
-    ):
-        assert harshness(odd, target.name) <= harshness(base, target.name)
+        and not _asked_for_by_max_colors_in_place_of_a_held_color(odd, name, key)
+        and not _a_past_record_of_a_color_scaled_down_to_keep_it(odd, name, key, value)
+    )
 
 
 def _a_past_record_of_a_color_scaled_down_to_keep_it(

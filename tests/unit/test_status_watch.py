@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pty
+import signal
 import sys
 from asyncio.subprocess import PIPE, Process
 from collections.abc import Awaitable, Callable
@@ -139,3 +140,30 @@ async def test_piped_it_prints_the_plain_table_as_it_changes() -> None:
             assert out.count(b"--- ") == 2, out
         finally:
             await stop(proc)
+
+
+async def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored() -> None:
+    """A shell's background job starts with SIGINT ignored, and its children inherit that: the
+    command takes SIGINT back at start (rainbowd.cli.interruptible), as kubectl does."""
+    view = FixedStatus(status_document())
+    async with serving(view) as server:
+        proc = await asyncio.create_subprocess_exec(
+            *watch_command(server.url),
+            stdout=PIPE,
+            stderr=PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        async def read() -> bytes:
+            return await stdout.read(65536)
+
+        try:
+            await read_until(read, [b"---"], proc)
+            proc.send_signal(signal.SIGINT)
+            # Stopped by Ctrl-C, as the watch is meant to be: exit 0.
+            assert await asyncio.wait_for(proc.wait(), WITHIN) == 0
+        finally:
+            if proc.returncode is None:
+                await stop(proc)

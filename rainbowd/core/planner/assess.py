@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from rainbowd.core.instants import Beyond, later
 from rainbowd.core.model import (
     DISRUPTED_AT,
     DRAINED_SINCE,
@@ -57,7 +58,7 @@ from rainbowd.core.notes import (
     UnknownConnections,
 )
 from rainbowd.core.objects import parse_stamp
-from rainbowd.core.planner.cycle import Cycle, Ruling, Thresholds, earliest, later
+from rainbowd.core.planner.cycle import Cycle, Ruling, Thresholds, earliest
 from rainbowd.core.policy import Knobs, Rule
 
 _DRAIN_RESET_UNKNOWN = "connections unknown: the drain must be continuous"
@@ -413,7 +414,7 @@ def assess_app(
 
 def _abandoned(now: datetime, deployment: Deployment, abandoned_after: timedelta) -> Ruling[bool]:
     """Whether a pending color is abandoned: pending for longer than abandonedAfter."""
-    abandoned_at = later(deployment.created_at, abandoned_after)
+    abandoned_at = later(deployment.created_at, abandoned_after, beyond=Beyond.NEVER)
     if now < abandoned_at:
         return Ruling(False, abandoned_at)
     return Ruling(True, None)
@@ -507,7 +508,7 @@ def _guard(
                 )
             else:
                 changes_at = earliest(changes_at, cycle.restamped_at)  # "now" is shown
-        grace_ends = later(at, knobs.scale_up_grace)
+        grace_ends = later(at, knobs.scale_up_grace, beyond=Beyond.NEVER)
         if now < grace_ends:
             changes_at = earliest(changes_at, grace_ends)
             guards.append(ScaleUpGrace(at, knobs.scale_up_grace))
@@ -533,7 +534,7 @@ def _scaled_back_up(
         return Ruling(after, None)
     color.protected = True
     color.guards = (*color.guards, ScaledBackUp(color.deployment.replicas, knobs.scale_up_grace))
-    return Ruling(after, later(cycle.stamp_at, knobs.scale_up_grace))
+    return Ruling(after, later(cycle.stamp_at, knobs.scale_up_grace, beyond=Beyond.NEVER))
 
 
 def _reset_drain(color: Color, knobs: Knobs) -> None:
@@ -620,12 +621,12 @@ def _evaluate_retired(
     retired_at = color.retired_at
     assert retired_at is not None
     now = cycle.now
-    held_until = later(drained_since, knobs.drain_hold)
+    held_until = later(drained_since, knobs.drain_hold, beyond=Beyond.NEVER)
     if now < held_until:
         return Ruling(
             (State.DRAINING, DrainHold(value, floor, drained_since, knobs.drain_hold)), held_until
         )
-    old_enough = later(retired_at, knobs.min_retired_age)
+    old_enough = later(retired_at, knobs.min_retired_age, beyond=Beyond.NEVER)
     if now < old_enough:
         return Ruling(
             (State.DRAINING, MinRetiredAge(retired_at, knobs.min_retired_age)), old_enough

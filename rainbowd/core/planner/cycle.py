@@ -9,18 +9,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Generic, NamedTuple, TypeVar
 
+from rainbowd.core.instants import END, Beyond, later
 from rainbowd.core.model import DISRUPTED_AT, Deployment, Snapshot
 from rainbowd.core.objects import format_time, parse_stamp, parse_time
 from rainbowd.core.policy import Budget, Policy, Rule
-
-
-def later(at: datetime, delta: timedelta) -> datetime:
-    """`at + delta`, or the end of time when that is past year 9999 (a hand-written stamp like
-    9999-12-31 means "hold forever", and must not overflow the cycle)."""
-    try:
-        return at + delta
-    except OverflowError:
-        return FOREVER
 
 
 class RuleMatcher:
@@ -59,7 +51,7 @@ class RuleMatcher:
             return rule
 
 
-FOREVER = datetime.max.replace(tzinfo=UTC)
+FOREVER = END
 
 
 SECOND = timedelta(seconds=1)
@@ -179,7 +171,7 @@ def recent_disruptions(
             at = parse_stamp(stamp)
             if at is None:
                 recent.append(now)
-            elif later(at, budget.per) > now:
+            elif later(at, budget.per, beyond=Beyond.NEVER) > now:
                 recent.append(at)
     return recent
 

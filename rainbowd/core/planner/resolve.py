@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from rainbowd.core.instants import Beyond, later
 from rainbowd.core.model import ActionKind, Deployment, PodConnections, Reason
 from rainbowd.core.notes import (
     BudgetSpent,
@@ -33,7 +34,6 @@ from rainbowd.core.planner.cycle import (
     Ruling,
     Thresholds,
     earliest,
-    later,
     recent_disruptions,
 )
 from rainbowd.core.planner.rules import (
@@ -198,7 +198,9 @@ class Disruptions:
         if app_left is None:
             recent = recent_disruptions(cycle.now, [c.deployment for c in self._colors], budget)
             for at in recent:
-                self._changes_at = earliest(self._changes_at, later(at, budget.per))
+                self._changes_at = earliest(
+                    self._changes_at, later(at, budget.per, beyond=Beyond.NEVER)
+                )
             app_left = budget.count - len(recent)
         cluster_left = cycle.cluster_budget_left()
         spent = None
@@ -222,7 +224,7 @@ class Disruptions:
 def _record_ends(now: datetime, deployment: Deployment, budget: Budget) -> datetime | None:
     """When `deployment`'s disrupted-at stamp stops counting, if it still counts now."""
     recent = recent_disruptions(now, (deployment,), budget)
-    return later(max(recent), budget.per) if recent else None
+    return later(max(recent), budget.per, beyond=Beyond.NEVER) if recent else None
 
 
 def _disruption_record(cycle: Cycle, deployment: Deployment, budget: Budget) -> str:
@@ -249,7 +251,7 @@ def disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> Ru
         if color.kind is not ActionKind.DELETE:
             continue
         until = (
-            later(cycle.now, budget.per)
+            later(cycle.now, budget.per, beyond=Beyond.NEVER)
             if color.disrupted
             else _record_ends(cycle.now, color.deployment, budget)
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rainbowd.core.consolidation import decide_consolidation
+from rainbowd.core.instants import Beyond, later
 from rainbowd.core.model import DISRUPTED_AT, ActionKind, PodConnections, PodStep, Reason, State
 from rainbowd.core.notes import (
     BeyondKeepScaledDown,
@@ -33,7 +34,7 @@ from rainbowd.core.notes import (
     Why,
 )
 from rainbowd.core.planner.assess import Color
-from rainbowd.core.planner.cycle import Ruling, earliest, later
+from rainbowd.core.planner.cycle import Ruling, earliest
 from rainbowd.core.policy import Budget, Knobs
 
 
@@ -85,7 +86,7 @@ def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling
         if now - color.retired_at > max_age:
             overdue.append(color)
         else:
-            changes_at = earliest(changes_at, later(color.retired_at, max_age))
+            changes_at = earliest(changes_at, later(color.retired_at, max_age, beyond=Beyond.NEVER))
     overdue.sort(key=retired_order)
     due = []
     for color in overdue:

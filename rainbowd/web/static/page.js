@@ -214,7 +214,8 @@ function colorRow(color, app) {
     h("td", { class: "colorname" }, swatch(color.color), h("code", {}, color.color),
       h("div", { class: "muted small" }, color.deployment)),
     h("td", {}, h("span", { class: `state s-${color.state}`, "data-field": "state" }, color.state),
-      protectedColor ? h("div", { class: "small" }, "rainbowd.io/protect") : null),
+      // What holds it, by name: rainbowd.io/protect, or rainbowd.io/hold-until and its reason.
+      protectedColor ? h("div", { class: "small", "data-field": "guard" }, (color.guards || []).join("; ")) : null),
     h("td", { class: "num", "data-field": "replicas" }, `${color.readyReplicas ?? 0}/${color.replicas}`),
     connectionsCell(color),
     h("td", { "data-field": "retired-for" }, duration(color.retiredFor)),

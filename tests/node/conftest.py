@@ -18,11 +18,13 @@ from rainbowd.sandbox.incluster import Kubectl, install, pod_scrape_config, sand
 from rainbowd.sandbox.node import BRIDGE_IP, Node, NodeError
 from rainbowd.sandbox.procs import ProcessError
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from tests import summary
 
 MIN_RETIRED_AGE = 10.0
 """Seconds (the in-cluster policy's minRetiredAge): the story holds the old color past it."""
 
 figures: dict[str, str] = {}
+summary.parts["real node figures"] = figures
 _began: list[float] = []
 """When the session's first real-node fixture started: the figure of what these tests add to CI."""
 
@@ -111,10 +113,3 @@ def rainbowd_incluster(kubectl: Kubectl, node_prometheus: PrometheusServer) -> K
         f"{time.monotonic() - began:.1f}s"
     )
     return kubectl
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if figures:
-        terminalreporter.section("real node figures")
-        for name, value in figures.items():
-            terminalreporter.write_line(f"{name}: {value}")

@@ -32,10 +32,10 @@ lint:
 typecheck:
 	mypy
 
-# The real node's tests run on one worker (xdist_group "node", tests/conftest.py); the run ends
-# with the 15 slowest tests and the time per folder.
+# The real node's tests run on one worker (tests/conftest.py, pytest_xdist_make_scheduler); the
+# run ends with the 15 slowest tests and the time per folder.
 pytest:
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
 
 bench: setup
 	$(PY) -m tests.bench

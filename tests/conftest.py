@@ -61,14 +61,29 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed", None)
 
 
-@pytest.hookimpl(tryfirst=True)
+NODE_TESTS = "tests/node/"
+"""The real node's tests: one node per machine, shared by the session's tests."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # One real node per machine: its tests share the session's node, so with xdist's
-    # `--dist loadgroup` they all run on one worker (a second run of the suite waits for the
-    # machine lock, rainbowd.sandbox.node.machine_lock).
-    for item in items:
-        if item.nodeid.startswith("tests/node/"):
-            item.add_marker(pytest.mark.xdist_group("node"))
+    # The real node's tests first: with xdist their one worker is the longest, so it starts
+    # while the others share out the rest.
+    items.sort(key=lambda item: not item.nodeid.startswith(NODE_TESTS))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist, on the controller: the real node's tests all on one worker (they share the session's
+    node; a second run of the suite waits for the machine lock, rainbowd.sandbox.node), every
+    other test to whichever worker is free. xdist's own `loadgroup` marks the group in
+    `item._nodeid`, which pytest 9 no longer reads, so the group is chosen here, by path."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NodeTestsOnOneWorker(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return NODE_TESTS if nodeid.startswith(NODE_TESTS) else nodeid
+
+    return NodeTestsOnOneWorker(config, log)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -400,7 +400,9 @@ class ControlPlane:
             text = self.audit_log.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # The apiserver may be halfway through writing its last line: only whole lines count.
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def _write_audit_policy(self) -> Path:
         path = self.data_dir / "audit-policy.yaml"

@@ -26,6 +26,9 @@ CACHE_ENV = "RAINBOWD_CACHE"
 MANIFEST = ".manifest.json"
 """Written last, atomically: an entry without one (a build cut short) is not an entry."""
 _CHUNK = 1 << 20
+_PRUNE_UNUSED_FOR = 86400.0
+"""Seconds: `prune` spares an entry used within the last day (another checkout, at another
+commit, may use it)."""
 _LOCK_TIMEOUT = 3600.0
 """Seconds to wait for another process building the same entry (a cold Go build takes ~15 min
 on two busy cores)."""
@@ -305,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     make.add_argument("folder", type=Path)
     make.add_argument("build", nargs=argparse.REMAINDER)
+    trim = sub.add_parser(
+        "prune", help="remove FOLDER's siblings like it but the KEEP most recently used"
+    )
+    trim.add_argument("folder", type=Path)
+    trim.add_argument("--keep", type=int, default=2)
     args = parser.parse_args(argv)
     try:
         if args.command == "root":
@@ -316,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             for problem in found:
                 print(problem, file=sys.stderr)
             return 1 if found else 0
+        elif args.command == "prune":
+            # Entries of one kind and version differ in their key, after the last "-".
+            stem = args.folder.name.rsplit("-", 1)[0]
+            prune(args.folder.parent, f"{stem}-*", keep=args.keep, unused_for=_PRUNE_UNUSED_FOR)
         else:
             command = [a for a in args.build if a != "--"]
             if not command:

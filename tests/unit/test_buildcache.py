@@ -268,3 +268,26 @@ def entry_of(env: dict[str, str], kind: str) -> Path:
         check=True,
     )
     return Path(done.stdout.strip())
+
+
+def test_the_build_script_prunes_old_keys_of_its_kind_and_version(tmp_path: Path) -> None:
+    day_ago = time.time() - 2 * 86400
+    for name, used in (("v1.1-aaa", day_ago - 30), ("v1.1-bbb", day_ago), ("v1.1-ccc", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "bin").write_text(name)
+        buildcache.seal(folder)
+        if used is not None:
+            os.utime(folder / buildcache.MANIFEST, (used, used))
+    (tmp_path / "v1.2-ddd").mkdir()  # another version: not this entry's kind of sibling
+    subprocess.run(
+        [sys.executable, "-m", "rainbowd.sandbox.buildcache", "prune", str(tmp_path / "v1.1-ccc")],
+        cwd=ROOT,
+        check=True,
+        timeout=_WITHIN,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "v1.1-bbb",
+        "v1.1-ccc",
+        "v1.2-ddd",
+    ]

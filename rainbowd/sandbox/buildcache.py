@@ -240,8 +240,10 @@ def ensure(folder: Path, build: Callable[[Path], None]) -> bool:
         if not problems(folder):  # another process built it while this one waited
             mark_used(folder)
             return False
+        # What a build killed before its cleanup left (under this lock, no one else builds it).
+        for left in folder.parent.glob(f".{folder.name}.*.partial"):
+            shutil.rmtree(left, ignore_errors=True)
         scratch = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-        shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         try:
             for name in good_files(folder):

@@ -186,6 +186,20 @@ def test_two_processes_asking_for_one_entry_build_it_once(tmp_path: Path) -> Non
     assert buildcache.problems(folder) == []
 
 
+def test_a_build_killed_midway_is_cleared_by_the_next(tmp_path: Path) -> None:
+    folder = tmp_path / "entry"
+    command, log, release = builder(tmp_path)
+    killed = ensure_process(folder, command)
+    wait_until(lambda: True if builds(log) else None, timeout=_WITHIN, what="the first build")
+    killed.kill()  # SIGKILL: no cleanup runs
+    killed.wait(timeout=_WITHIN)
+    assert [p.name for p in tmp_path.glob(".entry.*.partial")] != []
+    assert buildcache.ensure(folder, lambda scratch: (scratch / "bin").write_text("built"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".entry")) == []
+    assert buildcache.problems(folder) == []
+    release.touch()  # the killed build's own builder finds its folder gone, and exits
+
+
 def test_a_build_that_fails_leaves_no_entry_and_no_scratch(tmp_path: Path) -> None:
     folder = tmp_path / "entry"
 

@@ -194,7 +194,11 @@ def test_a_build_killed_midway_is_cleared_by_the_next(tmp_path: Path) -> None:
     killed.kill()  # SIGKILL: no cleanup runs
     killed.wait(timeout=_WITHIN)
     assert [p.name for p in tmp_path.glob(".entry.*.partial")] != []
-    assert buildcache.ensure(folder, lambda scratch: (scratch / "bin").write_text("built"))
+
+    def build(scratch: Path) -> None:
+        (scratch / "bin").write_text("built")
+
+    assert buildcache.ensure(folder, build)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".entry")) == []
     assert buildcache.problems(folder) == []
     release.touch()  # the killed build's own builder finds its folder gone, and exits

@@ -134,6 +134,13 @@ def missing_binaries(binaries: Path) -> list[str]:
     return [b for b in BINARIES if not os.access(binaries / b, os.X_OK)]
 
 
+def audit_events(text: str) -> list[dict[str, Any]]:
+    """The events of an audit log's text (JSON lines). The apiserver may be halfway through
+    writing the last line when the file is read: only whole lines count."""
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
 class ControlPlane:
     """etcd + kube-apiserver (+ controller-manager, scheduler, kwok) on free loopback ports.
 
@@ -400,9 +407,7 @@ class ControlPlane:
             text = self.audit_log.read_text()
         except FileNotFoundError:
             return []
-        # The apiserver may be halfway through writing its last line: only whole lines count.
-        complete = text[: text.rfind("\n") + 1]
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return audit_events(text)
 
     def _write_audit_policy(self) -> Path:
         path = self.data_dir / "audit-policy.yaml"

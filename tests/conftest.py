@@ -6,9 +6,11 @@ Nothing is skipped: a missing binary fails the fixture with the command that bui
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -19,8 +21,13 @@ from kubernetes_asyncio import config as k8s_config
 from rainbowd.sandbox import procs
 from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from tests import summary
 
 _timings: dict[str, float] = {}
+summary.parts["sandbox start times"] = _timings
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+"""This process's xdist worker ("gw0"...), empty without xdist."""
+_FOLDERS = ("unit", "integration", "e2e", "node")
 
 # Hypothesis' own "ci" profile derandomizes: every CI run would replay the same examples and
 # never find what the last one missed. This one keeps its other choices (no database, no
@@ -40,8 +47,43 @@ if is_in_ci():
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    if is_in_ci() and config.getoption("hypothesis_seed", None) is None:
+    # An xdist worker takes the controller's seed, so the one in the header replays the run.
+    workerinput = getattr(config, "workerinput", {})
+    if workerinput.get("hypothesis_seed") is not None:
+        config.option.hypothesis_seed = workerinput["hypothesis_seed"]
+    elif is_in_ci() and config.getoption("hypothesis_seed", None) is None:
         config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, on the controller: what each worker starts with."""
+    node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed", None)
+
+
+NODE_TESTS = "tests/node/"
+"""The real node's tests: one node per machine, shared by the session's tests."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The real node's tests first: with xdist their one worker is the longest, so it starts
+    # while the others share out the rest.
+    items.sort(key=lambda item: not item.nodeid.startswith(NODE_TESTS))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist, on the controller: the real node's tests all on one worker (they share the session's
+    node; a second run of the suite waits for the machine lock, rainbowd.sandbox.node), every
+    other test to whichever worker is free. xdist's own `loadgroup` marks the group in
+    `item._nodeid`, which pytest 9 no longer reads, so the group is chosen here, by path."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NodeTestsOnOneWorker(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return NODE_TESTS if nodeid.startswith(NODE_TESTS) else nodeid
+
+    return NodeTestsOnOneWorker(config, log)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -74,7 +116,7 @@ def cluster() -> Iterator[ControlPlane]:
         cp.start()
     except ControlPlaneError as exc:
         pytest.fail(str(exc), pytrace=False)
-    _timings.update({f"control plane {k}": v for k, v in cp.timings.items()})
+    _timings.update({f"{_WORKER} control plane {k}".lstrip(): v for k, v in cp.timings.items()})
     try:
         yield cp
     finally:
@@ -86,7 +128,9 @@ def cluster_full(cluster: ControlPlane) -> ControlPlane:
     """The session control plane plus controller-manager, scheduler, kwok and a fake Node, so
     Deployments roll out, become Available and garbage-collect their pods."""
     cluster.start_full()
-    _timings.update({f"control plane {k}": v for k, v in cluster.timings.items()})
+    _timings.update(
+        {f"{_WORKER} control plane {k}".lstrip(): v for k, v in cluster.timings.items()}
+    )
     return cluster
 
 
@@ -132,6 +176,28 @@ def prometheus() -> Iterator[PrometheusServer]:
         server.close()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # After the session's fixtures are torn down (and their figures written): an xdist worker
+    # sends its part of the summary to the controller.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[summary.KEY] = summary.dump()
+        return
+    wrongful = [w for rows in summary.every("fault suite") for row in rows for w in row["wrongful"]]
+    # Each test fails on its own wrongful actions; this makes sure the run does too.
+    if wrongful and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist, on the controller: a worker finished; keep its part of the summary."""
+    text = getattr(node, "workeroutput", {}).get(summary.KEY)
+    if text is not None:
+        summary.gather(text)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     seed = terminalreporter.config.getoption("hypothesis_seed", None)
     if seed is not None and terminalreporter.stats.get("failed"):
@@ -139,7 +205,45 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"hypothesis seed: {seed}; replay with --hypothesis-seed={seed}"
         )
-    if _timings:
+    timings = {k: v for part in summary.every("sandbox start times") for k, v in part.items()}
+    if timings:
         terminalreporter.section("sandbox start times")
-        for name, seconds in _timings.items():
+        for name, seconds in sorted(timings.items()):
             terminalreporter.write_line(f"{name}: {seconds:.2f}s")
+    rows = [row for part in summary.every("fault suite") for row in part]
+    if rows:
+        from tests.e2e.faultlog import ledger_lines
+
+        terminalreporter.section("fault suite")
+        for line in ledger_lines(sorted(rows, key=lambda row: float(row["injected_at"]))):
+            terminalreporter.write_line(line)
+    figures = {k: v for part in summary.every("real node figures") for k, v in part.items()}
+    if figures:
+        terminalreporter.section("real node figures")
+        for name, value in figures.items():
+            terminalreporter.write_line(f"{name}: {value}")
+    _folder_totals(terminalreporter)
+
+
+def _folder_totals(terminalreporter: pytest.TerminalReporter) -> None:
+    """Seconds of setup, call and teardown per top folder of tests/, and how many tests: with
+    xdist, summed over the workers, so more than the wall time."""
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if not isinstance(report, pytest.TestReport):
+                continue
+            parts = report.nodeid.split("/")
+            folder = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+            seconds[folder] = seconds.get(folder, 0.0) + report.duration
+            if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+                counts[folder] = counts.get(folder, 0) + 1
+    if not seconds:
+        return
+    terminalreporter.section("time per folder (setup + call + teardown, summed over workers)")
+    order = [f for f in _FOLDERS if f in seconds] + sorted(set(seconds) - set(_FOLDERS))
+    for folder in order:
+        terminalreporter.write_line(
+            f"{folder:<12} {seconds[folder]:>8.1f}s  {counts.get(folder, 0):>5} tests"
+        )

@@ -1,6 +1,6 @@
 """The tools the install tests run, built by tests/cluster/build: kubectl (with the control plane),
-Helm and the Prometheus Operator's CRDs (under .cache/tools/). A missing one fails the test with
-the command that builds it; nothing is skipped."""
+Helm and the Prometheus Operator's CRDs (an entry of the build cache). A missing one fails the
+test with the command that builds it; nothing is skipped."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rainbowd.sandbox import buildcache
 from rainbowd.sandbox.controlplane import ControlPlane, default_binaries_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,23 +27,19 @@ HELM_LABELS = (
 )
 
 
-def pinned(name: str) -> str:
-    """A version pinned in tests/cluster/versions."""
-    for line in (ROOT / "tests" / "cluster" / "versions").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == name:
-            return value.strip()
-    raise KeyError(f"{name} is not pinned in tests/cluster/versions")
-
-
 def _present(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.fail(f"{what} is missing at {path}: run `{BUILD}` (or `make setup`)", pytrace=False)
     return path
 
 
+def _tools() -> Path:
+    """The build cache's entry of the tools, for the versions pinned in tests/cluster/versions."""
+    return buildcache.entry("tools", root=ROOT)
+
+
 def helm() -> Path:
-    return _present(ROOT / ".cache" / "tools" / f"helm-{pinned('HELM_VERSION')}" / "helm", "helm")
+    return _present(_tools() / "helm", "helm")
 
 
 def kubectl() -> Path:
@@ -51,8 +48,7 @@ def kubectl() -> Path:
 
 def operator_crds() -> list[Path]:
     """The CRDs of the Operator objects rainbowd ships."""
-    version = pinned("PROMETHEUS_OPERATOR_VERSION")
-    folder = ROOT / ".cache" / "tools" / f"prometheus-operator-{version}"
+    folder = _tools() / "prometheus-operator"
     return [
         _present(folder / f"monitoring.coreos.com_{plural}.yaml", "the Prometheus Operator CRDs")
         for plural in ("prometheusrules", "servicemonitors", "podmonitors")

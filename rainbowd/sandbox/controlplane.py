@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from rainbowd.logs import get_logger, setup_logging
+from rainbowd.sandbox import buildcache
 from rainbowd.sandbox.certs import Pki, write_pki
 from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
 
@@ -111,7 +112,8 @@ def kubernetes_version() -> str:
 
 def default_binaries_dir() -> Path:
     """$RAINBOWD_CONTROLPLANE_BIN, else where tests/cluster/build puts the pinned version in a
-    checkout. An installed package has no checkout: without the variable, ControlPlaneError."""
+    checkout: the per-user build cache's entry for it. An installed package has no checkout:
+    without the variable, ControlPlaneError."""
     env = os.environ.get(BIN_DIR_ENV)
     if env:
         return Path(env)
@@ -119,14 +121,24 @@ def default_binaries_dir() -> Path:
         raise ControlPlaneError(
             f"no control-plane binaries ({', '.join(BINARIES)}): rainbowd runs from an installed "
             f"package, not from a checkout, and ${BIN_DIR_ENV} is not set; build them in a "
-            f"rainbowd checkout with `make setup` ({BUILD_COMMAND}, into "
-            f".cache/controlplane/VERSION/bin) and set ${BIN_DIR_ENV} to that folder"
+            f"rainbowd checkout with `make setup` ({BUILD_COMMAND}; "
+            f"`{BUILD_COMMAND} --print-bin-dir` prints where) and set ${BIN_DIR_ENV} to that folder"
         )
-    return _repo_root() / ".cache" / "controlplane" / kubernetes_version() / "bin"
+    try:
+        return buildcache.entry("controlplane", root=_repo_root()) / "bin"
+    except (buildcache.CacheError, OSError) as exc:
+        raise ControlPlaneError(f"no control-plane binaries: {exc}") from None
 
 
 def missing_binaries(binaries: Path) -> list[str]:
     return [b for b in BINARIES if not os.access(binaries / b, os.X_OK)]
+
+
+def audit_events(text: str) -> list[dict[str, Any]]:
+    """The events of an audit log's text (JSON lines). The apiserver may be halfway through
+    writing the last line when the file is read: only whole lines count."""
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 class ControlPlane:
@@ -395,7 +407,7 @@ class ControlPlane:
             text = self.audit_log.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return audit_events(text)
 
     def _write_audit_policy(self) -> Path:
         path = self.data_dir / "audit-policy.yaml"

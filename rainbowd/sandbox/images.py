@@ -1,6 +1,7 @@
 """Container images without a registry or a Docker engine: a Debian base made by mmdebstrap, the
 project's Dockerfile built on it by buildah, and the pod-sandbox (pause) image, each written as an
-OCI archive a container runtime imports. Archives are cached under a key of their inputs.
+OCI archive a container runtime imports. Archives are entries of the per-user build cache
+(rainbowd.sandbox.buildcache) keyed by their inputs and checked against their checksums.
 
 `python -m rainbowd.sandbox.images` (`make image`) builds what is missing and prints the archives.
 """
@@ -8,7 +9,6 @@ OCI archive a container runtime imports. Archives are cached under a key of thei
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import io
 import json
@@ -25,6 +25,7 @@ from typing import Any
 
 from rainbowd import __version__
 from rainbowd.logs import get_logger, setup_logging
+from rainbowd.sandbox import buildcache
 
 log = get_logger(__name__)
 
@@ -48,6 +49,10 @@ _KEPT_ARCHIVES = 4
 _PRUNE_UNUSED_FOR = 3600.0
 """Seconds: an archive used more recently than this is never pruned (another checkout sharing the
 cache may be about to import it into its node)."""
+ARCHIVE = "image.oci.tar"
+"""The file of an image's cache entry."""
+ROOTFS = "rootfs.tar"
+"""The file of the Debian base's cache entry."""
 
 
 class ImageError(RuntimeError):
@@ -79,9 +84,9 @@ def _repo_root() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """$RAINBOWD_IMAGE_CACHE, else .cache/images in the checkout."""
+    """$RAINBOWD_IMAGE_CACHE, else images/ in the per-user build cache."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else _repo_root() / ".cache" / "images"
+    return Path(env) if env else buildcache.cache_root() / "images"
 
 
 def _tool_version(tool: str) -> str:
@@ -90,14 +95,6 @@ def _tool_version(tool: str) -> str:
         raise ImageError(f"{tool} is not installed; run scripts/setup (Debian package {tool})")
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.strip() or out.stderr.strip()
-
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
 
 
 def _input_files(root: Path, names: Sequence[str]) -> Iterator[Path]:
@@ -116,7 +113,7 @@ def base_key() -> str:
     recipe = json.dumps(
         [DEBIAN_SUITE, BASE_PACKAGES, _BASE_HOOK, _tool_version("mmdebstrap")], sort_keys=True
     )
-    return _digest(recipe.encode())[:16]
+    return buildcache.digest([recipe.encode()])[:16]
 
 
 def image_key(root: Path, base: str) -> str:
@@ -124,7 +121,7 @@ def image_key(root: Path, base: str) -> str:
     parts = [base.encode(), _tool_version("buildah").encode()]
     for path in _input_files(root, _IMAGE_INPUTS):
         parts += [str(path.relative_to(root)).encode(), path.read_bytes()]
-    return _digest(*parts)[:16]
+    return buildcache.digest(parts)[:16]
 
 
 def _run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None) -> str:
@@ -164,13 +161,10 @@ def _private_mounts(argv: Sequence[str]) -> list[str]:
 def build_base_rootfs(cache: Path) -> tuple[Path, str, bool]:
     """The base rootfs as a tarball, made by mmdebstrap unless cached: (path, key, built)."""
     key = base_key()
-    path = cache / f"base-{key}.tar"
-    if _cached(path):
-        return path, key, False
-    cache.mkdir(parents=True, exist_ok=True)
-    scratch = cache / f".base-{key}.{os.getpid()}.tar"
-    log.info("building the Debian base with mmdebstrap", suite=DEBIAN_SUITE, key=key)
-    try:
+    folder = cache / f"base-{key}"
+
+    def build(scratch: Path) -> None:
+        log.info("building the Debian base with mmdebstrap", suite=DEBIAN_SUITE, key=key)
         # Root mode (the chroot's /proc and /dev are mounted) inside a private mount namespace,
         # so nothing is left mounted even if the build is killed.
         _run(
@@ -186,14 +180,13 @@ def build_base_rootfs(cache: Path) -> tuple[Path, str, bool]:
                 f"--include={','.join(BASE_PACKAGES)}",
                 f"--customize-hook={_BASE_HOOK}",
                 DEBIAN_SUITE,
-                str(scratch),
+                str(scratch / ROOTFS),
             ],
             what="mmdebstrap",
         )
-        scratch.replace(path)
-    finally:
-        scratch.unlink(missing_ok=True)
-    return path, key, True
+
+    built = buildcache.ensure(folder, build)
+    return folder / ROOTFS, key, built
 
 
 # -- buildah ----------------------------------------------------------------------------------
@@ -229,14 +222,23 @@ def build_rainbowd_image(
     base_tar, bkey, built = build_base_rootfs(cache)
     timings["base rootfs (mmdebstrap)"] = time.monotonic() - began if built else 0.0
     key = image_key(root, bkey)
-    archive = cache / f"rainbowd-{key}.oci.tar"
-    image = Image(IMAGE, archive)
-    if _cached(archive):
-        timings["rainbowd image (buildah)"] = 0.0
-        return image, timings
+    folder = cache / f"rainbowd-{key}"
     began = time.monotonic()
-    log.info("building rainbowd's image with buildah", key=key, base=bkey)
-    workdir = Path(tempfile.mkdtemp(prefix="rainbowd-buildah-", dir=cache))
+
+    def build(entry: Path) -> None:
+        log.info("building rainbowd's image with buildah", key=key, base=bkey)
+        _buildah_image(root, base_tar, bkey, entry / ARCHIVE, workdir=cache)
+
+    built = buildcache.ensure(folder, build)
+    timings["rainbowd image (buildah)"] = time.monotonic() - began if built else 0.0
+    if built:
+        buildcache.prune(cache, "rainbowd-*", keep=_KEPT_ARCHIVES, unused_for=_PRUNE_UNUSED_FOR)
+    return Image(IMAGE, folder / ARCHIVE), timings
+
+
+def _buildah_image(root: Path, base_tar: Path, bkey: str, archive: Path, *, workdir: Path) -> None:
+    """The Dockerfile of `root` built on the base rootfs, written to `archive`."""
+    workdir = Path(tempfile.mkdtemp(prefix=".buildah-", dir=workdir))
     scratch = workdir / "image.oci.tar"
     try:
         buildah = _Buildah(workdir)
@@ -287,29 +289,6 @@ def build_rainbowd_image(
         scratch.replace(archive)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    _prune(cache, "rainbowd-*.oci.tar")
-    timings["rainbowd image (buildah)"] = time.monotonic() - began
-    return image, timings
-
-
-def _cached(path: Path) -> bool:
-    """Whether `path` is built; if so it is marked used now, so pruning spares it."""
-    try:
-        os.utime(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _prune(cache: Path, pattern: str, keep: int = _KEPT_ARCHIVES) -> None:
-    """Removes the archives matching `pattern` beyond the `keep` most recently used, unless used
-    within the last hour: several checkouts with different sources share the cache, and each
-    must find the archive it built still there when its node imports it."""
-    found = sorted(cache.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-    unused_since = time.time() - _PRUNE_UNUSED_FOR
-    for old in found[keep:]:
-        if old.stat().st_mtime < unused_since:
-            old.unlink(missing_ok=True)
 
 
 # -- the pause image, written by hand ---------------------------------------------------------
@@ -396,17 +375,18 @@ def build_pause_image(cache: Path, pause_binary: Path) -> tuple[Image, bool]:
         binary = pause_binary.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{pause_binary} is missing; build it with: tests/cluster/build") from None
-    archive = cache / f"pause-{_digest(binary)[:16]}.oci.tar"
-    if _cached(archive):
-        return Image(PAUSE_IMAGE, archive), False
-    cache.mkdir(parents=True, exist_ok=True)
-    write_oci_archive(
-        archive,
-        PAUSE_IMAGE,
-        [("pause", binary, 0o755)],
-        {"Entrypoint": ["/pause"], "User": "65535:65535"},
-    )
-    return Image(PAUSE_IMAGE, archive), True
+    folder = cache / f"pause-{buildcache.digest([binary])[:16]}"
+
+    def build(entry: Path) -> None:
+        write_oci_archive(
+            entry / ARCHIVE,
+            PAUSE_IMAGE,
+            [("pause", binary, 0o755)],
+            {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        )
+
+    built = buildcache.ensure(folder, build)
+    return Image(PAUSE_IMAGE, folder / ARCHIVE), built
 
 
 def build_images(*, cache: Path | None = None, pause_binary: Path | None = None) -> Images:
@@ -417,21 +397,9 @@ def build_images(*, cache: Path | None = None, pause_binary: Path | None = None)
     began = time.monotonic()
     pause, built = build_pause_image(cache, pause_binary or default_binaries_dir() / "pause")
     timings = {"pause image": time.monotonic() - began if built else 0.0}
-    with _build_lock(cache):
-        rainbowd, more = build_rainbowd_image(cache)
+    rainbowd, more = build_rainbowd_image(cache)
     timings.update(more)
     return Images(rainbowd=rainbowd, pause=pause, timings=timings)
-
-
-@contextlib.contextmanager
-def _build_lock(cache: Path) -> Iterator[None]:
-    """One image build at a time per cache: several checkouts may share it."""
-    import fcntl
-
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".build.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             "buildah) and the node's pause image as OCI archives, without a registry; cached."
         ),
     )
-    parser.add_argument("--cache", type=Path, help="archives folder (default: .cache/images)")
+    parser.add_argument(
+        "--cache", type=Path, help="archives folder (default: images/ in the build cache)"
+    )
     args = parser.parse_args(argv)
     setup_logging("INFO", "text")
     try:

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import ctypes
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -27,11 +26,12 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from rainbowd.logs import get_logger, setup_logging
+from rainbowd.sandbox import buildcache
 from rainbowd.sandbox.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
@@ -144,24 +144,15 @@ def _run(argv: Sequence[str], *, input_text: str | None = None, check: bool = Tr
 @contextlib.contextmanager
 def machine_lock(timeout: float = 3600.0) -> Iterator[None]:
     """One node per machine: kubelet's cgroups, device-plugin folder and the bridge are global."""
-    handle: IO[str] = LOCK_PATH.open("a+")
+
+    def waiting(path: Path) -> None:
+        log.warning("another node runs on this machine; waiting for it", lock=str(path))
+
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("another node runs on this machine; waiting for it", lock=str(LOCK_PATH))
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise NodeError(f"{LOCK_PATH} still held after {timeout:g}s") from None
-                    time.sleep(0.5)
-        yield
-    finally:
-        handle.close()
+        with buildcache.locked(LOCK_PATH, timeout=timeout, waiting=waiting):
+            yield
+    except buildcache.CacheError as exc:
+        raise NodeError(str(exc)) from None
 
 
 def _read_sysctl(name: str) -> str | None:

@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rainbowd.sandbox.incluster import DEMO_APP_NAME, Kubectl, rainbow_deploy, rainbow_rollback
+from rainbowd.sandbox.incluster import (
+    DEMO_APP_NAME,
+    InClusterError,
+    Kubectl,
+    rainbow_deploy,
+    rainbow_rollback,
+)
 
 T = TypeVar("T")
 
@@ -40,6 +46,21 @@ class StoryError(RuntimeError):
 
 def new_color() -> str:
     return f"{random.randrange(16**6):06x}"
+
+
+def _rollback(kubectl: Kubectl, ns: str) -> str:
+    """`rainbowd rollback`, run again as its message tells a person to when rainbowd changed the
+    color between the command's read and its write (nothing was switched then); any other
+    failure is the story's."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while True:
+        try:
+            return rainbow_rollback(kubectl, ns)
+        except InClusterError as exc:
+            if "changed while the rollback read it" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise StoryError(f"the rollback kept meeting rainbowd's changes: {exc}") from None
 
 
 def poll(check: Callable[[], T | None], *, what: str, within: float = STEP_TIMEOUT) -> T:
@@ -301,7 +322,7 @@ def _play(
         f"waits until it is Available, and switches the Service back to #{old}"
     )
     result.rollback_began = datetime.now(UTC)
-    went_back = rainbow_rollback(kubectl, ns)
+    went_back = _rollback(kubectl, ns)
     result.rollback_done = datetime.now(UTC)
     if went_back != old:
         raise StoryError(f"the rollback went to #{went_back}, expected #{old}")

@@ -29,6 +29,7 @@ log = get_logger(__name__)
 PROMETHEUS_ENV = "RAINBOWD_PROMETHEUS_BIN"
 DEFAULT_BINARY = "/usr/bin/prometheus"
 DEFAULT_JOB = "targets"
+_PORT_ATTEMPTS = 3
 
 Target = tuple[str, Mapping[str, str]]
 
@@ -122,12 +123,26 @@ class PrometheusServer:
             raise PrometheusError(
                 f"prometheus not found at {self.binary}; install it: apt-get install prometheus"
             )
-        if self._data_dir is None:
-            self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-prometheus-")
+        if self._data_dir is not None:
+            self._start_process()
+            return
+        self._data_dir = make_data_dir(self._data_dir_arg, "rainbowd-prometheus-")
+        for job, targets in self._jobs.items():
+            self._write_targets(job, targets)
+        # A free port can be taken by another process before Prometheus binds it (tests side by
+        # side, or two runs of the suite): pick another and try again rather than fail.
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
             self._port = free_port()
-            for job, targets in self._jobs.items():
-                self._write_targets(job, targets)
             self._write_config()
+            try:
+                self._start_process()
+                return
+            except ProcessError as exc:
+                if attempt == _PORT_ATTEMPTS or "address already in use" not in str(exc):
+                    raise
+                log.warning("port taken, retrying with another", attempt=attempt)
+
+    def _start_process(self) -> None:
         began = time.monotonic()
         self._proc = Process(
             "prometheus",
@@ -143,10 +158,16 @@ class PrometheusServer:
             cwd=self.data_dir,
         )
         self._proc.start()
+        tsdb = str(self.data_dir / "tsdb")
 
         def ready() -> bool | None:
             with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as resp:
-                return True if resp.status == 200 else None
+                if resp.status != 200:
+                    return None
+            # Ours, not another server that holds the port this one failed to bind.
+            with urllib.request.urlopen(self.url + "/api/v1/status/flags", timeout=2) as resp:
+                flags = json.load(resp).get("data", {})
+            return True if flags.get("storage.tsdb.path") == tsdb else None
 
         try:
             wait_until(ready, timeout=self.start_timeout, what="ready", process=self._proc)

@@ -101,21 +101,38 @@ class Ledger:
     def wrongful(self) -> list[Wrongful]:
         return [w for f in self.faults for w in f.wrongful]
 
-    def lines(self) -> list[str]:
-        width = max([len(f.name) for f in self.faults] + [5])
-        out = [f"{'fault':<{width}}  actions  wrongful  re-converge  test"]
-        for f in self.faults:
-            took = f"{f.reconverge:.1f}s" if f.reconverge is not None else "-"
-            test = f.test.rsplit("::", 1)[-1]
-            row = f"{f.name:<{width}}  {f.actions:>7}  {len(f.wrongful):>8}  {took:>11}"
-            out.append(f"{row}  {test}")
-        injected = [f for f in self.faults if f.name != NO_FAULT]
-        out.append(
-            f"{len(injected)} faults injected, {sum(f.actions for f in self.faults)} actions "
-            f"taken, {len(self.wrongful)} wrongful"
-        )
-        out.extend(f"WRONGFUL: {w}" for w in self.wrongful)
-        return out
+    def rows(self) -> list[dict[str, Any]]:
+        """The summary's rows, JSON-able: an xdist worker sends them to the controller."""
+        return [
+            {
+                "name": f.name,
+                "test": f.test,
+                "injected_at": f.injected_at,
+                "actions": f.actions,
+                "reconverge": f.reconverge,
+                "wrongful": [str(w) for w in f.wrongful],
+            }
+            for f in self.faults
+        ]
+
+
+def ledger_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The fault suite's summary: one line per fault (rows of `Ledger.rows`), then the totals."""
+    width = max([len(r["name"]) for r in rows] + [5])
+    out = [f"{'fault':<{width}}  actions  wrongful  re-converge  test"]
+    for r in rows:
+        took = f"{r['reconverge']:.1f}s" if r["reconverge"] is not None else "-"
+        test = r["test"].rsplit("::", 1)[-1]
+        row = f"{r['name']:<{width}}  {r['actions']:>7}  {len(r['wrongful']):>8}  {took:>11}"
+        out.append(f"{row}  {test}")
+    injected = [r for r in rows if r["name"] != NO_FAULT]
+    wrongful = [w for r in rows for w in r["wrongful"]]
+    out.append(
+        f"{len(injected)} faults injected, {sum(r['actions'] for r in rows)} actions "
+        f"taken, {len(wrongful)} wrongful"
+    )
+    out.extend(f"WRONGFUL: {w}" for w in wrongful)
+    return out
 
 
 LEDGER = Ledger()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rainbowd.sandbox import buildcache
 from rainbowd.sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
 from tests.e2e.test_sandbox import (
     START_DEADLINE,
@@ -54,14 +54,12 @@ def _runtime_requirements() -> list[str]:
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
     """Wheels of the runtime dependencies (and setuptools, to build rainbowd), downloaded once
-    per set of requirements into .cache/, so a session installs offline."""
+    per set of requirements into the build cache, so a session installs offline."""
     requirements = _runtime_requirements()
     key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
-    folder = ROOT / ".cache" / "runtime-wheels" / key
-    done = folder / ".complete"
-    if not done.exists():
-        partial = folder.with_name(f"{key}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
+    folder = buildcache.cache_root() / "runtime-wheels" / key
+
+    def download(scratch: Path) -> None:
         subprocess.run(
             [
                 sys.executable,
@@ -70,7 +68,7 @@ def wheelhouse() -> Path:
                 "download",
                 "--quiet",
                 "--dest",
-                str(partial),
+                str(scratch),
                 "setuptools>=77",
                 "wheel",
                 *requirements,
@@ -78,11 +76,8 @@ def wheelhouse() -> Path:
             check=True,
             timeout=PIP_TIMEOUT,
         )
-        (partial / ".complete").touch()
-        try:
-            partial.rename(folder)
-        except OSError:  # another session got there first
-            shutil.rmtree(partial, ignore_errors=True)
+
+    buildcache.ensure(folder, download)
     return folder
 
 

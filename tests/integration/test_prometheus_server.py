@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from rainbowd.sandbox.procs import free_port
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
 
 
@@ -112,3 +113,19 @@ def test_stop_and_start_keep_port_and_data(
 def test_query_errors_are_raised(prometheus: PrometheusServer) -> None:
     with pytest.raises(PrometheusError, match="parse error"):
         prometheus.query("sum(")
+
+
+def test_a_port_another_prometheus_took_first_is_given_up_for_another(
+    prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests side by side: the free port picked can be bound by another process first, here a
+    running Prometheus that even answers /-/ready. The new server notices it is not the one
+    answering, and starts again on another port."""
+    picks = iter([prometheus.port])
+    monkeypatch.setattr(
+        "rainbowd.sandbox.prometheus.free_port", lambda: next(picks, None) or free_port()
+    )
+    with PrometheusServer(scrape_interval=1.0) as second:
+        assert second.port != prometheus.port
+        assert second.query("vector(1)")[0].value == 1.0
+    assert prometheus.query("vector(2)")[0].value == 2.0

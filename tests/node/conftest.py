@@ -1,6 +1,8 @@
-"""A real node for the whole session (containerd, kubelet, kube-proxy on a CNI bridge, its own
-control plane), with a real Prometheus on the bridge discovering pods through the apiserver, and
-rainbowd installed in-cluster from its image with `kubectl apply -k` of k8s/sandbox.
+"""A real node for the tests of this folder (containerd, kubelet, kube-proxy on a CNI bridge, its
+own control plane), with a real Prometheus on the bridge discovering pods through the apiserver, and
+rainbowd installed in-cluster from its image with `kubectl apply -k` of k8s/sandbox. Package
+scope: the node stops, and frees the machine lock for another run, once the last of these tests has
+run (they run together, first: tests/conftest.py), not when the worker's session ends.
 
 The node needs root on Linux and the parts scripts/setup installs: a missing part fails, nothing is
 skipped. Its teardown fails the session if the machine is not as the node found it.
@@ -18,16 +20,18 @@ from rainbowd.sandbox.incluster import Kubectl, install, pod_scrape_config, sand
 from rainbowd.sandbox.node import BRIDGE_IP, Node, NodeError
 from rainbowd.sandbox.procs import ProcessError
 from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from tests import summary
 
 MIN_RETIRED_AGE = 10.0
 """Seconds (the in-cluster policy's minRetiredAge): the story holds the old color past it."""
 
 figures: dict[str, str] = {}
+summary.parts["real node figures"] = figures
 _began: list[float] = []
 """When the session's first real-node fixture started: the figure of what these tests add to CI."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_images() -> Images:
     began = time.monotonic()
     _began.append(began)
@@ -43,7 +47,7 @@ def node_images() -> Images:
     return images
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node(node_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """The session's real node; its components' logs are kept in pytest's temp folder."""
     logs = tmp_path_factory.mktemp("node-logs")
@@ -69,12 +73,12 @@ def node(node_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubectl(node: Node) -> Kubectl:
     return Kubectl(node.kubeconfig)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_prometheus(node: Node) -> Iterator[PrometheusServer]:
     """Prometheus on the bridge (pods query it), finding pods with kubernetes_sd_configs."""
     server = PrometheusServer(
@@ -93,7 +97,7 @@ def node_prometheus(node: Node) -> Iterator[PrometheusServer]:
         server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rainbowd_incluster(kubectl: Kubectl, node_prometheus: PrometheusServer) -> Kubectl:
     """rainbowd's two replicas running from the image, as k8s/ installs them.
 
@@ -111,10 +115,3 @@ def rainbowd_incluster(kubectl: Kubectl, node_prometheus: PrometheusServer) -> K
         f"{time.monotonic() - began:.1f}s"
     )
     return kubectl
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if figures:
-        terminalreporter.section("real node figures")
-        for name, value in figures.items():
-            terminalreporter.write_line(f"{name}: {value}")

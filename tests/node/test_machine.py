@@ -14,13 +14,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox import images
 from rainbowd.sandbox.controlplane import BIN_DIR_ENV
 from rainbowd.sandbox.images import Images, build_images, image_key
 from rainbowd.sandbox.node import (
@@ -322,22 +320,3 @@ def test_the_image_key_follows_every_input_and_nothing_else(tmp_path: Path) -> N
     (tmp_path / "rainbowd" / "new_module.py").write_text("")
     seen.add(image_key(tmp_path, "base"))
     assert len(seen) == len(changes) + 2
-
-
-def test_pruning_spares_the_archives_used_within_the_hour(tmp_path: Path) -> None:
-    now = time.time()
-    # Minutes since each archive was last used: four recent, one more recent beyond those four,
-    # and two unused for two hours.
-    ages = {"a": 0, "b": 1, "c": 2, "d": 3, "e": 50, "f": 120, "g": 130}
-    for name, minutes in ages.items():
-        path = tmp_path / f"rainbowd-{name}.oci.tar"
-        path.write_bytes(b"")
-        os.utime(path, (now - 60 * minutes, now - 60 * minutes))
-    images._prune(tmp_path, "rainbowd-*.oci.tar", keep=4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"rainbowd-{name}.oci.tar" for name in "abcde"
-    ]
-    # A cache hit marks the archive used now.
-    assert images._cached(tmp_path / "rainbowd-e.oci.tar")
-    assert (tmp_path / "rainbowd-e.oci.tar").stat().st_mtime >= now
-    assert not images._cached(tmp_path / "rainbowd-missing.oci.tar")

@@ -11,6 +11,7 @@ import pytest
 from demo_app.serving import read_annotations
 from rainbowd.core.policy import PolicyError
 from rainbowd.policyfile import load_policy_text
+from rainbowd.sandbox.controlplane import audit_events
 from rainbowd.sandbox.pods import downward_annotations
 from rainbowd.sandbox.runner import QuietCycles, sandbox_policy
 
@@ -67,3 +68,14 @@ def test_quiet_cycles_shows_changes_and_actions_only() -> None:
     assert shown == [True, False, True, True, True, True, False]
     other = logging.LogRecord("rainbowd", logging.INFO, "", 0, "action applied", (), None)
     assert quiet.filter(other) and quiet.filter(other)
+
+
+def test_an_audit_log_read_while_the_apiserver_writes_it_counts_only_whole_lines() -> None:
+    whole = (
+        '{"verb":"patch","objectRef":{"name":"a"}}\n{"verb":"delete","objectRef":{"name":"b"}}\n'
+    )
+    half = '{"verb":"patch","objectRef":{"na'
+    assert [e["verb"] for e in audit_events(whole)] == ["patch", "delete"]
+    assert [e["verb"] for e in audit_events(whole + half)] == ["patch", "delete"]
+    assert audit_events(half) == []
+    assert audit_events("") == []

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from rainbowd.core.model import Deployment, Plan, Service, Snapshot
 from rainbowd.kube.caching import PodMark
-from rainbowd.kube.executing import ActionResult, Outcome
+from rainbowd.kube.executing import ActionOutcome, ActionResult
 
 
 class MemoryCache:
@@ -52,7 +52,7 @@ class NoExecutor:
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event) -> list[ActionResult]:
         self.applied.append(plan)
-        return [ActionResult(action, Outcome.OK) for action in plan.actions if self.done]
+        return [ActionResult(action, ActionOutcome.OK) for action in plan.actions if self.done]
 
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
         return 0

@@ -107,7 +107,7 @@ def decide_consolidation(
     if unavailable is not None:
         return Consolidation(unavailable=unavailable)
     assert pods is not None
-    return _step(now, deployment, knobs, pods.pods, last=last, stamp=stamp)
+    return _step(now, deployment, knobs, pods.pods, last=last, next_at=next_at, stamp=stamp)
 
 
 def _step(
@@ -117,6 +117,7 @@ def _step(
     figures: Mapping[str, float | None],
     *,
     last: datetime | None,
+    next_at: datetime | None,
     stamp: str,
 ) -> Consolidation:
     """The step of a color due one, on complete per-pod figures: its idle pods, or else, with

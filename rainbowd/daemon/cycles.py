@@ -531,22 +531,6 @@ def _same_answers(
     )
 
 
-def build_snapshot(
-    *,
-    now: datetime,
-    policy: Policy,
-    deployments: Objects,
-    services: Mapping[str, list[Service]],
-    results: Mapping[ConnectionsQuery, QueryResult],
-    rule_of: RuleOf | None = None,
-    pods: PodFigures | None = None,
-) -> Snapshot:
-    """A Snapshot from the cache's objects and the connections each color's rule asked for
-    (and, for the colors consolidation may step, their per-pod figures)."""
-    members = color_members(policy, deployments, rule_of=rule_of)
-    return SnapshotMemo().build(now, members, deployments, services, results, pods)
-
-
 def queries_needed(
     policy: Policy, deployments: Objects, *, rule_of: RuleOf | None = None
 ) -> list[ConnectionsQuery]:

@@ -14,14 +14,15 @@ from rainbowd.core.model import (
     Deployment,
     PrometheusErrorCause,
     Service,
+    Snapshot,
 )
-from rainbowd.core.policy import ConnectionsQuery
+from rainbowd.core.policy import ConnectionsQuery, Policy
 from rainbowd.daemon.cycles import (
     Pipeline,
     RuleMemo,
     SnapshotMemo,
     apply_overlay,
-    build_snapshot,
+    color_members,
     queries_needed,
     query_failures,
 )
@@ -36,6 +37,20 @@ from rainbowd.prom.querying import (
 )
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def build_snapshot(
+    *,
+    now: datetime,
+    policy: Policy,
+    deployments: dict[str, list[Deployment]],
+    services: dict[str, list[Service]],
+    results: dict[ConnectionsQuery, QueryResult],
+) -> Snapshot:
+    """The snapshot the pipeline builds on its first cycle, from a fresh memo."""
+    members = color_members(policy, deployments)
+    return SnapshotMemo().build(now, members, deployments, services, results)
+
 
 POLICY = load_policy_text(
     """\

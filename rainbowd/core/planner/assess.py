@@ -70,9 +70,6 @@ _DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
 _DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
 
 
-# Annotations a live color keeps none of: what is left of a retirement.
-
-
 # How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
 _TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
 

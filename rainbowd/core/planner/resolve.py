@@ -75,7 +75,7 @@ def decide_cleanups(
     for decision in thresholds.take(
         consolidation(cycle.now, cycle.stamp, retired, knobs, pods or {})
     ):
-        consolidate(thresholds, disruptions, decision)
+        take_step(thresholds, disruptions, decision)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         for deletion in thresholds.take(keep_scaled_down(retired, knobs.keep_scaled_down)):
@@ -142,11 +142,11 @@ def force(thresholds: Thresholds, disruptions: Disruptions, due: Due, kind: Acti
     color.disrupted = decision.disrupted
 
 
-def consolidate(
+def take_step(
     thresholds: Thresholds, disruptions: Disruptions, decision: Step | Unavailable
 ) -> None:
-    """consolidate's decision taken: the step (a step-down granted by the disruption budget, or
-    held), or why none can be taken, on the note."""
+    """The consolidate knob's decision taken: the step (a step-down granted by the disruption
+    budget, or held), or why none can be taken, on the note."""
     color = decision.color
     if isinstance(decision, Unavailable):
         color.decided = (*color.decided, ConsolidationUnavailable(decision.why))

@@ -92,24 +92,8 @@ class _AppMemo:
         if new_raw == raw:
             return self
         if self.positions is None:
-            plan = self.plan
-            index = {color.name: i for i, color in enumerate(plan.colors)}
-            self.positions = tuple([index[member[0].name] for member in self.members])
-            blocked = plan.blocked is not None
-            self.shown_only = tuple(
-                [
-                    color.rule is None
-                    # Connections still reset a drain in progress, of a blocked app's colors
-                    # too, live ones included.
-                    or (
-                        DRAINED_SINCE not in member[0].annotations
-                        and (blocked or color.state in _SHOWN_ONLY)
-                    )
-                    for color, member in zip(
-                        [plan.colors[i] for i in self.positions], self.members, strict=True
-                    )
-                ]
-            )
+            self._learn_positions()
+        assert self.positions is not None
         positions = self.positions
         shown_only = self.shown_only
         colors: list[ColorPlan] | None = None
@@ -147,6 +131,28 @@ class _AppMemo:
         patched.positions = positions
         patched.shown_only = shown_only
         return patched
+
+    def _learn_positions(self) -> None:
+        """Each member's index in plan.colors, and whether the plan only shows its
+        connections."""
+        plan = self.plan
+        index = {color.name: i for i, color in enumerate(plan.colors)}
+        self.positions = tuple([index[member[0].name] for member in self.members])
+        blocked = plan.blocked is not None
+        self.shown_only = tuple(
+            [
+                color.rule is None
+                # Connections still reset a drain in progress, of a blocked app's colors
+                # too, live ones included.
+                or (
+                    DRAINED_SINCE not in member[0].annotations
+                    and (blocked or color.state in _SHOWN_ONLY)
+                )
+                for color, member in zip(
+                    [plan.colors[i] for i in self.positions], self.members, strict=True
+                )
+            ]
+        )
 
 
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})

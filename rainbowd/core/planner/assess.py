@@ -9,11 +9,12 @@ docs/design.md "What the planner decides" is the spec.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rainbowd.core.instants import Beyond, later
+from rainbowd.core.memos import ServiceIndex
 from rainbowd.core.model import (
     DISRUPTED_AT,
     DRAINED_SINCE,
@@ -35,7 +36,6 @@ from rainbowd.core.model import (
     Namespace,
     PodStep,
     Reason,
-    Service,
     State,
 )
 from rainbowd.core.notes import (
@@ -130,42 +130,6 @@ class Color:
         self.reasons.append((reason, why))
 
 
-def _service_index(
-    services: Sequence[Service], app_label: str
-) -> tuple[dict[str, list[Service]], list[Service]]:
-    """Services by the app their selector names; the rest must be tried against every color.
-
-    A selector naming app X can only match pod templates of app X, so each color is compared
-    with its own app's Services, not with every Service of the namespace.
-    """
-    by_app: dict[str, list[Service]] = {}
-    other: list[Service] = []
-    for service in services:
-        selector = service.selector
-        if not selector:
-            continue  # selects no pods (an ExternalName or a manually managed Endpoints)
-        app = selector.get(app_label)
-        if app is None:
-            other.append(service)
-        else:
-            by_app.setdefault(app, []).append(service)
-    return by_app, other
-
-
-def _by_color(by_app: Mapping[str, list[Service]], color_label: str) -> dict[str, dict[str, str]]:
-    """For apps whose Services all select exactly the app and a color (the rainbow deploy's own
-    shape): the first Service selecting each color, by color. Such a selector matches a pod
-    template of the app iff the colors are equal, so no label comparison is needed."""
-    simple: dict[str, dict[str, str]] = {}
-    for app, services in by_app.items():
-        if all(len(s.selector) == 2 and color_label in s.selector for s in services):
-            names: dict[str, str] = {}
-            for service in services:
-                names.setdefault(service.selector[color_label], service.name)
-            simple[app] = names
-    return simple
-
-
 def effective_connections(connections: Connections, ready: int) -> Connections:
     value = connections.value
     if value is None:
@@ -185,13 +149,9 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
     """The namespace's managed apps, each with its colors, rule and live Service resolved."""
     app_label = cycle.app_label
     color_label = cycle.color_label
-    by_app, other = _service_index(namespace.services, app_label)
-    simple = {} if other else _by_color(by_app, color_label)
-    rules = cycle.rules
-    rule_for = rules.rule_for
+    services = ServiceIndex(namespace.services, app_label, color_label)
+    rule_for = cycle.rules.rule_for
     ns = namespace.name
-    # Rules per label signature in this namespace: most Deployments share a handful.
-    seen: dict[object, Rule | None] = {}
     groups: dict[str, list[Color]] = {}
     managed: set[str] = set()
     for deployment in namespace.deployments:
@@ -202,28 +162,10 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
         color_name = labels.get(color_label)
         if color_name is None:
             continue
-        own = deployment.labels
-        signature = rules.signature(own)
-        try:
-            rule = seen[signature]
-        except KeyError:
-            rule = seen[signature] = rule_for(ns, own)
+        rule = rule_for(ns, deployment.labels)
         if rule is not None:
             managed.add(app)
-        live = None
-        names = simple.get(app)
-        if names is not None:
-            live = names.get(color_name)
-        else:
-            services = by_app.get(app)
-            if other:
-                services = services + other if services else other
-            if services:
-                for service in services:
-                    if service.selects(labels):
-                        live = service.name
-                        break
-        color = Color(deployment, rule, live, color_name)
+        color = Color(deployment, rule, services.live(app, color_name, labels), color_name)
         group = groups.get(app)
         if group is None:
             groups[app] = [color]

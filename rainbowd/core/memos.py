@@ -20,14 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
-from rainbowd.core.model import (
-    Connections,
-    Deployment,
-    Namespace,
-    PodConnections,
-    Service,
-    Snapshot,
-)
+from rainbowd.core import model
+from rainbowd.core.model import Connections, Deployment, Namespace, Service, Snapshot
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
 
 Objects = Mapping[str, Sequence[Deployment]]
@@ -273,7 +267,7 @@ class SnapshotMemo:
         deployments: Objects,
         services: Mapping[str, Sequence[Service]],
         results: Mapping[ConnectionsQuery, Answer],
-        pods: Mapping[str, Mapping[tuple[str, str], PodConnections]] | None = None,
+        pods: Mapping[str, Mapping[tuple[str, str], model.PodConnections]] | None = None,
     ) -> Snapshot:
         answers = tuple([_Answered(q, r.by_color, r.error) for q, r in results.items()])
         pods = pods or {}

@@ -39,6 +39,7 @@ from rainbowd.core.notes import (
     Found,
     Guard,
     Held,
+    HeldBy,
     HeldUntil,
     HoldMalformed,
     IdlePods,
@@ -140,7 +141,7 @@ def _outcome_words(outcome: Outcome, now: datetime) -> str:
         case Forced():
             return f"forced: {_words(outcome, now)}"
         case Held():
-            return f"held: {_words(outcome.why, now)}, but {_spent_words(outcome.spent)}"
+            return f"held: {_words(outcome.why, now)}, but {_held_words(outcome.by)}"
         case Decided():
             why = outcome.why
             if isinstance(why, BeyondKeepScaledDown):
@@ -170,10 +171,14 @@ def _removed_pods(removed: Sequence[tuple[str, float]]) -> str:
     return ", ".join(f"{name} ({format_count(value)})" for name, value in removed)
 
 
-def _spent_words(spent: BudgetSpent) -> str:
-    if spent.cluster:
-        return f"the cluster-wide maxDisruptions ({spent.budget}) is spent"
-    return f"maxDisruptions ({spent.budget}) is spent for this app"
+def _held_words(by: HeldBy) -> str:
+    """What holds a forced scale-down (mypy checks that every holding record has its case)."""
+    match by:
+        case BudgetSpent():
+            if by.cluster:
+                return f"the cluster-wide maxDisruptions ({by.budget}) is spent"
+            return f"maxDisruptions ({by.budget}) is spent for this app"
+    assert_never(by)
 
 
 def _guards_words(note: Note | str, now: datetime) -> list[str]:

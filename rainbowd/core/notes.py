@@ -162,11 +162,16 @@ class BudgetSpent(NamedTuple):
     cluster: bool  # the cluster-wide budget, else the app's
 
 
+# What may hold a forced scale-down, each its record: the holding rules' (resolve.py
+# HOLDING_RULES, in order), then the disruption budget's.
+HeldBy = BudgetSpent
+
+
 class Held(NamedTuple):
-    """A forced scale-down held: the disruption budget is spent."""
+    """A forced scale-down held, `by` saying what holds it."""
 
     why: Why
-    spent: BudgetSpent
+    by: HeldBy
 
 
 class Decided(NamedTuple):

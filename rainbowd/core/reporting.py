@@ -16,6 +16,7 @@ from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import (
     HOLD_UNTIL,
     PROTECT,
+    Action,
     ActionKind,
     AppPlan,
     ColorPlan,
@@ -38,6 +39,7 @@ from rainbowd.core.notes import (
     Found,
     Guard,
     Held,
+    HeldBy,
     HeldUntil,
     HoldMalformed,
     IdlePods,
@@ -139,7 +141,7 @@ def _outcome_words(outcome: Outcome, now: datetime) -> str:
         case Forced():
             return f"forced: {_words(outcome, now)}"
         case Held():
-            return f"held: {_words(outcome.why, now)}, but {_spent_words(outcome.spent)}"
+            return f"held: {_words(outcome.why, now)}, but {_held_words(outcome.by)}"
         case Decided():
             why = outcome.why
             if isinstance(why, BeyondKeepScaledDown):
@@ -169,10 +171,14 @@ def _removed_pods(removed: Sequence[tuple[str, float]]) -> str:
     return ", ".join(f"{name} ({format_count(value)})" for name, value in removed)
 
 
-def _spent_words(spent: BudgetSpent) -> str:
-    if spent.cluster:
-        return f"the cluster-wide maxDisruptions ({spent.budget}) is spent"
-    return f"maxDisruptions ({spent.budget}) is spent for this app"
+def _held_words(by: HeldBy) -> str:
+    """What holds a forced scale-down (mypy checks that every holding record has its case)."""
+    match by:
+        case BudgetSpent():
+            if by.cluster:
+                return f"the cluster-wide maxDisruptions ({by.budget}) is spent"
+            return f"maxDisruptions ({by.budget}) is spent for this app"
+    assert_never(by)
 
 
 def _guards_words(note: Note | str, now: datetime) -> list[str]:
@@ -190,6 +196,48 @@ def _words(part: Found | Guard | Said, now: datetime) -> str:
     match part:
         case Plain():
             return _PLAIN_WORDS[part]
+        case (
+            Live()
+            | NotEvaluated()
+            | UnknownConnections()
+            | AboveFloor()
+            | DrainHold()
+            | MinRetiredAge()
+            | Drained()
+        ):
+            return _found_words(part, now)
+        case HoldMalformed() | HeldUntil() | ScaleUpGrace() | ScaledBackUp():
+            return _guard_words(part, now)
+        case (
+            OverMaxRetiredAge()
+            | OverMaxColors()
+            | BeyondKeepScaledDown()
+            | RecordedDisruption()
+            | IdlePods()
+            | SteppedDown()
+        ):
+            return _why_words(part, now)
+        case Forced():
+            return _words(part.why, now) + _disruption_words(part.disruption)
+        case Directly():
+            if isinstance(part.why, BeyondKeepScaledDown):
+                return f"deleted directly, beyond keepScaledDown {part.why.keep}"
+            return _words(part.why, now)
+    assert_never(part)
+
+
+def _found_words(
+    part: Live
+    | NotEvaluated
+    | UnknownConnections
+    | AboveFloor
+    | DrainHold
+    | MinRetiredAge
+    | Drained,
+    now: datetime,
+) -> str:
+    """What assess found, in words."""
+    match part:
         case Live():
             return f"live: selected by Service {part.service}"
         case NotEvaluated():
@@ -213,6 +261,14 @@ def _words(part: Found | Guard | Said, now: datetime) -> str:
                 f"drained: {format_count(part.connections)} <= floor {part.floor} for "
                 f"{compact_duration(now - part.since)}"
             )
+    assert_never(part)
+
+
+def _guard_words(
+    part: HoldMalformed | HeldUntil | ScaleUpGrace | ScaledBackUp, now: datetime
+) -> str:
+    """A guard, in words."""
+    match part:
         case HoldMalformed():
             return (
                 f"held ({HOLD_UNTIL} {part.value!r} is not an RFC 3339 time)"
@@ -230,6 +286,20 @@ def _words(part: Found | Guard | Said, now: datetime) -> str:
                 f"scaled back up from 0 to {part.replicas}: a new drain starts; held for "
                 f"scaleUpGrace {compact_duration(part.grace)}"
             )
+    assert_never(part)
+
+
+def _why_words(
+    part: OverMaxRetiredAge
+    | OverMaxColors
+    | BeyondKeepScaledDown
+    | RecordedDisruption
+    | IdlePods
+    | SteppedDown,
+    now: datetime,
+) -> str:
+    """A rule's reason with its figures, in words (the drained rule's is what assess found)."""
+    match part:
         case OverMaxRetiredAge():
             return (
                 f"retired for {compact_duration(now - part.retired_at)} > maxRetiredAge "
@@ -253,12 +323,6 @@ def _words(part: Found | Guard | Said, now: datetime) -> str:
                 f"stepDown (maxPods {part.max_pods}): no pod is idle, {part.pods} -> {part.to} "
                 f"pods, removing the least-connected {_removed_pods(part.removed)}"
             )
-        case Forced():
-            return _words(part.why, now) + _disruption_words(part.disruption)
-        case Directly():
-            if isinstance(part.why, BeyondKeepScaledDown):
-                return f"deleted directly, beyond keepScaledDown {part.why.keep}"
-            return _words(part.why, now)
     assert_never(part)
 
 
@@ -456,64 +520,20 @@ def plan_to_document(
     With `forecasts`, each draining color gets `forecast` (else null); with `history`, each
     color gets `history`, its recent `[unix time, connections]` points, oldest first.
     """
-    apps = []
-    for app in plan.apps:
-        colors = []
-        for color in app.colors:
-            retired_for = color.retired_for(plan.now)
-            key = (color.namespace, color.app, color.color)
-            extra: dict[str, Any] = {}
-            if forecasts is not None:
-                found = forecasts.get(key)
-                extra["forecast"] = None if found is None else forecast_to_document(found)
-            if history is not None:
-                extra["history"] = [list(p) for p in history.get(key, ())]
-            colors.append(
-                {
-                    "color": color.color,
-                    "deployment": color.name,
-                    "state": str(color.state),
-                    "rule": color.rule,
-                    "replicas": color.replicas,
-                    "readyReplicas": color.ready_replicas,
-                    "connections": _connections_document(color.connections),
-                    "createdAt": format_time(color.created_at),
-                    "retiredAt": None
-                    if color.retired_at is None
-                    else format_time(color.retired_at),
-                    "retiredFor": None if retired_for is None else retired_for.total_seconds(),
-                    "drainedSince": (
-                        None if color.drained_since is None else format_time(color.drained_since)
-                    ),
-                    "note": render_note(color.note, plan.now),
-                    "guards": _guards_words(color.note, plan.now),
-                    "held": None if color.held is None else str(color.held),
-                    "actions": [
-                        {
-                            "kind": str(action.kind),
-                            "reason": str(action.reason),
-                            "message": action.message,
-                            "uid": action.uid,
-                            "resourceVersion": action.resource_version,
-                            "annotations": dict(action.annotations),
-                            "connections": action.connections,
-                            "step": _step_document(action.step),
-                        }
-                        for action in color.actions
-                    ],
-                    **extra,
-                }
-            )
-        apps.append(
-            {
-                "namespace": app.namespace,
-                "app": app.app,
-                "rule": app.rule,
-                "blocked": None if app.blocked is None else str(app.blocked),
-                "message": app.message,
-                "colors": colors,
-            }
-        )
+    apps = [
+        {
+            "namespace": app.namespace,
+            "app": app.app,
+            "rule": app.rule,
+            "blocked": None if app.blocked is None else str(app.blocked),
+            "message": app.message,
+            "colors": [
+                _color_document(color, plan.now, forecasts=forecasts, history=history)
+                for color in app.colors
+            ],
+        }
+        for app in plan.apps
+    ]
     return {
         "now": format_time(plan.now),
         "dryRun": plan.dry_run,
@@ -526,4 +546,53 @@ def plan_to_document(
             if a.blocked is not None
         ],
         "warnings": list(plan.warnings),
+    }
+
+
+def _color_document(
+    color: ColorPlan,
+    now: datetime,
+    *,
+    forecasts: Mapping[ColorKey, ColorForecast] | None,
+    history: Mapping[ColorKey, Sequence[Sequence[float]]] | None,
+) -> dict[str, Any]:
+    """One color of `plan_to_document`, with its forecast and history when asked for."""
+    retired_for = color.retired_for(now)
+    key = (color.namespace, color.app, color.color)
+    extra: dict[str, Any] = {}
+    if forecasts is not None:
+        found = forecasts.get(key)
+        extra["forecast"] = None if found is None else forecast_to_document(found)
+    if history is not None:
+        extra["history"] = [list(p) for p in history.get(key, ())]
+    return {
+        "color": color.color,
+        "deployment": color.name,
+        "state": str(color.state),
+        "rule": color.rule,
+        "replicas": color.replicas,
+        "readyReplicas": color.ready_replicas,
+        "connections": _connections_document(color.connections),
+        "createdAt": format_time(color.created_at),
+        "retiredAt": None if color.retired_at is None else format_time(color.retired_at),
+        "retiredFor": None if retired_for is None else retired_for.total_seconds(),
+        "drainedSince": (None if color.drained_since is None else format_time(color.drained_since)),
+        "note": render_note(color.note, now),
+        "guards": _guards_words(color.note, now),
+        "held": None if color.held is None else str(color.held),
+        "actions": [_action_document(action) for action in color.actions],
+        **extra,
+    }
+
+
+def _action_document(action: Action) -> dict[str, Any]:
+    return {
+        "kind": str(action.kind),
+        "reason": str(action.reason),
+        "message": action.message,
+        "uid": action.uid,
+        "resourceVersion": action.resource_version,
+        "annotations": dict(action.annotations),
+        "connections": action.connections,
+        "step": _step_document(action.step),
     }

@@ -152,9 +152,32 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
     now = default_now
     if document.get("now") is not None:
         now = _time(document["now"], "now", errors) or default_now
+    deployments, services = _objects(document.get("items"), errors)
+    connections, pods = _all_connections(document.get("connections"), errors)
+    if errors:
+        raise SnapshotError(errors)
+    names = sorted(set(deployments) | set(services) | set(connections))
+    return Snapshot(
+        now=now,
+        namespaces={
+            name: Namespace(
+                name=name,
+                deployments=tuple(deployments.get(name, ())),
+                services=tuple(services.get(name, ())),
+                connections=connections.get(name, {}),
+                pods=pods.get(name, {}),
+            )
+            for name in names
+        },
+    )
+
+
+def _objects(
+    items: Any, errors: list[str]
+) -> tuple[dict[str, list[Deployment]], dict[str, list[Service]]]:
+    """The snapshot file's Deployments and Services by namespace; problems go to `errors`."""
     deployments: dict[str, list[Deployment]] = {}
     services: dict[str, list[Service]] = {}
-    items = document.get("items")
     if items is None:
         items = []
     if not isinstance(items, list):
@@ -180,9 +203,17 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
                 )
         except ObjectError as exc:
             errors.append(f"{path}: {exc}")
+    return deployments, services
+
+
+def _all_connections(
+    raw_connections: Any, errors: list[str]
+) -> tuple[
+    dict[str, dict[tuple[str, str], Connections]], dict[str, dict[tuple[str, str], PodConnections]]
+]:
+    """The snapshot file's connections (and per-pod figures) by namespace, by (app, color)."""
     connections: dict[str, dict[tuple[str, str], Connections]] = {}
     pods: dict[str, dict[tuple[str, str], PodConnections]] = {}
-    raw_connections = document.get("connections")
     if raw_connections is None:
         raw_connections = []
     if not isinstance(raw_connections, list):
@@ -199,22 +230,7 @@ def snapshot_from_document(document: Any, *, default_now: datetime) -> Snapshot:
         per_ns[(app, color)] = value
         if figures is not None:
             pods.setdefault(namespace, {})[(app, color)] = figures
-    if errors:
-        raise SnapshotError(errors)
-    names = sorted(set(deployments) | set(services) | set(connections))
-    return Snapshot(
-        now=now,
-        namespaces={
-            name: Namespace(
-                name=name,
-                deployments=tuple(deployments.get(name, ())),
-                services=tuple(services.get(name, ())),
-                connections=connections.get(name, {}),
-                pods=pods.get(name, {}),
-            )
-            for name in names
-        },
-    )
+    return connections, pods
 
 
 def _deployment_document(d: Deployment) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from rainbowd.core.consolidation import needs_pods
+from rainbowd.core.memos import ServiceIndex
 from rainbowd.core.model import RETIRED_AT, Deployment, PodConnections, Service
 from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
@@ -35,7 +36,7 @@ def candidates(
     """The colors due for a consolidation step if their per-pod figures allow, by query, each
     with its rule's `every`."""
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    selecting = _ServiceIndex(services, policy.app_label)
+    indexes: dict[str, ServiceIndex] = {}  # built when first asked, per namespace
     for ns, items in deployments.items():
         for d in items:
             # Cheapest tests first: with 10,000 Deployments this runs every cycle.
@@ -56,33 +57,15 @@ def candidates(
                 now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections
             ):
                 continue
-            if selecting.live(ns, app, d.template_labels):
+            index = indexes.get(ns)
+            if index is None:
+                index = indexes[ns] = ServiceIndex(
+                    services.get(ns, ()), policy.app_label, policy.color_label
+                )
+            if index.live(app, color, d.template_labels) is not None:
                 continue  # live: never consolidated
             wanted.setdefault(rule.connections, {})[(ns, app, color)] = rule.knobs.consolidate.every
     return wanted
-
-
-class _ServiceIndex:
-    """The Services of each namespace by the app their selector names (a selector naming app X
-    selects no other app's pods), built when first asked: the live check of the colors due a
-    step compares each with its own app's Services and those naming no app."""
-
-    def __init__(self, services: Mapping[str, list[Service]], app_label: str) -> None:
-        self._services = services
-        self._app_label = app_label
-        self._index: dict[str, tuple[dict[str, list[Service]], list[Service]]] = {}
-
-    def live(self, namespace: str, app: str, labels: Mapping[str, str]) -> bool:
-        index = self._index.get(namespace)
-        if index is None:
-            by_app: dict[str, list[Service]] = {}
-            other: list[Service] = []
-            for service in self._services.get(namespace, ()):
-                named = service.selector.get(self._app_label)
-                (other if named is None else by_app.setdefault(named, [])).append(service)
-            index = self._index[namespace] = (by_app, other)
-        by_app, other = index
-        return any(s.selects(labels) for s in (*by_app.get(app, ()), *other))
 
 
 class Retries:

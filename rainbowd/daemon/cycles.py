@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,20 +18,19 @@ import aiohttp
 from rainbowd.core.forecast import ColorForecast, ColorKey, Forecaster, forecast_plan
 from rainbowd.core.history import ConnectionHistory
 from rainbowd.core.instants import Beyond, earlier
+from rainbowd.core.memos import SnapshotMemo, color_members
 from rainbowd.core.model import (
     RETIRED_AT,
     ActionKind,
-    Connections,
     Deployment,
-    Namespace,
     Plan,
     Service,
     Snapshot,
 )
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
-from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings, Rule
-from rainbowd.daemon.consolidating import PodFigures, Retries, candidates, pod_figures
+from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
+from rainbowd.daemon.consolidating import Retries, candidates, pod_figures
 from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import read_policy
@@ -56,46 +55,6 @@ SYNC_TIMEOUT = 60.0
 
 Objects = Mapping[str, list[Deployment]]
 """Deployments by namespace, as the cache hands them out."""
-
-RuleOf = Callable[[str, Deployment], Rule | None]
-"""The rule deciding a Deployment of a namespace; None: no rule matches, never touched."""
-
-
-def _matching(policy: Policy) -> RuleOf:
-    return lambda namespace, d: policy.rule_for(namespace, d.labels)
-
-
-class RuleMemo:
-    """Each Deployment's rule, remembered while the policy and the Deployment object stay the same.
-
-    The one speed trick of the pipeline: the watch cache hands out the same objects cycle after
-    cycle, and matching 10,000 Deployments against the rules' selectors, twice a cycle, was about
-    a fifth of the steady cycle's CPU (tests/bench/bench_cycle.py). Entries are kept for the
-    Deployments of the last cycle only, holding each object so its id cannot be reused.
-    """
-
-    def __init__(self) -> None:
-        self._policy: Policy | None = None
-        self._last: dict[int, tuple[Deployment, Rule | None]] = {}
-
-    def cycle(self, policy: Policy) -> RuleOf:
-        """The lookup for one cycle; what it does not ask for is forgotten by the next."""
-        last = self._last if policy is self._policy else {}
-        self._policy = policy
-        current: dict[int, tuple[Deployment, Rule | None]] = {}
-        self._last = current
-
-        def rule_of(namespace: str, d: Deployment) -> Rule | None:
-            key = id(d)
-            hit = current.get(key) or last.get(key)
-            if hit is not None and hit[0] is d:
-                current[key] = hit
-                return hit[1]
-            rule = policy.rule_for(namespace, d.labels)
-            current[key] = (d, rule)
-            return rule
-
-        return rule_of
 
 
 @dataclass(frozen=True)
@@ -144,7 +103,6 @@ class Pipeline:
         self.forecaster = Forecaster() if forecaster is None else forecaster
         self._session = session
         self._prometheus: PrometheusClient | None = None
-        self._rules = RuleMemo()
         # Colors whose per-pod figures were unavailable: not asked for again before `every`.
         self._retries = Retries()
         self._snapshots = SnapshotMemo()
@@ -165,7 +123,7 @@ class Pipeline:
         """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation."""
         if self.overlay:
             deployments = self._overlaid(deployments)
-        members = self._snapshots.members(policy, deployments, self._rules)
+        members = self._snapshots.members(policy, deployments, self.planner.rules)
         results: dict[ConnectionsQuery, QueryResult] = {}
         if members.queries:
             results = await fetch_connections(
@@ -404,155 +362,14 @@ def apply_overlay(
     return out
 
 
-_UNKNOWN = object()
-
-
 def _same_items(before: Sequence[object], after: Sequence[object]) -> bool:
     return len(before) == len(after) and all(map(operator.is_, before, after))
 
 
-@dataclass(frozen=True)
-class Members:
-    """What the cycle asks of each Deployment, worked out once per set of Deployment objects:
-    per namespace, the (app, color, query) of each managed color, and the distinct queries."""
-
-    deployments: Objects
-    policy: Policy
-    by_namespace: Mapping[str, list[tuple[str, str, ConnectionsQuery]]]
-    queries: list[ConnectionsQuery]
-    rules: Mapping[int, Rule | None]
-    """Each Deployment's rule by the object's id (`deployments` holds them all alive)."""
-
-    def rule_of(self, namespace: str, d: Deployment) -> Rule | None:
-        rule = self.rules.get(id(d), _UNKNOWN)
-        if rule is _UNKNOWN:
-            return self.policy.rule_for(namespace, d.labels)
-        return rule  # type: ignore[return-value]
-
-
-def color_members(
-    policy: Policy, deployments: Objects, *, rule_of: RuleOf | None = None
-) -> Members:
-    """Each namespace's managed colors with their rule's query (Deployments no rule matches, or
-    without the app and color labels, are left out), and the distinct queries they need."""
-    rule_of = rule_of or _matching(policy)
-    by_namespace: dict[str, list[tuple[str, str, ConnectionsQuery]]] = {}
-    needed: dict[ConnectionsQuery, None] = {}
-    rules: dict[int, Rule | None] = {}
-    for ns, items in deployments.items():
-        found = by_namespace[ns] = []
-        for d in items:
-            rule = rules[id(d)] = rule_of(ns, d)
-            if rule is None:
-                continue
-            needed.setdefault(rule.connections, None)
-            app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
-            if app and color:
-                found.append((app, color, rule.connections))
-    return Members(deployments, policy, by_namespace, list(needed), rules)
-
-
-class SnapshotMemo:
-    """The cycle's snapshot, rebuilt only where something changed.
-
-    The watch cache hands out the same objects while nothing changed, and the Prometheus client
-    the same mapping while no figure did: a namespace whose Deployments, Services and answers
-    are the same objects as last cycle keeps its Namespace, and the Deployments' rules and
-    queries are worked out again only when the Deployments or the policy change. In a steady
-    cycle building the snapshot costs next to nothing.
-    """
-
-    def __init__(self) -> None:
-        self._members: Members | None = None
-        # Per namespace: the Deployments, Services, answers, members and per-pod figures it
-        # was built from.
-        self._namespaces: dict[str, tuple[object, object, object, Members, object, Namespace]] = {}
-
-    def members(self, policy: Policy, deployments: Objects, rules: RuleMemo) -> Members:
-        last = self._members
-        if last is None or last.deployments is not deployments or last.policy is not policy:
-            last = self._members = color_members(policy, deployments, rule_of=rules.cycle(policy))
-        return last
-
-    def build(
-        self,
-        now: datetime,
-        members: Members,
-        deployments: Objects,
-        services: Mapping[str, list[Service]],
-        results: Mapping[ConnectionsQuery, QueryResult],
-        pods: PodFigures | None = None,
-    ) -> Snapshot:
-        answers = tuple([(q, r.by_color, r.error) for q, r in results.items()])
-        pods = pods or {}
-        before = self._namespaces
-        after: dict[str, tuple[object, object, object, Members, object, Namespace]] = {}
-        namespaces: dict[str, Namespace] = {}
-        for ns in sorted(deployments.keys() | services.keys()):
-            items = deployments.get(ns, ())
-            listed = services.get(ns, ())
-            figures = pods.get(ns)
-            kept = before.get(ns)
-            if (
-                kept is not None
-                and kept[0] is items
-                and kept[1] is listed
-                and kept[3] is members
-                and kept[4] is figures
-                and _same_answers(kept[2], answers)  # type: ignore[arg-type]
-            ):
-                namespace = kept[5]
-            else:
-                conns: dict[tuple[str, str], Connections] = {}
-                for app, color, query in members.by_namespace.get(ns, ()):
-                    result = results.get(query)
-                    if result is not None:
-                        conns[(app, color)] = result.get(ns, app, color)
-                namespace = Namespace(
-                    name=ns,
-                    deployments=tuple(items),
-                    services=tuple(listed),
-                    connections=conns,
-                    pods=figures or {},
-                )
-            after[ns] = (items, listed, answers, members, figures, namespace)
-            namespaces[ns] = namespace
-        self._namespaces = after
-        return Snapshot(now=now, namespaces=namespaces)
-
-
-def _same_answers(
-    before: tuple[tuple[ConnectionsQuery, object, str | None], ...],
-    after: tuple[tuple[ConnectionsQuery, object, str | None], ...],
-) -> bool:
-    return len(before) == len(after) and all(
-        a[0] == b[0] and a[1] is b[1] and a[2] == b[2] for a, b in zip(before, after, strict=True)
-    )
-
-
-def build_snapshot(
-    *,
-    now: datetime,
-    policy: Policy,
-    deployments: Objects,
-    services: Mapping[str, list[Service]],
-    results: Mapping[ConnectionsQuery, QueryResult],
-    rule_of: RuleOf | None = None,
-    pods: PodFigures | None = None,
-) -> Snapshot:
-    """A Snapshot from the cache's objects and the connections each color's rule asked for
-    (and, for the colors consolidation may step, their per-pod figures)."""
-    members = color_members(policy, deployments, rule_of=rule_of)
-    return SnapshotMemo().build(now, members, deployments, services, results, pods)
-
-
-def queries_needed(
-    policy: Policy, deployments: Objects, *, rule_of: RuleOf | None = None
-) -> list[ConnectionsQuery]:
+def queries_needed(policy: Policy, deployments: Objects) -> list[ConnectionsQuery]:
     """The distinct queries of the rules that match at least one Deployment: no managed colors,
     no Prometheus traffic (and no Prometheus errors for a cluster with nothing to do)."""
-    return color_members(policy, deployments, rule_of=rule_of).queries
+    return color_members(policy, deployments).queries
 
 
 def query_failures(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rainbowd.core.memos import RuleMemo, SnapshotMemo, color_members
 from rainbowd.core.model import (
     NO_SERIES,
     RETIRED_AT,
@@ -14,14 +15,12 @@ from rainbowd.core.model import (
     Deployment,
     PrometheusErrorCause,
     Service,
+    Snapshot,
 )
-from rainbowd.core.policy import ConnectionsQuery
+from rainbowd.core.policy import ConnectionsQuery, Policy
 from rainbowd.daemon.cycles import (
     Pipeline,
-    RuleMemo,
-    SnapshotMemo,
     apply_overlay,
-    build_snapshot,
     queries_needed,
     query_failures,
 )
@@ -36,6 +35,20 @@ from rainbowd.prom.querying import (
 )
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def build_snapshot(
+    *,
+    now: datetime,
+    policy: Policy,
+    deployments: dict[str, list[Deployment]],
+    services: dict[str, list[Service]],
+    results: dict[ConnectionsQuery, QueryResult],
+) -> Snapshot:
+    """The snapshot the pipeline builds on its first cycle, from a fresh memo."""
+    members = color_members(policy, deployments)
+    return SnapshotMemo().build(now, members, deployments, services, results)
+
 
 POLICY = load_policy_text(
     """\
@@ -177,20 +190,20 @@ def test_a_failed_query_reaches_the_cycle_with_its_class_and_message() -> None:
 def test_the_rule_memo_answers_as_the_policy_does_and_forgets_what_changed() -> None:
     chat, web = deployment("chat", "aaaaaa"), deployment("web", "bbbbbb")
     memo = RuleMemo()
-    rule_of = memo.cycle(POLICY)
+    rule_of = memo.matcher(POLICY).rule_of
     assert rule_of("chat", chat) is POLICY.rule_for("chat", chat.labels)
     assert rule_of("web", web) is POLICY.rule_for("web", web.labels)
     # Next cycle: the same objects keep their rule; a changed object (new labels) is matched
     # again, and so is everything under another policy.
     relabelled = dataclasses.replace(chat, labels={"app": "app", "tier": "x"})
-    rule_of = memo.cycle(POLICY)
+    rule_of = memo.matcher(POLICY).rule_of
     assert rule_of("chat", chat) is POLICY.rule_for("chat", chat.labels)
     assert rule_of("web", relabelled) is POLICY.rule_for("web", relabelled.labels)
     other = load_policy_text(
         "apiVersion: rainbowd.io/v1alpha1\nkind: DrainPolicy\nrules:\n  - name: all\n",
         source="test",
     )
-    rule_of = memo.cycle(other)
+    rule_of = memo.matcher(other).rule_of
     found = rule_of("chat", chat)
     assert found is not None and found.name == "all"
 

@@ -61,93 +61,104 @@ def color_plans(
 def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Action, ...]:
     deployment = color.deployment
     name = deployment.name
-
-    def action(
-        kind: ActionKind,
-        reason: Reason,
-        message: str,
-        annotations: Mapping[str, str | None],
-        step: PodStep | None = None,
-    ) -> tuple[Action, ...]:
-        """The color's one action: who it is about comes from the color, the rest is given."""
-        return (
-            Action(
-                kind,
-                namespace,
-                name,
-                app,
-                color.color,
-                deployment.uid,
-                deployment.resource_version,
-                reason,
-                message,
-                annotations,
-                color.connections.value,
-                step,
-            ),
-        )
-
     if color.kind is ActionKind.DELETE:
-        return action(
-            ActionKind.DELETE,
-            color.cleanup or Reason.KEEP_SCALED_DOWN,
-            f"delete {name}: {render_why(color.said, now)}",
-            {},
+        why = render_why(color.said, now)
+        reason = color.cleanup or Reason.KEEP_SCALED_DOWN
+        return _action(
+            namespace, app, color, ActionKind.DELETE, reason, f"delete {name}: {why}", {}
         )
     if color.kind is ActionKind.CONSOLIDATE:
         step = color.step
         assert step is not None
-        # The step's record (and any bookkeeping stamp) rides on it, written before its /scale.
-        record: dict[str, str | None] = dict(color.changes) if color.changes else {}
-        record.update(color.stamps)
-        if color.disrupted:
-            record[DISRUPTED_AT] = color.disrupted
-        return action(
-            ActionKind.CONSOLIDATE,
-            color.cleanup or Reason.IDLE_PODS,
+        message = (
             f"scale {name} from {deployment.replicas} to {step.replicas} pods: "
-            f"{render_why(color.said, now)}",
-            record,
-            step,
+            f"{render_why(color.said, now)}"
         )
+        reason = color.cleanup or Reason.IDLE_PODS
+        record = _step_record(color)
+        return _action(namespace, app, color, ActionKind.CONSOLIDATE, reason, message, record, step)
     if color.kind is ActionKind.SCALE:
-        # Bookkeeping rides on the scale-down: a separate annotate would bump the
-        # resourceVersion and fail the scale's precondition.
-        changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
-        if ORIGINAL_REPLICAS not in deployment.annotations or (
-            ORIGINAL_REPLICAS in changes and changes[ORIGINAL_REPLICAS] is None
-        ):
-            # (Cleared this cycle by a scale-up seen with scaleUpGrace 0: written anew.)
-            changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
-        # This write bumps the generation by one (annotations are part of a Deployment's
-        # generation); the /scale that follows bumps it again.
-        changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
-        if color.disrupted:
-            changes[DISRUPTED_AT] = color.disrupted
-        return action(
-            ActionKind.SCALE,
-            color.cleanup or Reason.DRAINED,
-            f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}",
-            changes,
-        )
+        message = f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}"
+        reason = color.cleanup or Reason.DRAINED
+        return _action(namespace, app, color, ActionKind.SCALE, reason, message, _scaled(color))
     if color.changes is not None and color.reasons is not None:
-        changes = color.changes
-        marker = deployment.annotations.get(SCALE_DOWN_GENERATION)
-        if (
-            marker == str(deployment.generation)
-            and SCALE_DOWN_GENERATION not in changes
-            and deployment.replicas > 0
-        ):
-            # A scale-down cut short: this write bumps the generation, and must carry the
-            # marker along, or the next cycle would take the color for one scaled back up.
-            changes = {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
-        return action(
-            ActionKind.ANNOTATE,
-            color.reasons[0][0],
-            _annotate_message(name, changes, color.reasons),
-            changes,
-        )
+        changes = _annotated(color, color.changes)
+        message = _annotate_message(name, changes, color.reasons)
+        reason = color.reasons[0][0]
+        return _action(namespace, app, color, ActionKind.ANNOTATE, reason, message, changes)
     return ()
+
+
+def _action(
+    namespace: str,
+    app: str,
+    color: Color,
+    kind: ActionKind,
+    reason: Reason,
+    message: str,
+    annotations: Mapping[str, str | None],
+    step: PodStep | None = None,
+) -> tuple[Action, ...]:
+    """The color's one action: who it is about comes from the color, the rest is given."""
+    deployment = color.deployment
+    return (
+        Action(
+            kind,
+            namespace,
+            deployment.name,
+            app,
+            color.color,
+            deployment.uid,
+            deployment.resource_version,
+            reason,
+            message,
+            annotations,
+            color.connections.value,
+            step,
+        ),
+    )
+
+
+def _step_record(color: Color) -> dict[str, str | None]:
+    """A consolidation step's record (and any bookkeeping stamp): it rides on the step, written
+    before its /scale."""
+    record: dict[str, str | None] = dict(color.changes) if color.changes else {}
+    record.update(color.stamps)
+    if color.disrupted:
+        record[DISRUPTED_AT] = color.disrupted
+    return record
+
+
+def _scaled(color: Color) -> dict[str, str | None]:
+    """A scale-down's annotations. Bookkeeping rides on the scale-down: a separate annotate
+    would bump the resourceVersion and fail the scale's precondition."""
+    deployment = color.deployment
+    changes: dict[str, str | None] = dict(color.changes) if color.changes else {}
+    if ORIGINAL_REPLICAS not in deployment.annotations or (
+        ORIGINAL_REPLICAS in changes and changes[ORIGINAL_REPLICAS] is None
+    ):
+        # (Cleared this cycle by a scale-up seen with scaleUpGrace 0: written anew.)
+        changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
+    # This write bumps the generation by one (annotations are part of a Deployment's
+    # generation); the /scale that follows bumps it again.
+    changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
+    if color.disrupted:
+        changes[DISRUPTED_AT] = color.disrupted
+    return changes
+
+
+def _annotated(color: Color, changes: dict[str, str | None]) -> dict[str, str | None]:
+    deployment = color.deployment
+    marker = deployment.annotations.get(SCALE_DOWN_GENERATION)
+    if (
+        marker == str(deployment.generation)
+        and SCALE_DOWN_GENERATION not in changes
+        and deployment.replicas > 0
+    ):
+        # A scale-down cut short: this write bumps the generation, and must carry the
+        # marker along, or the next cycle would take the color for one scaled back up.
+        return {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
+    return changes
 
 
 def _annotate_message(

@@ -9,11 +9,12 @@ docs/design.md "What the planner decides" is the spec.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rainbowd.core.instants import Beyond, later
+from rainbowd.core.memos import ServiceIndex
 from rainbowd.core.model import (
     DISRUPTED_AT,
     DRAINED_SINCE,
@@ -35,7 +36,6 @@ from rainbowd.core.model import (
     Namespace,
     PodStep,
     Reason,
-    Service,
     State,
 )
 from rainbowd.core.notes import (
@@ -68,9 +68,6 @@ _DRAIN_RESET_ABOVE = "connections above the floor: the drain must be continuous"
 
 
 _DRAIN_RESET_SCALED = "scaled down: a drain is only observed with replicas"
-
-
-# Annotations a live color keeps none of: what is left of a retirement.
 
 
 # How people spell yes and no in annotations (YAML 1.1 booleans, as kubectl users type them).
@@ -133,42 +130,6 @@ class Color:
         self.reasons.append((reason, why))
 
 
-def _service_index(
-    services: Sequence[Service], app_label: str
-) -> tuple[dict[str, list[Service]], list[Service]]:
-    """Services by the app their selector names; the rest must be tried against every color.
-
-    A selector naming app X can only match pod templates of app X, so each color is compared
-    with its own app's Services, not with every Service of the namespace.
-    """
-    by_app: dict[str, list[Service]] = {}
-    other: list[Service] = []
-    for service in services:
-        selector = service.selector
-        if not selector:
-            continue  # selects no pods (an ExternalName or a manually managed Endpoints)
-        app = selector.get(app_label)
-        if app is None:
-            other.append(service)
-        else:
-            by_app.setdefault(app, []).append(service)
-    return by_app, other
-
-
-def _by_color(by_app: Mapping[str, list[Service]], color_label: str) -> dict[str, dict[str, str]]:
-    """For apps whose Services all select exactly the app and a color (the rainbow deploy's own
-    shape): the first Service selecting each color, by color. Such a selector matches a pod
-    template of the app iff the colors are equal, so no label comparison is needed."""
-    simple: dict[str, dict[str, str]] = {}
-    for app, services in by_app.items():
-        if all(len(s.selector) == 2 and color_label in s.selector for s in services):
-            names: dict[str, str] = {}
-            for service in services:
-                names.setdefault(service.selector[color_label], service.name)
-            simple[app] = names
-    return simple
-
-
 def effective_connections(connections: Connections, ready: int) -> Connections:
     value = connections.value
     if value is None:
@@ -188,13 +149,9 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
     """The namespace's managed apps, each with its colors, rule and live Service resolved."""
     app_label = cycle.app_label
     color_label = cycle.color_label
-    by_app, other = _service_index(namespace.services, app_label)
-    simple = {} if other else _by_color(by_app, color_label)
-    rules = cycle.rules
-    rule_for = rules.rule_for
+    services = ServiceIndex(namespace.services, app_label, color_label)
+    rule_for = cycle.rules.rule_for
     ns = namespace.name
-    # Rules per label signature in this namespace: most Deployments share a handful.
-    seen: dict[object, Rule | None] = {}
     groups: dict[str, list[Color]] = {}
     managed: set[str] = set()
     for deployment in namespace.deployments:
@@ -205,28 +162,10 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
         color_name = labels.get(color_label)
         if color_name is None:
             continue
-        own = deployment.labels
-        signature = rules.signature(own)
-        try:
-            rule = seen[signature]
-        except KeyError:
-            rule = seen[signature] = rule_for(ns, own)
+        rule = rule_for(ns, deployment.labels)
         if rule is not None:
             managed.add(app)
-        live = None
-        names = simple.get(app)
-        if names is not None:
-            live = names.get(color_name)
-        else:
-            services = by_app.get(app)
-            if other:
-                services = services + other if services else other
-            if services:
-                for service in services:
-                    if service.selects(labels):
-                        live = service.name
-                        break
-        color = Color(deployment, rule, live, color_name)
+        color = Color(deployment, rule, services.live(app, color_name, labels), color_name)
         group = groups.get(app)
         if group is None:
             groups[app] = [color]
@@ -255,12 +194,49 @@ def assess_app(
     warnings: list[str],
 ) -> Assessment:
     """Each color's state, what it was found on, and its stamps; `colors` are updated in
-    place."""
-    now = cycle.now
+    place. By concern: the app's rule and whether it is blocked, then each color as live,
+    pending or retired."""
+    owner, newest_live, blocked, message = _app_rule(colors)
+    knobs = owner.knobs
+    connections = namespace.connections
+    evaluate = blocked is None
+    retired: list[Color] = []
+    for color in colors:
+        deployment = color.deployment
+        raw = connections.get((app, color.color))
+        color.connections = (
+            NO_SERIES if raw is None else effective_connections(raw, deployment.ready_replicas)
+        )
+        if color.live is not None:
+            _assess_live(cycle, color, knobs, evaluate=evaluate)
+            continue
+        abandoned = _pending_or_abandoned(
+            cycle, thresholds, color, knobs, newest_live, warnings, evaluate=evaluate
+        )
+        if abandoned is None:
+            color.state = State.PENDING
+            color.found = Plain.PENDING
+            continue
+        if _assess_retired(
+            cycle,
+            thresholds,
+            color,
+            knobs,
+            message,
+            warnings,
+            abandoned=abandoned,
+            evaluate=evaluate,
+        ):
+            retired.append(color)
+    return Assessment(owner, blocked, message, retired)
+
+
+def _app_rule(colors: list[Color]) -> tuple[Rule, datetime | None, BlockReason | None, str]:
+    """The app's rule (the newest live color's, else the newest managed color's), its newest
+    live color's creation, and why nothing is done for it (blocked), with its message."""
     newest_live: datetime | None = None
     blocked: BlockReason | None = None
     blocked_by = ""
-    # The app's knobs: the newest live color's rule, else the newest managed color's.
     live_rule: Color | None = None
     any_rule: Color | None = None
     for color in colors:
@@ -282,8 +258,6 @@ def assess_app(
                 blocked_by = deployment.name
     owner = live_rule or any_rule
     assert owner is not None and owner.rule is not None
-    rule = owner.rule
-    knobs = rule.knobs
     if newest_live is None:
         blocked = BlockReason.NO_LIVE_COLOR
         message = "blocked: no Service selects any color; old colors may be needed for a rollback"
@@ -291,125 +265,150 @@ def assess_app(
         message = f"blocked: live color {blocked_by} is not Available"
     else:
         message = ""
+    return owner.rule, newest_live, blocked, message
 
-    connections = namespace.connections
-    abandoned_after = knobs.abandoned_after
-    evaluate = blocked is None
-    retired: list[Color] = []
-    for color in colors:
-        deployment = color.deployment
-        annotations = deployment.annotations
-        raw = connections.get((app, color.color))
-        color.connections = (
-            NO_SERIES if raw is None else effective_connections(raw, deployment.ready_replicas)
+
+def _assess_live(cycle: Cycle, color: Color, knobs: Knobs, *, evaluate: bool) -> None:
+    """A live color: stamped live, what is left of a retirement cleared."""
+    annotations = color.deployment.annotations
+    color.state = State.LIVE
+    color.found = Live(color.live or "")
+    if color.rule is None:
+        return
+    if evaluate:
+        # Stamped live and nothing of a retirement left: the steady case, nothing to do.
+        if LIVE_AT not in annotations or any(k in annotations for k in RETIREMENT):
+            _plan_live(cycle, color, annotations)
+    elif color.deployment.replicas > 0 and DRAINED_SINCE in annotations:
+        # Rolled back to while the app is blocked: its retirement is cleared only once the app
+        # is evaluated again, and a drain it carries must not survive a sample that breaks
+        # it, or a switch back would find it drained all along.
+        _reset_drain(color, knobs)
+
+
+def _pending_or_abandoned(
+    cycle: Cycle,
+    thresholds: Thresholds,
+    color: Color,
+    knobs: Knobs,
+    newest_live: datetime | None,
+    warnings: list[str],
+    *,
+    evaluate: bool,
+) -> bool | None:
+    """None: a pending color (a rollout in progress). Else whether the retired color is one
+    abandoned while pending (pending for longer than abandonedAfter)."""
+    deployment = color.deployment
+    annotations = deployment.annotations
+    if (
+        LIVE_AT in annotations
+        or (newest_live is not None and deployment.created_at < newest_live)
+        or (
+            RETIRED_AT in annotations
+            and thresholds.take(_retired_by_stamp(cycle.now, deployment, annotations, warnings))
         )
-        if color.live is not None:
-            color.state = State.LIVE
-            color.found = Live(color.live)
-            if (
-                evaluate
-                and color.rule is not None
-                # Stamped live and nothing of a retirement left: the steady case, nothing to do.
-                and (LIVE_AT not in annotations or any(k in annotations for k in RETIREMENT))
-            ):
-                _plan_live(cycle, color, annotations)
-            elif (
-                not evaluate
-                and color.rule is not None
-                and deployment.replicas > 0
-                and DRAINED_SINCE in annotations
-            ):
-                # Rolled back to while the app is blocked: its retirement is cleared only once
-                # the app is evaluated again, and a drain it carries must not survive a sample
-                # that breaks it, or a switch back would find it drained all along.
-                _reset_drain(color, knobs)
-            continue
-        abandoned = False
-        if (
-            LIVE_AT not in annotations
-            and (newest_live is None or deployment.created_at >= newest_live)
-            and (
-                RETIRED_AT not in annotations
-                or not thresholds.take(_retired_by_stamp(now, deployment, annotations, warnings))
-            )
-        ):
-            if (
-                not evaluate
-                or color.rule is None
-                or abandoned_after is None
-                or not thresholds.take(_abandoned(now, deployment, abandoned_after))
-            ):
-                color.state = State.PENDING
-                color.found = Plain.PENDING
-                continue
-            abandoned = True
-        stamp = annotations.get(RETIRED_AT)
-        retired_at = None if stamp is None else parse_stamp(stamp)
-        if color.rule is None:
-            color.found = Plain.UNMANAGED
-            color.retired_at = retired_at
-            continue
-        if retired_at is None:
-            retired_at = thresholds.take(
-                _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
-            )
-        color.retired_at = retired_at
-        if _GUARDS.intersection(annotations):
-            color.guards = thresholds.take(
-                _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
-            )
-            color.protected = bool(color.guards)
-        disrupted = annotations.get(DISRUPTED_AT)
-        if (
-            disrupted is not None
-            and evaluate
-            and not all(parse_stamp(t) is not None for t in disrupted.split() or [disrupted])
-        ):
-            # Counted as a disruption now (the budget's conservative side), and re-stamped so
-            # its window starts once, not again every cycle.
-            warnings.append(
-                f"{deployment.namespace}/{deployment.name}: {DISRUPTED_AT} {disrupted!r} is not "
-                "an RFC 3339 time; counted as a disruption now and re-stamped"
-            )
-            color.change(
-                DISRUPTED_AT,
-                cycle.stamp,
-                Reason.MALFORMED_ANNOTATION,
-                REASONS[Reason.MALFORMED_ANNOTATION].words,
-            )
-        if (
-            deployment.replicas > 0
-            and ORIGINAL_REPLICAS in annotations
-            and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
-        ):
-            annotations = thresholds.take(_scaled_back_up(cycle, color, annotations, knobs))
-        if not evaluate:
-            color.state = State.PROTECTED if color.protected else State.RETIRED
-            color.found = NotEvaluated(message)
-            color.guards = ()  # the app is blocked: that says it all
-            if deployment.replicas > 0 and DRAINED_SINCE in annotations:
-                # Blocked or not, every sample counts: a drain is continuous or it is not one.
-                _reset_drain(color, knobs)
-            continue
-        if deployment.replicas == 0:
-            # Scaled down: nothing to evaluate.
-            if color.protected:
-                color.state = State.PROTECTED
-            else:
-                color.state = State.SCALED_DOWN
-                color.found = Plain.SCALED_DOWN
-            if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
-                # Scaled down by hand (rainbowd's own scale-downs are recognised by
-                # original-replicas when scaled back up): a later scale-up starts a new drain.
-                color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
-        else:
-            state, color.found = thresholds.take(
-                _evaluate_retired(cycle, color, knobs, annotations, warnings)
-            )
-            color.state = State.PROTECTED if color.protected else state
-        retired.append(color)
+    ):
+        return False
+    abandoned_after = knobs.abandoned_after
+    if (
+        not evaluate
+        or color.rule is None
+        or abandoned_after is None
+        or not thresholds.take(_abandoned(cycle.now, deployment, abandoned_after))
+    ):
+        return None
+    return True
 
-    return Assessment(rule, blocked, message, retired)
+
+def _assess_retired(
+    cycle: Cycle,
+    thresholds: Thresholds,
+    color: Color,
+    knobs: Knobs,
+    message: str,
+    warnings: list[str],
+    *,
+    abandoned: bool,
+    evaluate: bool,
+) -> bool:
+    """A retired color: its retirement, guards and drain. Whether the cleanup rules may act on
+    it (a managed color, of an app not blocked)."""
+    deployment = color.deployment
+    annotations = deployment.annotations
+    stamp = annotations.get(RETIRED_AT)
+    retired_at = None if stamp is None else parse_stamp(stamp)
+    if color.rule is None:
+        color.found = Plain.UNMANAGED
+        color.retired_at = retired_at
+        return False
+    if retired_at is None:
+        retired_at = thresholds.take(
+            _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
+        )
+    color.retired_at = retired_at
+    if _GUARDS.intersection(annotations):
+        color.guards = thresholds.take(
+            _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+        )
+        color.protected = bool(color.guards)
+    if evaluate:
+        _check_disrupted(cycle, color, warnings)
+    if (
+        deployment.replicas > 0
+        and ORIGINAL_REPLICAS in annotations
+        and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
+    ):
+        annotations = thresholds.take(_scaled_back_up(cycle, color, annotations, knobs))
+    if not evaluate:
+        color.state = State.PROTECTED if color.protected else State.RETIRED
+        color.found = NotEvaluated(message)
+        color.guards = ()  # the app is blocked: that says it all
+        if deployment.replicas > 0 and DRAINED_SINCE in annotations:
+            # Blocked or not, every sample counts: a drain is continuous or it is not one.
+            _reset_drain(color, knobs)
+        return False
+    if deployment.replicas == 0:
+        _assess_scaled_down(color, annotations)
+    else:
+        state, color.found = thresholds.take(
+            _evaluate_retired(cycle, color, knobs, annotations, warnings)
+        )
+        color.state = State.PROTECTED if color.protected else state
+    return True
+
+
+def _check_disrupted(cycle: Cycle, color: Color, warnings: list[str]) -> None:
+    """A malformed disrupted-at record is counted as a disruption now (the budget's
+    conservative side), and re-stamped so its window starts once, not again every cycle."""
+    deployment = color.deployment
+    disrupted = deployment.annotations.get(DISRUPTED_AT)
+    if disrupted is None or all(
+        parse_stamp(t) is not None for t in disrupted.split() or [disrupted]
+    ):
+        return
+    warnings.append(
+        f"{deployment.namespace}/{deployment.name}: {DISRUPTED_AT} {disrupted!r} is not "
+        "an RFC 3339 time; counted as a disruption now and re-stamped"
+    )
+    color.change(
+        DISRUPTED_AT,
+        cycle.stamp,
+        Reason.MALFORMED_ANNOTATION,
+        REASONS[Reason.MALFORMED_ANNOTATION].words,
+    )
+
+
+def _assess_scaled_down(color: Color, annotations: Mapping[str, str]) -> None:
+    """A retired color at 0 replicas: nothing to evaluate."""
+    if color.protected:
+        color.state = State.PROTECTED
+    else:
+        color.state = State.SCALED_DOWN
+        color.found = Plain.SCALED_DOWN
+    if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
+        # Scaled down by hand (rainbowd's own scale-downs are recognised by original-replicas
+        # when scaled back up): a later scale-up starts a new drain.
+        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
 
 
 def _abandoned(now: datetime, deployment: Deployment, abandoned_after: timedelta) -> Ruling[bool]:

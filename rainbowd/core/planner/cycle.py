@@ -1,55 +1,19 @@
 """What one planning cycle computes once and every app reads: the time and the stamps it writes,
-the rules matched per label signature, the cluster-wide disruption budget. And `Ruling`, a
-decision with the instant time alone would change it, which `Thresholds` folds into an app's
-`valid_until`."""
+the rules matched per label signature (a `RuleMatcher` of rainbowd/core/memos.py), the
+cluster-wide disruption budget. And `Ruling`, a decision with the instant time alone would
+change it, which `Thresholds` folds into an app's `valid_until`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Generic, NamedTuple, TypeVar
 
 from rainbowd.core.instants import END, Beyond, later
+from rainbowd.core.memos import RuleMatcher
 from rainbowd.core.model import DISRUPTED_AT, Deployment, Snapshot
 from rainbowd.core.objects import format_time, parse_stamp, parse_time
-from rainbowd.core.policy import Budget, Policy, Rule
-
-
-class RuleMatcher:
-    """`policy.rule_for` memoized per namespace and per the label values the rules look at.
-
-    Rules only read the keys their selectors name, so Deployments that agree on those keys share
-    one answer however many other labels (a color, a version) they carry.
-    """
-
-    __slots__ = ("_cache", "_keys", "_policy")
-
-    def __init__(self, policy: Policy) -> None:
-        keys: dict[str, None] = {}
-        for rule in policy.rules:
-            for requirement in rule.selector.requirements:
-                keys.setdefault(requirement.key, None)
-        self._policy = policy
-        self._keys = tuple(keys)
-        self._cache: dict[tuple[str, object], Rule | None] = {}
-
-    def signature(self, labels: Mapping[str, str]) -> object:
-        """What the rules can see of `labels`: equal signatures, same rule."""
-        keys = self._keys
-        if not keys:
-            return None
-        if len(keys) == 1:
-            return labels.get(keys[0])
-        return tuple([labels.get(k) for k in keys])
-
-    def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
-        key = (namespace, self.signature(labels))
-        try:
-            return self._cache[key]
-        except KeyError:
-            rule = self._cache[key] = self._policy.rule_for(namespace, labels)
-            return rule
-
+from rainbowd.core.policy import Budget, Policy
 
 FOREVER = END
 
@@ -76,7 +40,14 @@ class Cycle:
         "stamp_at",
     )
 
-    def __init__(self, policy: Policy, now: datetime, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        now: datetime,
+        snapshot: Snapshot,
+        *,
+        rules: RuleMatcher | None = None,
+    ) -> None:
         self.now = now
         self.snapshot = snapshot
         self.cluster_budget = policy.max_disruptions
@@ -100,7 +71,8 @@ class Cycle:
         self.app_label = policy.app_label
         self.color_label = policy.color_label
         self.paused = policy.paused
-        self.rules = RuleMatcher(policy)
+        # The policy's matcher: kept across cycles by `Planner`, fresh for one plan() call.
+        self.rules = RuleMatcher(policy) if rules is None else rules
 
     def start_app(self) -> None:
         """Before planning an app: nothing it depends on is known yet."""

@@ -7,6 +7,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from rainbowd.core.memos import RuleMemo
 from rainbowd.core.model import (
     DRAINED_SINCE,
     NO_SERIES,
@@ -22,7 +23,7 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.planner.assess import Color, effective_connections, group
-from rainbowd.core.planner.cycle import Cycle, RuleMatcher, aware
+from rainbowd.core.planner.cycle import Cycle, aware
 from rainbowd.core.planner.planning import plan_app, whole_plan
 from rainbowd.core.policy import Policy, Rule
 
@@ -92,24 +93,8 @@ class _AppMemo:
         if new_raw == raw:
             return self
         if self.positions is None:
-            plan = self.plan
-            index = {color.name: i for i, color in enumerate(plan.colors)}
-            self.positions = tuple([index[member[0].name] for member in self.members])
-            blocked = plan.blocked is not None
-            self.shown_only = tuple(
-                [
-                    color.rule is None
-                    # Connections still reset a drain in progress, of a blocked app's colors
-                    # too, live ones included.
-                    or (
-                        DRAINED_SINCE not in member[0].annotations
-                        and (blocked or color.state in _SHOWN_ONLY)
-                    )
-                    for color, member in zip(
-                        [plan.colors[i] for i in self.positions], self.members, strict=True
-                    )
-                ]
-            )
+            self._learn_positions()
+        assert self.positions is not None
         positions = self.positions
         shown_only = self.shown_only
         colors: list[ColorPlan] | None = None
@@ -148,6 +133,28 @@ class _AppMemo:
         patched.shown_only = shown_only
         return patched
 
+    def _learn_positions(self) -> None:
+        """Each member's index in plan.colors, and whether the plan only shows its
+        connections."""
+        plan = self.plan
+        index = {color.name: i for i, color in enumerate(plan.colors)}
+        self.positions = tuple([index[member[0].name] for member in self.members])
+        blocked = plan.blocked is not None
+        self.shown_only = tuple(
+            [
+                color.rule is None
+                # Connections still reset a drain in progress, of a blocked app's colors
+                # too, live ones included.
+                or (
+                    DRAINED_SINCE not in member[0].annotations
+                    and (blocked or color.state in _SHOWN_ONLY)
+                )
+                for color, member in zip(
+                    [plan.colors[i] for i in self.positions], self.members, strict=True
+                )
+            ]
+        )
+
 
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
 
@@ -185,23 +192,23 @@ class Planner:
 
     def __init__(self) -> None:
         self._policy: Policy | None = None
-        self._rules: RuleMatcher | None = None
+        # Each Deployment's rule, kept while the policy is the same object; the pipeline
+        # building the snapshot asks the same memo.
+        self.rules = RuleMemo()
         self._now: datetime | None = None
         self._namespaces: dict[str, _NamespaceMemo] = {}
 
     def plan(self, snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
         """Decide this cycle's actions for every managed app of the snapshot, as `plan()`."""
         now = aware(now)
-        if policy is not self._policy or self._rules is None:
+        if policy is not self._policy:
             self._policy = policy
-            self._rules = RuleMatcher(policy)
             self._namespaces = {}
         elif self._now is not None and now < self._now:
             # Thresholds were computed looking forward: a clock stepping back voids them.
             self._namespaces = {}
         self._now = now
-        cycle = Cycle(policy, now, snapshot)
-        cycle.rules = self._rules
+        cycle = Cycle(policy, now, snapshot, rules=self.rules.matcher(policy))
         apps: list[AppPlan] = []
         warnings: list[str] = []
         before = self._namespaces

@@ -31,7 +31,7 @@ def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
 
 
 @dataclass(frozen=True, slots=True)
-class Planned:
+class PlannedApp:
     """One app planned, and how long that holds (as controller-runtime returns RequeueAfter)."""
 
     plan: AppPlan
@@ -44,7 +44,7 @@ class Planned:
     on_others: bool
 
 
-def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> Planned:
+def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> PlannedApp:
     """Assess, apply the rules, resolve, and build the app's plan; reorders `colors`."""
     cycle.start_app()
     # Every decision that compares a time is read through it: when the plan next changes.
@@ -63,7 +63,7 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) 
         message=assessed.message,
         colors=color_plans(name, app, colors, cycle.now),
     )
-    return Planned(app_plan, tuple(warnings), thresholds.valid_until, cycle.cluster_held)
+    return PlannedApp(app_plan, tuple(warnings), thresholds.valid_until, cycle.cluster_held)
 
 
 _by_namespace_and_app = operator.attrgetter("namespace", "app")

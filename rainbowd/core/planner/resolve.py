@@ -9,7 +9,7 @@ spec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +23,7 @@ from rainbowd.core.notes import (
     Disruption,
     Forced,
     Held,
+    HeldBy,
     KeptForRecord,
     Paused,
     Plain,
@@ -60,7 +61,12 @@ def decide_cleanups(
     pods: Mapping[str, PodConnections] | None = None,
 ) -> None:
     """The cleanup rules of an app not blocked, in order, then the budget's records and paused.
-    `pods`: the per-pod figures of the app's colors (by color) that consolidation reads."""
+    `pods`: the per-pod figures of the app's colors (by color) that consolidation reads.
+
+    The one order: the drained rule's decisions are taken; each forced rule's are settled
+    (`settle`: the holding rules, then the disruption budget); consolidation's steps come
+    next, for colors nothing else decided or held; then the bookkeeping deletes, the
+    disruption records that keep a Deployment, and paused, which holds every cleanup."""
     kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
     for due in thresholds.take(drained(retired)):
         take(due, kind)
@@ -75,7 +81,7 @@ def decide_cleanups(
     for decision in thresholds.take(
         consolidation(cycle.now, cycle.stamp, retired, knobs, pods or {})
     ):
-        consolidate(thresholds, disruptions, decision)
+        take_step(thresholds, disruptions, decision)
     budget = knobs.max_disruptions
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
         for deletion in thresholds.take(keep_scaled_down(retired, knobs.keep_scaled_down)):
@@ -121,46 +127,69 @@ class Granted:
 
 @dataclass(frozen=True, slots=True)
 class Withheld:
-    """A forced rule's `due` held: the disruption budget is spent."""
+    """A forced rule's `due` held, `by` saying what holds it (a holding rule, the budget)."""
 
     due: Due
-    spent: BudgetSpent
+    by: HeldBy
+
+
+HoldingRule = Callable[[datetime, Knobs, Due], Ruling[HeldBy | None]]
+"""A rule that holds other rules' forced scale-downs: given one, its record if it holds it."""
+
+# The one order a forced scale-down is settled in: each holding rule in turn (the first that
+# holds it says why), then the disruption budget. A holding rule is one entry here.
+HOLDING_RULES: tuple[HoldingRule, ...] = ()
+
+
+def settle(thresholds: Thresholds, disruptions: Disruptions, due: Due) -> Granted | Withheld:
+    """A forced rule's decision combined with what may hold it, in `HOLDING_RULES`' order and
+    then the budget's (spent only when nothing held it first)."""
+    for holding in HOLDING_RULES:
+        by = thresholds.take(holding(disruptions.cycle.now, disruptions.knobs, due))
+        if by is not None:
+            return Withheld(due, by)
+    return thresholds.take(disruptions.grant(due))
 
 
 def force(thresholds: Thresholds, disruptions: Disruptions, due: Due, kind: ActionKind) -> None:
     """A forced rule's decision granted (taken, and said on the note) or held."""
-    decision = thresholds.take(disruptions.grant(due))
-    color = due.color
+    decision = settle(thresholds, disruptions, due)
     if isinstance(decision, Withheld):
-        color.held = due.reason
-        color.decided = (*color.decided, Held(due.why, decision.spent))
+        _hold(decision)
         return
     take(due, kind)
     forced = Forced(due.why, decision.disruption)
+    color = due.color
     color.said = (forced,)
     color.decided = (*color.decided, forced)
     color.disrupted = decision.disrupted
 
 
-def consolidate(
+def _hold(withheld: Withheld) -> None:
+    """A forced decision held: the color keeps its replicas, the note says what holds it."""
+    due = withheld.due
+    color = due.color
+    color.held = due.reason
+    color.decided = (*color.decided, Held(due.why, withheld.by))
+
+
+def take_step(
     thresholds: Thresholds, disruptions: Disruptions, decision: Step | Unavailable
 ) -> None:
-    """consolidate's decision taken: the step (a step-down granted by the disruption budget, or
-    held), or why none can be taken, on the note."""
+    """The consolidate knob's decision taken: the step (a step-down settled as a forced rule's
+    decision is), or why none can be taken, on the note."""
     color = decision.color
     if isinstance(decision, Unavailable):
         color.decided = (*color.decided, ConsolidationUnavailable(decision.why))
         return
     outcome: Decided | Forced = Decided(decision.why)
     if decision.reason is Reason.STEP_DOWN:
-        due = Due(color, decision.reason, decision.why)
-        granted = thresholds.take(disruptions.grant(due))
-        if isinstance(granted, Withheld):
-            color.held = due.reason
-            color.decided = (*color.decided, Held(due.why, granted.spent))
+        settled = settle(thresholds, disruptions, Due(color, decision.reason, decision.why))
+        if isinstance(settled, Withheld):
+            _hold(settled)
             return
-        outcome = Forced(decision.why, granted.disruption)
-        color.disrupted = granted.disrupted
+        outcome = Forced(decision.why, settled.disruption)
+        color.disrupted = settled.disrupted
     color.cleanup = decision.reason
     color.kind = ActionKind.CONSOLIDATE
     color.said = (outcome,) if isinstance(outcome, Forced) else (decision.why,)
@@ -175,10 +204,11 @@ class Disruptions:
     or is held when either is spent. The app's is counted when first needed: most apps never
     force anything."""
 
-    __slots__ = ("_app_left", "_budget", "_changes_at", "_colors", "_cycle", "_floor")
+    __slots__ = ("_app_left", "_budget", "_changes_at", "_colors", "_floor", "cycle", "knobs")
 
     def __init__(self, cycle: Cycle, colors: list[Color], knobs: Knobs) -> None:
-        self._cycle = cycle
+        self.cycle = cycle
+        self.knobs = knobs
         self._colors = colors
         self._budget = knobs.max_disruptions
         self._floor = knobs.connection_floor
@@ -189,7 +219,7 @@ class Disruptions:
         """The color scaled down (or deleted), if the budget allows, else held; changes when a
         disruption counted stops counting. Spends the budget; changes no color."""
         color = due.color
-        cycle = self._cycle
+        cycle = self.cycle
         budget = self._budget
         # Paused, nothing is done: no budget is spent (hold_paused holds it all).
         if not color.disruptive or cycle.paused:

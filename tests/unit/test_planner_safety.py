@@ -110,6 +110,23 @@ def test_a_color_scaled_back_up_is_held_for_the_grace_period_by_every_rule() -> 
     assert [d[0] for d in disruptive(after)] == ["3c3fdc"]
 
 
+def test_a_scaled_up_at_ahead_of_the_clock_is_kept_when_the_color_is_scaled_back_up() -> None:
+    # Written by hand or by a clock ahead of ours: it guards the color until then. Moving it back
+    # to now would end that guard on the next plan, with no grace to cover it (scaleUpGrace 0),
+    # and maxColors would scale the color the user just scaled back up.
+    pol = policy(max_colors=1, scale_up_grace=timedelta(0), min_retired_age=timedelta(0))
+    ahead = stamp(-30 * M)
+    d = scaled_back_up(**{SCALED_UP_AT: ahead})
+    snap = snapshot([live_new(), d], [LIVE_SVC], {(NS, APP, "3c3fdc"): conns(0)})
+    first = both(snap, pol)
+    assert disruptive(first) == []
+    (action,) = color(first, "3c3fdc").actions
+    assert SCALED_UP_AT not in action.annotations
+    again = both(apply_plan(snap, first), pol)
+    assert again.actions == ()
+    assert color(again, "3c3fdc").state is State.PROTECTED
+
+
 def test_a_scale_down_cut_short_by_a_crash_is_not_taken_for_a_scale_up() -> None:
     d = deployment(
         "3c3fdc",

@@ -526,9 +526,14 @@ def _scaled_back_up(
     for key in cleared:
         if key in annotations:
             color.change(key, None, Reason.SCALED_UP, why)
-    color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
     after = {k: v for k, v in annotations.items() if k not in cleared}
-    after[SCALED_UP_AT] = cycle.stamp
+    # A scaled-up-at already later than now (written by hand, or by a clock ahead of ours)
+    # already guards the color, and longer: moving it back to now would shorten that guard,
+    # and the next plan, reading now, would undo this one's protection.
+    written = parse_stamp(annotations.get(SCALED_UP_AT, ""))
+    if written is None or written <= cycle.stamp_at:
+        color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
+        after[SCALED_UP_AT] = cycle.stamp
     if knobs.scale_up_grace <= timedelta(0):
         return Ruling(after, None)
     color.protected = True

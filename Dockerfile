@@ -1,6 +1,6 @@
 # rainbowd's image; the same image runs the demo app (`python -m demo_app`).
 # BASE is any image with Python >= 3.11 and pip; `make image` builds on a Debian base of its own,
-# made without a registry (rainbowd.sandbox.images).
+# made without a registry (rainbowd_sandbox.images).
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

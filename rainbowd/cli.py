@@ -1,4 +1,6 @@
-"""Entry point: `rainbowd <command>`; each command lives in rainbowd.commands.<module>."""
+"""Entry point: `rainbowd <command>`; each command lives in rainbowd.commands.<module>, and
+`rainbowd sandbox` in the rainbowd-sandbox package, found through its entry point.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from rainbowd import __version__
@@ -21,9 +24,39 @@ from rainbowd.commands import (
     promote,
     rollback,
     run,
-    sandbox,
     status,
 )
+
+SANDBOX_PACKAGE = "rainbowd-sandbox"
+# Where other packages name the commands they add: `name = "module:register"`.
+COMMAND_GROUP = "rainbowd.commands"
+
+
+def _sandbox_missing(args: argparse.Namespace) -> int:
+    print(
+        f"rainbowd sandbox: the sandbox is not installed: it is the {SANDBOX_PACKAGE} package, "
+        f"in rainbowd's repository (sandbox/); `pip install ./sandbox` in a checkout, or "
+        f"`make setup` there, which installs both",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _register_sandbox(subparsers: Any) -> None:
+    """`rainbowd sandbox` from the rainbowd-sandbox package, else a command that says how to get
+    it (with whatever arguments it is given)."""
+    for found in entry_points(group=COMMAND_GROUP, name="sandbox"):
+        register: Callable[[Any], None] = found.load()
+        register(subparsers)
+        return
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sandbox",
+        help=f"run rainbowd for real on this machine (needs the {SANDBOX_PACKAGE} package)",
+        description=f"The local sandbox; it is the {SANDBOX_PACKAGE} package, not installed.",
+    )
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=_sandbox_missing)
+
 
 # Each subcommand's `register(subparsers)`, in the order `rainbowd --help` lists them.
 REGISTER: dict[str, Callable[[Any], None]] = {
@@ -37,7 +70,7 @@ REGISTER: dict[str, Callable[[Any], None]] = {
     "history": history.register,
     "dashboard": dashboard.register,
     "check_policy": check_policy.register,
-    "sandbox": sandbox.register,
+    "sandbox": _register_sandbox,
 }
 COMMANDS = tuple(REGISTER)
 

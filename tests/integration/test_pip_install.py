@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
 from tests.e2e.test_sandbox import (
     START_DEADLINE,
     STOP_DEADLINE,
@@ -136,7 +136,7 @@ def test_every_command_works_from_a_runtime_only_install(runtime_venv: Path) -> 
         [
             str(runtime_venv / "python"),
             "-c",
-            "import pathlib, sys, tempfile; from rainbowd.sandbox.certs import write_pki; "
+            "import pathlib, sys, tempfile; from rainbowd_sandbox.certs import write_pki; "
             "d = pathlib.Path(tempfile.mkdtemp()); write_pki(d); print(sorted(p.name for p in "
             "d.iterdir()))",
         ],

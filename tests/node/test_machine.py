@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox.controlplane import BIN_DIR_ENV
-from rainbowd.sandbox.images import Images, build_images, image_key
-from rainbowd.sandbox.node import (
+from rainbowd_sandbox.controlplane import BIN_DIR_ENV
+from rainbowd_sandbox.images import Images, build_images, image_key
+from rainbowd_sandbox.node import (
     BRIDGE,
     BRIDGE_IP,
     GUARD_TABLE,
@@ -35,7 +35,7 @@ from rainbowd.sandbox.node import (
     missing_parts,
     uplinks,
 )
-from rainbowd.sandbox.procs import wait_until
+from rainbowd_sandbox.procs import wait_until
 
 _CLONE_NEWNET = 0x40000000
 _WITHIN = 60.0
@@ -278,10 +278,10 @@ def test_the_node_check_and_sandbox_node_say_what_is_missing(tmp_path: Path) -> 
         )
         return done.returncode, done.stdout + done.stderr
 
-    assert run("rainbowd.sandbox.node", "--check") == (0, "ok\n")
+    assert run("rainbowd_sandbox.node", "--check") == (0, "ok\n")
     assert missing_parts(tmp_path) == list(NODE_BINARIES)
     missing = f"a real node cannot run here, missing: {', '.join(NODE_BINARIES)}"
-    assert run("rainbowd.sandbox.node", "--check", binaries=tmp_path) == (1, missing + "\n")
+    assert run("rainbowd_sandbox.node", "--check", binaries=tmp_path) == (1, missing + "\n")
     code, out = run("rainbowd", "sandbox", "--node", "--exit-after-story", binaries=tmp_path)
     assert code == 1
     assert f"error: {missing}" in out.splitlines(), out
@@ -310,7 +310,7 @@ def test_the_image_key_follows_every_input_and_nothing_else(tmp_path: Path) -> N
     changes = {
         "Dockerfile": "\n# changed\n",
         "demo_app/__init__.py": "\n# changed\n",
-        "rainbowd/sandbox/kwok-stages.yaml": "\n# changed\n",
+        "sandbox/rainbowd_sandbox/kwok-stages.yaml": "\n# changed\n",
     }
     seen = {key}
     for name, text in changes.items():

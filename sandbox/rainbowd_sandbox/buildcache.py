@@ -2,7 +2,7 @@
 wheels, each an entry folder named by a key of its inputs, trusted only while its checksum
 manifest matches, built by one process at a time and put in place by an atomic rename.
 
-Standard library only: tests/cluster/build runs it (`python -m rainbowd.sandbox.buildcache`)
+Standard library only: tests/cluster/build runs it (`python -m rainbowd_sandbox.buildcache`)
 before the project is installed.
 """
 
@@ -296,7 +296,7 @@ def _build_command(argv: list[str]) -> Callable[[Path], None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rainbowd.sandbox.buildcache",
+        prog="python -m rainbowd_sandbox.buildcache",
         description="rainbowd's per-user build cache (see README, Development).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

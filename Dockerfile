@@ -6,6 +6,7 @@ FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The runtime only: the sandbox (sandbox/, rainbowd-sandbox) stays out (.dockerignore).
 COPY rainbowd ./rainbowd
 COPY demo_app ./demo_app
 RUN pip install --no-cache-dir . && rm -rf /src

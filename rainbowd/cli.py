@@ -32,30 +32,37 @@ SANDBOX_PACKAGE = "rainbowd-sandbox"
 COMMAND_GROUP = "rainbowd.commands"
 
 
-def _sandbox_missing(args: argparse.Namespace) -> int:
-    print(
-        f"rainbowd sandbox: the sandbox is not installed: it is the {SANDBOX_PACKAGE} package, "
-        f"in rainbowd's repository (sandbox/); `pip install ./sandbox` in a checkout, or "
-        f"`make setup` there, which installs both",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def _register_sandbox(subparsers: Any) -> None:
     """`rainbowd sandbox` from the rainbowd-sandbox package, else a command that says how to get
-    it (with whatever arguments it is given)."""
+    it, whatever arguments it is given (`--help` included: the help says the same)."""
     for found in entry_points(group=COMMAND_GROUP, name="sandbox"):
         register: Callable[[Any], None] = found.load()
         register(subparsers)
         return
+    missing = (
+        f"the sandbox is not installed: it is the {SANDBOX_PACKAGE} package, in rainbowd's "
+        "repository (sandbox/); `pip install ./sandbox` in a checkout installs it beside rainbowd, "
+        "and `make setup` there installs both"
+    )
+    # No option prefix: every argument, options included, is taken as it comes.
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "sandbox",
         help=f"run rainbowd for real on this machine (needs the {SANDBOX_PACKAGE} package)",
-        description=f"The local sandbox; it is the {SANDBOX_PACKAGE} package, not installed.",
+        description=f"The local sandbox: {missing}.",
+        usage="rainbowd sandbox ...",
+        prefix_chars="+",
+        add_help=False,
     )
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=_sandbox_missing)
+
+    def run(args: argparse.Namespace) -> int:
+        if {"-h", "--help"} & set(args.arguments):
+            parser.print_help()
+            return 0
+        print(f"rainbowd sandbox: {missing}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=run)
 
 
 # Each subcommand's `register(subparsers)`, in the order `rainbowd --help` lists them.

@@ -55,14 +55,14 @@ def _register_sandbox(subparsers: Any) -> None:
     )
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    def run(args: argparse.Namespace) -> int:
+    def say_missing(args: argparse.Namespace) -> int:
         if {"-h", "--help"} & set(args.arguments):
             parser.print_help()
             return 0
         print(f"rainbowd sandbox: {missing}", file=sys.stderr)
         return 2
 
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=say_missing)
 
 
 # Each subcommand's `register(subparsers)`, in the order `rainbowd --help` lists them.

@@ -304,13 +304,16 @@ def test_the_image_key_follows_every_input_and_nothing_else(tmp_path: Path) -> N
     assert image_key(tmp_path, "another base") != key
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("not an input\n")
+    # Nor is the sandbox: the image carries the runtime only.
+    (tmp_path / "sandbox" / "rainbowd_sandbox").mkdir(parents=True)
+    (tmp_path / "sandbox" / "rainbowd_sandbox" / "node.py").write_text("not an input\n")
     (tmp_path / "rainbowd" / "__pycache__").mkdir()
     (tmp_path / "rainbowd" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
     assert image_key(tmp_path, "base") == key
     changes = {
         "Dockerfile": "\n# changed\n",
         "demo_app/__init__.py": "\n# changed\n",
-        "sandbox/rainbowd_sandbox/kwok-stages.yaml": "\n# changed\n",
+        "rainbowd/web/static/page.css": "\n/* changed */\n",
     }
     seen = {key}
     for name, text in changes.items():

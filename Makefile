@@ -12,11 +12,11 @@ setup:
 
 # On a real node where one can run (root on Linux with what setup installs), else on kwok's.
 run: setup
-	@if $(PY) -m rainbowd.sandbox.node --check >/dev/null; then \
+	@if $(PY) -m rainbowd_sandbox.node --check >/dev/null; then \
 	  echo "make run: root on Linux with the node's parts: the sandbox on a real node"; \
 	  $(PY) -m rainbowd sandbox --node --story; \
 	else \
-	  echo "make run: $$($(PY) -m rainbowd.sandbox.node --check); the sandbox on kwok's fake node"; \
+	  echo "make run: $$($(PY) -m rainbowd_sandbox.node --check); the sandbox on kwok's fake node"; \
 	  $(PY) -m rainbowd sandbox --story; \
 	fi
 
@@ -25,8 +25,8 @@ test: setup check pytest
 check: lint typecheck
 
 lint:
-	ruff check rainbowd demo_app tests scripts
-	ruff format --check rainbowd demo_app tests scripts
+	ruff check rainbowd sandbox demo_app tests scripts
+	ruff format --check rainbowd sandbox demo_app tests scripts
 	lint-imports
 
 typecheck:
@@ -53,12 +53,12 @@ screenshot: setup
 
 # rainbowd's image (and the node's pause image) as OCI archives in the build cache, no registry.
 image: setup
-	$(PY) -m rainbowd.sandbox.images
+	$(PY) -m rainbowd_sandbox.images
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # The per-user build cache (binaries, Go's caches, tools, images, wheels): see README, Development.
 clean-cache:
-	@dir=$$(PYTHONPATH=. python3 -m rainbowd.sandbox.buildcache root) && \
+	@dir=$$(PYTHONPATH=sandbox python3 -m rainbowd_sandbox.buildcache root) && \
 	  echo "removing $$dir" && chmod -R u+w "$$dir" 2>/dev/null; rm -rf "$$dir"

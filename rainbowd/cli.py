@@ -1,4 +1,6 @@
-"""Entry point: `rainbowd <command>`; each command lives in rainbowd.commands.<module>."""
+"""Entry point: `rainbowd <command>`; each command lives in rainbowd.commands.<module>, and
+`rainbowd sandbox` in the rainbowd-sandbox package, found through its entry point.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from rainbowd import __version__
@@ -21,9 +24,46 @@ from rainbowd.commands import (
     promote,
     rollback,
     run,
-    sandbox,
     status,
 )
+
+SANDBOX_PACKAGE = "rainbowd-sandbox"
+# Where other packages name the commands they add: `name = "module:register"`.
+COMMAND_GROUP = "rainbowd.commands"
+
+
+def _register_sandbox(subparsers: Any) -> None:
+    """`rainbowd sandbox` from the rainbowd-sandbox package, else a command that says how to get
+    it, whatever arguments it is given (`--help` included: the help says the same)."""
+    for found in entry_points(group=COMMAND_GROUP, name="sandbox"):
+        register: Callable[[Any], None] = found.load()
+        register(subparsers)
+        return
+    missing = (
+        f"the sandbox is not installed: it is the {SANDBOX_PACKAGE} package, in rainbowd's "
+        "repository (sandbox/); `pip install ./sandbox` in a checkout installs it beside rainbowd, "
+        "and `make setup` there installs both"
+    )
+    # No option prefix: every argument, options included, is taken as it comes.
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sandbox",
+        help=f"run rainbowd for real on this machine (needs the {SANDBOX_PACKAGE} package)",
+        description=f"The local sandbox: {missing}.",
+        usage="rainbowd sandbox ...",
+        prefix_chars="+",
+        add_help=False,
+    )
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def say_missing(args: argparse.Namespace) -> int:
+        if {"-h", "--help"} & set(args.arguments):
+            parser.print_help()
+            return 0
+        print(f"rainbowd sandbox: {missing}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=say_missing)
+
 
 # Each subcommand's `register(subparsers)`, in the order `rainbowd --help` lists them.
 REGISTER: dict[str, Callable[[Any], None]] = {
@@ -37,7 +77,7 @@ REGISTER: dict[str, Callable[[Any], None]] = {
     "history": history.register,
     "dashboard": dashboard.register,
     "check_policy": check_policy.register,
-    "sandbox": sandbox.register,
+    "sandbox": _register_sandbox,
 }
 COMMANDS = tuple(REGISTER)
 

@@ -18,9 +18,9 @@ from hypothesis._settings import is_in_ci
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from rainbowd.sandbox import procs
-from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox import procs
+from rainbowd_sandbox.controlplane import ControlPlane, ControlPlaneError
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 from tests import summary
 
 _timings: dict[str, float] = {}
@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist, on the controller: the real node's tests all on one worker (they share the session's
-    node; a second run of the suite waits for the machine lock, rainbowd.sandbox.node), every
+    node; a second run of the suite waits for the machine lock, rainbowd_sandbox.node), every
     other test to whichever worker is free. xdist's own `loadgroup` marks the group in
     `item._nodeid`, which pytest 9 no longer reads, so the group is chosen here, by path."""
     from xdist.scheduler import LoadScopeScheduling

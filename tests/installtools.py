@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.controlplane import ControlPlane, default_binaries_dir
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.controlplane import ControlPlane, default_binaries_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = "tests/cluster/build"

@@ -11,7 +11,6 @@ walks `rainbowd/` and keeps this list exact):
 - rainbowd.core.planner.cycle: Cycle.__init__ (the cycle's stamp, rounded up a second)
 - rainbowd.daemon.cycles: seed_history (the clock minus the history's window)
 - rainbowd.deploy.rollback: _hold_for_rollback (the clock plus the rollout's timeout and a margin)
-- rainbowd.sandbox.certs: _builder (the clock less a backdate, plus the certificates' validity)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.objects import deployment_from_k8s
 from rainbowd.kube.caching import DEPLOYMENTS, Informer
 from rainbowd.kube.clients import make_api_client, request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 
 NAMESPACES = 20
 CONCURRENCY = 32

@@ -11,8 +11,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 
 
 def _timed(action: Callable[[], None]) -> float:

@@ -22,7 +22,7 @@ import aiohttp
 from rainbowd.core.model import Deployment, Service, Snapshot
 from rainbowd.core.policy import PrometheusSettings
 from rainbowd.daemon.cycles import Pipeline
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.bench.bench_planner import _stats, build_policy, build_snapshot
 
 CYCLES = 20

@@ -38,9 +38,9 @@ from rainbowd.kube.clients import (
     request_json,
     resource_path,
 )
-from rainbowd.sandbox.controlplane import FAKE_NODE_ANNOTATION, ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
+from rainbowd_sandbox.controlplane import FAKE_NODE_ANNOTATION, ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
 
 BULK_NAMESPACES = ("bench-a", "bench-b")

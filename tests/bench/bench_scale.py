@@ -49,9 +49,9 @@ from rainbowd.core.model import LIVE_AT, RETIRED_AT
 from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.kube.clients import MERGE_PATCH, make_api_client, request_json, resource_path
 from rainbowd.prom.querying import expression
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.procs import free_port
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.procs import free_port
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.bench import polling
 from tests.e2e.harness import deployment_body
 from tests.exposition import Exposition

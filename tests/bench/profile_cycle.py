@@ -35,7 +35,7 @@ from rainbowd.daemon.policies import PolicyState
 from rainbowd.daemon.reconciling import Reconciler
 from rainbowd.logs import setup_logging
 from rainbowd.metrics import Metrics
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.bench import bench_scale
 from tests.cycleparts import MemoryCache, NoExecutor
 from tests.exposition import Exposition

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 from tests import summary
 from tests.e2e.faultkit import Pods
 from tests.e2e.faultlog import LEDGER, Witness

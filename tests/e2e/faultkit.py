@@ -15,9 +15,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.objects import parse_time
 from rainbowd.kube.clients import MERGE_PATCH, request_json
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
 from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (

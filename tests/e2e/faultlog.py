@@ -35,7 +35,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.objects import parse_time
 from rainbowd.kube.clients import KubeError, open_stream, request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 from tests.demoapps import DemoApp
 from tests.e2e.harness import held_connection
 

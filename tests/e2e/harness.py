@@ -34,10 +34,10 @@ from rainbowd.kube.clients import (
     resource_path,
 )
 from rainbowd.kube.events import REPORTING_CONTROLLER
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.procs import Process, free_port
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.procs import Process, free_port
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,9 +25,9 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.model import CONSOLIDATED_AT, CONSOLIDATED_FROM, RETIRED_AT, STEPPED_DOWN_AT
 from rainbowd.core.objects import parse_stamp
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.pods import PodRunner
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.pods import PodRunner
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.harness import (
     APP,
     DaemonProcess,

@@ -33,9 +33,9 @@ from rainbowd.core.model import (
 )
 from rainbowd.deploy import CANARY_COLOR, PREVIOUS_COLOR
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
     APP,

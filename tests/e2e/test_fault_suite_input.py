@@ -31,9 +31,9 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import format_time
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultkit import (
     Color,
     Pods,

@@ -28,9 +28,9 @@ from rainbowd.core.model import DRAINED_SINCE, RETIRED_AT, State
 from rainbowd.core.objects import parse_time
 from rainbowd.daemon import Daemon
 from rainbowd.kube.clients import MERGE_PATCH, request_json
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource, Settings
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultkit import (
     Color,
     Pods,

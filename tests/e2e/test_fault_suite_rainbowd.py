@@ -21,8 +21,8 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.model import DRAINED_SINCE, LIVE_AT, ORIGINAL_REPLICAS, PHASE, RETIRED_AT
 from rainbowd.core.objects import parse_time
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultkit import Color, Pods, create_colors, gone_or_zero, rules_policy
 from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (

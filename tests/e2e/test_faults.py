@@ -11,9 +11,9 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import RETIRED_AT
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultlog import Witness
 from tests.e2e.harness import (
     DaemonProcess,

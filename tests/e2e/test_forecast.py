@@ -21,9 +21,9 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from playwright.async_api import expect
 
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.browser import chromium
 from tests.e2e.harness import (
     WITHIN,

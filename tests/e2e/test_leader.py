@@ -12,8 +12,8 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.harness import (
     DaemonProcess,
     Fleet,

@@ -14,9 +14,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import RETIRED_AT
 from rainbowd.kube.clients import MERGE_PATCH, Forbidden, make_api_client, request_json
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
 from tests.e2e.harness import (
     APP,

@@ -17,9 +17,9 @@ from playwright.async_api import ConsoleMessage, Page, expect
 
 from rainbowd.core.model import HOLD_REASON, HOLD_UNTIL, PROTECT, RETIRED_AT
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.browser import chromium
 from tests.e2e.faultkit import Color, create_colors
 from tests.e2e.harness import (

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.harness import (
     Fleet,
     color_doc,

@@ -12,9 +12,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import PHASE, RETIRED_AT
 from rainbowd.kube.clients import request_json, resource_path
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.settings import PolicySource
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.harness import (
     APP,
     annotations_of,

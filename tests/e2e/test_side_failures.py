@@ -24,9 +24,9 @@ from rainbowd.daemon import SideParts
 from rainbowd.daemon.guarding import Component
 from rainbowd.daemon.reconciling import CycleReport, Documents
 from rainbowd.metrics import Metrics
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.prometheus import PrometheusServer
 from rainbowd.status import HistoryStatus, Sparkline
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultkit import (
     Color,
     Pods,

@@ -45,7 +45,7 @@ from rainbowd.kube.clients import (
     resource_path,
     translate,
 )
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 from tests.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.cluster]

@@ -23,14 +23,14 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from rainbowd.sandbox.controlplane import (
+from rainbowd_sandbox.controlplane import (
     FAKE_NODE,
     KUBERNETES_SERVICE_IP,
     ControlPlane,
     ControlPlaneError,
     kubernetes_version,
 )
-from rainbowd.sandbox.procs import Process, pid_alive, wait_until
+from rainbowd_sandbox.procs import Process, pid_alive, wait_until
 
 T = TypeVar("T")
 
@@ -371,7 +371,7 @@ def test_failing_body_still_stops_everything(tmp_path: Path) -> None:
 _CHILD = """
 import json, signal, sys
 from pathlib import Path
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 cp = ControlPlane(data_dir=Path(sys.argv[1]))
 cp.start()
 print(json.dumps(sorted(cp.process_ids().values())), flush=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rainbowd.metrics import Metrics
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.prometheus
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rainbowd.forwarding import port_forward_command
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 from tests.installtools import kubectl
 
 pytestmark = pytest.mark.cluster

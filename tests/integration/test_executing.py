@@ -35,7 +35,7 @@ from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import NotFound, RateLimiter, request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER, EventRecorder
 from rainbowd.kube.executing import SUMMARY_EVENTS_ABOVE, ActionOutcome, ActionResult, Executor
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 STAMP = "2026-11-21T10:00:00Z"

@@ -27,7 +27,7 @@ from rainbowd.core.notes import AboveFloor, MinRetiredAge, Note
 from rainbowd.core.planner import plan
 from rainbowd.metrics import Metrics
 from rainbowd.policyfile import load_policy_text
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.installtools import kustomize
 from tests.integration.test_dashboard import METRIC, _exported_names, _query
 

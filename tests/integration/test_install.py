@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 from tests.installtools import (
     ensure_namespaces,
     install_namespaced_rbac,

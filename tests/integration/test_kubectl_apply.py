@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rainbowd.sandbox.controlplane import ControlPlane
-from rainbowd.sandbox.incluster import Kubectl, demo_documents
+from rainbowd_sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.incluster import Kubectl, demo_documents
 
 
 @pytest.mark.parametrize("color", ["836e91", "123456", "0x1f2e", "abc123"])

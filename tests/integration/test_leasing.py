@@ -12,7 +12,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.kube.clients import make_api_client, request_json, resource_path
 from rainbowd.kube.leasing import LeaderElector
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.cluster]
 

@@ -1,5 +1,6 @@
 """`pip install rainbowd` alone: a fresh venv with the runtime dependencies only (no dev
-extras) gives working commands, and the real kubectl finds the plugin it installs.
+extras, no sandbox and none of its dependencies) gives working commands, and the real kubectl
+finds the plugin it installs; with the sandbox package (sandbox/) added, `rainbowd sandbox` runs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.controlplane import BIN_DIR_ENV, ControlPlane, default_binaries_dir
 from tests.e2e.test_sandbox import (
     START_DEADLINE,
     STOP_DEADLINE,
@@ -43,19 +44,24 @@ COMMANDS = (
 # Through kubectl: every command but the daemon's, the policy check and the sandbox.
 PLUGIN_COMMANDS = tuple(c for c in COMMANDS if c not in ("run", "check-policy", "sandbox"))
 DEV_ONLY = ("pytest", "hypothesis", "mypy", "ruff")
+# The sandbox package and what only it needs.
+SANDBOX_ONLY = ("rainbowd_sandbox", "cryptography", "rainbowd.sandbox")
+SANDBOX = ROOT / "sandbox"
 PIP_TIMEOUT = 900
 
 
-def _runtime_requirements() -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def _requirements(project_dir: Path) -> list[str]:
+    project = tomllib.loads((project_dir / "pyproject.toml").read_text())["project"]
     return list(project["dependencies"])
 
 
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
-    """Wheels of the runtime dependencies (and setuptools, to build rainbowd), downloaded once
-    per set of requirements into the build cache, so a session installs offline."""
-    requirements = _runtime_requirements()
+    """Wheels of the runtime dependencies and the sandbox's (and setuptools, to build both),
+    downloaded once per set of requirements into the build cache, so a session installs offline."""
+    requirements = _requirements(ROOT) + [
+        r for r in _requirements(SANDBOX) if r.split(">")[0].split("=")[0] != "rainbowd"
+    ]
     key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
     folder = buildcache.cache_root() / "runtime-wheels" / key
 
@@ -81,10 +87,9 @@ def wheelhouse() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def runtime_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A venv holding rainbowd (built from this checkout) and its runtime dependencies only."""
-    venv = tmp_path_factory.mktemp("runtime") / "venv"
+def _venv(wheelhouse: Path, folder: Path, *projects: Path) -> Path:
+    """A venv in `folder` holding `projects` (built from this checkout) and their dependencies."""
+    venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
         [
@@ -96,13 +101,25 @@ def runtime_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             "--no-index",
             "--find-links",
             str(wheelhouse),
-            str(ROOT),
+            *map(str, projects),
         ],
         check=True,
         timeout=PIP_TIMEOUT,
         env={**os.environ, "PIP_FIND_LINKS": str(wheelhouse)},
     )
-    yield venv / "bin"
+    return venv / "bin"
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A venv holding rainbowd (built from this checkout) and its runtime dependencies only."""
+    yield _venv(wheelhouse, tmp_path_factory.mktemp("runtime"), ROOT)
+
+
+@pytest.fixture(scope="session")
+def sandbox_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A venv holding rainbowd and the sandbox package, with their runtime dependencies only."""
+    yield _venv(wheelhouse, tmp_path_factory.mktemp("sandbox"), ROOT, SANDBOX)
 
 
 def _run(
@@ -115,10 +132,13 @@ def _run(
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
-def test_the_runtime_venv_has_no_dev_tools(runtime_venv: Path) -> None:
-    for module in DEV_ONLY:
-        found = _run([str(runtime_venv / "python"), "-c", f"import {module}"])
+def test_the_runtime_venv_has_no_dev_tools_and_no_sandbox(runtime_venv: Path) -> None:
+    for module in (*DEV_ONLY, *SANDBOX_ONLY):
+        found = _run([str(runtime_venv / "python"), "-c", f"import {module}"], cwd="/")
         assert found.returncode != 0, f"{module} is installed: not a runtime-only venv"
+    listed = _run([str(runtime_venv / "python"), "-m", "pip", "list", "--format=freeze"])
+    names = {line.split("==")[0].lower() for line in listed.stdout.splitlines()}
+    assert "rainbowd" in names and not {"cryptography", "rainbowd-sandbox"} & names, names
     check = _run([str(runtime_venv / "python"), "-m", "pip", "check"])
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -131,12 +151,30 @@ def test_every_command_works_from_a_runtime_only_install(runtime_venv: Path) -> 
         shown = _run([str(runtime_venv / "rainbowd"), command, "--help"], cwd="/")
         assert shown.returncode == 0, f"rainbowd {command} --help: {shown.stderr}"
         assert shown.stdout.startswith(f"usage: rainbowd {command}"), shown.stdout
+    # Without the sandbox package, `rainbowd sandbox` says how to get it, whatever it is given.
+    for argv in (["sandbox"], ["sandbox", "--node", "--story"], ["sandbox", "deploy", "0ff1ce"]):
+        missing = _run([str(runtime_venv / "rainbowd"), *argv], cwd="/")
+        assert missing.returncode == 2, missing.stdout + missing.stderr
+        assert "the sandbox is not installed: it is the rainbowd-sandbox package" in missing.stderr
+        assert "pip install ./sandbox" in missing.stderr, missing.stderr
+        assert "Traceback" not in missing.stdout + missing.stderr, missing.stderr
+
+
+def test_every_command_and_the_sandbox_work_from_an_install_with_the_sandbox(
+    sandbox_venv: Path,
+) -> None:
+    for command in COMMANDS:
+        shown = _run([str(sandbox_venv / "rainbowd"), command, "--help"], cwd="/")
+        assert shown.returncode == 0, f"rainbowd {command} --help: {shown.stderr}"
+        assert shown.stdout.startswith(f"usage: rainbowd {command}"), shown.stdout
+    sandbox = _run([str(sandbox_venv / "rainbowd"), "sandbox", "--help"], cwd="/")
+    assert "--story" in sandbox.stdout and "deploy" in sandbox.stdout, sandbox.stdout
     # The sandbox's certificates (the import that once needed a dev-only package) are made.
     pki = _run(
         [
-            str(runtime_venv / "python"),
+            str(sandbox_venv / "python"),
             "-c",
-            "import pathlib, sys, tempfile; from rainbowd.sandbox.certs import write_pki; "
+            "import pathlib, sys, tempfile; from rainbowd_sandbox.certs import write_pki; "
             "d = pathlib.Path(tempfile.mkdtemp()); write_pki(d); print(sorted(p.name for p in "
             "d.iterdir()))",
         ],
@@ -202,8 +240,8 @@ def test_deploy_and_history_from_a_runtime_only_install(
 
 
 @pytest.mark.prometheus
-def test_the_sandbox_from_a_runtime_only_install(runtime_venv: Path, tmp_path: Path) -> None:
-    rainbowd = str(runtime_venv / "rainbowd")
+def test_the_sandbox_from_an_install_of_its_package(sandbox_venv: Path, tmp_path: Path) -> None:
+    rainbowd = str(sandbox_venv / "rainbowd")
     env = {k: v for k, v in os.environ.items() if k != BIN_DIR_ENV}
     # No checkout, so no control-plane binaries where a checkout builds them: what it needs and
     # how to get it, by name, and nothing started.

@@ -17,7 +17,7 @@ from rainbowd.core.model import NO_SERIES, Connections
 from rainbowd.core.planner.assess import effective_connections
 from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
 from tests.exposition import Exposition, gauge
 

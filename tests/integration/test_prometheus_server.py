@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from rainbowd.sandbox.procs import free_port
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox.procs import free_port
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 
 
 @dataclass
@@ -123,7 +123,7 @@ def test_a_port_another_prometheus_took_first_is_given_up_for_another(
     answering, and starts again on another port."""
     picks = iter([prometheus.port])
     monkeypatch.setattr(
-        "rainbowd.sandbox.prometheus.free_port", lambda: next(picks, None) or free_port()
+        "rainbowd_sandbox.prometheus.free_port", lambda: next(picks, None) or free_port()
     )
     with PrometheusServer(scrape_interval=1.0) as second:
         assert second.port != prometheus.port

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rainbowd.sandbox.controlplane import ControlPlane
+from rainbowd_sandbox.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

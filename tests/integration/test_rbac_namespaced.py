@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from rainbowd.cli import build_parser
-from rainbowd.sandbox.controlplane import ControlPlane
 from rainbowd.settings import settings_from_args
+from rainbowd_sandbox.controlplane import ControlPlane
 from tests.installtools import install_namespaced_rbac, kustomize
 from tests.integration.test_rbac import NEEDED, SA, _allowed
 

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from rainbowd.sandbox.images import ImageError, Images, build_images
-from rainbowd.sandbox.incluster import Kubectl, install, pod_scrape_config, sandbox_policy_text
-from rainbowd.sandbox.node import BRIDGE_IP, Node, NodeError
-from rainbowd.sandbox.procs import ProcessError
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox.images import ImageError, Images, build_images
+from rainbowd_sandbox.incluster import Kubectl, install, pod_scrape_config, sandbox_policy_text
+from rainbowd_sandbox.node import BRIDGE_IP, Node, NodeError
+from rainbowd_sandbox.procs import ProcessError
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 from tests import summary
 
 MIN_RETIRED_AGE = 10.0

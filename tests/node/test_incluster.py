@@ -21,17 +21,17 @@ from pathlib import Path
 import pytest
 
 from rainbowd import __version__
-from rainbowd.sandbox.images import Images
-from rainbowd.sandbox.incluster import (
+from rainbowd_sandbox.images import Images
+from rainbowd_sandbox.incluster import (
     NAMESPACE,
     SERVICE_ACCOUNT,
     Kubectl,
     live_page,
     rainbow_deploy,
 )
-from rainbowd.sandbox.node import Node
-from rainbowd.sandbox.nodestory import APP, new_color, poll
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.node import Node
+from rainbowd_sandbox.nodestory import APP, new_color, poll
+from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.node.conftest import figures
 from tests.node.test_story import rainbowd_calls
 
@@ -269,7 +269,7 @@ def test_kubectl_rainbow_dashboard_and_status_reach_the_in_cluster_rainbowd(
 @pytest.mark.e2e
 def test_the_node_sandbox_forwards_the_live_page_it_prints(rainbowd_incluster: Kubectl) -> None:
     """`make run` on a real node prints the page's address before the story: the forward the
-    sandbox keeps (rainbowd.sandbox.incluster.live_page) answers with the page and /status."""
+    sandbox keeps (rainbowd_sandbox.incluster.live_page) answers with the page and /status."""
     with live_page(rainbowd_incluster) as forward:
         assert forward.url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(forward.url, timeout=30) as answer:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox.controlplane import BIN_DIR_ENV
-from rainbowd.sandbox.images import Images, build_images, image_key
-from rainbowd.sandbox.node import (
+from rainbowd_sandbox.controlplane import BIN_DIR_ENV
+from rainbowd_sandbox.images import Images, build_images, image_key
+from rainbowd_sandbox.node import (
     BRIDGE,
     BRIDGE_IP,
     GUARD_TABLE,
@@ -35,7 +35,7 @@ from rainbowd.sandbox.node import (
     missing_parts,
     uplinks,
 )
-from rainbowd.sandbox.procs import wait_until
+from rainbowd_sandbox.procs import wait_until
 
 _CLONE_NEWNET = 0x40000000
 _WITHIN = 60.0
@@ -278,10 +278,10 @@ def test_the_node_check_and_sandbox_node_say_what_is_missing(tmp_path: Path) -> 
         )
         return done.returncode, done.stdout + done.stderr
 
-    assert run("rainbowd.sandbox.node", "--check") == (0, "ok\n")
+    assert run("rainbowd_sandbox.node", "--check") == (0, "ok\n")
     assert missing_parts(tmp_path) == list(NODE_BINARIES)
     missing = f"a real node cannot run here, missing: {', '.join(NODE_BINARIES)}"
-    assert run("rainbowd.sandbox.node", "--check", binaries=tmp_path) == (1, missing + "\n")
+    assert run("rainbowd_sandbox.node", "--check", binaries=tmp_path) == (1, missing + "\n")
     code, out = run("rainbowd", "sandbox", "--node", "--exit-after-story", binaries=tmp_path)
     assert code == 1
     assert f"error: {missing}" in out.splitlines(), out
@@ -304,13 +304,16 @@ def test_the_image_key_follows_every_input_and_nothing_else(tmp_path: Path) -> N
     assert image_key(tmp_path, "another base") != key
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_x.py").write_text("not an input\n")
+    # Nor is the sandbox: the image carries the runtime only.
+    (tmp_path / "sandbox" / "rainbowd_sandbox").mkdir(parents=True)
+    (tmp_path / "sandbox" / "rainbowd_sandbox" / "node.py").write_text("not an input\n")
     (tmp_path / "rainbowd" / "__pycache__").mkdir()
     (tmp_path / "rainbowd" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
     assert image_key(tmp_path, "base") == key
     changes = {
         "Dockerfile": "\n# changed\n",
         "demo_app/__init__.py": "\n# changed\n",
-        "rainbowd/sandbox/kwok-stages.yaml": "\n# changed\n",
+        "rainbowd/web/static/page.css": "\n/* changed */\n",
     }
     seen = {key}
     for name, text in changes.items():

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from rainbowd.sandbox.images import Images
-from rainbowd.sandbox.incluster import SERVICE_ACCOUNT, Kubectl
-from rainbowd.sandbox.node import Node
-from rainbowd.sandbox.nodestory import APP, play
+from rainbowd_sandbox.images import Images
+from rainbowd_sandbox.incluster import SERVICE_ACCOUNT, Kubectl
+from rainbowd_sandbox.node import Node
+from rainbowd_sandbox.nodestory import APP, play
 from tests.node.conftest import MIN_RETIRED_AGE, figures
 
 

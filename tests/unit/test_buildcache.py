@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.controlplane import BIN_DIR_ENV, BINARIES
-from rainbowd.sandbox.node import NODE_BINARIES
-from rainbowd.sandbox.procs import wait_until
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.controlplane import BIN_DIR_ENV, BINARIES
+from rainbowd_sandbox.node import NODE_BINARIES
+from rainbowd_sandbox.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_BINARIES = (*BINARIES, *NODE_BINARIES)
@@ -57,7 +57,7 @@ def ensure_process(folder: Path, command: list[str]) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "rainbowd.sandbox.buildcache",
+            "rainbowd_sandbox.buildcache",
             "ensure",
             str(folder),
             "--",
@@ -149,7 +149,7 @@ def test_a_damaged_entry_is_rebuilt_not_trusted(tmp_path: Path, damage: str) -> 
         (folder / buildcache.MANIFEST).write_text('{"bin/a": ')
     assert buildcache.problems(folder) != []
     done = subprocess.run(
-        [sys.executable, "-m", "rainbowd.sandbox.buildcache", "verify", str(folder)],
+        [sys.executable, "-m", "rainbowd_sandbox.buildcache", "verify", str(folder)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -278,7 +278,7 @@ def test_the_build_script_uses_verified_entries_as_they_are(tmp_path: Path) -> N
 
 def entry_of(env: dict[str, str], kind: str) -> Path:
     done = subprocess.run(
-        [sys.executable, "-m", "rainbowd.sandbox.buildcache", "entry", kind],
+        [sys.executable, "-m", "rainbowd_sandbox.buildcache", "entry", kind],
         env=env,
         capture_output=True,
         text=True,
@@ -299,7 +299,7 @@ def test_the_build_script_prunes_old_keys_of_its_kind_and_version(tmp_path: Path
             os.utime(folder / buildcache.MANIFEST, (used, used))
     (tmp_path / "v1.2-ddd").mkdir()  # another version: not this entry's kind of sibling
     subprocess.run(
-        [sys.executable, "-m", "rainbowd.sandbox.buildcache", "prune", str(tmp_path / "v1.1-ccc")],
+        [sys.executable, "-m", "rainbowd_sandbox.buildcache", "prune", str(tmp_path / "v1.1-ccc")],
         cwd=ROOT,
         check=True,
         timeout=_WITHIN,

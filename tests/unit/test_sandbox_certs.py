@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from rainbowd.sandbox.certs import write_pki
+from rainbowd_sandbox.certs import write_pki
 
 
 def _load(path: Path) -> x509.Certificate:

@@ -11,9 +11,9 @@ import pytest
 from demo_app.serving import read_annotations
 from rainbowd.core.policy import PolicyError
 from rainbowd.policyfile import load_policy_text
-from rainbowd.sandbox.controlplane import audit_events
-from rainbowd.sandbox.pods import downward_annotations
-from rainbowd.sandbox.runner import QuietCycles, sandbox_policy
+from rainbowd_sandbox.controlplane import audit_events
+from rainbowd_sandbox.pods import downward_annotations
+from rainbowd_sandbox.runner import QuietCycles, sandbox_policy
 
 
 def test_sandbox_policy_points_at_the_local_prometheus_with_overrides() -> None:

@@ -17,8 +17,8 @@ from rich.console import Console
 
 from rainbowd.core.model import Plan
 from rainbowd.logs import get_logger
-from rainbowd.sandbox.runner import SandboxOptions, sandbox_logging
-from rainbowd.sandbox.terminal import LiveTable, LogFollower
+from rainbowd_sandbox.runner import SandboxOptions, sandbox_logging
+from rainbowd_sandbox.terminal import LiveTable, LogFollower
 from tests.unit.test_status_command import sample_plan
 
 WITHIN = 30.0

@@ -1,7 +1,7 @@
 """A real Kubernetes control plane on loopback: etcd and kube-apiserver, optionally with
 kube-controller-manager, kube-scheduler and kwok serving one fake Node, for tests and the sandbox.
 
-Binaries come from `tests/cluster/build`; `python -m rainbowd.sandbox.controlplane` runs one.
+Binaries come from `tests/cluster/build`; `python -m rainbowd_sandbox.controlplane` runs one.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 
 from rainbowd.logs import get_logger, setup_logging
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.certs import Pki, write_pki
-from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.certs import Pki, write_pki
+from rainbowd_sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
 
 log = get_logger(__name__)
 
@@ -147,7 +147,7 @@ class ControlPlane:
     Use as a context manager or call `start()`/`stop()`. Data (etcd, certificates, kubeconfig,
     one log file per process) lives in `data_dir`, a fresh temporary folder unless given.
 
-    For a real node (rainbowd.sandbox.node), `address` is the node bridge's address: the
+    For a real node (rainbowd_sandbox.node), `address` is the node bridge's address: the
     apiserver listens and advertises there, so pods reach it through the `kubernetes` Service;
     `fake_node=False` leaves kwok out, and `service_accounts` turns on the admission that mounts
     each pod's ServiceAccount token.
@@ -563,7 +563,7 @@ class ControlPlane:
     def _start_kwok(self) -> None:
         stages = self.data_dir / "kwok-stages.yaml"
         stages.write_text(
-            resources.files("rainbowd.sandbox").joinpath("kwok-stages.yaml").read_text()
+            resources.files("rainbowd_sandbox").joinpath("kwok-stages.yaml").read_text()
         )
         key, value = FAKE_NODE_ANNOTATION
         self._process(
@@ -653,7 +653,7 @@ class ControlPlane:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rainbowd.sandbox.controlplane",
+        prog="python -m rainbowd_sandbox.controlplane",
         description="Runs a loopback Kubernetes control plane with one fake node until Ctrl-C.",
     )
     parser.add_argument("--data-dir", type=Path, help="keep data here (default: a temp folder)")

@@ -25,7 +25,7 @@ from rainbowd.deploy import substitute_color
 from rainbowd.forwarding import Forward
 from rainbowd.kube.clients import ConfigError, KubeError, make_api_client
 from rainbowd.policyfile import load_policy_text
-from rainbowd.sandbox.controlplane import default_binaries_dir
+from rainbowd_sandbox.controlplane import default_binaries_dir
 
 _ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = _ROOT / "k8s" / "sandbox"

@@ -35,15 +35,15 @@ from rainbowd.kube.clients import (
 )
 from rainbowd.logs import get_logger, setup_logging
 from rainbowd.policyfile import load_policy_text
-from rainbowd.sandbox import app as seed
-from rainbowd.sandbox.controlplane import ControlPlane, ControlPlaneError, default_binaries_dir
-from rainbowd.sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
-from rainbowd.sandbox.procs import ProcessError, free_port
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
-from rainbowd.sandbox.proxy import ServiceProxy
-from rainbowd.sandbox.story import Stage, play
-from rainbowd.sandbox.terminal import LiveTable, LogFollower
 from rainbowd.settings import PolicySource, Settings
+from rainbowd_sandbox import app as seed
+from rainbowd_sandbox.controlplane import ControlPlane, ControlPlaneError, default_binaries_dir
+from rainbowd_sandbox.pods import PROMETHEUS_JOB, DemoPod, PodRunner
+from rainbowd_sandbox.procs import ProcessError, free_port
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox.proxy import ServiceProxy
+from rainbowd_sandbox.story import Stage, play
+from rainbowd_sandbox.terminal import LiveTable, LogFollower
 
 log = get_logger(__name__)
 
@@ -103,7 +103,7 @@ def sandbox_policy(
 ) -> str:
     """config/sandbox-policy.yaml pointed at the local Prometheus, with the duration overrides;
     validated like any policy, so a bad override fails here with its path."""
-    text = resources.files("rainbowd.sandbox").joinpath(POLICY_FILE).read_text()
+    text = resources.files("rainbowd_sandbox").joinpath(POLICY_FILE).read_text()
     document: dict[str, Any] = yaml.safe_load(text)
     document["prometheus"]["url"] = prometheus_url
     if min_retired_age is not None:

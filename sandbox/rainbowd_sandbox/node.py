@@ -5,7 +5,7 @@ reach the apiserver through the `kubernetes` Service and are reached through rea
 It needs root on Linux and changes the machine while it runs (a bridge, routes, nftables tables,
 cgroups, a few sysctls, files kubelet insists on under /var). `Node.stop()` undoes all of it on
 every exit path and checks the machine against a snapshot taken before the start. One node per
-machine: a machine-wide lock makes a second one wait. `python -m rainbowd.sandbox.node` runs one.
+machine: a machine-wide lock makes a second one wait. `python -m rainbowd_sandbox.node` runs one.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any
 import yaml
 
 from rainbowd.logs import get_logger, setup_logging
-from rainbowd.sandbox import buildcache
-from rainbowd.sandbox.controlplane import (
+from rainbowd_sandbox import buildcache
+from rainbowd_sandbox.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     ControlPlaneError,
     default_binaries_dir,
 )
-from rainbowd.sandbox.images import Images, build_images
-from rainbowd.sandbox.procs import Process, ProcessError, free_port, wait_until
+from rainbowd_sandbox.images import Images, build_images
+from rainbowd_sandbox.procs import Process, ProcessError, free_port, wait_until
 
 log = get_logger(__name__)
 
@@ -868,7 +868,7 @@ class Node:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rainbowd.sandbox.node",
+        prog="python -m rainbowd_sandbox.node",
         description="Runs a real node (containerd, kubelet, kube-proxy) with its control plane "
         "until Ctrl-C, then restores the machine.",
     )

@@ -20,9 +20,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.kube.clients import KubeError, request_json, resource_path
 from rainbowd.logs import get_logger
-from rainbowd.sandbox.app import service_selector
-from rainbowd.sandbox.procs import Process
-from rainbowd.sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.app import service_selector
+from rainbowd_sandbox.procs import Process
+from rainbowd_sandbox.prometheus import PrometheusServer
 
 log = get_logger(__name__)
 

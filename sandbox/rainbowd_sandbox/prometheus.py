@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from rainbowd.logs import get_logger
-from rainbowd.sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
+from rainbowd_sandbox.procs import Process, ProcessError, free_port, make_data_dir, wait_until
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from rainbowd.forwarding import ForwardError
 from rainbowd.logs import setup_logging
-from rainbowd.sandbox.images import ImageError, build_images
-from rainbowd.sandbox.incluster import (
+from rainbowd_sandbox.images import ImageError, build_images
+from rainbowd_sandbox.incluster import (
     InClusterError,
     Kubectl,
     install,
@@ -24,10 +24,10 @@ from rainbowd.sandbox.incluster import (
     rainbow_deploy,
     sandbox_policy_text,
 )
-from rainbowd.sandbox.node import BRIDGE_IP, Node, NodeError, missing_parts
-from rainbowd.sandbox.nodestory import APP, StoryError, new_color, play
-from rainbowd.sandbox.procs import ProcessError
-from rainbowd.sandbox.prometheus import PrometheusError, PrometheusServer
+from rainbowd_sandbox.node import BRIDGE_IP, Node, NodeError, missing_parts
+from rainbowd_sandbox.nodestory import APP, StoryError, new_color, play
+from rainbowd_sandbox.procs import ProcessError
+from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 
 MIN_RETIRED_AGE = 30.0
 """Seconds: config/sandbox-policy.yaml's minRetiredAge, which the story holds the old color past."""

@@ -1,9 +1,9 @@
 """Container images without a registry or a Docker engine: a Debian base made by mmdebstrap, the
 project's Dockerfile built on it by buildah, and the pod-sandbox (pause) image, each written as an
 OCI archive a container runtime imports. Archives are entries of the per-user build cache
-(rainbowd.sandbox.buildcache) keyed by their inputs and checked against their checksums.
+(rainbowd_sandbox.buildcache) keyed by their inputs and checked against their checksums.
 
-`python -m rainbowd.sandbox.images` (`make image`) builds what is missing and prints the archives.
+`python -m rainbowd_sandbox.images` (`make image`) builds what is missing and prints the archives.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from rainbowd import __version__
 from rainbowd.logs import get_logger, setup_logging
-from rainbowd.sandbox import buildcache
+from rainbowd_sandbox import buildcache
 
 log = get_logger(__name__)
 
@@ -391,7 +391,7 @@ def build_pause_image(cache: Path, pause_binary: Path) -> tuple[Image, bool]:
 
 def build_images(*, cache: Path | None = None, pause_binary: Path | None = None) -> Images:
     """Every image a node needs, each built only when its archive is not cached yet."""
-    from rainbowd.sandbox.controlplane import default_binaries_dir
+    from rainbowd_sandbox.controlplane import default_binaries_dir
 
     cache = cache if cache is not None else default_cache_dir()
     began = time.monotonic()
@@ -404,7 +404,7 @@ def build_images(*, cache: Path | None = None, pause_binary: Path | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rainbowd.sandbox.images",
+        prog="python -m rainbowd_sandbox.images",
         description=(
             "Build rainbowd's image (the Dockerfile on a Debian base made by mmdebstrap, with "
             "buildah) and the node's pause image as OCI archives, without a registry; cached."

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rainbowd.sandbox.incluster import (
+from rainbowd_sandbox.incluster import (
     DEMO_APP_NAME,
     InClusterError,
     Kubectl,

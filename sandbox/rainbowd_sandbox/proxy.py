@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 from rainbowd.logs import get_logger
-from rainbowd.sandbox.pods import DemoPod
+from rainbowd_sandbox.pods import DemoPod
 
 log = get_logger(__name__)
 

@@ -22,10 +22,10 @@ from rainbowd.deploy import is_available
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.policyfile import load_policy_text
-from rainbowd.sandbox import app as seed
-from rainbowd.sandbox.pods import PodRunner
-from rainbowd.sandbox.proxy import ServiceProxy
 from rainbowd.status import find_color, status_from_document
+from rainbowd_sandbox import app as seed
+from rainbowd_sandbox.pods import PodRunner
+from rainbowd_sandbox.proxy import ServiceProxy
 
 LINE_TIMEOUT = 30.0
 """Seconds to wait for a color line on a stream (one is sent at once, then every 5 s)."""

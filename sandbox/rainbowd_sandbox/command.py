@@ -172,7 +172,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so `rainbowd --help` needs none of the sandbox's machinery.
     if args.node:
-        from rainbowd.sandbox.controlplane import in_checkout
+        from rainbowd_sandbox.controlplane import in_checkout
 
         if not in_checkout():
             print(
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        from rainbowd.sandbox.nodesandbox import NodeSandboxOptions, run_node_sandbox
+        from rainbowd_sandbox.nodesandbox import NodeSandboxOptions, run_node_sandbox
 
         return run_node_sandbox(
             NodeSandboxOptions(
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 log_level=args.log_level,
             )
         )
-    from rainbowd.sandbox.runner import SandboxOptions, run_sandbox
+    from rainbowd_sandbox.runner import SandboxOptions, run_sandbox
 
     options = SandboxOptions(
         data_dir=args.data_dir.resolve() if args.data_dir is not None else None,
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 def run_deploy(args: argparse.Namespace) -> int:
     """`rainbowd deploy` of the sandbox's app, with its template and a random color."""
     from rainbowd.commands import deploy
-    from rainbowd.sandbox import app as seed
+    from rainbowd_sandbox import app as seed
 
     color = (args.color or seed.new_color()).removeprefix("#").lower()
     if not args.kubeconfig:

@@ -5,7 +5,7 @@ decision with the instant time alone would change it, which `Thresholds` folds i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Generic, NamedTuple, TypeVar
 
@@ -49,6 +49,12 @@ class RuleMatcher:
         if len(keys) == 1:
             return labels.get(keys[0])
         return tuple([labels.get(k) for k in keys])
+
+    def keep(self, namespaces: Collection[str]) -> None:
+        """Forget the answers for namespaces not in `namespaces`: under one policy, months of
+        namespaces created and deleted would otherwise each leave their answers behind."""
+        for key in [k for k in self._cache if k[0] not in namespaces]:
+            del self._cache[key]
 
     def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
         key = (namespace, self.signature(labels))

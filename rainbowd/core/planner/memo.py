@@ -208,6 +208,8 @@ class Planner:
         after: dict[str, _NamespaceMemo] = {}
         for key, namespace in snapshot.namespaces.items():
             after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
+        if after.keys() != before.keys():
+            self._rules.keep(after.keys())
         self._namespaces = after
         return whole_plan(policy, now, apps, warnings)
 

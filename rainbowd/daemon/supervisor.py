@@ -26,6 +26,7 @@ from rainbowd.daemon.cycles import (
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import PolicyState, PolicyWatcher
 from rainbowd.daemon.reconciling import CycleReport, Reconciler
+from rainbowd.daemon.sizes import StructureCollector
 from rainbowd.daemon.tasks import first_done
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
@@ -61,6 +62,7 @@ class Daemon:
         self.settings = settings
         self.tend_heap = tend_heap  # the process is the daemon's own (see daemon/heap.py)
         self.metrics = Metrics()
+        self.metrics.registry.register(StructureCollector(lambda: self))
         self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
         self.stopping = asyncio.Event()
         self.lease_lost = False

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean
+.PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean soak
 
 setup:
 	@bash scripts/setup
@@ -52,3 +52,8 @@ image: setup
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The compressed long life (docs: README "Soak"): 30 minutes of 0.2 s cycles, churn and faults
+# against the real control plane and Prometheus; figures printed, exit 1 on a wrongful action.
+soak: setup
+	$(PY) -m tests.soak --minutes $${SOAK_MINUTES:-30}

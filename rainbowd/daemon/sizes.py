@@ -32,7 +32,8 @@ def _ours(value: object) -> bool:
 def structure_sizes(root: object, *, depth: int = DEPTH) -> dict[str, int]:
     """Entries of every dict, list, set and deque reachable from `root` through the attributes
     of rainbowd's own objects (each object once), by attribute path. A container whose values
-    are containers also gets `path[*]`: the sum of their sizes (e.g. a color's samples)."""
+    are lists, sets or deques also gets `path[*]`: the sum of their sizes (e.g. every color's
+    samples); dicts as values are records, not collections."""
     out: dict[str, int] = {}
     seen: set[int] = set()
 
@@ -82,7 +83,7 @@ def _inner_total(container: Sized) -> int | None:
     values = container.values() if isinstance(container, dict) else container
     total, nested = 0, False
     for value in values:
-        if isinstance(value, _SIZED):
+        if isinstance(value, _SIZED) and not isinstance(value, dict):
             total += len(value)
             nested = True
     return total if nested else None

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean clean-cache
+.PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean clean-cache soak
 # pytest-xdist workers: one per core (at most 8), each with its own control plane, Prometheus and
 # ports; most of a test's time is waiting on cycles, rollouts and scrapes, not computing.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 8 ] && n=8; echo $$n)
@@ -62,3 +62,8 @@ clean:
 clean-cache:
 	@dir=$$(PYTHONPATH=sandbox python3 -m rainbowd_sandbox.buildcache root) && \
 	  echo "removing $$dir" && chmod -R u+w "$$dir" 2>/dev/null; rm -rf "$$dir"
+
+# The compressed long life (docs: README "Soak"): 30 minutes of 0.2 s cycles, churn and faults
+# against the real control plane and Prometheus; figures printed, exit 1 on a wrongful action.
+soak: setup
+	$(PY) -m tests.soak --minutes $${SOAK_MINUTES:-30}

@@ -15,7 +15,7 @@ question "which Service, if any, makes this color live".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -55,6 +55,12 @@ class RuleMatcher:
         if len(keys) == 1:
             return labels.get(keys[0])
         return tuple([labels.get(k) for k in keys])
+
+    def keep(self, namespaces: Collection[str]) -> None:
+        """Forget the answers for namespaces not in `namespaces`: under one policy, months of
+        namespaces created and deleted would otherwise each leave their answers behind."""
+        for namespace in [n for n in self._cache if n not in namespaces]:
+            del self._cache[namespace]
 
     def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
         """The rule deciding a Deployment of `namespace` with `labels`; None: no rule matches."""

@@ -27,6 +27,7 @@ from rainbowd.daemon.cycles import (
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import PolicyState, PolicyWatcher
 from rainbowd.daemon.reconciling import CycleReport, Documents, Reconciler, WarningReporter
+from rainbowd.daemon.sizes import StructureCollector
 from rainbowd.daemon.tasks import first_done
 from rainbowd.http import HttpServer
 from rainbowd.kube.caching import ClusterCache
@@ -78,6 +79,7 @@ class Daemon:
         self.tend_heap = tend_heap  # the process is the daemon's own (see daemon/heap.py)
         self.sides = sides = SideParts() if sides is None else sides
         self.metrics = sides.metrics
+        self.metrics.registry.register(StructureCollector(lambda: self))
         self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
         self.stopping = asyncio.Event()
         self.lease_lost = False

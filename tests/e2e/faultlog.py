@@ -299,11 +299,12 @@ class Witness:
         is wrongful (the policies of the fault suite have no forced rules)."""
         spans = self.holding.setdefault(name, [])
         async with held_connection(demo):
+            mine = len(spans)  # its own span: connections may close in any order
             spans.append((time.time(), None))
             try:
                 yield
             finally:
-                spans[-1] = (spans[-1][0], time.time())
+                spans[mine] = (spans[mine][0], time.time())
 
     def hands_off_from(self, name: str, why: str) -> int:
         """Declares `name` hands-off from now on, until `end_hands_off`; returns a handle."""

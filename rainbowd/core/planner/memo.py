@@ -208,13 +208,16 @@ class Planner:
             # Thresholds were computed looking forward: a clock stepping back voids them.
             self._namespaces = {}
         self._now = now
-        cycle = Cycle(policy, now, snapshot, rules=self.rules.matcher(policy))
+        matcher = self.rules.matcher(policy)
+        cycle = Cycle(policy, now, snapshot, rules=matcher)
         apps: list[AppPlan] = []
         warnings: list[str] = []
         before = self._namespaces
         after: dict[str, _NamespaceMemo] = {}
         for key, namespace in snapshot.namespaces.items():
             after[key] = _replan_namespace(cycle, namespace, before.get(key), apps, warnings)
+        if after.keys() != before.keys():
+            matcher.keep(after.keys())
         self._namespaces = after
         return whole_plan(policy, now, apps, warnings)
 

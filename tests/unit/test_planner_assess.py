@@ -164,7 +164,7 @@ def test_a_retired_color(
     cycle.start_app()
     thresholds = Thresholds()
     assessed = assess_app(cycle, thresholds, namespace, app, colors, [])
-    by_name = {c.color: c for c in colors}
+    by_name = {c.color: c for c in assessed.colors}
     assert by_name["live"].state is State.LIVE
     color = by_name["old"]
     assert color.state is state
@@ -185,8 +185,8 @@ def test_a_blocked_app_hands_no_color_to_the_rules() -> None:
     cycle.start_app()
     assessed = assess_app(cycle, Thresholds(), namespace, app, colors, [])
     assert assessed.blocked is not None and assessed.retired == []
-    assert colors[0].state is State.RETIRED
-    assert "not evaluated" in render_note(colors[0].note(), NOW)
+    assert assessed.colors[0].state is State.RETIRED
+    assert "not evaluated" in render_note(assessed.colors[0].note(), NOW)
 
 
 def test_a_threshold_ahead_sets_valid_until() -> None:
@@ -205,8 +205,8 @@ def test_a_threshold_ahead_sets_valid_until() -> None:
     [(app, colors)] = group(cycle, namespace)
     cycle.start_app()
     thresholds = Thresholds()
-    assess_app(cycle, thresholds, namespace, app, colors, [])
-    note = colors[-1].note()
+    assessed = assess_app(cycle, thresholds, namespace, app, colors, [])
+    note = assessed.colors[-1].note()
     assert render_note(note, NOW) == "draining: drained, but retired for 2h of minRetiredAge 3h"
     assert (
         render_note(note, NOW + M) == "draining: drained, but retired for 2h1m of minRetiredAge 3h"

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason
+from rainbowd.core.model import DISRUPTED_AT, ActionKind, Reason, State
 from rainbowd.core.notes import OverMaxColors
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import FOREVER, Cycle, Ruling, Thresholds
@@ -22,8 +22,9 @@ from rainbowd.core.planner.resolve import (
     force,
     hold_paused,
     keep,
+    settle,
 )
-from rainbowd.core.planner.rules import Due
+from rainbowd.core.planner.rules import NOTHING, Decision, Due
 from rainbowd.core.policy import Budget, Knobs, Policy
 from rainbowd.core.reporting import render_note, render_why
 from tests.unit.strategies import NOW, H, M, ago, conns, deployment, rule, snapshot, stamp
@@ -37,11 +38,10 @@ def _color(
     annotations: Mapping[str, str] | None = None,
 ) -> Color:
     d = deployment(name, created=ago(20 * H), replicas=replicas, annotations=annotations)
-    color = Color(d, rule(), None, name)
-    color.retired_at = ago(10 * H)
-    color.connections = conns(users)
-    color.disruptive = users is None or users > 0
-    return color
+    disruptive = users is None or users > 0
+    return Color(
+        d, rule(), None, name, State.RETIRED, None, conns(users), ago(10 * H), disruptive=disruptive
+    )
 
 
 def _cycle(*, paused: bool = False) -> Cycle:
@@ -70,29 +70,34 @@ def test_the_budget_spends_or_holds(
     colors = [old, _color("a"), _color("b")]
     knobs = Knobs(max_disruptions=Budget(count, timedelta(hours=1)))
     why = OverMaxColors(3, 1)
-    # The decisions, returned: the colors are left as they are.
+    # The decisions, returned (a Color is immutable: it is left as it is).
     disruptions = Disruptions(cycle, colors, knobs)
     rulings = [disruptions.grant(Due(color, Reason.MAX_COLORS, why)) for color in colors[1:]]
     got = ["forced" if isinstance(r.decision, Granted) else "held" for r in rulings]
     assert got == expected
-    assert all(c.cleanup is None and c.held is None and not c.decided for c in colors)
     # Within the window, the budget changes when the recorded disruption stops counting.
     counted = recorded and recorded[DISRUPTED_AT] == stamp(5 * M)
     assert {r.changes_at for r in rulings} <= {NOW - 5 * M + H if counted else None}
     # Applied.
     thresholds = Thresholds()
     disruptions = Disruptions(cycle, colors, knobs)
-    for color in colors[1:]:
-        force(thresholds, disruptions, Due(color, Reason.MAX_COLORS, why), ActionKind.SCALE)
-    assert ["forced" if c.cleanup is Reason.MAX_COLORS else "held" for c in colors[1:]] == expected
-    for color in colors[1:]:
-        note = render_note(color.note(), NOW)
-        if color.cleanup is None:
-            assert color.held is Reason.MAX_COLORS
+    decisions = [
+        force(
+            NOTHING,
+            settle(thresholds, disruptions, Due(c, Reason.MAX_COLORS, why)),
+            ActionKind.SCALE,
+        )
+        for c in colors[1:]
+    ]
+    assert ["forced" if d.cleanup is Reason.MAX_COLORS else "held" for d in decisions] == expected
+    for color, decision in zip(colors[1:], decisions, strict=True):
+        note = render_note(color.note(decision.decided), NOW)
+        if decision.cleanup is None:
+            assert decision.held is Reason.MAX_COLORS
             assert "held: 3 colors with replicas > maxColors 1, but maxDisruptions" in note
         elif not paused:
-            assert color.disrupted  # the record rides on the scale-down
-            assert "(still holds 30 connections > floor 0)" in render_why(color.said, NOW)
+            assert decision.disrupted  # the record rides on the scale-down
+            assert "(still holds 30 connections > floor 0)" in render_why(decision.said, NOW)
             assert "forced: 3 colors with replicas > maxColors 1 (still holds 30" in note
     assert thresholds.valid_until == (NOW - 5 * M + H if counted else FOREVER)
 
@@ -122,28 +127,37 @@ def test_records_are_kept_while_they_count(
 ) -> None:
     cycle = _cycle()
     color = _color("a", replicas=replicas, annotations={DISRUPTED_AT: recorded})
-    color.cleanup, color.kind = Reason.KEEP_SCALED_DOWN, ActionKind.DELETE
-    ruling = disruption_records(cycle, [color], Budget(1, timedelta(hours=1)))
+    decision = Decision(cleanup=Reason.KEEP_SCALED_DOWN, kind=ActionKind.DELETE)
+    budget = Budget(1, timedelta(hours=1))
+    ruling = disruption_records(cycle, [color], budget, {color.deployment.name: decision})
     for kept in ruling.decision:
-        keep(kept)
-    assert (color.kind, color.cleanup) == (kind, cleanup)
+        decision = keep(decision, kept)
+    assert (decision.kind, decision.cleanup) == (kind, cleanup)
     # Planned again when the record stops counting.
     assert ruling.changes_at == (None if kind is ActionKind.DELETE else NOW - 5 * M + H)
     if kind is None:
-        assert render_note(color.note(), NOW).endswith(
+        assert render_note(color.note(decision.decided), NOW).endswith(
             "kept until 2026-11-21T12:55:00Z: it records a disruption counted by maxDisruptions"
         )
 
 
 def test_paused_holds_every_cleanup() -> None:
-    scaled, deleted, kept = _color("a"), _color("b", replicas=0), _color("c")
-    scaled.cleanup, scaled.kind = Reason.DRAINED, ActionKind.SCALE
-    deleted.cleanup, deleted.kind = Reason.KEEP_SCALED_DOWN, ActionKind.DELETE
-    hold_paused([scaled, deleted, kept])
-    assert [(c.cleanup, c.kind, c.held) for c in (scaled, deleted, kept)] == [
+    scaled, deleted = _color("a"), _color("b", replicas=0)
+    held = hold_paused(
+        {
+            "a": Decision(cleanup=Reason.DRAINED, kind=ActionKind.SCALE),
+            "b": Decision(cleanup=Reason.KEEP_SCALED_DOWN, kind=ActionKind.DELETE),
+            "c": NOTHING,
+        }
+    )
+    assert [(d.cleanup, d.kind, d.held) for d in held.values()] == [
         (None, None, Reason.DRAINED),
         (None, None, Reason.KEEP_SCALED_DOWN),
         (None, None, None),
     ]
-    assert render_note(scaled.note(), NOW).startswith("paused: would scale to 0 (drained)")
-    assert render_note(deleted.note(), NOW).startswith("paused: would delete (keep-scaled-down)")
+    assert render_note(scaled.note(held["a"].decided), NOW).startswith(
+        "paused: would scale to 0 (drained)"
+    )
+    assert render_note(deleted.note(held["b"].decided), NOW).startswith(
+        "paused: would delete (keep-scaled-down)"
+    )

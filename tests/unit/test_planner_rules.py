@@ -23,6 +23,7 @@ from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
     DISRUPTED_AT,
+    NO_SERIES,
     ActionKind,
     Connections,
     PodConnections,
@@ -34,6 +35,8 @@ from rainbowd.core.planner import rules
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.resolve import delete
 from rainbowd.core.planner.rules import (
+    NOTHING,
+    Decision,
     Unavailable,
     consolidation,
     delete_recorded,
@@ -71,16 +74,30 @@ def _colors(specs: list[Spec]) -> list[Color]:
             replicas=spec.replicas,
             annotations=spec.annotations,
         )
-        color = Color(d, rule(), None, spec.name)
-        color.retired_at = ago(spec.retired)
-        color.protected = spec.protected
-        color.cleanup = spec.cleanup
-        color.kind = spec.kind
-        color.state = spec.state
-        if spec.connections is not None:
-            color.connections = Connections(value=spec.connections, series=spec.replicas)
-        colors.append(color)
+        connections = (
+            NO_SERIES
+            if spec.connections is None
+            else Connections(value=spec.connections, series=spec.replicas)
+        )
+        retired_at = ago(spec.retired)
+        color = Color(d, rule(), None, spec.name, spec.state, None, connections, retired_at)
+        colors.append(color._replace(protected=spec.protected))
     return colors
+
+
+def _decided(colors: list[Color], specs: list[Spec]) -> dict[str, Decision]:
+    """The decisions taken before the rule under test (by Deployment name)."""
+    return {
+        color.deployment.name: Decision(cleanup=spec.cleanup, kind=spec.kind)
+        for color, spec in zip(colors, specs, strict=True)
+        if spec.cleanup is not None or spec.kind is not None
+    }
+
+
+def _live() -> Color:
+    return Color(
+        deployment("live", created=NOW - H), rule(), "svc", "live", State.LIVE, None, NO_SERIES
+    )
 
 
 def _words(why: Why) -> str:
@@ -96,10 +113,12 @@ def _words(why: Why) -> str:
     ],
 )
 def test_drained(states: list[State], due: list[str]) -> None:
-    colors = _colors([Spec(name, 10 * H) for name in "abc"])
-    for color, state in zip(colors, states, strict=True):
-        color.state = state
-        color.found = Drained(0, 0, ago(10 * M))
+    colors = [
+        color._replace(state=state, found=Drained(0, 0, ago(10 * M)))
+        for color, state in zip(
+            _colors([Spec(name, 10 * H) for name in "abc"]), states, strict=True
+        )
+    ]
     ruling = drained(colors)
     assert [d.color.color for d in ruling.decision] == due
     assert all(d.reason is Reason.DRAINED for d in ruling.decision)
@@ -130,7 +149,8 @@ def test_max_retired_age(
     specs: list[Spec], max_age: timedelta | None, forced: list[tuple[str, str]]
 ) -> None:
     colors = _colors(specs)
-    due = max_retired_age(NOW, colors, Knobs(max_retired_age=max_age)).decision
+    knobs = Knobs(max_retired_age=max_age)
+    due = max_retired_age(NOW, colors, knobs, _decided(colors, specs)).decision
     assert [(d.color.color, d.reason, _words(d.why)) for d in due] == [
         (c, Reason.MAX_RETIRED_AGE, why) for c, why in forced
     ]
@@ -140,17 +160,15 @@ def test_max_retired_age_says_when_its_decisions_next_change() -> None:
     # Not overdue yet: at its maxRetiredAge. Overdue stays overdue (its words show how long,
     # rendered when read: they change nothing). The earliest of the colors'.
     knobs = Knobs(max_retired_age=72 * H)
-    assert max_retired_age(NOW, _colors([Spec("a", 70 * H)]), knobs).changes_at == ago(-2 * H)
-    assert max_retired_age(NOW, _colors([Spec("a", 100 * H)]), knobs).changes_at is None
+    assert max_retired_age(NOW, _colors([Spec("a", 70 * H)]), knobs, {}).changes_at == ago(-2 * H)
+    assert max_retired_age(NOW, _colors([Spec("a", 100 * H)]), knobs, {}).changes_at is None
     both = _colors([Spec("a", 100 * H), Spec("b", 71.5 * H), Spec("c", 71 * H)])
-    assert max_retired_age(NOW, both, knobs).changes_at == ago(-0.5 * H)
+    assert max_retired_age(NOW, both, knobs, {}).changes_at == ago(-0.5 * H)
     # Colors it never acts on change nothing.
     kept = _colors([Spec("a", 70 * H, protected=True), Spec("b", 70 * H, replicas=0)])
-    assert max_retired_age(NOW, kept, knobs).changes_at is None
-    assert (
-        max_retired_age(NOW, _colors([Spec("a", 70 * H)]), Knobs(max_retired_age=None)).changes_at
-        is None
-    )
+    assert max_retired_age(NOW, kept, knobs, {}).changes_at is None
+    no_age = Knobs(max_retired_age=None)
+    assert max_retired_age(NOW, _colors([Spec("a", 70 * H)]), no_age, {}).changes_at is None
 
 
 @pytest.mark.parametrize(
@@ -168,13 +186,13 @@ def test_max_retired_age_says_when_its_decisions_next_change() -> None:
 )
 def test_max_colors(specs: list[Spec], limit: int | None, forced: list[str]) -> None:
     retired = _colors(specs)
-    live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
+    decisions = _decided(retired, specs)
     asked = []
-    ruling = max_colors([live, *retired], retired, Knobs(max_colors=limit))
+    ruling = max_colors([_live(), *retired], retired, Knobs(max_colors=limit), decisions)
     assert ruling.changes_at is None  # it counts, compares no time
     for due in ruling.decision:
         asked.append(due)
-        due.color.cleanup = due.reason  # granted
+        decisions[due.color.deployment.name] = Decision(cleanup=due.reason)  # granted
     assert [d.color.color for d in asked] == forced
     assert all(d.reason is Reason.MAX_COLORS for d in asked)
     running = len(specs) + 1 - sum(s.replicas == 0 or s.cleanup is not None for s in specs)
@@ -185,8 +203,7 @@ def test_max_colors(specs: list[Spec], limit: int | None, forced: list[str]) -> 
 
 def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
     retired = _colors([Spec("a", 10 * H), Spec("b", 5 * H), Spec("c", 1 * H)])
-    live = Color(deployment("live", created=NOW - H), rule(), "svc", "live")
-    ruling = max_colors([live, *retired], retired, Knobs(max_colors=3))
+    ruling = max_colors([_live(), *retired], retired, Knobs(max_colors=3), {})
     asked = [d.color.color for d in ruling.decision]
     # Nothing granted: four colors keep their replicas, so each is asked for in turn.
     assert asked == ["a", "b", "c"]
@@ -213,7 +230,8 @@ def test_max_colors_asks_for_the_next_oldest_when_one_is_held() -> None:
 )
 def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> None:
     colors = _colors(specs)
-    ruling = keep_scaled_down(colors, keep)
+    taken = _decided(colors, specs)
+    ruling = keep_scaled_down(colors, keep, taken)
     assert ruling.changes_at is None
     decisions = ruling.decision
     assert {d.color.color for d in decisions} == deleted
@@ -222,11 +240,13 @@ def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> No
         assert _words(d.why) == f"scaled down, beyond the newest keepScaledDown {keep}"
     # Applied, a color already being scaled down is deleted directly and keeps its reason.
     for d in decisions:
-        delete(d)
-    assert {c.color for c in colors if c.kind is ActionKind.DELETE} == deleted
-    for color, spec in zip(colors, specs, strict=True):
-        if color.color in deleted:
-            assert color.cleanup is (spec.cleanup or Reason.KEEP_SCALED_DOWN)
+        name = d.color.deployment.name
+        taken[name] = delete(taken.get(name, NOTHING), d)
+    after = {c.color: taken.get(c.deployment.name, NOTHING) for c in colors}
+    assert {c for c, decision in after.items() if decision.kind is ActionKind.DELETE} == deleted
+    for spec in specs:
+        if spec.name in deleted:
+            assert after[spec.name].cleanup is (spec.cleanup or Reason.KEEP_SCALED_DOWN)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +263,7 @@ def test_keep_scaled_down(specs: list[Spec], keep: int, deleted: set[str]) -> No
 )
 def test_delete_recorded(specs: list[Spec], deleted: set[str]) -> None:
     colors = _colors(specs)
-    ruling = delete_recorded(colors, Budget(1, timedelta(minutes=10)))
+    ruling = delete_recorded(colors, Budget(1, timedelta(minutes=10)), _decided(colors, specs))
     assert ruling.changes_at is None  # the records' ends are resolve's (disruption_records)
     assert {d.color.color for d in ruling.decision} == deleted
     assert all(d.reason is Reason.DISRUPTION_RECORDED for d in ruling.decision)
@@ -325,7 +345,8 @@ def test_consolidation(
     changes_at: datetime | None,
 ) -> None:
     colors = _colors(specs)
-    ruling = consolidation(NOW, "2026-11-21T12:00:00Z", colors, CONSOLIDATE, pods)
+    decisions = _decided(colors, specs)
+    ruling = consolidation(NOW, "2026-11-21T12:00:00Z", colors, CONSOLIDATE, pods, decisions)
     found = {}
     for decision in ruling.decision:
         if isinstance(decision, Unavailable):
@@ -340,11 +361,14 @@ def test_consolidation(
     assert ruling.changes_at == changes_at
 
 
+_HELPERS = {"retired_order", "decision_of"}  # the rules' helpers, not rules
+
+
 def test_every_rule_returns_a_ruling_read_only_through_thresholds() -> None:
     # How a decision cannot lose its threshold: each rule returns a Ruling, and nothing in the
     # planner reads a Ruling's decision but Thresholds.take, which folds in its changes_at.
     for name, function in inspect.getmembers(rules, inspect.isfunction):
-        if function.__module__ == rules.__name__ and name[0] != "_" and name != "retired_order":
+        if function.__module__ == rules.__name__ and name[0] != "_" and name not in _HELPERS:
             returns = str(inspect.signature(function).return_annotation)
             assert returns.startswith("Ruling["), (name, returns)
     for path in sorted(Path(rules.__file__).parent.glob("*.py")):

@@ -19,19 +19,20 @@ from rainbowd.core.model import (
     Reason,
 )
 from rainbowd.core.planner.assess import Color
+from rainbowd.core.planner.rules import NOTHING, Decision, Decisions
 from rainbowd.core.reporting import render_why
 
 _by_created = operator.attrgetter("deployment.created_at")
 
 
 def color_plans(
-    namespace: str, app: str, colors: list[Color], now: datetime
+    namespace: str, app: str, colors: list[Color], decisions: Decisions, now: datetime
 ) -> tuple[ColorPlan, ...]:
-    """The colors' plans, newest first."""
-    colors.sort(key=_by_created, reverse=True)
+    """The colors' plans, newest first, with what `decisions` (by Deployment name) does."""
     plans: list[ColorPlan] = []
-    for color in colors:
+    for color in sorted(colors, key=_by_created, reverse=True):
         deployment = color.deployment
+        decision = decisions.get(deployment.name, NOTHING) if decisions else NOTHING
         rule = color.rule
         plans.append(
             ColorPlan(
@@ -47,40 +48,45 @@ def color_plans(
                 created_at=deployment.created_at,
                 retired_at=color.retired_at,
                 drained_since=color.drained_since,
-                note=color.note(),
+                note=color.note(decision.decided),
                 # Most colors, most cycles, have nothing to do.
                 actions=()
-                if color.kind is None and color.changes is None
-                else _actions(namespace, app, color, now),
-                held=color.held,
+                if decision.kind is None and color.changes is None
+                else _actions(namespace, app, color, decision, now),
+                held=decision.held,
             )
         )
     return tuple(plans)
 
 
-def _actions(namespace: str, app: str, color: Color, now: datetime) -> tuple[Action, ...]:
+def _actions(
+    namespace: str, app: str, color: Color, decision: Decision, now: datetime
+) -> tuple[Action, ...]:
     deployment = color.deployment
     name = deployment.name
-    if color.kind is ActionKind.DELETE:
-        why = render_why(color.said, now)
-        reason = color.cleanup or Reason.KEEP_SCALED_DOWN
+    kind = decision.kind
+    if kind is ActionKind.DELETE:
+        why = render_why(decision.said, now)
+        reason = decision.cleanup or Reason.KEEP_SCALED_DOWN
         return _action(
             namespace, app, color, ActionKind.DELETE, reason, f"delete {name}: {why}", {}
         )
-    if color.kind is ActionKind.CONSOLIDATE:
-        step = color.step
+    if kind is ActionKind.CONSOLIDATE:
+        step = decision.step
         assert step is not None
         message = (
             f"scale {name} from {deployment.replicas} to {step.replicas} pods: "
-            f"{render_why(color.said, now)}"
+            f"{render_why(decision.said, now)}"
         )
-        reason = color.cleanup or Reason.IDLE_PODS
-        record = _step_record(color)
+        reason = decision.cleanup or Reason.IDLE_PODS
+        record = _step_record(color, decision)
         return _action(namespace, app, color, ActionKind.CONSOLIDATE, reason, message, record, step)
-    if color.kind is ActionKind.SCALE:
-        message = f"scale {name} from {deployment.replicas} to 0: {render_why(color.said, now)}"
-        reason = color.cleanup or Reason.DRAINED
-        return _action(namespace, app, color, ActionKind.SCALE, reason, message, _scaled(color))
+    if kind is ActionKind.SCALE:
+        said = render_why(decision.said, now)
+        message = f"scale {name} from {deployment.replicas} to 0: {said}"
+        reason = decision.cleanup or Reason.DRAINED
+        scaled = _scaled(color, decision)
+        return _action(namespace, app, color, ActionKind.SCALE, reason, message, scaled)
     if color.changes is not None and color.reasons is not None:
         changes = _annotated(color, color.changes)
         message = _annotate_message(name, changes, color.reasons)
@@ -119,17 +125,17 @@ def _action(
     )
 
 
-def _step_record(color: Color) -> dict[str, str | None]:
+def _step_record(color: Color, decision: Decision) -> dict[str, str | None]:
     """A consolidation step's record (and any bookkeeping stamp): it rides on the step, written
     before its /scale."""
     record: dict[str, str | None] = dict(color.changes) if color.changes else {}
-    record.update(color.stamps)
-    if color.disrupted:
-        record[DISRUPTED_AT] = color.disrupted
+    record.update(decision.stamps)
+    if decision.disrupted:
+        record[DISRUPTED_AT] = decision.disrupted
     return record
 
 
-def _scaled(color: Color) -> dict[str, str | None]:
+def _scaled(color: Color, decision: Decision) -> dict[str, str | None]:
     """A scale-down's annotations. Bookkeeping rides on the scale-down: a separate annotate
     would bump the resourceVersion and fail the scale's precondition."""
     deployment = color.deployment
@@ -142,12 +148,12 @@ def _scaled(color: Color) -> dict[str, str | None]:
     # This write bumps the generation by one (annotations are part of a Deployment's
     # generation); the /scale that follows bumps it again.
     changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
-    if color.disrupted:
-        changes[DISRUPTED_AT] = color.disrupted
+    if decision.disrupted:
+        changes[DISRUPTED_AT] = decision.disrupted
     return changes
 
 
-def _annotated(color: Color, changes: dict[str, str | None]) -> dict[str, str | None]:
+def _annotated(color: Color, changes: Mapping[str, str | None]) -> Mapping[str, str | None]:
     deployment = color.deployment
     marker = deployment.annotations.get(SCALE_DOWN_GENERATION)
     if (
@@ -162,7 +168,7 @@ def _annotated(color: Color, changes: dict[str, str | None]) -> dict[str, str | 
 
 
 def _annotate_message(
-    name: str, changes: Mapping[str, str | None], reasons: list[tuple[Reason, str]]
+    name: str, changes: Mapping[str, str | None], reasons: tuple[tuple[Reason, str], ...]
 ) -> str:
     parts = []
     for key, value in changes.items():

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from rainbowd.core.instants import Beyond, later
 from rainbowd.core.memos import ServiceIndex
@@ -29,12 +30,10 @@ from rainbowd.core.model import (
     RETIREMENT,
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
-    ActionKind,
     BlockReason,
     Connections,
     Deployment,
     Namespace,
-    PodStep,
     Reason,
     State,
 )
@@ -52,7 +51,6 @@ from rainbowd.core.notes import (
     NotEvaluated,
     Outcome,
     Plain,
-    Said,
     ScaledBackUp,
     ScaleUpGrace,
     UnknownConnections,
@@ -77,57 +75,64 @@ _TRUE_WORDS = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 
 
-class Color:
-    """One color while its app is being planned; becomes a ColorPlan (actions.py).
+class Member(NamedTuple):
+    """A color as grouping found it: its Deployment, the rule it follows (None: unmanaged), the
+    name of a Service selecting it (None: not live) and its color label."""
 
-    assess sets what the color is: state, found (what its state was found on), connections,
-    retired_at, drained_since, protected (and guards), the stamps (`change`). resolve applies the
-    rules' decisions, setting what is done about it: cleanup (the Reason), kind, said (the
-    action's why), decided (what the note adds), held, and disrupted (the disrupted-at record a
-    forced scale-down writes). Words are the reporting module's, from these.
+    deployment: Deployment
+    rule: Rule | None
+    live: str | None
+    color: str
 
-    No __slots__: class-level defaults let the constructor set only three fields, and building
-    10,000 of these per cycle is a visible share of the planner's time budget.
+
+class Color(NamedTuple):
+    """One color assessed: what it is (state, what its state was found on, connections, its
+    times, the guards that keep it) and the annotation stamps it needs (`changes`, each with its
+    `reasons`). Built once, never written: what is done about it is the rules' `Decision`
+    (rules.py), which resolve.py combines. A NamedTuple: immutable, and cheap enough to build
+    10,000 of per cycle inside the planner's time budget.
     """
 
-    state = State.RETIRED
-    found: Found | None = None  # None: a scaled-down protected color, its guards say it all
-    connections: Connections = Connections.unknown("no series for this color")
+    deployment: Deployment
+    rule: Rule | None
+    live: str | None  # the name of a Service selecting it, or None
+    color: str
+    state: State
+    found: Found | None  # None: a scaled-down protected color, its guards say it all
+    connections: Connections
     retired_at: datetime | None = None
     drained_since: datetime | None = None
-    protected = False
+    protected: bool = False
     guards: tuple[Guard, ...] = ()  # why it is protected
-    changes: dict[str, str | None] | None = None
-    reasons: list[tuple[Reason, str]] | None = None
-    cleanup: Reason | None = None
-    kind: ActionKind | None = None
-    said: tuple[Said, ...] = ()  # why the cleanup: the rule's, then what resolve added
-    decided: tuple[Outcome, ...] = ()
-    disruptive = False
-    held: Reason | None = None
-    disrupted = ""  # a forced scale-down of users spends the budget: the disrupted-at stamp
-    step: PodStep | None = None  # a consolidation step (kind CONSOLIDATE) and its record
-    stamps: tuple[tuple[str, str], ...] = ()
+    disruptive: bool = False  # a forced scale-down of it would disconnect users (or may)
+    changes: Mapping[str, str | None] | None = None
+    reasons: tuple[tuple[Reason, str], ...] | None = None
 
-    def __init__(
-        self, deployment: Deployment, rule: Rule | None, live: str | None, color: str
-    ) -> None:
-        self.deployment = deployment
-        self.rule = rule
-        self.live = live  # the name of a Service selecting it, or None
-        self.color = color
+    def note(self, decided: tuple[Outcome, ...] = ()) -> Note:
+        """What was found about it, and `decided` (its Decision's), as its ColorPlan says it."""
+        return Note(self.found, self.guards, decided)
 
-    def note(self) -> Note:
-        """What was found and decided about it, as its ColorPlan says it."""
-        return Note(self.found, self.guards, self.decided)
+
+class Stamps:
+    """The annotation changes a color's assessment asks for, gathered while it is assessed."""
+
+    __slots__ = ("changes", "reasons")
+
+    def __init__(self) -> None:
+        self.changes: dict[str, str | None] = {}
+        self.reasons: list[tuple[Reason, str]] = []
 
     def change(self, key: str, value: str | None, reason: Reason, why: str) -> None:
-        if self.changes is None:
-            self.changes = {}
-            self.reasons = []
         self.changes[key] = value
-        assert self.reasons is not None
         self.reasons.append((reason, why))
+
+    def fields(
+        self,
+    ) -> tuple[Mapping[str, str | None] | None, tuple[tuple[Reason, str], ...] | None]:
+        """The Color's `changes` and `reasons`: None when nothing changes."""
+        if not self.changes:
+            return None, None
+        return self.changes, tuple(self.reasons)
 
 
 def effective_connections(connections: Connections, ready: int) -> Connections:
@@ -145,14 +150,14 @@ def effective_connections(connections: Connections, ready: int) -> Connections:
     return connections
 
 
-def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
+def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Member]]]:
     """The namespace's managed apps, each with its colors, rule and live Service resolved."""
     app_label = cycle.app_label
     color_label = cycle.color_label
     services = ServiceIndex(namespace.services, app_label, color_label)
     rule_for = cycle.rules.rule_for
     ns = namespace.name
-    groups: dict[str, list[Color]] = {}
+    groups: dict[str, list[Member]] = {}
     managed: set[str] = set()
     for deployment in namespace.deployments:
         labels = deployment.template_labels
@@ -165,23 +170,25 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Color]]]:
         rule = rule_for(ns, deployment.labels)
         if rule is not None:
             managed.add(app)
-        color = Color(deployment, rule, services.live(app, color_name, labels), color_name)
+        member = Member(deployment, rule, services.live(app, color_name, labels), color_name)
         group = groups.get(app)
         if group is None:
-            groups[app] = [color]
+            groups[app] = [member]
         else:
-            group.append(color)
-    return [(app, colors) for app, colors in groups.items() if app in managed]
+            group.append(member)
+    return [(app, members) for app, members in groups.items() if app in managed]
 
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
     """An app's colors assessed: the rule whose knobs it follows, why nothing is done for it (a
-    blocked app), and its retired colors the cleanup rules may act on (none when blocked)."""
+    blocked app), every color, and its retired colors the cleanup rules may act on (none when
+    blocked)."""
 
     rule: Rule
     blocked: BlockReason | None
     message: str
+    colors: list[Color]
     retired: list[Color]
 
 
@@ -190,69 +197,67 @@ def assess_app(
     thresholds: Thresholds,
     namespace: Namespace,
     app: str,
-    colors: list[Color],
+    members: list[Member],
     warnings: list[str],
 ) -> Assessment:
-    """Each color's state, what it was found on, and its stamps; `colors` are updated in
-    place. By concern: the app's rule and whether it is blocked, then each color as live,
-    pending or retired."""
-    owner, newest_live, blocked, message = _app_rule(colors)
+    """Each color's state, what it was found on, and its stamps. By concern: the app's rule and
+    whether it is blocked, then each color as live, pending or retired."""
+    owner, newest_live, blocked, message = _app_rule(members)
     knobs = owner.knobs
     connections = namespace.connections
     evaluate = blocked is None
+    colors: list[Color] = []
     retired: list[Color] = []
-    for color in colors:
-        deployment = color.deployment
-        raw = connections.get((app, color.color))
-        color.connections = (
-            NO_SERIES if raw is None else effective_connections(raw, deployment.ready_replicas)
+    for member in members:
+        raw = connections.get((app, member.color))
+        seen = (
+            NO_SERIES
+            if raw is None
+            else effective_connections(raw, member.deployment.ready_replicas)
         )
-        if color.live is not None:
-            _assess_live(cycle, color, knobs, evaluate=evaluate)
+        if member.live is not None:
+            colors.append(_assess_live(cycle, member, seen, knobs, evaluate=evaluate))
             continue
         abandoned = _pending_or_abandoned(
-            cycle, thresholds, color, knobs, newest_live, warnings, evaluate=evaluate
+            cycle, thresholds, member, knobs, newest_live, warnings, evaluate=evaluate
         )
         if abandoned is None:
-            color.state = State.PENDING
-            color.found = Plain.PENDING
+            colors.append(Color(*member, State.PENDING, Plain.PENDING, seen))
             continue
-        if _assess_retired(
-            cycle,
-            thresholds,
-            color,
-            knobs,
-            message,
-            warnings,
-            abandoned=abandoned,
-            evaluate=evaluate,
-        ):
+        if member.rule is None:
+            colors.append(_assess_unmanaged(member, seen))
+            continue
+        color = _assess_retired(
+            cycle, thresholds, member, seen, knobs, warnings, abandoned=abandoned, message=message
+        )
+        colors.append(color)
+        if evaluate:
             retired.append(color)
-    return Assessment(owner, blocked, message, retired)
+    return Assessment(owner, blocked, message, colors, retired)
 
 
-def _app_rule(colors: list[Color]) -> tuple[Rule, datetime | None, BlockReason | None, str]:
+def _app_rule(members: list[Member]) -> tuple[Rule, datetime | None, BlockReason | None, str]:
     """The app's rule (the newest live color's, else the newest managed color's), its newest
     live color's creation, and why nothing is done for it (blocked), with its message."""
     newest_live: datetime | None = None
     blocked: BlockReason | None = None
     blocked_by = ""
-    live_rule: Color | None = None
-    any_rule: Color | None = None
-    for color in colors:
-        deployment = color.deployment
+    live_rule: Member | None = None
+    any_rule: Member | None = None
+    for member in members:
+        deployment = member.deployment
         created = deployment.created_at
-        if color.rule is not None and (
+        if member.rule is not None and (
             any_rule is None or created > any_rule.deployment.created_at
         ):
-            any_rule = color
-        if color.live is not None:
+            any_rule = member
+        if member.live is not None:
             if newest_live is None or created > newest_live:
                 newest_live = created
-            if color.rule is not None and (
+            if member.rule is not None and (
                 live_rule is None or created > live_rule.deployment.created_at
             ):
-                live_rule = color
+                live_rule = member
             if blocked is None and not deployment.available:
                 blocked = BlockReason.LIVE_NOT_AVAILABLE
                 blocked_by = deployment.name
@@ -268,28 +273,37 @@ def _app_rule(colors: list[Color]) -> tuple[Rule, datetime | None, BlockReason |
     return owner.rule, newest_live, blocked, message
 
 
-def _assess_live(cycle: Cycle, color: Color, knobs: Knobs, *, evaluate: bool) -> None:
+def _assess_live(
+    cycle: Cycle, member: Member, seen: Connections, knobs: Knobs, *, evaluate: bool
+) -> Color:
     """A live color: stamped live, what is left of a retirement cleared."""
-    annotations = color.deployment.annotations
-    color.state = State.LIVE
-    color.found = Live(color.live or "")
-    if color.rule is None:
-        return
+    deployment = member.deployment
+    annotations = deployment.annotations
+    found = Live(member.live or "")
+    if member.rule is None:
+        return Color(*member, State.LIVE, found, seen)
+    stamps = None
     if evaluate:
         # Stamped live and nothing of a retirement left: the steady case, nothing to do.
         if LIVE_AT not in annotations or any(k in annotations for k in RETIREMENT):
-            _plan_live(cycle, color, annotations)
-    elif color.deployment.replicas > 0 and DRAINED_SINCE in annotations:
+            stamps = Stamps()
+            _plan_live(cycle, stamps, annotations)
+    elif deployment.replicas > 0 and DRAINED_SINCE in annotations:
         # Rolled back to while the app is blocked: its retirement is cleared only once the app
         # is evaluated again, and a drain it carries must not survive a sample that breaks
         # it, or a switch back would find it drained all along.
-        _reset_drain(color, knobs)
+        stamps = Stamps()
+        _reset_drain(stamps, seen, knobs)
+    if stamps is None:
+        return Color(*member, State.LIVE, found, seen)
+    changes, reasons = stamps.fields()
+    return Color(*member, State.LIVE, found, seen, changes=changes, reasons=reasons)
 
 
 def _pending_or_abandoned(
     cycle: Cycle,
     thresholds: Thresholds,
-    color: Color,
+    member: Member,
     knobs: Knobs,
     newest_live: datetime | None,
     warnings: list[str],
@@ -298,7 +312,7 @@ def _pending_or_abandoned(
 ) -> bool | None:
     """None: a pending color (a rollout in progress). Else whether the retired color is one
     abandoned while pending (pending for longer than abandonedAfter)."""
-    deployment = color.deployment
+    deployment = member.deployment
     annotations = deployment.annotations
     if (
         LIVE_AT in annotations
@@ -312,7 +326,7 @@ def _pending_or_abandoned(
     abandoned_after = knobs.abandoned_after
     if (
         not evaluate
-        or color.rule is None
+        or member.rule is None
         or abandoned_after is None
         or not thresholds.take(_abandoned(cycle.now, deployment, abandoned_after))
     ):
@@ -320,67 +334,110 @@ def _pending_or_abandoned(
     return True
 
 
+def _assess_unmanaged(member: Member, seen: Connections) -> Color:
+    """A retired color no rule manages: shown, never acted on."""
+    stamp = member.deployment.annotations.get(RETIRED_AT)
+    retired_at = None if stamp is None else parse_stamp(stamp)
+    return Color(*member, State.RETIRED, Plain.UNMANAGED, seen, retired_at)
+
+
 def _assess_retired(
     cycle: Cycle,
     thresholds: Thresholds,
-    color: Color,
+    member: Member,
+    seen: Connections,
     knobs: Knobs,
-    message: str,
     warnings: list[str],
     *,
     abandoned: bool,
-    evaluate: bool,
-) -> bool:
-    """A retired color: its retirement, guards and drain. Whether the cleanup rules may act on
-    it (a managed color, of an app not blocked)."""
-    deployment = color.deployment
+    message: str,
+) -> Color:
+    """A managed retired color: its retirement, guards and drain; `message` set when its app
+    is blocked (not evaluated: its stamps wait, every sample still counts against a drain)."""
+    deployment = member.deployment
+    evaluate = not message
+    stamps = Stamps()
+    retired_at, guards, annotations = _retirement(
+        cycle,
+        thresholds,
+        deployment,
+        stamps,
+        knobs,
+        warnings,
+        abandoned=abandoned,
+        stamp_it=evaluate,
+    )
+    protected = bool(guards)
+    found: Found | None = NotEvaluated(message)
+    drained_since = None
+    disruptive = False
+    if not evaluate:
+        if deployment.replicas > 0 and DRAINED_SINCE in annotations:
+            # Blocked or not, every sample counts: a drain is continuous or it is not one.
+            _reset_drain(stamps, seen, knobs)
+        state = State.PROTECTED if protected else State.RETIRED
+        guards = ()  # the app is blocked: that says it all
+    elif deployment.replicas == 0:
+        state, found = _assess_scaled_down(stamps, annotations, protected=protected)
+    else:
+        state, found, drained_since = thresholds.take(
+            _evaluate_retired(
+                cycle, deployment, stamps, seen, retired_at, knobs, annotations, warnings
+            )
+        )
+        disruptive = seen.value is None or seen.value > knobs.connection_floor
+        state = State.PROTECTED if protected else state
+    changes, reasons = stamps.fields()
+    return Color(
+        *member, state, found, seen, retired_at, drained_since, protected, guards, disruptive,
+        changes, reasons,
+    )  # fmt: skip
+
+
+def _retirement(
+    cycle: Cycle,
+    thresholds: Thresholds,
+    deployment: Deployment,
+    stamps: Stamps,
+    knobs: Knobs,
+    warnings: list[str],
+    *,
+    abandoned: bool,
+    stamp_it: bool,
+) -> tuple[datetime, tuple[Guard, ...], Mapping[str, str]]:
+    """A managed retired color's retirement (when it retired) and guards, and its annotations
+    as they will read once this cycle's changes are written."""
     annotations = deployment.annotations
     stamp = annotations.get(RETIRED_AT)
     retired_at = None if stamp is None else parse_stamp(stamp)
-    if color.rule is None:
-        color.found = Plain.UNMANAGED
-        color.retired_at = retired_at
-        return False
     if retired_at is None:
         retired_at = thresholds.take(
-            _retired_now(cycle, color, stamp, abandoned, warnings, stamp_it=evaluate)
+            _retired_now(cycle, deployment, stamps, stamp, abandoned, warnings, stamp_it=stamp_it)
         )
-    color.retired_at = retired_at
+    guards: tuple[Guard, ...] = ()
     if _GUARDS.intersection(annotations):
-        color.guards = thresholds.take(
-            _guard(cycle, color, annotations, knobs, warnings, stamp_it=evaluate)
+        guards = thresholds.take(
+            _guard(cycle, deployment, stamps, annotations, knobs, warnings, stamp_it=stamp_it)
         )
-        color.protected = bool(color.guards)
-    if evaluate:
-        _check_disrupted(cycle, color, warnings)
+    if stamp_it:
+        _check_disrupted(cycle, deployment, stamps, warnings)
     if (
         deployment.replicas > 0
         and ORIGINAL_REPLICAS in annotations
         and annotations.get(SCALE_DOWN_GENERATION) != str(deployment.generation)
     ):
-        annotations = thresholds.take(_scaled_back_up(cycle, color, annotations, knobs))
-    if not evaluate:
-        color.state = State.PROTECTED if color.protected else State.RETIRED
-        color.found = NotEvaluated(message)
-        color.guards = ()  # the app is blocked: that says it all
-        if deployment.replicas > 0 and DRAINED_SINCE in annotations:
-            # Blocked or not, every sample counts: a drain is continuous or it is not one.
-            _reset_drain(color, knobs)
-        return False
-    if deployment.replicas == 0:
-        _assess_scaled_down(color, annotations)
-    else:
-        state, color.found = thresholds.take(
-            _evaluate_retired(cycle, color, knobs, annotations, warnings)
+        annotations, back = thresholds.take(
+            _scaled_back_up(cycle, deployment, stamps, annotations, knobs)
         )
-        color.state = State.PROTECTED if color.protected else state
-    return True
+        guards = guards if back is None else (*guards, back)
+    return retired_at, guards, annotations
 
 
-def _check_disrupted(cycle: Cycle, color: Color, warnings: list[str]) -> None:
+def _check_disrupted(
+    cycle: Cycle, deployment: Deployment, stamps: Stamps, warnings: list[str]
+) -> None:
     """A malformed disrupted-at record is counted as a disruption now (the budget's
     conservative side), and re-stamped so its window starts once, not again every cycle."""
-    deployment = color.deployment
     disrupted = deployment.annotations.get(DISRUPTED_AT)
     if disrupted is None or all(
         parse_stamp(t) is not None for t in disrupted.split() or [disrupted]
@@ -390,7 +447,7 @@ def _check_disrupted(cycle: Cycle, color: Color, warnings: list[str]) -> None:
         f"{deployment.namespace}/{deployment.name}: {DISRUPTED_AT} {disrupted!r} is not "
         "an RFC 3339 time; counted as a disruption now and re-stamped"
     )
-    color.change(
+    stamps.change(
         DISRUPTED_AT,
         cycle.stamp,
         Reason.MALFORMED_ANNOTATION,
@@ -398,17 +455,17 @@ def _check_disrupted(cycle: Cycle, color: Color, warnings: list[str]) -> None:
     )
 
 
-def _assess_scaled_down(color: Color, annotations: Mapping[str, str]) -> None:
+def _assess_scaled_down(
+    stamps: Stamps, annotations: Mapping[str, str], *, protected: bool
+) -> tuple[State, Found | None]:
     """A retired color at 0 replicas: nothing to evaluate."""
-    if color.protected:
-        color.state = State.PROTECTED
-    else:
-        color.state = State.SCALED_DOWN
-        color.found = Plain.SCALED_DOWN
     if DRAINED_SINCE in annotations and ORIGINAL_REPLICAS not in annotations:
         # Scaled down by hand (rainbowd's own scale-downs are recognised by original-replicas
         # when scaled back up): a later scale-up starts a new drain.
-        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
+        stamps.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_SCALED)
+    if protected:
+        return State.PROTECTED, None
+    return State.SCALED_DOWN, Plain.SCALED_DOWN
 
 
 def _abandoned(now: datetime, deployment: Deployment, abandoned_after: timedelta) -> Ruling[bool]:
@@ -438,15 +495,15 @@ def _retired_by_stamp(
     return Ruling(True, None)
 
 
-def _plan_live(cycle: Cycle, color: Color, annotations: Mapping[str, str]) -> None:
+def _plan_live(cycle: Cycle, stamps: Stamps, annotations: Mapping[str, str]) -> None:
     again = any(key in annotations for key in RETIREMENT)
     if LIVE_AT not in annotations:
         reason = Reason.LIVE_AGAIN if again else Reason.OBSERVED_LIVE
-        color.change(LIVE_AT, cycle.stamp, reason, REASONS[reason].words)
+        stamps.change(LIVE_AT, cycle.stamp, reason, REASONS[reason].words)
     if again:
         for key in RETIREMENT:
             if key in annotations:
-                color.change(key, None, Reason.LIVE_AGAIN, REASONS[Reason.LIVE_AGAIN].words)
+                stamps.change(key, None, Reason.LIVE_AGAIN, REASONS[Reason.LIVE_AGAIN].words)
 
 
 _GUARDS = frozenset({PROTECT, HOLD_UNTIL, SCALED_UP_AT})
@@ -454,7 +511,8 @@ _GUARDS = frozenset({PROTECT, HOLD_UNTIL, SCALED_UP_AT})
 
 def _guard(
     cycle: Cycle,
-    color: Color,
+    deployment: Deployment,
+    stamps: Stamps,
     annotations: Mapping[str, str],
     knobs: Knobs,
     warnings: list[str],
@@ -463,8 +521,7 @@ def _guard(
 ) -> Ruling[tuple[Guard, ...]]:
     """Protection by annotation: protect, a hold, the grace after a scale-up. Any doubt about a
     value protects: a typo must never get a color scaled down that someone meant to keep."""
-    where = f"{color.deployment.namespace}/{color.deployment.name}"
-    now = cycle.now
+    where = f"{deployment.namespace}/{deployment.name}"
     guards: list[Guard] = []
     changes_at: datetime | None = None
     protect = annotations.get(PROTECT)
@@ -486,7 +543,7 @@ def _guard(
             warnings.append(
                 f"{where}: {HOLD_UNTIL} {hold!r} is not an RFC 3339 time; held until it is fixed"
             )
-        elif now < until:
+        elif cycle.now < until:
             changes_at = earliest(changes_at, until)
             guards.append(HeldUntil(until, reason))
     scaled_up = annotations.get(SCALED_UP_AT)
@@ -499,7 +556,7 @@ def _guard(
             )
             at = cycle.stamp_at
             if stamp_it:
-                color.change(
+                stamps.change(
                     SCALED_UP_AT,
                     cycle.stamp,
                     Reason.MALFORMED_ANNOTATION,
@@ -508,51 +565,56 @@ def _guard(
             else:
                 changes_at = earliest(changes_at, cycle.restamped_at)  # "now" is shown
         grace_ends = later(at, knobs.scale_up_grace, beyond=Beyond.NEVER)
-        if now < grace_ends:
+        if cycle.now < grace_ends:
             changes_at = earliest(changes_at, grace_ends)
             guards.append(ScaleUpGrace(at, knobs.scale_up_grace))
     return Ruling(tuple(guards), changes_at)
 
 
 def _scaled_back_up(
-    cycle: Cycle, color: Color, annotations: Mapping[str, str], knobs: Knobs
-) -> Ruling[Mapping[str, str]]:
+    cycle: Cycle,
+    deployment: Deployment,
+    stamps: Stamps,
+    annotations: Mapping[str, str],
+    knobs: Knobs,
+) -> Ruling[tuple[Mapping[str, str], ScaledBackUp | None]]:
     """A color rainbowd scaled to 0 (it wrote original-replicas) has replicas again: someone is
     rolling back to it. Whatever was observed at 0 replicas says nothing about the users the
     new pods will hold, so the drain starts over, and no rule acts during the grace period.
-    The annotations as they will read once this cycle's changes are written."""
+    The annotations as they will read once this cycle's changes are written, and the guard
+    (None without a grace period)."""
     why = REASONS[Reason.SCALED_UP].words
     cleared = (DRAINED_SINCE, ORIGINAL_REPLICAS, SCALE_DOWN_GENERATION)
     for key in cleared:
         if key in annotations:
-            color.change(key, None, Reason.SCALED_UP, why)
+            stamps.change(key, None, Reason.SCALED_UP, why)
     after = {k: v for k, v in annotations.items() if k not in cleared}
     # A scaled-up-at already later than now (written by hand, or by a clock ahead of ours)
     # already guards the color, and longer: moving it back to now would shorten that guard,
     # and the next plan, reading now, would undo this one's protection.
     written = parse_stamp(annotations.get(SCALED_UP_AT, ""))
     if written is None or written <= cycle.stamp_at:
-        color.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
+        stamps.change(SCALED_UP_AT, cycle.stamp, Reason.SCALED_UP, why)
         after[SCALED_UP_AT] = cycle.stamp
     if knobs.scale_up_grace <= timedelta(0):
-        return Ruling(after, None)
-    color.protected = True
-    color.guards = (*color.guards, ScaledBackUp(color.deployment.replicas, knobs.scale_up_grace))
-    return Ruling(after, later(cycle.stamp_at, knobs.scale_up_grace, beyond=Beyond.NEVER))
+        return Ruling((after, None), None)
+    guard = ScaledBackUp(deployment.replicas, knobs.scale_up_grace)
+    return Ruling((after, guard), later(cycle.stamp_at, knobs.scale_up_grace, beyond=Beyond.NEVER))
 
 
-def _reset_drain(color: Color, knobs: Knobs) -> None:
+def _reset_drain(stamps: Stamps, seen: Connections, knobs: Knobs) -> None:
     """Clears drained-since on a sample above the floor or unknown (the app may be blocked)."""
-    value = color.connections.value
+    value = seen.value
     if value is None:
-        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+        stamps.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
     elif value > knobs.connection_floor:
-        color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
+        stamps.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
 
 
 def _retired_now(
     cycle: Cycle,
-    color: Color,
+    deployment: Deployment,
+    stamps: Stamps,
     stamp: str | None,
     abandoned: bool,
     warnings: list[str],
@@ -564,17 +626,16 @@ def _retired_now(
     if stamp is None:
         if stamp_it:
             reason = Reason.ABANDONED if abandoned else Reason.OBSERVED_RETIRED
-            color.change(RETIRED_AT, cycle.stamp, reason, REASONS[reason].words)
+            stamps.change(RETIRED_AT, cycle.stamp, reason, REASONS[reason].words)
             return Ruling(cycle.stamp_at, None)  # stamped: read back next cycle
         return Ruling(cycle.stamp_at, cycle.restamped_at)
     # Never "long ago": a typo must not get a color holding connections scaled down early.
-    deployment = color.deployment
     warnings.append(
         f"{deployment.namespace}/{deployment.name}: {RETIRED_AT} {stamp!r} is not an RFC 3339 "
         f"time; treated as now{' and re-stamped' if stamp_it else ''}"
     )
     if stamp_it:
-        color.change(
+        stamps.change(
             RETIRED_AT,
             cycle.stamp,
             Reason.MALFORMED_ANNOTATION,
@@ -585,28 +646,28 @@ def _retired_now(
 
 def _evaluate_retired(
     cycle: Cycle,
-    color: Color,
+    deployment: Deployment,
+    stamps: Stamps,
+    seen: Connections,
+    retired_at: datetime,
     knobs: Knobs,
     annotations: Mapping[str, str],
     warnings: list[str],
-) -> Ruling[tuple[State, Found]]:
-    """State (protection aside) and drain bookkeeping of a retired color with replicas, of an
-    app not blocked; it changes when drainHold or minRetiredAge is reached."""
-    deployment = color.deployment
-    connections = color.connections
-    value = connections.value
+) -> Ruling[tuple[State, Found, datetime | None]]:
+    """State (protection aside), what it was found on and since when it is drained, and the
+    drain bookkeeping, of a retired color with replicas, of an app not blocked; it changes
+    when drainHold or minRetiredAge is reached."""
+    value = seen.value
     floor = knobs.connection_floor
     drained_stamp = annotations.get(DRAINED_SINCE)
     if value is None:
-        color.disruptive = True
         if drained_stamp is not None:
-            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
-        return Ruling((State.UNKNOWN_CONNECTIONS, UnknownConnections(connections.cause)), None)
+            stamps.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_UNKNOWN)
+        return Ruling((State.UNKNOWN_CONNECTIONS, UnknownConnections(seen.cause), None), None)
     if value > floor:
-        color.disruptive = True
         if drained_stamp is not None:
-            color.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
-        return Ruling((State.DRAINING, AboveFloor(value, floor)), None)
+            stamps.change(DRAINED_SINCE, None, Reason.DRAIN_RESET, _DRAIN_RESET_ABOVE)
+        return Ruling((State.DRAINING, AboveFloor(value, floor), None), None)
     drained_since = None if drained_stamp is None else parse_stamp(drained_stamp)
     if drained_since is None:
         if drained_stamp is not None:
@@ -615,24 +676,19 @@ def _evaluate_retired(
                 f"{drained_stamp!r} is not an RFC 3339 time; the drain starts now"
             )
         drained_since = cycle.stamp_at
-        color.change(
+        stamps.change(
             DRAINED_SINCE,
             cycle.stamp,
             Reason.DRAIN_STARTED,
             REASONS[Reason.DRAIN_STARTED].words,
         )
-    color.drained_since = drained_since
-    retired_at = color.retired_at
-    assert retired_at is not None
     now = cycle.now
     held_until = later(drained_since, knobs.drain_hold, beyond=Beyond.NEVER)
     if now < held_until:
-        return Ruling(
-            (State.DRAINING, DrainHold(value, floor, drained_since, knobs.drain_hold)), held_until
-        )
+        hold = DrainHold(value, floor, drained_since, knobs.drain_hold)
+        return Ruling((State.DRAINING, hold, drained_since), held_until)
     old_enough = later(retired_at, knobs.min_retired_age, beyond=Beyond.NEVER)
     if now < old_enough:
-        return Ruling(
-            (State.DRAINING, MinRetiredAge(retired_at, knobs.min_retired_age)), old_enough
-        )
-    return Ruling((State.DRAINED, Drained(value, floor, drained_since)), None)
+        young = MinRetiredAge(retired_at, knobs.min_retired_age)
+        return Ruling((State.DRAINING, young, drained_since), old_enough)
+    return Ruling((State.DRAINED, Drained(value, floor, drained_since), drained_since), None)

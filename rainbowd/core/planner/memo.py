@@ -22,12 +22,10 @@ from rainbowd.core.model import (
     Snapshot,
     State,
 )
-from rainbowd.core.planner.assess import Color, effective_connections, group
+from rainbowd.core.planner.assess import Member, effective_connections, group
 from rainbowd.core.planner.cycle import Cycle, aware
 from rainbowd.core.planner.planning import plan_app, whole_plan
-from rainbowd.core.policy import Policy, Rule
-
-_Member = tuple[Deployment, Rule | None, str | None, str]  # deployment, rule, live Service, color
+from rainbowd.core.policy import Policy
 
 
 class _AppMemo:
@@ -49,7 +47,7 @@ class _AppMemo:
     def __init__(
         self,
         app: str,
-        members: tuple[_Member, ...],
+        members: tuple[Member, ...],
         keys: tuple[tuple[str, str], ...],
         raw: tuple[Connections | None, ...],
         plan: AppPlan,
@@ -244,22 +242,27 @@ def _replan_namespace(
         for memo_entry in memo.apps:
             entry = memo_entry.reuse(now, connections, namespace.pods)
             if entry is None:
-                colors = [Color(*member) for member in memo_entry.members]
-                entry = _plan_entry(cycle, namespace, memo_entry.app, colors)
+                members = list(memo_entry.members)
+                entry = _plan_entry(cycle, namespace, memo_entry.app, members)
             entries.append(entry)
     else:
         previous = {e.app: e for e in memo.apps} if memo is not None and same_services else {}
-        for app, colors in group(cycle, namespace):
+        for app, members in group(cycle, namespace):
             before = previous.get(app)
             entry = None
             if (
                 before is not None
-                and len(before.members) == len(colors)
-                and all([m[0] is c.deployment for m, c in zip(before.members, colors, strict=True)])
+                and len(before.members) == len(members)
+                and all(
+                    [
+                        m.deployment is c.deployment
+                        for m, c in zip(before.members, members, strict=True)
+                    ]
+                )
             ):
                 entry = before.reuse(now, connections, namespace.pods)
             if entry is None:
-                entry = _plan_entry(cycle, namespace, app, colors)
+                entry = _plan_entry(cycle, namespace, app, members)
             entries.append(entry)
     for entry in entries:
         apps.append(entry.plan)
@@ -268,17 +271,15 @@ def _replan_namespace(
     return _NamespaceMemo(namespace.name, deployments, services, entries)
 
 
-def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> _AppMemo:
-    # Read before planning: plan_app reorders the colors.
-    members = tuple([(c.deployment, c.rule, c.live, c.color) for c in colors])
-    keys = tuple([(app, c.color) for c in colors])
+def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]) -> _AppMemo:
+    keys = tuple([(app, m.color) for m in members])
     raw = tuple(map(namespace.connections.get, keys))
-    planned = plan_app(cycle, namespace, app, colors)
+    planned = plan_app(cycle, namespace, app, members)
     # An app with actions changes once they are applied; one without stays as it is.
     reusable = not planned.on_others and not any(c.actions for c in planned.plan.colors)
     return _AppMemo(
         app,
-        members,
+        tuple(members),
         keys,
         raw,
         planned.plan,

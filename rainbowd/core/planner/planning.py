@@ -10,9 +10,10 @@ from datetime import datetime
 
 from rainbowd.core.model import AppPlan, Namespace, Plan, Snapshot
 from rainbowd.core.planner.actions import color_plans
-from rainbowd.core.planner.assess import Color, assess_app, group
+from rainbowd.core.planner.assess import Member, assess_app, group
 from rainbowd.core.planner.cycle import Cycle, Thresholds, aware
 from rainbowd.core.planner.resolve import decide_cleanups
+from rainbowd.core.planner.rules import Decisions
 from rainbowd.core.policy import Policy
 
 
@@ -23,8 +24,8 @@ def plan(snapshot: Snapshot, policy: Policy, now: datetime) -> Plan:
     apps: list[AppPlan] = []
     warnings: list[str] = []
     for namespace in snapshot.namespaces.values():
-        for app, colors in group(cycle, namespace):
-            planned = plan_app(cycle, namespace, app, colors)
+        for app, members in group(cycle, namespace):
+            planned = plan_app(cycle, namespace, app, members)
             apps.append(planned.plan)
             warnings.extend(planned.warnings)
     return whole_plan(policy, now, apps, warnings)
@@ -44,16 +45,18 @@ class PlannedApp:
     on_others: bool
 
 
-def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) -> PlannedApp:
-    """Assess, apply the rules, resolve, and build the app's plan; reorders `colors`."""
+def plan_app(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]) -> PlannedApp:
+    """Assess, apply the rules, resolve, and build the app's plan."""
     cycle.start_app()
     # Every decision that compares a time is read through it: when the plan next changes.
     thresholds = Thresholds()
     warnings: list[str] = []
-    assessed = assess_app(cycle, thresholds, namespace, app, colors, warnings)
+    assessed = assess_app(cycle, thresholds, namespace, app, members, warnings)
+    decisions: Decisions = {}
     if assessed.blocked is None:
         pods = {c: figures for (a, c), figures in namespace.pods.items() if a == app}
-        decide_cleanups(cycle, thresholds, colors, assessed.retired, assessed.rule.knobs, pods)
+        colors, knobs = assessed.colors, assessed.rule.knobs
+        decisions = decide_cleanups(cycle, thresholds, colors, assessed.retired, knobs, pods)
     name = namespace.name
     app_plan = AppPlan(
         namespace=name,
@@ -61,7 +64,7 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, colors: list[Color]) 
         rule=assessed.rule.name,
         blocked=assessed.blocked,
         message=assessed.message,
-        colors=color_plans(name, app, colors, cycle.now),
+        colors=color_plans(name, app, assessed.colors, decisions, cycle.now),
     )
     return PlannedApp(app_plan, tuple(warnings), thresholds.valid_until, cycle.cluster_held)
 

@@ -10,7 +10,7 @@ spec.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rainbowd.core.instants import Beyond, later
@@ -27,6 +27,7 @@ from rainbowd.core.notes import (
     KeptForRecord,
     Paused,
     Plain,
+    Said,
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.planner.assess import Color
@@ -38,11 +39,14 @@ from rainbowd.core.planner.cycle import (
     recent_disruptions,
 )
 from rainbowd.core.planner.rules import (
+    Decision,
+    Decisions,
     Delete,
     Due,
     Step,
     Unavailable,
     consolidation,
+    decision_of,
     delete_recorded,
     drained,
     keep_scaled_down,
@@ -59,60 +63,71 @@ def decide_cleanups(
     retired: list[Color],
     knobs: Knobs,
     pods: Mapping[str, PodConnections] | None = None,
-) -> None:
-    """The cleanup rules of an app not blocked, in order, then the budget's records and paused.
-    `pods`: the per-pod figures of the app's colors (by color) that consolidation reads.
+) -> Decisions:
+    """The decisions about an app not blocked, by Deployment name: the cleanup rules in order,
+    then the budget's records and paused. `pods`: the per-pod figures of the app's colors (by
+    color) that consolidation reads.
 
     The one order: the drained rule's decisions are taken; each forced rule's are settled
     (`settle`: the holding rules, then the disruption budget); consolidation's steps come
     next, for colors nothing else decided or held; then the bookkeeping deletes, the
-    disruption records that keep a Deployment, and paused, which holds every cleanup."""
+    disruption records that keep a Deployment, and paused, which holds every cleanup. Each
+    step is a pure function of a color's decision so far and a rule's record."""
     kind = ActionKind.DELETE if knobs.action is CleanupAction.DELETE else ActionKind.SCALE
+    now = cycle.now
+    decisions: dict[str, Decision] = {}
     for due in thresholds.take(drained(retired)):
-        take(due, kind)
+        decisions[due.color.deployment.name] = take(due, kind)
     disruptions = Disruptions(cycle, colors, knobs)
     # The forced rules in order: each runs once the one before it is resolved, and sees what
     # was granted (maxColors, a generator, even its own grants).
-    for due in thresholds.take(max_retired_age(cycle.now, retired, knobs)):
-        force(thresholds, disruptions, due, kind)
-    for due in thresholds.take(max_colors(colors, retired, knobs)):
-        force(thresholds, disruptions, due, kind)
+    for due in thresholds.take(max_retired_age(now, retired, knobs, decisions)):
+        settled = settle(thresholds, disruptions, due)
+        decisions[due.color.deployment.name] = force(
+            decision_of(decisions, due.color), settled, kind
+        )
+    for due in thresholds.take(max_colors(colors, retired, knobs, decisions)):
+        settled = settle(thresholds, disruptions, due)
+        decisions[due.color.deployment.name] = force(
+            decision_of(decisions, due.color), settled, kind
+        )
     # Colors no forced rule scales down give back idle pods (a step-down spends the budget).
-    for decision in thresholds.take(
-        consolidation(cycle.now, cycle.stamp, retired, knobs, pods or {})
-    ):
-        take_step(thresholds, disruptions, decision)
+    steps = consolidation(now, cycle.stamp, retired, knobs, pods or {}, decisions)
+    for step in thresholds.take(steps):
+        settled_step = settle_step(thresholds, disruptions, step)
+        decisions[step.color.deployment.name] = take_step(
+            decision_of(decisions, step.color), step, settled_step
+        )
     budget = knobs.max_disruptions
+    deletions: Ruling[list[Delete]] = Ruling([], None)
     if knobs.action is CleanupAction.SCALE_THEN_DELETE:
-        for deletion in thresholds.take(keep_scaled_down(retired, knobs.keep_scaled_down)):
-            delete(deletion)
+        deletions = keep_scaled_down(retired, knobs.keep_scaled_down, decisions)
     elif knobs.action is CleanupAction.DELETE:
-        for deletion in thresholds.take(delete_recorded(retired, budget)):
-            delete(deletion)
-    for kept in thresholds.take(disruption_records(cycle, retired, budget)):
-        keep(kept)
-    if cycle.paused:
-        hold_paused(retired)
+        deletions = delete_recorded(retired, budget, decisions)
+    for deletion in thresholds.take(deletions):
+        color = deletion.color
+        decisions[color.deployment.name] = delete(decision_of(decisions, color), deletion)
+    for kept in thresholds.take(disruption_records(cycle, retired, budget, decisions)):
+        decisions[kept.color.deployment.name] = keep(decision_of(decisions, kept.color), kept)
+    return hold_paused(decisions) if cycle.paused else decisions
 
 
-def take(due: Due, kind: ActionKind) -> None:
+def take(due: Due, kind: ActionKind) -> Decision:
     """A rule's decision taken: the color is scaled down (or deleted) for its reason."""
-    color = due.color
-    color.cleanup = due.reason
-    color.kind = kind
-    color.said = (due.why,)
+    return Decision(cleanup=due.reason, kind=kind, said=(due.why,))
 
 
-def delete(deletion: Delete) -> None:
+def delete(before: Decision, deletion: Delete) -> Decision:
     """A bookkeeping rule's decision taken: the color is deleted."""
-    color = deletion.color
-    color.kind = ActionKind.DELETE
-    if color.cleanup is None:
-        color.cleanup = deletion.reason
-        color.said = (deletion.why,)
-        color.decided = (*color.decided, Decided(deletion.why))
-    else:
-        color.said = (*color.said, Directly(deletion.why))
+    if before.cleanup is None:
+        return replace(
+            before,
+            kind=ActionKind.DELETE,
+            cleanup=deletion.reason,
+            said=(deletion.why,),
+            decided=(*before.decided, Decided(deletion.why)),
+        )
+    return replace(before, kind=ActionKind.DELETE, said=(*before.said, Directly(deletion.why)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,51 +166,64 @@ def settle(thresholds: Thresholds, disruptions: Disruptions, due: Due) -> Grante
     return thresholds.take(disruptions.grant(due))
 
 
-def force(thresholds: Thresholds, disruptions: Disruptions, due: Due, kind: ActionKind) -> None:
-    """A forced rule's decision granted (taken, and said on the note) or held."""
-    decision = settle(thresholds, disruptions, due)
-    if isinstance(decision, Withheld):
-        _hold(decision)
-        return
-    take(due, kind)
-    forced = Forced(due.why, decision.disruption)
-    color = due.color
-    color.said = (forced,)
-    color.decided = (*color.decided, forced)
-    color.disrupted = decision.disrupted
+def force(before: Decision, settled: Granted | Withheld, kind: ActionKind) -> Decision:
+    """A forced rule's decision, settled: granted (taken, and said on the note) or held."""
+    if isinstance(settled, Withheld):
+        return _held(before, settled)
+    due = settled.due
+    forced = Forced(due.why, settled.disruption)
+    return replace(
+        before,
+        cleanup=due.reason,
+        kind=kind,
+        said=(forced,),
+        decided=(*before.decided, forced),
+        disrupted=settled.disrupted,
+    )
 
 
-def _hold(withheld: Withheld) -> None:
+def _held(before: Decision, withheld: Withheld) -> Decision:
     """A forced decision held: the color keeps its replicas, the note says what holds it."""
     due = withheld.due
-    color = due.color
-    color.held = due.reason
-    color.decided = (*color.decided, Held(due.why, withheld.by))
+    return replace(before, held=due.reason, decided=(*before.decided, Held(due.why, withheld.by)))
+
+
+def settle_step(
+    thresholds: Thresholds, disruptions: Disruptions, step: Step | Unavailable
+) -> Granted | Withheld | None:
+    """A step-down (it disconnects users) settled as a forced rule's decision is; None for an
+    idle-pods step or one that cannot be taken."""
+    if isinstance(step, Step) and step.reason is Reason.STEP_DOWN:
+        return settle(thresholds, disruptions, Due(step.color, step.reason, step.why))
+    return None
 
 
 def take_step(
-    thresholds: Thresholds, disruptions: Disruptions, decision: Step | Unavailable
-) -> None:
-    """The consolidate knob's decision taken: the step (a step-down settled as a forced rule's
-    decision is), or why none can be taken, on the note."""
-    color = decision.color
-    if isinstance(decision, Unavailable):
-        color.decided = (*color.decided, ConsolidationUnavailable(decision.why))
-        return
-    outcome: Decided | Forced = Decided(decision.why)
-    if decision.reason is Reason.STEP_DOWN:
-        settled = settle(thresholds, disruptions, Due(color, decision.reason, decision.why))
-        if isinstance(settled, Withheld):
-            _hold(settled)
-            return
-        outcome = Forced(decision.why, settled.disruption)
-        color.disrupted = settled.disrupted
-    color.cleanup = decision.reason
-    color.kind = ActionKind.CONSOLIDATE
-    color.said = (outcome,) if isinstance(outcome, Forced) else (decision.why,)
-    color.decided = (*color.decided, outcome)
-    color.step = decision.step
-    color.stamps = decision.stamps
+    before: Decision, step: Step | Unavailable, settled: Granted | Withheld | None
+) -> Decision:
+    """The consolidate knob's decision taken: the step (a step-down as `settle_step` settled
+    it), or why none can be taken, on the note."""
+    if isinstance(step, Unavailable):
+        return replace(before, decided=(*before.decided, ConsolidationUnavailable(step.why)))
+    if isinstance(settled, Withheld):
+        return _held(before, settled)
+    outcome: Decided | Forced = Decided(step.why)
+    said: tuple[Said, ...] = (step.why,)
+    disrupted = ""
+    if settled is not None:
+        outcome = Forced(step.why, settled.disruption)
+        said = (outcome,)
+        disrupted = settled.disrupted
+    return replace(
+        before,
+        cleanup=step.reason,
+        kind=ActionKind.CONSOLIDATE,
+        said=said,
+        decided=(*before.decided, outcome),
+        disrupted=disrupted,
+        step=step.step,
+        stamps=step.stamps,
+    )
 
 
 class Disruptions:
@@ -272,17 +300,20 @@ class Kept:
     until: datetime
 
 
-def disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> Ruling[list[Kept]]:
+def disruption_records(
+    cycle: Cycle, retired: list[Color], budget: Budget, decisions: Decisions
+) -> Ruling[list[Kept]]:
     """The colors due for deletion whose Deployment records a disruption that still counts;
     changes when the first record stops counting."""
     kept: list[Kept] = []
     changes_at: datetime | None = None
     for color in retired:
-        if color.kind is not ActionKind.DELETE:
+        decision = decision_of(decisions, color)
+        if decision.kind is not ActionKind.DELETE:
             continue
         until = (
             later(cycle.now, budget.per, beyond=Beyond.NEVER)
-            if color.disrupted
+            if decision.disrupted
             else _record_ends(cycle.now, color.deployment, budget)
         )
         if until is not None:
@@ -291,28 +322,32 @@ def disruption_records(cycle: Cycle, retired: list[Color], budget: Budget) -> Ru
     return Ruling(kept, changes_at)
 
 
-def keep(kept: Kept) -> None:
+def keep(before: Decision, kept: Kept) -> Decision:
     """A Deployment is the record of its disruption: never deleted while that still counts.
 
     A forced scale-down records itself on the color it scales (atomically, in the same write),
     so the budget survives restarts; deleting the color would forget it. A color due for
     deletion with replicas is scaled down instead, one at 0 waits for the window to pass.
     """
-    color = kept.color
-    if color.deployment.replicas > 0:
-        color.kind = ActionKind.SCALE
-        color.said = (*color.said, Plain.SCALE_FIRST)
-    else:
-        color.cleanup = None
-        color.kind = None
-        color.decided = (*color.decided, KeptForRecord(kept.until))
+    if kept.color.deployment.replicas > 0:
+        return replace(before, kind=ActionKind.SCALE, said=(*before.said, Plain.SCALE_FIRST))
+    return replace(
+        before, cleanup=None, kind=None, decided=(*before.decided, KeptForRecord(kept.until))
+    )
 
 
-def hold_paused(retired: list[Color]) -> None:
+def hold_paused(decisions: Decisions) -> dict[str, Decision]:
     """Paused: every cleanup decided is held, and the note says what would have been done."""
-    for color in retired:
-        if color.cleanup is not None and color.kind is not None:
-            color.held = color.cleanup
-            color.decided = (*color.decided, Paused(color.kind, color.cleanup))
-            color.cleanup = None
-            color.kind = None
+    return {name: _paused(decision) for name, decision in decisions.items()}
+
+
+def _paused(decision: Decision) -> Decision:
+    if decision.cleanup is None or decision.kind is None:
+        return decision
+    return replace(
+        decision,
+        held=decision.cleanup,
+        decided=(*decision.decided, Paused(decision.kind, decision.cleanup)),
+        cleanup=None,
+        kind=None,
+    )

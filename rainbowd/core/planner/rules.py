@@ -7,8 +7,11 @@ and applies them; no rule changes a color. The drained rule gives a `Due` per co
 found drained, taken as is. A forced rule (one that may scale down a color still holding users)
 gives a `Due` per color it wants scaled down, in order; resolve.py grants each (spending the
 disruption budget) or holds it before asking for the next, so a rule that counts (maxColors, a
-generator) sees what was granted. consolidate gives a `Step` per draining color that gives back
-pods (or `Unavailable`, why its figures cannot decide one). The bookkeeping rules
+generator) sees what was granted in the `decisions` it was given. What is done about a color is
+a `Decision`, which resolve.py builds from these and combines; a rule reads the decisions taken
+before it (by Deployment name), never writes them. consolidate gives a `Step` per draining
+color that gives back pods (or `Unavailable`, why its figures cannot decide one). The
+bookkeeping rules
 (keepScaledDown, the delete of a disruption's record) give a `Delete` per color to delete. A
 decision's words are data (`Why`, rainbowd/core/notes.py), rendered by the reporting module.
 docs/design.md "What the planner decides" is the spec.
@@ -27,15 +30,46 @@ from rainbowd.core.notes import (
     BeyondKeepScaledDown,
     Drained,
     IdlePods,
+    Outcome,
     OverMaxColors,
     OverMaxRetiredAge,
     RecordedDisruption,
+    Said,
     SteppedDown,
     Why,
 )
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.cycle import Ruling, earliest
 from rainbowd.core.policy import Budget, Knobs
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What is done about a color this cycle: the cleanup (its Reason) of this `kind`, `said`
+    (the action's why: the rule's, then what resolve added), `decided` (what its note adds),
+    `held` (the cleanup held), `disrupted` (the disrupted-at record a forced scale-down writes),
+    a consolidation `step` with its `stamps`. resolve.py builds each from a rule's decision and
+    what may hold it; a color with none has `NOTHING`."""
+
+    cleanup: Reason | None = None
+    kind: ActionKind | None = None
+    said: tuple[Said, ...] = ()
+    decided: tuple[Outcome, ...] = ()
+    held: Reason | None = None
+    disrupted: str = ""
+    step: PodStep | None = None
+    stamps: tuple[tuple[str, str], ...] = ()
+
+
+NOTHING = Decision()
+
+Decisions = Mapping[str, Decision]
+"""The decisions taken so far about an app's colors, by Deployment name."""
+
+
+def decision_of(decisions: Decisions, color: Color) -> Decision:
+    """What is done about `color` so far."""
+    return decisions.get(color.deployment.name, NOTHING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +105,9 @@ def drained(retired: list[Color]) -> Ruling[list[Due]]:
     return Ruling(due, None)
 
 
-def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling[list[Due]]:
+def max_retired_age(
+    now: datetime, retired: list[Color], knobs: Knobs, decisions: Decisions
+) -> Ruling[list[Due]]:
     """maxRetiredAge: a color retired for longer is scaled down, drained or not; oldest first.
     Changes when the next color not yet overdue becomes overdue."""
     max_age = knobs.max_retired_age
@@ -80,7 +116,11 @@ def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling
     overdue: list[Color] = []
     changes_at: datetime | None = None
     for color in retired:
-        if color.cleanup is not None or color.protected or color.deployment.replicas == 0:
+        if (
+            color.protected
+            or color.deployment.replicas == 0
+            or decision_of(decisions, color).cleanup is not None
+        ):
             continue
         assert color.retired_at is not None
         if now - color.retired_at > max_age:
@@ -95,48 +135,45 @@ def max_retired_age(now: datetime, retired: list[Color], knobs: Knobs) -> Ruling
     return Ruling(due, changes_at)
 
 
-def max_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Ruling[Iterator[Due]]:
+def max_colors(
+    colors: list[Color], retired: list[Color], knobs: Knobs, decisions: Decisions
+) -> Ruling[Iterator[Due]]:
     """maxColors: while more colors have replicas, the oldest retired ones are scaled down. A
-    color held (its scale-down not granted) keeps its replicas: the next oldest is asked for.
-    Counts, compares no time."""
-    return Ruling(_excess_colors(colors, retired, knobs), None)
+    color held (its scale-down not granted) keeps its replicas: the next oldest is asked for,
+    once `decisions` (which resolve.py updates between two) says the last one's fate. Counts,
+    compares no time."""
+    return Ruling(_excess_colors(colors, retired, knobs, decisions), None)
 
 
-def _excess_colors(colors: list[Color], retired: list[Color], knobs: Knobs) -> Iterator[Due]:
+def _excess_colors(
+    colors: list[Color], retired: list[Color], knobs: Knobs, decisions: Decisions
+) -> Iterator[Due]:
     limit = knobs.max_colors
     if limit is None:
         return
     running = 0
     for color in colors:
-        if color.deployment.replicas > 0 and color.cleanup is None:
+        if color.deployment.replicas > 0 and decision_of(decisions, color).cleanup is None:
             running += 1
     if running <= limit:
         return
     excess = [
         c
         for c in retired
-        if c.cleanup is None and c.held is None and not c.protected and c.deployment.replicas > 0
+        if not c.protected and c.deployment.replicas > 0 and _undecided(decision_of(decisions, c))
     ]
     excess.sort(key=retired_order)
     for color in excess:
         if running <= limit:
             break
         yield Due(color, Reason.MAX_COLORS, OverMaxColors(running, limit))
-        if color.cleanup is not None:  # granted
+        if decision_of(decisions, color).cleanup is not None:  # granted
             running -= 1
 
 
-def keep_scaled_down(retired: list[Color], keep: int) -> Ruling[list[Delete]]:
+def keep_scaled_down(retired: list[Color], keep: int, decisions: Decisions) -> Ruling[list[Delete]]:
     """Delete scaled-down colors beyond the newest `keep`, counting those scaled this cycle."""
-    scaled = [
-        c
-        for c in retired
-        if not c.protected
-        and (
-            (c.deployment.replicas == 0 and c.cleanup is None)
-            or (c.cleanup is not None and c.kind is ActionKind.SCALE)
-        )
-    ]
+    scaled = [c for c in retired if not c.protected and _scaled_down(c, decision_of(decisions, c))]
     if len(scaled) <= keep:
         return Ruling([], None)
     scaled.sort(key=lambda c: (c.deployment.created_at, c.deployment.name), reverse=True)
@@ -144,14 +181,28 @@ def keep_scaled_down(retired: list[Color], keep: int) -> Ruling[list[Delete]]:
     return Ruling([Delete(color, Reason.KEEP_SCALED_DOWN, why) for color in scaled[keep:]], None)
 
 
-def delete_recorded(retired: list[Color], budget: Budget) -> Ruling[list[Delete]]:
+def _undecided(decision: Decision) -> bool:
+    """Neither taken nor held: a rule may still ask for it."""
+    return decision.cleanup is None and decision.held is None
+
+
+def _scaled_down(color: Color, decision: Decision) -> bool:
+    """At 0 replicas with nothing decided, or being scaled down this cycle."""
+    if decision.cleanup is None:
+        return color.deployment.replicas == 0
+    return decision.kind is ActionKind.SCALE
+
+
+def delete_recorded(
+    retired: list[Color], budget: Budget, decisions: Decisions
+) -> Ruling[list[Delete]]:
     """With action delete: colors scaled down only to record a disruption are deleted once it
     no longer counts (resolve.disruption_records holds them until then, and says when)."""
     why = RecordedDisruption(budget)
     deletes = [
         Delete(color, Reason.DISRUPTION_RECORDED, why)
         for color in retired
-        if color.cleanup is None
+        if decision_of(decisions, color).cleanup is None
         and not color.protected
         and color.deployment.replicas == 0
         and DISRUPTED_AT in color.deployment.annotations
@@ -189,6 +240,7 @@ def consolidation(
     retired: list[Color],
     knobs: Knobs,
     pods: Mapping[str, PodConnections],
+    decisions: Decisions,
 ) -> Ruling[list[Step | Unavailable]]:
     """consolidate: a draining color retired for `after` gives back its idle pods every
     `every` (rainbowd/core/consolidation.py decides which, from `pods`, each color's per-pod
@@ -196,15 +248,14 @@ def consolidation(
     Changes when a color reaches `after`, or its last step `every` (or stepDown's)."""
     if knobs.consolidate is None:
         return Ruling([], None)
-    decisions: list[Step | Unavailable] = []
+    steps: list[Step | Unavailable] = []
     changes_at: datetime | None = None
     for color in retired:
         if (
-            color.cleanup is not None
-            or color.held is not None
-            or color.protected
+            color.protected
             or color.deployment.replicas == 0
             or color.state not in _CONSOLIDATED_STATES
+            or not _undecided(decision_of(decisions, color))
         ):
             continue
         assert color.retired_at is not None
@@ -219,11 +270,11 @@ def consolidation(
         )
         changes_at = earliest(changes_at, decided.recheck_at)
         if decided.unavailable is not None:
-            decisions.append(Unavailable(color, decided.unavailable))
+            steps.append(Unavailable(color, decided.unavailable))
         elif decided.step is not None:
             assert decided.reason is not None and decided.why is not None
-            decisions.append(Step(color, decided.reason, decided.why, decided.step, decided.stamps))
-    return Ruling(decisions, changes_at)
+            steps.append(Step(color, decided.reason, decided.why, decided.step, decided.stamps))
+    return Ruling(steps, changes_at)
 
 
 def retired_order(color: Color) -> tuple[datetime, datetime, str]:

@@ -37,8 +37,10 @@ typecheck:
 pytest:
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
 
+# BENCH: which benchmarks (e.g. BENCH="planner cycle"; all when empty). With BASE=<git ref>:
+# the same benchmarks on BASE and on this tree, alternating rounds, medians side by side.
 bench: setup
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench $(if $(BASE),compare --against $(BASE)) $(BENCH)
 
 # The scale benchmark at 50,000 Deployments (about 20 minutes): docs/bench/scale-50000.json.
 # 3-cycle windows; the polling baseline gets 5 minutes to stamp everything, and is recorded as

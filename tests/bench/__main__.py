@@ -1,4 +1,6 @@
 """Runs every benchmark: each tests/bench/bench_*.py module's `main()`, in name order.
+`compare --against <ref> [names]` runs them on a baseline git ref and on this tree, side by
+side (tests/bench/compare.py).
 
 Benchmarks print their numbers; none asserts on time (a shared machine would make that flaky).
 """
@@ -14,6 +16,10 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     """Run the benchmarks whose module name contains any of `argv` (all when empty)."""
+    if argv[:1] == ["compare"]:
+        from tests.bench import compare
+
+        return compare.main(argv[1:])
     here = Path(__file__).parent
     names = sorted(
         info.name

@@ -46,7 +46,6 @@ SERVICE_CLUSTER_IP_RANGE = "198.19.0.0/16"
 KUBERNETES_SERVICE_IP = "198.19.0.1"
 """The `kubernetes` Service's ClusterIP (the range's first address): pods reach the apiserver
 there, so the apiserver's serving certificate carries it."""
-POD_CIDR = "198.18.0.0/16"
 _KWOK_NODE_IP = "198.18.0.1"
 
 # A cold apiserver start includes etcd schema bootstrap and RBAC/APF defaults: seconds on an idle

@@ -101,7 +101,6 @@ _GLOBAL_PATHS = (
     "/run/containers",
     "/etc/kubernetes",
 )
-_CGROUP_FS = Path("/sys/fs/cgroup")
 
 _START_TIMEOUT = 120.0
 _READY_TIMEOUT = 180.0

@@ -35,3 +35,5 @@ def test_the_places_it_names_are_there() -> None:
     assert hasattr(reporting, "_words") and hasattr(reporting, "_held_words")
     assert hasattr(resolve, "HOLDING_RULES") and hasattr(resolve, "settle")
     assert hasattr(resolve, "HoldingRule") and hasattr(rules, "max_retired_age")
+    assert hasattr(resolve, "force") and hasattr(resolve, "decide_cleanups")
+    assert hasattr(rules, "Decision") and hasattr(rules, "decision_of")

@@ -67,12 +67,14 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def cycles_later(daemon: Daemon, n: int) -> None:
+    """Until `n` cycles more than had begun when asked have ended, the last one good: a cycle is
+    counted when it begins, its report and metrics published when it ends."""
     start = daemon.cycles
 
     async def done() -> bool:
         report = daemon.last_cycle
         assert report is not None and report.ok, report and report.error
-        return daemon.cycles >= start + n
+        return report.number >= start + n
 
     await eventually(done, what=f"{n} more good cycles")
 

@@ -66,6 +66,9 @@ CANARY = 0.2  # deploys that leave the Service selecting every color, narrowed l
 CUT_EVERY = (5.0, 15.0)  # seconds between two cuts of every rainbowd connection
 KILL_EVERY = 0.1  # a replica killed every this fraction of the run
 CLI_TIMEOUT = 120.0
+INTERVAL = 0.2
+"""Seconds between rainbowd's cycles (`--interval`): 30 minutes are about as many cycles as three
+days at 30 s."""
 STRUCTURE_SLACK = 200
 """Entries any structure may hold beyond what the cluster's objects explain (the short soak's
 generous threshold): a structure that grows per cycle passes it within the first minute."""
@@ -154,8 +157,19 @@ class Outcome:
 
 
 class Soak:
-    def __init__(self, *, minutes: float, seed: int, sample_every: float, workdir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        minutes: float,
+        seed: int,
+        sample_every: float,
+        workdir: Path,
+        interval: float,
+        step_pause: tuple[float, float],
+    ) -> None:
         self.minutes = minutes
+        self.interval = interval
+        self.step_pause = step_pause
         self.seconds = minutes * 60.0
         self.rng = random.Random(seed)
         self.seed = seed
@@ -244,7 +258,7 @@ class Soak:
                 name, step = self._choose()
                 await self._step(name, step)
             await self._reap_scaled_down()
-            await asyncio.sleep(self.rng.uniform(*STEP_PAUSE))
+            await asyncio.sleep(self.rng.uniform(*self.step_pause))
 
     def _choose(self) -> tuple[str, Awaitable[None]]:
         apps = self.apps
@@ -461,7 +475,7 @@ class Soak:
             "run",
             f"--kubeconfig={self._kubeconfig}",
             f"--policy-configmap={SYSTEM}/{POLICY}",
-            "--interval=200ms",
+            f"--interval={self.interval * 1000:g}ms",
             "--debounce=100ms",
             "--leader-elect",
             f"--lease-namespace={SYSTEM}",
@@ -643,8 +657,8 @@ class Soak:
         tally = counters(all_series)
         actions = sum(len(w.applied()) for w in self._judged)
         report = [
-            f"soak: {self.minutes:g} minutes, seed {self.seed}, {len(all_series)} rainbowd "
-            f"processes, {len(self._judged)} namespaces judged",
+            f"soak: {self.minutes:g} minutes of {self.interval:g} s cycles, seed {self.seed}, "
+            f"{len(all_series)} rainbowd processes, {len(self._judged)} namespaces judged",
             "churn: " + ", ".join(f"{k} {v}" for k, v in sorted(self.steps.items())),
         ]
         if self.failures:
@@ -715,15 +729,28 @@ class Soak:
 
 
 async def soak(
-    minutes: float, *, seed: int | None = None, sample_every: float = 60.0, keep: Path | None = None
+    minutes: float,
+    *,
+    seed: int | None = None,
+    sample_every: float = 60.0,
+    interval: float = INTERVAL,
+    step_pause: tuple[float, float] = STEP_PAUSE,
+    keep: Path | None = None,
 ) -> Outcome:
-    """Runs a soak of `minutes`; its logs go to `keep` (else a temporary folder, removed)."""
+    """Runs a soak of `minutes` with rainbowd's cycles `interval` seconds apart and a pause
+    drawn from `step_pause` (seconds) after each churn step; its logs go to `keep` (else a
+    temporary folder, removed)."""
     workdir = keep or Path(tempfile.mkdtemp(prefix="rainbowd-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = seed if seed is not None else random.SystemRandom().randrange(2**32)
     try:
         return await Soak(
-            minutes=minutes, seed=chosen, sample_every=sample_every, workdir=workdir
+            minutes=minutes,
+            seed=chosen,
+            sample_every=sample_every,
+            workdir=workdir,
+            interval=interval,
+            step_pause=step_pause,
         ).run()
     finally:
         if keep is None:

@@ -3,11 +3,12 @@ connections query, parsed strictly, with every fault turned into an *unknown* re
 human cause. A missing series is unknown, never zero.
 
 In metric mode the query asks Prometheus for a summary per color, not the raw per-pod series:
-one series per color whose value is the sum and whose `rainbowd_pods` label is the number of
-distinct pods reporting (the coverage check), plus, only where there are some, the number of
-negative series. That answer is one series per color whatever the number of pods, where the raw
-series were one per pod and per scrape job; `per_pod=True` still asks for the raw series, for
-whatever needs per-pod figures.
+per color, the sum, the number of distinct pods reporting (the coverage check) and, only where
+there are some, the number of negative series, each a plain aggregation marked by its part
+label and joined per color here. No `count_values`: each part is a `sum` or a `count`, which
+horizontally scaled backends (Thanos, Mimir, VictoriaMetrics) split across shards. The answer is
+two series per color whatever the number of pods, where the raw series were one per pod and per
+scrape job; `per_pod=True` still asks for the raw series, for whatever needs per-pod figures.
 
 Reading the answer is most of a steady cycle's cost at 10,000 colors, so the client remembers
 each color's last answer (its value and pod count as Prometheus wrote them) and converts and
@@ -47,13 +48,15 @@ _MAX_TEXT = 200
 ColorKey = tuple[str, str, str]
 """(namespace, app, color)"""
 
-# The label carrying a color's pod count in the summary answer, the one marking its negative
-# series count, and the one carrying each series' pod (its pod label, else its instance) inside
-# the query.
-PODS_LABEL = "rainbowd_pods"
+# The label marking each part of the summary answer (a color's sum, its pod count, its count of
+# negative series), and the one carrying each series' pod (its pod label, else its instance)
+# inside the query.
 PART_LABEL = "rainbowd_part"
+SUM_PART = "sum"
+PODS_PART = "pods"
+NEGATIVE_PART = "negative"
+_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART)
 _POD_KEY = "rainbowd_pod"
-_NEGATIVE = "negative"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -293,14 +296,12 @@ def expression(query: ConnectionsQuery, *, per_pod: bool = False) -> str:
 
 
 def summary_expr(query: ConnectionsQuery) -> str:
-    """One query answering one series per color: its value is the connections, summed by
-    Prometheus (NaN or infinite if any series is), and its PODS_LABEL the number of distinct
-    pods reporting, a pod being its pod label, else its `instance` (series with neither count
-    as one pod together, which can only make the coverage check stricter). `count_values` is
-    what turns the count into a label, joined onto the sum (multiplied by its value, 1).
-
-    Only where a color has negative series, a second series marked `PART_LABEL="negative"`
-    counts them (a negative gauge summed in would hide connections).
+    """One query answering, per color, its parts as plain aggregations, each marked by
+    PART_LABEL: `sum`, the connections summed by Prometheus (NaN or infinite if any series is);
+    `pods`, the number of distinct pods reporting, a pod being its pod label, else its
+    `instance` (series with neither count as one pod together, which can only make the coverage
+    check stricter); and, only where a color has some, `negative`, its number of negative
+    series (a negative gauge summed in would hide connections). rainbowd joins them per color.
     """
     by = f"{query.namespace_label}, {query.app_label}, {query.color_label}"
     sel = query.selector
@@ -310,11 +311,18 @@ def summary_expr(query: ConnectionsQuery) -> str:
         f'label_replace(label_replace({sel}, "{_POD_KEY}", "$1", "instance", "(.+)"),'
         f' "{_POD_KEY}", "$1", "{query.pod_label}", "(.+)")'
     )
-    pods = f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))"
-    return (
-        f"sum by ({by}) ({sel})"
-        f' * on ({by}) group_left ({PODS_LABEL}) count_values by ({by}) ("{PODS_LABEL}", {pods})'
-        f' or label_replace(count by ({by}) ({sel} < 0), "{PART_LABEL}", "{_NEGATIVE}", "", "")'
+    return _parts(
+        f"sum by ({by}) ({sel})",
+        f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))",
+        f"count by ({by}) ({sel} < 0)",
+    )
+
+
+def _parts(total: str, pods: str, negative: str) -> str:
+    """The three parts of a summary in one query, each marked by PART_LABEL."""
+    return " or ".join(
+        f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")'
+        for part, expr in zip(_PARTS, (total, pods, negative), strict=True)
     )
 
 
@@ -452,8 +460,7 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
 
 
 _Read = tuple[str, str, Connections]
-"""A color's summary series as last read: its value and pod count as written, and what they
-made."""
+"""A color's summary as last read: its sum and pod count as written, and what they made."""
 
 
 class SummaryReader:
@@ -461,10 +468,11 @@ class SummaryReader:
 
     A color is known only with a finite, non-negative sum and a pod count of at least one, and
     without negative series, as in `group_connections`. A series that is no part of the summary
-    raises PrometheusBadResponse: something other than Prometheus evaluated the query.
+    raises PrometheusBadResponse: something other than Prometheus evaluated the query. A color
+    with a sum but no pod count, or the other way round, or either twice, is unknown.
 
-    A color whose value and pod count read exactly as last time is not converted again: its
-    Connections of last time is kept (only series that already passed every check are
+    A color whose sum and pod count read exactly as last time is not converted again: its
+    Connections of last time is kept (only figures that already passed every check are
     remembered). When no color changed, `read` returns last time's mapping, the same object.
     """
 
@@ -501,76 +509,27 @@ class SummaryReader:
 
     def read(self, items: list[Any], *, at: datetime) -> QueryResult:
         """The answer's result items into connections per color; raises PrometheusBadResponse."""
-        namespace_label, app_label, color_label = self._names
-        last = self._last
-        read: dict[ColorKey, _Read] = {}
+        sums: dict[ColorKey, str] = {}
+        pods: dict[ColorKey, str] = {}
         negative: dict[ColorKey, float] = {}
+        twice: set[ColorKey] = set()
         unlabelled = 0
-        changed = False
-        # Connections are immutable: colors reading the same figures share one (the cache is
-        # bounded, and starts afresh when full).
-        made = self._made
-        if len(made) > _MADE_MAX:
-            made.clear()
         for index, item in enumerate(items):
-            try:
-                metric = item["metric"]
-                key = (metric[namespace_label], metric[app_label], metric[color_label])
-                pair = item["value"]
-                text = pair[1]
-                pods = metric[PODS_LABEL]
-            except (TypeError, KeyError, IndexError):
-                pods = None
-            if pods is not None and key not in read and PART_LABEL not in metric:
-                # The common case: a color reading exactly as last time.
-                before = last.get(key)
-                if before is not None and before[0] == text and before[1] == pods:
-                    read[key] = before
-                    continue
-                # A new figure in the usual shape: _parse_sample's checks on the four labels
-                # there are. Anything else goes through every check below.
-                if (
-                    type(metric) is dict
-                    and len(metric) == 4
-                    and type(pods) is str
-                    and type(text) is str
-                    and type(key[0]) is str
-                    and type(key[1]) is str
-                    and type(key[2]) is str
-                    and key[0]
-                    and key[1]
-                    and key[2]
-                    and type(pair) is list
-                    and len(pair) == 2
-                    and type(pair[0]) in _NUMBERS
-                ):
-                    figures = made.get((text, pods))
-                    if figures is None:
-                        try:
-                            value = float(text)
-                        except ValueError:
-                            value = None  # _parse_sample says what is wrong with it
-                        if value is not None:
-                            figures = made[(text, pods)] = _summary_connections(value, pods)
-                    if figures is not None:
-                        read[key] = (text, pods, figures)
-                        changed = True
-                        continue
-            found = self._check(item, index)
+            found = self._part(item, index)
             if found is None:
                 unlabelled += 1
                 continue
-            changed = True
-            key, figure = found
-            if isinstance(figure, float):
-                negative[key] = figure
-            elif key in read:
-                read[key] = ("", "", Connections.unknown("prometheus answered two sums"))
-            else:
-                read[key] = figure
-        self._last = read
-        if changed or negative or len(read) != len(last) or self._rebuilt:
-            by_color = {key: entry[2] for key, entry in read.items()}
+            key, part, text = found
+            if part == NEGATIVE_PART:
+                negative[key] = _number(text)
+                continue
+            into = sums if part == SUM_PART else pods
+            if key in into:
+                twice.add(key)
+            into[key] = text
+        changed = self._join(sums, pods, twice)
+        if changed or negative or self._rebuilt:
+            by_color = {key: entry[2] for key, entry in self._last.items()}
             for key, count in negative.items():
                 if key in by_color:
                     by_color[key] = Connections.unknown(
@@ -587,24 +546,90 @@ class SummaryReader:
         self._warnings = warnings
         return QueryResult(query=self.query, at=at, by_color=self._by_color, warnings=warnings)
 
-    def _check(self, item: Any, index: int) -> tuple[ColorKey, _Read | float] | None:
-        """One series checked in full: its color with what it read, or with its count of
-        negative series (a float), or None for a series naming no color."""
+    def _join(
+        self, sums: dict[ColorKey, str], pods: dict[ColorKey, str], twice: set[ColorKey]
+    ) -> bool:
+        """Each color's sum and pod count made one Connections, kept from last time where they
+        read the same; whether any color changed."""
+        last = self._last
+        read: dict[ColorKey, _Read] = {}
+        changed = len(sums) != len(last) or len(pods) != len(last)
+        # Connections are immutable: colors reading the same figures share one (the cache is
+        # bounded, and starts afresh when full).
+        made = self._made
+        if len(made) > _MADE_MAX:
+            made.clear()
+        for key, text in sums.items():
+            count = pods.get(key)
+            before = last.get(key)
+            if before is not None and before[0] == text and before[1] == count and not twice:
+                read[key] = before
+                continue
+            changed = True
+            if count is None or key in twice:
+                cause = "prometheus answered two sums" if count is not None else "no pod count"
+                read[key] = ("", "", Connections.unknown(f"{cause} for this color"))
+                continue
+            figures = made.get((text, count))
+            if figures is None:
+                figures = made[(text, count)] = _summary_connections(_number(text), count)
+            read[key] = (text, count, figures)
+        for key in pods.keys() - sums.keys() if len(pods) != len(read) else ():
+            changed = True
+            read[key] = ("", "", Connections.unknown("prometheus answered a pod count, no sum"))
+        self._last = read
+        return changed
+
+    def _part(self, item: Any, index: int) -> tuple[ColorKey, str, str] | None:
+        """One series of the answer: its color, its part and its value as written (a number),
+        or None for a series naming no color; raises PrometheusBadResponse for anything else."""
+        namespace_label, app_label, color_label = self._names
+        try:
+            metric = item["metric"]
+            key = (metric[namespace_label], metric[app_label], metric[color_label])
+            part = metric[PART_LABEL]
+            pair = item["value"]
+            text = pair[1]
+        except (TypeError, KeyError, IndexError):
+            part = None
+        # The usual shape, checked in full but cheaply: _parse_sample's checks on the four
+        # labels there are. Anything else goes through _parse_sample.
+        if (
+            part in _PARTS
+            and type(metric) is dict
+            and len(metric) == 4
+            and type(text) is str
+            and type(key[0]) is str
+            and type(key[1]) is str
+            and type(key[2]) is str
+            and key[0]
+            and key[1]
+            and key[2]
+            and type(pair) is list
+            and len(pair) == 2
+            and type(pair[0]) in _NUMBERS
+        ):
+            return key, part, text
         sample = _parse_sample(item, index)
-        labels = sample.labels
-        pods = labels.get(PODS_LABEL)
-        negative = labels.get(PART_LABEL) == _NEGATIVE
-        if (pods is None) == (not negative):
+        part = sample.labels.get(PART_LABEL)
+        if part not in _PARTS:
             raise PrometheusBadResponse(
-                f"prometheus answered a series without a {PODS_LABEL} label or a"
-                f' {PART_LABEL}="{_NEGATIVE}" label: {_shorten(str(dict(labels)))}'
+                f"prometheus answered a series without a {PART_LABEL} label of"
+                f" {', '.join(_PARTS)}: {_shorten(str(dict(sample.labels)))}"
             )
-        key = _color_key(labels, self._names)
-        if key is None:
+        found = _color_key(sample.labels, self._names)
+        if found is None:
             return None
-        if pods is None:
-            return key, sample.value
-        return key, (item["value"][1], pods, _summary_connections(sample.value, pods))
+        return found, part, item["value"][1]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise PrometheusBadResponse(
+            f"prometheus answered a non-numeric value: {_shorten(text)}"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -55,7 +56,13 @@ PART_LABEL = "rainbowd_part"
 SUM_PART = "sum"
 PODS_PART = "pods"
 NEGATIVE_PART = "negative"
-_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART)
+STALE_PART = "stale"
+_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART, STALE_PART)
+# The series the recording rules record (`recording_rules`), one per part of the summary.
+RECORDED_SUM = "rainbowd:connections:sum"
+RECORDED_PODS = "rainbowd:connections_pods:count"
+RECORDED_NEGATIVE = "rainbowd:connections_negative:count"
+RULE_GROUP = "rainbowd-connections"
 _POD_KEY = "rainbowd_pod"
 
 
@@ -152,6 +159,9 @@ class QueryResult:
     """The failure's class, set with `error` and only then: what metrics and logs go by."""
     warnings: tuple[str, ...] = ()
     """Problems that did not fail the query (series without the color labels...)."""
+    missing: Connections = NO_SERIES
+    """What a color absent from the answer is: unknown, with a cause saying where it was
+    looked for (`missing_cause`)."""
 
     def __post_init__(self) -> None:
         if (self.error is None) != (self.error_cause is None):
@@ -164,7 +174,7 @@ class QueryResult:
     def get(self, namespace: str, app: str, color: str) -> Connections:
         if self.error is not None:
             return Connections.unknown(self.error)
-        return self.by_color.get((namespace, app, color), NO_SERIES)
+        return self.by_color.get((namespace, app, color), self.missing)
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -302,8 +312,23 @@ def summary_expr(query: ConnectionsQuery) -> str:
     `instance` (series with neither count as one pod together, which can only make the coverage
     check stricter); and, only where a color has some, `negative`, its number of negative
     series (a negative gauge summed in would hide connections). rainbowd joins them per color.
+
+    With `query.recorded`, the parts are read from the series the recording rules record
+    (`recording_rules`), one small aggregation each over one series per color, and a fourth
+    part, `stale`, marks the colors whose recorded figures are older than two rule intervals.
     """
-    by = f"{query.namespace_label}, {query.app_label}, {query.color_label}"
+    if query.recorded:
+        return _parts(*_recorded_parts(query))
+    return _parts(*_raw_parts(query))
+
+
+def _by(query: ConnectionsQuery) -> str:
+    return f"{query.namespace_label}, {query.app_label}, {query.color_label}"
+
+
+def _raw_parts(query: ConnectionsQuery) -> tuple[str, str, str]:
+    """The sum, the pod count and the negative count, from the raw series."""
+    by = _by(query)
     sel = query.selector
     # label_replace leaves a series unchanged when the regex does not match: the pod label
     # overwrites the instance only where it is set.
@@ -311,19 +336,58 @@ def summary_expr(query: ConnectionsQuery) -> str:
         f'label_replace(label_replace({sel}, "{_POD_KEY}", "$1", "instance", "(.+)"),'
         f' "{_POD_KEY}", "$1", "{query.pod_label}", "(.+)")'
     )
-    return _parts(
+    return (
         f"sum by ({by}) ({sel})",
         f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))",
         f"count by ({by}) ({sel} < 0)",
     )
 
 
-def _parts(total: str, pods: str, negative: str) -> str:
-    """The three parts of a summary in one query, each marked by PART_LABEL."""
+def _recorded_parts(query: ConnectionsQuery) -> tuple[str, str, str, str]:
+    """The three parts read from the recorded series, and the colors whose sum or pod count
+    was recorded more than two rule intervals ago (Prometheus still answers a sample up to its
+    lookback delta old, five minutes by default)."""
+    by = _by(query)
+    oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
+    # The matchers narrow the recorded series, which keep the namespace, app and color labels.
+    total, pods, negative = (
+        f"{name}{{{query.matchers}}}" for name in (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
+    )
+    return (
+        f"sum by ({by}) ({total})",
+        f"sum by ({by}) ({pods})",
+        f"sum by ({by}) ({negative})",
+        f"count by ({by}) (timestamp({total}) < {oldest})"
+        f" or count by ({by}) (timestamp({pods}) < {oldest})",
+    )
+
+
+def _parts(*exprs: str) -> str:
+    """The parts of a summary in one query, each marked by PART_LABEL."""
     return " or ".join(
         f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")'
-        for part, expr in zip(_PARTS, (total, pods, negative), strict=True)
+        for part, expr in zip(_PARTS, exprs, strict=False)
     )
+
+
+def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
+    """The rule file (Prometheus' format) recording the raw parts of `query`'s summary every
+    `query.rule_interval`: what `source: recorded` reads. The rules record every series of the
+    metric; the query's matchers narrow the recorded series when they are read."""
+    names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
+    every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False))
+    rules = [{"record": name, "expr": expr} for name, expr in zip(names, every, strict=True)]
+    interval = format_duration(query.rule_interval)
+    return {"groups": [{"name": RULE_GROUP, "interval": interval, "rules": rules}]}
+
+
+def missing_cause(query: ConnectionsQuery) -> Connections:
+    """What a color absent from the answer to `query` is."""
+    if query.recorded:
+        return Connections.unknown(
+            f"no series of the recording rule {RECORDED_SUM} for this color (group {RULE_GROUP})"
+        )
+    return NO_SERIES
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -485,6 +549,12 @@ class SummaryReader:
         self._warnings: tuple[str, ...] = ()
         self._body: bytes | None = None  # the last answer read, without its evaluation time
         self._made: dict[tuple[str, str], Connections] = {}
+        self._missing = missing_cause(query)
+        twice = 2 * query.rule_interval
+        self._stale = Connections.unknown(
+            f"recorded series of the rules {RECORDED_SUM} and {RECORDED_PODS} (group"
+            f" {RULE_GROUP}) older than {format_duration(twice)}: are the rules evaluated?"
+        )
 
     def read_answer(
         self, status: int, body: bytes, *, at: datetime
@@ -494,9 +564,7 @@ class SummaryReader:
         evaluation time is not parsed again: last time's result stands, the same mapping."""
         timeless = _timeless(body) if status == 200 else None
         if timeless is not None and timeless == self._body:
-            return QueryResult(
-                query=self.query, at=at, by_color=self._by_color, warnings=self._warnings
-            ), ()
+            return self._result(at), ()
         self._body = None
         with _collector_paused():
             items, warnings = parse_document(status, body)
@@ -511,9 +579,9 @@ class SummaryReader:
         """The answer's result items into connections per color; raises PrometheusBadResponse."""
         sums: dict[ColorKey, str] = {}
         pods: dict[ColorKey, str] = {}
-        negative: dict[ColorKey, float] = {}
+        unknown: dict[ColorKey, Connections] = {}
         twice: set[ColorKey] = set()
-        unlabelled = 0
+        unlabelled = stale = 0
         for index, item in enumerate(items):
             found = self._part(item, index)
             if found is None:
@@ -521,30 +589,45 @@ class SummaryReader:
                 continue
             key, part, text = found
             if part == NEGATIVE_PART:
-                negative[key] = _number(text)
-                continue
-            into = sums if part == SUM_PART else pods
-            if key in into:
-                twice.add(key)
-            into[key] = text
+                count = _number(text)
+                unknown[key] = Connections.unknown(
+                    f"prometheus returned a negative count ({count:g} series)"
+                )
+            elif part == STALE_PART:
+                stale += 1
+                unknown.setdefault(key, self._stale)
+            else:
+                into = sums if part == SUM_PART else pods
+                if key in into:
+                    twice.add(key)
+                into[key] = text
         changed = self._join(sums, pods, twice)
-        if changed or negative or self._rebuilt:
+        if changed or unknown or self._rebuilt:
             by_color = {key: entry[2] for key, entry in self._last.items()}
-            for key, count in negative.items():
+            for key, figure in unknown.items():
                 if key in by_color:
-                    by_color[key] = Connections.unknown(
-                        f"prometheus returned a negative count ({count:g} series)"
-                    )
+                    by_color[key] = figure
             self._by_color = MappingProxyType(by_color)
-            self._rebuilt = bool(negative)
-        warnings: tuple[str, ...] = ()
+            self._rebuilt = bool(unknown)
+        warnings: list[str] = []
         if unlabelled:
-            warnings = (
+            warnings.append(
                 f"series without all of the labels {', '.join(self._names)} ignored"
-                f" ({unlabelled} summary series)",
+                f" ({unlabelled} summary series)"
             )
-        self._warnings = warnings
-        return QueryResult(query=self.query, at=at, by_color=self._by_color, warnings=warnings)
+        if stale:
+            warnings.append(f"{stale} colors' {self._stale.cause}")
+        self._warnings = tuple(warnings)
+        return self._result(at)
+
+    def _result(self, at: datetime) -> QueryResult:
+        return QueryResult(
+            query=self.query,
+            at=at,
+            by_color=self._by_color,
+            warnings=self._warnings,
+            missing=self._missing,
+        )
 
     def _join(
         self, sums: dict[ColorKey, str], pods: dict[ColorKey, str], twice: set[ColorKey]

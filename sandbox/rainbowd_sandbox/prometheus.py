@@ -68,10 +68,13 @@ class PrometheusServer:
         start_timeout: float = 60.0,
         host: str = "127.0.0.1",
         scrape_configs: Sequence[Mapping[str, Any]] = (),
+        rule_files: Sequence[Path] = (),
     ) -> None:
         """`host` is the listen address (a real node's bridge, for pods to query it);
-        `scrape_configs` are more jobs as Prometheus takes them (kubernetes_sd_configs...)."""
+        `scrape_configs` are more jobs as Prometheus takes them (kubernetes_sd_configs...);
+        `rule_files` are rule files Prometheus evaluates (changed with `set_rule_files`)."""
         self.host = host
+        self.rule_files = list(rule_files)
         self.scrape_configs = [dict(c) for c in scrape_configs]
         self.scrape_interval = scrape_interval
         self.binary = binary if binary is not None else _binary()
@@ -209,6 +212,15 @@ class PrometheusServer:
             if self._proc is not None and self._proc.running():
                 self.reload()
 
+    def set_rule_files(self, rule_files: Sequence[Path]) -> None:
+        """Replaces the rule files and reloads a running Prometheus."""
+        self.rule_files = list(rule_files)
+        if self._data_dir is None:
+            return
+        self._write_config()
+        if self._proc is not None and self._proc.running():
+            self.reload()
+
     def reload(self) -> None:
         req = urllib.request.Request(self.url + "/-/reload", method="POST")
         with urllib.request.urlopen(req, timeout=10):
@@ -243,6 +255,7 @@ class PrometheusServer:
                 for job in self._jobs
             ]
             + self.scrape_configs,
+            "rule_files": [str(path) for path in self.rule_files],
         }
         path = self.data_dir / "prometheus.yml"
         tmp = path.with_suffix(".tmp")

@@ -256,27 +256,29 @@ def color_series(color: str, pod: str, value: str, **extra: str) -> tuple[dict[s
     return {"namespace": "chat", "app": "web", "color": color, "pod": pod, **extra}, value
 
 
+SERIES = [
+    # Three pods, one exporting its gauge split by protocol.
+    color_series("aaaaaa", "a-1", "3", protocol="ws"),
+    color_series("aaaaaa", "a-1", "2", protocol="xmpp"),
+    color_series("aaaaaa", "a-2", "0"),
+    color_series("aaaaaa", "a-3", "7"),
+    # NaN, +Inf and a negative gauge each make their color unknown.
+    color_series("bbbbbb", "b-1", "NaN"),
+    color_series("bbbbbb", "b-2", "4"),
+    color_series("cccccc", "c-1", "+Inf"),
+    color_series("dddddd", "d-1", "-2"),
+    color_series("dddddd", "d-2", "5"),
+    # A series without a color names none.
+    ({"namespace": "chat", "app": "web", "pod": "x"}, "9"),
+]
+
+
 async def test_the_summary_answers_as_the_per_pod_series_do(
     prometheus: PrometheusServer, client: PrometheusClient
 ) -> None:
-    series = [
-        # Three pods, one exporting its gauge split by protocol.
-        color_series("aaaaaa", "a-1", "3", protocol="ws"),
-        color_series("aaaaaa", "a-1", "2", protocol="xmpp"),
-        color_series("aaaaaa", "a-2", "0"),
-        color_series("aaaaaa", "a-3", "7"),
-        # NaN, +Inf and a negative gauge each make their color unknown.
-        color_series("bbbbbb", "b-1", "NaN"),
-        color_series("bbbbbb", "b-2", "4"),
-        color_series("cccccc", "c-1", "+Inf"),
-        color_series("dddddd", "d-1", "-2"),
-        color_series("dddddd", "d-2", "5"),
-        # A series without a color names none.
-        ({"namespace": "chat", "app": "web", "pod": "x"}, "9"),
-    ]
     metric = "rainbow_test_connections"
     query = ConnectionsQuery(metric=metric, matchers='job="exposition"')
-    with Exposition(gauge(metric, series)) as target:
+    with Exposition(gauge(metric, SERIES)) as target:
         prometheus.set_targets([(target.target, {})], job="exposition")
         summary = await until_connections(
             client, {"aaaaaa": Connections(value=12.0, series=3)}, query

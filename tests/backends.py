@@ -17,7 +17,7 @@ from rainbowd_sandbox.prometheus import DEFAULT_JOB, PrometheusError, Prometheus
 from rainbowd_sandbox.thanos import ThanosQuery
 from rainbowd_sandbox.victoriametrics import VictoriaMetricsServer
 
-BACKENDS = ("prometheus", "victoriametrics")
+BACKENDS = ("prometheus", "victoriametrics", "thanos")
 
 
 class Backend(Protocol):

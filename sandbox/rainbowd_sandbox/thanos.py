@@ -5,6 +5,7 @@ the control plane is)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -89,8 +90,6 @@ class ThanosQuery:
                 f"--http-address=127.0.0.1:{self._query_port}",
                 f"--grpc-address=127.0.0.1:{free_port()}",
                 "--query.replica-label=replica",
-                # Asked for a time, Query answers with the stores' samples at that time.
-                "--query.auto-downsampling=false",
                 "--log.level=warn",
             ],
             log_path=data / "thanos-query.log",
@@ -100,9 +99,18 @@ class ThanosQuery:
             proc.start()
 
         def ready() -> bool | None:
+            # Query lists the sidecar among its stores, without an error, once it answers.
             with urllib.request.urlopen(self.url + "/api/v1/stores", timeout=2) as resp:
-                body = resp.read().decode()
-            return True if f"127.0.0.1:{self._grpc}" in body and "lastError" not in body else None
+                stores = json.load(resp).get("data") or {}
+            return (
+                any(
+                    store.get("name") == f"127.0.0.1:{self._grpc}"
+                    and store.get("lastError") is None
+                    for kind in stores.values()
+                    for store in kind
+                )
+                or None
+            )
 
         try:
             wait_until(ready, timeout=120, what="thanos query ready", process=self._query)

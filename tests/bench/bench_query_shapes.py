@@ -38,6 +38,8 @@ REPS = int(os.environ.get("RAINBOWD_BENCH_SHAPES_REPS", "10"))
 PODS = 3
 RAW = ConnectionsQuery()
 RECORDED = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=30))
+# The same rules evaluated every 2 hours, and read as such (nothing stale meanwhile).
+IDLE = ConnectionsQuery(recorded=True, rule_interval=timedelta(hours=2))
 # Scraped once a minute: the series stay fresh (5 min lookback) and few scrapes land among the
 # queries being measured.
 SCRAPE = 60.0
@@ -101,12 +103,17 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
                 "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
                 "rules": cpu_per(prom, lambda: _each(prom, rule_exprs)),
             }
-            # Then the rules, evaluated every 30 s, and the recorded shape reading them.
+            # Then the rules, evaluated every 30 s, and the recorded shape reading them. Once
+            # they have recorded, their group is reloaded with a long interval (the same rules:
+            # Prometheus keeps their series), so no evaluation lands among the reads measured.
             prom.set_rule_files([rules])
-            prom.wait_for(
-                "count(rainbowd:connections:sum)", timeout=600, predicate=_all(series // PODS)
-            )
-            got["recorded"] = cpu_per(prom, lambda: query(prom, summary_expr(RECORDED)))
+            colors = series // PODS
+            prom.wait_for("count(rainbowd:connections:sum)", timeout=600, predicate=_all(colors))
+            rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
+            prom.reload()
+            got["recorded"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
+            # ...and the recorded series were all there to be read.
+            prom.wait_for("count(rainbowd:connections:sum)", timeout=5, predicate=_all(colors))
             return got
         finally:
             prom.close()

@@ -318,7 +318,7 @@ def summary_expr(query: ConnectionsQuery) -> str:
     part, `stale`, marks the colors whose recorded figures are older than two rule intervals.
     """
     if query.recorded:
-        return _parts(*_recorded_parts(query))
+        return _recorded_expr(query)
     return _parts(*_raw_parts(query))
 
 
@@ -343,22 +343,21 @@ def _raw_parts(query: ConnectionsQuery) -> tuple[str, str, str]:
     )
 
 
-def _recorded_parts(query: ConnectionsQuery) -> tuple[str, str, str, str]:
-    """The three parts read from the recorded series, and the colors whose sum or pod count
-    was recorded more than two rule intervals ago (Prometheus still answers a sample up to its
-    lookback delta old, five minutes by default)."""
+def _recorded_expr(query: ConnectionsQuery) -> str:
+    """The three parts read from the recorded series in one selection (each rule marks its
+    series with its part), and the colors whose sum or pod count was recorded more than two
+    rule intervals ago (Prometheus still answers a sample up to its lookback delta old, five
+    minutes by default)."""
     by = _by(query)
     oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
     # The matchers narrow the recorded series, which keep the namespace, app and color labels.
-    total, pods, negative = (
-        f"{name}{{{query.matchers}}}" for name in (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
-    )
+    matchers = f", {query.matchers}" if query.matchers else ""
+    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
+    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
+    stale = f"count by ({by}) (timestamp({figures}) < {oldest})"
     return (
-        f"sum by ({by}) ({total})",
-        f"sum by ({by}) ({pods})",
-        f"sum by ({by}) ({negative})",
-        f"count by ({by}) (timestamp({total}) < {oldest})"
-        f" or count by ({by}) (timestamp({pods}) < {oldest})",
+        f"sum by ({by}, {PART_LABEL}) ({every})"
+        f' or label_replace({stale}, "{PART_LABEL}", "{STALE_PART}", "", "")'
     )
 
 
@@ -376,7 +375,10 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     metric; the query's matchers narrow the recorded series when they are read."""
     names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
     every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False))
-    rules = [{"record": name, "expr": expr} for name, expr in zip(names, every, strict=True)]
+    rules = [
+        {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
+        for name, expr, part in zip(names, every, _PARTS, strict=False)
+    ]
     interval = format_duration(query.rule_interval)
     return {"groups": [{"name": RULE_GROUP, "interval": interval, "rules": rules}]}
 

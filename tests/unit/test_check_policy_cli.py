@@ -215,6 +215,7 @@ def test_the_source_in_force_and_the_rules_it_reads(tmp_path: Path) -> None:
     assert group["rules"][0] == {
         "record": "rainbowd:connections:sum",
         "expr": "sum by (namespace, app, color) (chat_sessions{})",
+        "labels": {"rainbowd_part": "sum"},
     }
 
 

@@ -7,9 +7,12 @@ what each rule will really do once defaults and built-in values are filled in.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import TextIO
+
+import yaml
 
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy import (
@@ -21,6 +24,7 @@ from rainbowd.core.policy import (
     policy_warnings,
 )
 from rainbowd.policyfile import load_policy_file
+from rainbowd.prom.querying import RECORDED_PODS, RECORDED_SUM, RULE_GROUP, recording_rules
 
 _WIDTH = max(len(knob.key) for knob in KNOBS) + 2
 
@@ -38,9 +42,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-o",
         "--output",
-        choices=("text", "json"),
+        choices=("text", "json", "rules"),
         default="text",
-        help="text: a readable listing (default); json: the effective policy document",
+        help=(
+            "text: a readable listing (default); json: the effective policy document; rules: "
+            "the recording rules `connections.source: recorded` reads, as a Prometheus rule file"
+        ),
     )
     parser.set_defaults(func=run)
 
@@ -55,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for warning in policy_warnings(policy):
         print(f"{source}: warning: {warning}", file=sys.stderr)
+    if args.output == "rules":
+        return _rules(policy, source)
     if args.output == "json":
         json.dump(policy_to_document(policy), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -63,11 +72,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(policy: Policy, source: str) -> int:
+    """The rule file recording the one connections query of `policy` read as recorded."""
+    queries = {
+        dataclasses.replace(rule.connections, recorded=False, matchers=""): rule.name
+        for rule in policy.rules
+        if rule.connections.recorded
+    } or {dataclasses.replace(policy.connections, recorded=False, matchers=""): "connections"}
+    if len(queries) > 1:
+        print(
+            f"{source}: rules {', '.join(queries.values())} read recorded series of different "
+            "queries, but the recording rules record one (the series have one set of names)",
+            file=sys.stderr,
+        )
+        return 1
+    (query,) = queries
+    if query.query is not None:
+        print(f"{source}: a free query cannot be recorded", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump(recording_rules(query), sort_keys=False, width=1_000_000))
+    return 0
+
+
 def _query(query: ConnectionsQuery) -> str:
     by = f"by {query.namespace_label}, {query.app_label}, {query.color_label}"
     if query.query is not None:
         return f"{query.query}  ({by}; free query: no coverage check)"
-    return f"{query.selector}  ({by})"
+    if query.recorded:
+        every = format_duration(query.rule_interval)
+        return (
+            f"{query.selector}  ({by}; source recorded: the series of the rule group"
+            f" {RULE_GROUP}, {RECORDED_SUM} and {RECORDED_PODS}, evaluated every {every};"
+            f" `check-policy -o rules` prints them)"
+        )
+    return f"{query.selector}  ({by}; source raw)"
 
 
 def render(policy: Policy, *, source: str, out: TextIO) -> None:

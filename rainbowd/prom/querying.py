@@ -3,11 +3,12 @@ connections query, parsed strictly, with every fault turned into an *unknown* re
 human cause. A missing series is unknown, never zero.
 
 In metric mode the query asks Prometheus for a summary per color, not the raw per-pod series:
-one series per color whose value is the sum and whose `rainbowd_pods` label is the number of
-distinct pods reporting (the coverage check), plus, only where there are some, the number of
-negative series. That answer is one series per color whatever the number of pods, where the raw
-series were one per pod and per scrape job; `per_pod=True` still asks for the raw series, for
-whatever needs per-pod figures.
+per color, the sum, the number of distinct pods reporting (the coverage check) and, only where
+there are some, the number of negative series, each a plain aggregation marked by its part
+label and joined per color here. No `count_values`: each part is a `sum` or a `count`, which
+horizontally scaled backends (Thanos, Mimir, VictoriaMetrics) split across shards. The answer is
+two series per color whatever the number of pods, where the raw series were one per pod and per
+scrape job; `per_pod=True` still asks for the raw series, for whatever needs per-pod figures.
 
 Reading the answer is most of a steady cycle's cost at 10,000 colors, so the client remembers
 each color's last answer (its value and pod count as Prometheus wrote them) and converts and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -47,13 +49,21 @@ _MAX_TEXT = 200
 ColorKey = tuple[str, str, str]
 """(namespace, app, color)"""
 
-# The label carrying a color's pod count in the summary answer, the one marking its negative
-# series count, and the one carrying each series' pod (its pod label, else its instance) inside
-# the query.
-PODS_LABEL = "rainbowd_pods"
+# The label marking each part of the summary answer (a color's sum, its pod count, its count of
+# negative series), and the one carrying each series' pod (its pod label, else its instance)
+# inside the query.
 PART_LABEL = "rainbowd_part"
+SUM_PART = "sum"
+PODS_PART = "pods"
+NEGATIVE_PART = "negative"
+STALE_PART = "stale"
+_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART, STALE_PART)
+# The series the recording rules record (`recording_rules`), one per part of the summary.
+RECORDED_SUM = "rainbowd:connections:sum"
+RECORDED_PODS = "rainbowd:connections_pods:count"
+RECORDED_NEGATIVE = "rainbowd:connections_negative:count"
+RULE_GROUP = "rainbowd-connections"
 _POD_KEY = "rainbowd_pod"
-_NEGATIVE = "negative"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -149,6 +159,9 @@ class QueryResult:
     """The failure's class, set with `error` and only then: what metrics and logs go by."""
     warnings: tuple[str, ...] = ()
     """Problems that did not fail the query (series without the color labels...)."""
+    missing: Connections = NO_SERIES
+    """What a color absent from the answer is: unknown, with a cause saying where it was
+    looked for (`missing_cause`)."""
 
     def __post_init__(self) -> None:
         if (self.error is None) != (self.error_cause is None):
@@ -161,7 +174,7 @@ class QueryResult:
     def get(self, namespace: str, app: str, color: str) -> Connections:
         if self.error is not None:
             return Connections.unknown(self.error)
-        return self.by_color.get((namespace, app, color), NO_SERIES)
+        return self.by_color.get((namespace, app, color), self.missing)
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -293,16 +306,29 @@ def expression(query: ConnectionsQuery, *, per_pod: bool = False) -> str:
 
 
 def summary_expr(query: ConnectionsQuery) -> str:
-    """One query answering one series per color: its value is the connections, summed by
-    Prometheus (NaN or infinite if any series is), and its PODS_LABEL the number of distinct
-    pods reporting, a pod being its pod label, else its `instance` (series with neither count
-    as one pod together, which can only make the coverage check stricter). `count_values` is
-    what turns the count into a label, joined onto the sum (multiplied by its value, 1).
+    """One query answering, per color, its parts as plain aggregations, each marked by
+    PART_LABEL: `sum`, the connections summed by Prometheus (NaN or infinite if any series is);
+    `pods`, the number of distinct pods reporting, a pod being its pod label, else its
+    `instance` (series with neither count as one pod together, which can only make the coverage
+    check stricter); and, only where a color has some, `negative`, its number of negative
+    series (a negative gauge summed in would hide connections). rainbowd joins them per color.
 
-    Only where a color has negative series, a second series marked `PART_LABEL="negative"`
-    counts them (a negative gauge summed in would hide connections).
+    With `query.recorded`, the parts are read from the series the recording rules record
+    (`recording_rules`), one small aggregation each over one series per color, and a fourth
+    part, `stale`, marks the colors whose recorded figures are older than two rule intervals.
     """
-    by = f"{query.namespace_label}, {query.app_label}, {query.color_label}"
+    if query.recorded:
+        return _recorded_expr(query)
+    return _parts(*_raw_parts(query))
+
+
+def _by(query: ConnectionsQuery) -> str:
+    return f"{query.namespace_label}, {query.app_label}, {query.color_label}"
+
+
+def _raw_parts(query: ConnectionsQuery) -> tuple[str, str, str]:
+    """The sum, the pod count and the negative count, from the raw series."""
+    by = _by(query)
     sel = query.selector
     # label_replace leaves a series unchanged when the regex does not match: the pod label
     # overwrites the instance only where it is set.
@@ -310,12 +336,60 @@ def summary_expr(query: ConnectionsQuery) -> str:
         f'label_replace(label_replace({sel}, "{_POD_KEY}", "$1", "instance", "(.+)"),'
         f' "{_POD_KEY}", "$1", "{query.pod_label}", "(.+)")'
     )
-    pods = f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))"
     return (
-        f"sum by ({by}) ({sel})"
-        f' * on ({by}) group_left ({PODS_LABEL}) count_values by ({by}) ("{PODS_LABEL}", {pods})'
-        f' or label_replace(count by ({by}) ({sel} < 0), "{PART_LABEL}", "{_NEGATIVE}", "", "")'
+        f"sum by ({by}) ({sel})",
+        f"count by ({by}) (count by ({by}, {_POD_KEY}) ({pod}))",
+        f"count by ({by}) ({sel} < 0)",
     )
+
+
+def _recorded_expr(query: ConnectionsQuery) -> str:
+    """The three parts read from the recorded series in one selection (each rule marks its
+    series with its part), and the colors whose sum or pod count was recorded more than two
+    rule intervals ago (Prometheus still answers a sample up to its lookback delta old, five
+    minutes by default)."""
+    by = _by(query)
+    oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
+    # The matchers narrow the recorded series, which keep the namespace, app and color labels.
+    matchers = f", {query.matchers}" if query.matchers else ""
+    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
+    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
+    stale = f"count by ({by}) (timestamp({figures}) < {oldest})"
+    return (
+        f"sum by ({by}, {PART_LABEL}) ({every})"
+        f' or label_replace({stale}, "{PART_LABEL}", "{STALE_PART}", "", "")'
+    )
+
+
+def _parts(*exprs: str) -> str:
+    """The parts of a summary in one query, each marked by PART_LABEL."""
+    return " or ".join(
+        f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")'
+        for part, expr in zip(_PARTS, exprs, strict=False)
+    )
+
+
+def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
+    """The rule file (Prometheus' format) recording the raw parts of `query`'s summary every
+    `query.rule_interval`: what `source: recorded` reads. The rules record every series of the
+    metric; the query's matchers narrow the recorded series when they are read."""
+    names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
+    every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False))
+    rules = [
+        {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
+        for name, expr, part in zip(names, every, _PARTS, strict=False)
+    ]
+    interval = format_duration(query.rule_interval)
+    return {"groups": [{"name": RULE_GROUP, "interval": interval, "rules": rules}]}
+
+
+def missing_cause(query: ConnectionsQuery) -> Connections:
+    """What a color absent from the answer to `query` is."""
+    if query.recorded:
+        return Connections.unknown(
+            f"no series of the recording rule {RECORDED_SUM} for this color (group {RULE_GROUP})"
+        )
+    return NO_SERIES
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -452,8 +526,7 @@ def group_connections(query: ConnectionsQuery, vector: Vector, *, at: datetime) 
 
 
 _Read = tuple[str, str, Connections]
-"""A color's summary series as last read: its value and pod count as written, and what they
-made."""
+"""A color's summary as last read: its sum and pod count as written, and what they made."""
 
 
 class SummaryReader:
@@ -461,10 +534,11 @@ class SummaryReader:
 
     A color is known only with a finite, non-negative sum and a pod count of at least one, and
     without negative series, as in `group_connections`. A series that is no part of the summary
-    raises PrometheusBadResponse: something other than Prometheus evaluated the query.
+    raises PrometheusBadResponse: something other than Prometheus evaluated the query. A color
+    with a sum but no pod count, or the other way round, or either twice, is unknown.
 
-    A color whose value and pod count read exactly as last time is not converted again: its
-    Connections of last time is kept (only series that already passed every check are
+    A color whose sum and pod count read exactly as last time is not converted again: its
+    Connections of last time is kept (only figures that already passed every check are
     remembered). When no color changed, `read` returns last time's mapping, the same object.
     """
 
@@ -477,6 +551,12 @@ class SummaryReader:
         self._warnings: tuple[str, ...] = ()
         self._body: bytes | None = None  # the last answer read, without its evaluation time
         self._made: dict[tuple[str, str], Connections] = {}
+        self._missing = missing_cause(query)
+        twice = 2 * query.rule_interval
+        self._stale = Connections.unknown(
+            f"recorded series of the rules {RECORDED_SUM} and {RECORDED_PODS} (group"
+            f" {RULE_GROUP}) older than {format_duration(twice)}: are the rules evaluated?"
+        )
 
     def read_answer(
         self, status: int, body: bytes, *, at: datetime
@@ -486,9 +566,7 @@ class SummaryReader:
         evaluation time is not parsed again: last time's result stands, the same mapping."""
         timeless = _timeless(body) if status == 200 else None
         if timeless is not None and timeless == self._body:
-            return QueryResult(
-                query=self.query, at=at, by_color=self._by_color, warnings=self._warnings
-            ), ()
+            return self._result(at), ()
         self._body = None
         with _collector_paused():
             items, warnings = parse_document(status, body)
@@ -501,110 +579,142 @@ class SummaryReader:
 
     def read(self, items: list[Any], *, at: datetime) -> QueryResult:
         """The answer's result items into connections per color; raises PrometheusBadResponse."""
-        namespace_label, app_label, color_label = self._names
+        sums: dict[ColorKey, str] = {}
+        pods: dict[ColorKey, str] = {}
+        unknown: dict[ColorKey, Connections] = {}
+        twice: set[ColorKey] = set()
+        unlabelled = stale = 0
+        for index, item in enumerate(items):
+            found = self._part(item, index)
+            if found is None:
+                unlabelled += 1
+                continue
+            key, part, text = found
+            if part == NEGATIVE_PART:
+                count = _number(text)
+                unknown[key] = Connections.unknown(
+                    f"prometheus returned a negative count ({count:g} series)"
+                )
+            elif part == STALE_PART:
+                stale += 1
+                unknown.setdefault(key, self._stale)
+            else:
+                into = sums if part == SUM_PART else pods
+                if key in into:
+                    twice.add(key)
+                into[key] = text
+        changed = self._join(sums, pods, twice)
+        if changed or unknown or self._rebuilt:
+            by_color = {key: entry[2] for key, entry in self._last.items()}
+            for key, figure in unknown.items():
+                if key in by_color:
+                    by_color[key] = figure
+            self._by_color = MappingProxyType(by_color)
+            self._rebuilt = bool(unknown)
+        warnings: list[str] = []
+        if unlabelled:
+            warnings.append(
+                f"series without all of the labels {', '.join(self._names)} ignored"
+                f" ({unlabelled} summary series)"
+            )
+        if stale:
+            warnings.append(f"{stale} colors' {self._stale.cause}")
+        self._warnings = tuple(warnings)
+        return self._result(at)
+
+    def _result(self, at: datetime) -> QueryResult:
+        return QueryResult(
+            query=self.query,
+            at=at,
+            by_color=self._by_color,
+            warnings=self._warnings,
+            missing=self._missing,
+        )
+
+    def _join(
+        self, sums: dict[ColorKey, str], pods: dict[ColorKey, str], twice: set[ColorKey]
+    ) -> bool:
+        """Each color's sum and pod count made one Connections, kept from last time where they
+        read the same; whether any color changed."""
         last = self._last
         read: dict[ColorKey, _Read] = {}
-        negative: dict[ColorKey, float] = {}
-        unlabelled = 0
-        changed = False
+        changed = len(sums) != len(last) or len(pods) != len(last)
         # Connections are immutable: colors reading the same figures share one (the cache is
         # bounded, and starts afresh when full).
         made = self._made
         if len(made) > _MADE_MAX:
             made.clear()
-        for index, item in enumerate(items):
-            try:
-                metric = item["metric"]
-                key = (metric[namespace_label], metric[app_label], metric[color_label])
-                pair = item["value"]
-                text = pair[1]
-                pods = metric[PODS_LABEL]
-            except (TypeError, KeyError, IndexError):
-                pods = None
-            if pods is not None and key not in read and PART_LABEL not in metric:
-                # The common case: a color reading exactly as last time.
-                before = last.get(key)
-                if before is not None and before[0] == text and before[1] == pods:
-                    read[key] = before
-                    continue
-                # A new figure in the usual shape: _parse_sample's checks on the four labels
-                # there are. Anything else goes through every check below.
-                if (
-                    type(metric) is dict
-                    and len(metric) == 4
-                    and type(pods) is str
-                    and type(text) is str
-                    and type(key[0]) is str
-                    and type(key[1]) is str
-                    and type(key[2]) is str
-                    and key[0]
-                    and key[1]
-                    and key[2]
-                    and type(pair) is list
-                    and len(pair) == 2
-                    and type(pair[0]) in _NUMBERS
-                ):
-                    figures = made.get((text, pods))
-                    if figures is None:
-                        try:
-                            value = float(text)
-                        except ValueError:
-                            value = None  # _parse_sample says what is wrong with it
-                        if value is not None:
-                            figures = made[(text, pods)] = _summary_connections(value, pods)
-                    if figures is not None:
-                        read[key] = (text, pods, figures)
-                        changed = True
-                        continue
-            found = self._check(item, index)
-            if found is None:
-                unlabelled += 1
+        for key, text in sums.items():
+            count = pods.get(key)
+            before = last.get(key)
+            if before is not None and before[0] == text and before[1] == count and not twice:
+                read[key] = before
                 continue
             changed = True
-            key, figure = found
-            if isinstance(figure, float):
-                negative[key] = figure
-            elif key in read:
-                read[key] = ("", "", Connections.unknown("prometheus answered two sums"))
-            else:
-                read[key] = figure
+            if count is None or key in twice:
+                cause = "prometheus answered two sums" if count is not None else "no pod count"
+                read[key] = ("", "", Connections.unknown(f"{cause} for this color"))
+                continue
+            figures = made.get((text, count))
+            if figures is None:
+                figures = made[(text, count)] = _summary_connections(_number(text), count)
+            read[key] = (text, count, figures)
+        for key in pods.keys() - sums.keys() if len(pods) != len(read) else ():
+            changed = True
+            read[key] = ("", "", Connections.unknown("prometheus answered a pod count, no sum"))
         self._last = read
-        if changed or negative or len(read) != len(last) or self._rebuilt:
-            by_color = {key: entry[2] for key, entry in read.items()}
-            for key, count in negative.items():
-                if key in by_color:
-                    by_color[key] = Connections.unknown(
-                        f"prometheus returned a negative count ({count:g} series)"
-                    )
-            self._by_color = MappingProxyType(by_color)
-            self._rebuilt = bool(negative)
-        warnings: tuple[str, ...] = ()
-        if unlabelled:
-            warnings = (
-                f"series without all of the labels {', '.join(self._names)} ignored"
-                f" ({unlabelled} summary series)",
-            )
-        self._warnings = warnings
-        return QueryResult(query=self.query, at=at, by_color=self._by_color, warnings=warnings)
+        return changed
 
-    def _check(self, item: Any, index: int) -> tuple[ColorKey, _Read | float] | None:
-        """One series checked in full: its color with what it read, or with its count of
-        negative series (a float), or None for a series naming no color."""
+    def _part(self, item: Any, index: int) -> tuple[ColorKey, str, str] | None:
+        """One series of the answer: its color, its part and its value as written (a number),
+        or None for a series naming no color; raises PrometheusBadResponse for anything else."""
+        namespace_label, app_label, color_label = self._names
+        try:
+            metric = item["metric"]
+            key = (metric[namespace_label], metric[app_label], metric[color_label])
+            part = metric[PART_LABEL]
+            pair = item["value"]
+            text = pair[1]
+        except (TypeError, KeyError, IndexError):
+            part = None
+        # The usual shape, checked in full but cheaply: _parse_sample's checks on the four
+        # labels there are. Anything else goes through _parse_sample.
+        if (
+            part in _PARTS
+            and type(metric) is dict
+            and len(metric) == 4
+            and type(text) is str
+            and type(key[0]) is str
+            and type(key[1]) is str
+            and type(key[2]) is str
+            and key[0]
+            and key[1]
+            and key[2]
+            and type(pair) is list
+            and len(pair) == 2
+            and type(pair[0]) in _NUMBERS
+        ):
+            return key, part, text
         sample = _parse_sample(item, index)
-        labels = sample.labels
-        pods = labels.get(PODS_LABEL)
-        negative = labels.get(PART_LABEL) == _NEGATIVE
-        if (pods is None) == (not negative):
+        part = sample.labels.get(PART_LABEL)
+        if part not in _PARTS:
             raise PrometheusBadResponse(
-                f"prometheus answered a series without a {PODS_LABEL} label or a"
-                f' {PART_LABEL}="{_NEGATIVE}" label: {_shorten(str(dict(labels)))}'
+                f"prometheus answered a series without a {PART_LABEL} label of"
+                f" {', '.join(_PARTS)}: {_shorten(str(dict(sample.labels)))}"
             )
-        key = _color_key(labels, self._names)
-        if key is None:
+        found = _color_key(sample.labels, self._names)
+        if found is None:
             return None
-        if pods is None:
-            return key, sample.value
-        return key, (item["value"][1], pods, _summary_connections(sample.value, pods))
+        return found, part, item["value"][1]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise PrometheusBadResponse(
+            f"prometheus answered a non-numeric value: {_shorten(text)}"
+        ) from None
 
 
 @contextlib.contextmanager

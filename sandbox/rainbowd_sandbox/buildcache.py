@@ -96,6 +96,10 @@ def go_version() -> str:
 
 
 _CLUSTER_INPUTS = ("versions", "go.mod", "go.sum", "tools.go", "cmd", "build")
+# Thanos, for the query tests: a wrapper module and build script of its own, so pinning it
+# never rebuilds the control plane.
+_THANOS_INPUTS = ("go.mod", "go.sum", "build")
+KINDS = ("controlplane", "tools", "thanos")
 
 
 def _pinned(name: str, root: Path) -> str:
@@ -106,12 +110,25 @@ def _pinned(name: str, root: Path) -> str:
     raise CacheError(f"{name} is not pinned in tests/cluster/versions")
 
 
+def _thanos_version(folder: Path) -> str:
+    for line in (folder / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["github.com/thanos-io/thanos"] and len(words) >= 2:
+            return words[1]
+    raise CacheError("github.com/thanos-io/thanos is not required in tests/cluster/thanos/go.mod")
+
+
 def entry(kind: str, *, root: Path | None = None) -> Path:
-    """The entry tests/cluster/build fills for `kind` ("controlplane" or "tools"): keyed by the
-    pinned versions, the wrapper module, its build script and the Go that builds it."""
+    """The entry tests/cluster/build fills for `kind` ("controlplane" or "tools"), or
+    tests/cluster/thanos/build for "thanos": keyed by the pinned versions, the wrapper module,
+    its build script and the Go that builds it."""
     root = root if root is not None else _repo_root()
-    if kind not in ("controlplane", "tools"):
+    if kind not in KINDS:
         raise CacheError(f"no entry kind {kind!r}")
+    if kind == "thanos":
+        folder = root / "tests" / "cluster" / "thanos"
+        key = digest([files_digest(folder, _THANOS_INPUTS).encode(), go_version().encode()])[:16]
+        return cache_root() / kind / f"{_thanos_version(folder)}-{key}"
     key = digest(
         [files_digest(root / "tests" / "cluster", _CLUSTER_INPUTS).encode(), go_version().encode()]
     )[:16]
@@ -302,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("root", help="print the cache folder")
     path = sub.add_parser("entry", help="print the entry of a kind tests/cluster/build fills")
-    path.add_argument("kind", choices=("controlplane", "tools"))
+    path.add_argument("kind", choices=KINDS)
     check = sub.add_parser("verify", help="exit 0 if FOLDER is a verified entry")
     check.add_argument("folder", type=Path)
     make = sub.add_parser(

@@ -59,6 +59,8 @@ class PrometheusServer:
     `stop()` and `start()` keep the port and the TSDB, for outage tests.
     """
 
+    NAME = "prometheus"
+
     def __init__(
         self,
         *,
@@ -68,10 +70,16 @@ class PrometheusServer:
         start_timeout: float = 60.0,
         host: str = "127.0.0.1",
         scrape_configs: Sequence[Mapping[str, Any]] = (),
+        rule_files: Sequence[Path] = (),
+        external_labels: Mapping[str, str] | None = None,
     ) -> None:
         """`host` is the listen address (a real node's bridge, for pods to query it);
-        `scrape_configs` are more jobs as Prometheus takes them (kubernetes_sd_configs...)."""
+        `scrape_configs` are more jobs as Prometheus takes them (kubernetes_sd_configs...);
+        `rule_files` are rule files Prometheus evaluates (changed with `set_rule_files`);
+        `external_labels` name this Prometheus to a Thanos sidecar."""
         self.host = host
+        self.external_labels = dict(external_labels or {})
+        self.rule_files = list(rule_files)
         self.scrape_configs = [dict(c) for c in scrape_configs]
         self.scrape_interval = scrape_interval
         self.binary = binary if binary is not None else _binary()
@@ -142,39 +150,47 @@ class PrometheusServer:
                     raise
                 log.warning("port taken, retrying with another", attempt=attempt)
 
+    def _command(self) -> list[str]:
+        return [
+            str(self.binary),
+            f"--config.file={self.data_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+            f"--web.listen-address={self.host}:{self._port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+
+    READY_PATH = "/-/ready"
+    FLAGS_PATH = "/api/v1/status/flags"
+
+    def _ready(self) -> bool | None:
+        """Ready, and ours, not another server that holds the port this one failed to bind."""
+        with urllib.request.urlopen(self.url + self.READY_PATH, timeout=2) as resp:
+            if resp.status != 200:
+                return None
+        with urllib.request.urlopen(self.url + self.FLAGS_PATH, timeout=2) as resp:
+            flags = resp.read().decode()
+        return True if self._ours(flags) else None
+
+    def _ours(self, flags: str) -> bool:
+        """Whether the flags the server answers name this one's data folder."""
+        data = json.loads(flags).get("data", {})
+        return bool(data.get("storage.tsdb.path") == str(self.data_dir / "tsdb"))
+
     def _start_process(self) -> None:
         began = time.monotonic()
+        name = self.NAME
         self._proc = Process(
-            "prometheus",
-            [
-                str(self.binary),
-                f"--config.file={self.data_dir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
-                f"--web.listen-address={self.host}:{self._port}",
-                "--web.enable-lifecycle",
-                "--log.level=warn",
-            ],
-            log_path=self.data_dir / "prometheus.log",
-            cwd=self.data_dir,
+            name, self._command(), log_path=self.data_dir / f"{name}.log", cwd=self.data_dir
         )
         self._proc.start()
-        tsdb = str(self.data_dir / "tsdb")
-
-        def ready() -> bool | None:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as resp:
-                if resp.status != 200:
-                    return None
-            # Ours, not another server that holds the port this one failed to bind.
-            with urllib.request.urlopen(self.url + "/api/v1/status/flags", timeout=2) as resp:
-                flags = json.load(resp).get("data", {})
-            return True if flags.get("storage.tsdb.path") == tsdb else None
-
+        ready = self._ready
         try:
             wait_until(ready, timeout=self.start_timeout, what="ready", process=self._proc)
         except ProcessError:
             self._proc.stop()
             raise
-        log.info("prometheus started", url=self.url, seconds=round(time.monotonic() - began, 2))
+        log.info(f"{name} started", url=self.url, seconds=round(time.monotonic() - began, 2))
 
     def stop(self) -> None:
         """Stops the server but keeps its port, config and TSDB for `start()`."""
@@ -209,6 +225,15 @@ class PrometheusServer:
             if self._proc is not None and self._proc.running():
                 self.reload()
 
+    def set_rule_files(self, rule_files: Sequence[Path]) -> None:
+        """Replaces the rule files and reloads a running Prometheus."""
+        self.rule_files = list(rule_files)
+        if self._data_dir is None:
+            return
+        self._write_config()
+        if self._proc is not None and self._proc.running():
+            self.reload()
+
     def reload(self) -> None:
         req = urllib.request.Request(self.url + "/-/reload", method="POST")
         with urllib.request.urlopen(req, timeout=10):
@@ -232,7 +257,8 @@ class PrometheusServer:
                 "scrape_interval": interval,
                 "scrape_timeout": interval,
                 "evaluation_interval": interval,
-            },
+            }
+            | ({"external_labels": self.external_labels} if self.external_labels else {}),
             "scrape_configs": [
                 {
                     "job_name": job,
@@ -243,6 +269,7 @@ class PrometheusServer:
                 for job in self._jobs
             ]
             + self.scrape_configs,
+            "rule_files": [str(path) for path in self.rule_files],
         }
         path = self.data_dir / "prometheus.yml"
         tmp = path.with_suffix(".tmp")

@@ -174,9 +174,12 @@ def rules_policy(
     drain_hold: str = "1s",
     keep_scaled_down: int = 0,
     timeout: str = "2s",
+    source: str = "raw",
 ) -> str:
     """A policy with one rule per app, each counting its app's connections with its own query
-    (so a proxy can spoil one app's query and leave the others alone)."""
+    (so a proxy can spoil one app's query and leave the others alone), from the raw series or
+    from those the recording rules record every second (`source`)."""
+    recorded = ", source: recorded, ruleInterval: 1s" if source == "recorded" else ""
     lines = [
         "apiVersion: rainbowd.io/v1alpha1",
         "kind: DrainPolicy",
@@ -197,7 +200,8 @@ def rules_policy(
             f"  - name: {app}",
             f"    namespaces: [{namespace}]",
             f"    selector: app={app}",
-            f"    connections: {{metric: rainbow_open_connections, matchers: 'app=\"{app}\"'}}",
+            "    connections: {metric: rainbow_open_connections, "
+            f"matchers: 'app=\"{app}\"'{recorded}}}",
         ]
     return "\n".join(lines) + "\n"
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.policy import ConnectionsQuery
+from rainbowd.prom.querying import recording_rules
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.e2e.faultkit import (
@@ -50,6 +54,23 @@ def live(i: int, app: str) -> Color:
     return Color(app, f"b{i:05x}")
 
 
+@pytest.fixture(params=["raw", "recorded"])
+def source(
+    request: pytest.FixtureRequest, shared_prometheus: PrometheusServer, tmp_path: Path
+) -> Iterator[str]:
+    """The connections source: the raw series, or the series the recording rules (evaluated
+    every second by the real Prometheus) record."""
+    if request.param == "recorded":
+        rules = tmp_path / "recording-rules.yaml"
+        query = ConnectionsQuery(rule_interval=timedelta(seconds=1))
+        rules.write_text(yaml.safe_dump(recording_rules(query), sort_keys=False))
+        shared_prometheus.set_rule_files([rules])
+    try:
+        yield str(request.param)
+    finally:
+        shared_prometheus.set_rule_files([])
+
+
 @pytest.fixture
 async def proxy(shared_prometheus: PrometheusServer) -> AsyncIterator[FaultyProxy]:
     p = FaultyProxy(shared_prometheus.url)
@@ -68,6 +89,7 @@ async def test_unknown_connections_never_act_and_recover(
     proxy: FaultyProxy,
     witness: Witness,
     tmp_path: Path,
+    source: str,
 ) -> None:
     olds = {app: old(i, app) for i, app in enumerate(APPS)}
     lives = {app: live(i, app) for i, app in enumerate(APPS)}
@@ -92,7 +114,7 @@ async def test_unknown_connections_never_act_and_recover(
             await pods.wait_scraped(color, " == 0", what=f"Prometheus to scrape {color.name}")
 
         policy = tmp_path / "policy.yaml"
-        policy.write_text(rules_policy(proxy.url, namespace, APPS))
+        policy.write_text(rules_policy(proxy.url, namespace, APPS, source=source))
         daemon = DaemonProcess(
             cluster_full,
             namespace,

@@ -62,7 +62,7 @@ def test_helm_template_equals_the_kustomize_render_for_defaults() -> None:
     assert got == expected, _diff(got, expected)
     kinds = {key[1] for key in got}
     assert {"Deployment", "ClusterRole", "PrometheusRule", "ServiceMonitor", "PodMonitor"} <= kinds
-    assert len(got) == 14
+    assert len(got) == 15
 
 
 def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:

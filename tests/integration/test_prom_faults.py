@@ -22,7 +22,14 @@ from rainbowd.prom import (
     PrometheusUnreachable,
     fetch_connections,
 )
-from rainbowd.prom.querying import PART_LABEL, PODS_LABEL, summary_expr
+from rainbowd.prom.querying import (
+    NEGATIVE_PART,
+    PART_LABEL,
+    PODS_PART,
+    SUM_PART,
+    QueryResult,
+    summary_expr,
+)
 from rainbowd.prom.ranges import fetch_range, range_expression
 from tests.fakeprom import FakePrometheus, Reply, fakeprom, vector
 
@@ -48,8 +55,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def summary(*colors: tuple[str, str, str, str, str], **extra: str) -> dict[str, object]:
     """The answer to the summary query: (namespace, app, color, sum, pods) per color."""
     series = [
-        ({"namespace": ns, "app": app, "color": color, PODS_LABEL: pods}, total)
+        ({"namespace": ns, "app": app, "color": color, PART_LABEL: part}, value)
         for ns, app, color, total, pods in colors
+        for part, value in ((SUM_PART, total), (PODS_PART, pods))
     ]
     return vector(*series, **extra)  # type: ignore[arg-type]
 
@@ -333,42 +341,44 @@ async def test_bad_summary_values_make_only_that_color_unknown(
     assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
 
 
+async def answer_with(
+    session: aiohttp.ClientSession, fakeprom: FakePrometheus, labels: dict[str, str], value: str
+) -> QueryResult:
+    """The connections read from a summary of one good color (9d2cc9) and one series more."""
+    answer = summary(("chat", "web", "9d2cc9", "1", "1"))
+    answer["data"]["result"].append(  # type: ignore[index]
+        {"metric": {"namespace": "chat", "app": "web", **labels}, "value": [1700000000.0, value]}
+    )
+    fakeprom.reply = Reply(body=answer)
+    return await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+
+
 async def test_a_negative_series_hidden_in_the_sum_makes_its_color_unknown(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
-    answer = summary(("chat", "web", "3c3fdc", "4", "2"))
-    answer["data"]["result"].append(  # type: ignore[index]
-        {
-            "metric": {
-                "namespace": "chat",
-                "app": "web",
-                "color": "3c3fdc",
-                PART_LABEL: "negative",
-            },
-            "value": [1700000000.0, "1"],
-        }
+    result = await answer_with(
+        session, fakeprom, {"color": "9d2cc9", PART_LABEL: NEGATIVE_PART}, "1"
     )
-    fakeprom.reply = Reply(body=answer)
-    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
-    got = result.get("chat", "web", "3c3fdc")
+    got = result.get("chat", "web", "9d2cc9")
     assert not got.known
     assert got.cause == "prometheus returned a negative count (1 series)"
 
 
-async def test_a_sum_without_its_pod_count_fails_the_query(
+async def test_a_sum_without_its_pod_count_is_unknown(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
-    answer = summary(("chat", "web", "9d2cc9", "1", "1"))
-    answer["data"]["result"].append(  # type: ignore[index]
-        {
-            "metric": {"namespace": "chat", "app": "web", "color": "3c3fdc", PART_LABEL: "sum"},
-            "value": [1700000000.0, "0"],
-        }
-    )
-    fakeprom.reply = Reply(body=answer)
-    result = await client_for(session, fakeprom.url).connections(METRIC, at=AT)
+    result = await answer_with(session, fakeprom, {"color": "3c3fdc", PART_LABEL: SUM_PART}, "0")
+    assert result.error is None
+    assert result.get("chat", "web", "3c3fdc").cause == "no pod count for this color"
+    assert result.get("chat", "web", "9d2cc9") == Connections(value=1.0, series=1)
+
+
+async def test_a_series_no_part_of_the_summary_fails_the_query(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    result = await answer_with(session, fakeprom, {"color": "3c3fdc"}, "0")
     assert result.error is not None
-    assert result.error.startswith(f"prometheus answered a series without a {PODS_LABEL} label")
+    assert result.error.startswith(f"prometheus answered a series without a {PART_LABEL} label")
     assert not result.get("chat", "web", "3c3fdc").known
     assert not result.get("chat", "web", "9d2cc9").known
 

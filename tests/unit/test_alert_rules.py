@@ -63,7 +63,11 @@ def test_prometheus_rule_groups_are_valid(tmp_path: Path) -> None:
     groups = _prometheus_rule_groups(tmp_path)
     result = _promtool("check", "rules", str(groups), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    count = sum(len(group["rules"]) for group in yaml.safe_load(RULES.read_text())["groups"])
+    count = sum(
+        len(group["rules"])
+        for path in (RULES, RECORDING)
+        for group in yaml.safe_load(path.read_text())["groups"]
+    )
     assert f"SUCCESS: {count} rules found" in result.stdout
 
 
@@ -76,3 +80,24 @@ def test_prometheus_rule_groups_pass_the_rule_unit_tests(tmp_path: Path) -> None
     result = _promtool("test", "rules", target.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+RECORDING = ROOT / "k8s" / "monitoring" / "recording-rules.yaml"
+RECORDING_TESTS = ROOT / "tests" / "promtool" / "recording_test.yaml"
+
+
+def test_recording_rules_are_valid_and_pass_their_unit_tests() -> None:
+    checked = _promtool("check", "rules", str(RECORDING), cwd=ROOT)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 3 rules found" in checked.stdout
+    tested = _promtool("test", "rules", RECORDING_TESTS.name, cwd=RECORDING_TESTS.parent)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_wrong_recorded_figure_fails(tmp_path: Path) -> None:
+    broken = RECORDING_TESTS.read_text().replace("value: 8", "value: 11")
+    assert broken != RECORDING_TESTS.read_text()
+    target = tmp_path / "recording_test.yaml"
+    target.write_text(broken.replace("../../k8s/monitoring/recording-rules.yaml", str(RECORDING)))
+    result = _promtool("test", "rules", target.name, cwd=tmp_path)
+    assert result.returncode != 0

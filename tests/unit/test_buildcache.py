@@ -88,11 +88,18 @@ def test_the_cache_lives_in_rainbowd_cache_else_the_xdg_cache_else_home(
     assert buildcache.cache_root() == tmp_path / "mine"
 
 
-def test_an_entry_key_follows_the_versions_the_module_and_the_build_script(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def cluster_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A copy of tests/cluster under `tmp_path` (the root to key entries by), the cache beside."""
     monkeypatch.setenv("RAINBOWD_CACHE", str(tmp_path / "cache"))
     shutil.copytree(ROOT / "tests" / "cluster", tmp_path / "tests" / "cluster")
+    return tmp_path
+
+
+def test_an_entry_key_follows_the_versions_the_module_and_the_build_script(
+    cluster_copy: Path,
+) -> None:
+    tmp_path = cluster_copy
     first = buildcache.entry("controlplane", root=tmp_path)
     assert first.parent == tmp_path / "cache" / "controlplane"
     assert first.name.startswith("v1.")
@@ -104,6 +111,23 @@ def test_an_entry_key_follows_the_versions_the_module_and_the_build_script(
         seen.add(buildcache.entry("controlplane", root=tmp_path))
     assert len(seen) == 5
     assert buildcache.entry("tools", root=tmp_path).parent == tmp_path / "cache" / "tools"
+
+
+def test_thanos_is_an_entry_of_its_own_that_never_moves_the_control_plane(
+    cluster_copy: Path,
+) -> None:
+    tmp_path = cluster_copy
+    controlplane = buildcache.entry("controlplane", root=tmp_path)
+    thanos = buildcache.entry("thanos", root=tmp_path)
+    assert thanos.parent == tmp_path / "cache" / "thanos"
+    assert thanos.name.startswith("v0.")
+    seen = {thanos}
+    for name in ("go.mod", "go.sum", "build"):
+        with (tmp_path / "tests" / "cluster" / "thanos" / name).open("a") as handle:
+            handle.write("\n")
+        seen.add(buildcache.entry("thanos", root=tmp_path))
+    assert len(seen) == 4
+    assert buildcache.entry("controlplane", root=tmp_path) == controlplane
 
 
 def test_a_built_entry_is_verified_and_used_without_building_again(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from rainbowd.core.policy import KNOB_KEYS, KNOBS, Knobs, parse_policy
 from rainbowd.policyfile import load_policy_file
 
@@ -97,7 +99,7 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
         "chat",
         "  namespaces:      chat, chat-eu",
         "  selector:        app=chat",
-        "  connections:     rainbow_open_connections{}  (by namespace, app, color)",
+        "  connections:     rainbow_open_connections{}  (by namespace, app, color; source raw)",
     ]
     # A row for every knob of the table, in its order: those set here say so, with the default
     # they override; the rest read as the built-in defaults do (a few spelled out).
@@ -192,3 +194,39 @@ def test_no_file_is_a_usage_error(tmp_path: Path) -> None:
     proc = check_policy(cwd=tmp_path)
     assert proc.returncode == 2
     assert "FILE" in proc.stderr
+
+
+def test_the_source_in_force_and_the_rules_it_reads(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "connections: {metric: chat_sessions, source: recorded, ruleInterval: 30s}\n"
+        + "rules:\n  - name: chat\n",
+    )
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("  connections:")]
+    assert "source recorded: the series of the rule group rainbowd-connections" in line
+    assert "evaluated every 30s" in line
+    rules = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
+    assert rules.returncode == 0, rules.stderr
+    (group,) = yaml.safe_load(rules.stdout)["groups"]
+    assert group["interval"] == "30s"
+    assert group["rules"][0] == {
+        "record": "rainbowd:connections:sum",
+        "expr": "sum by (namespace, app, color) (chat_sessions{})",
+        "labels": {"rainbowd_part": "sum"},
+    }
+
+
+def test_rules_recording_two_queries_cannot_be_printed_as_one(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "rules:\n"
+        + "  - name: a\n    connections: {metric: a_sessions, source: recorded}\n"
+        + "  - name: b\n    connections: {metric: b_sessions, source: recorded}\n",
+    )
+    proc = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "rules a, b read recorded series of different queries" in proc.stderr

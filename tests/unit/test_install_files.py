@@ -45,9 +45,10 @@ def test_generated_files_are_up_to_date() -> None:
 
 def test_the_prometheus_rule_holds_exactly_the_rule_file_groups() -> None:
     rules = yaml.safe_load((ROOT / "k8s/monitoring/alerts.yaml").read_text())
+    recording = yaml.safe_load((ROOT / "k8s/monitoring/recording-rules.yaml").read_text())
     rule = yaml.safe_load((ROOT / "k8s/monitoring/prometheusrule.yaml").read_text())
     assert rule["kind"] == "PrometheusRule"
-    assert rule["spec"] == {"groups": rules["groups"]}
+    assert rule["spec"] == {"groups": rules["groups"] + recording["groups"]}
     assert rule["spec"]["groups"][0]["rules"]
 
 

@@ -548,3 +548,42 @@ def test_any_document_parses_or_fails_with_path_prefixed_errors(
             assert re.match(r"^[A-Za-z]+(\[\d+\])?[.:\[]", error), error
     else:
         assert parse_policy(policy_to_document(policy)) == policy
+
+
+def test_connections_read_from_the_recording_rules() -> None:
+    policy = parse_policy(
+        {**HEADER, "connections": {"source": "recorded", "ruleInterval": "30s"}, "rules": []}
+    )
+    assert policy.connections == ConnectionsQuery(
+        recorded=True, rule_interval=timedelta(seconds=30)
+    )
+    document = policy_to_document(policy)
+    assert document["connections"]["source"] == "recorded"  # type: ignore[index]
+    assert parse_policy(document) == policy
+    assert parse_policy({**HEADER, "connections": {"source": "raw"}}).connections == (
+        ConnectionsQuery()
+    )
+    narrowed = {"source": "recorded", "matchers": 'ns="chat"', "labels": {"namespace": "ns"}}
+    assert parse_policy({**HEADER, "connections": narrowed}).connections.matchers == 'ns="chat"'
+
+
+@pytest.mark.parametrize(
+    ("connections", "error"),
+    [
+        ({"source": "rules"}, 'connections.source: expected one of raw, recorded, got "rules"'),
+        (
+            {"source": "recorded", "query": "x"},
+            "connections.source: recorded cannot be combined with a free query",
+        ),
+        ({"ruleInterval": "0s"}, "connections.ruleInterval: "),
+        (
+            {"source": "recorded", "matchers": 'app="chat", job="chat"'},
+            "connections.matchers: with source recorded, matchers narrow the recorded series, "
+            "which keep only the labels namespace, app, color: job cannot be matched",
+        ),
+    ],
+)
+def test_a_bad_source_is_named(connections: dict[str, str], error: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy({**HEADER, "connections": connections})
+    assert any(line.startswith(error) for line in raised.value.errors), raised.value.errors

@@ -23,8 +23,10 @@ from rainbowd.core.model import (
 from rainbowd.core.planner import plan
 from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.prom.querying import (
+    NEGATIVE_PART,
     PART_LABEL,
-    PODS_LABEL,
+    PODS_PART,
+    SUM_PART,
     PrometheusAPIError,
     PrometheusBadResponse,
     QueryResult,
@@ -35,6 +37,7 @@ from rainbowd.prom.querying import (
     format_timestamp,
     group_connections,
     parse_response,
+    summary_expr,
 )
 from tests.unit.strategies import NOW, H, deployment, policy, service, snapshot, stamp
 
@@ -160,28 +163,34 @@ def test_a_bad_series_makes_its_color_unknown_whatever_the_order() -> None:
         assert conn.cause == "prometheus returned a negative count (-1)"
 
 
-def summary_item(color: str, value: str, pods: str | None, **extra: str) -> dict[str, Any]:
-    metric = {"namespace": "n", "app": "a", "color": color, **extra}
-    if pods is not None:
-        metric[PODS_LABEL] = pods
+def part_item(color: str, part: str, value: str, **extra: str) -> dict[str, Any]:
+    metric = {"namespace": "n", "app": "a", "color": color, PART_LABEL: part, **extra}
     return {"metric": metric, "value": [1700000000.0, value]}
+
+
+def summary_items(color: str, value: str, pods: str) -> list[dict[str, Any]]:
+    """A color's two parts of the summary answer: its sum and its pod count."""
+    return [part_item(color, SUM_PART, value), part_item(color, PODS_PART, pods)]
 
 
 def test_the_summary_reader_checks_every_series_it_has_not_seen_as_it_is() -> None:
     reader = SummaryReader(QUERY)
-    items = [summary_item("c", "5", "3"), summary_item("d", "1", "1"), summary_item("", "2", "1")]
+    items = [*summary_items("c", "5", "3"), *summary_items("d", "1", "1")]
+    items += summary_items("", "2", "1")
     first = reader.read(items, at=AT)
     assert dict(first.by_color) == {
         ("n", "a", "c"): Connections(value=5.0, series=3),
         ("n", "a", "d"): Connections(value=1.0, series=1),
     }
     assert first.warnings == (
-        "series without all of the labels namespace, app, color ignored (1 summary series)",
+        "series without all of the labels namespace, app, color ignored (2 summary series)",
     )
     assert reader.read(items, at=AT).by_color is first.by_color
+    # The parts in any order join the same.
+    assert reader.read(items[::-1], at=AT).by_color is first.by_color
     # A negative series for a color read as last time still makes it unknown, and only while
     # it is there.
-    negative = summary_item("c", "2", None, **{PART_LABEL: "negative"})
+    negative = part_item("c", NEGATIVE_PART, "2")
     with_negative = reader.read([*items, negative], at=AT)
     assert (
         with_negative.get("n", "a", "c").cause == "prometheus returned a negative count (2 series)"
@@ -189,18 +198,24 @@ def test_the_summary_reader_checks_every_series_it_has_not_seen_as_it_is() -> No
     assert with_negative.get("n", "a", "d") == Connections(value=1.0, series=1)
     assert reader.read(items, at=AT).get("n", "a", "c") == Connections(value=5.0, series=3)
     # Two sums for one color, even one read as last time, say nothing trustworthy.
-    twice = reader.read([*items, summary_item("c", "5", "3")], at=AT)
+    twice = reader.read([*items, part_item("c", SUM_PART, "5")], at=AT)
     assert not twice.get("n", "a", "c").known
+    assert reader.read(items, at=AT).get("n", "a", "c") == Connections(value=5.0, series=3)
+    # A sum without its pod count, or a pod count without its sum: unknown, that color only.
+    for lone in (part_item("c", SUM_PART, "5"), part_item("c", PODS_PART, "3")):
+        alone = reader.read([lone, *summary_items("d", "1", "1")], at=AT)
+        assert not alone.get("n", "a", "c").known
+        assert alone.get("n", "a", "d") == Connections(value=1.0, series=1)
     # A pod count that is no count.
     for pods, cause in (("0", "counted 0 pods"), ("2.5", "counted 2.5 pods"), ("x", "'x'")):
-        got = reader.read([summary_item("c", "5", pods)], at=AT).get("n", "a", "c")
+        got = reader.read(summary_items("c", "5", pods), at=AT).get("n", "a", "c")
         assert not got.known
         assert cause in got.cause
 
 
 def test_an_answer_as_last_time_but_for_its_time_is_not_read_again() -> None:
     def answer(at: float, value: str, warnings: list[str] | None = None) -> bytes:
-        items = [summary_item("c", value, "3"), summary_item("d", "1", "1")]
+        items = [*summary_items("c", value, "3"), *summary_items("d", "1", "1")]
         for item in items:
             item["value"][0] = at
         extra = {"warnings": warnings} if warnings else {}
@@ -225,18 +240,23 @@ def test_an_answer_as_last_time_but_for_its_time_is_not_read_again() -> None:
 @pytest.mark.parametrize(
     "item",
     [
-        summary_item("c", "5", None),
-        summary_item("c", "5", "3", **{PART_LABEL: "negative"}),
-        {"metric": {"namespace": "n", "app": "a", "color": "c", PODS_LABEL: "3"}, "value": [1, 5]},
-        {"metric": {"namespace": "n", "app": "a", "color": "c", PODS_LABEL: 3}, "value": [1, "5"]},
+        {"metric": {"namespace": "n", "app": "a", "color": "c"}, "value": [1, "5"]},
+        part_item("c", "count", "5"),
+        {
+            "metric": {"namespace": "n", "app": "a", "color": "c", PART_LABEL: "sum"},
+            "value": [1, 5],
+        },
+        {"metric": {"namespace": "n", "app": "a", "color": "c", PART_LABEL: 3}, "value": [1, "5"]},
+        part_item("c", SUM_PART, "five"),
+        part_item("c", NEGATIVE_PART, "two"),
         ["metric"],
     ],
 )
 def test_a_series_that_is_no_part_of_the_summary_fails_it(item: Any) -> None:
     reader = SummaryReader(QUERY)
-    reader.read([summary_item("c", "5", "3")], at=AT)
+    reader.read(summary_items("c", "5", "3"), at=AT)
     with pytest.raises(PrometheusBadResponse):
-        reader.read([item], at=AT)
+        reader.read([item, part_item("c", PODS_PART, "3")], at=AT)
 
 
 def test_query_result_get() -> None:
@@ -415,3 +435,12 @@ def test_the_pod_label_is_configurable() -> None:
     ]
     got = group_connections(query, Vector(samples=tuple(samples)), at=AT).get("n1", "chat", "c")
     assert got == Connections(2.0, 1)
+
+
+def test_the_summary_is_plain_aggregations_a_sharding_backend_splits() -> None:
+    expr = summary_expr(QUERY)
+    # count_values is the aggregation Mimir's and VictoriaMetrics' sharding does not split.
+    assert "count_values" not in expr
+    assert "group_left" not in expr
+    parts = expr.split(" or ")
+    assert [part.split("(")[1].split(" ")[0] for part in parts] == ["sum", "count", "count"]

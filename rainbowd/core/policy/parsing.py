@@ -58,7 +58,7 @@ def _label_key(value: object, path: str, errors: Errors) -> str | None:
 
 
 _MATCHER = re.compile(
-    r"""\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
 )
 
 
@@ -83,8 +83,12 @@ def matchers_problem(text: str) -> str | None:
     return None
 
 
-_CONNECTIONS_KEYS = ("metric", "matchers", "labels", "query")
+_CONNECTIONS_KEYS = ("metric", "matchers", "labels", "query", "source", "ruleInterval")
+SOURCES = ("raw", "recorded")
+"""`connections.source`: the raw series aggregated by Prometheus each cycle, or the series the
+recording rules record."""
 _LABELS_KEYS = ("namespace", "app", "color", "pod")
+_KEPT = ("namespace", "app", "color")  # the labels the recorded series keep
 
 
 def _series(fields: Mapping[Any, object], path: str, errors: Errors) -> dict[str, Any]:
@@ -152,6 +156,52 @@ def _series_labels(value: object, path: str, errors: Errors) -> dict[str, Any]:
     return out
 
 
+def _recorded_matchers_problem(fields: Mapping[Any, object]) -> str | None:
+    """Why the matchers cannot narrow the recorded series, which keep only the namespace, app
+    and color labels; None when they can (or are checked elsewhere)."""
+    matchers = fields.get("matchers")
+    labels = fields.get("labels")
+    if not isinstance(matchers, str) or matchers_problem(matchers) is not None:
+        return None
+    given = labels if isinstance(labels, Mapping) else {}
+    base = ConnectionsQuery()
+    kept = [str(given.get(name, getattr(base, f"{name}_label"))) for name in _KEPT]
+    other = [m.group(1) for m in _MATCHER.finditer(matchers) if m.group(1) not in kept]
+    if not other:
+        return None
+    return (
+        "with source recorded, matchers narrow the recorded series, which keep only the labels "
+        f"{', '.join(kept)}: {', '.join(other)} cannot be matched"
+    )
+
+
+def _source(fields: Mapping[Any, object], path: str, errors: Errors) -> dict[str, Any]:
+    """`source: raw | recorded` and the recording rules' `ruleInterval`."""
+    out: dict[str, Any] = {}
+    if "source" in fields:
+        source = fields["source"]
+        if source not in SOURCES:
+            errors.add(
+                key_path(path, "source"),
+                f"expected one of {', '.join(SOURCES)}, got {show(source)}",
+            )
+        elif source == "recorded" and fields.get("query") is not None:
+            errors.add(
+                key_path(path, "source"),
+                "recorded cannot be combined with a free query: the recording rules record "
+                "what metric selects",
+            )
+        elif source == "recorded" and (problem := _recorded_matchers_problem(fields)):
+            errors.add(key_path(path, "matchers"), problem)
+        else:
+            out["recorded"] = source == "recorded"
+    if "ruleInterval" in fields:
+        interval = positive_duration(fields["ruleInterval"], key_path(path, "ruleInterval"), errors)
+        if interval is not None:
+            out["rule_interval"] = interval
+    return out
+
+
 def _connections(value: object, path: str, errors: Errors) -> ConnectionsQuery | None:
     fields = mapping(value, path, errors)
     if fields is None:
@@ -160,6 +210,7 @@ def _connections(value: object, path: str, errors: Errors) -> ConnectionsQuery |
     check_keys(fields, _CONNECTIONS_KEYS, path, errors)
     parsed = _series(fields, path, errors)
     parsed.update(_series_labels(fields.get("labels"), key_path(path, "labels"), errors))
+    parsed.update(_source(fields, path, errors))
     if len(errors) > before:
         return None
     return dataclasses.replace(ConnectionsQuery(), **parsed)

@@ -21,6 +21,9 @@ def _connections_document(query: ConnectionsQuery) -> dict[str, object]:
         "color": query.color_label,
         "pod": query.pod_label,
     }
+    if query.query is None:
+        out["source"] = "recorded" if query.recorded else "raw"
+        out["ruleInterval"] = format_duration(query.rule_interval)
     return out
 
 

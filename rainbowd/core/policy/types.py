@@ -116,6 +116,12 @@ class ConnectionsQuery:
     # The escape hatch: free PromQL returning one series per (namespace, app, color), summed
     # by rainbowd if several share the labels. The coverage check cannot be made then.
     query: str | None = None
+    # Read the series the recording rules record (`rainbowd recording-rules` prints them for
+    # this query) instead of asking Prometheus to aggregate the raw series every cycle; the
+    # rules are evaluated every `rule_interval`, and a recorded figure older than two of those
+    # is unknown.
+    recorded: bool = False
+    rule_interval: timedelta = timedelta(seconds=15)
 
     @property
     def per_pod_problem(self) -> str | None:

@@ -1,0 +1,129 @@
+"""`connections.source: recorded` against the real Prometheus evaluating the recording rules
+(`recording_rules`, the rule file check-policy prints and k8s/monitoring ships): the recorded
+figures read as the raw series do, and a recorded figure too old or missing is unknown, naming
+the rule."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from rainbowd.core.model import Connections
+from rainbowd.core.planner.assess import effective_connections
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.prom import PrometheusClient, QueryResult
+from rainbowd.prom.querying import RECORDED_SUM, RULE_GROUP, recording_rules
+from rainbowd_sandbox.prometheus import PrometheusServer
+from tests.demoapps import DemoApp
+from tests.exposition import Exposition, gauge
+from tests.integration.test_prom_real import (
+    SERIES,
+    A,
+    close_streams,
+    demos,
+    eventually,
+    open_streams,
+    until_connections,
+)
+
+__all__ = ["demos"]
+
+pytestmark = pytest.mark.prometheus
+
+# The rules are evaluated every second, as Prometheus scrapes here.
+EVERY = timedelta(seconds=1)
+
+
+@pytest.fixture
+async def client(prometheus: PrometheusServer) -> AsyncIterator[PrometheusClient]:
+    async with aiohttp.ClientSession() as session:
+        yield PrometheusClient(
+            session, PrometheusSettings(url=prometheus.url, timeout=timedelta(seconds=5))
+        )
+
+
+def record(
+    prometheus: PrometheusServer, query: ConnectionsQuery, tmp_path: Path
+) -> ConnectionsQuery:
+    """Prometheus evaluating the recording rules of `query`'s metric; the query read as recorded
+    (its matchers, which select the raw series, dropped: the recorded ones lack those labels)."""
+    raw = dataclasses.replace(query, rule_interval=EVERY)
+    path = tmp_path / "recording-rules.yaml"
+    path.write_text(yaml.safe_dump(recording_rules(raw), sort_keys=False))
+    prometheus.set_rule_files([path])
+    return dataclasses.replace(raw, recorded=True, matchers="")
+
+
+async def test_the_recorded_figures_read_as_the_raw_series_do(
+    prometheus: PrometheusServer, client: PrometheusClient, tmp_path: Path
+) -> None:
+    metric = "rainbow_test_connections"
+    raw = ConnectionsQuery(metric=metric, matchers='job="exposition"')
+    recorded = record(prometheus, raw, tmp_path)
+    with Exposition(gauge(metric, SERIES)) as target:
+        prometheus.set_targets([(target.target, {})], job="exposition")
+
+        async def agreeing() -> QueryResult | None:
+            # The rules of one evaluation may see a scrape's samples at slightly different
+            # moments: the first evaluations after a scrape can disagree, the next ones agree.
+            at = datetime.now(UTC)
+            got = await client.connections(recorded, at=at)
+            direct = await client.connections(raw, at=at)
+            wanted = got.get("chat", "web", "aaaaaa") == Connections(value=12.0, series=3)
+            return got if wanted and got.by_color == direct.by_color else None
+
+        got = await eventually(agreeing, "the recorded figures as the raw ones")
+    assert got.error is None
+    for color in ("bbbbbb", "cccccc", "dddddd"):
+        assert not got.get("chat", "web", color).known
+    assert got.get("chat", "web", "cccccc").cause == "prometheus returned +Inf"
+
+
+async def test_a_pod_scraped_twice_never_covers_a_pod_not_scraped(
+    prometheus: PrometheusServer,
+    client: PrometheusClient,
+    demos: Callable[[str], DemoApp],
+    tmp_path: Path,
+) -> None:
+    scraped, unscraped = demos(A), demos(A)
+    prometheus.set_targets([(scraped.target, {})])
+    prometheus.set_targets([(scraped.target, {})], job="twice")
+    recorded = record(prometheus, ConnectionsQuery(matchers='job=~"targets|twice"'), tmp_path)
+    streams = await open_streams(scraped, 1) + await open_streams(unscraped, 1)
+    try:
+        got = await until_connections(client, {A: Connections(value=2.0, series=1)}, recorded)
+        checked = effective_connections(got.get("chat", "web", A), ready=2)
+        assert checked.cause == "coverage: 1 of 2 ready pods report"
+    finally:
+        await close_streams(streams)
+
+
+async def test_a_recorded_figure_too_old_or_missing_is_unknown_naming_the_rule(
+    prometheus: PrometheusServer, client: PrometheusClient, tmp_path: Path
+) -> None:
+    metric = "rainbow_test_connections"
+    recorded = record(prometheus, ConnectionsQuery(metric=metric), tmp_path)
+    with Exposition(gauge(metric, SERIES)) as target:
+        prometheus.set_targets([(target.target, {})], job="exposition")
+        fresh = await until_connections(client, {"aaaaaa": Connections(12.0, 3)}, recorded)
+    # Asked at a later instant, the last recorded samples are older than two rule intervals
+    # (Prometheus still answers them, within its five minutes of lookback): unknown.
+    later = await client.connections(recorded, at=fresh.at + timedelta(seconds=30))
+    assert later.error is None
+    old = later.get("chat", "web", "aaaaaa")
+    assert not old.known
+    assert RECORDED_SUM in old.cause and RULE_GROUP in old.cause and "older than 2s" in old.cause
+    assert any(RECORDED_SUM in warning for warning in later.warnings)
+    # Past the lookback nothing is recorded for the color: unknown, naming the rule.
+    gone = await client.connections(recorded, at=fresh.at + timedelta(minutes=10))
+    missing = gone.get("chat", "web", "aaaaaa")
+    assert not missing.known
+    assert missing.cause == f"no series of the recording rule {RECORDED_SUM} for this color" + (
+        f" (group {RULE_GROUP})"
+    )

@@ -59,13 +59,15 @@ class HttpServer:
         # Access logs off: probes hit these endpoints every few seconds.
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host or None, self.port)
-        await self._site.start()
-        # With port 0 the OS picked one; report the real one.
+        site = web.TCPSite(self._runner, self.host or None, self.port)
+        await site.start()
+        # With port 0 the OS picked one; report the real one. Only then is it `listening`: a
+        # reader of `url` meanwhile would be given port 0.
         for address in self._runner.addresses:
             if isinstance(address, tuple) and len(address) >= 2:
                 self.port = int(address[1])
                 break
+        self._site = site
         log.info("http listening", host=self.host or "*", port=self.port)
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,10 +88,24 @@ def wheelhouse() -> Path:
     return folder
 
 
+# pip builds a project in its own folder (setuptools' build/ and *.egg-info), so two builds of
+# one checkout at once (two test workers, or two runs of the suite) collide there ("File exists").
+# One lock per checkout, machine-wide.
+BUILD_LOCK = Path(tempfile.gettempdir()) / (
+    "rainbowd-build-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:12] + ".lock"
+)
+
+
 def _venv(wheelhouse: Path, folder: Path, *projects: Path) -> Path:
     """A venv in `folder` holding `projects` (built from this checkout) and their dependencies."""
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    with buildcache.locked(BUILD_LOCK, timeout=PIP_TIMEOUT):
+        _install(venv, wheelhouse, projects)
+    return venv / "bin"
+
+
+def _install(venv: Path, wheelhouse: Path, projects: tuple[Path, ...]) -> None:
     subprocess.run(
         [
             str(venv / "bin" / "python"),
@@ -107,7 +122,6 @@ def _venv(wheelhouse: Path, folder: Path, *projects: Path) -> Path:
         timeout=PIP_TIMEOUT,
         env={**os.environ, "PIP_FIND_LINKS": str(wheelhouse)},
     )
-    return venv / "bin"
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,11 @@ own script."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
+from rainbowd.http import HttpServer
 from tests.statusserver import FixedStatus, serving
 
 
@@ -31,6 +34,24 @@ async def test_the_page_and_its_assets_are_served_read_only() -> None:
             for path in ("/", "/ui/page.js", "/status"):
                 async with s.request(method, server.url + path) as resp:
                     assert resp.status == 405, (method, path)
+
+
+async def test_the_server_is_listening_only_once_its_port_is_known() -> None:
+    """Given port 0, the server reports itself listening only with the port the OS picked: a
+    test (or anyone) reading its URL while it starts must never be handed port 0."""
+    server = HttpServer(FixedStatus({}), host="127.0.0.1", port=0)
+    starting = asyncio.create_task(server.start())
+    seen: list[int] = []
+    try:
+        while not starting.done():
+            if server.listening:
+                seen.append(server.port)
+            await asyncio.sleep(0)
+        await starting
+        assert server.listening and server.port != 0
+        assert 0 not in seen, f"listening with port 0 while starting ({len(seen)} looks)"
+    finally:
+        await server.stop()
 
 
 def test_the_script_never_parses_cluster_values_as_html() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-from rainbowd.core.model import Deployment, Plan, Service, Snapshot
+from rainbowd.core.model import ColorObject, Deployment, Plan, Service, Snapshot
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.executing import ActionOutcome, ActionResult
 
@@ -36,6 +36,9 @@ class MemoryCache:
 
     def pods(self) -> list[PodMark] | None:
         return None
+
+    def objects(self) -> dict[str, list[ColorObject]] | None:
+        return {}
 
 
 class NoExecutor:

@@ -341,7 +341,12 @@ class Reconciler:
             self.cache.watch_pods(policy.app_label, policy.color_label)
         # Decide.
         planned = await self.pipeline.run(
-            policy, self.cache.deployments(), self.cache.services(), now=now, pods=self.cache.pods()
+            policy,
+            self.cache.deployments(),
+            self.cache.services(),
+            now=now,
+            pods=self.cache.pods(),
+            objects=self.cache.objects(),
         )
         return await self.settle(planned, policy, now=now, started=started)
 
@@ -356,6 +361,7 @@ class Reconciler:
         applied: list[ActionResult] = []
         self.executor.app_label = policy.app_label
         self.executor.color_label = policy.color_label
+        self.executor.objects = self.cache.objects
         if plan.actions and leader and not self.stopping.is_set():
             # Act.
             self.acting = True

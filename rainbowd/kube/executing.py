@@ -23,8 +23,14 @@ A consolidation (CONSOLIDATE: a draining color scaled to fewer pods, never 0) fi
 color's pods fresh and refuses unless they are exactly the pods planned, all running and ready;
 then sets `controller.kubernetes.io/pod-deletion-cost` on each pod (the planned step's costs:
 its connections, the highest for the pods that must stay), so the ReplicaSet controller removes
-the idle pods and no other; then writes its record and scales through /scale as a scale-down
-does.
+the idle pods and no other; then, when an HPA targets the color, lowers its bounds with the
+step (`kube.autoscaling`: its minReplicas to the step's replicas, its old bounds recorded on
+it), so the HPA controller agrees with the step instead of scaling the color straight back
+up; then writes its record and scales through /scale as a scale-down does. A step on a color
+whose autoscalers are not known, or cannot be acted through
+(`core.scalers.consolidation_problem`), is refused. A scale to 0 first pauses the color's KEDA
+ScaledObjects (`autoscaling.keda.sh/paused-replicas: "0"`), which would otherwise scale it
+back up to their minReplicaCount.
 
 Pods of a retired color are kept annotated `rainbowd.io/phase: retired` (`mark_pods`, each
 cycle, from the cache's watch of the colors' pods), so the app can read it through the downward
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +54,7 @@ from rainbowd.core.model import (
     REASONS,
     Action,
     ActionKind,
+    ColorObject,
     Deployment,
     Plan,
     Reason,
@@ -56,6 +63,8 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.objects import ObjectError, deployment_from_k8s, service_from_k8s
+from rainbowd.core.scalers import consolidation_problem, hpa_of, scaled_objects_to_pause
+from rainbowd.kube.autoscaling import lower_hpa, pause_scaled_objects
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.clients import (
     MERGE_PATCH,
@@ -195,6 +204,8 @@ class Executor:
         # summary Event waits until the app's last one lands, so each app gets one.
         self._marks_pending: dict[tuple[str, str], list[Action]] = {}
         self._marking: dict[tuple[str, str], str | None] = {}
+        # What scales the colors, by namespace (the cache's `objects`; None: not listed yet).
+        self.objects: Callable[[], Mapping[str, list[ColorObject]] | None] = lambda: {}
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
         """Apply the plan's actions; one result per action, in the plan's order.
@@ -326,7 +337,7 @@ class Executor:
                 await self.limiter.acquire(urgent=urgent)
             live = await self._live_now(action)
             if live is None and action.kind is ActionKind.CONSOLIDATE:
-                live = await self._pods_changed(action)
+                live = self._scalers_problem(action) or await self._pods_changed(action)
             if live is not None:
                 return await self._refuse(action, live)
             await self._emit(action, ActionOutcome.OK, action.message)
@@ -413,6 +424,45 @@ class Executor:
             if not ready:
                 return f"pod {name} is not running and ready now"
         return None
+
+    def _scalers_problem(self, action: Action) -> str | None:
+        """Why the step cannot be taken through what scales the color now, or None."""
+        objects = self.objects()
+        if objects is None:
+            return "the color's HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+        found = objects.get(action.namespace, ())
+        return consolidation_problem(action.namespace, action.name, found)
+
+    async def _through_autoscalers(self, action: Action) -> None:
+        """Brings the color's autoscalers in line with the action before its /scale: a step
+        lowers the HPA's bounds, a scale to 0 pauses the ScaledObjects."""
+        objects = (self.objects() or {}).get(action.namespace, ())
+        if action.kind is ActionKind.SCALE:
+            scaled = scaled_objects_to_pause(action.namespace, action.name, objects)
+            paused = await pause_scaled_objects(self._api, scaled)
+            if paused:
+                log.info("scaled objects paused", **self._where(action), scaled_objects=paused)
+            return
+        hpa = hpa_of(action.namespace, action.name, objects)
+        if hpa is None or action.step is None:
+            return
+        written = await lower_hpa(
+            self._api, hpa, before=len(action.step.pods), replicas=action.step.replicas
+        )
+        if written is not None:
+            bounds, original = written
+            log.info(
+                "hpa bounds lowered",
+                **self._where(action),
+                hpa=hpa.name,
+                min_replicas=bounds.min_replicas,
+                max_replicas=bounds.max_replicas,
+                recorded=original.record(),
+            )
+
+    @staticmethod
+    def _where(action: Action) -> dict[str, str]:
+        return {"namespace": action.namespace, "deployment": action.name}
 
     async def _set_costs(self, action: Action) -> None:
         """Each pod's deletion cost, as the step planned it; raises KubeError if any fails."""
@@ -512,12 +562,14 @@ class Executor:
                 if action.kind is ActionKind.ANNOTATE:
                     await self._annotate(action, action.resource_version)
                 elif action.kind is ActionKind.SCALE:
+                    await self._through_autoscalers(action)
                     await self._scale_down(action)
                 elif action.kind is ActionKind.DELETE:
                     await self._delete(action)
                 elif action.kind is ActionKind.CONSOLIDATE:
                     # Costs first: the /scale is what makes the controller pick pods.
                     await self._set_costs(action)
+                    await self._through_autoscalers(action)
                     await self._scale_down(action)
                 else:  # pragma: no cover - a new ActionKind without executor support
                     return ActionResult(action, ActionOutcome.ERROR, f"unknown kind {action.kind}")

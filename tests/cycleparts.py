@@ -60,6 +60,11 @@ class NoExecutor:
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
         return 0
 
+    async def keep_costs(
+        self, plan: Plan, snapshot: Snapshot, pods: Iterable[PodMark] | None
+    ) -> int:
+        return 0
+
     async def report_warnings(self, plan: Plan, snapshot: Snapshot, warnings: Iterable[str]) -> int:
         listed = list(warnings)
         self.warned.extend(listed)

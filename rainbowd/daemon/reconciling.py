@@ -374,6 +374,8 @@ class Reconciler:
             # Every pod of a retired color carries the mark, pods created since included.
             self.cache.watch_pods(policy.app_label, policy.color_label)
             await self.executor.mark_pods(plan, self.cache.pods())
+            # A draining color's pods carry their connections as their deletion cost.
+            await self.executor.keep_costs(plan, planned.snapshot, self.cache.pods())
 
         # Tell: each side feature under its own guard, after the decision and the actions.
         side, history = self.side, self.pipeline.history

@@ -24,7 +24,14 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import PHASE, ColorObject, Deployment, ObjectKind, Service
+from rainbowd.core.model import (
+    PHASE,
+    POD_DELETION_COST,
+    ColorObject,
+    Deployment,
+    ObjectKind,
+    Service,
+)
 from rainbowd.core.objects import color_object_from_k8s, deployment_from_k8s, service_from_k8s
 from rainbowd.kube.clients import (
     Gone,
@@ -92,6 +99,7 @@ class PodMark:
     # Running, Ready and not terminating: the ReplicaSet controller ranks any other pod first
     # when it scales down, whatever its deletion cost.
     ready: bool = False
+    cost: str | None = None  # the controller.kubernetes.io/pod-deletion-cost annotation
 
 
 def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[str, Any]], PodMark]:
@@ -104,6 +112,7 @@ def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[st
         if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
             raise ValueError("Pod labels or annotations are not mappings")
         phase = annotations.get(PHASE)
+        cost = annotations.get(POD_DELETION_COST)
         return PodMark(
             namespace=str(meta.get("namespace") or "default"),
             name=meta["name"],
@@ -111,6 +120,7 @@ def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[st
             color=str(labels.get(color_label, "")),
             phase=phase if isinstance(phase, str) else None,
             ready=_pod_ready(obj),
+            cost=cost if isinstance(cost, str) else None,
         )
 
     return convert

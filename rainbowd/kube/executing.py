@@ -47,6 +47,7 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.consolidation import costs_to_keep
 from rainbowd.core.model import (
     ACTION_EVENTS,
     PHASE,
@@ -204,6 +205,8 @@ class Executor:
         # summary Event waits until the app's last one lands, so each app gets one.
         self._marks_pending: dict[tuple[str, str], list[Action]] = {}
         self._marking: dict[tuple[str, str], str | None] = {}
+        # Pods whose cost was patched, with the cost the watch showed then and the one written.
+        self._costing: dict[tuple[str, str], tuple[str | None, int]] = {}
         # What scales the colors, by namespace (the cache's `objects`; None: not listed yet).
         self.objects: Callable[[], Mapping[str, list[ColorObject]] | None] = lambda: {}
 
@@ -691,6 +694,70 @@ class Executor:
         await asyncio.gather(*(report(d, w) for d, w in reports))
         return len(reports)
 
+    async def _annotate_pod(
+        self, pod: PodMark, key: str, value: str | None, limit: asyncio.Semaphore
+    ) -> bool | None:
+        """One annotation of one pod set (None: removed); None when the pod is gone, False
+        when the write failed (logged)."""
+        body = {"metadata": {"annotations": {key: value}}}
+        path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
+        async with limit:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await request_json(
+                        self._api, "PATCH", path, body=body, content_type=MERGE_PATCH
+                    )
+            except NotFound:
+                return None
+            except (KubeError, TimeoutError) as exc:
+                log.warning(
+                    "pod not annotated",
+                    namespace=pod.namespace,
+                    app=pod.app,
+                    color=pod.color,
+                    pod=pod.name,
+                    annotation=key,
+                    error=str(exc) or "timeout",
+                )
+                return False
+        return True
+
+    async def keep_costs(
+        self, plan: Plan, snapshot: Snapshot, pods: Iterable[PodMark] | None
+    ) -> int:
+        """Keep each pod of a draining color's `pod-deletion-cost` at its connections
+        (`consolidation.costs_to_keep`), so a scale-down made by anyone else (its HPA, a
+        person) removes its idle pods first; only pods whose cost changed are patched. The
+        number of pods patched. Nothing in dry run, or before the pods are listed."""
+        if pods is None or plan.dry_run or self.dry_run:
+            return 0
+        wanted = costs_to_keep(plan, snapshot)
+        if not wanted:
+            return 0
+        todo = [
+            (pod, wanted[key])
+            for pod in pods
+            if (key := (pod.namespace, pod.name)) in wanted
+            and pod.cost != str(wanted[key])
+            and self._costing.get(key) != (pod.cost, wanted[key])
+        ]
+        limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
+
+        async def patch(pod: PodMark, cost: int) -> bool:
+            ok = await self._annotate_pod(pod, POD_DELETION_COST, str(cost), limit)
+            if ok:  # until the watch shows it, the same patch is not sent again
+                self._costing[(pod.namespace, pod.name)] = (pod.cost, cost)
+            return ok is True
+
+        done = await asyncio.gather(*(patch(pod, cost) for pod, cost in todo))
+        if len(self._costing) > _MARKING_MEMORY:
+            self._costing.clear()
+        if any(done):
+            log.info("pod costs kept", pods=sum(done))
+        return sum(done)
+
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
         """Keep every pod of a retired color marked `rainbowd.io/phase: retired` and no pod of
         a live or pending color marked; the number of pods patched.
@@ -725,27 +792,12 @@ class Executor:
         limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
 
         async def patch(pod: PodMark, value: str | None) -> bool:
-            body = {"metadata": {"annotations": {PHASE: value}}}
-            path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
-            fields = {"namespace": pod.namespace, "app": pod.app, "color": pod.color}
-            async with limit:
-                if self.limiter is not None:
-                    await self.limiter.acquire()
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        await request_json(
-                            self._api, "PATCH", path, body=body, content_type=MERGE_PATCH
-                        )
-                except NotFound:
-                    return True  # the pod went away meanwhile: nothing left to mark
-                except (KubeError, TimeoutError) as exc:
-                    log.warning(
-                        "pod not annotated", **fields, pod=pod.name, error=str(exc) or "timeout"
-                    )
-                    return False
-            # The watch shows the mark a moment later; until then, do not patch it again.
-            self._marking[(pod.namespace, pod.name)] = value
-            return True
+            ok = await self._annotate_pod(pod, PHASE, value, limit)
+            if ok is None:
+                return True  # the pod went away meanwhile: nothing left to mark
+            if ok:  # the watch shows the mark a moment later; until then, not patched again
+                self._marking[(pod.namespace, pod.name)] = value
+            return ok
 
         done = await asyncio.gather(*(patch(pod, value) for pod, value in todo))
         for (pod, value), ok in zip(todo, done, strict=True):

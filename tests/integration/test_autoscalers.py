@@ -4,6 +4,8 @@ API, every `--horizontal-pod-autoscaler-sync-period`): without the HPA's bounds 
 scales the color straight back up (the tug of war); with them lowered, the step holds through
 several of the HPA's passes, and a rollback's restore gives the HPA its bounds and the color its
 replicas back. The HPAs come to the executor through the cache's watch, as in the daemon.
+And the pod-deletion-costs kept on a draining color's pods make the HPA's own scale-down remove
+its idle pods.
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import HPA_BOUNDS, ObjectKind
+from rainbowd.core.model import (
+    HPA_BOUNDS,
+    AppPlan,
+    ColorPlan,
+    Connections,
+    Namespace,
+    ObjectKind,
+    Plan,
+    PodConnections,
+    Snapshot,
+    State,
+)
 from rainbowd.kube.autoscaling import restore
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import MERGE_PATCH, request_json, resource_path
@@ -25,8 +38,10 @@ from rainbowd.kube.executing import ActionOutcome, Executor
 from rainbowd_sandbox.controlplane import ControlPlane
 from tests.integration.test_consolidating import consolidation, pod_names
 from tests.integration.test_executing import (
+    NOW,
     create_deployment,
     eventually,
+    list_items,
     plan_of,
     settled_deployment,
 )
@@ -253,3 +268,79 @@ async def test_a_step_on_a_color_with_two_hpas_is_refused(
     assert result.outcome is ActionOutcome.CONFLICT
     assert result.error is not None and "chat-c0c0c0, chat-other" in result.error
     assert await replicas(kube_api, namespace, NAME) == 3
+
+
+def draining(namespace: str, figures: dict[str, float | None]) -> tuple[Plan, Snapshot]:
+    """A plan with chat-c0c0c0 draining and no step planned, and the per-pod figures."""
+    color = ColorPlan(
+        namespace=namespace,
+        app="chat",
+        color="c0c0c0",
+        name=NAME,
+        state=State.DRAINING,
+        rule="chat",
+        replicas=len(figures),
+        ready_replicas=len(figures),
+        connections=Connections(value=sum(v or 0 for v in figures.values())),
+        created_at=NOW,
+        retired_at=NOW,
+        drained_since=None,
+        note="",
+    )
+    app = AppPlan(namespace, "chat", "chat", None, "", (color,))
+    pods = {("chat", "c0c0c0"): PodConnections(pods=figures)}
+    snapshot = Snapshot(now=NOW, namespaces={namespace: Namespace(name=namespace, pods=pods)})
+    return Plan(now=NOW, apps=(app,)), snapshot
+
+
+async def test_the_hpa_scaling_a_draining_color_down_removes_its_idle_pods(
+    kube_api: ApiClient, namespace: str, cache: ClusterCache
+) -> None:
+    """Costs kept current on a draining color's pods make the HPA's own scale-down (its
+    maxReplicas lowered under the replicas) remove the idle pods: here the two newest, which
+    the ReplicaSet controller would remove first without them."""
+    await create_deployment(kube_api, namespace, "chat", "c0c0c0", replicas=4)
+    await create_hpa(kube_api, namespace, NAME, low=1, high=4)
+    cache.watch_pods("app", "color")
+
+    async def listed() -> bool:
+        return len([p for p in cache.pods() or [] if p.ready]) == 4
+
+    await eventually(listed, what="the color's 4 pods in the pod watch")
+    pods = await list_items(kube_api, "v1", "pods", namespace, "app=chat,color=c0c0c0")
+    # Busy: the newest, which the ReplicaSet controller removes first when costs are equal
+    # (pods created in one second tie, and then it picks any).
+    newest_first = sorted(
+        pods,
+        key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
+        reverse=True,
+    )
+    names = [p["metadata"]["name"] for p in newest_first]
+    busy, idle = set(names[:2]), set(names[2:])
+    figures: dict[str, float | None] = {name: 0.0 for name in idle}
+    figures.update({name: 3.0 for name in busy})
+    executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
+    plan, snapshot = draining(namespace, figures)
+
+    assert await executor.keep_costs(plan, snapshot, cache.pods()) == 4
+
+    async def costs_seen() -> bool:
+        return {p.name: p.cost for p in cache.pods() or []} == {
+            name: "3" if name in busy else "0" for name in names
+        }
+
+    await eventually(costs_seen, what="the costs in the pod watch")
+    # Only on change: the next cycle patches nothing.
+    assert await executor.keep_costs(plan, snapshot, cache.pods()) == 0
+    await request_json(
+        kube_api,
+        "PATCH",
+        _hpa_path(namespace, NAME),
+        body={"spec": {"maxReplicas": 2}},
+        content_type=MERGE_PATCH,
+    )
+
+    async def busy_left() -> bool:
+        return await pod_names(kube_api, namespace) == busy
+
+    await eventually(busy_left, what=f"the HPA's scale-down to leave only {sorted(busy)}")

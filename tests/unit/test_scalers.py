@@ -3,7 +3,7 @@ and the bounds a consolidation step gives an HPA."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from rainbowd.core.model import (
     ObjectKind,
 )
 from rainbowd.core.objects import ObjectError, color_object_from_k8s
+from rainbowd.core.policy import ConnectionsQuery
 from rainbowd.core.scalers import (
     Bounds,
     consolidation_problem,
@@ -25,6 +26,8 @@ from rainbowd.core.scalers import (
     parse_bounds,
     scaled_objects_to_pause,
 )
+from rainbowd.daemon.consolidating import refused_by_scalers
+from tests.unit import strategies
 
 COLOR = Deployment(
     namespace="chat",
@@ -161,3 +164,25 @@ def test_a_step_lowers_the_bounds_and_keeps_the_first_record() -> None:
 )
 def test_bounds_records(text: str, bounds: Bounds | None) -> None:
     assert parse_bounds(text) == bounds
+
+
+def test_consolidation_is_unavailable_for_a_color_its_scalers_refuse() -> None:
+    policy = strategies.policy()
+    query = ConnectionsQuery()
+    wanted = {query: {("chat", "chat", "c0c0c0"): timedelta(minutes=5)}}
+    two = [
+        color_object_from_k8s(ObjectKind.HPA, hpa(minReplicas=4)),
+        color_object_from_k8s(ObjectKind.HPA, hpa("other")),
+    ]
+    refused = refused_by_scalers(policy, dict(wanted), {"chat": [COLOR]}, {"chat": two})
+    why = refused["chat"][("chat", "c0c0c0")].unavailable
+    assert why is not None and "all target it" in why
+    # Not listed yet: unavailable too, and Prometheus is not asked for the color's pods.
+    asked = {query: {("chat", "chat", "c0c0c0"): timedelta(minutes=5)}}
+    refused = refused_by_scalers(policy, asked, {"chat": [COLOR]}, None)
+    assert "not listed yet" in (refused["chat"][("chat", "c0c0c0")].unavailable or "")
+    assert asked == {}
+    # One HPA: the step goes through it.
+    asked = {query: {("chat", "chat", "c0c0c0"): timedelta(minutes=5)}}
+    assert refused_by_scalers(policy, asked, {"chat": [COLOR]}, {"chat": two[:1]}) == {}
+    assert asked[query]

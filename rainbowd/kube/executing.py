@@ -40,6 +40,7 @@ API (and, say, ask clients to reconnect); pods of a live color lose the mark.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from rainbowd.core.model import (
     ActionKind,
     ColorObject,
     Deployment,
+    ObjectKind,
     Plan,
     Reason,
     Severity,
@@ -115,6 +117,9 @@ class ActionResult:
     action: Action
     outcome: ActionOutcome
     error: str | None = None
+    # A delete: the color's HPAs, PDBs and ScaledObjects its garbage collection leaves behind
+    # (no ownerReference to it), each as `Kind name`.
+    left_behind: tuple[str, ...] = ()
 
 
 def event_reason(action: Action, outcome: ActionOutcome) -> str:
@@ -352,6 +357,8 @@ class Executor:
             log.info("action applied", **fields, dry_run=False)
         else:
             log.warning("action applied", **fields, dry_run=False, error=result.error)
+        if action.kind is ActionKind.DELETE and result.outcome is ActionOutcome.OK:
+            result = await self._report_left_behind(result)
         if announced and (
             result.outcome is ActionOutcome.OK
             or (result.outcome is ActionOutcome.GONE and action.kind is ActionKind.DELETE)
@@ -462,6 +469,38 @@ class Executor:
                 max_replicas=bounds.max_replicas,
                 recorded=original.record(),
             )
+
+    async def _report_left_behind(self, result: ActionResult) -> ActionResult:
+        """The deleted color's HPAs, PDBs and ScaledObjects that are not owned by its
+        Deployment (deployed otherwise than with `rainbowd deploy -f`), so the garbage
+        collector leaves them, targeting nothing: a Warning Event `LeftBehind` names them."""
+        action = result.action
+        objects = (self.objects() or {}).get(action.namespace, ())
+        labels = {self.app_label: action.app, self.color_label: action.color}
+        left = sorted(
+            f"{o.kind.value} {o.name}"
+            for o in objects
+            if action.uid not in o.owner_uids
+            and (o.target == action.name if o.kind is not ObjectKind.PDB else o.selects(labels))
+        )
+        if not left:
+            return result
+        note = (
+            f"{action.name} deleted; left behind, with no ownerReference to it: "
+            f"{', '.join(left)} (delete them; `rainbowd deploy -f` creates a color's own "
+            "with one, so they go with it)"
+        )
+        log.warning("objects left behind", **self._where(action), objects=left)
+        await self._on_deployment(
+            action.namespace,
+            action.name,
+            action.uid,
+            type="Warning",
+            reason="LeftBehind",
+            note=note,
+            action="Delete",
+        )
+        return dataclasses.replace(result, left_behind=tuple(left))
 
     @staticmethod
     def _where(action: Action) -> dict[str, str]:

@@ -20,6 +20,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import (
     HPA_BOUNDS,
+    ActionKind,
     AppPlan,
     ColorPlan,
     Connections,
@@ -27,6 +28,7 @@ from rainbowd.core.model import (
     ObjectKind,
     Plan,
     PodConnections,
+    Reason,
     Snapshot,
     State,
 )
@@ -39,9 +41,11 @@ from rainbowd_sandbox.controlplane import ControlPlane
 from tests.integration.test_consolidating import consolidation, pod_names
 from tests.integration.test_executing import (
     NOW,
+    action_for,
     create_deployment,
     eventually,
     list_items,
+    our_events,
     plan_of,
     settled_deployment,
 )
@@ -344,3 +348,48 @@ async def test_the_hpa_scaling_a_draining_color_down_removes_its_idle_pods(
         return await pod_names(kube_api, namespace) == busy
 
     await eventually(busy_left, what=f"the HPA's scale-down to leave only {sorted(busy)}")
+
+
+async def test_deleting_a_color_reports_what_it_leaves_behind(
+    kube_api: ApiClient, namespace: str, cache: ClusterCache
+) -> None:
+    """A color deployed otherwise (its HPA and PDB with no ownerReference to it) is deleted as
+    the policy deletes it: a Warning Event `LeftBehind` and the result (/status's
+    recentActions) name what the garbage collector leaves; an owned object is not named."""
+    obj = await create_deployment(kube_api, namespace, "chat", "c0c0c0", replicas=1)
+    await create_hpa(kube_api, namespace, NAME, low=1, high=2)
+    owned = hpa_body("chat-owned", NAME, low=1, high=2)
+    owned["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME, "uid": obj["metadata"]["uid"]}
+    ]
+    await request_json(kube_api, "POST", _hpa_path(namespace), body=owned)
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "chat-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "chat"}}},
+    }
+    await request_json(
+        kube_api,
+        "POST",
+        resource_path("policy/v1", "poddisruptionbudgets", namespace=namespace),
+        body=pdb,
+    )
+
+    async def listed() -> bool:
+        return len((cache.objects() or {}).get(namespace, ())) == 3
+
+    await eventually(listed, what="the HPAs and the PDB in the cache")
+    executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
+    executor.objects = cache.objects
+    fresh = await settled_deployment(kube_api, namespace, NAME)
+    [deleted] = await executor.apply(plan_of(action_for(fresh, ActionKind.DELETE, Reason.DRAINED)))
+
+    assert deleted.outcome is ActionOutcome.OK, deleted.error
+    assert deleted.left_behind == (
+        f"HorizontalPodAutoscaler {NAME}",
+        "PodDisruptionBudget chat-pdb",
+    )
+    [event] = [e for e in await our_events(kube_api, namespace) if e["reason"] == "LeftBehind"]
+    assert event["type"] == "Warning"
+    assert f"HorizontalPodAutoscaler {NAME}, PodDisruptionBudget chat-pdb" in event["note"]

@@ -23,6 +23,7 @@ from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, fetch_pods
 from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
 
+UNLISTED = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
 PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 """Per namespace, by (app, color)."""
 
@@ -76,9 +77,12 @@ def refused_by_scalers(
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]],
     deployments: Mapping[str, list[Deployment]],
     objects: Mapping[str, list[ColorObject]] | None,
+    *,
+    unlisted: str = UNLISTED,
 ) -> PodFigures:
-    """The wanted colors whose step cannot be taken through what scales them, each with why;
-    they are taken out of `wanted`, so Prometheus is not asked for their pods."""
+    """The wanted colors whose step cannot be taken through what scales them, each with why
+    (`unlisted` when `objects` is None); they are taken out of `wanted`, so Prometheus is not
+    asked for their pods."""
     keys = {key for colors in wanted.values() for key in colors}
     if not keys:
         return {}
@@ -93,7 +97,7 @@ def refused_by_scalers(
             if key not in keys:
                 continue
             if objects is None:
-                found[key] = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+                found[key] = unlisted
                 continue
             problem = consolidation_problem(ns, d.name, objects.get(ns, ()))
             if problem is not None:

@@ -31,7 +31,13 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
-from rainbowd.daemon.consolidating import Retries, candidates, pod_figures, refused_by_scalers
+from rainbowd.daemon.consolidating import (
+    UNLISTED,
+    Retries,
+    candidates,
+    pod_figures,
+    refused_by_scalers,
+)
 from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import read_policy
@@ -121,9 +127,11 @@ class Pipeline:
         now: datetime,
         pods: Iterable[PodMark] | None = None,
         objects: Mapping[str, list[ColorObject]] | None = None,
+        unlisted: str = UNLISTED,
     ) -> Planned:
         """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation;
-        `objects`: what scales the colors (None: not listed, so no consolidation step)."""
+        `objects`: what scales the colors (None: not listed, `unlisted` says why, so no
+        consolidation step)."""
         if self.overlay:
             deployments = self._overlaid(deployments)
         members = self._snapshots.members(policy, deployments, self.planner.rules)
@@ -138,7 +146,7 @@ class Pipeline:
             if consolidates(policy)
             else {}
         )
-        refused = refused_by_scalers(policy, wanted, deployments, objects)
+        refused = refused_by_scalers(policy, wanted, deployments, objects, unlisted=unlisted)
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries
@@ -302,6 +310,7 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
                 async with asyncio.timeout(sync_timeout):
                     pods = await listed_pods(cache, policy)
             objects = cache.objects()
+            unlisted = cache.objects_unlisted() if objects is None else UNLISTED
         finally:
             await cache.stop()
             runner.cancel()
@@ -310,7 +319,13 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
         async with aiohttp.ClientSession() as session:
             pipeline = Pipeline(session, dry_run=settings.dry_run)
             planned = await pipeline.run(
-                policy, deployments, services, now=now, pods=pods, objects=objects
+                policy,
+                deployments,
+                services,
+                now=now,
+                pods=pods,
+                objects=objects,
+                unlisted=unlisted,
             )
             # As in the daemon's cycle: the forecast's failure costs the forecast, not the plan.
             guard = SideGuard(lambda component: None)

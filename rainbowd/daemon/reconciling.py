@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import Plan, Snapshot
 from rainbowd.core.policy import Policy
+from rainbowd.daemon.consolidating import UNLISTED
 from rainbowd.daemon.cycles import Pipeline, Planned, consolidates, snapshot_summary
 from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.policies import PolicyState
@@ -340,13 +341,15 @@ class Reconciler:
             # Consolidation plans from the colors' pods, leading or not.
             self.cache.watch_pods(policy.app_label, policy.color_label)
         # Decide.
+        objects = self.cache.objects()
         planned = await self.pipeline.run(
             policy,
             self.cache.deployments(),
             self.cache.services(),
             now=now,
             pods=self.cache.pods(),
-            objects=self.cache.objects(),
+            objects=objects,
+            unlisted=self.cache.objects_unlisted() if objects is None else UNLISTED,
         )
         return await self.settle(planned, policy, now=now, started=started)
 

@@ -240,6 +240,9 @@ class Informer(Generic[T]):
         self._bad: dict[Key, str] = {}  # keys whose last version failed conversion
         self._resource_version = ""
         self._delivered = False  # whether the current watch has delivered any event
+        # Why the first LIST has not succeeded yet (an answer such as 403), for the reasons
+        # given where the store is needed; None once listed.
+        self.unlisted_because: str | None = None
         self._path = resource_path(resource.group_version, resource.plural, namespace=namespace)
 
     @property
@@ -296,6 +299,8 @@ class Informer(Generic[T]):
                     continue
             except KubeError as exc:
                 self.stats.errors += 1
+                if not self.synced.is_set():
+                    self.unlisted_because = str(exc)
                 log.warning(
                     "request failed",
                     phase="list" if need_list else "watch",
@@ -381,6 +386,7 @@ class Informer(Generic[T]):
             self.stats.relists += 1
         self.stats.lists += 1
         self.synced.set()
+        self.unlisted_because = None
         log.info(
             "listed",
             objects=len(store),
@@ -666,6 +672,14 @@ class ClusterCache:
         if not all(inf.synced.is_set() for inf in self.object_informers):
             return None
         return self._objects.get()
+
+    def objects_unlisted(self) -> str:
+        """Why `objects` is None: which are not listed yet, and the last answer if any."""
+        for inf in self.object_informers:
+            if not inf.synced.is_set():
+                why = f" ({inf.unlisted_because})" if inf.unlisted_because else ""
+                return f"the {inf.resource.plural} are not listed yet{why}"
+        return "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
 
     def services(self) -> dict[str, list[Service]]:
         """The Services by namespace; the same dict while none changed, as `deployments`."""

@@ -179,8 +179,9 @@ def test_consolidation_is_unavailable_for_a_color_its_scalers_refuse() -> None:
     assert why is not None and "all target it" in why
     # Not listed yet: unavailable too, and Prometheus is not asked for the color's pods.
     asked = {query: {("chat", "chat", "c0c0c0"): timedelta(minutes=5)}}
-    refused = refused_by_scalers(policy, asked, {"chat": [COLOR]}, None)
-    assert "not listed yet" in (refused["chat"][("chat", "c0c0c0")].unavailable or "")
+    why = "the horizontalpodautoscalers are not listed yet (403 Forbidden)"
+    refused = refused_by_scalers(policy, asked, {"chat": [COLOR]}, None, unlisted=why)
+    assert refused["chat"][("chat", "c0c0c0")].unavailable == why
     assert asked == {}
     # One HPA: the step goes through it.
     asked = {query: {("chat", "chat", "c0c0c0"): timedelta(minutes=5)}}

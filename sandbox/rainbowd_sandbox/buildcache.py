@@ -106,10 +106,26 @@ def _pinned(name: str, root: Path) -> str:
     raise CacheError(f"{name} is not pinned in tests/cluster/versions")
 
 
+_KEDA_INPUTS = ("versions", "build")
+"""tests/cluster/keda: KEDA's own entry, keyed apart from the control plane's."""
+
+
 def entry(kind: str, *, root: Path | None = None) -> Path:
     """The entry tests/cluster/build fills for `kind` ("controlplane" or "tools"): keyed by the
-    pinned versions, the wrapper module, its build script and the Go that builds it."""
+    pinned versions, the wrapper module, its build script and the Go that builds it; or
+    ("keda") the one tests/cluster/keda/build fills, keyed by its own version and script."""
     root = root if root is not None else _repo_root()
+    if kind == "keda":
+        folder = root / "tests" / "cluster" / "keda"
+        key = digest([files_digest(folder, _KEDA_INPUTS).encode(), go_version().encode()])[:16]
+        version = ""
+        for line in (folder / "versions").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "KEDA_VERSION":
+                version = value.strip()
+        if not version:
+            raise CacheError("KEDA_VERSION is not pinned in tests/cluster/keda/versions")
+        return cache_root() / kind / f"{version}-{key}"
     if kind not in ("controlplane", "tools"):
         raise CacheError(f"no entry kind {kind!r}")
     key = digest(
@@ -302,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("root", help="print the cache folder")
     path = sub.add_parser("entry", help="print the entry of a kind tests/cluster/build fills")
-    path.add_argument("kind", choices=("controlplane", "tools"))
+    path.add_argument("kind", choices=("controlplane", "tools", "keda"))
     check = sub.add_parser("verify", help="exit 0 if FOLDER is a verified entry")
     check.add_argument("folder", type=Path)
     make = sub.add_parser(

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,30 @@ def keda_source() -> Path:
     return Path(json.loads(done.stdout)["Dir"])
 
 
+def install_crd(cluster: ControlPlane, crd: dict[str, Any]) -> None:
+    """Creates `crd`, once an earlier one of that name (another module's, being deleted) is
+    gone."""
+    path = f"{CRD_PATH}/{crd['metadata']['name']}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cluster.request("GET", path)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                break
+            raise
+        if time.monotonic() > deadline:
+            pytest.fail(f"CRD {crd['metadata']['name']} still there after 60s")
+        time.sleep(0.2)
+    cluster.request("POST", CRD_PATH, crd)
+
+
 @pytest.fixture(scope="module")
 def keda_crd(cluster_full: ControlPlane) -> Iterator[None]:
     crd = yaml.safe_load(
         (keda_source() / "config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml").read_text()
     )
-    cluster_full.request("POST", CRD_PATH, crd)
+    install_crd(cluster_full, crd)
     try:
 
         def established() -> bool:

@@ -106,6 +106,20 @@ def test_an_entry_key_follows_the_versions_the_module_and_the_build_script(
     assert buildcache.entry("tools", root=tmp_path).parent == tmp_path / "cache" / "tools"
 
 
+def test_kedas_entry_is_keyed_apart_from_the_control_plane(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RAINBOWD_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(ROOT / "tests" / "cluster", tmp_path / "tests" / "cluster")
+    plane, keda = (buildcache.entry(k, root=tmp_path) for k in ("controlplane", "keda"))
+    assert keda.parent == tmp_path / "cache" / "keda"
+    assert keda.name.startswith("v2.21.")
+    with (tmp_path / "tests" / "cluster" / "keda" / "build").open("a") as handle:
+        handle.write("\n")
+    assert buildcache.entry("keda", root=tmp_path) != keda
+    assert buildcache.entry("controlplane", root=tmp_path) == plane
+
+
 def test_a_built_entry_is_verified_and_used_without_building_again(tmp_path: Path) -> None:
     folder = tmp_path / "kind" / "entry"
     made: list[Path] = []

@@ -21,7 +21,14 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import color_object_from_k8s
 from rainbowd.core.scalers import Bounds, lowered, parse_bounds
 from rainbowd.kube.caching import HPAS, SCALED_OBJECTS
-from rainbowd.kube.clients import MERGE_PATCH, Conflict, NotFound, request_json, resource_path
+from rainbowd.kube.clients import (
+    MERGE_PATCH,
+    Conflict,
+    Forbidden,
+    NotFound,
+    request_json,
+    resource_path,
+)
 
 # Tries of the HPA patch: its controller writes the HPA's status at every sync, which moves the
 # resourceVersion under the patch; the bounds themselves are checked again at each try.
@@ -87,10 +94,19 @@ async def pause_scaled_objects(api: ApiClient, scaled: Iterable[ColorObject]) ->
     return done
 
 
-async def _listed(api: ApiClient, kind: ObjectKind, namespace: str) -> list[ColorObject]:
+async def _listed(
+    api: ApiClient, kind: ObjectKind, namespace: str, said: list[str]
+) -> list[ColorObject]:
     try:
         answer = await request_json(api, "GET", _path(kind, namespace))
     except NotFound:  # KEDA's CRD is not installed
+        return []
+    except Forbidden:
+        # A deployer allowed less than rainbowd: the rollback goes on, and says what it left.
+        said.append(
+            f"warning: the {kind.value}s of {namespace} may not be read with these "
+            "credentials (forbidden): any change rainbowd made to them is left as it is"
+        )
         return []
     return [color_object_from_k8s(kind, item) for item in answer.get("items") or []]
 
@@ -100,7 +116,7 @@ async def restore(api: ApiClient, namespace: str, deployment: str) -> list[str]:
     bounds recorded on it, each ScaledObject rainbowd paused is resumed. What was done, in
     words (one line each)."""
     said: list[str] = []
-    for hpa in await _listed(api, ObjectKind.HPA, namespace):
+    for hpa in await _listed(api, ObjectKind.HPA, namespace, said):
         text = hpa.annotations.get(HPA_BOUNDS)
         if hpa.target != deployment or text is None:
             continue
@@ -116,7 +132,7 @@ async def restore(api: ApiClient, namespace: str, deployment: str) -> list[str]:
             else f"HorizontalPodAutoscaler {hpa.name}: {HPA_BOUNDS} {text!r} is not a record "
             "of bounds; removed, bounds left as they are"
         )
-    for obj in await _listed(api, ObjectKind.SCALED_OBJECT, namespace):
+    for obj in await _listed(api, ObjectKind.SCALED_OBJECT, namespace, said):
         if obj.target != deployment or PAUSED_BY_RAINBOWD not in obj.annotations:
             continue
         body = {"metadata": {"annotations": {KEDA_PAUSED_REPLICAS: None, PAUSED_BY_RAINBOWD: None}}}

@@ -42,6 +42,8 @@ class Timeline:
                     "connections": action.connections,
                     "outcome": str(result.outcome),
                     "error": result.error,
+                    # A delete that left its color's HPA, PDB or ScaledObject behind.
+                    **({"leftBehind": list(result.left_behind)} if result.left_behind else {}),
                 }
             )
 

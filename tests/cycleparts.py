@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-from rainbowd.core.model import Deployment, Plan, Service, Snapshot
+from rainbowd.core.model import ColorObject, Deployment, Plan, Service, Snapshot
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.executing import ActionOutcome, ActionResult
 
@@ -37,6 +37,9 @@ class MemoryCache:
     def pods(self) -> list[PodMark] | None:
         return None
 
+    def objects(self) -> dict[str, list[ColorObject]] | None:
+        return {}
+
 
 class NoExecutor:
     """Acts on nothing, keeping what it was asked: every action reads as done (`done`), or none
@@ -55,6 +58,11 @@ class NoExecutor:
         return [ActionResult(action, ActionOutcome.OK) for action in plan.actions if self.done]
 
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
+        return 0
+
+    async def keep_costs(
+        self, plan: Plan, snapshot: Snapshot, pods: Iterable[PodMark] | None
+    ) -> int:
         return 0
 
     async def report_warnings(self, plan: Plan, snapshot: Snapshot, warnings: Iterable[str]) -> int:

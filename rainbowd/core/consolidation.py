@@ -22,11 +22,15 @@ from rainbowd.core.model import (
     CONSOLIDATED_AT,
     CONSOLIDATED_FROM,
     STEPPED_DOWN_AT,
+    ActionKind,
     Connections,
     Deployment,
+    Plan,
     PodConnections,
     PodStep,
     Reason,
+    Snapshot,
+    State,
 )
 from rainbowd.core.notes import IdlePods, SteppedDown
 from rainbowd.core.objects import parse_stamp
@@ -225,9 +229,9 @@ def pod_step(
         removed = [name for name in removed if name in idle]
     if not removed:
         return None
-    top = max(_cost(figures[name]) for name in removed)
+    top = max(deletion_cost(figures[name]) for name in removed)
     costs = {
-        name: _cost(value) if name in removed else max(_cost(value), top + 1)
+        name: deletion_cost(value) if name in removed else max(deletion_cost(value), top + 1)
         for name, value in figures.items()
     }
     return PodStep(
@@ -239,8 +243,9 @@ def pod_step(
     )
 
 
-def _cost(value: float | None) -> int:
-    """A pod's deletion cost: its connections (rounded up), the highest for unknown."""
+def deletion_cost(value: float | None) -> int:
+    """A pod's deletion cost: its connections (rounded up), the highest for unknown. Kept
+    current on the pods of draining colors (`costs_to_keep`), and set by each step."""
     if value is None or not math.isfinite(value):
         return KEEP_COST
     return min(max(math.ceil(value), 0), KEEP_COST - 1)
@@ -248,3 +253,24 @@ def _cost(value: float | None) -> int:
 
 def _removed(step: PodStep) -> tuple[tuple[str, float], ...]:
     return tuple((name, step.pods[name] or 0.0) for name in step.removed)
+
+
+def costs_to_keep(plan: Plan, snapshot: Snapshot) -> dict[tuple[str, str], int]:
+    """The pod-deletion-cost each pod of a draining color should carry, by (namespace, pod):
+    its connections, so that whoever scales the color down (its HPA, a person) removes the idle
+    pods first, as a consolidation step would. Only for colors with per-pod figures this
+    cycle; not for a color with a step planned now (the step's own costs decide which pods it
+    removes, and must not be overwritten before the ReplicaSet controller has acted)."""
+    out: dict[tuple[str, str], int] = {}
+    for app in plan.apps:
+        for color in app.colors:
+            if color.rule is None or color.state is not State.DRAINING:
+                continue
+            if any(a.kind is ActionKind.CONSOLIDATE for a in color.actions):
+                continue
+            figures = snapshot.pods_for(app.namespace, app.app, color.color)
+            if figures is None or figures.unavailable is not None:
+                continue
+            for pod, value in figures.pods.items():
+                out[(app.namespace, pod)] = deletion_cost(value)
+    return out

@@ -59,6 +59,15 @@ RETIREMENT = (
 # The Kubernetes pod annotation the ReplicaSet controller ranks pods by when it scales down:
 # lowest cost first (among pods all running and ready).
 POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# On a color's HorizontalPodAutoscaler: its bounds before rainbowd lowered them with a
+# consolidation step (`{"minReplicas": 4, "maxReplicas": 10}`), what a rollback restores.
+HPA_BOUNDS = "rainbowd.io/hpa-bounds"
+# KEDA's documented pause: the ScaledObject's target is scaled to this many and left there.
+KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
+KEDA_PAUSED = "autoscaling.keda.sh/paused"
+# On a ScaledObject rainbowd paused when it scaled its color to 0: a rollback lifts only a
+# pause rainbowd set, never one someone else did.
+PAUSED_BY_RAINBOWD = "rainbowd.io/paused"
 
 
 class State(enum.StrEnum):
@@ -300,6 +309,70 @@ class PodStep:
     removed: tuple[str, ...]  # the pods expected to go
     costs: Mapping[str, int]  # the pod-deletion-cost of each pod
     stepped: int = 0  # how many of `removed` hold connections (stepDown)
+
+
+class ObjectKind(enum.StrEnum):
+    """The objects that scale a color or guard its pods."""
+
+    HPA = "HorizontalPodAutoscaler"  # autoscaling/v2
+    SCALED_OBJECT = "ScaledObject"  # keda.sh/v1alpha1
+    PDB = "PodDisruptionBudget"  # policy/v1
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequirement:
+    """One of a label selector's matchExpressions."""
+
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ColorObject:
+    """An HPA or ScaledObject (its target named by `target`) or a PDB (its pods chosen by
+    `match_labels` and `match_expressions`), as far as rainbowd acts on or reports them."""
+
+    kind: ObjectKind
+    namespace: str
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+    target: str = ""  # the Deployment of scaleTargetRef ("" when it names no Deployment)
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    # PDB: None is a null selector (selects nothing); an empty one selects every pod.
+    match_labels: Mapping[str, str] | None = None
+    match_expressions: tuple[LabelRequirement, ...] = ()
+    # Only rainbowd.io/ and autoscaling.keda.sh/ ones.
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_uids: tuple[str, ...] = ()  # metadata.ownerReferences
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether this PDB's selector selects pods with `labels`."""
+        if self.match_labels is None:
+            return False
+        if not self.match_labels.items() <= labels.items():
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and not (present and labels[req.key] in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+    def applies_to(self, deployment: Deployment) -> bool:
+        """Whether it scales `deployment` (an HPA or ScaledObject) or guards its pods (a PDB)."""
+        if self.namespace != deployment.namespace:
+            return False
+        if self.kind is ObjectKind.PDB:
+            return self.selects(deployment.template_labels)
+        return self.target == deployment.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Turns Kubernetes objects, as decoded JSON, into the model's Deployment and Service.
+"""Turns Kubernetes objects, as decoded JSON, into the model's Deployment, Service and the
+objects that scale a color or guard its pods (HPA, KEDA ScaledObject, PDB).
 
 Shared by the watch cache (raw watch events) and snapshot files (`kubectl get -o yaml` output),
 so both see exactly the same fields. Bad input raises ObjectError naming the object and field.
@@ -12,7 +13,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from rainbowd.core.model import ANNOTATION_PREFIX, Condition, Deployment, Service
+from rainbowd.core.model import (
+    ANNOTATION_PREFIX,
+    ColorObject,
+    Condition,
+    Deployment,
+    LabelRequirement,
+    ObjectKind,
+    Service,
+)
 
 
 class ObjectError(ValueError):
@@ -94,6 +103,14 @@ def _int(obj: Mapping[str, Any], value: Any, path: str, default: int) -> int:
     return value
 
 
+def _annotations(
+    obj: Mapping[str, Any], meta: Mapping[str, Any], prefixes: tuple[str, ...]
+) -> dict[str, str]:
+    """The object's annotations under `prefixes`: the rest is never read and would cost memory."""
+    raw = _str_map(obj, meta.get("annotations"), "metadata.annotations")
+    return {k: v for k, v in raw.items() if k.startswith(prefixes)}
+
+
 def _metadata(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str]:
     if not isinstance(obj, Mapping):
         raise ObjectError(f"expected a Kubernetes object, got {type(obj).__name__}")
@@ -121,11 +138,7 @@ def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
         created_at = parse_time(created)
     except ValueError as exc:
         raise ObjectError(f"{_where(obj)}: metadata.creationTimestamp: {exc}") from exc
-    annotations = {
-        k: v
-        for k, v in _str_map(obj, meta.get("annotations"), "metadata.annotations").items()
-        if k.startswith(ANNOTATION_PREFIX)
-    }
+    annotations = _annotations(obj, meta, (ANNOTATION_PREFIX,))
     raw_conditions = status.get("conditions") or []
     if not isinstance(raw_conditions, list):
         raise ObjectError(f"{_where(obj)}: status.conditions: expected a list")
@@ -171,4 +184,86 @@ def service_from_k8s(obj: Mapping[str, Any]) -> Service:
         namespace=namespace,
         name=name,
         selector=_str_map(obj, spec.get("selector"), "spec.selector"),
+    )
+
+
+# The annotations kept on an HPA or ScaledObject: rainbowd's records and KEDA's pause.
+_KEPT_PREFIXES = (ANNOTATION_PREFIX, "autoscaling.keda.sh/")
+
+
+def _target(obj: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
+    """The Deployment a scaleTargetRef names ("" for any other kind)."""
+    ref = _mapping(obj, spec.get("scaleTargetRef"), "spec.scaleTargetRef")
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        raise ObjectError(f"{_where(obj)}: spec.scaleTargetRef.name: missing")
+    # KEDA defaults the kind to Deployment and apiVersion to apps/v1; an HPA names both.
+    kind = ref.get("kind") or "Deployment"
+    api_version = str(ref.get("apiVersion") or "apps/v1")
+    if kind != "Deployment" or api_version.split("/")[0] not in ("apps", "extensions"):
+        return ""
+    return name
+
+
+def _selector(
+    obj: Mapping[str, Any], spec: Mapping[str, Any]
+) -> tuple[Mapping[str, str] | None, tuple[LabelRequirement, ...]]:
+    raw = spec.get("selector")
+    if raw is None:
+        return None, ()
+    selector = _mapping(obj, raw, "spec.selector")
+    labels = _str_map(obj, selector.get("matchLabels"), "spec.selector.matchLabels")
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        raise ObjectError(f"{_where(obj)}: spec.selector.matchExpressions: expected a list")
+    requirements = []
+    for i, expr in enumerate(expressions):
+        path = f"spec.selector.matchExpressions[{i}]"
+        expr = _mapping(obj, expr, path)
+        key, operator, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if not isinstance(key, str) or operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ObjectError(f"{_where(obj)}: {path}: expected a key and a known operator")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ObjectError(f"{_where(obj)}: {path}.values: expected a list of strings")
+        requirements.append(LabelRequirement(key, operator, tuple(values)))
+    return labels, tuple(requirements)
+
+
+def color_object_from_k8s(kind: ObjectKind, obj: Mapping[str, Any]) -> ColorObject:
+    """An HPA (autoscaling/v2), KEDA ScaledObject or PDB (policy/v1), as decoded JSON, to a
+    model ColorObject (listed items carry no kind, so the caller names it)."""
+    meta, namespace, name = _metadata(obj)
+    spec = _mapping(obj, obj.get("spec"), "spec")
+    annotations = _annotations(obj, meta, _KEPT_PREFIXES)
+    owners = meta.get("ownerReferences") or []
+    if not isinstance(owners, list):
+        raise ObjectError(f"{_where(obj)}: metadata.ownerReferences: expected a list")
+    common: dict[str, Any] = {
+        "kind": kind,
+        "namespace": namespace,
+        "name": name,
+        "uid": str(meta.get("uid") or ""),
+        "resource_version": str(meta.get("resourceVersion") or ""),
+        "annotations": annotations,
+        "owner_uids": tuple(str(o.get("uid") or "") for o in owners if isinstance(o, Mapping)),
+    }
+    if kind is ObjectKind.PDB:
+        labels, expressions = _selector(obj, spec)
+        return ColorObject(**common, match_labels=labels, match_expressions=expressions)
+    if kind is ObjectKind.HPA:
+        low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+        return ColorObject(
+            **common,
+            target=_target(obj, spec),
+            # The API defaults minReplicas to 1.
+            min_replicas=_int(obj, low, "spec.minReplicas", 1),
+            max_replicas=_int(obj, high, "spec.maxReplicas", 1),
+        )
+    low, high = spec.get("minReplicaCount"), spec.get("maxReplicaCount")
+    return ColorObject(
+        **common,
+        target=_target(obj, spec),
+        # KEDA's defaults: 0 and 100.
+        min_replicas=_int(obj, low, "spec.minReplicaCount", 0),
+        max_replicas=_int(obj, high, "spec.maxReplicaCount", 100),
     )

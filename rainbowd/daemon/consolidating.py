@@ -3,7 +3,9 @@
 pods as the pod watch lists them joined with the figures. A cycle with no such color asks
 Prometheus nothing more, and a color whose figures were unavailable is not asked for again
 before its rule's `every` has passed (`Retries`): a rule whose series lack the pod label costs
-one per-pod query per `every`, not one per cycle.
+one per-pod query per `every`, not one per cycle. A color whose step could not be taken through
+what scales it (`scalers.consolidation_problem`), or whose HPAs are not listed yet, is not asked
+for: its consolidation is unavailable, with why.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from datetime import datetime, timedelta
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.memos import ServiceIndex
-from rainbowd.core.model import RETIRED_AT, Deployment, PodConnections, Service
+from rainbowd.core.model import RETIRED_AT, ColorObject, Deployment, PodConnections, Service
 from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
+from rainbowd.core.scalers import consolidation_problem
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, fetch_pods
 from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
 
+UNLISTED = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
 PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 """Per namespace, by (app, color)."""
 
@@ -66,6 +70,46 @@ def candidates(
                 continue  # live: never consolidated
             wanted.setdefault(rule.connections, {})[(ns, app, color)] = rule.knobs.consolidate.every
     return wanted
+
+
+def refused_by_scalers(
+    policy: Policy,
+    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]],
+    deployments: Mapping[str, list[Deployment]],
+    objects: Mapping[str, list[ColorObject]] | None,
+    *,
+    unlisted: str = UNLISTED,
+) -> PodFigures:
+    """The wanted colors whose step cannot be taken through what scales them, each with why
+    (`unlisted` when `objects` is None); they are taken out of `wanted`, so Prometheus is not
+    asked for their pods."""
+    keys = {key for colors in wanted.values() for key in colors}
+    if not keys:
+        return {}
+    found: dict[ColorKey, str] = {}
+    for ns in {key[0] for key in keys}:
+        for d in deployments.get(ns, ()):
+            key = (
+                ns,
+                d.template_labels.get(policy.app_label, ""),
+                d.template_labels.get(policy.color_label, ""),
+            )
+            if key not in keys:
+                continue
+            if objects is None:
+                found[key] = unlisted
+                continue
+            problem = consolidation_problem(ns, d.name, objects.get(ns, ()))
+            if problem is not None:
+                found[key] = problem
+    out: PodFigures = {}
+    for key, why in found.items():
+        out.setdefault(key[0], {})[(key[1], key[2])] = PodConnections(unavailable=why)
+        for colors in wanted.values():
+            colors.pop(key, None)
+    for query in [q for q, colors in wanted.items() if not colors]:
+        del wanted[query]
+    return out
 
 
 class Retries:

@@ -22,6 +22,7 @@ from rainbowd.core.memos import SnapshotMemo, color_members
 from rainbowd.core.model import (
     RETIRED_AT,
     ActionKind,
+    ColorObject,
     Deployment,
     Plan,
     Service,
@@ -30,7 +31,13 @@ from rainbowd.core.model import (
 from rainbowd.core.objects import parse_time
 from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
-from rainbowd.daemon.consolidating import Retries, candidates, pod_figures
+from rainbowd.daemon.consolidating import (
+    UNLISTED,
+    Retries,
+    candidates,
+    pod_figures,
+    refused_by_scalers,
+)
 from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.heap import HeapKeeper
 from rainbowd.daemon.policies import read_policy
@@ -119,8 +126,12 @@ class Pipeline:
         *,
         now: datetime,
         pods: Iterable[PodMark] | None = None,
+        objects: Mapping[str, list[ColorObject]] | None = None,
+        unlisted: str = UNLISTED,
     ) -> Planned:
-        """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation."""
+        """`pods`: the colors' pods from the pod watch (None: not listed), for consolidation;
+        `objects`: what scales the colors (None: not listed, `unlisted` says why, so no
+        consolidation step)."""
         if self.overlay:
             deployments = self._overlaid(deployments)
         members = self._snapshots.members(policy, deployments, self.planner.rules)
@@ -135,6 +146,7 @@ class Pipeline:
             if consolidates(policy)
             else {}
         )
+        refused = refused_by_scalers(policy, wanted, deployments, objects, unlisted=unlisted)
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries
@@ -142,6 +154,8 @@ class Pipeline:
             if wanted
             else {}
         )
+        for ns, colors in refused.items():
+            figures.setdefault(ns, {}).update(colors)
         snapshot = self._snapshots.build(now, members, deployments, services, results, figures)
         return self.decide(policy, snapshot, prometheus_errors=query_failures(results))
 
@@ -295,6 +309,8 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(sync_timeout):
                     pods = await listed_pods(cache, policy)
+            objects = cache.objects()
+            unlisted = cache.objects_unlisted() if objects is None else UNLISTED
         finally:
             await cache.stop()
             runner.cancel()
@@ -302,7 +318,15 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
         now = datetime.now(UTC)
         async with aiohttp.ClientSession() as session:
             pipeline = Pipeline(session, dry_run=settings.dry_run)
-            planned = await pipeline.run(policy, deployments, services, now=now, pods=pods)
+            planned = await pipeline.run(
+                policy,
+                deployments,
+                services,
+                now=now,
+                pods=pods,
+                objects=objects,
+                unlisted=unlisted,
+            )
             # As in the daemon's cycle: the forecast's failure costs the forecast, not the plan.
             guard = SideGuard(lambda component: None)
             history = pipeline.history
@@ -332,12 +356,14 @@ def consolidates(policy: Policy) -> bool:
 
 async def listed_pods(cache: ClusterCache, policy: Policy) -> list[PodMark] | None:
     """The colors' pods for a one-shot plan, when some rule consolidates (else None): watched,
-    then waited for until listed."""
+    then waited for until listed, with what scales the colors."""
     if not consolidates(policy):
         return None
     cache.watch_pods(policy.app_label, policy.color_label)
     for informer in cache.pod_informers:
         await informer.synced.wait()
+    for listing in cache.object_informers:
+        await listing.synced.wait()
     return cache.pods()
 
 

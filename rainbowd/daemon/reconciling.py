@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from rainbowd.core.forecast import ColorForecast, ColorKey
 from rainbowd.core.model import Plan, Snapshot
 from rainbowd.core.policy import Policy
+from rainbowd.daemon.consolidating import UNLISTED
 from rainbowd.daemon.cycles import Pipeline, Planned, consolidates, snapshot_summary
 from rainbowd.daemon.guarding import Component, SideGuard
 from rainbowd.daemon.policies import PolicyState
@@ -340,8 +341,15 @@ class Reconciler:
             # Consolidation plans from the colors' pods, leading or not.
             self.cache.watch_pods(policy.app_label, policy.color_label)
         # Decide.
+        objects = self.cache.objects()
         planned = await self.pipeline.run(
-            policy, self.cache.deployments(), self.cache.services(), now=now, pods=self.cache.pods()
+            policy,
+            self.cache.deployments(),
+            self.cache.services(),
+            now=now,
+            pods=self.cache.pods(),
+            objects=objects,
+            unlisted=self.cache.objects_unlisted() if objects is None else UNLISTED,
         )
         return await self.settle(planned, policy, now=now, started=started)
 
@@ -356,6 +364,7 @@ class Reconciler:
         applied: list[ActionResult] = []
         self.executor.app_label = policy.app_label
         self.executor.color_label = policy.color_label
+        self.executor.objects = self.cache.objects
         if plan.actions and leader and not self.stopping.is_set():
             # Act.
             self.acting = True
@@ -368,6 +377,8 @@ class Reconciler:
             # Every pod of a retired color carries the mark, pods created since included.
             self.cache.watch_pods(policy.app_label, policy.color_label)
             await self.executor.mark_pods(plan, self.cache.pods())
+            # A draining color's pods carry their connections as their deletion cost.
+            await self.executor.keep_costs(plan, planned.snapshot, self.cache.pods())
 
         # Tell: each side feature under its own guard, after the decision and the actions.
         side, history = self.side, self.pipeline.history

@@ -39,14 +39,16 @@ from rainbowd.deploy.common import (
     validate_color,
 )
 from rainbowd.deploy.templates import (
+    COLOR_KINDS,
     NO_PODS,
     clone_deployment,
     document_name,
     document_replicas,
+    owned_documents,
     render_template,
 )
 from rainbowd.deploy.waiting import Check, ready_color, wait_available
-from rainbowd.kube.clients import Conflict, KubeError, NotFound, request_json
+from rainbowd.kube.clients import Conflict, KubeError, NotFound, request_json, resource_path
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ async def deploy(
     name = document_name(body)
     created, deployment = await _create_or_reuse(api, ref, body, color, say=say)
     try:
+        # Before it rolls out: the HPA and PDB guard the color from its first pod.
+        await _create_owned(api, ref, plan.documents, deployment, say=say)
         deployment = await wait_available(api, ref.namespace, name, within=request.timeout, say=say)
         replicas = deployment.deployment.replicas
         say(f"{name} is Available ({replicas}/{replicas} ready)")
@@ -304,6 +308,34 @@ async def _create_or_reuse(
         return False, read_color(obj)
     say(f"created {name} ({replicas} replica{'s' if replicas != 1 else ''})")
     return True, read_color(created)
+
+
+async def _create_owned(
+    api: ApiClient, ref: AppRef, documents: list[dict[str, Any]], color: Color, *, say: Say
+) -> None:
+    """The template's HPA, PDB and ScaledObject, each owned by the color's Deployment, so
+    Kubernetes' garbage collector deletes them with it; one that exists already (a re-run) is
+    left as it is."""
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": color.name,
+        "uid": color.deployment.uid,
+    }
+    for doc in owned_documents(documents):
+        kind = str(doc["kind"])
+        group_version, plural, _ = COLOR_KINDS[kind]
+        body = copy.deepcopy(doc)
+        meta = body.setdefault("metadata", {})
+        meta.pop("namespace", None)
+        meta["ownerReferences"] = [*meta.get("ownerReferences", []), owner]
+        path = resource_path(group_version, plural, namespace=ref.namespace)
+        try:
+            await request_json(api, "POST", path, body=body)
+        except Conflict:
+            say(f"{kind} {document_name(doc)} exists already: left as it is")
+            continue
+        say(f"created {kind} {document_name(doc)} (owned by {color.name})")
 
 
 async def _create_service(

@@ -1,5 +1,6 @@
 """`rainbowd rollback`: the Service switched back to the previous color (or `--to` one), which is
-held and scaled back up first when rainbowd scaled it down; during a canary, the Service narrowed
+held and scaled back up first when rainbowd scaled it down, its autoscalers given back what
+rainbowd changed (HPA bounds, a KEDA pause); during a canary, the Service narrowed
 to the old color. The color rolled away from is left to the policy."""
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from rainbowd.deploy.common import (
     validate_color,
 )
 from rainbowd.deploy.waiting import Check, ready_color, wait_available
+from rainbowd.kube.autoscaling import restore
 from rainbowd.kube.clients import MERGE_PATCH, Conflict, KubeError, request_json
 
 ROLLBACK_HOLD_MARGIN = timedelta(minutes=5)
@@ -106,6 +108,10 @@ async def rollback(
     name = found.name
     held = await _hold_for_rollback(api, ref, found.deployment, within=within, say=say, now=now)
     try:
+        # Before the switch: the HPA's bounds and KEDA's scaling back as they were, so the
+        # color's autoscaler does not undo the replicas it just got back.
+        for line in await restore(api, ref.namespace, name):
+            say(line)
         found = await wait_available(api, ref.namespace, name, within=within, say=say)
         if check is not None:
             await check(await ready_color(api, found, ref, away))

@@ -1,6 +1,7 @@
 """Templates and clones: the documents a deploy sends, before any of them is a cluster object.
 A template's `__COLOR__` replaced and checked (one Deployment of the app's color, at most one
-Service); `--image` as the live color's Deployment cloned to a new color."""
+Service, and the color's own HPA, PDB and KEDA ScaledObject, each aimed at that Deployment);
+`--image` as the live color's Deployment cloned to a new color."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from typing import Any
 
 import yaml
 
+from rainbowd.core.model import ObjectKind
+from rainbowd.core.objects import ObjectError, color_object_from_k8s
 from rainbowd.deploy.common import AppRef, UsageError
 
 COLOR_PLACEHOLDER = "__COLOR__"
+# The objects that belong to one color, created with it, owned by its Deployment (so the garbage
+# collector deletes them with it): kind to (apiVersion, API path plural).
+COLOR_KINDS: Mapping[str, tuple[str, str, ObjectKind]] = {
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers", ObjectKind.HPA),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", ObjectKind.PDB),
+    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects", ObjectKind.SCALED_OBJECT),
+}
 NO_PODS = "0 replicas: the Service would send its connections to no pod"
 
 
@@ -55,7 +65,7 @@ def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[
         documents = [substitute_color(d, color) for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
         raise UsageError(f"{source}: not YAML: {exc}") from exc
-    deployments, services = [], []
+    deployments, services, owned = [], [], []
     for index, doc in enumerate(documents, start=1):
         where = f"{source}: document {index}"
         if not isinstance(doc, dict):
@@ -65,10 +75,13 @@ def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[
             deployments.append(doc)
         elif kind == "Service":
             services.append(doc)
+        elif kind in COLOR_KINDS:
+            owned.append((where, doc))
         else:
             raise UsageError(
-                f"{where}: kind {kind!r}: a rainbow deploy applies one Deployment and its "
-                "Service; create other objects once, outside the template"
+                f"{where}: kind {kind!r}: a rainbow deploy applies one Deployment, its "
+                f"Service and the color's own {', '.join(COLOR_KINDS)}; create other objects "
+                "once, outside the template"
             )
     if len(deployments) != 1:
         raise UsageError(f"{source}: expected one Deployment, found {len(deployments)}")
@@ -84,7 +97,36 @@ def render_template(text: str, color: str, ref: AppRef, *, source: str) -> list[
                 f"{source}: Deployment {document_name(deployment)!r}: "
                 f"spec.template.metadata.labels.{key} is {labels.get(key)!r}, expected {want!r}"
             )
+    for where, doc in owned:
+        _check_owned(where, doc, deployment)
     return documents
+
+
+def _check_owned(where: str, doc: Mapping[str, Any], deployment: Mapping[str, Any]) -> None:
+    """A color's HPA or ScaledObject must target its Deployment, its PDB select its pods: one
+    aimed elsewhere would be deleted with a color it does not belong to."""
+    kind = str(doc["kind"])
+    name = document_name(deployment)
+    try:
+        found = color_object_from_k8s(COLOR_KINDS[kind][2], {"metadata": {}, **doc})
+    except ObjectError as exc:
+        raise UsageError(f"{where}: {exc}") from exc
+    if found.kind is ObjectKind.PDB:
+        if not found.selects(_template_labels(deployment)):
+            raise UsageError(
+                f"{where}: PodDisruptionBudget {found.name!r}: its selector does not select "
+                f"the pods of Deployment {name!r}"
+            )
+    elif found.target != name:
+        raise UsageError(
+            f"{where}: {kind} {found.name!r}: spec.scaleTargetRef names "
+            f"{found.target or 'no Deployment'!r}, expected Deployment {name!r}"
+        )
+
+
+def owned_documents(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The template's HPA, PDB and ScaledObject documents."""
+    return [d for d in documents if d.get("kind") in COLOR_KINDS]
 
 
 def clone_deployment(

@@ -1,15 +1,19 @@
-"""List-then-watch caches of Deployments, Services, Pods and ConfigMaps, kept as small records.
+"""List-then-watch caches of Deployments, Services, Pods, ConfigMaps and what scales a color
+(HPAs, PDBs, KEDA ScaledObjects), kept as small records.
 
 `Informer` owns one resource's store and its LIST/WATCH loop (raw JSON, bookmarks, 410 re-lists,
 backoff on dropped streams); `ClusterCache` runs the Deployment and Service informers the daemon
 reads each cycle, and on demand one of the colors' pods (only their rainbowd.io/phase mark), so
-the executor keeps retired colors' pods marked without listing them. In steady state the only
+the executor keeps retired colors' pods marked without listing them. HPAs, PDBs and (when its CRD
+is served) ScaledObjects are watched beside them, never waited for: until they are listed,
+consolidation is unavailable, and nothing else depends on them. In steady state the only
 requests in flight are the long-running WATCHes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import operator
 import random
@@ -20,11 +24,19 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import PHASE, Deployment, Service
-from rainbowd.core.objects import deployment_from_k8s, service_from_k8s
+from rainbowd.core.model import (
+    PHASE,
+    POD_DELETION_COST,
+    ColorObject,
+    Deployment,
+    ObjectKind,
+    Service,
+)
+from rainbowd.core.objects import color_object_from_k8s, deployment_from_k8s, service_from_k8s
 from rainbowd.kube.clients import (
     Gone,
     KubeError,
+    NotFound,
     open_stream,
     request_json,
     resource_path,
@@ -57,6 +69,17 @@ DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
 PODS = Resource("v1", "pods", "Pod")
 SERVICES = Resource("v1", "services", "Service")
 CONFIGMAPS = Resource("v1", "configmaps", "ConfigMap")
+HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+PDBS = Resource("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")
+SCALED_OBJECTS = Resource("keda.sh/v1alpha1", "scaledobjects", "ScaledObject")
+# The objects that scale a color or guard its pods; optional: a CRD that may not be served.
+COLOR_OBJECTS: tuple[tuple[Resource, ObjectKind, bool], ...] = (
+    (HPAS, ObjectKind.HPA, False),
+    (PDBS, ObjectKind.PDB, False),
+    (SCALED_OBJECTS, ObjectKind.SCALED_OBJECT, True),
+)
+# How often a resource that is not served (KEDA not installed) is looked for again.
+ABSENT_RECHECK = 120.0
 
 # Dropped from cached ConfigMaps: managedFields is pure bookkeeping, and kubectl's
 # last-applied annotation repeats the whole data a second time.
@@ -76,6 +99,7 @@ class PodMark:
     # Running, Ready and not terminating: the ReplicaSet controller ranks any other pod first
     # when it scales down, whatever its deletion cost.
     ready: bool = False
+    cost: str | None = None  # the controller.kubernetes.io/pod-deletion-cost annotation
 
 
 def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[str, Any]], PodMark]:
@@ -88,6 +112,7 @@ def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[st
         if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
             raise ValueError("Pod labels or annotations are not mappings")
         phase = annotations.get(PHASE)
+        cost = annotations.get(POD_DELETION_COST)
         return PodMark(
             namespace=str(meta.get("namespace") or "default"),
             name=meta["name"],
@@ -95,6 +120,7 @@ def pod_mark_converter(app_label: str, color_label: str) -> Callable[[Mapping[st
             color=str(labels.get(color_label, "")),
             phase=phase if isinstance(phase, str) else None,
             ready=_pod_ready(obj),
+            cost=cost if isinstance(cost, str) else None,
         )
 
     return convert
@@ -187,9 +213,14 @@ class Informer(Generic[T]):
         page_size: int = 500,
         watch_timeout: int = 300,
         backoff: Backoff = Backoff(),
+        optional: bool = False,
     ) -> None:
         self.api = api
         self.resource = resource
+        # A resource whose absence (404 on LIST: its CRD is not installed) is an empty store,
+        # looked for again every ABSENT_RECHECK seconds, not an error.
+        self.optional = optional
+        self.absent = False
         self.convert = convert
         self.namespace = namespace
         self.label_selector = label_selector
@@ -209,6 +240,9 @@ class Informer(Generic[T]):
         self._bad: dict[Key, str] = {}  # keys whose last version failed conversion
         self._resource_version = ""
         self._delivered = False  # whether the current watch has delivered any event
+        # Why the first LIST has not succeeded yet (an answer such as 403), for the reasons
+        # given where the store is needed; None once listed.
+        self.unlisted_because: str | None = None
         self._path = resource_path(resource.group_version, resource.plural, namespace=namespace)
 
     @property
@@ -243,7 +277,9 @@ class Informer(Generic[T]):
             self._delivered = False
             try:
                 if need_list:
-                    await self._list()
+                    if await self._absent():
+                        await asyncio.sleep(ABSENT_RECHECK)
+                        continue
                     need_list = False
                 started = loop.time()
                 delivered = await self._watch()
@@ -263,6 +299,8 @@ class Informer(Generic[T]):
                     continue
             except KubeError as exc:
                 self.stats.errors += 1
+                if not self.synced.is_set():
+                    self.unlisted_because = str(exc)
                 log.warning(
                     "request failed",
                     phase="list" if need_list else "watch",
@@ -292,6 +330,24 @@ class Informer(Generic[T]):
             delay = self.backoff.delay(attempt)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _absent(self) -> bool:
+        """LIST; True when an optional resource is not served (then the store is empty)."""
+        try:
+            await self._list()
+        except NotFound:
+            if not self.optional:
+                raise
+            if not self.absent:
+                log.info("resource not served, looked for again later", **self._fields())
+            self.absent = True
+            if self._store:
+                self._store = {}
+                self.version += 1
+            self.synced.set()
+            return True
+        self.absent = False
+        return False
 
     async def _list(self) -> None:
         store: dict[Key, T] = {}
@@ -330,6 +386,7 @@ class Informer(Generic[T]):
             self.stats.relists += 1
         self.stats.lists += 1
         self.synced.set()
+        self.unlisted_because = None
         log.info(
             "listed",
             objects=len(store),
@@ -510,8 +567,25 @@ class ClusterCache:
             )
             for ns in scopes
         ]
+        # What scales a color or guards its pods: never waited for (see `objects`).
+        self.object_informers: list[Informer[ColorObject]] = [
+            Informer(
+                api,
+                resource,
+                functools.partial(color_object_from_k8s, kind),
+                namespace=ns,
+                on_change=self._changed,
+                page_size=page_size,
+                watch_timeout=watch_timeout,
+                backoff=backoff,
+                optional=optional,
+            )
+            for resource, kind, optional in COLOR_OBJECTS
+            for ns in scopes
+        ]
         self._deployments = _Grouping(self.deployment_informers)
         self._services = _Grouping(self.service_informers)
+        self._objects = _Grouping(self.object_informers)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -592,13 +666,28 @@ class ClusterCache:
             self._pods = (versions, pods)
         return self._pods[1]
 
+    def objects(self) -> dict[str, list[ColorObject]] | None:
+        """The HPAs, PDBs and ScaledObjects by namespace, or None until all are listed (a
+        ScaledObject informer whose CRD is not served counts as listed, and empty)."""
+        if not all(inf.synced.is_set() for inf in self.object_informers):
+            return None
+        return self._objects.get()
+
+    def objects_unlisted(self) -> str:
+        """Why `objects` is None: which are not listed yet, and the last answer if any."""
+        for inf in self.object_informers:
+            if not inf.synced.is_set():
+                why = f" ({inf.unlisted_because})" if inf.unlisted_because else ""
+                return f"the {inf.resource.plural} are not listed yet{why}"
+        return "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+
     def services(self) -> dict[str, list[Service]]:
         """The Services by namespace; the same dict while none changed, as `deployments`."""
         return self._services.get()
 
     def stats(self) -> InformerStats:
         total = InformerStats()
-        for inf in self.informers:
+        for inf in [*self.informers, *self.object_informers]:
             total.add(inf.stats)
         return total
 
@@ -611,7 +700,7 @@ class ClusterCache:
             asyncio.create_task(
                 inf.run(), name=f"informer {inf.resource.plural} {inf.namespace or '*'}"
             )
-            for inf in self.informers
+            for inf in [*self.informers, *self.object_informers]
         ]
         stop = asyncio.create_task(self._stop.wait(), name="cluster cache stop")
         try:

@@ -23,8 +23,14 @@ A consolidation (CONSOLIDATE: a draining color scaled to fewer pods, never 0) fi
 color's pods fresh and refuses unless they are exactly the pods planned, all running and ready;
 then sets `controller.kubernetes.io/pod-deletion-cost` on each pod (the planned step's costs:
 its connections, the highest for the pods that must stay), so the ReplicaSet controller removes
-the idle pods and no other; then writes its record and scales through /scale as a scale-down
-does.
+the idle pods and no other; then, when an HPA targets the color, lowers its bounds with the
+step (`kube.autoscaling`: its minReplicas to the step's replicas, its old bounds recorded on
+it), so the HPA controller agrees with the step instead of scaling the color straight back
+up; then writes its record and scales through /scale as a scale-down does. A step on a color
+whose autoscalers are not known, or cannot be acted through
+(`core.scalers.consolidation_problem`), is refused. A scale to 0 first pauses the color's KEDA
+ScaledObjects (`autoscaling.keda.sh/paused-replicas: "0"`), which would otherwise scale it
+back up to their minReplicaCount.
 
 Pods of a retired color are kept annotated `rainbowd.io/phase: retired` (`mark_pods`, each
 cycle, from the cache's watch of the colors' pods), so the app can read it through the downward
@@ -34,13 +40,15 @@ API (and, say, ask clients to reconnect); pods of a live color lose the mark.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from rainbowd.core.consolidation import costs_to_keep
 from rainbowd.core.model import (
     ACTION_EVENTS,
     PHASE,
@@ -48,7 +56,9 @@ from rainbowd.core.model import (
     REASONS,
     Action,
     ActionKind,
+    ColorObject,
     Deployment,
+    ObjectKind,
     Plan,
     Reason,
     Severity,
@@ -56,6 +66,8 @@ from rainbowd.core.model import (
     State,
 )
 from rainbowd.core.objects import ObjectError, deployment_from_k8s, service_from_k8s
+from rainbowd.core.scalers import consolidation_problem, hpa_of, scaled_objects_to_pause
+from rainbowd.kube.autoscaling import lower_hpa, pause_scaled_objects
 from rainbowd.kube.caching import PodMark
 from rainbowd.kube.clients import (
     MERGE_PATCH,
@@ -105,6 +117,9 @@ class ActionResult:
     action: Action
     outcome: ActionOutcome
     error: str | None = None
+    # A delete: the color's HPAs, PDBs and ScaledObjects its garbage collection leaves behind
+    # (no ownerReference to it), each as `Kind name`.
+    left_behind: tuple[str, ...] = ()
 
 
 def event_reason(action: Action, outcome: ActionOutcome) -> str:
@@ -195,6 +210,10 @@ class Executor:
         # summary Event waits until the app's last one lands, so each app gets one.
         self._marks_pending: dict[tuple[str, str], list[Action]] = {}
         self._marking: dict[tuple[str, str], str | None] = {}
+        # Pods whose cost was patched, with the cost the watch showed then and the one written.
+        self._costing: dict[tuple[str, str], tuple[str | None, int]] = {}
+        # What scales the colors, by namespace (the cache's `objects`; None: not listed yet).
+        self.objects: Callable[[], Mapping[str, list[ColorObject]] | None] = lambda: {}
 
     async def apply(self, plan: Plan, *, stop: asyncio.Event | None = None) -> list[ActionResult]:
         """Apply the plan's actions; one result per action, in the plan's order.
@@ -326,7 +345,7 @@ class Executor:
                 await self.limiter.acquire(urgent=urgent)
             live = await self._live_now(action)
             if live is None and action.kind is ActionKind.CONSOLIDATE:
-                live = await self._pods_changed(action)
+                live = self._scalers_problem(action) or await self._pods_changed(action)
             if live is not None:
                 return await self._refuse(action, live)
             await self._emit(action, ActionOutcome.OK, action.message)
@@ -338,6 +357,8 @@ class Executor:
             log.info("action applied", **fields, dry_run=False)
         else:
             log.warning("action applied", **fields, dry_run=False, error=result.error)
+        if action.kind is ActionKind.DELETE and result.outcome is ActionOutcome.OK:
+            result = await self._report_left_behind(result)
         if announced and (
             result.outcome is ActionOutcome.OK
             or (result.outcome is ActionOutcome.GONE and action.kind is ActionKind.DELETE)
@@ -413,6 +434,77 @@ class Executor:
             if not ready:
                 return f"pod {name} is not running and ready now"
         return None
+
+    def _scalers_problem(self, action: Action) -> str | None:
+        """Why the step cannot be taken through what scales the color now, or None."""
+        objects = self.objects()
+        if objects is None:
+            return "the color's HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+        found = objects.get(action.namespace, ())
+        return consolidation_problem(action.namespace, action.name, found)
+
+    async def _through_autoscalers(self, action: Action) -> None:
+        """Brings the color's autoscalers in line with the action before its /scale: a step
+        lowers the HPA's bounds, a scale to 0 pauses the ScaledObjects."""
+        objects = (self.objects() or {}).get(action.namespace, ())
+        if action.kind is ActionKind.SCALE:
+            scaled = scaled_objects_to_pause(action.namespace, action.name, objects)
+            paused = await pause_scaled_objects(self._api, scaled)
+            if paused:
+                log.info("scaled objects paused", **self._where(action), scaled_objects=paused)
+            return
+        hpa = hpa_of(action.namespace, action.name, objects)
+        if hpa is None or action.step is None:
+            return
+        written = await lower_hpa(
+            self._api, hpa, before=len(action.step.pods), replicas=action.step.replicas
+        )
+        if written is not None:
+            bounds, original = written
+            log.info(
+                "hpa bounds lowered",
+                **self._where(action),
+                hpa=hpa.name,
+                min_replicas=bounds.min_replicas,
+                max_replicas=bounds.max_replicas,
+                recorded=original.record(),
+            )
+
+    async def _report_left_behind(self, result: ActionResult) -> ActionResult:
+        """The deleted color's HPAs, PDBs and ScaledObjects that are not owned by its
+        Deployment (deployed otherwise than with `rainbowd deploy -f`), so the garbage
+        collector leaves them, targeting nothing: a Warning Event `LeftBehind` names them."""
+        action = result.action
+        objects = (self.objects() or {}).get(action.namespace, ())
+        labels = {self.app_label: action.app, self.color_label: action.color}
+        left = sorted(
+            f"{o.kind.value} {o.name}"
+            for o in objects
+            if action.uid not in o.owner_uids
+            and (o.target == action.name if o.kind is not ObjectKind.PDB else o.selects(labels))
+        )
+        if not left:
+            return result
+        note = (
+            f"{action.name} deleted; left behind, with no ownerReference to it: "
+            f"{', '.join(left)} (delete them; `rainbowd deploy -f` creates a color's own "
+            "with one, so they go with it)"
+        )
+        log.warning("objects left behind", **self._where(action), objects=left)
+        await self._on_deployment(
+            action.namespace,
+            action.name,
+            action.uid,
+            type="Warning",
+            reason="LeftBehind",
+            note=note,
+            action="Delete",
+        )
+        return dataclasses.replace(result, left_behind=tuple(left))
+
+    @staticmethod
+    def _where(action: Action) -> dict[str, str]:
+        return {"namespace": action.namespace, "deployment": action.name}
 
     async def _set_costs(self, action: Action) -> None:
         """Each pod's deletion cost, as the step planned it; raises KubeError if any fails."""
@@ -512,12 +604,14 @@ class Executor:
                 if action.kind is ActionKind.ANNOTATE:
                     await self._annotate(action, action.resource_version)
                 elif action.kind is ActionKind.SCALE:
+                    await self._through_autoscalers(action)
                     await self._scale_down(action)
                 elif action.kind is ActionKind.DELETE:
                     await self._delete(action)
                 elif action.kind is ActionKind.CONSOLIDATE:
                     # Costs first: the /scale is what makes the controller pick pods.
                     await self._set_costs(action)
+                    await self._through_autoscalers(action)
                     await self._scale_down(action)
                 else:  # pragma: no cover - a new ActionKind without executor support
                     return ActionResult(action, ActionOutcome.ERROR, f"unknown kind {action.kind}")
@@ -639,6 +733,70 @@ class Executor:
         await asyncio.gather(*(report(d, w) for d, w in reports))
         return len(reports)
 
+    async def _annotate_pod(
+        self, pod: PodMark, key: str, value: str | None, limit: asyncio.Semaphore
+    ) -> bool | None:
+        """One annotation of one pod set (None: removed); None when the pod is gone, False
+        when the write failed (logged)."""
+        body = {"metadata": {"annotations": {key: value}}}
+        path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
+        async with limit:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await request_json(
+                        self._api, "PATCH", path, body=body, content_type=MERGE_PATCH
+                    )
+            except NotFound:
+                return None
+            except (KubeError, TimeoutError) as exc:
+                log.warning(
+                    "pod not annotated",
+                    namespace=pod.namespace,
+                    app=pod.app,
+                    color=pod.color,
+                    pod=pod.name,
+                    annotation=key,
+                    error=str(exc) or "timeout",
+                )
+                return False
+        return True
+
+    async def keep_costs(
+        self, plan: Plan, snapshot: Snapshot, pods: Iterable[PodMark] | None
+    ) -> int:
+        """Keep each pod of a draining color's `pod-deletion-cost` at its connections
+        (`consolidation.costs_to_keep`), so a scale-down made by anyone else (its HPA, a
+        person) removes its idle pods first; only pods whose cost changed are patched. The
+        number of pods patched. Nothing in dry run, or before the pods are listed."""
+        if pods is None or plan.dry_run or self.dry_run:
+            return 0
+        wanted = costs_to_keep(plan, snapshot)
+        if not wanted:
+            return 0
+        todo = [
+            (pod, wanted[key])
+            for pod in pods
+            if (key := (pod.namespace, pod.name)) in wanted
+            and pod.cost != str(wanted[key])
+            and self._costing.get(key) != (pod.cost, wanted[key])
+        ]
+        limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
+
+        async def patch(pod: PodMark, cost: int) -> bool:
+            ok = await self._annotate_pod(pod, POD_DELETION_COST, str(cost), limit)
+            if ok:  # until the watch shows it, the same patch is not sent again
+                self._costing[(pod.namespace, pod.name)] = (pod.cost, cost)
+            return ok is True
+
+        done = await asyncio.gather(*(patch(pod, cost) for pod, cost in todo))
+        if len(self._costing) > _MARKING_MEMORY:
+            self._costing.clear()
+        if any(done):
+            log.info("pod costs kept", pods=sum(done))
+        return sum(done)
+
     async def mark_pods(self, plan: Plan, pods: Iterable[PodMark] | None) -> int:
         """Keep every pod of a retired color marked `rainbowd.io/phase: retired` and no pod of
         a live or pending color marked; the number of pods patched.
@@ -673,27 +831,12 @@ class Executor:
         limit = asyncio.Semaphore(POD_PATCH_CONCURRENCY)
 
         async def patch(pod: PodMark, value: str | None) -> bool:
-            body = {"metadata": {"annotations": {PHASE: value}}}
-            path = resource_path("v1", "pods", namespace=pod.namespace, name=pod.name)
-            fields = {"namespace": pod.namespace, "app": pod.app, "color": pod.color}
-            async with limit:
-                if self.limiter is not None:
-                    await self.limiter.acquire()
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        await request_json(
-                            self._api, "PATCH", path, body=body, content_type=MERGE_PATCH
-                        )
-                except NotFound:
-                    return True  # the pod went away meanwhile: nothing left to mark
-                except (KubeError, TimeoutError) as exc:
-                    log.warning(
-                        "pod not annotated", **fields, pod=pod.name, error=str(exc) or "timeout"
-                    )
-                    return False
-            # The watch shows the mark a moment later; until then, do not patch it again.
-            self._marking[(pod.namespace, pod.name)] = value
-            return True
+            ok = await self._annotate_pod(pod, PHASE, value, limit)
+            if ok is None:
+                return True  # the pod went away meanwhile: nothing left to mark
+            if ok:  # the watch shows the mark a moment later; until then, not patched again
+                self._marking[(pod.namespace, pod.name)] = value
+            return ok
 
         done = await asyncio.gather(*(patch(pod, value) for pod, value in todo))
         for (pod, value), ok in zip(todo, done, strict=True):

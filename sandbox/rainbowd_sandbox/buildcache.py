@@ -99,7 +99,9 @@ _CLUSTER_INPUTS = ("versions", "go.mod", "go.sum", "tools.go", "cmd", "build")
 # Thanos, for the query tests: a wrapper module and build script of its own, so pinning it
 # never rebuilds the control plane.
 _THANOS_INPUTS = ("go.mod", "go.sum", "build")
-KINDS = ("controlplane", "tools", "thanos")
+# KEDA's operator, for the autoscaler tests: the same, keyed by its own version and script.
+_KEDA_INPUTS = ("versions", "build")
+KINDS = ("controlplane", "tools", "thanos", "keda")
 
 
 def _pinned(name: str, root: Path) -> str:
@@ -118,10 +120,19 @@ def _thanos_version(folder: Path) -> str:
     raise CacheError("github.com/thanos-io/thanos is not required in tests/cluster/thanos/go.mod")
 
 
+def _keda_version(folder: Path) -> str:
+    for line in (folder / "versions").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "KEDA_VERSION" and value.strip():
+            return value.strip()
+    raise CacheError("KEDA_VERSION is not pinned in tests/cluster/keda/versions")
+
+
 def entry(kind: str, *, root: Path | None = None) -> Path:
     """The entry tests/cluster/build fills for `kind` ("controlplane" or "tools"), or
-    tests/cluster/thanos/build for "thanos": keyed by the pinned versions, the wrapper module,
-    its build script and the Go that builds it."""
+    tests/cluster/thanos/build for "thanos", tests/cluster/keda/build for "keda": keyed by the
+    pinned versions, the wrapper module, its build script and the Go that builds it. Thanos and
+    KEDA have inputs of their own, so pinning them never rebuilds the control plane."""
     root = root if root is not None else _repo_root()
     if kind not in KINDS:
         raise CacheError(f"no entry kind {kind!r}")
@@ -129,6 +140,10 @@ def entry(kind: str, *, root: Path | None = None) -> Path:
         folder = root / "tests" / "cluster" / "thanos"
         key = digest([files_digest(folder, _THANOS_INPUTS).encode(), go_version().encode()])[:16]
         return cache_root() / kind / f"{_thanos_version(folder)}-{key}"
+    if kind == "keda":
+        folder = root / "tests" / "cluster" / "keda"
+        key = digest([files_digest(folder, _KEDA_INPUTS).encode(), go_version().encode()])[:16]
+        return cache_root() / kind / f"{_keda_version(folder)}-{key}"
     key = digest(
         [files_digest(root / "tests" / "cluster", _CLUSTER_INPUTS).encode(), go_version().encode()]
     )[:16]

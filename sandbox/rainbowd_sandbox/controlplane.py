@@ -36,6 +36,10 @@ BIN_DIR_ENV = "RAINBOWD_CONTROLPLANE_BIN"
 # of namespaces earlier tests deleted hold their places until the namespace controller and kwok
 # have finished with them, which on a busy machine leaves a burst of new pods Pending for minutes.
 FAKE_NODE_PODS = 1000
+# How often the HPA controller looks at each HPA (15s in a real cluster): short, so a test sees
+# several of its passes in seconds. With no metrics API it still enforces minReplicas and
+# maxReplicas, and only that.
+HPA_SYNC_PERIOD = 2.0
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 BUILD_COMMAND = "tests/cluster/build"
 FAKE_NODE = "kwok-node-0"
@@ -71,6 +75,9 @@ _AUDIT_POLICY: dict[str, Any] = {
                 {"group": "apps", "resources": ["deployments", "deployments/scale"]},
                 {"group": "coordination.k8s.io", "resources": ["leases"]},
                 {"group": "events.k8s.io", "resources": ["events"]},
+                {"group": "autoscaling", "resources": ["horizontalpodautoscalers"]},
+                {"group": "policy", "resources": ["poddisruptionbudgets"]},
+                {"group": "keda.sh", "resources": ["scaledobjects"]},
             ],
         },
         {"level": "None"},
@@ -162,11 +169,13 @@ class ControlPlane:
         address: str = "127.0.0.1",
         fake_node: bool = True,
         service_accounts: bool = False,
+        hpa_sync_period: float = HPA_SYNC_PERIOD,
     ) -> None:
         self.binaries = binaries if binaries is not None else default_binaries_dir()
         self.address = address
         self.fake_node = fake_node
         self.service_accounts = service_accounts
+        self.hpa_sync_period = hpa_sync_period
         self._own_data_dir = data_dir is None
         self._data_dir_arg = data_dir
         self.full = full
@@ -537,6 +546,7 @@ class ControlPlane:
                 f"--root-ca-file={pki.ca_cert}",
                 # kwok renews the fake Node's lease every 40s; leave it room before NotReady.
                 "--node-monitor-grace-period=50s",
+                f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period:g}s",
             ],
         )
 

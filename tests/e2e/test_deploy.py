@@ -30,9 +30,13 @@ from rainbowd.core.model import (
     ORIGINAL_REPLICAS,
     RETIRED_AT,
     RETIREMENT,
+    ActionKind,
+    Reason,
 )
 from rainbowd.deploy import CANARY_COLOR, PREVIOUS_COLOR
-from rainbowd.kube.clients import request_json, resource_path
+from rainbowd.kube.clients import NotFound, request_json, resource_path
+from rainbowd.kube.events import EventRecorder
+from rainbowd.kube.executing import ActionOutcome, Executor
 from rainbowd.settings import PolicySource
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.prometheus import PrometheusServer
@@ -53,6 +57,7 @@ from tests.e2e.harness import (
     running_daemon,
 )
 from tests.installtools import service_account_kubeconfig
+from tests.integration.test_executing import action_for, plan_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full]
 
@@ -890,3 +895,77 @@ async def test_a_held_color_is_kept_past_max_retired_age_until_released(
     assert lines[1].split()[4] != "-", history.out
     # The audit log's judge: no scale-down or delete of a live, pending or protected color.
     witness.assert_no_wrongful()
+
+
+OWNED = """
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: rainbow-deploys-__COLOR__
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: rainbow-deploys-__COLOR__}
+  minReplicas: 2
+  maxReplicas: 3
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: rainbow-deploys-__COLOR__
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels: {app: rainbow-deploys, color: __COLOR__}
+"""
+
+
+async def test_a_colors_hpa_and_pdb_from_the_template_go_with_its_deployment(
+    cli: Cli, namespace: str, kube_api: ApiClient, tmp_path: Path
+) -> None:
+    """`deploy -f` creates the color's own HPA and PDB owned by its Deployment; the policy's
+    delete (the executor's, as the daemon applies it) leaves the garbage collector of the real
+    controller-manager to delete them with it."""
+    template = tmp_path / "app.yaml"
+    template.write_text((ROOT / "k8s" / "demo" / "app.yaml").read_text() + OWNED)
+    for color in (A, B):
+        done = await cli(
+            "deploy", "--app", "rainbow-deploys", "-f", str(template), "--color", color
+        )
+        assert done.code == 0, str(done)
+        name = f"rainbow-deploys-{color}"
+        assert f"created HorizontalPodAutoscaler {name} (owned by {name})" in done.out
+    old = await get_deployment(kube_api, namespace, f"rainbow-deploys-{A}")
+    assert old is not None
+    paths = {
+        kind: resource_path(group_version, plural, namespace=namespace, name=f"rainbow-deploys-{A}")
+        for kind, group_version, plural in (
+            ("hpa", "autoscaling/v2", "horizontalpodautoscalers"),
+            ("pdb", "policy/v1", "poddisruptionbudgets"),
+        )
+    }
+    for path in paths.values():
+        owners = (await request_json(kube_api, "GET", path))["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"]) for o in owners] == [("Deployment", old["metadata"]["uid"])]
+
+    executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
+    [deleted] = await executor.apply(plan_of(action_for(old, ActionKind.DELETE, Reason.DRAINED)))
+    assert deleted.outcome is ActionOutcome.OK, deleted.error
+
+    async def gone() -> bool:
+        for path in paths.values():
+            try:
+                await request_json(kube_api, "GET", path)
+            except NotFound:
+                continue
+            return False
+        return True
+
+    await eventually(gone, what="the garbage collector to delete the old color's HPA and PDB")
+    # The live color's are untouched.
+    live = resource_path(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        namespace=namespace,
+        name=f"rainbow-deploys-{B}",
+    )
+    assert (await request_json(kube_api, "GET", live))["spec"]["minReplicas"] == 2

@@ -103,6 +103,29 @@ NEEDED = [
     dict(verb="watch", resource="pods"),
     dict(verb="patch", resource="pods", namespace="chat", name="p"),
     dict(verb="create", resource="events", group="events.k8s.io", namespace="chat"),
+    # What scales a color or guards its pods: watched; an HPA lowered with a step (read fresh
+    # first), a ScaledObject paused with a scale to 0.
+    dict(verb="list", resource="horizontalpodautoscalers", group="autoscaling"),
+    dict(verb="watch", resource="horizontalpodautoscalers", group="autoscaling"),
+    dict(
+        verb="get",
+        resource="horizontalpodautoscalers",
+        group="autoscaling",
+        namespace="chat",
+        name="chat-3c3fdc",
+    ),
+    dict(
+        verb="patch",
+        resource="horizontalpodautoscalers",
+        group="autoscaling",
+        namespace="chat",
+        name="chat-3c3fdc",
+    ),
+    dict(verb="list", resource="poddisruptionbudgets", group="policy"),
+    dict(verb="watch", resource="poddisruptionbudgets", group="policy"),
+    dict(verb="list", resource="scaledobjects", group="keda.sh"),
+    dict(verb="watch", resource="scaledobjects", group="keda.sh"),
+    dict(verb="patch", resource="scaledobjects", group="keda.sh", namespace="chat", name="x"),
     dict(verb="watch", resource="configmaps", namespace="rainbowd", name="rainbowd-policy"),
     dict(verb="list", resource="configmaps", namespace="rainbowd", name="rainbowd-policy"),
     dict(verb="create", resource="leases", group="coordination.k8s.io", namespace="rainbowd"),
@@ -141,6 +164,13 @@ FORBIDDEN = [
         name="someone-elses",
     ),
     dict(verb="delete", resource="namespaces", name="chat"),
+    # Watched, lowered or paused, never made or removed: that is the deploy's (the user's).
+    dict(verb="create", resource="horizontalpodautoscalers", group="autoscaling", namespace="c"),
+    dict(verb="delete", resource="horizontalpodautoscalers", group="autoscaling", namespace="c"),
+    dict(verb="patch", resource="poddisruptionbudgets", group="policy", namespace="c", name="p"),
+    dict(verb="delete", resource="poddisruptionbudgets", group="policy", namespace="c", name="p"),
+    dict(verb="delete", resource="scaledobjects", group="keda.sh", namespace="c", name="x"),
+    dict(verb="list", resource="scaledjobs", group="keda.sh"),
 ]
 
 

@@ -130,6 +130,17 @@ def test_thanos_is_an_entry_of_its_own_that_never_moves_the_control_plane(
     assert buildcache.entry("controlplane", root=tmp_path) == controlplane
 
 
+def test_kedas_entry_is_keyed_apart_from_the_control_plane(cluster_copy: Path) -> None:
+    tmp_path = cluster_copy
+    plane, keda = (buildcache.entry(k, root=tmp_path) for k in ("controlplane", "keda"))
+    assert keda.parent == tmp_path / "cache" / "keda"
+    assert keda.name.startswith("v2.21.")
+    with (tmp_path / "tests" / "cluster" / "keda" / "build").open("a") as handle:
+        handle.write("\n")
+    assert buildcache.entry("keda", root=tmp_path) != keda
+    assert buildcache.entry("controlplane", root=tmp_path) == plane
+
+
 def test_a_built_entry_is_verified_and_used_without_building_again(tmp_path: Path) -> None:
     folder = tmp_path / "kind" / "entry"
     made: list[Path] = []

@@ -280,3 +280,57 @@ def test_the_readme_ci_pipeline_runs_commands_the_cli_takes() -> None:
     assert (deploy.app, deploy.namespace, deploy.timeout) == ("chat", "chat", 600.0)
     assert deploy.check and deploy.cleanup_on_failure
     assert (rollback.app, rollback.namespace, rollback.to) == ("chat", "chat", None)
+
+
+_HPA = (
+    "\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"
+    "metadata: {name: rainbow-deploys-__COLOR__}\n"
+    "spec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: TARGET}, "
+    "maxReplicas: 3}\n"
+)
+_PDB = (
+    "\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\n"
+    "metadata: {name: rainbow-deploys-__COLOR__}\n"
+    "spec: {minAvailable: 1, selector: {matchLabels: {app: rainbow-deploys, color: SELECTED}}}\n"
+)
+
+
+def test_a_template_may_carry_the_colors_hpa_pdb_and_scaled_object() -> None:
+    text = (ROOT / "k8s" / "demo" / "app.yaml").read_text()
+    scaled = (
+        "\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: s-__COLOR__}\n"
+        "spec: {scaleTargetRef: {name: rainbow-deploys-__COLOR__}}\n"
+    )
+    owned = _HPA.replace("TARGET", "rainbow-deploys-__COLOR__")
+    owned += _PDB.replace("SELECTED", "__COLOR__") + scaled
+    docs = render_template(text + owned, "3c3fdc", REF, source="app.yaml")
+    assert [d["kind"] for d in docs] == [
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ScaledObject",
+    ]
+    assert docs[2]["spec"]["scaleTargetRef"]["name"] == "rainbow-deploys-3c3fdc"
+
+
+@pytest.mark.parametrize(
+    ("owned", "error"),
+    [
+        (
+            _HPA.replace("TARGET", "rainbow-deploys-0ther0"),
+            "document 3: HorizontalPodAutoscaler 'rainbow-deploys-abcdef': spec.scaleTargetRef "
+            "names 'rainbow-deploys-0ther0', expected Deployment 'rainbow-deploys-abcdef'",
+        ),
+        (
+            _PDB.replace("SELECTED", "0ther0"),
+            "document 3: PodDisruptionBudget 'rainbow-deploys-abcdef': its selector does not "
+            "select the pods of Deployment 'rainbow-deploys-abcdef'",
+        ),
+    ],
+)
+def test_a_colors_object_aimed_at_another_color_is_a_clear_error(owned: str, error: str) -> None:
+    text = (ROOT / "k8s" / "demo" / "app.yaml").read_text()
+    with pytest.raises(UsageError) as caught:
+        render_template(text + owned, "abcdef", REF, source="app.yaml")
+    assert error in str(caught.value)

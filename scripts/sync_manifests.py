@@ -130,21 +130,38 @@ def app_rules(root: Path) -> list[Any]:
     return rules
 
 
-def apps_roles(root: Path) -> str:
-    """A Role and RoleBinding per namespace of k8s/namespaced's --namespaces flag."""
+# API groups of add-ons (CRDs) that Kubernetes' own `admin` ClusterRole does not hold unless the
+# add-on aggregates into it: a namespace admin could not create a Role granting them, so the
+# namespaced variant grants them in a Role file of their own, applied where the add-on runs.
+ADDON_GROUPS = {"keda.sh": "keda-role.yaml"}
+
+
+def _is_addon(rule: Any, group: str) -> bool:
+    return group in rule.get("apiGroups", [])
+
+
+def apps_roles(root: Path, group: str | None = None) -> str:
+    """A Role and RoleBinding per namespace of k8s/namespaced's --namespaces flag: the
+    ClusterRole's rules but the add-ons' (`group` None), or only the add-on `group`'s."""
     kustomization = (root / "k8s/namespaced/kustomization.yaml").read_text()
     match = NAMESPACES_FLAG.search(kustomization)
     if match is None:
         raise SystemExit("k8s/namespaced/kustomization.yaml: no --namespaces=... flag")
+    if group is None:
+        name = "rainbowd-apps"
+        rules = [r for r in app_rules(root) if not any(_is_addon(r, g) for g in ADDON_GROUPS)]
+    else:
+        name = "rainbowd-" + group.split(".")[0]
+        rules = [r for r in app_rules(root) if _is_addon(r, group)]
     docs: list[Any] = []
     for namespace in match.group(1).split(","):
-        meta = {"name": "rainbowd-apps", "namespace": namespace}
+        meta = {"name": name, "namespace": namespace}
         docs.append(
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "Role",
                 "metadata": meta,
-                "rules": app_rules(root),
+                "rules": rules,
             }
         )
         docs.append(
@@ -152,11 +169,7 @@ def apps_roles(root: Path) -> str:
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
                 "metadata": dict(meta),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "rainbowd-apps",
-                },
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
                 "subjects": [
                     {"kind": "ServiceAccount", "name": "rainbowd", "namespace": "rainbowd"}
                 ],
@@ -166,6 +179,15 @@ def apps_roles(root: Path) -> str:
         APP_RULES_HEADER
         + "# Edit the --namespaces flag in kustomization.yaml, then run the script.\n"
     )
+    if group is not None:
+        header += (
+            f"# Only {group}'s objects, which Kubernetes' admin role does not hold: not in\n"
+            "# the variant's kustomization. Where that add-on runs, apply it as someone who\n"
+            "# holds them (cluster admin, or a namespace admin whose admin role the add-on\n"
+            f"# aggregates into): kubectl apply -f k8s/namespaced/{ADDON_GROUPS[group]}\n"
+            "# Without it rainbowd cannot read the add-on's objects: no consolidation step on\n"
+            "# those namespaces' colors, saying why.\n"
+        )
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=1_000_000)
 
 
@@ -183,6 +205,8 @@ def expected(root: Path = ROOT) -> dict[str, str]:
         {"rules": app_rules(root)}
     )
     out["k8s/namespaced/apps-role.yaml"] = apps_roles(root)
+    for group, file in ADDON_GROUPS.items():
+        out[f"k8s/namespaced/{file}"] = apps_roles(root, group)
     return out
 
 

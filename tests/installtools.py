@@ -131,7 +131,7 @@ def ensure_namespaces(cluster: ControlPlane, names: Iterable[str]) -> None:
 
 
 def install_namespaced_rbac(
-    cluster: ControlPlane, *, as_user: str | None = None
+    cluster: ControlPlane, *, as_user: str | None = None, keda: bool = False
 ) -> list[dict[str, Any]]:
     """The namespaced variant's ServiceAccount, Roles and RoleBindings, applied as they render,
     with the namespaces they live in. A cluster holds one variant: the cluster-wide one's
@@ -146,6 +146,9 @@ def install_namespaced_rbac(
         for d in kustomize("k8s/namespaced")
         if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
     ]
+    if keda:
+        # The variant's KEDA Role, applied apart where KEDA runs (k8s/namespaced/keda-role.yaml).
+        docs += list(yaml.safe_load_all((ROOT / "k8s/namespaced/keda-role.yaml").read_text()))
     ensure_namespaces(cluster, sorted({d["metadata"]["namespace"] for d in docs}))
     as_user_flag = [f"--as={as_user}"] if as_user else []
     kubectl_as_admin(

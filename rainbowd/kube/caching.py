@@ -34,6 +34,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import color_object_from_k8s, deployment_from_k8s, service_from_k8s
 from rainbowd.kube.clients import (
+    Forbidden,
     Gone,
     KubeError,
     NotFound,
@@ -332,22 +333,42 @@ class Informer(Generic[T]):
             await asyncio.sleep(delay)
 
     async def _absent(self) -> bool:
-        """LIST; True when an optional resource is not served (then the store is empty)."""
+        """LIST; True when an optional resource is not served (then the store is empty). A 403
+        says nothing about whether a CRD exists (authorization comes first), so an optional
+        resource rainbowd may not list is absent only when discovery, open to everyone, says
+        its API does not serve it; when it is served, the 403 stands (the store stays unlisted,
+        and what needs it says why)."""
         try:
             await self._list()
         except NotFound:
             if not self.optional:
                 raise
-            if not self.absent:
-                log.info("resource not served, looked for again later", **self._fields())
-            self.absent = True
-            if self._store:
-                self._store = {}
-                self.version += 1
-            self.synced.set()
-            return True
+            return self._gone()
+        except Forbidden:
+            if not self.optional or await self._served():
+                raise
+            return self._gone()
         self.absent = False
         return False
+
+    async def _served(self) -> bool:
+        """Whether the API server serves this resource, from discovery."""
+        try:
+            found = await request_json(self.api, "GET", f"/apis/{self.resource.group_version}")
+        except NotFound:
+            return False
+        return any(r.get("name") == self.resource.plural for r in found.get("resources") or [])
+
+    def _gone(self) -> bool:
+        """The resource is not served: an empty store, synced; True."""
+        if not self.absent:
+            log.info("resource not served, looked for again later", **self._fields())
+        self.absent = True
+        if self._store:
+            self._store = {}
+            self.version += 1
+        self.synced.set()
+        return True
 
     async def _list(self) -> None:
         store: dict[Key, T] = {}

@@ -50,7 +50,7 @@ def _ids(attrs: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def namespaced(cluster: ControlPlane) -> ControlPlane:
-    install_namespaced_rbac(cluster)
+    install_namespaced_rbac(cluster, keda=True)
     return cluster
 
 
@@ -83,12 +83,24 @@ def test_the_deployment_runs_rainbowd_on_what_its_roles_cover() -> None:
 
 
 def test_the_app_roles_grant_what_the_cluster_role_grants() -> None:
-    """The per-namespace Role is the ClusterRole of k8s/base, rule for rule."""
+    """The per-namespace Roles are the ClusterRole of k8s/base, rule for rule: the variant's
+    own, and keda-role.yaml's for KEDA's objects (which Kubernetes' admin role does not hold,
+    so a namespace admin could not apply them; applied apart where KEDA runs)."""
     base = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "rbac.yaml").read_text()))
     cluster_role = next(d for d in base if d["kind"] == "ClusterRole")
-    for doc in kustomize("k8s/namespaced"):
-        if doc["kind"] == "Role" and doc["metadata"]["namespace"] in MANAGED:
-            assert doc["rules"] == cluster_role["rules"], doc["metadata"]
+    keda = list(yaml.safe_load_all((ROOT / "k8s" / "namespaced" / "keda-role.yaml").read_text()))
+    for ns in MANAGED:
+        [own] = [
+            d["rules"]
+            for d in kustomize("k8s/namespaced")
+            if d["kind"] == "Role" and d["metadata"]["namespace"] == ns
+        ]
+        [addon] = [
+            d["rules"] for d in keda if d["kind"] == "Role" and d["metadata"]["namespace"] == ns
+        ]
+        assert all(r["apiGroups"] == ["keda.sh"] for r in addon), addon
+        assert not any("keda.sh" in r["apiGroups"] for r in own), own
+        assert sorted(map(repr, own + addon)) == sorted(map(repr, cluster_role["rules"])), ns
 
 
 @pytest.mark.parametrize("attrs", [*IN_NAMESPACE, *OWN], ids=_ids)

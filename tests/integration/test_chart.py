@@ -5,6 +5,7 @@ in namespaced mode the same as k8s/namespaced; `helm lint` finds nothing to say.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -62,7 +63,7 @@ def test_helm_template_equals_the_kustomize_render_for_defaults() -> None:
     assert got == expected, _diff(got, expected)
     kinds = {key[1] for key in got}
     assert {"Deployment", "ClusterRole", "PrometheusRule", "ServiceMonitor", "PodMonitor"} <= kinds
-    assert len(got) == 15
+    assert len(got) == 16
 
 
 def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
@@ -70,7 +71,7 @@ def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
     got = normalised(helm_template(*NAMESPACED))
     assert got == expected, _diff(got, expected)
     assert not {key for key in got if key[1] in ("ClusterRole", "ClusterRoleBinding", "Namespace")}
-    assert len(got) == 10
+    assert len(got) == 11
 
 
 def test_the_comparison_sees_a_changed_value() -> None:
@@ -196,3 +197,84 @@ def test_another_release_s_service_monitor_scrapes_its_own_rainbowd() -> None:
     assert (
         service_monitor_problems(monitor, service, _one(docs, "Deployment", "rainbowd-chat")) == []
     )
+
+
+def _network_policy_rules(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rules of the render's NetworkPolicy in terms a reader checks: who may reach which port,
+    and where rainbowd may go."""
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+    def namespaces(peers: list[dict[str, Any]]) -> list[str]:
+        return [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers]
+
+    def ports(rule: dict[str, Any]) -> list[tuple[str, int]]:
+        return [(p["protocol"], p["port"]) for p in rule["ports"]]
+
+    return {
+        "types": spec["policyTypes"],
+        "ingress": [(namespaces(r["from"]), ports(r)) for r in spec["ingress"]],
+        "egress": [(namespaces(r.get("to", [])), ports(r)) for r in spec["egress"]],
+    }
+
+
+def _expected_rules(docs: list[dict[str, Any]], policy_text: str) -> dict[str, Any]:
+    """What the rules must say for this render: ingress on the container's `http` port from the
+    namespace of the policy's Prometheus; egress to the apiserver, that Prometheus' port, DNS."""
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    (http,) = [p["containerPort"] for p in container["ports"] if p["name"] == "http"]
+    url = urlsplit(yaml.safe_load(policy_text)["prometheus"]["url"])
+    assert url.hostname is not None and url.port is not None
+    monitoring = url.hostname.split(".")[1]
+    return {
+        "types": ["Ingress", "Egress"],
+        "ingress": [([monitoring], [("TCP", http)])],
+        "egress": [
+            ([], [("TCP", 443), ("TCP", 6443)]),
+            ([monitoring], [("TCP", url.port)]),
+            ([], [("UDP", 53), ("TCP", 53)]),
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "render",
+    ["k8s", "k8s/base", "k8s/namespaced", "chart", "chart-namespaced"],
+)
+def test_the_network_policy_lets_in_only_monitoring_and_out_only_to_what_rainbowd_uses(
+    render: str,
+) -> None:
+    if render.startswith("chart"):
+        docs = helm_template(*(NAMESPACED if render == "chart-namespaced" else ()))
+        policy_text = yaml.safe_load((CHART / "values.yaml").read_text())["policy"]
+    else:
+        docs = kustomize(render)
+        policy_text = _one(docs, "ConfigMap", "rainbowd-policy")["data"]["policy.yaml"]
+    assert _network_policy_rules(docs) == _expected_rules(docs, policy_text)
+    assert _expected_rules(docs, policy_text)["ingress"] == [(["monitoring"], [("TCP", 8080)])]
+
+
+def test_the_network_policy_follows_its_values_and_can_be_left_out() -> None:
+    docs = helm_template(
+        "--set",
+        "networkPolicy.monitoringNamespace=observability",
+        "--set",
+        "networkPolicy.prometheusPort=9009",
+        "--set",
+        "networkPolicy.apiServerPorts={443}",
+        release="chat",
+        namespace="platform",
+    )
+    rules = _network_policy_rules(docs)
+    assert rules["ingress"] == [(["observability"], [("TCP", 8080)])]
+    assert rules["egress"] == [
+        ([], [("TCP", 443)]),
+        (["observability"], [("TCP", 9009)]),
+        ([], [("UDP", 53), ("TCP", 53)]),
+    ]
+    assert _one(docs, "NetworkPolicy", "rainbowd-chat")["metadata"]["namespace"] == "platform"
+    left_out = helm_template("--set", "networkPolicy.enabled=false")
+    assert not [d for d in left_out if d["kind"] == "NetworkPolicy"]

@@ -1,7 +1,8 @@
 """What `kubectl apply -k` installs is accepted by a real apiserver: the Prometheus Operator's CRDs
 (from its Go module, pinned in tests/cluster/versions) are installed, then k8s/, k8s/monitoring
-and k8s/namespaced are applied server-side as dry runs, so the apiserver validates every object,
-the Operator's ones against the CRDs' schemas."""
+and k8s/namespaced are applied server-side as dry runs, so the apiserver validates every object
+(the NetworkPolicy included), the Operator's ones against the CRDs' schemas. That the pods run
+where Pod Security `restricted` is enforced: test_pod_security.py."""
 
 from __future__ import annotations
 
@@ -116,6 +117,18 @@ def test_a_broken_operator_object_is_refused(
     result = _dry_run(with_crds, yaml.safe_dump(doc))
     assert result.returncode != 0
     assert complaint in result.stderr, result.stderr
+
+
+def test_the_network_policy_is_validated_by_the_apiserver(with_crds: ControlPlane) -> None:
+    """The NetworkPolicy k8s/base ships passes the apiserver's validation; one with a protocol
+    Kubernetes does not know is refused, so the dry run does validate it."""
+    doc = next(d for d in kustomize("k8s/base") if d["kind"] == "NetworkPolicy")
+    accepted = _dry_run(with_crds, yaml.safe_dump(doc))
+    assert accepted.returncode == 0, accepted.stderr
+    doc["spec"]["egress"][-1]["ports"][0]["protocol"] = "ICMP"
+    refused = _dry_run(with_crds, yaml.safe_dump(doc))
+    assert refused.returncode != 0
+    assert "spec.egress[2].ports[0].protocol" in refused.stderr, refused.stderr
 
 
 @pytest.mark.cluster_full

@@ -74,6 +74,16 @@ def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
     assert len(got) == 11
 
 
+def test_namespaced_keda_grants_scaled_objects_in_the_roles() -> None:
+    def groups(*values: str) -> set[str]:
+        roles = [d for d in helm_template(*NAMESPACED, *values) if d["kind"] == "Role"]
+        assert roles
+        return {g for role in roles for rule in role["rules"] for g in rule["apiGroups"]}
+
+    assert "keda.sh" not in groups()
+    assert "keda.sh" in groups("--set", "namespaced.keda=true")
+
+
 def test_the_comparison_sees_a_changed_value() -> None:
     """The equality above can fail: a value that changes one field makes the renders differ."""
     expected = normalised(d for d in kustomize("k8s") if d["kind"] != "Namespace")

@@ -42,3 +42,15 @@ the rules of k8s/base's ClusterRole, copied into files/app-rules.yaml by scripts
 {{- define "rainbowd.appRules" -}}
 {{- (.Files.Get "files/app-rules.yaml" | fromYaml).rules | toYaml -}}
 {{- end -}}
+
+{{/* The same per namespace, but KEDA's objects only with namespaced.keda: Kubernetes' admin role
+does not hold them, so a namespace admin could not grant them (k8s/namespaced/keda-role.yaml). */}}
+{{- define "rainbowd.namespacedRules" -}}
+{{- $rules := list -}}
+{{- range (.Files.Get "files/app-rules.yaml" | fromYaml).rules -}}
+{{- if or $.Values.namespaced.keda (not (has "keda.sh" .apiGroups)) -}}
+{{- $rules = append $rules . -}}
+{{- end -}}
+{{- end -}}
+{{- $rules | toYaml -}}
+{{- end -}}

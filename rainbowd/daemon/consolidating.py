@@ -1,9 +1,10 @@
-"""Per-pod connections for the colors consolidation may step this cycle: which colors (the pure
-`needs_pods`), one per-pod query per distinct connections query among them, and each color's
-pods as the pod watch lists them joined with the figures. A cycle with no such color asks
-Prometheus nothing more, and a color whose figures were unavailable is not asked for again
-before its rule's `every` has passed (`Retries`): a rule whose series lack the pod label costs
-one per-pod query per `every`, not one per cycle. A color whose step could not be taken through
+"""Per-pod connections for the colors consolidation may step this cycle (the pure `needs_pods`)
+and for the draining colors whose pods' deletion costs are kept (`costed`): one per-pod query per
+distinct connections query among them, and each color's pods as the pod watch lists them joined
+with the figures. A cycle with no such color asks Prometheus nothing more, and a color whose
+figures were unavailable is not asked for again before its rule's `every` (or `COST_RETRY`) has
+passed (`Retries`): a rule whose series lack the pod label costs one per-pod query per `every`,
+not one per cycle. A color whose step could not be taken through
 what scales it (`scalers.consolidation_problem`), or whose HPAs are not listed yet, is not asked
 for: its consolidation is unavailable, with why.
 """

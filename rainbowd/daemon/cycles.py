@@ -141,7 +141,7 @@ class Pipeline:
             results = await fetch_connections(
                 self._client(policy.prometheus), members.queries, at=now
             )
-        # Per-pod figures, only for the colors due for a consolidation step.
+        # Per-pod figures, for the colors due for a consolidation step,
         wanted = (
             candidates(policy, deployments, services, results, rule_of=members.rule_of, now=now)
             if consolidates(policy)

@@ -1,9 +1,10 @@
-"""Per-pod connections for the colors consolidation may step this cycle: which colors (the pure
-`needs_pods`), one per-pod query per distinct connections query among them, and each color's
-pods as the pod watch lists them joined with the figures. A cycle with no such color asks
-Prometheus nothing more, and a color whose figures were unavailable is not asked for again
-before its rule's `every` has passed (`Retries`): a rule whose series lack the pod label costs
-one per-pod query per `every`, not one per cycle. A color whose step could not be taken through
+"""Per-pod connections for the colors consolidation may step this cycle (the pure `needs_pods`)
+and for the draining colors whose pods' deletion costs are kept (`costed`): one per-pod query per
+distinct connections query among them, and each color's pods as the pod watch lists them joined
+with the figures. A cycle with no such color asks Prometheus nothing more, and a color whose
+figures were unavailable is not asked for again before its rule's `every` (or `COST_RETRY`) has
+passed (`Retries`): a rule whose series lack the pod label costs one per-pod query per `every`,
+not one per cycle. A color whose step could not be taken through
 what scales it (`scalers.consolidation_problem`), or whose HPAs are not listed yet, is not asked
 for: its consolidation is unavailable, with why.
 """
@@ -69,6 +70,58 @@ def candidates(
             if index.live(app, color, d.template_labels) is not None:
                 continue  # live: never consolidated
             wanted.setdefault(rule.connections, {})[(ns, app, color)] = rule.knobs.consolidate.every
+    return wanted
+
+
+COST_RETRY = timedelta(minutes=5)
+"""How long a color kept only for its pods' deletion costs waits after its per-pod figures were
+unavailable before they are asked for again (a consolidating rule waits its `every`)."""
+
+
+def costed(
+    policy: Policy,
+    deployments: Mapping[str, list[Deployment]],
+    services: Mapping[str, list[Service]],
+    results: Mapping[ConnectionsQuery, QueryResult],
+    *,
+    rule_of: Callable[[str, Deployment], Rule | None],
+    now: datetime,
+) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
+    """The retired colors still draining (connections above their floor) with more than one
+    pod, whatever their rule's consolidation: their per-pod figures keep the pods'
+    pod-deletion-costs, so a scale-down made by anyone (an HPA, a person) takes idle pods first.
+    By query, each with how long to wait before asking again when the figures were
+    unavailable."""
+    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
+    indexes: dict[str, ServiceIndex] = {}
+    for ns, items in deployments.items():
+        for d in items:
+            if d.replicas <= 1 or RETIRED_AT not in d.annotations:
+                continue
+            rule = rule_of(ns, d)
+            if rule is None or rule.connections.per_pod_problem is not None:
+                continue
+            result = results.get(rule.connections)
+            retired_at = parse_stamp(d.annotations[RETIRED_AT])
+            if retired_at is None or retired_at > now or result is None:
+                continue
+            app = d.template_labels.get(policy.app_label)
+            color = d.template_labels.get(policy.color_label)
+            if not app or not color:
+                continue
+            value = result.get(ns, app, color).value
+            if value is None or value <= rule.knobs.connection_floor:
+                continue
+            index = indexes.get(ns)
+            if index is None:
+                index = indexes[ns] = ServiceIndex(
+                    services.get(ns, ()), policy.app_label, policy.color_label
+                )
+            if index.live(app, color, d.template_labels) is not None:
+                continue
+            consolidate = rule.knobs.consolidate
+            retry = COST_RETRY if consolidate is None else consolidate.every
+            wanted.setdefault(rule.connections, {})[(ns, app, color)] = retry
     return wanted
 
 

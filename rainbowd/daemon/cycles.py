@@ -35,6 +35,7 @@ from rainbowd.daemon.consolidating import (
     UNLISTED,
     Retries,
     candidates,
+    costed,
     pod_figures,
     refused_by_scalers,
 )
@@ -140,13 +141,20 @@ class Pipeline:
             results = await fetch_connections(
                 self._client(policy.prometheus), members.queries, at=now
             )
-        # Per-pod figures, only for the colors due for a consolidation step.
+        # Per-pod figures, for the colors due for a consolidation step,
         wanted = (
             candidates(policy, deployments, services, results, rule_of=members.rule_of, now=now)
             if consolidates(policy)
             else {}
         )
         refused = refused_by_scalers(policy, wanted, deployments, objects, unlisted=unlisted)
+        # And for the draining colors' pod-deletion-costs, whoever scales them down.
+        for query, costs in costed(
+            policy, deployments, services, results, rule_of=members.rule_of, now=now
+        ).items():
+            for key, retry in costs.items():
+                if key[1:] not in refused.get(key[0], {}):
+                    wanted.setdefault(query, {}).setdefault(key, retry)
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries

@@ -297,14 +297,21 @@ class Witness:
     async def holding_connection(self, demo: DemoApp, name: str) -> AsyncIterator[None]:
         """A client connection on the color `name` (a Deployment): any action on it meanwhile
         is wrongful (the policies of the fault suite have no forced rules)."""
-        spans = self.holding.setdefault(name, [])
         async with held_connection(demo):
-            mine = len(spans)  # its own span: connections may close in any order
-            spans.append((time.time(), None))
-            try:
+            with self.holding_clients(name):
                 yield
-            finally:
-                spans[mine] = (spans[mine][0], time.time())
+
+    @contextlib.contextmanager
+    def holding_clients(self, name: str) -> Iterator[None]:
+        """The color `name` holds clients the test opened itself: any action on it meanwhile
+        is wrongful."""
+        spans = self.holding.setdefault(name, [])
+        mine = len(spans)  # its own span: connections may close in any order
+        spans.append((time.time(), None))
+        try:
+            yield
+        finally:
+            spans[mine] = (spans[mine][0], time.time())
 
     def hands_off_from(self, name: str, why: str) -> int:
         """Declares `name` hands-off from now on, until `end_hands_off`; returns a handle."""

@@ -31,7 +31,7 @@ from rainbowd.core.notes import IdlePods
 from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, Policy, StepDown
 from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
-from rainbowd.daemon.consolidating import Retries, candidates, join
+from rainbowd.daemon.consolidating import COST_RETRY, Retries, candidates, costed, join
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
 from rainbowd.prom.querying import QueryResult, Sample, Vector
@@ -394,6 +394,44 @@ def test_per_pod_figures_are_asked_for_the_retired_colors_due_a_step_only() -> N
         Policy(rules=(r,)), deployments, services, {query: result}, rule_of=lambda ns, d: r, now=NOW
     )
     assert wanted == {query: {("ns", APP, "0due00"): 5 * M}}
+
+
+def test_per_pod_figures_are_asked_for_every_draining_color_for_its_deletion_costs() -> None:
+    # Whatever the rule's consolidation (none here, or one not due yet): a retired color still
+    # holding connections, with pods to choose from, not live.
+    query = ConnectionsQuery()
+    due = {RETIRED_AT: stamp(40 * M)}
+    deployments = {
+        "ns": [
+            deployment("0live0", namespace="ns", replicas=4, annotations=due),
+            deployment("0drain", namespace="ns", replicas=4, annotations=due),
+            deployment("0young", namespace="ns", replicas=4, annotations={RETIRED_AT: stamp(M)}),
+            deployment("00zero", namespace="ns", replicas=4, annotations=due),
+            deployment("0onepd", namespace="ns", replicas=1, annotations=due),
+            deployment("0nostp", namespace="ns", replicas=4),
+        ]
+    }
+    services = {"ns": [service({"app": APP, "color": "0live0"}, namespace="ns")]}
+    colors = ("0live0", "0drain", "0young", "00zero", "0onepd", "0nostp")
+    result = QueryResult(
+        query=query,
+        at=NOW,
+        by_color={
+            ("ns", APP, c): Connections(value=0.0 if c == "00zero" else 5.0, series=4)
+            for c in colors
+        },
+    )
+    drained = {("ns", APP, "0drain"), ("ns", APP, "0young")}
+    for r, retry in ((rule(), COST_RETRY), (rule(consolidate=KNOBS.consolidate), 5 * M)):
+        wanted = costed(
+            Policy(rules=(r,)),
+            deployments,
+            services,
+            {query: result},
+            rule_of=lambda ns, d, r=r: r,  # type: ignore[misc]
+            now=NOW,
+        )
+        assert wanted == {query: dict.fromkeys(drained, retry)}
 
 
 def test_unavailable_figures_are_not_asked_for_again_before_every() -> None:

@@ -23,6 +23,7 @@ from rainbowd.core.policy import (
     policy_to_document,
     policy_warnings,
 )
+from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 from rainbowd.prom.querying import RECORDED_PODS, RECORDED_SUM, RULE_GROUP, recording_rules
 
@@ -140,3 +141,5 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
                 "series must carry"
             )
             out.write(f"  {'':<{_WIDTH}}{pods}\n")
+            if problem is None:
+                out.writelines(f"  {'':<{_WIDTH}}{line}\n" for line in AUTOSCALERS)

@@ -75,6 +75,14 @@ def paused(scaled: ColorObject) -> bool:
     )
 
 
+AUTOSCALERS = (
+    "with an HPA: each step lowers its minReplicas (bounds kept on it, restored by rollback)",
+    "no step on a color with an unpaused KEDA ScaledObject or several HPAs (said in the note)",
+)
+"""What consolidation does about what scales a color, as `check-policy` says it beside a rule
+that consolidates (`consolidation_problem` is the per-color answer)."""
+
+
 def consolidation_problem(namespace: str, name: str, objects: Iterable[ColorObject]) -> str | None:
     """Why a consolidation step on the Deployment `namespace/name` cannot be taken through what
     scales it, or None.

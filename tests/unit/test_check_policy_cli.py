@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from rainbowd.core.policy import KNOB_KEYS, KNOBS, Knobs, parse_policy
+from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 
 POLICIES = Path(__file__).parent / "policies"
@@ -140,9 +141,11 @@ def test_consolidation_shows_its_knobs_and_says_when_it_is_unavailable(tmp_path:
     assert "  consolidate:     after 1h, every 5m, keepPods 1" in lines
     assert "  stepDown:        every 1h, maxPods 2" in lines
     # Under the last knob's row, whichever knob that is.
-    assert lines[-1] == (
-        '                   per-pod series by the "pod" label, which each series must carry'
-    )
+    assert lines[-3:] == [
+        '                   per-pod series by the "pod" label, which each series must carry',
+        *(f"                   {line}" for line in AUTOSCALERS),
+    ]
+    assert any("unpaused KEDA ScaledObject" in line for line in AUTOSCALERS)
     unavailable = (
         "consolidation unavailable: the connections are a free query, so the per-pod series "
         "cannot be asked for (use metric and matchers, with the pod label on the series)"

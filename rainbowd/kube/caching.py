@@ -34,7 +34,6 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import color_object_from_k8s, deployment_from_k8s, service_from_k8s
 from rainbowd.kube.clients import (
-    Forbidden,
     Gone,
     KubeError,
     NotFound,
@@ -333,19 +332,18 @@ class Informer(Generic[T]):
             await asyncio.sleep(delay)
 
     async def _absent(self) -> bool:
-        """LIST; True when an optional resource is not served (then the store is empty). A 403
-        says nothing about whether a CRD exists (authorization comes first), so an optional
-        resource rainbowd may not list is absent only when discovery, open to everyone, says
-        its API does not serve it; when it is served, the 403 stands (the store stays unlisted,
-        and what needs it says why)."""
+        """LIST; True when an optional resource is not served (then the store is empty). An
+        optional resource is first looked for in discovery (open to everyone): a LIST of an API
+        that is not served would be refused with 403 wherever RBAC does not grant it (the
+        namespaced variant without its KEDA Role), since authorization comes before the 404.
+        When it is served, a 403 stands (the store stays unlisted, and what needs it says
+        why); a 404 (the CRD just deleted) is absent too."""
+        if self.optional and not await self._served():
+            return self._gone()
         try:
             await self._list()
         except NotFound:
             if not self.optional:
-                raise
-            return self._gone()
-        except Forbidden:
-            if not self.optional or await self._served():
                 raise
             return self._gone()
         self.absent = False

@@ -11,12 +11,19 @@ for: its consolidation is unavailable, with why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.memos import ServiceIndex
-from rainbowd.core.model import RETIRED_AT, ColorObject, Deployment, PodConnections, Service
+from rainbowd.core.model import (
+    RETIRED_AT,
+    ColorObject,
+    Connections,
+    Deployment,
+    PodConnections,
+    Service,
+)
 from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
 from rainbowd.core.scalers import consolidation_problem
@@ -27,6 +34,53 @@ from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
 UNLISTED = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
 PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 """Per namespace, by (app, color)."""
+
+
+Wants = Callable[[Rule, Deployment, datetime, Connections], bool]
+
+
+def _retired_colors(
+    policy: Policy,
+    deployments: Mapping[str, list[Deployment]],
+    services: Mapping[str, list[Service]],
+    results: Mapping[ConnectionsQuery, QueryResult],
+    *,
+    rule_of: Callable[[str, Deployment], Rule | None],
+    now: datetime,
+    ruled: Callable[[Rule], bool],
+    wants: Wants,
+) -> Iterator[tuple[Rule, ColorKey]]:
+    """The retired, not live colors with more than one pod whose rule is `ruled` and that the
+    caller `wants` (given the rule, the Deployment, its retirement and its connections). Cheapest
+    tests first: with 10,000 Deployments this runs every cycle; a namespace's Service index is
+    built only when one of its colors is wanted."""
+    indexes: dict[str, ServiceIndex] = {}
+    for ns, items in deployments.items():
+        for d in items:
+            if d.replicas <= 1:
+                continue
+            rule = rule_of(ns, d)
+            if rule is None or not ruled(rule):
+                continue
+            stamp = d.annotations.get(RETIRED_AT)
+            retired_at = None if stamp is None else parse_stamp(stamp)
+            result = results.get(rule.connections)
+            if retired_at is None or retired_at > now or result is None:
+                continue
+            app = d.template_labels.get(policy.app_label)
+            color = d.template_labels.get(policy.color_label)
+            if not app or not color:
+                continue
+            if not wants(rule, d, retired_at, result.get(ns, app, color)):
+                continue
+            index = indexes.get(ns)
+            if index is None:
+                index = indexes[ns] = ServiceIndex(
+                    services.get(ns, ()), policy.app_label, policy.color_label
+                )
+            if index.live(app, color, d.template_labels) is not None:
+                continue  # live: never consolidated, its pods' costs not kept
+            yield rule, (ns, app, color)
 
 
 def candidates(
@@ -40,36 +94,24 @@ def candidates(
 ) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
     """The colors due for a consolidation step if their per-pod figures allow, by query, each
     with its rule's `every`."""
+
+    def due(rule: Rule, d: Deployment, retired_at: datetime, connections: Connections) -> bool:
+        return needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections)
+
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    indexes: dict[str, ServiceIndex] = {}  # built when first asked, per namespace
-    for ns, items in deployments.items():
-        for d in items:
-            # Cheapest tests first: with 10,000 Deployments this runs every cycle.
-            rule = rule_of(ns, d)
-            if rule is None or rule.knobs.consolidate is None or d.replicas <= 1:
-                continue
-            stamp = d.annotations.get(RETIRED_AT)
-            retired_at = None if stamp is None else parse_stamp(stamp)
-            result = results.get(rule.connections)
-            if retired_at is None or retired_at > now or result is None:
-                continue
-            app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
-            if not app or not color:
-                continue
-            connections = result.get(ns, app, color)
-            if not needs_pods(
-                now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections
-            ):
-                continue
-            index = indexes.get(ns)
-            if index is None:
-                index = indexes[ns] = ServiceIndex(
-                    services.get(ns, ()), policy.app_label, policy.color_label
-                )
-            if index.live(app, color, d.template_labels) is not None:
-                continue  # live: never consolidated
-            wanted.setdefault(rule.connections, {})[(ns, app, color)] = rule.knobs.consolidate.every
+    for rule, key in _retired_colors(
+        policy,
+        deployments,
+        services,
+        results,
+        rule_of=rule_of,
+        now=now,
+        ruled=lambda rule: rule.knobs.consolidate is not None,
+        wants=due,
+    ):
+        consolidate = rule.knobs.consolidate
+        if consolidate is not None:  # `ruled` let only these through
+            wanted.setdefault(rule.connections, {})[key] = consolidate.every
     return wanted
 
 
@@ -92,36 +134,26 @@ def costed(
     pod-deletion-costs, so a scale-down made by anyone (an HPA, a person) takes idle pods first.
     By query, each with how long to wait before asking again when the figures were
     unavailable."""
+
+    def draining(rule: Rule, d: Deployment, retired_at: datetime, connections: Connections) -> bool:
+        value = connections.value
+        return value is not None and value > rule.knobs.connection_floor
+
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    indexes: dict[str, ServiceIndex] = {}
-    for ns, items in deployments.items():
-        for d in items:
-            if d.replicas <= 1 or RETIRED_AT not in d.annotations:
-                continue
-            rule = rule_of(ns, d)
-            if rule is None or rule.connections.per_pod_problem is not None:
-                continue
-            result = results.get(rule.connections)
-            retired_at = parse_stamp(d.annotations[RETIRED_AT])
-            if retired_at is None or retired_at > now or result is None:
-                continue
-            app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
-            if not app or not color:
-                continue
-            value = result.get(ns, app, color).value
-            if value is None or value <= rule.knobs.connection_floor:
-                continue
-            index = indexes.get(ns)
-            if index is None:
-                index = indexes[ns] = ServiceIndex(
-                    services.get(ns, ()), policy.app_label, policy.color_label
-                )
-            if index.live(app, color, d.template_labels) is not None:
-                continue
-            consolidate = rule.knobs.consolidate
-            retry = COST_RETRY if consolidate is None else consolidate.every
-            wanted.setdefault(rule.connections, {})[(ns, app, color)] = retry
+    for rule, key in _retired_colors(
+        policy,
+        deployments,
+        services,
+        results,
+        rule_of=rule_of,
+        now=now,
+        ruled=lambda rule: rule.connections.per_pod_problem is None,
+        wants=draining,
+    ):
+        consolidate = rule.knobs.consolidate
+        wanted.setdefault(rule.connections, {})[key] = (
+            COST_RETRY if consolidate is None else consolidate.every
+        )
     return wanted
 
 

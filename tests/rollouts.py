@@ -250,6 +250,28 @@ async def healthy(api: ApiClient, namespace: str, app: str) -> str:
     return hash_
 
 
+async def paused(api: ApiClient, namespace: str, app: str) -> str:
+    """Waits until a Rollout without auto-promotion holds its new ReplicaSet in preview (paused,
+    the preview Service selecting it), then that ReplicaSet's hash."""
+
+    async def holding() -> bool:
+        obj = await get_rollout(api, namespace, app)
+        status = obj.get("status") or {}
+        reasons = [c.get("reason") for c in status.get("pauseConditions") or []]
+        current = status.get("currentPodHash")
+        return bool(
+            status.get("observedGeneration") == str(obj["metadata"]["generation"])
+            and "BlueGreenPause" in reasons
+            and current
+            and current != status.get("stableRS")
+            and await selected(api, namespace, f"{app}-preview") == current
+        )
+
+    await eventually(holding, within=WITHIN, what=f"Rollout {app} to pause in preview")
+    hash_: str = (await get_rollout(api, namespace, app))["status"]["currentPodHash"]
+    return hash_
+
+
 async def selected(api: ApiClient, namespace: str, service: str) -> str | None:
     """The hash a Service of the Rollout selects (None before the controller set it)."""
     path = resource_path("v1", "services", namespace=namespace, name=service)

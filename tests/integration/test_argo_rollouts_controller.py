@@ -37,6 +37,8 @@ from tests.rollouts import (
     RolloutsController,
     create_rollout,
     healthy,
+    paused,
+    promote,
     reconciled,
     replica_sets,
     roll,
@@ -287,3 +289,22 @@ async def test_a_deadline_that_does_not_parse_scales_the_old_replica_set_down_at
 
     await eventually(down, within=WITHIN, what="the controller to scale the old ReplicaSet to 0")
     assert await replicas(kube_api, namespace, second) == 1
+
+
+async def test_a_revision_without_auto_promotion_waits_in_preview_until_promoted(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    first = await create_rollout(
+        kube_api, namespace, APP, auto_promotion=False, scale_down_delay=DELAY
+    )
+    second = await roll(kube_api, namespace, APP, 2)
+    assert await paused(kube_api, namespace, APP) == second
+    assert await selected(kube_api, namespace, f"{APP}-active") == first
+    assert deadline_of(await replica_set(kube_api, namespace, first)) is None
+    await promote(kube_api, namespace, APP)
+    assert await healthy(kube_api, namespace, APP) == second
+
+    async def stamped() -> bool:
+        return deadline_of(await replica_set(kube_api, namespace, first)) is not None
+
+    await eventually(stamped, within=WITHIN, what="the old ReplicaSet's deadline")

@@ -41,26 +41,16 @@ from tests.integration.test_keda import CRD_PATH, _path, install_crd
 
 pytestmark = [pytest.mark.cluster_full, pytest.mark.usefixtures("cluster_full", "keda_operator")]
 
-ROOT = Path(__file__).resolve().parents[2]
 NAME = "chat-c0c0c0"
 SENTINEL = "sentinel-5e5e5e"
 
 
 def keda_entry() -> Path:
     """The operator binary and CRDs, built once per KEDA version, script and Go."""
-    folder: Path = buildcache.entry("keda")
-
-    def build(scratch: Path) -> None:
-        script = ROOT / "tests" / "cluster" / "keda" / "build"
-        done = subprocess.run(["bash", str(script), str(scratch)], check=False)
-        if done.returncode != 0:
-            raise buildcache.CacheError(f"{script} {scratch} exited {done.returncode}")
-
     try:
-        buildcache.ensure(folder, build)
+        return buildcache.ensure_addon("keda")
     except buildcache.CacheError as exc:
         pytest.fail(f"KEDA's operator could not be built: {exc}", pytrace=False)
-    return folder
 
 
 def _wait(check: Any, what: str, within: float = 120.0) -> None:

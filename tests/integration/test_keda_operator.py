@@ -234,9 +234,18 @@ async def test_a_scale_to_0_pauses_the_scaled_object_and_restore_resumes_it(
     await eventually(listed, what="the ScaledObject in the cache")
     executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
     executor.objects = cache.objects
-    fresh = await get_deployment(kube_api, namespace, NAME)
-    [scaled] = await executor.apply(plan_of(action_for(fresh, ActionKind.SCALE, Reason.DRAINED)))
-    assert scaled.outcome is ActionOutcome.OK, scaled.error
+
+    # The action carries the Deployment's resourceVersion: while the HPA KEDA made and the
+    # Deployment controller still write to it, it may meet a conflict, and the daemon would plan
+    # again on the next cycle. So does the test, on a fresh read each time.
+    async def scaled_to_0() -> bool:
+        fresh = await get_deployment(kube_api, namespace, NAME)
+        action = action_for(fresh, ActionKind.SCALE, Reason.DRAINED)
+        [scaled] = await executor.apply(plan_of(action))
+        assert scaled.outcome in (ActionOutcome.OK, ActionOutcome.CONFLICT), scaled.error
+        return scaled.outcome is ActionOutcome.OK
+
+    await eventually(scaled_to_0, within=60, what="the scale to 0 to land")
 
     async def paused() -> bool:
         return await condition(kube_api, namespace, "Paused") == "True"

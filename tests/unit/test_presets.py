@@ -145,3 +145,13 @@ def test_a_bad_or_conflicting_preset_names_the_field(
     with pytest.raises(PolicyError) as in_rule:
         parse_policy({**HEADER, "rules": [{"name": "chat", "connections": connections}]})
     assert any(line.startswith(f"rules[0].{error}") for line in in_rule.value.errors)
+
+
+def test_the_series_can_be_split_by_whether_they_name_their_pod() -> None:
+    for name in ("default", "linkerd", "envoy"):
+        query = ConnectionsQuery(preset=name)
+        assert 'pod=~".+"' in series_expr(query, {"pod": ".+"}), name
+        assert 'pod=~""' in series_expr(query, {"pod": ""}), name
+    assert series_expr(ConnectionsQuery(preset="istio"), {"pod": ""}).count('pod=~""') == 3
+    # HAProxy's pod is its server name.
+    assert 'server=~".+"' in series_expr(ConnectionsQuery(preset="haproxy"), {"pod": ".+"})

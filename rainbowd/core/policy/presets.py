@@ -37,9 +37,10 @@ class SeriesQuery(Protocol):
 
 
 Narrow = Mapping[str, str]
-"""Regexes (PromQL string contents) a query may narrow the series by, keyed `namespace`, `app`
-and `color`: a preset narrows what it can on the raw series, so the answer is a superset of
-those colors (the caller filters it exactly)."""
+"""Regexes (PromQL string contents) a query may narrow the series by, keyed `namespace`, `app`,
+`color` and `pod`: a preset narrows what it can on the raw series, so the answer is a superset of
+those colors (the caller filters it exactly). `{"pod": ".+"}` keeps the series naming their pod,
+`{"pod": ""}` the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,12 @@ def _narrowing(query: SeriesQuery, narrow: Narrow, *roles: str) -> list[str]:
         "namespace": query.namespace_label,
         "app": query.app_label,
         "color": query.color_label,
+        "pod": query.pod_label,
     }
     return [f'{labels[role]}=~"{narrow[role]}"' for role in roles if role in narrow]
 
 
-_ALL = ("namespace", "app", "color")
+_ALL = ("namespace", "app", "color", "pod")
 
 
 def _default(query: SeriesQuery, narrow: Narrow) -> str:
@@ -119,6 +121,8 @@ def _haproxy(query: SeriesQuery, narrow: Narrow) -> str:
     if "app" in narrow or "color" in narrow:
         apps, colors = narrow.get("app", ".+"), narrow.get("color", "[^-]+")
         server.append(f'server=~"(?:{apps})-(?:{colors})-.+"')
+    if "pod" in narrow:
+        server.append(f'server=~"{narrow["pod"]}"')
     sessions = _select(
         HAPROXY_METRIC, query.matchers, *_narrowing(query, narrow, "namespace"), *server
     )

@@ -73,18 +73,19 @@ def _narrowing(query: SeriesQuery, narrow: Narrow, *roles: str) -> list[str]:
 _ALL = ("namespace", "app", "color", "pod")
 
 
-def _default(query: SeriesQuery, narrow: Narrow) -> str:
-    return _select(str(query.metric), query.matchers, *_narrowing(query, narrow, *_ALL))
+def _gauge(metric: str | None, fixed: str = "") -> Callable[[SeriesQuery, Narrow], str]:
+    """A gauge per pod carrying the four labels itself: `metric` (None: the query's own) with
+    the `fixed` matchers, the query's and the narrowing ones."""
+
+    def build(query: SeriesQuery, narrow: Narrow) -> str:
+        name = metric if metric is not None else str(query.metric)
+        return _select(name, fixed, query.matchers, *_narrowing(query, narrow, *_ALL))
+
+    return build
 
 
 LINKERD_METRIC = "tcp_open_connections"
 LINKERD_MATCHERS = 'direction="inbound", peer="src"'
-
-
-def _linkerd(query: SeriesQuery, narrow: Narrow) -> str:
-    return _select(
-        LINKERD_METRIC, LINKERD_MATCHERS, query.matchers, *_narrowing(query, narrow, *_ALL)
-    )
 
 
 ISTIO_OPENED = "istio_tcp_connections_opened_total"
@@ -134,10 +135,6 @@ def _haproxy(query: SeriesQuery, narrow: Narrow) -> str:
 ENVOY_METRIC = "envoy_cluster_endpoint_cx_active"
 
 
-def _envoy(query: SeriesQuery, narrow: Narrow) -> str:
-    return _select(ENVOY_METRIC, query.matchers, *_narrowing(query, narrow, *_ALL))
-
-
 PRESETS: Mapping[str, Preset] = {
     p.name: p
     for p in (
@@ -146,7 +143,7 @@ PRESETS: Mapping[str, Preset] = {
             counts="the gauge each pod exports (metric, matchers)",
             labels="the series' own namespace, app, color and pod labels",
             caveats=(),
-            build=_default,
+            build=_gauge(None),
         ),
         Preset(
             name="linkerd",
@@ -164,7 +161,7 @@ PRESETS: Mapping[str, Preset] = {
                 "only meshed pods report: a color's unmeshed pod is missing, and the coverage "
                 "check makes the color unknown",
             ),
-            build=_linkerd,
+            build=_gauge(LINKERD_METRIC, LINKERD_MATCHERS),
             metric=LINKERD_METRIC,
         ),
         Preset(
@@ -202,8 +199,9 @@ PRESETS: Mapping[str, Preset] = {
                 "pod: the server name; app and color: parsed from it as "
                 "<app>-<color>-<pod-template-hash>-<suffix> (Deployments named <app>-<color>, "
                 "colors without a dash; a server named otherwise names no color and is "
-                "ignored); namespace: the series' own namespace label, which the scrape of "
-                "HAProxy must set (HAProxy knows no namespace)"
+                "ignored, so a Deployment named past 46 characters, whose pod names Kubernetes "
+                "cuts, has its colors unknown); namespace: the series' own namespace label, "
+                "which the scrape of HAProxy must set (HAProxy knows no namespace)"
             ),
             caveats=(
                 "only connections through HAProxy count: clients reaching the pods another "
@@ -240,7 +238,7 @@ PRESETS: Mapping[str, Preset] = {
                 "pods must be scraped; for HTTP they are Envoy's pooled upstream connections, "
                 "not the clients'",
             ),
-            build=_envoy,
+            build=_gauge(ENVOY_METRIC),
             metric=ENVOY_METRIC,
         ),
     )

@@ -1,11 +1,14 @@
 """`Planner`: `plan()` for a controller's loop, reusing each app's plan of the previous cycle while
-nothing it was computed from has changed and its `valid_until` has not passed."""
+nothing it was computed from has changed and its `valid_until` has not passed. New connections
+that cross nothing the plan was decided on (a color's plan only shows them, or a retired color's
+figure stays known and on its side of the floor) are written into the reused plan."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 
 from rainbowd.core.memos import RuleMemo
 from rainbowd.core.model import (
@@ -22,6 +25,7 @@ from rainbowd.core.model import (
     Snapshot,
     State,
 )
+from rainbowd.core.notes import AboveFloor, Drained, DrainHold, Note
 from rainbowd.core.planner.assess import Member, effective_connections, group
 from rainbowd.core.planner.cycle import Cycle, aware
 from rainbowd.core.planner.planning import plan_app, whole_plan
@@ -39,7 +43,7 @@ class _AppMemo:
         "positions",
         "raw",
         "reusable",
-        "shown_only",
+        "taken",
         "valid_until",
         "warnings",
     )
@@ -65,11 +69,10 @@ class _AppMemo:
         self.valid_until = valid_until
         # An app with actions changes once they are applied; one without stays as it is.
         self.reusable = reusable
-        # Computed when first needed: each member's index in plan.colors, and whether the plan
-        # only shows its connections (live and pending colors, unmanaged ones, all colors of a
-        # blocked app), so that new connections there patch the plan instead of replanning it.
+        # Computed when first needed: each member's index in plan.colors, and how new
+        # connections of it are taken into the plan without planning it again (`_Take`).
         self.positions: tuple[int, ...] | None = None
-        self.shown_only: tuple[bool, ...] = ()
+        self.taken: tuple[_Take, ...] = ()
 
     def reuse(
         self,
@@ -77,7 +80,8 @@ class _AppMemo:
         connections: Mapping[tuple[str, str], Connections],
         pods: Mapping[tuple[str, str], PodConnections],
     ) -> _AppMemo | None:
-        """This memo (or one with new connections shown) if the plan still holds, else None.
+        """This memo (or one with new connections written in) if the plan still holds, else
+        None.
         Never while one of its colors has per-pod figures: only a color due for a
         consolidation step has them, and the step is decided on them."""
         if not self.reusable or now >= self.valid_until:
@@ -94,27 +98,23 @@ class _AppMemo:
             self._learn_positions()
         assert self.positions is not None
         positions = self.positions
-        shown_only = self.shown_only
+        taken = self.taken
         colors: list[ColorPlan] | None = None
         for i, after in enumerate(new_raw):
             before = raw[i]
-            if after is before or (
-                after is not None
-                and before is not None
-                and after.__class__ is before.__class__
-                and after.value == before.value
-                and after.series == before.series
-                and after.cause == before.cause
-            ):
+            if after is before or _equal(after, before):
                 continue
-            if not shown_only[i]:
-                return None
+            take = taken[i]
+            if take is _Take.REPLAN:
+                return None  # before copying anything
             if colors is None:
                 colors = list(self.plan.colors)
             ready = self.members[i][0].ready_replicas
             shown = NO_SERIES if after is None else effective_connections(after, ready)
-            old = colors[positions[i]]
-            colors[positions[i]] = old._replace(connections=shown)
+            written = _written_in(take, colors[positions[i]], shown)
+            if written is None:
+                return None
+            colors[positions[i]] = written
         if colors is None:
             return self  # equal, if not identical, to what was planned on
         patched = _AppMemo(
@@ -128,25 +128,18 @@ class _AppMemo:
             reusable=True,
         )
         patched.positions = positions
-        patched.shown_only = shown_only
+        patched.taken = taken
         return patched
 
     def _learn_positions(self) -> None:
-        """Each member's index in plan.colors, and whether the plan only shows its
-        connections."""
+        """Each member's index in plan.colors, and how new connections of it are taken in."""
         plan = self.plan
         index = {color.name: i for i, color in enumerate(plan.colors)}
         self.positions = tuple([index[member[0].name] for member in self.members])
         blocked = plan.blocked is not None
-        self.shown_only = tuple(
+        self.taken = tuple(
             [
-                color.rule is None
-                # Connections still reset a drain in progress, of a blocked app's colors
-                # too, live ones included.
-                or (
-                    DRAINED_SINCE not in member[0].annotations
-                    and (blocked or color.state in _SHOWN_ONLY)
-                )
+                _take(color, member, blocked=blocked)
                 for color, member in zip(
                     [plan.colors[i] for i in self.positions], self.members, strict=True
                 )
@@ -154,7 +147,75 @@ class _AppMemo:
         )
 
 
+class _Take(Enum):
+    """How a color's new connections are taken into its app's reused plan."""
+
+    SHOWN = "shown"  # the plan only shows them: written into the color's plan
+    FIGURE = "figure"  # a retired color's figure against its floor: `_refigured`
+    REPLAN = "replan"  # the app is planned again
+
+
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
+
+
+def _take(color: ColorPlan, member: Member, *, blocked: bool) -> _Take:
+    if color.rule is None:
+        return _Take.SHOWN
+    # Connections still reset a drain in progress, of a blocked app's colors too, live ones
+    # included.
+    if DRAINED_SINCE not in member[0].annotations and (blocked or color.state in _SHOWN_ONLY):
+        return _Take.SHOWN
+    note = color.note
+    if isinstance(note, Note) and isinstance(note.found, _FIGURES):
+        return _Take.FIGURE
+    return _Take.REPLAN
+
+
+def _equal(after: Connections | None, before: Connections | None) -> bool:
+    return (
+        after is not None
+        and before is not None
+        and after.__class__ is before.__class__
+        and after.value == before.value
+        and after.series == before.series
+        and after.cause == before.cause
+    )
+
+
+def _written_in(take: _Take, color: ColorPlan, shown: Connections) -> ColorPlan | None:
+    """`color`'s plan with the connections `shown` written in, or None: plan the app again."""
+    if take is _Take.SHOWN:
+        return color._replace(connections=shown)
+    if take is _Take.FIGURE:
+        return _refigured(color, shown)
+    return None
+
+
+# What assess finds on a known figure of a retired color with replicas, of an app not blocked:
+# above the floor, or at or below it (drainHold running, or drained), each carrying the figure.
+_FIGURES = (AboveFloor, DrainHold, Drained)
+
+
+def _refigured(color: ColorPlan, shown: Connections) -> ColorPlan | None:
+    """`color`'s plan with the figure `shown` instead of the one it was found on, or None when
+    that could change the plan. A retired color's plan depends on its figure only through what
+    side of the floor it is on (assess's state, whether a forced scale-down would disconnect
+    users, whether consolidation looks at it) and the figure that what was found carries: a
+    known figure on the same side changes that figure alone. Unknown, or across the floor
+    (falling to zero from above it is across: floors are never negative), the app is planned
+    again. A figure recorded in an action or a forced scale-down's note would also depend on
+    it, but a plan with actions is never reused, and a forced scale-down held (paused, the
+    budget spent) records none."""
+    note = color.note
+    assert isinstance(note, Note)
+    found = note.found
+    assert isinstance(found, _FIGURES)
+    value = shown.value
+    if value is None or (value > found.floor) != (found.connections > found.floor):
+        return None
+    return color._replace(
+        connections=shown, note=note._replace(found=found._replace(connections=value))
+    )
 
 
 class _NamespaceMemo:

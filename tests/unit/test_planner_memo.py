@@ -34,7 +34,7 @@ from rainbowd.core.model import (
 from rainbowd.core.notes import AboveFloor, Note
 from rainbowd.core.planner import Planner, plan
 from rainbowd.core.planner.cycle import FOREVER, Ruling, Thresholds, earliest
-from rainbowd.core.policy import Policy
+from rainbowd.core.policy import Consolidate, Policy
 from rainbowd.core.reporting import compact_duration, format_count, render_note
 from tests.unit.strategies import (
     _WORD,
@@ -54,7 +54,7 @@ from tests.unit.strategies import (
     snapshots,
     stamp,
 )
-from tests.unit.test_consolidation_properties import consolidating
+from tests.unit.test_consolidation_properties import consolidating, draining
 
 EXAMPLES = settings(max_examples=2000, deadline=None)
 S = timedelta(seconds=1)
@@ -118,6 +118,30 @@ def _nudged(c: Choices, snap: Snapshot, name: str) -> Snapshot:
     return _with_namespace(snap, name, connections=moved)
 
 
+_UNLISTED = PodConnections(unavailable="the colors' pods are not listed yet")
+
+
+def _with_pods(snap: Snapshot, name: str, d: Deployment, c: Choices) -> Snapshot:
+    """`snap` with new per-pod figures for `d`'s color: none, unavailable, an equal copy, or
+    one pod's figure changed (consolidation decides on them; they keep a draining color's
+    pods' deletion costs whatever its rule)."""
+    ns = snap.namespaces[name]
+    key = (d.template_labels["app"], d.template_labels["color"])
+    pods = dict(ns.pods)
+    kind = c.pick(("unlisted", "figures", "copy", "drop"))
+    if kind == "drop":
+        pods.pop(key, None)
+    elif kind == "unlisted":
+        pods[key] = dataclasses.replace(_UNLISTED)
+    elif kind == "copy" and key in pods:
+        pods[key] = dataclasses.replace(pods[key], pods=dict(pods[key].pods))
+    else:
+        figures = {f"{d.name}-{i}": float(c.pick((0, 1, 0, 3))) for i in range(d.ready_replicas)}
+        pods[key] = PodConnections(pods=figures)
+    namespaces = {**snap.namespaces, name: dataclasses.replace(ns, pods=pods)}
+    return dataclasses.replace(snap, namespaces=namespaces)
+
+
 def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot, Policy]:
     """One cycle's worth of change, decoded from one drawn integer."""
     if c.chance(3):
@@ -175,12 +199,20 @@ def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot
         snap = _with_namespace(snap, ns_name, services=tuple(services))
     if c.chance(8):
         pol = dataclasses.replace(pol, paused=c.pick((pol.paused, not pol.paused)))
+    ns = snap.namespaces[ns_name]
+    if ns.deployments and c.chance(2):
+        snap = _with_pods(snap, ns_name, c.pick(ns.deployments), c)
     if nudge:  # last: it reads as many choices as the namespace has figures
         snap = _nudged(c, snap, ns_name)
     return snap, pol
 
 
-def _cycles(snap: Snapshot, pol: Policy, words: list[int]) -> None:
+def _cycles(snap: Snapshot, pol: Policy, words: list[int], *, settled: bool = False) -> None:
+    """Planner and plan() over the cycles `words` decode; `settled`: from the snapshot once
+    its first plans' stamps are written, so more plans are reused."""
+    if settled:
+        for _ in range(2):
+            snap = apply_plan(snap, plan(snap, pol, NOW))
     planner = Planner()
     now = NOW
     expected = plan(snap, pol, now)
@@ -201,14 +233,15 @@ def test_planner_plans_what_plan_does_at_every_cycle(
     _cycles(snap, pol, words)
 
 
-@settings(max_examples=500, deadline=None)
-@given(snapshots(), consolidating(), st.lists(_WORD, min_size=1, max_size=8))
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(snapshots(), draining()), consolidating(), st.lists(_WORD, min_size=1, max_size=8))
 def test_planner_plans_what_plan_does_with_consolidate_on(
     snap: Snapshot, pol: Policy, words: list[int]
 ) -> None:
-    # No per-pod figures: a color due a step is shown as unavailable, one not due yet waits
-    # for its time, and a draining color's figure may move under either.
-    _cycles(snap, pol, words)
+    # Per-pod figures come, go and change: without them a color due a step is shown as
+    # unavailable, one not due yet waits for its time, and a draining color's figure may move
+    # under either. `draining()`: the case consolidation is for, every retired color with them.
+    _cycles(snap, pol, words, settled=True)
 
 
 @pytest.mark.parametrize(
@@ -403,14 +436,30 @@ def test_a_drain_crossing_back_above_the_floor_plans_it_again() -> None:  # (c)
     assert [a.reason for c in after.colors for a in c.actions] == ["drain-reset"]
 
 
-def test_per_pod_figures_plan_the_app_again() -> None:  # (c)
-    snap, pol = _steady()
+def _with_figures(snap: Snapshot, **pods: float) -> Snapshot:
+    """`snap` with per-pod figures for the retired color OLD."""
     ns = snap.namespaces["default"]
-    pods = {(APP, OLD): PodConnections(pods={"a": 4.0, "b": 6.0})}
-    with_pods = dataclasses.replace(
-        snap, namespaces={"default": dataclasses.replace(ns, pods=pods)}
-    )
-    before, after = _planned_twice(snap, with_pods, pol, later=30 * S)
+    figures = {(APP, OLD): PodConnections(pods=dict(pods))}
+    return dataclasses.replace(snap, namespaces={"default": dataclasses.replace(ns, pods=figures)})
+
+
+def test_per_pod_figures_count_only_where_a_rule_consolidates() -> None:
+    # A draining color has per-pod figures for its pods' deletion costs, whatever its rule.
+    snap, pol = _steady()
+    before, after = _planned_twice(snap, _with_figures(snap, a=4.0, b=6.0), pol, later=30 * S)
+    assert after is before
+
+
+def test_changed_per_pod_figures_plan_a_consolidating_app_again() -> None:
+    # Due a step (retired 5h, `after` 0), with no idle pod: nothing to do, reused while its
+    # figures are equal, planned again when one changes.
+    snap, pol = _steady()
+    consolidate = Consolidate(after=0 * S, every=5 * M, keep_pods=1)
+    pol = policy(max_retired_age=100 * H, min_retired_age=H, consolidate=consolidate)
+    first = _with_figures(snap, a=4.0, b=6.0)
+    before, after = _planned_twice(first, _with_figures(snap, a=4.0, b=6.0), pol, later=30 * S)
+    assert after is before
+    before, after = _planned_twice(first, _with_figures(snap, a=4.0, b=5.0), pol, later=30 * S)
     assert after.colors[0] is not before.colors[0]
 
 

@@ -40,6 +40,7 @@ class _AppMemo:
         "keys",
         "members",
         "plan",
+        "pods",
         "positions",
         "raw",
         "reusable",
@@ -54,6 +55,7 @@ class _AppMemo:
         members: tuple[Member, ...],
         keys: tuple[tuple[str, str], ...],
         raw: tuple[Connections | None, ...],
+        pods: tuple[PodConnections | None, ...] | None,
         plan: AppPlan,
         warnings: tuple[str, ...],
         valid_until: datetime,
@@ -64,6 +66,9 @@ class _AppMemo:
         self.members = members  # in the order the namespace lists the Deployments
         self.keys = keys  # each member's (app, color), the connections key
         self.raw = raw  # the connections each color read, None for no series
+        # The per-pod figures each color read (None: none), which only consolidation decides
+        # on; None when no rule of the app consolidates.
+        self.pods = pods
         self.plan = plan
         self.warnings = warnings
         self.valid_until = valid_until
@@ -81,12 +86,11 @@ class _AppMemo:
         pods: Mapping[tuple[str, str], PodConnections],
     ) -> _AppMemo | None:
         """This memo (or one with new connections written in) if the plan still holds, else
-        None.
-        Never while one of its colors has per-pod figures: only a color due for a
-        consolidation step has them, and the step is decided on them."""
+        None. Per-pod figures (of colors due a consolidation step, and of draining colors,
+        for their pods' deletion costs) count only where a rule of the app consolidates."""
         if not self.reusable or now >= self.valid_until:
             return None
-        if pods and any([key in pods for key in self.keys]):
+        if self.pods is not None and tuple(map(pods.get, self.keys)) != self.pods:
             return None
         raw = self.raw
         get = connections.get
@@ -122,6 +126,7 @@ class _AppMemo:
             self.members,
             self.keys,
             new_raw,
+            self.pods,
             self.plan._replace(colors=tuple(colors)),
             self.warnings,
             self.valid_until,
@@ -244,9 +249,10 @@ class Planner:
 
     An app's plan is reused when the policy is the same object, the app's Deployments are the
     same objects (the watch cache rebuilds one only when it changes), the namespace's Services
-    are equal, the app's connections are equal, the plan had no actions, and `now` is still
-    before the next instant at which time alone would change the plan. Not thread-safe: one
-    Planner per loop.
+    are equal, the app's connections are equal or cross nothing it was decided on (they are
+    written into it), its per-pod figures are equal where a rule of the app consolidates, the
+    plan had no actions, and `now` is still before the next instant at which time alone would
+    change the plan. Not thread-safe: one Planner per loop.
     """
 
     def __init__(self) -> None:
@@ -335,6 +341,10 @@ def _replan_namespace(
 def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]) -> _AppMemo:
     keys = tuple([(app, m.color) for m in members])
     raw = tuple(map(namespace.connections.get, keys))
+    # Only consolidation reads per-pod figures, and only with the app's rule's knobs, which
+    # are one of its colors' rules'.
+    consolidates = any([m.rule is not None and m.rule.knobs.consolidate for m in members])
+    pods = tuple(map(namespace.pods.get, keys)) if consolidates else None
     planned = plan_app(cycle, namespace, app, members)
     # An app with actions changes once they are applied; one without stays as it is.
     reusable = not planned.on_others and not any(c.actions for c in planned.plan.colors)
@@ -343,6 +353,7 @@ def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, members: list[Memb
         tuple(members),
         keys,
         raw,
+        pods,
         planned.plan,
         planned.warnings,
         planned.valid_until,

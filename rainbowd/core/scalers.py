@@ -83,6 +83,14 @@ AUTOSCALERS = (
 that consolidates (`consolidation_problem` is the per-color answer)."""
 
 
+# Why a Rollout color is never consolidated: its replicas are Argo Rollouts' to set, and
+# rainbowd acts on a Rollout's ReplicaSets only through their scale-down-deadline.
+ROLLOUT_CONSOLIDATION = (
+    "a Rollout's ReplicaSets are scaled by Argo Rollouts; rainbowd acts on them only through "
+    "their scale-down-deadline, so consolidation is unavailable for Rollout colors"
+)
+
+
 def consolidation_problem(namespace: str, name: str, objects: Iterable[ColorObject]) -> str | None:
     """Why a consolidation step on the Deployment `namespace/name` cannot be taken through what
     scales it, or None.

@@ -35,6 +35,8 @@ from rainbowd.core.model import (
     Deployment,
     Namespace,
     Reason,
+    Rollout,
+    Service,
     State,
 )
 from rainbowd.core.notes import (
@@ -77,12 +79,14 @@ _FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 
 class Member(NamedTuple):
     """A color as grouping found it: its Deployment, the rule it follows (None: unmanaged), the
-    name of a Service selecting it (None: not live) and its color label."""
+    name of a Service selecting it (None: not live), its color label, and whether a Rollout's
+    preview Service selects it (pending, whatever its stamps say)."""
 
     deployment: Deployment
     rule: Rule | None
     live: str | None
     color: str
+    previewed: bool = False
 
 
 class Color(NamedTuple):
@@ -159,24 +163,48 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Member]]]:
     ns = namespace.name
     groups: dict[str, list[Member]] = {}
     managed: set[str] = set()
+    by_name: dict[str, Service] | None = None
     for deployment in namespace.deployments:
         labels = deployment.template_labels
         app = labels.get(app_label)
         if app is None:
             continue
-        color_name = labels.get(color_label)
+        color_name = deployment.color_of(color_label)
         if color_name is None:
             continue
         rule = rule_for(ns, deployment.labels)
         if rule is not None:
             managed.add(app)
-        member = Member(deployment, rule, services.live(app, color_name, labels), color_name)
+        rollout = deployment.rollout
+        if rollout is None:
+            member = Member(deployment, rule, services.live(app, color_name, labels), color_name)
+        else:
+            if by_name is None:
+                by_name = {s.name: s for s in namespace.services}
+            member = _rollout_member(deployment, rule, color_name, rollout, by_name)
         group = groups.get(app)
         if group is None:
             groups[app] = [member]
         else:
             group.append(member)
     return [(app, members) for app, members in groups.items() if app in managed]
+
+
+def _rollout_member(
+    deployment: Deployment,
+    rule: Rule | None,
+    color: str,
+    rollout: Rollout,
+    services: Mapping[str, Service],
+) -> Member:
+    """A Rollout color: live when the Rollout's active Service selects it, pending when its
+    preview Service does (the one definition of live, with the Rollout naming the Service)."""
+    labels = deployment.template_labels
+    active = services.get(rollout.active_service)
+    live = active.name if active is not None and active.selects(labels) else None
+    preview = services.get(rollout.preview_service) if rollout.preview_service else None
+    previewed = live is None and preview is not None and preview.selects(labels)
+    return Member(deployment, rule, live, color, previewed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +250,7 @@ def assess_app(
             cycle, thresholds, member, knobs, newest_live, warnings, evaluate=evaluate
         )
         if abandoned is None:
-            colors.append(Color(*member, State.PENDING, Plain.PENDING, seen))
+            colors.append(Color(*member[:4], State.PENDING, Plain.PENDING, seen))
             continue
         if member.rule is None:
             colors.append(_assess_unmanaged(member, seen))
@@ -281,7 +309,7 @@ def _assess_live(
     annotations = deployment.annotations
     found = Live(member.live or "")
     if member.rule is None:
-        return Color(*member, State.LIVE, found, seen)
+        return Color(*member[:4], State.LIVE, found, seen)
     stamps = None
     if evaluate:
         # Stamped live and nothing of a retirement left: the steady case, nothing to do.
@@ -295,9 +323,9 @@ def _assess_live(
         stamps = Stamps()
         _reset_drain(stamps, seen, knobs)
     if stamps is None:
-        return Color(*member, State.LIVE, found, seen)
+        return Color(*member[:4], State.LIVE, found, seen)
     changes, reasons = stamps.fields()
-    return Color(*member, State.LIVE, found, seen, changes=changes, reasons=reasons)
+    return Color(*member[:4], State.LIVE, found, seen, changes=changes, reasons=reasons)
 
 
 def _pending_or_abandoned(
@@ -312,6 +340,8 @@ def _pending_or_abandoned(
 ) -> bool | None:
     """None: a pending color (a rollout in progress). Else whether the retired color is one
     abandoned while pending (pending for longer than abandonedAfter)."""
+    if member.previewed:
+        return None
     deployment = member.deployment
     annotations = deployment.annotations
     if (
@@ -338,7 +368,7 @@ def _assess_unmanaged(member: Member, seen: Connections) -> Color:
     """A retired color no rule manages: shown, never acted on."""
     stamp = member.deployment.annotations.get(RETIRED_AT)
     retired_at = None if stamp is None else parse_stamp(stamp)
-    return Color(*member, State.RETIRED, Plain.UNMANAGED, seen, retired_at)
+    return Color(*member[:4], State.RETIRED, Plain.UNMANAGED, seen, retired_at)
 
 
 def _assess_retired(
@@ -389,7 +419,7 @@ def _assess_retired(
         state = State.PROTECTED if protected else state
     changes, reasons = stamps.fields()
     return Color(
-        *member, state, found, seen, retired_at, drained_since, protected, guards, disruptive,
+        *member[:4], state, found, seen, retired_at, drained_since, protected, guards, disruptive,
         changes, reasons,
     )  # fmt: skip
 

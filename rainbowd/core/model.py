@@ -234,6 +234,22 @@ class Rollout:
     def blue_green(self) -> bool:
         return bool(self.active_service)
 
+    def selecting(self, labels: Mapping[str, str], services: Mapping[str, Service]) -> Selected:
+        """Which of its Services select the pod-template `labels` (`services` by name): the one
+        definition of a Rollout color's live (its active Service) and pending (its preview)."""
+        active = services.get(self.active_service)
+        live = active.name if active is not None and active.selects(labels) else None
+        preview = services.get(self.preview_service) if self.preview_service else None
+        previewed = live is None and preview is not None and preview.selects(labels)
+        return Selected(live, previewed)
+
+
+class Selected(NamedTuple):
+    """What a Rollout's Services make of one of its colors."""
+
+    live: str | None  # the active Service's name when it selects the color
+    previewed: bool  # the preview Service selects it (and the active one does not)
+
 
 @dataclass(frozen=True, slots=True)
 class Deployment:

@@ -41,6 +41,7 @@ from rainbowd.core.objects import format_time, parse_time
 from rainbowd.core.planner import plan
 from rainbowd.core.policy import Policy, PrometheusSettings
 from rainbowd.daemon.cycles import Pipeline
+from rainbowd.deploy import AppRef, history, render_history
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import MERGE_PATCH, request_json, resource_path
 from rainbowd.kube.events import EventRecorder
@@ -510,3 +511,20 @@ async def until(check: Callable[[], Awaitable[Plan | None]], what: str) -> Plan:
 
     await eventually(accepted, within=90.0, what=what)
     return found[0]
+
+
+# --- rainbowd history -------------------------------------------------------------------------
+
+
+async def test_history_lists_a_rollouts_colors_with_their_kind(
+    kube_api: ApiClient, namespace: str
+) -> None:
+    await make_rollout(kube_api, namespace, old_annotations=retired_held())
+    rows = {row.color: row for row in await history(kube_api, AppRef(namespace, APP))}
+    assert {c: (r.kind, r.state) for c, r in rows.items()} == {
+        NEW: (WorkloadKind.ROLLOUT, "live"),
+        OLD: (WorkloadKind.ROLLOUT, "retired"),
+    }
+    assert rows[OLD].deployment == f"{APP}-{OLD}"
+    text = render_history(list(rows.values()))
+    assert f"{OLD} (Rollout)" in text

@@ -199,11 +199,7 @@ def _rollout_member(
 ) -> Member:
     """A Rollout color: live when the Rollout's active Service selects it, pending when its
     preview Service does (the one definition of live, with the Rollout naming the Service)."""
-    labels = deployment.template_labels
-    active = services.get(rollout.active_service)
-    live = active.name if active is not None and active.selects(labels) else None
-    preview = services.get(rollout.preview_service) if rollout.preview_service else None
-    previewed = live is None and preview is not None and preview.selects(labels)
+    live, previewed = rollout.selecting(deployment.template_labels, services)
     return Member(deployment, rule, live, color, previewed)
 
 

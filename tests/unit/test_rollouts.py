@@ -456,3 +456,22 @@ def test_the_plan_table_status_document_and_metrics_show_the_kind() -> None:
     # A Deployment's color reads as before.
     d = plan(snapshot([plain], [service({"app": APP, "color": "9d2cc9"})]), policy(), NOW)
     assert [row[2] for row in plan_rows(d)] == ["9d2cc9"]
+
+
+def test_argo_rollouts_revision_orders_colors_whatever_their_creation_times() -> None:
+    """Promoted within the second the Rollout was created: the old color, never seen live by
+    rainbowd, has the same creation time as the live one; its lower revision retires it. A
+    higher revision (a new one, or one rolled back to) waiting without a preview Service is
+    pending, whatever its stamps and age."""
+    tie = 2 * H
+    first = rs_doc(OLD, created=tie, revision=1)
+    second = rs_doc(NEW, created=tie, revision=2)
+    p = run(colors(first, second), {NEW: 5, OLD: 0})
+    assert color(p, NEW).state is State.LIVE
+    assert color(p, OLD).state is not State.PENDING
+    assert [a.reason for a in color(p, OLD).actions] == [Reason.OBSERVED_RETIRED]
+    back = retired(OLDER, drained=True)
+    back["metadata"]["annotations"][ROLLOUT_REVISION] = "4"  # the live one is at 3
+    p = run(colors(live(), back), {NEW: 5, OLDER: 0})
+    assert color(p, OLDER).state is State.PENDING
+    assert color(p, OLDER).actions == ()

@@ -28,6 +28,7 @@ from rainbowd.core.model import (
     REASONS,
     RETIRED_AT,
     RETIREMENT,
+    ROLLOUT_REVISION,
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
     BlockReason,
@@ -79,14 +80,16 @@ _FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 
 class Member(NamedTuple):
     """A color as grouping found it: its Deployment, the rule it follows (None: unmanaged), the
-    name of a Service selecting it (None: not live), its color label, and whether a Rollout's
-    preview Service selects it (pending, whatever its stamps say)."""
+    name of a Service selecting it (None: not live), its color label, and for a Rollout color
+    not live whether it is pending (True: its preview Service selects it, or Argo Rollouts'
+    revision is above the live one's; False: below it; None: as for a Deployment, by the
+    stamps and creation times)."""
 
     deployment: Deployment
     rule: Rule | None
     live: str | None
     color: str
-    previewed: bool = False
+    pending: bool | None = None
 
 
 class Color(NamedTuple):
@@ -187,6 +190,9 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Member]]]:
             groups[app] = [member]
         else:
             group.append(member)
+    if by_name is not None:
+        for members in groups.values():
+            _order_by_revision(members)
     return [(app, members) for app, members in groups.items() if app in managed]
 
 
@@ -200,7 +206,34 @@ def _rollout_member(
     """A Rollout color: live when the Rollout's active Service selects it, pending when its
     preview Service does (the one definition of live, with the Rollout naming the Service)."""
     live, previewed = rollout.selecting(deployment.template_labels, services)
-    return Member(deployment, rule, live, color, previewed)
+    return Member(deployment, rule, live, color, True if previewed else None)
+
+
+def _revision(deployment: Deployment) -> int | None:
+    text = deployment.annotations.get(ROLLOUT_REVISION, "")
+    return int(text) if text.isdigit() else None
+
+
+def _order_by_revision(members: list[Member]) -> None:
+    """A Rollout's colors neither live nor previewed, pending or retired by Argo Rollouts'
+    revision against the live one's: its revisions order its ReplicaSets (a new one gets the
+    next, a rolled-back-to one too), where creation times to the second may tie."""
+    live: dict[str, int] = {}
+    for member in members:
+        rollout = member.deployment.rollout
+        revision = _revision(member.deployment)
+        if rollout is not None and member.live is not None and revision is not None:
+            live[rollout.name] = max(revision, live.get(rollout.name, revision))
+    if not live:
+        return
+    for i, member in enumerate(members):
+        rollout = member.deployment.rollout
+        if rollout is None or member.live is not None or member.pending is not None:
+            continue
+        revision = _revision(member.deployment)
+        newest = live.get(rollout.name)
+        if revision is not None and newest is not None and revision != newest:
+            members[i] = member._replace(pending=revision > newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,12 +369,14 @@ def _pending_or_abandoned(
 ) -> bool | None:
     """None: a pending color (a rollout in progress). Else whether the retired color is one
     abandoned while pending (pending for longer than abandonedAfter)."""
-    if member.previewed:
+    pending = member.pending
+    if pending:
         return None
     deployment = member.deployment
     annotations = deployment.annotations
     if (
-        LIVE_AT in annotations
+        pending is False
+        or LIVE_AT in annotations
         or (newest_live is not None and deployment.created_at < newest_live)
         or (
             RETIRED_AT in annotations

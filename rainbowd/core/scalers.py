@@ -83,11 +83,13 @@ AUTOSCALERS = (
 that consolidates (`consolidation_problem` is the per-color answer)."""
 
 
-# Why a Rollout color is never consolidated: its replicas are Argo Rollouts' to set, and
-# rainbowd acts on a Rollout's ReplicaSets only through their scale-down-deadline.
+# Why a Rollout color is never consolidated: Argo Rollouts puts a lowered old ReplicaSet's
+# replicas back to the Rollout's while its deadline is ahead (tests/integration/
+# test_argo_rollouts_controller.py), so a step would be undone at its next reconcile.
 ROLLOUT_CONSOLIDATION = (
-    "a Rollout's ReplicaSets are scaled by Argo Rollouts; rainbowd acts on them only through "
-    "their scale-down-deadline, so consolidation is unavailable for Rollout colors"
+    "Argo Rollouts sets an old ReplicaSet's replicas back to the Rollout's while its "
+    "scale-down-deadline is ahead, so a step would be undone: consolidation is unavailable for "
+    "Rollout colors (rainbowd acts on them only through their scale-down-deadline)"
 )
 
 

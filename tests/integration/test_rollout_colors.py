@@ -49,26 +49,18 @@ from rainbowd.kube.executing import ActionOutcome, Executor
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.demoapps import DemoApp
-from tests.installtools import go_module_dir
 from tests.integration.test_events import list_events
 from tests.integration.test_executing import eventually
+from tests.rollouts import rollouts_entry
 from tests.unit.strategies import policy, rule
 
 pytestmark = [pytest.mark.cluster_full, pytest.mark.usefixtures("cluster_full", "rollout_crds")]
 
-ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts@v1.10.2"
-# The module requires go >= 1.26.10: the one newer toolchain used here, from the module proxy.
-ROLLOUTS_TOOLCHAIN = "go1.27.3"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 APP = "chat"
 # Argo Rollouts' hashes are longer; six hex digits let a demo_app process export them as its
 # color, as the shipped PodMonitor labels a Rollout's pods' series with their hash.
 NEW, OLD = "6d4f8b", "5c8d7e"
-
-
-def rollouts_source() -> Path:
-    """Argo Rollouts' module, from the module proxy into the build cache's module cache."""
-    return go_module_dir(ROLLOUTS_MODULE, toolchain=ROLLOUTS_TOOLCHAIN)
 
 
 def _established(cluster: ControlPlane, name: str) -> bool:
@@ -79,10 +71,11 @@ def _established(cluster: ControlPlane, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def rollout_crds(cluster_full: ControlPlane) -> Iterator[None]:
-    """All five of Argo Rollouts' CRDs (its controller waits for each), established; left for
-    the session when another module had them first."""
+    """All five of Argo Rollouts' CRDs (its build-cache entry's, from its module at the pinned
+    release), established, without its controller; left for the session when another module
+    had them first."""
     created: list[str] = []
-    for path in sorted((rollouts_source() / "manifests" / "crds").glob("*-crd.yaml")):
+    for path in sorted((rollouts_entry() / "crds").glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         try:
             cluster_full.request("POST", CRD_PATH, crd)

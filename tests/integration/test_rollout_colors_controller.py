@@ -172,3 +172,39 @@ async def test_an_old_replicaset_holding_connections_outlives_the_controllers_de
     sets = await replica_sets(kube_api, namespace, APP)
     assert sets[first]["spec"]["replicas"] == 1
     assert sets[second]["spec"]["replicas"] == 1
+
+
+async def test_a_revision_limit_that_would_cut_a_held_color_is_warned_about_before_it_does(
+    kube_api: ApiClient,
+    namespace: str,
+    cache: ClusterCache,
+    exposition: Exposition,
+    pipeline: tuple[Pipeline, Policy],
+) -> None:
+    """scaleDownDelayRevisionLimit 1: after one promotion the first version, holding
+    connections, is warned about (the next promotion would cut it, a limit of 2 keeps it);
+    the next promotion does cut it, at once."""
+    first = await create_rollout(kube_api, namespace, APP, scale_down_delay=3600, revision_limit=1)
+    second = await roll(kube_api, namespace, APP, 2)
+    await healthy(kube_api, namespace, APP)
+    serve(exposition, namespace, {first: 2, second: 3})
+    runner, policy = pipeline
+    warned: list[str] = []
+
+    async def warning() -> bool:
+        plan = (
+            await runner.run(policy, cache.deployments(), cache.services(), now=datetime.now(UTC))
+        ).plan
+        warned[:] = [w for w in plan.warnings if f"{APP}-{first}" in w]
+        return bool(warned)
+
+    await eventually(warning, within=WITHIN, what="the revision limit's warning")
+    assert "scaleDownDelayRevisionLimit 1 scales it down" in warned[0]
+    assert "scaleDownDelayRevisionLimit 2 keeps it" in warned[0]
+    await roll(kube_api, namespace, APP, 3)
+    await healthy(kube_api, namespace, APP)
+
+    async def cut() -> bool:
+        return bool((await replica_sets(kube_api, namespace, APP))[first]["spec"]["replicas"] == 0)
+
+    await eventually(cut, within=WITHIN, what="the controller to cut it at the promotion")

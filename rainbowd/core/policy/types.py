@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rainbowd.core.durations import format_duration
+from rainbowd.core.policy.presets import DEFAULT, series_expr
 from rainbowd.core.policy.selectors import Selector
 
 API_VERSION = "rainbowd.io/v1alpha1"
@@ -104,6 +105,9 @@ class Knobs:
 class ConnectionsQuery:
     """How to ask Prometheus for every color's connections in one query."""
 
+    # Where the connections come from (`presets.PRESETS`): the default reads `metric`; the others
+    # read what a mesh or a load balancer exports, `metric` unused.
+    preset: str = DEFAULT
     metric: str | None = "rainbow_open_connections"
     matchers: str = ""
     namespace_label: str = "namespace"
@@ -135,12 +139,13 @@ class ConnectionsQuery:
 
     @property
     def selector(self) -> str:
-        """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
+        """The connections per pod (`presets.series_expr`), e.g.
+        `rainbow_open_connections{job="chat"}` for the default preset.
 
         The daemon wraps it into one query answering the sum per color and the number of
         pods reporting it (the coverage check), so each distinct query costs one request.
         """
-        return f"{self.metric}{{{self.matchers}}}"
+        return series_expr(self)
 
 
 @dataclass(frozen=True, slots=True)

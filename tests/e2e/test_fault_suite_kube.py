@@ -49,6 +49,7 @@ from tests.e2e.harness import (
     fetch_json,
     get_deployment,
     metric_sum,
+    our_events,
     point_service,
     running_daemon,
     scrape_metrics,
@@ -239,10 +240,12 @@ async def faults_under_a_daemon(
             await point_service(kube_api, namespace, olds[1].color)
 
             async def refused_or_landed() -> bool:
-                now = await scrape_metrics(url)
-                refusals = metric_sum(now, "rainbowd_actions_total", outcome="conflict")
-                if refusals > metric_sum(before, "rainbowd_actions_total", outcome="conflict"):
-                    return True
+                # The executor's refusal is an Event on the Deployment, in its own words.
+                for event in await our_events(kube_api, namespace, name=olds[1].name):
+                    if str(event.get("reason", "")).endswith("Conflict") and (
+                        "selects this color now" in str(event.get("note"))
+                    ):
+                        return True
                 return any(a.name == olds[1].name for a in witness.applied())
 
             await eventually(refused_or_landed, what="the action on the old picture")

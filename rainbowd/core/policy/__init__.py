@@ -6,7 +6,12 @@ each with its path), `rendering` the effective policy back as a document.
 """
 
 from rainbowd.core.policy.knobs import KNOB_KEYS, KNOBS, Knob
-from rainbowd.core.policy.parsing import matchers_problem, parse_policy, policy_warnings
+from rainbowd.core.policy.parsing import (
+    matchers_problem,
+    narrowing_warnings,
+    parse_policy,
+    policy_warnings,
+)
 from rainbowd.core.policy.rendering import policy_to_document
 from rainbowd.core.policy.selectors import (
     Operator,
@@ -55,6 +60,7 @@ __all__ = [
     "label_key_problem",
     "label_value_problem",
     "matchers_problem",
+    "narrowing_warnings",
     "parse_policy",
     "parse_selector",
     "policy_to_document",

@@ -4,8 +4,8 @@ the planner. What each knob means is here; how each is read and shown is in `kno
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from rainbowd.core.durations import format_duration
@@ -122,6 +122,10 @@ class ConnectionsQuery:
     # is unknown.
     recorded: bool = False
     rule_interval: timedelta = timedelta(seconds=15)
+    # The namespaces this rainbowd manages (`--namespaces`, a shard's share of the cluster):
+    # the query asks only for their series, so each shard costs Prometheus its share. Empty:
+    # every namespace. Not a policy key: `narrowed` sets it from the daemon's settings.
+    namespaces: tuple[str, ...] = ()
 
     @property
     def per_pod_problem(self) -> str | None:
@@ -134,13 +138,28 @@ class ConnectionsQuery:
         return None
 
     @property
+    def series_matchers(self) -> str:
+        """The label matchers every selection of the series carries: the policy's `matchers`
+        and, when `namespaces` is set, one on the namespace label naming them (namespace names
+        are DNS labels: nothing in them needs escaping in a regex)."""
+        if not self.namespaces:
+            return self.matchers
+        names = sorted(self.namespaces)
+        narrowing = (
+            f'{self.namespace_label}="{names[0]}"'
+            if len(names) == 1
+            else f'{self.namespace_label}=~"{"|".join(names)}"'
+        )
+        return f"{self.matchers}, {narrowing}" if self.matchers else narrowing
+
+    @property
     def selector(self) -> str:
         """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
 
         The daemon wraps it into one query answering the sum per color and the number of
         pods reporting it (the coverage check), so each distinct query costs one request.
         """
-        return f"{self.metric}{{{self.matchers}}}"
+        return f"{self.metric}{{{self.series_matchers}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +204,21 @@ class Policy:
             if rule.matches(namespace, labels):
                 return rule
         return None
+
+    def narrowed(self, namespaces: Iterable[str]) -> Policy:
+        """The policy as a rainbowd managing only `namespaces` applies it (empty: every
+        namespace, the policy as it is): each connections query asks Prometheus for those
+        namespaces' series only. A free query (`query`) is sent as written: rainbowd cannot
+        narrow PromQL it did not write (`narrowing_warnings` says so)."""
+        names = tuple(sorted(set(namespaces)))
+        if not names:
+            return self
+
+        def narrow(query: ConnectionsQuery) -> ConnectionsQuery:
+            return query if query.query is not None else replace(query, namespaces=names)
+
+        rules = tuple(replace(rule, connections=narrow(rule.connections)) for rule in self.rules)
+        return replace(self, connections=narrow(self.connections), rules=rules)
 
     @property
     def queries(self) -> tuple[ConnectionsQuery, ...]:

@@ -37,7 +37,7 @@ from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.settings import PolicySource, Settings
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.procs import Process, free_port
-from rainbowd_sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import DEFAULT_JOB, PrometheusServer
 from tests.demoapps import DemoApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,6 +262,9 @@ class Fleet:
     prometheus: PrometheusServer
     apps: dict[str, DemoApp] = field(default_factory=dict)
     extra_targets: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    job: str = DEFAULT_JOB
+    """The scrape job of the fleet's targets: fleets of two namespaces on one Prometheus each
+    need their own, or the second's targets replace the first's."""
 
     def start(self, color: str) -> DemoApp:
         demo = DemoApp(color, workdir=self.workdir, app=APP, namespace=self.namespace).start()
@@ -273,7 +276,7 @@ class Fleet:
         self.prometheus.set_targets([(address, {})], job=job)
 
     def _targets(self) -> None:
-        self.prometheus.set_targets([(d.target, {}) for d in self.apps.values()])
+        self.prometheus.set_targets([(d.target, {}) for d in self.apps.values()], job=self.job)
 
     async def wait_scraped(self, color: str, value: float) -> None:
         """Until Prometheus reports `value` connections for the color (polled without blocking

@@ -4,6 +4,7 @@ in namespaced mode the same as k8s/namespaced; `helm lint` finds nothing to say.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -349,6 +350,15 @@ def test_each_shard_is_a_deployment_with_its_own_namespaces_lease_and_service(
             assert [n for n, labels in pods.items() if _labels_match(selector, labels)] == [name]
         monitor = _one(docs, "ServiceMonitor", "rainbowd-chat")
         assert service_monitor_problems(monitor, service, deployment) == []
+    # The ServiceMonitor labels each target with its pod's shard, for the per-shard alerts
+    # (Prometheus' Kubernetes discovery writes a pod label's key with _ for what is not a word).
+    (shard,) = [key for key in pods["rainbowd-chat-eu"] if key.endswith("/shard")]
+    relabelings = _one(docs, "ServiceMonitor", "rainbowd-chat")["spec"]["endpoints"][0][
+        "relabelings"
+    ]
+    assert [r["sourceLabels"] for r in relabelings if r.get("targetLabel") == "shard"] == [
+        ["__meta_kubernetes_pod_label_" + re.sub(r"\W", "_", shard)]
+    ]
     policy = _one(docs, "NetworkPolicy", "rainbowd-chat")["spec"]["podSelector"]["matchLabels"]
     assert all(_labels_match(policy, labels) for labels in pods.values())
     # One ServiceAccount and its permissions for all; the Role holds both Leases, no more.

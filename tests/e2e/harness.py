@@ -354,6 +354,27 @@ async def status_command(url: str) -> str:
     return out.decode()
 
 
+async def plan_command(cluster: ControlPlane, namespace: str, policy: Path, *args: str) -> str:
+    """`rainbowd plan` without a snapshot file, one read-only cycle against the live cluster, run
+    as a user runs it: its output (the exit code checked)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rainbowd",
+        "plan",
+        f"--kubeconfig={cluster.kubeconfig}",
+        f"--namespaces={namespace}",
+        f"--policy-file={policy}",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def fetch_status(base_url: str) -> int:
     async with aiohttp.ClientSession() as session, session.get(base_url) as resp:
         return resp.status

@@ -8,6 +8,7 @@ or its process killed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from tests.e2e.harness import (
     lease_holder,
     metric_sum,
     our_events,
+    plan_command,
     point_service,
     policy_text,
     replicas,
@@ -136,6 +138,11 @@ async def test_two_shards_act_each_on_its_own_namespace_whatever_befalls_the_oth
         for ns in (a_ns, b_ns):
             await fleets[ns].wait_scraped(OLD2, 0)
         seen_drained = metric_sum(await scrape_metrics(b.url), "rainbowd_prometheus_errors_total")
+        # `rainbowd plan` for shard a's namespace sees every connection there all the same.
+        plan = json.loads(await plan_command(cluster_full, a_ns, policy, "--output=json"))
+        planned = [c for app in plan["apps"] for c in app["colors"]]
+        assert {c["color"] for c in planned} == {OLD2, OLD3, NEW}
+        assert all(c["connections"]["known"] for c in planned), planned
 
         async def a_old2_gone() -> bool:
             return await gone(kube_api, a_ns, OLD2)

@@ -17,6 +17,7 @@ import yaml
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy import (
     KNOBS,
+    PRESETS,
     ConnectionsQuery,
     Policy,
     PolicyError,
@@ -24,6 +25,7 @@ from rainbowd.core.policy import (
     policy_to_document,
     policy_warnings,
 )
+from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 from rainbowd.prom.querying import RECORDED_PODS, RECORDED_SUM, RULE_GROUP, recording_rules
@@ -130,6 +132,18 @@ def _query(query: ConnectionsQuery) -> str:
     return f"{query.selector}  ({by}; source raw)"
 
 
+def preset_lines(query: ConnectionsQuery) -> list[str]:
+    """What a preset other than the default reads, where each label comes from, its caveats."""
+    if query.query is not None or query.preset == DEFAULT:
+        return []
+    preset = PRESETS[query.preset]
+    return [
+        f"preset {preset.name}: {preset.counts}",
+        f"labels: {preset.labels}",
+        *(f"caveat: {caveat}" for caveat in preset.caveats),
+    ]
+
+
 def render(policy: Policy, *, source: str, out: TextIO) -> None:
     """The effective policy, for people: header, then each rule with every knob resolved."""
     rules = len(policy.rules)
@@ -148,6 +162,7 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
         out.write(f"  {'namespaces:':<{_WIDTH}}{namespaces}\n")
         out.write(f"  {'selector:':<{_WIDTH}}{rule.selector.text or '(every Deployment)'}\n")
         out.write(f"  {'connections:':<{_WIDTH}}{_query(rule.connections)}\n")
+        out.writelines(f"  {'':<{_WIDTH}}{line}\n" for line in preset_lines(rule.connections))
         for knob in KNOBS:
             shown = knob.text(rule.knobs)
             default = knob.text(policy.defaults)

@@ -126,7 +126,7 @@ async def test_two_shards_act_each_on_its_own_namespace_whatever_befalls_the_oth
         assert {e["reportingInstance"] for e in await our_events(kube_api, a_ns)} == {"shard-a"}
         assert {e["reportingInstance"] for e in await our_events(kube_api, b_ns)} == {"shard-b"}
         # Each asked Prometheus for its own namespace's series only.
-        own = {f'namespace="{a_ns}"', f'namespace="{b_ns}"'}
+        own = {f'namespace=~"{a_ns}"', f'namespace=~"{b_ns}"'}
         assert proxy.queries
         for query in proxy.queries:
             assert len([m for m in own if m in query]) == 1, query

@@ -319,7 +319,7 @@ async def test_a_shard_s_policy_asks_only_for_its_namespaces_series(
         await until_connections(client, {A: Connections(value=0.0, series=1)})
         (whole,) = policy.queries
         (narrowed,) = policy.narrowed(["chat"]).queries
-        assert narrowed.selector == 'rainbow_open_connections{job="targets", namespace="chat"}'
+        assert narrowed.selector == 'rainbow_open_connections{job="targets", namespace=~"chat"}'
 
         async def both_seen() -> dict[ConnectionsQuery, QueryResult] | None:
             results = await fetch_connections(client, [whole, narrowed], at=datetime.now(UTC))

@@ -5,6 +5,7 @@ every namespace, and a free query, which rainbowd cannot narrow, is warned about
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 from rainbowd.core.policy import (
     API_VERSION,
     KIND,
+    PRESET_NAMES,
+    ConnectionsQuery,
     Policy,
     narrowing_warnings,
     parse_policy,
@@ -59,7 +62,7 @@ def test_an_unnarrowed_policy_is_the_policy_as_written() -> None:
 @pytest.mark.parametrize("names", [["team-a"], ["team-b", "team-a", "team-a"]])
 def test_every_selection_of_a_narrowed_query_names_the_namespaces(names: list[str]) -> None:
     narrowed = policy().narrowed(names)
-    matcher = 'namespace="team-a"' if len(set(names)) == 1 else 'namespace=~"team-a|team-b"'
+    matcher = 'namespace=~"team-a"' if len(set(names)) == 1 else 'namespace=~"team-a|team-b"'
     assert len(narrowed.queries) == 2  # the two rules' queries stay two, not more
     for query in narrowed.queries:
         for shape in (
@@ -82,7 +85,7 @@ def test_the_narrowing_uses_the_query_s_namespace_label() -> None:
         .narrowed(["chat"])
         .queries[:1]
     )
-    assert query.selector == 'conns{exported_namespace="chat"}'
+    assert query.selector == 'conns{exported_namespace=~"chat"}'
 
 
 def test_recorded_reads_are_narrowed_but_the_rules_record_every_namespace() -> None:
@@ -90,7 +93,7 @@ def test_recorded_reads_are_narrowed_but_the_rules_record_every_namespace() -> N
     narrowed = recorded.narrowed(["team-a"])
     (query,) = [q for q in narrowed.queries if q.recorded]  # the rule not overriding it
     for selection in selections(summary_expr(query)):
-        assert 'namespace="team-a"' in selection, selection
+        assert 'namespace=~"team-a"' in selection, selection
     for query in recorded.queries:
         narrowed_query = next(q for q in narrowed.queries if q.matchers == query.matchers)
         assert recording_rules(narrowed_query) == recording_rules(query)
@@ -118,3 +121,13 @@ def test_the_daemon_s_policy_in_force_is_narrowed_to_its_namespaces() -> None:
     free = PolicyState(source="test", metrics=Metrics(), namespaces=("team-a",))
     free.accept(policy(query="sum by (namespace, app, color) (my_connections)"))
     assert any("not narrowed" in w for w in free.warnings)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_narrows_every_selection_to_the_namespaces(preset: str) -> None:
+    query = dataclasses.replace(ConnectionsQuery(preset=preset), namespaces=("team-a",))
+    for shape in (expression(query), expression(query, per_pod=True)):
+        for selection in selections(shape):
+            assert 'namespace=~"team-a"' in selection, (preset, selection)
+    unnarrowed = ConnectionsQuery(preset=preset)
+    assert "team-a" not in expression(unnarrowed)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from rainbowd.core.durations import format_duration
+from rainbowd.core.policy.presets import DEFAULT, series_expr
 from rainbowd.core.policy.selectors import Selector
 
 API_VERSION = "rainbowd.io/v1alpha1"
@@ -104,6 +105,9 @@ class Knobs:
 class ConnectionsQuery:
     """How to ask Prometheus for every color's connections in one query."""
 
+    # Where the connections come from (`presets.PRESETS`): the default reads `metric`; the others
+    # read what a mesh or a load balancer exports, `metric` unused.
+    preset: str = DEFAULT
     metric: str | None = "rainbow_open_connections"
     matchers: str = ""
     namespace_label: str = "namespace"
@@ -138,28 +142,28 @@ class ConnectionsQuery:
         return None
 
     @property
+    def namespaces_regex(self) -> str:
+        """The namespaces managed as one regex (`a|b`), what every selection of the series is
+        narrowed by (`presets.series_expr`, the recorded reads); empty: not narrowed.
+        Namespace names are DNS labels: nothing in them needs escaping."""
+        return "|".join(sorted(self.namespaces))
+
+    @property
     def series_matchers(self) -> str:
-        """The label matchers every selection of the series carries: the policy's `matchers`
-        and, when `namespaces` is set, one on the namespace label naming them (namespace names
-        are DNS labels: nothing in them needs escaping in a regex)."""
-        if not self.namespaces:
-            return self.matchers
-        names = sorted(self.namespaces)
-        narrowing = (
-            f'{self.namespace_label}="{names[0]}"'
-            if len(names) == 1
-            else f'{self.namespace_label}=~"{"|".join(names)}"'
-        )
-        return f"{self.matchers}, {narrowing}" if self.matchers else narrowing
+        """The label matchers of a selection of the recorded series, which keep the namespace,
+        app and color labels: the policy's `matchers` and the namespaces managed."""
+        narrowing = f'{self.namespace_label}=~"{self.namespaces_regex}"' if self.namespaces else ""
+        return ", ".join(m for m in (self.matchers, narrowing) if m)
 
     @property
     def selector(self) -> str:
-        """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
+        """The connections per pod (`presets.series_expr`), e.g.
+        `rainbow_open_connections{job="chat"}` for the default preset.
 
         The daemon wraps it into one query answering the sum per color and the number of
         pods reporting it (the coverage check), so each distinct query costs one request.
         """
-        return f"{self.metric}{{{self.series_matchers}}}"
+        return series_expr(self)
 
 
 @dataclass(frozen=True, slots=True)

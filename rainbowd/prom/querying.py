@@ -350,8 +350,9 @@ def _recorded_expr(query: ConnectionsQuery) -> str:
     minutes by default)."""
     by = _by(query)
     oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
-    # The matchers narrow the recorded series, which keep the namespace, app and color labels.
-    matchers = f", {query.matchers}" if query.matchers else ""
+    # The matchers (and the namespaces managed) narrow the recorded series, which keep the
+    # namespace, app and color labels.
+    matchers = f", {query.series_matchers}" if query.series_matchers else ""
     every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
     figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
     stale = f"count by ({by}) (timestamp({figures}) < {oldest})"
@@ -374,7 +375,7 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     `query.rule_interval`: what `source: recorded` reads. The rules record every series of the
     metric; the query's matchers narrow the recorded series when they are read."""
     names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
-    every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False))
+    every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False, namespaces=()))
     rules = [
         {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
         for name, expr, part in zip(names, every, _PARTS, strict=False)

@@ -14,11 +14,12 @@ evaluated the same way (a rule evaluation is that query). Per minute: rainbowd a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -92,29 +93,36 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
     rules = workdir / "rules.yaml"
     rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
     rule_exprs = [r["expr"] for r in recording_rules(RAW)["groups"][0]["rules"]]
+    with scraping(series) as prom:
+        got = {
+            "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
+            "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
+            "rules": cpu_per(prom, lambda: _each(prom, rule_exprs)),
+        }
+        # Then the rules, evaluated every 30 s, and the recorded shape reading them. Once
+        # they have recorded, their group is reloaded with a long interval (the same rules:
+        # Prometheus keeps their series), so no evaluation lands among the reads measured.
+        prom.set_rule_files([rules])
+        colors = series // PODS
+        prom.wait_for("count(rainbowd:connections:sum)", timeout=600, predicate=all_of(colors))
+        rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
+        prom.reload()
+        got["recorded"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
+        # ...and the recorded series were all there to be read.
+        prom.wait_for("count(rainbowd:connections:sum)", timeout=5, predicate=all_of(colors))
+        return got
+
+
+@contextlib.contextmanager
+def scraping(series: int) -> Iterator[PrometheusServer]:
+    """A real Prometheus that has scraped one exposition of `series` series (`exposition`)."""
     prom = PrometheusServer(scrape_interval=SCRAPE)
     with Exposition(exposition(series)) as target:
         prom.start()
         try:
             prom.set_targets([(target.target, {})])
-            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=_all(series))
-            got = {
-                "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
-                "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
-                "rules": cpu_per(prom, lambda: _each(prom, rule_exprs)),
-            }
-            # Then the rules, evaluated every 30 s, and the recorded shape reading them. Once
-            # they have recorded, their group is reloaded with a long interval (the same rules:
-            # Prometheus keeps their series), so no evaluation lands among the reads measured.
-            prom.set_rule_files([rules])
-            colors = series // PODS
-            prom.wait_for("count(rainbowd:connections:sum)", timeout=600, predicate=_all(colors))
-            rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
-            prom.reload()
-            got["recorded"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
-            # ...and the recorded series were all there to be read.
-            prom.wait_for("count(rainbowd:connections:sum)", timeout=5, predicate=_all(colors))
-            return got
+            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=all_of(series))
+            yield prom
         finally:
             prom.close()
 
@@ -124,7 +132,7 @@ def _each(prom: PrometheusServer, exprs: list[str]) -> None:
         query(prom, expr)
 
 
-def _all(series: int) -> Callable[[list[Sample]], bool]:
+def all_of(series: int) -> Callable[[list[Sample]], bool]:
     def check(samples: list[Sample]) -> bool:
         return bool(samples) and samples[0].value == series
 

@@ -391,7 +391,7 @@ class Daemon:
 
 def _informer_counters(cache: ClusterCache) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for informer in cache.informers:
+    for informer in [*cache.informers, *cache.rollout_informers]:
         values = out.setdefault(informer.resource.plural, {})
         stats = informer.stats
         for name in ("lists", "relists", "watches", "events", "errors", "bad_objects"):

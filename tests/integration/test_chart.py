@@ -65,7 +65,7 @@ def test_helm_template_equals_the_kustomize_render_for_defaults() -> None:
     assert got == expected, _diff(got, expected)
     kinds = {key[1] for key in got}
     assert {"Deployment", "ClusterRole", "PrometheusRule", "ServiceMonitor", "PodMonitor"} <= kinds
-    assert len(got) == 16
+    assert len(got) == 17
 
 
 def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
@@ -84,6 +84,9 @@ def test_namespaced_keda_grants_scaled_objects_in_the_roles() -> None:
 
     assert "keda.sh" not in groups()
     assert "keda.sh" in groups("--set", "namespaced.keda=true")
+    assert "argoproj.io" not in groups()
+    assert "argoproj.io" in groups("--set", "namespaced.argoRollouts=true")
+    assert "keda.sh" not in groups("--set", "namespaced.argoRollouts=true")
 
 
 def test_the_comparison_sees_a_changed_value() -> None:

@@ -43,12 +43,13 @@ the rules of k8s/base's ClusterRole, copied into files/app-rules.yaml by scripts
 {{- (.Files.Get "files/app-rules.yaml" | fromYaml).rules | toYaml -}}
 {{- end -}}
 
-{{/* The same per namespace, but KEDA's objects only with namespaced.keda: Kubernetes' admin role
-does not hold them, so a namespace admin could not grant them (k8s/namespaced/keda-role.yaml). */}}
+{{/* The same per namespace, but KEDA's objects only with namespaced.keda and Argo Rollouts' only
+with namespaced.argoRollouts: Kubernetes' admin role does not hold them, so a namespace admin
+could not grant them (k8s/namespaced/keda-role.yaml, argo-rollouts-role.yaml). */}}
 {{- define "rainbowd.namespacedRules" -}}
 {{- $rules := list -}}
 {{- range (.Files.Get "files/app-rules.yaml" | fromYaml).rules -}}
-{{- if or $.Values.namespaced.keda (not (has "keda.sh" .apiGroups)) -}}
+{{- if and (or $.Values.namespaced.keda (not (has "keda.sh" .apiGroups))) (or $.Values.namespaced.argoRollouts (not (has "argoproj.io" .apiGroups))) -}}
 {{- $rules = append $rules . -}}
 {{- end -}}
 {{- end -}}

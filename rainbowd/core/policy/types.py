@@ -99,6 +99,11 @@ class Knobs:
     step_down: StepDown | None = None
     """Remove pods holding connections too, least-connected first (needs consolidate); None:
     only idle pods are given back."""
+    deadline_ahead: timedelta = timedelta(minutes=10)
+    """An Argo Rollout's retired color still held (connections, protect, a hold) has its
+    scale-down-deadline kept at least half this far ahead of now, moved to this far ahead
+    (never past maxRetiredAge). Long enough to outlast a missed cycle or two, short enough
+    that with rainbowd stopped Argo Rollouts' own timer takes over within it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,7 +220,7 @@ class PrometheusClient:
                 reader = self._summaries.get(query)
                 if reader is None:
                     reader = self._summaries[query] = SummaryReader(query)
-                reused = reader.reuse(at)
+                reused = reader.reuse(at) or await self._probed(reader, at)
                 if reused is not None:
                     return reused
                 answer = await self._post(expr, at=at)
@@ -259,6 +259,18 @@ class PrometheusClient:
         for warning in result.warnings:
             log.warning("prometheus result partly ignored", cause=warning, query=_shorten(shown))
         return result
+
+    async def _probed(self, reader: SummaryReader, at: datetime) -> QueryResult | None:
+        """The last answer's result at `at` if, its next evaluation due, the rules have not
+        recorded it yet (`SummaryReader.probe`: one series asked for); else None."""
+        probe = reader.probe(at)
+        if probe is None:
+            return None
+        try:
+            vector = await self.query(probe, at=at)
+        except PrometheusError:
+            vector = None  # the whole answer is asked for, and its fault reported
+        return reader.probed(vector, at)
 
     def retain(self, queries: Iterable[ConnectionsQuery]) -> None:
         """Forget the remembered answers of every query but these (the ones still asked)."""
@@ -397,7 +409,6 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     a pod label counted by it, and only the (usually no) series without one relabelled, their
     instance made their pod, so no series of the metric is relabelled where it need not be.
     """
-    names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
     raw = dataclasses.replace(query, matchers="", recorded=False)
     total, _, negative = _raw_parts(raw)
     by, pod = _by(raw), raw.pod_label
@@ -406,10 +417,14 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
         f"count by ({by}, {pod}) (label_replace(count by ({by}, instance)"
         f' ({raw.metric}{{{pod}=""}}), "{pod}", "$1", "instance", "(.+)"))'
     )
-    every = (total, f"count by ({by}) ({named} or {unnamed})", negative)
+    # The pod count last: once a color's is recorded, its whole evaluation is (`probe`).
     rules = [
         {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
-        for name, expr, part in zip(names, every, _PARTS, strict=False)
+        for name, expr, part in (
+            (RECORDED_SUM, total, SUM_PART),
+            (RECORDED_NEGATIVE, negative, NEGATIVE_PART),
+            (RECORDED_PODS, f"count by ({by}) ({named} or {unnamed})", PODS_PART),
+        )
     ]
     interval = format_duration(query.rule_interval)
     return {"groups": [{"name": RULE_GROUP, "interval": interval, "rules": rules}]}
@@ -591,9 +606,12 @@ class SummaryReader:
         self._body: bytes | None = None  # the last answer read, without its evaluation time
         self._made: dict[tuple[str, str], Connections] = {}
         self._missing = missing_cause(query)
-        # The answer last read stands from when it was read until then, Unix times (recorded
-        # series only).
-        self._reusable: tuple[float, float] | None = None
+        # The answer last read: when it was read, when the next evaluation is due, and until
+        # when all of its figures are less than two rule intervals old, as Unix times; and the
+        # query probing for the next evaluation (recorded series only).
+        self._reusable: tuple[float, float, float] | None = None
+        self._probe: str | None = None
+        self._probed_key: ColorKey | None = None
         self._evaluated: float | None = None
         twice = 2 * query.rule_interval
         self._stale = Connections.unknown(
@@ -605,8 +623,31 @@ class SummaryReader:
         """The last answer's result at `at`, if no evaluation of the rules is due since it was
         read (`at` before a rule interval after its oldest figure); else None: ask again."""
         if self._reusable is not None:
-            read_at, until = self._reusable
-            if read_at <= at.timestamp() < until:
+            read_at, due, _ = self._reusable
+            if read_at <= at.timestamp() < due:
+                return self._result(at)
+        return None
+
+    def probe(self, at: datetime) -> str | None:
+        """Once the next evaluation is due: the query for the time of one color's recorded pod
+        count (the last rule of the group: once it is recorded, the whole evaluation is),
+        while every figure of the last answer is still fresh at `at`; else None."""
+        if self._reusable is not None and self._probe is not None:
+            read_at, _, fresh = self._reusable
+            if read_at <= at.timestamp() < fresh:
+                return self._probe
+        self._reusable = None
+        return None
+
+    def probed(self, vector: Vector | None, at: datetime) -> QueryResult | None:
+        """The last answer's result at `at` if the probe's answer (None: it failed) is the
+        probed color's pod count recorded no later than the answer's oldest figure; else
+        None, and the last answer is not used again: the whole answer is to be asked for."""
+        evaluated = self._evaluated
+        if vector is not None and not vector.warnings and vector and evaluated is not None:
+            probed = self._probed_key
+            times = [s.value for s in vector if _color_key(s.labels, self._names) == probed]
+            if len(times) == len(vector) and all(t <= evaluated for t in times):
                 return self._result(at)
         self._reusable = None
         return None
@@ -630,7 +671,7 @@ class SummaryReader:
         result, or None with Prometheus' warnings (partial data); raises PrometheusError. An
         answer byte for byte as last time but for its evaluation time is not parsed again:
         last time's result stands, the same mapping."""
-        self._reusable = None
+        self._reusable = self._probe = None
         timeless = _timeless(body) if status == 200 and stale is None else None
         if timeless is None or timeless != self._body:
             self._body = None
@@ -648,8 +689,10 @@ class SummaryReader:
         if self.query.recorded and evaluated is not None and math.isfinite(evaluated) and not stale:
             # Never past a rule interval after the read either (a clock ahead of Prometheus').
             read_at = at.timestamp()
-            oldest = min(evaluated, read_at)
-            self._reusable = (read_at, oldest + self.query.rule_interval.total_seconds())
+            since = min(evaluated, read_at)
+            seconds = self.query.rule_interval.total_seconds()
+            self._reusable = (read_at, since + seconds, since + 2 * seconds)
+            self._probe = self._probe_of(self._probed_key)
         return self._result(at), ()
 
     def read(self, items: list[Any], *, at: datetime) -> QueryResult:
@@ -681,6 +724,7 @@ class SummaryReader:
                 if key in into:
                     twice.add(key)
                 into[key] = text
+        self._probed_key = next(iter(pods), None)
         changed = self._join(sums, pods, twice)
         if changed or unknown or self._rebuilt:
             by_color = {key: entry[2] for key, entry in self._last.items()}
@@ -699,6 +743,14 @@ class SummaryReader:
             warnings.append(f"{stale} colors' {self._stale.cause}")
         self._warnings = tuple(warnings)
         return self._result(at)
+
+    def _probe_of(self, key: ColorKey | None) -> str | None:
+        if key is None:
+            return None
+        matchers = ", ".join(
+            f"{name}={json.dumps(value)}" for name, value in zip(self._names, key, strict=True)
+        )
+        return f'timestamp({{__name__="{RECORDED_PODS}", {matchers}}})'
 
     def _result(self, at: datetime) -> QueryResult:
         return QueryResult(

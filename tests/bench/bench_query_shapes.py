@@ -11,9 +11,10 @@ what it spends meanwhile without them (scraping), per evaluation.
 
 Per minute, with the rules evaluated every 30 s (two evaluations a minute), at the daemon's
 default cycle of 30 s and at a 5 s cycle: the summary asked every cycle; the recorded series
-read at most once a cycle, and only when a new evaluation is due, the reads a minute counted
-from the real client over a minute of 5 s cycles against the rules evaluated every 30 s (at a
-30 s cycle, at most the two cycles).
+read at most once a cycle, and only when a new evaluation is recorded (a probe of one series
+asking, once one is due), the reads and probes a minute counted from the real client over a
+minute of 5 s cycles against the rules evaluated every 30 s (at a 30 s cycle, a probe and a
+read each cycle counted).
 
     python -m tests.bench query_shapes      (RAINBOWD_BENCH_SHAPES_SIZES=30000,150000)
 """
@@ -43,6 +44,7 @@ from rainbowd.prom.querying import (
     RECORDED_PODS,
     RECORDED_SUM,
     RULE_GROUP,
+    Vector,
     recording_rules,
     summary_expr,
 )
@@ -67,6 +69,8 @@ IDLE = ConnectionsQuery(recorded=True, rule_interval=timedelta(hours=2))
 # queries being measured.
 SCRAPE = 60.0
 _BY = "namespace, app, color"
+# What the client asks, once an evaluation is due, to learn whether it is recorded yet.
+PROBE = f'timestamp({{__name__="{RECORDED_PODS}", namespace="ns0", app="app0", color="c000000"}})'
 
 
 def count_values_expr(query: ConnectionsQuery) -> str:
@@ -186,9 +190,19 @@ def evaluation_cost(
     return (used - idle * (time.monotonic() - started)) / EVALS
 
 
-async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> int:
-    """The requests the real client sends over a minute of cycles `cycle` seconds apart, reading
-    the recorded series while the rules are evaluated every RULES."""
+class _Counting(PrometheusClient):
+    """The client, counting the single queries it sends (the probes for a new evaluation)."""
+
+    probes = 0
+
+    async def query(self, expr: str, *, at: datetime) -> Vector:
+        self.probes += 1
+        return await super().query(expr, at=at)
+
+
+async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[int, int]:
+    """The reads and the probes the real client sends over a minute of cycles `cycle` seconds
+    apart, reading the recorded series while the rules are evaluated every RULES."""
     sent = 0
 
     async def count(*_: object) -> None:
@@ -199,14 +213,14 @@ async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> int:
     trace.on_request_start.append(count)
     settings = PrometheusSettings(url=prom.url, timeout=timedelta(seconds=120))
     async with aiohttp.ClientSession(trace_configs=[trace]) as session:
-        client = PrometheusClient(session, settings)
+        client = _Counting(session, settings)
         started = time.monotonic()
         for n in range(round(60 / cycle)):
             await asyncio.sleep(max(0.0, started + n * cycle - time.monotonic()))
             result = await client.connections(RECORDED, at=datetime.now(UTC))
             if not result.ok:
                 raise RuntimeError(f"the recorded read failed: {result.error}")
-    return sent
+    return sent - client.probes, client.probes
 
 
 def measure(series: int, workdir: Path) -> dict[str, float]:
@@ -233,11 +247,12 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
             prom.reload()
             got["read_before"] = cpu_per(prom, lambda: query(prom, before_read()))
             got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
+            got["probe"] = cpu_per(prom, lambda: query(prom, PROBE))
             prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=_all(colors))
             # A minute of 5 s cycles against the rules evaluated every 30 s.
             rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
             prom.reload()
-            got["reads_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
+            got["reads_5s"], got["probes_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
             return got
         finally:
             prom.close()
@@ -254,13 +269,13 @@ def per_minute(got: dict[str, float], cycle: float) -> SimpleNamespace:
     """Prometheus' CPU seconds a minute, rules evaluated every 30 s, rainbowd's cycle `cycle`."""
     cycles = 60 / cycle
     evaluations = 60 / RULES.total_seconds()
-    reads = min(cycles, got["reads_5s"]) if cycle == 5.0 else cycles
+    reads, probes = (got["reads_5s"], got["probes_5s"]) if cycle == 5.0 else (cycles, cycles)
     return SimpleNamespace(
         count_values=cycles * got["count_values"],
         split=cycles * got["split"],
         before=cycles * got["read_before"] + evaluations * got["rules_before"],
-        now=reads * got["read"] + evaluations * got["rules"],
-        reads=reads,
+        now=reads * got["read"] + probes * got["probe"] + evaluations * got["rules"],
+        reads=f"{reads:g}+{probes:g}",
     )
 
 
@@ -271,7 +286,7 @@ def main() -> None:
     )
     print(
         f"{'series':>8} {'count_values':>13} {'split':>8} {'read before':>12} {'read':>8}"
-        f" {'rules before':>13} {'rules':>8}"
+        f" {'rules before':>13} {'rules':>8} {'probe':>6}"
     )
     rows = []
     for size in SIZES:
@@ -283,6 +298,7 @@ def main() -> None:
             f"{size:>8} {got['count_values'] * 1000:>13.1f} {got['split'] * 1000:>8.1f}"
             f" {got['read_before'] * 1000:>12.1f} {got['read'] * 1000:>8.1f}"
             f" {got['rules_before'] * 1000:>13.1f} {got['rules'] * 1000:>8.1f}"
+            f" {got['probe'] * 1000:>6.1f}"
             f"   ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
@@ -292,14 +308,14 @@ def main() -> None:
     )
     print(
         f"{'series':>8} {'cycle':>6} {'count_values':>13} {'split':>8} {'recorded before':>16}"
-        f" {'reads':>6} {'recorded now':>13} {'ratio':>6}"
+        f" {'reads+probes':>12} {'recorded now':>13} {'ratio':>6}"
     )
     for size, got in rows:
         for cycle in CYCLES:
             m = per_minute(got, cycle)
             print(
                 f"{size:>8} {cycle:>5g}s {m.count_values:>13.1f} {m.split:>8.1f}"
-                f" {m.before:>16.1f} {m.reads:>6g} {m.now:>13.1f}"
+                f" {m.before:>16.1f} {m.reads:>12} {m.now:>13.1f}"
                 f" {m.count_values / m.now if m.now else float('inf'):>6.1f}"
             )
 

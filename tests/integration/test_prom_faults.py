@@ -586,13 +586,16 @@ async def test_a_recorded_answer_stands_until_the_next_evaluation_is_due_unless_
     assert len(fakeprom.requests) == 1
     assert later.by_color is first.by_color and later.at == AT + timedelta(seconds=14)
     assert later.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=2)
-    # Due: asked again; a failed answer is never used again.
+    # Due: the probe for the next evaluation fails, so the whole answer is asked for, and a
+    # failed answer is never used again.
     fakeprom.reply = Reply(status=503, body=b"down")
     assert not (await client.connections(query, at=AT + timedelta(seconds=15))).ok
+    probe, whole = (r.form["query"] for r in fakeprom.requests[1:])
+    assert probe.startswith("timestamp(") and whole == summary_expr(query)
     assert not (await client.connections(query, at=AT + timedelta(seconds=16))).ok
-    assert len(fakeprom.requests) == 3
+    assert len(fakeprom.requests) == 4
     # An answer without the evaluated part (no figure recorded) is not used again either.
     fakeprom.reply = Reply(body=summary(("chat", "web", "3c3fdc", "4", "2")))
     await client.connections(query, at=AT + timedelta(seconds=17))
     await client.connections(query, at=AT + timedelta(seconds=17))
-    assert len(fakeprom.requests) == 5
+    assert len(fakeprom.requests) == 6

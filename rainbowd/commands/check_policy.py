@@ -17,15 +17,19 @@ import yaml
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy import (
     KNOBS,
+    PRESETS,
     ConnectionsQuery,
     Policy,
     PolicyError,
+    narrowing_warnings,
     policy_to_document,
     policy_warnings,
 )
+from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 from rainbowd.prom.querying import RECORDED_PODS, RECORDED_SUM, RULE_GROUP, recording_rules
+from rainbowd.settings import parse_namespaces
 
 _WIDTH = max(len(knob.key) for knob in KNOBS) + 2
 
@@ -50,7 +54,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "the recording rules `connections.source: recorded` reads, as a Prometheus rule file"
         ),
     )
+    parser.add_argument(
+        "--namespaces",
+        metavar="NS,NS",
+        type=_namespaces,
+        default=(),
+        help=(
+            "show the queries as a rainbowd managing only these namespaces (a shard, "
+            "`run --namespaces`) sends them: narrowed to their series"
+        ),
+    )
     parser.set_defaults(func=run)
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    try:
+        return parse_namespaces(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    for warning in policy_warnings(policy):
+    for warning in policy_warnings(policy) + narrowing_warnings(policy, args.namespaces):
         print(f"{source}: warning: {warning}", file=sys.stderr)
     if args.output == "rules":
+        # The rules record every namespace, whoever reads them.
         return _rules(policy, source)
+    policy = policy.narrowed(args.namespaces)
     if args.output == "json":
         json.dump(policy_to_document(policy), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -111,6 +134,18 @@ def _query(query: ConnectionsQuery) -> str:
     return f"{query.selector}  ({by}; source raw)"
 
 
+def preset_lines(query: ConnectionsQuery) -> list[str]:
+    """What a preset other than the default reads, where each label comes from, its caveats."""
+    if query.query is not None or query.preset == DEFAULT:
+        return []
+    preset = PRESETS[query.preset]
+    return [
+        f"preset {preset.name}: {preset.counts}",
+        f"labels: {preset.labels}",
+        *(f"caveat: {caveat}" for caveat in preset.caveats),
+    ]
+
+
 def render(policy: Policy, *, source: str, out: TextIO) -> None:
     """The effective policy, for people: header, then each rule with every knob resolved."""
     rules = len(policy.rules)
@@ -129,6 +164,7 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
         out.write(f"  {'namespaces:':<{_WIDTH}}{namespaces}\n")
         out.write(f"  {'selector:':<{_WIDTH}}{rule.selector.text or '(every Deployment)'}\n")
         out.write(f"  {'connections:':<{_WIDTH}}{_query(rule.connections)}\n")
+        out.writelines(f"  {'':<{_WIDTH}}{line}\n" for line in preset_lines(rule.connections))
         for knob in KNOBS:
             shown = knob.text(rule.knobs)
             default = knob.text(policy.defaults)

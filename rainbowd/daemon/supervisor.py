@@ -80,7 +80,9 @@ class Daemon:
         self.sides = sides = SideParts() if sides is None else sides
         self.metrics = sides.metrics
         self.metrics.registry.register(StructureCollector(lambda: self))
-        self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
+        self.policy = PolicyState(
+            source=settings.policy.describe(), metrics=self.metrics, namespaces=settings.namespaces
+        )
         self.stopping = asyncio.Event()
         self.lease_lost = False
         self.parts: Parts | None = None

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rainbowd.core.policy import ConnectionsQuery
+from rainbowd.core.policy import ConnectionsQuery, series_expr
 from rainbowd.logs import get_logger
 from rainbowd.prom.querying import ColorKey, PrometheusClient, PrometheusError, Vector
 
@@ -37,16 +37,15 @@ def _regex_values(values: Iterable[str]) -> str:
 
 
 def pods_expr(query: ConnectionsQuery, colors: Iterable[ColorKey]) -> str:
-    """The raw series of `colors` only: the rule's selector narrowed by namespace, app and color
-    (a superset of the colors, filtered exactly when grouped)."""
+    """The per-pod series of `colors` only: the rule's series (`series_expr`) narrowed by
+    namespace, app and color where its preset can (a superset of the colors, filtered exactly
+    when grouped)."""
     wanted = list(colors)
-    matchers = [
-        query.matchers,
-        f'{query.namespace_label}=~"{_regex_values(k[0] for k in wanted)}"',
-        f'{query.app_label}=~"{_regex_values(k[1] for k in wanted)}"',
-        f'{query.color_label}=~"{_regex_values(k[2] for k in wanted)}"',
-    ]
-    return f"{query.metric}{{{', '.join(m for m in matchers if m)}}}"
+    narrow = {
+        role: _regex_values(k[i] for k in wanted)
+        for i, role in enumerate(("namespace", "app", "color"))
+    }
+    return series_expr(query, narrow)
 
 
 def group_pods(

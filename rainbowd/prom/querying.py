@@ -34,7 +34,8 @@ from typing import Any
 import aiohttp
 
 from rainbowd.core.model import NO_SERIES, Connections, PrometheusErrorCause
-from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings, series_expr
+from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.logs import get_logger
 
 log = get_logger(__name__)
@@ -370,7 +371,7 @@ def _recorded_expr(query: ConnectionsQuery) -> str:
     `evaluated` part, the time of the oldest recorded sum or pod count (one series naming no
     color): the next evaluation is due a rule interval after it, and only when it is more than
     two rule intervals old are the stale colors asked for (`stale_expr`)."""
-    matchers = f", {query.matchers}" if query.matchers else ""
+    matchers = f", {query.series_matchers}" if query.series_matchers else ""
     every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
     evaluated = f"min(timestamp({_recorded_figures(query)}))"
     return f'{every} or label_replace({evaluated}, "{PART_LABEL}", "{EVALUATED_PART}", "", "")'
@@ -387,8 +388,9 @@ def stale_expr(query: ConnectionsQuery) -> str:
 
 
 def _recorded_figures(query: ConnectionsQuery) -> str:
-    # The matchers narrow the recorded series, which keep the namespace, app and color labels.
-    matchers = f", {query.matchers}" if query.matchers else ""
+    # The matchers (and the namespaces managed) narrow the recorded series, which keep the
+    # namespace, app and color labels.
+    matchers = f", {query.series_matchers}" if query.series_matchers else ""
     return f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
 
 
@@ -405,25 +407,28 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     `query.rule_interval`: what `source: recorded` reads. The rules record every series of the
     metric; the query's matchers narrow the recorded series when they are read.
 
-    The pod count is the summary's, made cheaper to evaluate every interval: the series with
-    a pod label counted by it, and only the (usually no) series without one relabelled, their
-    instance made their pod, so no series of the metric is relabelled where it need not be.
+    With the default preset (whose narrowing by pod is exact) the pod count is the summary's,
+    made cheaper to evaluate every interval: the series with a pod label counted by it, and
+    only the (usually no) series without one relabelled, their instance made their pod, so no
+    series of the metric is relabelled where it need not be.
     """
-    raw = dataclasses.replace(query, matchers="", recorded=False)
-    total, _, negative = _raw_parts(raw)
-    by, pod = _by(raw), raw.pod_label
-    named = f'count by ({by}, {pod}) ({raw.metric}{{{pod}!=""}})'
-    unnamed = (
-        f"count by ({by}, {pod}) (label_replace(count by ({by}, instance)"
-        f' ({raw.metric}{{{pod}=""}}), "{pod}", "$1", "instance", "(.+)"))'
-    )
+    raw = dataclasses.replace(query, matchers="", recorded=False, namespaces=())
+    total, pods, negative = _raw_parts(raw)
+    if raw.preset == DEFAULT:
+        by, pod = _by(raw), raw.pod_label
+        named = f"count by ({by}, {pod}) ({series_expr(raw, {'pod': '.+'})})"
+        unnamed = (
+            f"count by ({by}, {pod}) (label_replace(count by ({by}, instance)"
+            f' ({series_expr(raw, {"pod": ""})}), "{pod}", "$1", "instance", "(.+)"))'
+        )
+        pods = f"count by ({by}) ({named} or {unnamed})"
     # The pod count last: once a color's is recorded, its whole evaluation is (`probe`).
     rules = [
         {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
         for name, expr, part in (
             (RECORDED_SUM, total, SUM_PART),
             (RECORDED_NEGATIVE, negative, NEGATIVE_PART),
-            (RECORDED_PODS, f"count by ({by}) ({named} or {unnamed})", PODS_PART),
+            (RECORDED_PODS, pods, PODS_PART),
         )
     ]
     interval = format_duration(query.rule_interval)

@@ -29,10 +29,10 @@ Point = tuple[float, float]
 def range_expression(query: ConnectionsQuery) -> str:
     """The connections query summed per color: one series per color, not per pod. With
     `source: recorded`, the recorded sums (`rainbowd:connections:sum`), one series per color
-    already, narrowed by the matchers."""
+    already, narrowed by the matchers and the namespaces managed."""
     labels = ", ".join((query.namespace_label, query.app_label, query.color_label))
     if query.recorded:
-        inner = f"{RECORDED_SUM}{{{query.matchers}}}"
+        inner = f"{RECORDED_SUM}{{{query.series_matchers}}}"
     elif query.query is not None:
         inner = query.query
     else:

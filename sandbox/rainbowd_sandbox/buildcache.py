@@ -99,9 +99,12 @@ _CLUSTER_INPUTS = ("versions", "go.mod", "go.sum", "tools.go", "cmd", "build")
 # Thanos, for the query tests: a wrapper module and build script of its own, so pinning it
 # never rebuilds the control plane.
 _THANOS_INPUTS = ("go.mod", "go.sum", "build")
-# KEDA's operator, for the autoscaler tests: the same, keyed by its own version and script.
-_KEDA_INPUTS = ("versions", "build")
-KINDS = ("controlplane", "tools", "thanos", "keda")
+# Controllers built from their own Go module for the tests that run them against the test
+# control plane (KEDA's operator, Argo Rollouts' controller): each keyed by its own folder's
+# `versions` and `build`, named by the version that file pins.
+_ADDON_INPUTS = ("versions", "build")
+_ADDON_VERSIONS = {"keda": "KEDA_VERSION", "argo-rollouts": "ARGO_ROLLOUTS_VERSION"}
+KINDS = ("controlplane", "tools", "thanos", *_ADDON_VERSIONS)
 
 
 def _pinned(name: str, root: Path) -> str:
@@ -120,19 +123,21 @@ def _thanos_version(folder: Path) -> str:
     raise CacheError("github.com/thanos-io/thanos is not required in tests/cluster/thanos/go.mod")
 
 
-def _keda_version(folder: Path) -> str:
+def _addon_version(kind: str, folder: Path) -> str:
+    pin = _ADDON_VERSIONS[kind]
     for line in (folder / "versions").read_text().splitlines():
         name, _, value = line.partition("=")
-        if name.strip() == "KEDA_VERSION" and value.strip():
+        if name.strip() == pin and value.strip():
             return value.strip()
-    raise CacheError("KEDA_VERSION is not pinned in tests/cluster/keda/versions")
+    raise CacheError(f"{pin} is not pinned in tests/cluster/{kind}/versions")
 
 
 def entry(kind: str, *, root: Path | None = None) -> Path:
     """The entry tests/cluster/build fills for `kind` ("controlplane" or "tools"), or
-    tests/cluster/thanos/build for "thanos", tests/cluster/keda/build for "keda": keyed by the
-    pinned versions, the wrapper module, its build script and the Go that builds it. Thanos and
-    KEDA have inputs of their own, so pinning them never rebuilds the control plane."""
+    tests/cluster/thanos/build for "thanos", tests/cluster/<kind>/build for "keda" and
+    "argo-rollouts": keyed by the pinned versions, the wrapper module, its build script and the
+    Go that builds it. Thanos, KEDA and Argo Rollouts have inputs of their own, so pinning them
+    never rebuilds the control plane."""
     root = root if root is not None else _repo_root()
     if kind not in KINDS:
         raise CacheError(f"no entry kind {kind!r}")
@@ -140,10 +145,10 @@ def entry(kind: str, *, root: Path | None = None) -> Path:
         folder = root / "tests" / "cluster" / "thanos"
         key = digest([files_digest(folder, _THANOS_INPUTS).encode(), go_version().encode()])[:16]
         return cache_root() / kind / f"{_thanos_version(folder)}-{key}"
-    if kind == "keda":
-        folder = root / "tests" / "cluster" / "keda"
-        key = digest([files_digest(folder, _KEDA_INPUTS).encode(), go_version().encode()])[:16]
-        return cache_root() / kind / f"{_keda_version(folder)}-{key}"
+    if kind in _ADDON_VERSIONS:
+        folder = root / "tests" / "cluster" / kind
+        key = digest([files_digest(folder, _ADDON_INPUTS).encode(), go_version().encode()])[:16]
+        return cache_root() / kind / f"{_addon_version(kind, folder)}-{key}"
     key = digest(
         [files_digest(root / "tests" / "cluster", _CLUSTER_INPUTS).encode(), go_version().encode()]
     )[:16]
@@ -293,6 +298,17 @@ def ensure(folder: Path, build: Callable[[Path], None]) -> bool:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return True
+
+
+def ensure_addon(kind: str, *, root: Path | None = None) -> Path:
+    """The verified entry of a controller kind ("keda", "argo-rollouts"), built first by
+    tests/cluster/<kind>/build unless it is there; CacheError when the build fails."""
+    if kind not in _ADDON_VERSIONS:
+        raise CacheError(f"{kind!r} is not built by a script of its own")
+    root = root if root is not None else _repo_root()
+    folder = entry(kind, root=root)
+    ensure(folder, _build_command(["bash", str(root / "tests" / "cluster" / kind / "build")]))
+    return folder
 
 
 def prune(parent: Path, pattern: str, *, keep: int, unused_for: float) -> None:

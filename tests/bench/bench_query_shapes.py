@@ -22,12 +22,13 @@ read each cycle counted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -228,40 +229,48 @@ async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[int, 
 
 def measure(series: int, workdir: Path) -> dict[str, float]:
     rules = workdir / "rules.yaml"
-    rules.write_text("groups: []\n")
-    prom = PrometheusServer(scrape_interval=SCRAPE, rule_files=[rules])
+    with scraping(series) as prom:
+        got = {
+            "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
+            "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
+        }
+        idle = idle_rate(prom, EVALS * EVAL_EVERY.total_seconds())
+        rules.write_text("groups: []\n")
+        prom.set_rule_files([rules])
+        got["rules_before"] = evaluation_cost(prom, rules, before_rules(RULES), idle)
+        got["rules"] = evaluation_cost(prom, rules, recording_rules(RECORDED), idle)
+        # The rules recorded, their group is reloaded with a long interval (the same rules:
+        # Prometheus keeps their series), so no evaluation lands among the reads measured.
+        colors = series // PODS
+        prom.wait_for(f"count({RECORDED_SUM})", timeout=600, predicate=all_of(colors))
+        rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
+        prom.reload()
+        got["read_before"] = cpu_per(prom, lambda: query(prom, before_read()))
+        got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
+        got["probe"] = cpu_per(prom, lambda: query(prom, PROBE))
+        prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=all_of(colors))
+        # A minute of 5 s cycles against the rules evaluated every 30 s.
+        rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
+        prom.reload()
+        got["reads_5s"], got["probes_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
+        return got
+
+
+@contextlib.contextmanager
+def scraping(series: int) -> Iterator[PrometheusServer]:
+    """A real Prometheus that has scraped one exposition of `series` series (`exposition`)."""
+    prom = PrometheusServer(scrape_interval=SCRAPE)
     with Exposition(exposition(series)) as target:
         prom.start()
         try:
             prom.set_targets([(target.target, {})])
-            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=_all(series))
-            got = {
-                "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
-                "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
-            }
-            idle = idle_rate(prom, EVALS * EVAL_EVERY.total_seconds())
-            got["rules_before"] = evaluation_cost(prom, rules, before_rules(RULES), idle)
-            got["rules"] = evaluation_cost(prom, rules, recording_rules(RECORDED), idle)
-            # The rules recorded, their group is reloaded with a long interval (the same rules:
-            # Prometheus keeps their series), so no evaluation lands among the reads measured.
-            colors = series // PODS
-            prom.wait_for(f"count({RECORDED_SUM})", timeout=600, predicate=_all(colors))
-            rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
-            prom.reload()
-            got["read_before"] = cpu_per(prom, lambda: query(prom, before_read()))
-            got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
-            got["probe"] = cpu_per(prom, lambda: query(prom, PROBE))
-            prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=_all(colors))
-            # A minute of 5 s cycles against the rules evaluated every 30 s.
-            rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
-            prom.reload()
-            got["reads_5s"], got["probes_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
-            return got
+            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=all_of(series))
+            yield prom
         finally:
             prom.close()
 
 
-def _all(series: int) -> Callable[[list[Sample]], bool]:
+def all_of(series: int) -> Callable[[list[Sample]], bool]:
     def check(samples: list[Sample]) -> bool:
         return bool(samples) and samples[0].value == series
 

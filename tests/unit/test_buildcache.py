@@ -130,14 +130,20 @@ def test_thanos_is_an_entry_of_its_own_that_never_moves_the_control_plane(
     assert buildcache.entry("controlplane", root=tmp_path) == controlplane
 
 
-def test_kedas_entry_is_keyed_apart_from_the_control_plane(cluster_copy: Path) -> None:
+@pytest.mark.parametrize(("kind", "version"), [("keda", "v2.21."), ("argo-rollouts", "v1.10.")])
+def test_a_controllers_entry_is_keyed_apart_from_the_control_plane(
+    cluster_copy: Path, kind: str, version: str
+) -> None:
     tmp_path = cluster_copy
-    plane, keda = (buildcache.entry(k, root=tmp_path) for k in ("controlplane", "keda"))
-    assert keda.parent == tmp_path / "cache" / "keda"
-    assert keda.name.startswith("v2.21.")
-    with (tmp_path / "tests" / "cluster" / "keda" / "build").open("a") as handle:
-        handle.write("\n")
-    assert buildcache.entry("keda", root=tmp_path) != keda
+    plane, entry = (buildcache.entry(k, root=tmp_path) for k in ("controlplane", kind))
+    assert entry.parent == tmp_path / "cache" / kind
+    assert entry.name.startswith(version)
+    seen = {entry}
+    for name in ("build", "versions"):
+        with (tmp_path / "tests" / "cluster" / kind / name).open("a") as handle:
+            handle.write("\n")
+        seen.add(buildcache.entry(kind, root=tmp_path))
+    assert len(seen) == 3
     assert buildcache.entry("controlplane", root=tmp_path) == plane
 
 
@@ -344,3 +350,8 @@ def test_the_build_script_prunes_old_keys_of_its_kind_and_version(tmp_path: Path
         "v1.1-ccc",
         "v1.2-ddd",
     ]
+
+
+def test_only_a_controller_kind_is_built_by_a_script_of_its_own(cluster_copy: Path) -> None:
+    with pytest.raises(buildcache.CacheError, match="not built by a script of its own"):
+        buildcache.ensure_addon("controlplane", root=cluster_copy)

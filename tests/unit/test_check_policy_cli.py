@@ -10,7 +10,16 @@ from pathlib import Path
 
 import yaml
 
-from rainbowd.core.policy import KNOB_KEYS, KNOBS, Knobs, parse_policy
+from rainbowd.core.policy import (
+    KNOB_KEYS,
+    KNOBS,
+    PRESET_NAMES,
+    PRESETS,
+    ConnectionsQuery,
+    Knobs,
+    parse_policy,
+    series_expr,
+)
 from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 
@@ -235,3 +244,74 @@ def test_rules_recording_two_queries_cannot_be_printed_as_one(tmp_path: Path) ->
     proc = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
     assert proc.returncode == 1
     assert "rules a, b read recorded series of different queries" in proc.stderr
+
+
+def test_namespaces_show_the_queries_a_shard_sends(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "connections: {metric: conns, matchers: 'job=\"chat\"'}\n"
+        + "rules:\n  - name: chat\n    selector: app=chat\n"
+        + "  - name: free\n    connections: {query: 'sum by (namespace, app, color) (x)'}\n",
+    )
+    whole = check_policy("policy.yaml", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert 'conns{job="chat"}  (by namespace, app, color; source raw)' in whole.stdout
+    assert whole.stderr == ""
+    shard = check_policy("--namespaces=team-b,team-a", "policy.yaml", cwd=tmp_path)
+    assert shard.returncode == 0, shard.stderr
+    assert (
+        'conns{job="chat", namespace=~"team-a|team-b"}  (by namespace, app, color; source raw)'
+        in shard.stdout
+    )
+    assert shard.stderr.splitlines() == [
+        'policy.yaml: warning: rules[1] ("free"): its connections query is free PromQL, sent as'
+        " written, not narrowed to the namespaces managed (team-a, team-b): Prometheus"
+        " evaluates it over every namespace"
+    ]
+    refused = check_policy("--namespaces=Team_A", "policy.yaml", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "not a namespace name: 'Team_A'" in refused.stderr
+
+
+def test_each_preset_prints_its_expansion_and_its_caveats(tmp_path: Path) -> None:
+    rules = "".join(
+        f"  - name: {name}\n    namespaces: [{name}]\n    connections: {{preset: {name}}}\n"
+        for name in PRESET_NAMES
+    )
+    write(tmp_path, HEADER + "rules:\n" + rules)
+    proc = check_policy("policy.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    shown = {rule.split("\n", 1)[0]: rule for rule in proc.stdout.split("\nrule ")[1:]}
+    # What each preset's text must say, the caveats the cookbook gives (README, Connections).
+    says = {
+        "linkerd": ['tcp_open_connections{direction="inbound", peer="src"}', "skip-inbound-ports"],
+        "istio": [
+            "istio_tcp_connections_opened_total",
+            "istio_tcp_connections_closed_total",
+            "every 15s",
+            "ports Istio treats as HTTP",
+            "ambient",
+        ],
+        "haproxy": ["haproxy_server_current_sessions", "server name", "namespace label"],
+        "envoy": ["envoy_cluster_endpoint_cx_active", "off by default", "does not guess"],
+    }
+    for name in PRESET_NAMES:
+        lines = shown[name].splitlines()
+        (connections,) = [line for line in lines if line.startswith("  connections:")]
+        assert series_expr(ConnectionsQuery(preset=name)) in connections
+        text = " ".join(lines)
+        assert all(phrase in text for phrase in says.get(name, [])), (name, text)
+        caveats = [line.strip() for line in lines if line.strip().startswith("caveat: ")]
+        assert caveats == [f"caveat: {c}" for c in PRESETS[name].caveats]
+        # The default preset's listing is as it was: no preset lines.
+        assert (f"preset {name}:" in text) == (name != "default")
+
+
+def test_the_recording_rules_of_a_preset(tmp_path: Path) -> None:
+    write(tmp_path, HEADER + "connections: {preset: istio, source: recorded}\nrules: []\n")
+    rules = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
+    assert rules.returncode == 0, rules.stderr
+    (group,) = yaml.safe_load(rules.stdout)["groups"]
+    series = series_expr(ConnectionsQuery(preset="istio"))
+    assert group["rules"][0]["expr"] == f"sum by (namespace, app, color) ({series})"

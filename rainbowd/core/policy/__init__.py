@@ -1,12 +1,19 @@
 """The burn-down policy: typed, frozen, validated.
 
 `types` holds the domain types, `knobs` the knob table every view of the knobs is derived from,
-`selectors` Kubernetes label selectors, `parsing` policy.yaml to `Policy` (every error at once,
-each with its path), `rendering` the effective policy back as a document.
+`presets` the connection sources and the per-pod series of each, `selectors` Kubernetes label
+selectors, `parsing` policy.yaml to `Policy` (every error at once, each with its path),
+`rendering` the effective policy back as a document.
 """
 
 from rainbowd.core.policy.knobs import KNOB_KEYS, KNOBS, Knob
-from rainbowd.core.policy.parsing import matchers_problem, parse_policy, policy_warnings
+from rainbowd.core.policy.parsing import (
+    matchers_problem,
+    narrowing_warnings,
+    parse_policy,
+    policy_warnings,
+)
+from rainbowd.core.policy.presets import PRESET_NAMES, PRESETS, Preset, series_expr
 from rainbowd.core.policy.rendering import policy_to_document
 from rainbowd.core.policy.selectors import (
     Operator,
@@ -37,6 +44,8 @@ __all__ = [
     "KIND",
     "KNOBS",
     "KNOB_KEYS",
+    "PRESETS",
+    "PRESET_NAMES",
     "Budget",
     "CleanupAction",
     "ConnectionsQuery",
@@ -46,6 +55,7 @@ __all__ = [
     "Operator",
     "Policy",
     "PolicyError",
+    "Preset",
     "PrometheusSettings",
     "Requirement",
     "Rule",
@@ -55,8 +65,10 @@ __all__ = [
     "label_key_problem",
     "label_value_problem",
     "matchers_problem",
+    "narrowing_warnings",
     "parse_policy",
     "parse_selector",
     "policy_to_document",
     "policy_warnings",
+    "series_expr",
 ]

@@ -68,6 +68,19 @@ def _unknown_key(key: object, known: Sequence[str]) -> str:
     return f"unknown key (expected one of: {', '.join(known)})"
 
 
+def one_of(value: object, choices: Sequence[str], path: str, errors: Errors) -> str | None:
+    """One of `choices`, else an error listing them (with a "did you mean" for a near miss)."""
+    if isinstance(value, str) and value in choices:
+        return value
+    message = f"expected one of {', '.join(choices)}, got {show(value)}"
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value.replace("_", "-").lower(), choices, n=1)
+        if close:
+            message += f' (did you mean "{close[0]}"?)'
+    errors.add(path, message)
+    return None
+
+
 def mapping(value: object, path: str, errors: Errors) -> Mapping[Any, object] | None:
     """A section's mapping; null counts as empty so a section of commented-out lines is valid."""
     if value is None:

@@ -4,7 +4,6 @@ back to the effective-policy document and shown by `check-policy`. Parsing, unkn
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +17,7 @@ from rainbowd.core.policy.fields import (
     key_path,
     mapping,
     non_negative_int,
+    one_of,
     positive_duration,
     positive_int,
     section,
@@ -48,16 +48,8 @@ def _max_colors(value: object, path: str, errors: Errors) -> int | None:
 
 
 def _action(value: object, path: str, errors: Errors) -> CleanupAction | None:
-    choices = [a.value for a in CleanupAction]
-    if isinstance(value, str) and value in choices:
-        return CleanupAction(value)
-    message = f"expected one of {', '.join(choices)}, got {show(value)}"
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value.replace("_", "-").lower(), choices, n=1)
-        if close:
-            message += f' (did you mean "{close[0]}"?)'
-    errors.add(path, message)
-    return None
+    action = one_of(value, [a.value for a in CleanupAction], path, errors)
+    return None if action is None else CleanupAction(action)
 
 
 def budget(value: object, path: str, errors: Errors) -> Budget | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rainbowd.core.durations import format_duration
@@ -16,11 +16,13 @@ from rainbowd.core.policy.fields import (
     check_keys,
     key_path,
     mapping,
+    one_of,
     positive_duration,
     show,
     url,
 )
 from rainbowd.core.policy.knobs import BY_KEY, KNOB_KEYS, budget, knob_overrides
+from rainbowd.core.policy.presets import DEFAULT, PRESET_NAMES, PRESETS
 from rainbowd.core.policy.selectors import (
     Selector,
     SelectorError,
@@ -83,7 +85,15 @@ def matchers_problem(text: str) -> str | None:
     return None
 
 
-_CONNECTIONS_KEYS = ("metric", "matchers", "labels", "query", "source", "ruleInterval")
+_CONNECTIONS_KEYS = (
+    "preset",
+    "metric",
+    "matchers",
+    "labels",
+    "query",
+    "source",
+    "ruleInterval",
+)
 SOURCES = ("raw", "recorded")
 """`connections.source`: the raw series aggregated by Prometheus each cycle, or the series the
 recording rules record."""
@@ -125,6 +135,32 @@ def _series(fields: Mapping[Any, object], path: str, errors: Errors) -> dict[str
         else:
             out.update(query=query.strip(), metric=None, matchers="")
     return out
+
+
+def _preset(fields: Mapping[Any, object], path: str, errors: Errors) -> dict[str, Any]:
+    """`preset`: where the connections come from. A preset other than the default reads its
+    own metric: a different `metric`, or a free `query`, conflicts with it."""
+    if "preset" not in fields:
+        return {}
+    name = one_of(fields["preset"], PRESET_NAMES, key_path(path, "preset"), errors)
+    if name is None:
+        return {}
+    if name == DEFAULT:
+        return {"preset": name}
+    reads = PRESETS[name].metric
+    if fields.get("query") is not None:
+        errors.add(
+            key_path(path, "query"),
+            f"cannot be combined with preset {name}: the preset builds the query (reading "
+            f"{reads}); drop query, or the preset",
+        )
+    if "metric" in fields and fields["metric"] != reads:
+        errors.add(
+            key_path(path, "metric"),
+            f"preset {name} reads {reads}, not {show(fields['metric'])}: drop metric, or the "
+            "preset to read your own gauge",
+        )
+    return {"preset": name}
 
 
 def _series_labels(value: object, path: str, errors: Errors) -> dict[str, Any]:
@@ -209,6 +245,10 @@ def _connections(value: object, path: str, errors: Errors) -> ConnectionsQuery |
     before = len(errors)
     check_keys(fields, _CONNECTIONS_KEYS, path, errors)
     parsed = _series(fields, path, errors)
+    preset = _preset(fields, path, errors)
+    if preset.get("preset", DEFAULT) != DEFAULT:
+        parsed.pop("metric", None)  # the preset's own, checked by _preset
+    parsed.update(preset)
     parsed.update(_series_labels(fields.get("labels"), key_path(path, "labels"), errors))
     parsed.update(_source(fields, path, errors))
     if len(errors) > before:
@@ -499,6 +539,21 @@ def policy_warnings(policy: Policy) -> list[str]:
                 )
                 break
     return warnings
+
+
+def narrowing_warnings(policy: Policy, namespaces: Iterable[str]) -> list[str]:
+    """What `Policy.narrowed(namespaces)` could not narrow: free queries, which Prometheus
+    evaluates over every namespace whatever rainbowd manages."""
+    names = sorted(set(namespaces))
+    if not names:
+        return []
+    return [
+        f'rules[{i}] ("{rule.name}"): its connections query is free PromQL, sent as written,'
+        f" not narrowed to the namespaces managed ({', '.join(names)}): Prometheus evaluates it"
+        " over every namespace"
+        for i, rule in enumerate(policy.rules)
+        if rule.connections.query is not None
+    ]
 
 
 def _shadows(earlier: Rule, later: Rule) -> bool:

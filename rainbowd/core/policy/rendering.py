@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy.knobs import budget_document, knobs_document
+from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.core.policy.types import API_VERSION, KIND, ConnectionsQuery, Policy
 
 
 def _connections_document(query: ConnectionsQuery) -> dict[str, object]:
-    out: dict[str, object] = (
-        {"query": query.query}
-        if query.query is not None
-        else {"metric": query.metric, "matchers": query.matchers}
-    )
+    out: dict[str, object]
+    if query.query is not None:
+        out = {"query": query.query}
+    elif query.preset != DEFAULT:
+        out = {"preset": query.preset, "matchers": query.matchers}
+    else:
+        out = {"metric": query.metric, "matchers": query.matchers}
     out["labels"] = {
         "namespace": query.namespace_label,
         "app": query.app_label,

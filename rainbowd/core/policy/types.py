@@ -4,11 +4,12 @@ the planner. What each knob means is here; how each is read and shown is in `kno
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from rainbowd.core.durations import format_duration
+from rainbowd.core.policy.presets import DEFAULT, series_expr
 from rainbowd.core.policy.selectors import Selector
 
 API_VERSION = "rainbowd.io/v1alpha1"
@@ -104,6 +105,9 @@ class Knobs:
 class ConnectionsQuery:
     """How to ask Prometheus for every color's connections in one query."""
 
+    # Where the connections come from (`presets.PRESETS`): the default reads `metric`; the others
+    # read what a mesh or a load balancer exports, `metric` unused.
+    preset: str = DEFAULT
     metric: str | None = "rainbow_open_connections"
     matchers: str = ""
     namespace_label: str = "namespace"
@@ -122,6 +126,10 @@ class ConnectionsQuery:
     # is unknown.
     recorded: bool = False
     rule_interval: timedelta = timedelta(seconds=15)
+    # The namespaces this rainbowd manages (`--namespaces`, a shard's share of the cluster):
+    # the query asks only for their series, so each shard costs Prometheus its share. Empty:
+    # every namespace. Not a policy key: `narrowed` sets it from the daemon's settings.
+    namespaces: tuple[str, ...] = ()
 
     @property
     def per_pod_problem(self) -> str | None:
@@ -134,13 +142,28 @@ class ConnectionsQuery:
         return None
 
     @property
+    def namespaces_regex(self) -> str:
+        """The namespaces managed as one regex (`a|b`), what every selection of the series is
+        narrowed by (`presets.series_expr`, the recorded reads); empty: not narrowed.
+        Namespace names are DNS labels: nothing in them needs escaping."""
+        return "|".join(sorted(self.namespaces))
+
+    @property
+    def series_matchers(self) -> str:
+        """The label matchers of a selection of the recorded series, which keep the namespace,
+        app and color labels: the policy's `matchers` and the namespaces managed."""
+        narrowing = f'{self.namespace_label}=~"{self.namespaces_regex}"' if self.namespaces else ""
+        return ", ".join(m for m in (self.matchers, narrowing) if m)
+
+    @property
     def selector(self) -> str:
-        """The series selector, e.g. `rainbow_open_connections{job="chat"}`.
+        """The connections per pod (`presets.series_expr`), e.g.
+        `rainbow_open_connections{job="chat"}` for the default preset.
 
         The daemon wraps it into one query answering the sum per color and the number of
         pods reporting it (the coverage check), so each distinct query costs one request.
         """
-        return f"{self.metric}{{{self.matchers}}}"
+        return series_expr(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,21 @@ class Policy:
             if rule.matches(namespace, labels):
                 return rule
         return None
+
+    def narrowed(self, namespaces: Iterable[str]) -> Policy:
+        """The policy as a rainbowd managing only `namespaces` applies it (empty: every
+        namespace, the policy as it is): each connections query asks Prometheus for those
+        namespaces' series only. A free query (`query`) is sent as written: rainbowd cannot
+        narrow PromQL it did not write (`narrowing_warnings` says so)."""
+        names = tuple(sorted(set(namespaces)))
+        if not names:
+            return self
+
+        def narrow(query: ConnectionsQuery) -> ConnectionsQuery:
+            return query if query.query is not None else replace(query, namespaces=names)
+
+        rules = tuple(replace(rule, connections=narrow(rule.connections)) for rule in self.rules)
+        return replace(self, connections=narrow(self.connections), rules=rules)
 
     @property
     def queries(self) -> tuple[ConnectionsQuery, ...]:

@@ -126,8 +126,10 @@ def _query(query: ConnectionsQuery) -> str:
         every = format_duration(query.rule_interval)
         return (
             f"{query.selector}  ({by}; source recorded: the series of the rule group"
-            f" {RULE_GROUP}, {RECORDED_SUM} and {RECORDED_PODS}, evaluated every {every};"
-            f" `check-policy -o rules` prints them)"
+            f" {RULE_GROUP}, {RECORDED_SUM} and {RECORDED_PODS}, evaluated every {every},"
+            f" read once an evaluation, and the history seeded from {RECORDED_SUM}; the"
+            f" per-pod figures (consolidation, deletion costs) from the raw series of the colors"
+            f" that need them; `check-policy -o rules` prints the rules)"
         )
     return f"{query.selector}  ({by}; source raw)"
 

@@ -220,6 +220,8 @@ def test_the_source_in_force_and_the_rules_it_reads(tmp_path: Path) -> None:
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("  connections:")]
     assert "source recorded: the series of the rule group rainbowd-connections" in line
     assert "evaluated every 30s" in line
+    assert "history seeded from rainbowd:connections:sum" in line
+    assert "per-pod figures (consolidation, deletion costs) from the raw series" in line
     rules = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
     assert rules.returncode == 0, rules.stderr
     (group,) = yaml.safe_load(rules.stdout)["groups"]

@@ -78,6 +78,12 @@ class PlanCollector(Collector):
             "The color's desired replicas (spec.replicas) at the last cycle.",
             labels=_COLOR_LABELS,
         )
+        kind = GaugeMetricFamily(
+            "rainbowd_color_info",
+            "1 per color: its kind (Deployment, or Rollout for an Argo Rollout's ReplicaSet) and "
+            "the name of its object.",
+            labels=(*_COLOR_LABELS, "kind", "name"),
+        )
         colors = GaugeMetricFamily(
             "rainbowd_colors",
             "Colors of the app per state at the last cycle.",
@@ -97,6 +103,7 @@ class PlanCollector(Collector):
                     labels = [color.namespace, color.app, color.color]
                     per_state[color.state.value] += 1
                     state.add_metric([*labels, color.state.value], 1.0)
+                    kind.add_metric([*labels, color.kind.value, color.name], 1.0)
                     replicas.add_metric(labels, float(color.replicas))
                     if color.connections.value is not None:
                         connections.add_metric(labels, color.connections.value)
@@ -108,7 +115,7 @@ class PlanCollector(Collector):
                         retired.add_metric(labels, max(age.total_seconds(), 0.0))
                 for name, count in sorted(per_state.items()):
                     colors.add_metric([app.namespace, app.app, name], float(count))
-        yield from (connections, state, retired, floor, replicas, colors, blocked)
+        yield from (connections, state, kind, retired, floor, replicas, colors, blocked)
 
     @staticmethod
     def _forecasts(forecasts: Mapping[ColorKey, ColorForecast]) -> Iterator[Metric]:

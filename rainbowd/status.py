@@ -26,6 +26,7 @@ from rainbowd.core.model import (
     PrometheusErrorCause,
     Reason,
     State,
+    WorkloadKind,
 )
 from rainbowd.core.objects import parse_time
 from rainbowd.core.reporting import plan_to_document
@@ -370,6 +371,7 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
                     note=c.get("note") or "",
                     actions=actions,
                     held=None if c.get("held") is None else Reason(c["held"]),
+                    kind=WorkloadKind(c.get("kind") or WorkloadKind.DEPLOYMENT),
                 )
             )
         apps.append(

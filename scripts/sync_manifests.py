@@ -133,7 +133,12 @@ def app_rules(root: Path) -> list[Any]:
 # API groups of add-ons (CRDs) that Kubernetes' own `admin` ClusterRole does not hold unless the
 # add-on aggregates into it: a namespace admin could not create a Role granting them, so the
 # namespaced variant grants them in a Role file of their own, applied where the add-on runs.
-ADDON_GROUPS = {"keda.sh": "keda-role.yaml"}
+ADDON_GROUPS = {"keda.sh": "keda-role.yaml", "argoproj.io": "argo-rollouts-role.yaml"}
+# What rainbowd does without an add-on's Role, in the words of its file's header.
+ADDON_WITHOUT = {
+    "keda.sh": "no consolidation step on\n# those namespaces' colors, saying why.",
+    "argoproj.io": "the Rollouts of those\n# namespaces, and so their colors, are not seen.",
+}
 
 
 def _is_addon(rule: Any, group: str) -> bool:
@@ -185,8 +190,7 @@ def apps_roles(root: Path, group: str | None = None) -> str:
             "# the variant's kustomization. Where that add-on runs, apply it as someone who\n"
             "# holds them (cluster admin, or a namespace admin whose admin role the add-on\n"
             f"# aggregates into): kubectl apply -f k8s/namespaced/{ADDON_GROUPS[group]}\n"
-            "# Without it rainbowd cannot read the add-on's objects: no consolidation step on\n"
-            "# those namespaces' colors, saying why.\n"
+            f"# Without it rainbowd cannot read the add-on's objects: {ADDON_WITHOUT[group]}\n"
         )
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=1_000_000)
 

@@ -6,6 +6,7 @@ Nothing is skipped: a missing binary fails the fixture with the command that bui
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import uuid
@@ -134,9 +135,9 @@ def cluster_full(cluster: ControlPlane) -> ControlPlane:
     return cluster
 
 
-@pytest.fixture
-def namespace(cluster: ControlPlane) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (finalized when cluster_full runs)."""
+@contextlib.contextmanager
+def fresh_namespace(cluster: ControlPlane) -> Iterator[str]:
+    """A namespace of its own, deleted afterwards (finalized when cluster_full runs)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     cluster.create_namespace(name)
     try:
@@ -146,6 +147,20 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
         # session's control plane for every test after it.
         cluster.ensure_running()
         cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane) -> Iterator[str]:
+    """A fresh namespace for one test."""
+    with fresh_namespace(cluster) as name:
+        yield name
+
+
+@pytest.fixture
+def other_namespace(cluster: ControlPlane) -> Iterator[str]:
+    """A second fresh namespace, for tests of two (shards)."""
+    with fresh_namespace(cluster) as name:
+        yield name
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ It records every request so tests can check what rainbowd sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,12 +118,19 @@ class FaultyProxy:
     - `status-error`: a 200 carrying `status: error`;
     - `nan`, `inf`: the real answer with every sample's value replaced by NaN or +Inf;
     - `warnings`: the real answer with a partial-data warning added.
+
+    And a query whose real answer holds a series of a namespace in `unavailable_namespaces`
+    gets a 503, as from a sharded backend (Thanos, Mimir) whose store holding that namespace's
+    data is down: a query that touches only other namespaces is answered. `queries` records
+    every query text that came through.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults: dict[str, str] = {}
         self.faulted: dict[str, int] = {}
+        self.unavailable_namespaces: set[str] = set()
+        self.queries: list[str] = []
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -131,6 +139,7 @@ class FaultyProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         form = {k: str(v) for k, v in (await request.post()).items()}
         query = form.get("query") or request.query.get("query", "")
+        self.queries.append(query)
         fault = next((f for key, f in self.faults.items() if key in query), None)
         if fault is not None:
             self.faulted[fault] = self.faulted.get(fault, 0) + 1
@@ -155,7 +164,23 @@ class FaultyProxy:
                 item["value"][1] = value
         if fault == "warnings":
             doc["warnings"] = ["remote read store-b: connection refused"]
+        touched = self._unavailable_in(doc)
+        if touched:
+            self.faulted["unavailable-namespace"] = self.faulted.get("unavailable-namespace", 0) + 1
+            body = {
+                "status": "error",
+                "errorType": "unavailable",
+                "error": f"store holding namespace {touched} unavailable",
+            }
+            return web.json_response(body, status=503)
         return web.json_response(doc, status=status)
+
+    def _unavailable_in(self, doc: dict[str, Any]) -> str | None:
+        """The first namespace of `unavailable_namespaces` the answer holds a series of."""
+        if not self.unavailable_namespaces or doc.get("status") != "success":
+            return None
+        held = {item.get("metric", {}).get("namespace") for item in doc["data"]["result"]}
+        return min(held & self.unavailable_namespaces, default=None)
 
     async def start(self) -> str:
         self._session = aiohttp.ClientSession()
@@ -172,6 +197,7 @@ class FaultyProxy:
     def clear(self) -> None:
         """Every query passes through from now on; stuck ones are let go."""
         self.faults.clear()
+        self.unavailable_namespaces.clear()
         self._release.set()
 
     async def stop(self) -> None:
@@ -180,3 +206,14 @@ class FaultyProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(upstream: str) -> AsyncIterator[FaultyProxy]:
+    """A FaultyProxy in front of `upstream`, started, and stopped on exit."""
+    proxy = FaultyProxy(upstream)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

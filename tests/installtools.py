@@ -4,6 +4,8 @@ test with the command that builds it; nothing is skipped."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import urllib.error
 from collections.abc import Iterable, Mapping
@@ -130,6 +132,10 @@ def ensure_namespaces(cluster: ControlPlane, names: Iterable[str]) -> None:
                 raise
 
 
+# The namespaced variant's Roles for add-ons' objects, applied apart where the add-on runs.
+ADDON_ROLES = ("keda-role.yaml", "argo-rollouts-role.yaml")
+
+
 def install_namespaced_rbac(
     cluster: ControlPlane, *, as_user: str | None = None, keda: bool = False
 ) -> list[dict[str, Any]]:
@@ -147,8 +153,10 @@ def install_namespaced_rbac(
         if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
     ]
     if keda:
-        # The variant's KEDA Role, applied apart where KEDA runs (k8s/namespaced/keda-role.yaml).
-        docs += list(yaml.safe_load_all((ROOT / "k8s/namespaced/keda-role.yaml").read_text()))
+        # The variant's add-on Roles, applied apart where KEDA and Argo Rollouts run
+        # (k8s/namespaced/keda-role.yaml, argo-rollouts-role.yaml).
+        for name in ADDON_ROLES:
+            docs += list(yaml.safe_load_all((ROOT / "k8s/namespaced" / name).read_text()))
     ensure_namespaces(cluster, sorted({d["metadata"]["namespace"] for d in docs}))
     as_user_flag = [f"--as={as_user}"] if as_user else []
     kubectl_as_admin(
@@ -190,3 +198,26 @@ def service_account_kubeconfig(
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def go_module_dir(module: str, *, toolchain: str = "local") -> Path:
+    """`module@version`'s source, from the module proxy into the build cache's module cache (Go
+    `toolchain`: the module may require a newer one than this machine's)."""
+    env = {
+        **os.environ,
+        "GOMODCACHE": str(buildcache.cache_root() / "go" / "mod"),
+        "GOFLAGS": "-mod=mod",
+        "GOTOOLCHAIN": toolchain,
+    }
+    done = subprocess.run(
+        ["go", "mod", "download", "-json", module],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=buildcache.cache_root(),
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"go mod download {module}: {done.stdout}{done.stderr}", pytrace=False)
+    return Path(json.loads(done.stdout)["Dir"])

@@ -22,6 +22,7 @@ class TcpProxy:
         self._requests = asyncio.Event()
         self._requests.set()
         self._held: set[asyncio.StreamWriter] = set()
+        self._let_go = asyncio.Event()  # set when a connection leaves `_held` or all flow again
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -40,6 +41,9 @@ class TcpProxy:
         `resume_downstream`; new connections work: a client's picture goes stale while its
         requests still go through.
 
+        The end of a held connection (the server closing it, say on a restart) is held too:
+        the client sees its watch end when it sees the events before it.
+
         A held connection the client sends a new request on is an idle keep-alive connection
         put back to work, not a watch (a watch's client sends nothing after its request): it
         is let go, or the answer to a request made after the pause would be held too."""
@@ -48,6 +52,7 @@ class TcpProxy:
 
     def resume_downstream(self) -> None:
         self._flowing.set()
+        self._let_go.set()
 
     def hold_requests(self) -> None:
         """Hold what clients send, on every connection (new ones included), until
@@ -69,7 +74,7 @@ class TcpProxy:
         self.blocked = False
 
     async def close(self) -> None:
-        self._flowing.set()
+        self.resume_downstream()
         self._requests.set()
         self.cut()
         if self._server is not None:
@@ -114,7 +119,9 @@ class TcpProxy:
             while data := await reader.read(65536):
                 if client is not None:
                     await self._requests.wait()
-                    self._held.discard(client)  # a request: no watch, whatever came before
+                    if client in self._held:  # a request: no watch, whatever came before
+                        self._held.discard(client)
+                        self._let_go.set()
                 if downstream and writer in self._held:
                     await self._flowing.wait()
                 if downstream and self.cut_next:
@@ -125,5 +132,8 @@ class TcpProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+            while downstream and writer in self._held and not self._flowing.is_set():
+                self._let_go.clear()
+                await self._let_go.wait()
         finally:
             writer.transport.abort()

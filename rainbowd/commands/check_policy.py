@@ -21,6 +21,7 @@ from rainbowd.core.policy import (
     ConnectionsQuery,
     Policy,
     PolicyError,
+    narrowing_warnings,
     policy_to_document,
     policy_warnings,
 )
@@ -28,6 +29,7 @@ from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.core.scalers import AUTOSCALERS
 from rainbowd.policyfile import load_policy_file
 from rainbowd.prom.querying import RECORDED_PODS, RECORDED_SUM, RULE_GROUP, recording_rules
+from rainbowd.settings import parse_namespaces
 
 _WIDTH = max(len(knob.key) for knob in KNOBS) + 2
 
@@ -52,7 +54,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "the recording rules `connections.source: recorded` reads, as a Prometheus rule file"
         ),
     )
+    parser.add_argument(
+        "--namespaces",
+        metavar="NS,NS",
+        type=_namespaces,
+        default=(),
+        help=(
+            "show the queries as a rainbowd managing only these namespaces (a shard, "
+            "`run --namespaces`) sends them: narrowed to their series"
+        ),
+    )
     parser.set_defaults(func=run)
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    try:
+        return parse_namespaces(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    for warning in policy_warnings(policy):
+    for warning in policy_warnings(policy) + narrowing_warnings(policy, args.namespaces):
         print(f"{source}: warning: {warning}", file=sys.stderr)
     if args.output == "rules":
+        # The rules record every namespace, whoever reads them.
         return _rules(policy, source)
+    policy = policy.narrowed(args.namespaces)
     if args.output == "json":
         json.dump(policy_to_document(policy), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -105,8 +126,10 @@ def _query(query: ConnectionsQuery) -> str:
         every = format_duration(query.rule_interval)
         return (
             f"{query.selector}  ({by}; source recorded: the series of the rule group"
-            f" {RULE_GROUP}, {RECORDED_SUM} and {RECORDED_PODS}, evaluated every {every};"
-            f" `check-policy -o rules` prints them)"
+            f" {RULE_GROUP}, {RECORDED_SUM} and {RECORDED_PODS}, evaluated every {every},"
+            f" read once an evaluation, and the history seeded from {RECORDED_SUM}; the"
+            f" per-pod figures (consolidation, deletion costs) from the raw series of the colors"
+            f" that need them; `check-policy -o rules` prints the rules)"
         )
     return f"{query.selector}  ({by}; source raw)"
 

@@ -201,7 +201,7 @@ def color_members(
                 continue
             needed.setdefault(rule.connections, None)
             app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
+            color = d.color_of(policy.color_label)
             if app and color:
                 found.append(Member(app, color, rule.connections))
     return Members(deployments, matcher, by_namespace, list(needed))

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from rainbowd.core.notes import Note
 
-# Annotations rainbowd reads and writes on Deployments. They are the only state that must
-# survive a restart, so they live on the objects themselves.
+# Annotations rainbowd reads and writes on Deployments (and on a Rollout's ReplicaSets). They are
+# the only state that must survive a restart, so they live on the objects themselves.
 ANNOTATION_PREFIX = "rainbowd.io/"
 LIVE_AT = "rainbowd.io/live-at"
 RETIRED_AT = "rainbowd.io/retired-at"
@@ -68,6 +68,23 @@ KEDA_PAUSED = "autoscaling.keda.sh/paused"
 # On a ScaledObject rainbowd paused when it scaled its color to 0: a rollback lifts only a
 # pause rainbowd set, never one someone else did.
 PAUSED_BY_RAINBOWD = "rainbowd.io/paused"
+# Argo Rollouts: the label naming a Rollout's ReplicaSet (its pod template's hash), which the
+# Rollout's active and preview Services select by; it is a Rollout color's color.
+ROLLOUT_HASH = "rollouts-pod-template-hash"
+# Argo Rollouts' own annotation on an old ReplicaSet (unprefixed, one per ReplicaSet): its
+# controller scales the ReplicaSet to 0 once this RFC 3339 time has passed. rainbowd acts on a
+# Rollout's colors only through it: to now when drained, kept ahead of now while held.
+SCALE_DOWN_DEADLINE = "scale-down-deadline"
+# Argo Rollouts' revision of a Rollout's ReplicaSet: the order its scaleDownDelayRevisionLimit
+# counts old ReplicaSets in (a rollback gives an old ReplicaSet a new revision).
+ROLLOUT_REVISION = "rollout.argoproj.io/revision"
+
+
+class WorkloadKind(enum.StrEnum):
+    """What a color is: a Deployment of its own, or a ReplicaSet of an Argo Rollout."""
+
+    DEPLOYMENT = "Deployment"
+    ROLLOUT = "Rollout"
 
 
 class State(enum.StrEnum):
@@ -104,6 +121,8 @@ class Reason(enum.StrEnum):
     KEEP_SCALED_DOWN = "keep-scaled-down"
     IDLE_PODS = "idle-pods"  # consolidate: a draining color gives back its idle pods
     STEP_DOWN = "step-down"  # stepDown: and its least-connected ones, spending the budget
+    # A Rollout color held (connections, protect, a hold): its scale-down-deadline moved ahead.
+    DEADLINE_KEPT = "deadline-kept"
 
 
 class Severity(enum.StrEnum):
@@ -156,6 +175,10 @@ REASONS: Mapping[Reason, ReasonInfo] = {
     Reason.KEEP_SCALED_DOWN: ReasonInfo("scaled down, beyond the newest keepScaledDown"),
     Reason.IDLE_PODS: ReasonInfo("pods holding no connections given back (consolidate)"),
     Reason.STEP_DOWN: ReasonInfo("the least-connected pods removed too (stepDown)"),
+    Reason.DEADLINE_KEPT: ReasonInfo(
+        "still held: Argo Rollouts' scale-down-deadline kept ahead of now",
+        ("DeadlineKept", "KeepDeadline"),
+    ),
 }
 assert REASONS.keys() == set(Reason), "every Reason has its row in REASONS"
 
@@ -193,8 +216,48 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class Rollout:
+    """The parts of an Argo Rollout (argoproj.io/v1alpha1) its colors need: who it is, the
+    labels rules select it by, and its blueGreen strategy's Services and scale-down limits."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # spec.strategy.blueGreen: "" for a Rollout of another strategy (canary), never managed.
+    active_service: str = ""
+    preview_service: str = ""
+    scale_down_delay: int = 30  # scaleDownDelaySeconds (Argo Rollouts' default: 30)
+    revision_limit: int | None = None  # scaleDownDelayRevisionLimit; None: no limit
+
+    @property
+    def blue_green(self) -> bool:
+        return bool(self.active_service)
+
+    def selecting(self, labels: Mapping[str, str], services: Mapping[str, Service]) -> Selected:
+        """Which of its Services select the pod-template `labels` (`services` by name): the one
+        definition of a Rollout color's live (its active Service) and pending (its preview)."""
+        active = services.get(self.active_service)
+        live = active.name if active is not None and active.selects(labels) else None
+        preview = services.get(self.preview_service) if self.preview_service else None
+        previewed = live is None and preview is not None and preview.selects(labels)
+        return Selected(live, previewed)
+
+
+class Selected(NamedTuple):
+    """What a Rollout's Services make of one of its colors."""
+
+    live: str | None  # the active Service's name when it selects the color
+    previewed: bool  # the preview Service selects it (and the active one does not)
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
-    """The parts of a Deployment rainbowd needs; built once per watch event, not per cycle."""
+    """The parts of a Deployment rainbowd needs; built once per watch event, not per cycle.
+
+    A color of an Argo Rollout (`kind` ROLLOUT) is one of its ReplicaSets in the same model:
+    its `labels` are the Rollout's (what rules select), its `template_labels` the ReplicaSet's
+    pod template's, its color the `rollouts-pod-template-hash`, and `rollout` the Rollout."""
 
     namespace: str
     name: str
@@ -212,6 +275,23 @@ class Deployment:
     generation: int = 0
     observed_generation: int = 0
     updated_replicas: int = 0  # status.updatedReplicas: pods of the current pod template
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
+    # A Rollout color: the Rollout's name as its controller ownerReference names it, then the
+    # Rollout itself once joined (rainbowd/core/objects.py `rollout_colors`).
+    owner: str = ""
+    rollout: Rollout | None = None
+
+    def color_of(self, color_label: str) -> str | None:
+        """The color: the color label of the pod template, or a Rollout color's hash."""
+        if self.kind is WorkloadKind.ROLLOUT:
+            return self.template_labels.get(ROLLOUT_HASH)
+        return self.template_labels.get(color_label)
+
+    @property
+    def annotating_bumps_generation(self) -> bool:
+        """Whether an annotation change bumps metadata.generation: a Deployment's does, a
+        ReplicaSet's does not (only its spec counts)."""
+        return self.kind is WorkloadKind.DEPLOYMENT
 
     def condition(self, type_: str) -> Condition | None:
         for cond in self.conditions:
@@ -221,7 +301,11 @@ class Deployment:
 
     @property
     def available(self) -> bool:
-        """Available condition true, no progress deadline exceeded, and some pod available."""
+        """Available condition true, no progress deadline exceeded, and some pod available. A
+        ReplicaSet has no Available condition: some pod available, no ReplicaFailure."""
+        if self.kind is WorkloadKind.ROLLOUT:
+            failure = self.condition("ReplicaFailure")
+            return self.available_replicas > 0 and (failure is None or failure.status != "True")
         cond = self.condition("Available")
         if cond is None or cond.status != "True":
             return False
@@ -425,6 +509,11 @@ class Action(NamedTuple):
     connections: float | None = None
     # CONSOLIDATE: the step, its pods and their deletion costs.
     step: PodStep | None = None
+    # A Rollout color: `name` is its ReplicaSet; a scale-down or delete is its
+    # scale-down-deadline set to now (in `annotations`), which Argo Rollouts acts on.
+    workload: WorkloadKind = WorkloadKind.DEPLOYMENT
+    rollout: str = ""  # the Rollout's name, for its Event
+    rollout_uid: str = ""
 
     @property
     def disruptive(self) -> bool:
@@ -452,6 +541,7 @@ class ColorPlan(NamedTuple):
     # A scale-down or delete that was due but not planned (paused, or the disruption budget of
     # the cycle spent): the reason it was due. The note says what would have been done.
     held: Reason | None = None
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
 
     def retired_for(self, now: datetime) -> timedelta | None:
         return None if self.retired_at is None else now - self.retired_at

@@ -199,6 +199,15 @@ class Paused(NamedTuple):
     reason: Reason
 
 
+class RevisionLimit(NamedTuple):
+    """A Rollout color holding connections that the Rollout's scaleDownDelayRevisionLimit
+    (`limit`) would scale down at once at the next promotion; a limit of `keeps` keeps it."""
+
+    rollout: str
+    limit: int
+    keeps: int
+
+
 class ConsolidationUnavailable(NamedTuple):
     """consolidate would be considered, but the per-pod figures cannot decide: `why`."""
 
@@ -227,7 +236,9 @@ Why = (
     | SteppedDown
 )
 # What resolve made of it (on the note), and what an action's words add.
-Outcome = Forced | Held | Decided | KeptForRecord | Paused | ConsolidationUnavailable
+Outcome = (
+    Forced | Held | Decided | KeptForRecord | Paused | ConsolidationUnavailable | RevisionLimit
+)
 Said = Why | Forced | Directly | Plain
 
 

@@ -1,5 +1,6 @@
 """Turns Kubernetes objects, as decoded JSON, into the model's Deployment, Service and the
-objects that scale a color or guard its pods (HPA, KEDA ScaledObject, PDB).
+objects that scale a color or guard its pods (HPA, KEDA ScaledObject, PDB); and an Argo
+Rollout's ReplicaSets, joined with their Rollout, into colors of the same model.
 
 Shared by the watch cache (raw watch events) and snapshot files (`kubectl get -o yaml` output),
 so both see exactly the same fields. Bad input raises ObjectError naming the object and field.
@@ -9,18 +10,23 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from rainbowd.core.model import (
     ANNOTATION_PREFIX,
+    ROLLOUT_REVISION,
+    SCALE_DOWN_DEADLINE,
     ColorObject,
     Condition,
     Deployment,
     LabelRequirement,
     ObjectKind,
+    Rollout,
     Service,
+    WorkloadKind,
 )
 
 
@@ -126,6 +132,26 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str]:
 
 def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
     """An apps/v1 Deployment (decoded JSON) to a model Deployment."""
+    return _workload(obj, WorkloadKind.DEPLOYMENT)
+
+
+def replicaset_from_k8s(obj: Mapping[str, Any]) -> Deployment:
+    """An apps/v1 ReplicaSet of an Argo Rollout (decoded JSON) to a Rollout color, its Rollout
+    named (`owner`) but not yet joined (`rollout_colors`). Its annotations kept are rainbowd's
+    and Argo Rollouts' scale-down-deadline and revision."""
+    color = _workload(obj, WorkloadKind.ROLLOUT)
+    meta = _mapping(obj, obj.get("metadata"), "metadata")
+    owners = meta.get("ownerReferences") or []
+    if not isinstance(owners, list):
+        raise ObjectError(f"{_where(obj)}: metadata.ownerReferences: expected a list")
+    owner = ""
+    for ref in owners:
+        if isinstance(ref, Mapping) and ref.get("kind") == "Rollout" and ref.get("controller"):
+            owner = str(ref.get("name") or "")
+    return replace(color, owner=owner)
+
+
+def _workload(obj: Mapping[str, Any], kind: WorkloadKind) -> Deployment:
     meta, namespace, name = _metadata(obj)
     spec = _mapping(obj, obj.get("spec"), "spec")
     status = _mapping(obj, obj.get("status"), "status")
@@ -139,6 +165,11 @@ def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
     except ValueError as exc:
         raise ObjectError(f"{_where(obj)}: metadata.creationTimestamp: {exc}") from exc
     annotations = _annotations(obj, meta, (ANNOTATION_PREFIX,))
+    if kind is WorkloadKind.ROLLOUT:
+        raw = _str_map(obj, meta.get("annotations"), "metadata.annotations")
+        for key in (SCALE_DOWN_DEADLINE, ROLLOUT_REVISION):
+            if key in raw:
+                annotations[key] = raw[key]
     raw_conditions = status.get("conditions") or []
     if not isinstance(raw_conditions, list):
         raise ObjectError(f"{_where(obj)}: status.conditions: expected a list")
@@ -173,7 +204,56 @@ def deployment_from_k8s(obj: Mapping[str, Any]) -> Deployment:
             obj, status.get("observedGeneration"), "status.observedGeneration", 0
         ),
         updated_replicas=_int(obj, status.get("updatedReplicas"), "status.updatedReplicas", 0),
+        kind=kind,
     )
+
+
+def rollout_from_k8s(obj: Mapping[str, Any]) -> Rollout:
+    """An argoproj.io/v1alpha1 Rollout (decoded JSON) to a model Rollout. A Rollout of another
+    strategy than blueGreen has no active Service: its colors are never managed."""
+    meta, namespace, name = _metadata(obj)
+    spec = _mapping(obj, obj.get("spec"), "spec")
+    strategy = _mapping(obj, spec.get("strategy"), "spec.strategy")
+    blue_green = _mapping(obj, strategy.get("blueGreen"), "spec.strategy.blueGreen")
+    path = "spec.strategy.blueGreen"
+    active = blue_green.get("activeService") or ""
+    preview = blue_green.get("previewService") or ""
+    if not isinstance(active, str) or not isinstance(preview, str):
+        raise ObjectError(f"{_where(obj)}: {path}: activeService and previewService: strings")
+    limit = blue_green.get("scaleDownDelayRevisionLimit")
+    return Rollout(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        labels=_str_map(obj, meta.get("labels"), "metadata.labels"),
+        active_service=active,
+        preview_service=preview,
+        scale_down_delay=_int(
+            obj, blue_green.get("scaleDownDelaySeconds"), f"{path}.scaleDownDelaySeconds", 30
+        ),
+        revision_limit=None
+        if limit is None
+        else _int(obj, limit, f"{path}.scaleDownDelayRevisionLimit", 0),
+    )
+
+
+def rollout_colors(
+    replicasets: Iterable[Deployment], rollouts: Mapping[tuple[str, str], Rollout]
+) -> list[Deployment]:
+    """Each ReplicaSet of a blueGreen Rollout joined with it (`rollouts` by namespace and name):
+    the Rollout's labels, what rules select. ReplicaSets of no such Rollout are left out."""
+    colors = []
+    for rs in replicasets:
+        rollout = rollouts.get((rs.namespace, rs.owner))
+        if rollout is None or not rollout.blue_green:
+            continue
+        colors.append(joined(rs, rollout))
+    return colors
+
+
+def joined(replicaset: Deployment, rollout: Rollout) -> Deployment:
+    """A ReplicaSet as a color of its Rollout."""
+    return replace(replicaset, labels=rollout.labels, rollout=rollout)
 
 
 def service_from_k8s(obj: Mapping[str, Any]) -> Service:

@@ -24,6 +24,7 @@ from rainbowd.core.model import (
     Plan,
     PodStep,
     State,
+    WorkloadKind,
 )
 from rainbowd.core.notes import (
     AboveFloor,
@@ -54,6 +55,7 @@ from rainbowd.core.notes import (
     Paused,
     Plain,
     RecordedDisruption,
+    RevisionLimit,
     Said,
     ScaledBackUp,
     ScaleUpGrace,
@@ -156,7 +158,18 @@ def _outcome_words(outcome: Outcome, now: datetime) -> str:
             return f"paused: would {_VERBS[outcome.kind]} ({outcome.reason})"
         case ConsolidationUnavailable():
             return f"consolidation unavailable: {outcome.why}"
+        case RevisionLimit():
+            return revision_limit_words(outcome)
     assert_never(outcome)
+
+
+def revision_limit_words(outcome: RevisionLimit) -> str:
+    """The revision limit's warning, in the note and in the plan's warnings alike."""
+    return (
+        f"warning: at the next promotion Rollout {outcome.rollout}'s "
+        f"scaleDownDelayRevisionLimit {outcome.limit} scales it down at once, connections or "
+        f"not; scaleDownDelayRevisionLimit {outcome.keeps} keeps it"
+    )
 
 
 _VERBS = {
@@ -397,7 +410,7 @@ def plan_rows(
                 (
                     app.namespace,
                     app.app,
-                    color.color,
+                    color_cell(color),
                     str(color.state),
                     f"{color.ready_replicas}/{color.replicas}",
                     _connections_cell(color),
@@ -409,6 +422,13 @@ def plan_rows(
                 )
             )
     return rows
+
+
+def color_cell(color: ColorPlan) -> str:
+    """The color, its kind said when it is not a Deployment's (an Argo Rollout's ReplicaSet)."""
+    if color.kind is WorkloadKind.DEPLOYMENT:
+        return color.color
+    return f"{color.color} ({color.kind})"
 
 
 def render_plan_table(
@@ -568,6 +588,7 @@ def _color_document(
     return {
         "color": color.color,
         "deployment": color.name,
+        "kind": str(color.kind),
         "state": str(color.state),
         "rule": color.rule,
         "replicas": color.replicas,

@@ -83,6 +83,16 @@ AUTOSCALERS = (
 that consolidates (`consolidation_problem` is the per-color answer)."""
 
 
+# Why a Rollout color is never consolidated: Argo Rollouts puts a lowered old ReplicaSet's
+# replicas back to the Rollout's while its deadline is ahead (tests/integration/
+# test_argo_rollouts_controller.py), so a step would be undone at its next reconcile.
+ROLLOUT_CONSOLIDATION = (
+    "Argo Rollouts sets an old ReplicaSet's replicas back to the Rollout's while its "
+    "scale-down-deadline is ahead, so a step would be undone: consolidation is unavailable for "
+    "Rollout colors (rainbowd acts on them only through their scale-down-deadline)"
+)
+
+
 def consolidation_problem(namespace: str, name: str, objects: Iterable[ColorObject]) -> str | None:
     """Why a consolidation step on the Deployment `namespace/name` cannot be taken through what
     scales it, or None.

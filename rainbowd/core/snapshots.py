@@ -1,5 +1,7 @@
 """Snapshot files: a Kubernetes List of Deployments and Services (`kubectl get
-deployments,services -A -o yaml`), plus optional `now:` and `connections:`, to and from a Snapshot.
+deployments,services -A -o yaml`; with Argo Rollouts, `kubectl get
+deployments,services,rollouts,replicasets -A -o yaml`), plus optional `now:` and `connections:`,
+to and from a Snapshot. A Rollout's ReplicaSets are its colors; other ReplicaSets are left out.
 A `connections:` entry may list its color's `pods:` with each pod's connections (null: unknown),
 the per-pod figures consolidation plans from.
 
@@ -14,18 +16,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rainbowd.core.model import (
+    ROLLOUT_HASH,
     Connections,
     Deployment,
     Namespace,
     PodConnections,
+    Rollout,
     Service,
     Snapshot,
+    WorkloadKind,
 )
 from rainbowd.core.objects import (
     ObjectError,
     deployment_from_k8s,
     format_time,
     parse_time,
+    replicaset_from_k8s,
+    rollout_colors,
+    rollout_from_k8s,
     service_from_k8s,
 )
 
@@ -178,6 +186,8 @@ def _objects(
     """The snapshot file's Deployments and Services by namespace; problems go to `errors`."""
     deployments: dict[str, list[Deployment]] = {}
     services: dict[str, list[Service]] = {}
+    replicasets: list[Deployment] = []
+    rollouts: dict[tuple[str, str], Rollout] = {}
     if items is None:
         items = []
     if not isinstance(items, list):
@@ -196,13 +206,22 @@ def _objects(
             elif kind == "Service":
                 s = service_from_k8s(item)
                 services.setdefault(s.namespace, []).append(s)
+            elif kind == "Rollout":
+                r = rollout_from_k8s(item)
+                rollouts[(r.namespace, r.name)] = r
+            elif kind == "ReplicaSet":
+                rs = replicaset_from_k8s(item)
+                if ROLLOUT_HASH in rs.template_labels:
+                    replicasets.append(rs)
             else:
                 errors.append(
-                    f"{path}.kind: expected Deployment or Service, got {kind!r} "
-                    "(kubectl get deployments,services -A -o yaml gives exactly these)"
+                    f"{path}.kind: expected Deployment, Service, Rollout or ReplicaSet, got "
+                    f"{kind!r} (kubectl get deployments,services -A -o yaml gives exactly these)"
                 )
         except ObjectError as exc:
             errors.append(f"{path}: {exc}")
+    for color in rollout_colors(replicasets, rollouts):
+        deployments.setdefault(color.namespace, []).append(color)
     return deployments, services
 
 
@@ -269,6 +288,39 @@ def _deployment_document(d: Deployment) -> dict[str, Any]:
     }
 
 
+def _workload_document(d: Deployment) -> dict[str, Any]:
+    """A Deployment, or a Rollout color as its ReplicaSet owned by its Rollout."""
+    document = _deployment_document(d)
+    if d.kind is WorkloadKind.DEPLOYMENT or d.rollout is None:
+        return document
+    document["kind"] = "ReplicaSet"
+    owner = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "controller": True}
+    owner |= {"name": d.rollout.name, "uid": d.rollout.uid}
+    document["metadata"]["ownerReferences"] = [owner]
+    document["metadata"].pop("labels", None)
+    return document
+
+
+def _rollout_document(r: Rollout) -> dict[str, Any]:
+    blue_green: dict[str, Any] = {
+        "activeService": r.active_service,
+        "scaleDownDelaySeconds": r.scale_down_delay,
+    }
+    if r.preview_service:
+        blue_green["previewService"] = r.preview_service
+    if r.revision_limit is not None:
+        blue_green["scaleDownDelayRevisionLimit"] = r.revision_limit
+    metadata: dict[str, Any] = {"name": r.name, "namespace": r.namespace, "uid": r.uid}
+    if r.labels:
+        metadata["labels"] = dict(r.labels)
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": metadata,
+        "spec": {"strategy": {"blueGreen": blue_green}},
+    }
+
+
 def _service_document(s: Service) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -284,7 +336,9 @@ def snapshot_to_document(snapshot: Snapshot) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     connections: list[dict[str, Any]] = []
     for namespace in snapshot.namespaces.values():
-        items.extend(_deployment_document(d) for d in namespace.deployments)
+        items.extend(_workload_document(d) for d in namespace.deployments)
+        rollouts = {d.rollout.name: d.rollout for d in namespace.deployments if d.rollout}
+        items.extend(_rollout_document(r) for r in rollouts.values())
         items.extend(_service_document(s) for s in namespace.services)
         for (app, color), value in namespace.connections.items():
             entry: dict[str, Any] = {

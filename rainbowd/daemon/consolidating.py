@@ -23,10 +23,11 @@ from rainbowd.core.model import (
     Deployment,
     PodConnections,
     Service,
+    WorkloadKind,
 )
 from rainbowd.core.objects import parse_stamp
 from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
-from rainbowd.core.scalers import consolidation_problem
+from rainbowd.core.scalers import ROLLOUT_CONSOLIDATION, consolidation_problem
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, fetch_pods
 from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
@@ -68,7 +69,7 @@ def _retired_colors(
             if retired_at is None or retired_at > now or result is None:
                 continue
             app = d.template_labels.get(policy.app_label)
-            color = d.template_labels.get(policy.color_label)
+            color = d.color_of(policy.color_label)
             if not app or not color:
                 continue
             if not wants(rule, d, retired_at, result.get(ns, app, color)):
@@ -177,9 +178,12 @@ def refused_by_scalers(
             key = (
                 ns,
                 d.template_labels.get(policy.app_label, ""),
-                d.template_labels.get(policy.color_label, ""),
+                d.color_of(policy.color_label) or "",
             )
             if key not in keys:
+                continue
+            if d.kind is WorkloadKind.ROLLOUT:
+                found[key] = ROLLOUT_CONSOLIDATION
                 continue
             if objects is None:
                 found[key] = unlisted

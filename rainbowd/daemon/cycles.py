@@ -296,7 +296,7 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
     PolicyError, KubeError, or TimeoutError when the caches do not sync within `sync_timeout`."""
     api = await make_api_client(kubeconfig=settings.kubeconfig, context=settings.context)
     try:
-        policy = await read_policy(api, settings.policy)
+        policy = (await read_policy(api, settings.policy)).narrowed(settings.namespaces)
         cache = ClusterCache(
             api,
             namespaces=settings.namespaces or None,

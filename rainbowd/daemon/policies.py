@@ -13,7 +13,13 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.policy import Policy, PolicyError, policy_to_document, policy_warnings
+from rainbowd.core.policy import (
+    Policy,
+    PolicyError,
+    narrowing_warnings,
+    policy_to_document,
+    policy_warnings,
+)
 from rainbowd.kube.caching import CONFIGMAPS, Informer, configmap_from_k8s
 from rainbowd.kube.clients import NotFound, request_json, resource_path
 from rainbowd.kube.events import EventRecorder
@@ -59,15 +65,18 @@ class PolicyState:
     warnings: list[str] = field(default_factory=list)
     loaded_at: datetime | None = None
     generation: int = 0  # bumped on each applied policy
+    namespaces: tuple[str, ...] = ()
+    """The namespaces managed (`--namespaces`; empty: all): every policy applied is narrowed
+    to them, so its queries ask Prometheus for this rainbowd's share of the series only."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a policy is applied, so the loop runs a cycle with it straight away."""
 
     def accept(self, policy: Policy, **fields: Any) -> None:
-        """A valid read: `policy` is in force from now on."""
-        self.policy = policy
+        """A valid read: `policy`, narrowed to the namespaces managed, is in force from now on."""
+        self.policy = policy.narrowed(self.namespaces)
         self.valid = True
         self.errors = []
-        self.warnings = policy_warnings(policy)
+        self.warnings = policy_warnings(policy) + narrowing_warnings(policy, self.namespaces)
         self.loaded_at = datetime.now(UTC)
         self.generation += 1
         self.metrics.policy_valid.set(1)

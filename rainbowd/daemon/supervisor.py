@@ -80,7 +80,9 @@ class Daemon:
         self.sides = sides = SideParts() if sides is None else sides
         self.metrics = sides.metrics
         self.metrics.registry.register(StructureCollector(lambda: self))
-        self.policy = PolicyState(source=settings.policy.describe(), metrics=self.metrics)
+        self.policy = PolicyState(
+            source=settings.policy.describe(), metrics=self.metrics, namespaces=settings.namespaces
+        )
         self.stopping = asyncio.Event()
         self.lease_lost = False
         self.parts: Parts | None = None
@@ -389,7 +391,7 @@ class Daemon:
 
 def _informer_counters(cache: ClusterCache) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for informer in cache.informers:
+    for informer in [*cache.informers, *cache.rollout_informers]:
         values = out.setdefault(informer.resource.plural, {})
         stats = informer.stats
         for name in ("lists", "relists", "watches", "events", "errors", "bad_objects"):

@@ -1,6 +1,7 @@
 """`rainbowd history`: the app's colors, oldest first, with when each went live, was retired,
 scaled down or deleted and why, from rainbowd's annotations and Events; deleted colors from
-their Events alone. Live is the planner's: what the app's Service selects."""
+their Events alone. Live is the planner's: what the app's Service selects, or for the colors of
+an Argo Rollout (its ReplicaSets, the kind shown) what the Rollout's active Service selects."""
 
 from __future__ import annotations
 
@@ -11,8 +12,24 @@ from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
-from rainbowd.core.model import HOLD_REASON, HOLD_UNTIL, LIVE_AT, RETIRED_AT, Deployment
-from rainbowd.core.objects import format_time, parse_time
+from rainbowd.core.model import (
+    HOLD_REASON,
+    HOLD_UNTIL,
+    LIVE_AT,
+    RETIRED_AT,
+    ROLLOUT_HASH,
+    Deployment,
+    Rollout,
+    WorkloadKind,
+)
+from rainbowd.core.objects import (
+    format_time,
+    parse_time,
+    replicaset_from_k8s,
+    rollout_colors,
+    rollout_from_k8s,
+    service_from_k8s,
+)
 from rainbowd.deploy.common import (
     AppRef,
     app_colors,
@@ -21,7 +38,7 @@ from rainbowd.deploy.common import (
     live_colors,
     models,
 )
-from rainbowd.kube.clients import request_json, resource_path
+from rainbowd.kube.clients import NotFound, request_json, resource_path
 from rainbowd.kube.events import REPORTING_CONTROLLER
 
 # Events saying the Service selects the color from then on: rainbowd's first sight of it live, or
@@ -43,6 +60,7 @@ class ColorHistory:
     why: str = ""  # rainbowd's last Event on it
     hold: str = ""  # its hold, while it has one
     events: list[str] = field(default_factory=list)
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
 
 
 def _state(
@@ -71,7 +89,8 @@ def _state(
 def _rows(
     colors: Mapping[str, Deployment], *, live: Sequence[str], canary: str | None
 ) -> dict[str, ColorHistory]:
-    """A row per color there is, by Deployment name, from its annotations and status."""
+    """A row per color there is, by Deployment (or ReplicaSet) name, from its annotations and
+    status."""
     rows: dict[str, ColorHistory] = {}
     # The one color a rainbow Service selects; during a canary, the canary's own creation time
     # is no cut-off (the Service selects every color of the app).
@@ -79,7 +98,12 @@ def _rows(
     live_created = selected.created_at if selected is not None else None
     for color, deployment in colors.items():
         annotations = deployment.annotations
-        row = ColorHistory(color=color, deployment=deployment.name, created=deployment.created_at)
+        row = ColorHistory(
+            color=color,
+            deployment=deployment.name,
+            created=deployment.created_at,
+            kind=deployment.kind,
+        )
         row.live_at = annotations.get(LIVE_AT, "")
         row.retired_at = annotations.get(RETIRED_AT, "")
         row.replicas = f"{deployment.ready_replicas}/{deployment.replicas}"
@@ -128,6 +152,7 @@ async def history(api: ApiClient, ref: AppRef) -> list[ColorHistory]:
     live = [] if service is None else live_colors(service.service, colors)
     canary = None if service is None else canary_color(service, ref)
     rows = _rows(colors, live=live, canary=canary)
+    rows.update(await _rollout_rows(api, ref))
     listing = await request_json(
         api, "GET", resource_path("events.k8s.io/v1", "events", namespace=ref.namespace)
     )
@@ -136,7 +161,7 @@ async def history(api: ApiClient, ref: AppRef) -> list[ColorHistory]:
             e
             for e in listing.get("items") or []
             if e.get("reportingController") == REPORTING_CONTROLLER
-            and (e.get("regarding") or {}).get("kind") == "Deployment"
+            and (e.get("regarding") or {}).get("kind") in ("Deployment", "ReplicaSet")
         ),
         key=lambda e: str(e.get("eventTime") or ""),
     )
@@ -146,6 +171,50 @@ async def history(api: ApiClient, ref: AppRef) -> list[ColorHistory]:
         rows.values(),
         key=lambda r: (r.created or datetime.max.replace(tzinfo=UTC), r.deployment),
     )
+
+
+async def _rollout_rows(api: ApiClient, ref: AppRef) -> dict[str, ColorHistory]:
+    """The rows of the app's Argo Rollout colors: its ReplicaSets of a blueGreen Rollout, live
+    by the Rollout's active Service (none where Argo Rollouts is not installed)."""
+    ns = ref.namespace
+    found = await request_json(
+        api,
+        "GET",
+        resource_path("apps/v1", "replicasets", namespace=ns),
+        query={"labelSelector": f"{ref.app_label}={ref.app},{ROLLOUT_HASH}"},
+    )
+    replicasets = [replicaset_from_k8s(item) for item in found.get("items") or []]
+    if not replicasets:
+        return {}
+    try:
+        listed = await request_json(
+            api, "GET", resource_path("argoproj.io/v1alpha1", "rollouts", namespace=ns)
+        )
+    except NotFound:
+        return {}
+    rollouts: dict[tuple[str, str], Rollout] = {}
+    for item in listed.get("items") or []:
+        rollout = rollout_from_k8s(item)
+        rollouts[(rollout.namespace, rollout.name)] = rollout
+    services = await request_json(api, "GET", resource_path("v1", "services", namespace=ns))
+    by_name = {s.name: s for s in map(service_from_k8s, services.get("items") or [])}
+    rows: dict[str, ColorHistory] = {}
+    for rollout_name in {key[1] for key in rollouts}:
+        colors = {
+            d.template_labels[ROLLOUT_HASH]: d
+            for d in rollout_colors(replicasets, rollouts)
+            if d.owner == rollout_name
+        }
+        rollout = rollouts[(ns, rollout_name)]
+        live = [c for c, d in colors.items() if rollout.selecting(d.template_labels, by_name)[0]]
+        previewed = {
+            c for c, d in colors.items() if rollout.selecting(d.template_labels, by_name)[1]
+        }
+        for row in _rows(colors, live=live, canary=None).values():
+            if row.color in previewed:
+                row.state = "pending"
+            rows[row.deployment] = row
+    return rows
 
 
 def render_history(rows: Sequence[ColorHistory]) -> str:
@@ -164,7 +233,7 @@ def render_history(rows: Sequence[ColorHistory]) -> str:
     for row in rows:
         table.append(
             (
-                row.color,
+                row.color if row.kind is WorkloadKind.DEPLOYMENT else f"{row.color} ({row.kind})",
                 row.state,
                 row.replicas,
                 format_time(row.created) if row.created else "-",

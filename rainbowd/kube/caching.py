@@ -1,13 +1,15 @@
-"""List-then-watch caches of Deployments, Services, Pods, ConfigMaps and what scales a color
-(HPAs, PDBs, KEDA ScaledObjects), kept as small records.
+"""List-then-watch caches of Deployments, Services, Pods, ConfigMaps, what scales a color
+(HPAs, PDBs, KEDA ScaledObjects) and Argo Rollouts with their ReplicaSets, kept as small records.
 
 `Informer` owns one resource's store and its LIST/WATCH loop (raw JSON, bookmarks, 410 re-lists,
 backoff on dropped streams); `ClusterCache` runs the Deployment and Service informers the daemon
 reads each cycle, and on demand one of the colors' pods (only their rainbowd.io/phase mark), so
 the executor keeps retired colors' pods marked without listing them. HPAs, PDBs and (when its CRD
 is served) ScaledObjects are watched beside them, never waited for: until they are listed,
-consolidation is unavailable, and nothing else depends on them. In steady state the only
-requests in flight are the long-running WATCHes.
+consolidation is unavailable, and nothing else depends on them. Argo Rollouts (when their CRD is
+served) and the ReplicaSets labelled `rollouts-pod-template-hash` are watched like the
+Deployments, and each such ReplicaSet of a blueGreen Rollout joins the Deployments as a Rollout
+color. In steady state the only requests in flight are the long-running WATCHes.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ from kubernetes_asyncio.client import ApiClient
 from rainbowd.core.model import (
     PHASE,
     POD_DELETION_COST,
+    ROLLOUT_HASH,
     ColorObject,
     Deployment,
     ObjectKind,
+    Rollout,
     Service,
 )
-from rainbowd.core.objects import color_object_from_k8s, deployment_from_k8s, service_from_k8s
+from rainbowd.core.objects import (
+    color_object_from_k8s,
+    deployment_from_k8s,
+    joined,
+    replicaset_from_k8s,
+    rollout_from_k8s,
+    service_from_k8s,
+)
 from rainbowd.kube.clients import (
     Gone,
     KubeError,
@@ -72,6 +83,8 @@ CONFIGMAPS = Resource("v1", "configmaps", "ConfigMap")
 HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 PDBS = Resource("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")
 SCALED_OBJECTS = Resource("keda.sh/v1alpha1", "scaledobjects", "ScaledObject")
+REPLICASETS = Resource("apps/v1", "replicasets", "ReplicaSet")
+ROLLOUTS = Resource("argoproj.io/v1alpha1", "rollouts", "Rollout")
 # The objects that scale a color or guard its pods; optional: a CRD that may not be served.
 COLOR_OBJECTS: tuple[tuple[Resource, ObjectKind, bool], ...] = (
     (HPAS, ObjectKind.HPA, False),
@@ -559,61 +572,42 @@ class ClusterCache:
         self.changed = asyncio.Event()
         self._on_change = on_change
         scopes: Sequence[str | None] = list(dict.fromkeys(namespaces)) if namespaces else [None]
-        self.deployment_informers: list[Informer[Deployment]] = [
-            Informer(
-                api,
-                DEPLOYMENTS,
-                deployment_from_k8s,
-                namespace=ns,
-                label_selector=label_selector,
-                on_change=self._changed,
-                page_size=page_size,
-                watch_timeout=watch_timeout,
-                backoff=backoff,
-            )
-            for ns in scopes
-        ]
-        self.service_informers: list[Informer[Service]] = [
-            Informer(
-                api,
-                SERVICES,
-                service_from_k8s,
-                namespace=ns,
-                on_change=self._changed,
-                page_size=page_size,
-                watch_timeout=watch_timeout,
-                backoff=backoff,
-            )
-            for ns in scopes
-        ]
+        self._api = api
+        self._scopes = scopes
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        self.deployment_informers = self._watched(
+            DEPLOYMENTS, deployment_from_k8s, label_selector=label_selector
+        )
+        self.service_informers = self._watched(SERVICES, service_from_k8s)
+        # Argo Rollouts (optional: its CRD may not be served; never waited for, as where the
+        # namespaced variant's Role for them is not applied a LIST is refused: their colors
+        # appear once listed) and the ReplicaSets Argo Rollouts labels, waited for like the
+        # Deployments; `label_selector` selects Rollouts, as it does Deployments.
+        self.rollout_informers = self._watched(
+            ROLLOUTS, rollout_from_k8s, label_selector=label_selector, optional=True
+        )
+        self.replicaset_informers = self._watched(
+            REPLICASETS, replicaset_from_k8s, label_selector=ROLLOUT_HASH
+        )
         # What scales a color or guards its pods: never waited for (see `objects`).
         self.object_informers: list[Informer[ColorObject]] = [
-            Informer(
-                api,
-                resource,
-                functools.partial(color_object_from_k8s, kind),
-                namespace=ns,
-                on_change=self._changed,
-                page_size=page_size,
-                watch_timeout=watch_timeout,
-                backoff=backoff,
-                optional=optional,
-            )
+            informer
             for resource, kind, optional in COLOR_OBJECTS
-            for ns in scopes
+            for informer in self._watched(
+                resource, functools.partial(color_object_from_k8s, kind), optional=optional
+            )
         ]
-        self._deployments = _Grouping(self.deployment_informers)
+        self._deployments = _Workloads(
+            self.deployment_informers, self.replicaset_informers, self.rollout_informers
+        )
         self._services = _Grouping(self.service_informers)
         self._objects = _Grouping(self.object_informers)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
-        self._api = api
-        self._scopes = scopes
-        self._page_size = page_size
-        self._watch_timeout = watch_timeout
-        self._backoff = backoff
         # The colors' pods, watched once the labels naming app and color are known (they come
         # with the policy); they never wake the loop: a pod to mark waits for the next cycle.
         self.pod_informers: list[Informer[PodMark]] = []
@@ -621,9 +615,35 @@ class ClusterCache:
         self._pod_tasks: list[asyncio.Task[None]] = []
         self._pods: tuple[tuple[tuple[Informer[PodMark], int], ...], list[PodMark]] | None = None
 
+    def _watched(
+        self,
+        resource: Resource,
+        convert: Callable[[Mapping[str, Any]], T],
+        *,
+        label_selector: str | None = None,
+        optional: bool = False,
+    ) -> list[Informer[T]]:
+        """One informer of `resource` per scope (each namespace, or the cluster), waking the
+        loop on every change."""
+        return [
+            Informer(
+                self._api,
+                resource,
+                convert,
+                namespace=ns,
+                label_selector=label_selector,
+                on_change=self._changed,
+                page_size=self._page_size,
+                watch_timeout=self._watch_timeout,
+                backoff=self._backoff,
+                optional=optional,
+            )
+            for ns in self._scopes
+        ]
+
     @property
     def informers(self) -> list[Informer[Any]]:
-        return [*self.deployment_informers, *self.service_informers]
+        return [*self.deployment_informers, *self.service_informers, *self.replicaset_informers]
 
     @property
     def synced(self) -> bool:
@@ -645,8 +665,9 @@ class ClusterCache:
         return True
 
     def deployments(self) -> dict[str, list[Deployment]]:
-        """The Deployments by namespace. The same dict, lists and objects while none changed
-        (what lets a cycle skip work it did last time); treat them as read-only."""
+        """The Deployments and Rollout colors by namespace. The same dict, lists and objects
+        while none changed (what lets a cycle skip work it did last time); treat them as
+        read-only."""
         return self._deployments.get()
 
     def watch_pods(self, app_label: str, color_label: str) -> None:
@@ -706,7 +727,7 @@ class ClusterCache:
 
     def stats(self) -> InformerStats:
         total = InformerStats()
-        for inf in [*self.informers, *self.object_informers]:
+        for inf in [*self.informers, *self.rollout_informers, *self.object_informers]:
             total.add(inf.stats)
         return total
 
@@ -719,7 +740,7 @@ class ClusterCache:
             asyncio.create_task(
                 inf.run(), name=f"informer {inf.resource.plural} {inf.namespace or '*'}"
             )
-            for inf in [*self.informers, *self.object_informers]
+            for inf in [*self.informers, *self.rollout_informers, *self.object_informers]
         ]
         stop = asyncio.create_task(self._stop.wait(), name="cluster cache stop")
         try:
@@ -772,5 +793,67 @@ class _Grouping(Generic[T]):
             if old is not None and len(old) == len(items) and all(map(operator.is_, old, items)):
                 grouped[namespace] = old
         self._versions = versions
+        self._grouped = grouped
+        return grouped
+
+
+class _Workloads:
+    """The Deployments by namespace, each ReplicaSet of a blueGreen Rollout among them as a
+    Rollout color (`objects.joined`), regrouped only when one of them changed. A joined color
+    is kept while its ReplicaSet and Rollout are the same objects, so the planner's memo sees
+    the same objects cycle after cycle, as for Deployments."""
+
+    def __init__(
+        self,
+        deployments: list[Informer[Deployment]],
+        replicasets: list[Informer[Deployment]],
+        rollouts: list[Informer[Rollout]],
+    ) -> None:
+        self._deployments = _Grouping(deployments)
+        self._replicasets = replicasets
+        self._rollouts = rollouts
+        self._versions: tuple[int, ...] | None = None
+        self._plain: dict[str, list[Deployment]] | None = None
+        self._joined: dict[Key, tuple[Deployment, Rollout, Deployment]] = {}
+        self._grouped: dict[str, list[Deployment]] = {}
+
+    def get(self) -> dict[str, list[Deployment]]:
+        plain = self._deployments.get()
+        versions = tuple(
+            [inf.version for inf in self._replicasets] + [inf.version for inf in self._rollouts]
+        )
+        if not any(len(inf) for inf in self._replicasets):
+            self._joined = {}
+            self._grouped = plain
+            return plain
+        if versions == self._versions and plain is self._plain:
+            return self._grouped
+        rollouts = {key: r for inf in self._rollouts for key, r in inf.items().items()}
+        joined_before = self._joined
+        kept: dict[Key, tuple[Deployment, Rollout, Deployment]] = {}
+        extra: dict[str, list[Deployment]] = {}
+        for inf in self._replicasets:
+            for key, rs in inf.items().items():
+                rollout = rollouts.get((rs.namespace, rs.owner))
+                if rollout is None or not rollout.blue_green:
+                    continue
+                before = joined_before.get(key)
+                if before is not None and before[0] is rs and before[1] is rollout:
+                    color = before[2]
+                else:
+                    color = joined(rs, rollout)
+                kept[key] = (rs, rollout, color)
+                extra.setdefault(rs.namespace, []).append(color)
+        grouped = dict(plain)
+        for ns, colors in extra.items():
+            combined = [*plain.get(ns, ()), *colors]
+            old = self._grouped.get(ns)
+            same = old is not None and len(old) == len(combined)
+            if old is not None and same and all(map(operator.is_, old, combined)):
+                combined = old
+            grouped[ns] = combined
+        self._joined = kept
+        self._versions = versions
+        self._plain = plain
         self._grouped = grouped
         return grouped

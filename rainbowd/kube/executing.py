@@ -1,5 +1,10 @@
 """Applies a Plan to the cluster: annotation stamps, scale-downs and deletes of Deployments.
 
+A Rollout color is a ReplicaSet of an Argo Rollout: its stamps go on the ReplicaSet, and its
+scale-down is one annotation patch (its `scale-down-deadline` set to now, with the bookkeeping),
+never a /scale or a delete: Argo Rollouts scales its ReplicaSet down itself. Its Events go on
+the ReplicaSet and on the Rollout.
+
 Each action carries the resourceVersion (and uid) the planner saw, sent as a precondition, so an
 action never lands on a Deployment that changed since: the apiserver answers 409 and the next
 cycle plans again from fresh state. Each applied action gets one log line and one Event; a
@@ -54,6 +59,7 @@ from rainbowd.core.model import (
     PHASE,
     POD_DELETION_COST,
     REASONS,
+    SCALE_DOWN_DEADLINE,
     Action,
     ActionKind,
     ColorObject,
@@ -64,6 +70,7 @@ from rainbowd.core.model import (
     Severity,
     Snapshot,
     State,
+    WorkloadKind,
 )
 from rainbowd.core.objects import ObjectError, deployment_from_k8s, service_from_k8s
 from rainbowd.core.scalers import consolidation_problem, hpa_of, scaled_objects_to_pause
@@ -147,8 +154,13 @@ def event_type(action: Action, outcome: ActionOutcome) -> EventType:
 
 
 def is_urgent(action: Action) -> bool:
-    """Scale-downs, deletes and drain resets: never queued behind routine stamps."""
-    return action.disruptive or action.reason is Reason.DRAIN_RESET
+    """Scale-downs, deletes, drain resets and a Rollout color's deadline kept ahead (Argo
+    Rollouts' timer is running): never queued behind routine stamps."""
+    return (
+        action.disruptive
+        or action.reason is Reason.DRAIN_RESET
+        or SCALE_DOWN_DEADLINE in action.annotations
+    )
 
 
 def _pod(item: Any) -> tuple[str, bool] | None:
@@ -175,7 +187,9 @@ def _precondition(resource_version: str) -> dict[str, str]:
 
 
 def _deployment_path(action: Action, subresource: str = "") -> str:
-    path = resource_path("apps/v1", "deployments", namespace=action.namespace, name=action.name)
+    """The action's object: its Deployment, or a Rollout color's ReplicaSet."""
+    plural = "replicasets" if action.workload is WorkloadKind.ROLLOUT else "deployments"
+    path = resource_path("apps/v1", plural, namespace=action.namespace, name=action.name)
     return f"{path}/{subresource}" if subresource else path
 
 
@@ -530,15 +544,29 @@ class Executor:
         return result
 
     async def _emit(self, action: Action, outcome: ActionOutcome, note: str) -> None:
+        """The action's Event on its Deployment; a Rollout color's on its ReplicaSet and on the
+        Rollout (where `kubectl argo rollouts get` users look)."""
+        fields: dict[str, Any] = {
+            "type": event_type(action, outcome),
+            "reason": event_reason(action, outcome),
+            "note": note,
+            "action": action.kind.value.capitalize(),
+        }
+        if action.workload is not WorkloadKind.ROLLOUT:
+            await self._on_deployment(action.namespace, action.name, action.uid, **fields)
+            return
         await self._on_deployment(
-            action.namespace,
-            action.name,
-            action.uid,
-            type=event_type(action, outcome),
-            reason=event_reason(action, outcome),
-            note=note,
-            action=action.kind.value.capitalize(),
+            action.namespace, action.name, action.uid, kind="ReplicaSet", **fields
         )
+        if action.rollout:
+            await self._recorder.emit(
+                kind="Rollout",
+                api_version="argoproj.io/v1alpha1",
+                namespace=action.namespace,
+                name=action.rollout,
+                uid=action.rollout_uid,
+                **fields,
+            )
 
     async def _on_deployment(
         self,
@@ -550,10 +578,11 @@ class Executor:
         reason: str,
         note: str,
         action: str,
+        kind: str = "Deployment",
     ) -> None:
-        """One Event regarding a Deployment."""
+        """One Event regarding a Deployment (or a Rollout color's ReplicaSet, `kind`)."""
         await self._recorder.emit(
-            kind="Deployment",
+            kind=kind,
             api_version="apps/v1",
             namespace=namespace,
             name=name,
@@ -601,8 +630,17 @@ class Executor:
             return ActionResult(action, ActionOutcome.ERROR, "no uid to use as precondition")
         try:
             async with asyncio.timeout(self.timeout):
-                if action.kind is ActionKind.ANNOTATE:
+                if action.kind is ActionKind.ANNOTATE or (
+                    action.kind is ActionKind.SCALE and action.workload is WorkloadKind.ROLLOUT
+                ):
+                    # A Rollout color's scale-down: its deadline, with the bookkeeping.
                     await self._annotate(action, action.resource_version)
+                elif action.workload is WorkloadKind.ROLLOUT:
+                    return ActionResult(
+                        action,
+                        ActionOutcome.ERROR,
+                        f"a Rollout color is only annotated, never a {action.kind} (a bug)",
+                    )
                 elif action.kind is ActionKind.SCALE:
                     await self._through_autoscalers(action)
                     await self._scale_down(action)
@@ -728,6 +766,7 @@ class Executor:
                     reason="AnnotationWarning",
                     note=warning,
                     action="Report",
+                    kind="Deployment" if deployment.rollout is None else "ReplicaSet",
                 )
 
         await asyncio.gather(*(report(d, w) for d, w in reports))

@@ -34,7 +34,8 @@ from typing import Any
 import aiohttp
 
 from rainbowd.core.model import NO_SERIES, Connections, PrometheusErrorCause
-from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings, series_expr
+from rainbowd.core.policy.presets import DEFAULT
 from rainbowd.logs import get_logger
 
 log = get_logger(__name__)
@@ -57,7 +58,8 @@ SUM_PART = "sum"
 PODS_PART = "pods"
 NEGATIVE_PART = "negative"
 STALE_PART = "stale"
-_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART, STALE_PART)
+EVALUATED_PART = "evaluated"
+_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART, STALE_PART, EVALUATED_PART)
 # The series the recording rules record (`recording_rules`), one per part of the summary.
 RECORDED_SUM = "rainbowd:connections:sum"
 RECORDED_PODS = "rainbowd:connections_pods:count"
@@ -219,7 +221,14 @@ class PrometheusClient:
                 reader = self._summaries.get(query)
                 if reader is None:
                     reader = self._summaries[query] = SummaryReader(query)
-                result, warnings = reader.read_answer(*await self._post(expr, at=at), at=at)
+                reused = reader.reuse(at) or await self._probed(reader, at)
+                if reused is not None:
+                    return reused
+                answer = await self._post(expr, at=at)
+                result, warnings = reader.read_answer(*answer, at=at)
+                if result is not None and reader.stale_due(at):
+                    stale = await self._post(stale_expr(query), at=at)
+                    result, warnings = reader.read_answer(*answer, at=at, stale=stale)
             else:
                 vector = await self.query(expr, at=at)
                 warnings = vector.warnings
@@ -251,6 +260,18 @@ class PrometheusClient:
         for warning in result.warnings:
             log.warning("prometheus result partly ignored", cause=warning, query=_shorten(shown))
         return result
+
+    async def _probed(self, reader: SummaryReader, at: datetime) -> QueryResult | None:
+        """The last answer's result at `at` if, its next evaluation due, the rules have not
+        recorded it yet (`SummaryReader.probe`: one series asked for); else None."""
+        probe = reader.probe(at)
+        if probe is None:
+            return None
+        try:
+            vector = await self.query(probe, at=at)
+        except PrometheusError:
+            vector = None  # the whole answer is asked for, and its fault reported
+        return reader.probed(vector, at)
 
     def retain(self, queries: Iterable[ConnectionsQuery]) -> None:
         """Forget the remembered answers of every query but these (the ones still asked)."""
@@ -313,9 +334,10 @@ def summary_expr(query: ConnectionsQuery) -> str:
     check stricter); and, only where a color has some, `negative`, its number of negative
     series (a negative gauge summed in would hide connections). rainbowd joins them per color.
 
-    With `query.recorded`, the parts are read from the series the recording rules record
-    (`recording_rules`), one small aggregation each over one series per color, and a fourth
-    part, `stale`, marks the colors whose recorded figures are older than two rule intervals.
+    With `query.recorded`, the parts are the series the recording rules record
+    (`recording_rules`), selected as recorded (one series per color and part), with an
+    `evaluated` part: when the rules last recorded them. Only if a recorded figure is older
+    than two rule intervals, a second query (`stale_expr`) names the colors that are stale.
     """
     if query.recorded:
         return _recorded_expr(query)
@@ -344,21 +366,32 @@ def _raw_parts(query: ConnectionsQuery) -> tuple[str, str, str]:
 
 
 def _recorded_expr(query: ConnectionsQuery) -> str:
-    """The three parts read from the recorded series in one selection (each rule marks its
-    series with its part), and the colors whose sum or pod count was recorded more than two
-    rule intervals ago (Prometheus still answers a sample up to its lookback delta old, five
-    minutes by default)."""
+    """The three parts as the rules recorded them, selected as they are (the recorded names
+    tell the parts apart; each rule also marks its series with its part), and, as the
+    `evaluated` part, the time of the oldest recorded sum or pod count (one series naming no
+    color): the next evaluation is due a rule interval after it, and only when it is more than
+    two rule intervals old are the stale colors asked for (`stale_expr`)."""
+    matchers = f", {query.series_matchers}" if query.series_matchers else ""
+    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
+    evaluated = f"min(timestamp({_recorded_figures(query)}))"
+    return f'{every} or label_replace({evaluated}, "{PART_LABEL}", "{EVALUATED_PART}", "", "")'
+
+
+def stale_expr(query: ConnectionsQuery) -> str:
+    """The colors whose recorded sum or pod count is older than two rule intervals (Prometheus
+    still answers a sample up to its lookback delta old, five minutes by default), as the
+    `stale` part."""
     by = _by(query)
     oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
-    # The matchers narrow the recorded series, which keep the namespace, app and color labels.
-    matchers = f", {query.matchers}" if query.matchers else ""
-    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
-    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
-    stale = f"count by ({by}) (timestamp({figures}) < {oldest})"
-    return (
-        f"sum by ({by}, {PART_LABEL}) ({every})"
-        f' or label_replace({stale}, "{PART_LABEL}", "{STALE_PART}", "", "")'
-    )
+    stale = f"count by ({by}) (timestamp({_recorded_figures(query)}) < {oldest})"
+    return f'label_replace({stale}, "{PART_LABEL}", "{STALE_PART}", "", "")'
+
+
+def _recorded_figures(query: ConnectionsQuery) -> str:
+    # The matchers (and the namespaces managed) narrow the recorded series, which keep the
+    # namespace, app and color labels.
+    matchers = f", {query.series_matchers}" if query.series_matchers else ""
+    return f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
 
 
 def _parts(*exprs: str) -> str:
@@ -372,12 +405,31 @@ def _parts(*exprs: str) -> str:
 def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     """The rule file (Prometheus' format) recording the raw parts of `query`'s summary every
     `query.rule_interval`: what `source: recorded` reads. The rules record every series of the
-    metric; the query's matchers narrow the recorded series when they are read."""
-    names = (RECORDED_SUM, RECORDED_PODS, RECORDED_NEGATIVE)
-    every = _raw_parts(dataclasses.replace(query, matchers="", recorded=False))
+    metric; the query's matchers narrow the recorded series when they are read.
+
+    With the default preset (whose narrowing by pod is exact) the pod count is the summary's,
+    made cheaper to evaluate every interval: the series with a pod label counted by it, and
+    only the (usually no) series without one relabelled, their instance made their pod, so no
+    series of the metric is relabelled where it need not be.
+    """
+    raw = dataclasses.replace(query, matchers="", recorded=False, namespaces=())
+    total, pods, negative = _raw_parts(raw)
+    if raw.preset == DEFAULT:
+        by, pod = _by(raw), raw.pod_label
+        named = f"count by ({by}, {pod}) ({series_expr(raw, {'pod': '.+'})})"
+        unnamed = (
+            f"count by ({by}, {pod}) (label_replace(count by ({by}, instance)"
+            f' ({series_expr(raw, {"pod": ""})}), "{pod}", "$1", "instance", "(.+)"))'
+        )
+        pods = f"count by ({by}) ({named} or {unnamed})"
+    # The pod count last: once a color's is recorded, its whole evaluation is (`probe`).
     rules = [
         {"record": name, "expr": expr, "labels": {PART_LABEL: part}}
-        for name, expr, part in zip(names, every, _PARTS, strict=False)
+        for name, expr, part in (
+            (RECORDED_SUM, total, SUM_PART),
+            (RECORDED_NEGATIVE, negative, NEGATIVE_PART),
+            (RECORDED_PODS, pods, PODS_PART),
+        )
     ]
     interval = format_duration(query.rule_interval)
     return {"groups": [{"name": RULE_GROUP, "interval": interval, "rules": rules}]}
@@ -540,11 +592,18 @@ class SummaryReader:
     A color whose sum and pod count read exactly as last time is not converted again: its
     Connections of last time is kept (only figures that already passed every check are
     remembered). When no color changed, `read` returns last time's mapping, the same object.
+
+    Recorded series change only when the rules are evaluated: an answer is used again
+    (`reuse`), without asking Prometheus, until a rule interval after the oldest figure it
+    read (the `evaluated` part), when the next evaluation is due; every figure it holds is then
+    still less than one interval old, so the two-interval freshness holds throughout.
     """
 
     def __init__(self, query: ConnectionsQuery) -> None:
         self.query = query
         self._names = (query.namespace_label, query.app_label, query.color_label)
+        # The labels of a color's part: its three and the part's, and the recorded name.
+        self._width = 5 if query.recorded else 4
         self._last: dict[ColorKey, _Read] = {}
         self._by_color: Mapping[ColorKey, Connections] = MappingProxyType({})
         self._rebuilt = True  # _by_color holds more than _last's figures (negative counts)
@@ -552,30 +611,94 @@ class SummaryReader:
         self._body: bytes | None = None  # the last answer read, without its evaluation time
         self._made: dict[tuple[str, str], Connections] = {}
         self._missing = missing_cause(query)
+        # The answer last read: when it was read, when the next evaluation is due, and until
+        # when all of its figures are less than two rule intervals old, as Unix times; and the
+        # query probing for the next evaluation (recorded series only).
+        self._reusable: tuple[float, float, float] | None = None
+        self._probe: str | None = None
+        self._probed_key: ColorKey | None = None
+        self._evaluated: float | None = None
         twice = 2 * query.rule_interval
         self._stale = Connections.unknown(
             f"recorded series of the rules {RECORDED_SUM} and {RECORDED_PODS} (group"
             f" {RULE_GROUP}) older than {format_duration(twice)}: are the rules evaluated?"
         )
 
+    def reuse(self, at: datetime) -> QueryResult | None:
+        """The last answer's result at `at`, if no evaluation of the rules is due since it was
+        read (`at` before a rule interval after its oldest figure); else None: ask again."""
+        if self._reusable is not None:
+            read_at, due, _ = self._reusable
+            if read_at <= at.timestamp() < due:
+                return self._result(at)
+        return None
+
+    def probe(self, at: datetime) -> str | None:
+        """Once the next evaluation is due: the query for the time of one color's recorded pod
+        count (the last rule of the group: once it is recorded, the whole evaluation is),
+        while every figure of the last answer is still fresh at `at`; else None."""
+        if self._reusable is not None and self._probe is not None:
+            read_at, _, fresh = self._reusable
+            if read_at <= at.timestamp() < fresh:
+                return self._probe
+        self._reusable = None
+        return None
+
+    def probed(self, vector: Vector | None, at: datetime) -> QueryResult | None:
+        """The last answer's result at `at` if the probe's answer (None: it failed) is the
+        probed color's pod count recorded no later than the answer's oldest figure; else
+        None, and the last answer is not used again: the whole answer is to be asked for."""
+        evaluated = self._evaluated
+        if vector is not None and not vector.warnings and vector and evaluated is not None:
+            probed = self._probed_key
+            times = [s.value for s in vector if _color_key(s.labels, self._names) == probed]
+            if len(times) == len(vector) and all(t <= evaluated for t in times):
+                return self._result(at)
+        self._reusable = None
+        return None
+
+    def stale_due(self, at: datetime) -> bool:
+        """Whether the answer just read holds a recorded figure more than two rule intervals
+        old at `at`: then the stale colors are to be asked for (`stale_expr`)."""
+        twice = 2 * self.query.rule_interval.total_seconds()
+        # Written so that a NaN time counts as old.
+        return self._evaluated is not None and not self._evaluated >= at.timestamp() - twice
+
     def read_answer(
-        self, status: int, body: bytes, *, at: datetime
+        self,
+        status: int,
+        body: bytes,
+        *,
+        at: datetime,
+        stale: tuple[int, bytes] | None = None,
     ) -> tuple[QueryResult | None, tuple[str, ...]]:
-        """An HTTP answer to the query: the result, or None with Prometheus' warnings (partial
-        data); raises PrometheusError. An answer byte for byte as last time but for its
-        evaluation time is not parsed again: last time's result stands, the same mapping."""
-        timeless = _timeless(body) if status == 200 else None
-        if timeless is not None and timeless == self._body:
-            return self._result(at), ()
-        self._body = None
-        with _collector_paused():
-            items, warnings = parse_document(status, body)
-            if warnings:
-                return None, warnings
-            result = self.read(items, at=at)
-            del items
-        self._body = timeless
-        return result, ()
+        """An HTTP answer to the query, with the answer to `stale_expr` if it was asked: the
+        result, or None with Prometheus' warnings (partial data); raises PrometheusError. An
+        answer byte for byte as last time but for its evaluation time is not parsed again:
+        last time's result stands, the same mapping."""
+        self._reusable = self._probe = None
+        timeless = _timeless(body) if status == 200 and stale is None else None
+        if timeless is None or timeless != self._body:
+            self._body = None
+            with _collector_paused():
+                items, warnings = parse_document(status, body)
+                if stale is not None and not warnings:
+                    more, warnings = parse_document(*stale)
+                    items += more
+                if warnings:
+                    return None, warnings
+                self.read(items, at=at)
+                del items
+            self._body = timeless
+        evaluated = self._evaluated
+        if self.query.recorded and evaluated is not None and math.isfinite(evaluated) and not stale:
+            # Never past a rule interval after the read either (a clock ahead of Prometheus').
+            read_at = at.timestamp()
+            since = min(evaluated, read_at)
+            seconds = self.query.rule_interval.total_seconds()
+            self._reusable = (read_at, since + seconds, since + 2 * seconds)
+            self._probe = self._probe_of(self._probed_key)
+        return self._result(at), ()
 
     def read(self, items: list[Any], *, at: datetime) -> QueryResult:
         """The answer's result items into connections per color; raises PrometheusBadResponse."""
@@ -584,13 +707,16 @@ class SummaryReader:
         unknown: dict[ColorKey, Connections] = {}
         twice: set[ColorKey] = set()
         unlabelled = stale = 0
+        self._evaluated = None
         for index, item in enumerate(items):
             found = self._part(item, index)
             if found is None:
                 unlabelled += 1
                 continue
             key, part, text = found
-            if part == NEGATIVE_PART:
+            if part == EVALUATED_PART:
+                self._evaluated = _number(text)
+            elif part == NEGATIVE_PART:
                 count = _number(text)
                 unknown[key] = Connections.unknown(
                     f"prometheus returned a negative count ({count:g} series)"
@@ -603,6 +729,7 @@ class SummaryReader:
                 if key in into:
                     twice.add(key)
                 into[key] = text
+        self._probed_key = next(iter(pods), None)
         changed = self._join(sums, pods, twice)
         if changed or unknown or self._rebuilt:
             by_color = {key: entry[2] for key, entry in self._last.items()}
@@ -621,6 +748,14 @@ class SummaryReader:
             warnings.append(f"{stale} colors' {self._stale.cause}")
         self._warnings = tuple(warnings)
         return self._result(at)
+
+    def _probe_of(self, key: ColorKey | None) -> str | None:
+        if key is None:
+            return None
+        matchers = ", ".join(
+            f"{name}={json.dumps(value)}" for name, value in zip(self._names, key, strict=True)
+        )
+        return f'timestamp({{__name__="{RECORDED_PODS}", {matchers}}})'
 
     def _result(self, at: datetime) -> QueryResult:
         return QueryResult(
@@ -678,11 +813,12 @@ class SummaryReader:
         except (TypeError, KeyError, IndexError):
             part = None
         # The usual shape, checked in full but cheaply: _parse_sample's checks on the four
-        # labels there are. Anything else goes through _parse_sample.
+        # labels there are (and the recorded name). Anything else goes through _parse_sample.
         if (
             part in _PARTS
             and type(metric) is dict
-            and len(metric) == 4
+            and len(metric) == self._width
+            and (self._width == 4 or type(metric.get(_NAME)) is str)
             and type(text) is str
             and type(key[0]) is str
             and type(key[1]) is str
@@ -702,6 +838,8 @@ class SummaryReader:
                 f"prometheus answered a series without a {PART_LABEL} label of"
                 f" {', '.join(_PARTS)}: {_shorten(str(dict(sample.labels)))}"
             )
+        if part == EVALUATED_PART and self.query.recorded and len(sample.labels) == 1:
+            return _NO_COLOR, part, item["value"][1]
         found = _color_key(sample.labels, self._names)
         if found is None:
             return None
@@ -737,6 +875,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 _VALUE = b'"value":['
+_NAME = "__name__"
+_NO_COLOR: ColorKey = ("", "", "")  # the key of a part naming no color (`evaluated`)
 _NUMBERS = (int, float)
 _MADE_MAX = 100_000
 

@@ -13,6 +13,7 @@ import aiohttp
 
 from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
 from rainbowd.prom.querying import (
+    RECORDED_SUM,
     ColorKey,
     PrometheusBadResponse,
     PrometheusPartialData,
@@ -26,9 +27,16 @@ Point = tuple[float, float]
 
 
 def range_expression(query: ConnectionsQuery) -> str:
-    """The connections query summed per color: one series per color, not per pod."""
+    """The connections query summed per color: one series per color, not per pod. With
+    `source: recorded`, the recorded sums (`rainbowd:connections:sum`), one series per color
+    already, narrowed by the matchers and the namespaces managed."""
     labels = ", ".join((query.namespace_label, query.app_label, query.color_label))
-    inner = query.query if query.query is not None else query.selector
+    if query.recorded:
+        inner = f"{RECORDED_SUM}{{{query.series_matchers}}}"
+    elif query.query is not None:
+        inner = query.query
+    else:
+        inner = query.selector
     return f"sum by ({labels}) ({inner})"
 
 

@@ -220,11 +220,22 @@ class PodRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await pod.starting
         was_serving = pod.serving
-        await asyncio.to_thread(pod.process.stop)
+        # A stop once begun is seen through and told, even when the sandbox is stopped meanwhile
+        # (the pod has already left `pods`: stop_all would not tell it).
+        stopping = asyncio.ensure_future(asyncio.to_thread(pod.process.stop))
+        cancelled = False
+        while not stopping.done():
+            try:
+                await asyncio.shield(stopping)
+            except asyncio.CancelledError:
+                cancelled = True
+        stopping.result()  # its error, if it failed
         self._set_targets()
         if was_serving:
             log.debug("pod stopped", pod=pod.name, color=pod.color)
             self._changed(pod, "stopped")
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def stop_all(self) -> None:
         pods = list(self.pods.values())

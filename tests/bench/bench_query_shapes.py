@@ -1,32 +1,54 @@
-"""Prometheus' CPU per rainbowd cycle for each shape of the connections query, side by side, at
-30,000 and 150,000 series (3 pods per color): the summary as one series per color with
-`count_values` (the shape rainbowd asked before, the baseline), the split shape of plain
-aggregations rainbowd asks now, and the recorded shape (`connections.source: recorded`) with the
-recording rules' own evaluation beside it.
+"""Prometheus' CPU for each shape of the connections query, side by side, at 30,000 and 150,000
+series (3 pods per color): the summary as one series per color with `count_values` (the shape
+rainbowd asked before, the baseline), the split shape of plain aggregations rainbowd asks now,
+and the recorded shape (`connections.source: recorded`) with the recording rules' own evaluation
+beside it, each as it was before (`BEFORE_*`, kept here) and as it is now.
 
-A real Prometheus scrapes one exposition of every series; each shape is then asked REPS times in
-a row and Prometheus' CPU (/proc) divided by REPS. The rules' cost is their three expressions
-evaluated the same way (a rule evaluation is that query). Per minute: rainbowd asking every 30 s
-(two cycles) and the rules evaluated every 30 s (two evaluations), the issue's comparison.
+A real Prometheus scrapes one exposition of every series; each query is asked REPS times in a
+row and Prometheus' CPU (/proc) divided by REPS. The rules are measured as Prometheus evaluates
+them: the group evaluated every EVAL_EVERY, Prometheus' CPU over EVALS whole evaluations less
+what it spends meanwhile without them (scraping), per evaluation.
+
+Per minute, with the rules evaluated every 30 s (two evaluations a minute), at the daemon's
+default cycle of 30 s and at a 5 s cycle: the summary asked every cycle; the recorded series
+read at most once a cycle, and only when a new evaluation is recorded (a probe of one series
+asking, once one is due), the reads and probes a minute counted from the real client over a
+minute of 5 s cycles against the rules evaluated every 30 s (at a 30 s cycle, a probe and a
+read each cycle counted).
 
     python -m tests.bench query_shapes      (RAINBOWD_BENCH_SHAPES_SIZES=30000,150000)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from types import SimpleNamespace
+from typing import Any
 
+import aiohttp
 import yaml
 
-from rainbowd.core.policy import ConnectionsQuery
-from rainbowd.prom.querying import recording_rules, summary_expr
+from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.prom import PrometheusClient
+from rainbowd.prom.querying import (
+    RECORDED_NEGATIVE,
+    RECORDED_PODS,
+    RECORDED_SUM,
+    RULE_GROUP,
+    Vector,
+    recording_rules,
+    summary_expr,
+)
 from rainbowd_sandbox.prometheus import PrometheusServer, Sample
 from tests.bench.bench_scale import cpu_seconds
 from tests.exposition import Exposition
@@ -35,14 +57,21 @@ SIZES = tuple(
     int(s) for s in os.environ.get("RAINBOWD_BENCH_SHAPES_SIZES", "30000,150000").split(",")
 )
 REPS = int(os.environ.get("RAINBOWD_BENCH_SHAPES_REPS", "10"))
+EVALS = int(os.environ.get("RAINBOWD_BENCH_SHAPES_EVALS", "4"))
+EVAL_EVERY = timedelta(seconds=15)
 PODS = 3
+RULES = timedelta(seconds=30)  # the rule interval of the comparison
+CYCLES = (30.0, 5.0)  # the daemon's default cycle, and a short one
 RAW = ConnectionsQuery()
-RECORDED = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=30))
+RECORDED = ConnectionsQuery(recorded=True, rule_interval=RULES)
 # The same rules evaluated every 2 hours, and read as such (nothing stale meanwhile).
 IDLE = ConnectionsQuery(recorded=True, rule_interval=timedelta(hours=2))
 # Scraped once a minute: the series stay fresh (5 min lookback) and few scrapes land among the
 # queries being measured.
 SCRAPE = 60.0
+_BY = "namespace, app, color"
+# What the client asks, once an evaluation is due, to learn whether it is recorded yet.
+PROBE = f'timestamp({{__name__="{RECORDED_PODS}", namespace="ns0", app="app0", color="c000000"}})'
 
 
 def count_values_expr(query: ConnectionsQuery) -> str:
@@ -59,6 +88,37 @@ def count_values_expr(query: ConnectionsQuery) -> str:
         f"sum by ({by}) ({sel})"
         f' * on ({by}) group_left (rainbowd_pods) count_values by ({by}) ("rainbowd_pods", {pods})'
         f' or label_replace(count by ({by}) ({sel} < 0), "rainbowd_part", "negative", "", "")'
+    )
+
+
+def before_rules(interval: timedelta) -> dict[str, Any]:
+    """The recording rules as shipped before: the pod count's series relabelled twice."""
+    sel = RAW.selector
+    pod = (
+        f'label_replace(label_replace({sel}, "rainbowd_pod", "$1", "instance", "(.+)"),'
+        f' "rainbowd_pod", "$1", "pod", "(.+)")'
+    )
+    exprs = {
+        RECORDED_SUM: ("sum", f"sum by ({_BY}) ({sel})"),
+        RECORDED_PODS: ("pods", f"count by ({_BY}) (count by ({_BY}, rainbowd_pod) ({pod}))"),
+        RECORDED_NEGATIVE: ("negative", f"count by ({_BY}) ({sel} < 0)"),
+    }
+    rules = [
+        {"record": name, "expr": expr, "labels": {"rainbowd_part": part}}
+        for name, (part, expr) in exprs.items()
+    ]
+    seconds = f"{interval.total_seconds():g}s"
+    return {"groups": [{"name": RULE_GROUP, "interval": seconds, "rules": rules}]}
+
+
+def before_read() -> str:
+    """The recorded series as read before: every part summed again, the stale colors counted."""
+    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}'
+    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"}}'
+    stale = f"count by ({_BY}) (timestamp({figures}) < time() - 14400)"
+    return (
+        f"sum by ({_BY}, rainbowd_part) ({every})"
+        f' or label_replace({stale}, "rainbowd_part", "stale", "", "")'
     )
 
 
@@ -88,72 +148,188 @@ def cpu_per(prom: PrometheusServer, run: Callable[[], None]) -> float:
     return (cpu_seconds(prom.pid or 0) - before) / REPS
 
 
+def _group_metric(prom: PrometheusServer, name: str) -> float:
+    with urllib.request.urlopen(prom.url + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    pattern = re.compile(rf'^{name}{{[^}}]*rule_group="[^"]*;{RULE_GROUP}"}} (\S+)$', re.M)
+    found = pattern.search(text)
+    return float(found.group(1)) if found else 0.0
+
+
+def idle_rate(prom: PrometheusServer, seconds: float) -> float:
+    """Prometheus' CPU seconds per second while it only scrapes."""
+    before, started = cpu_seconds(prom.pid or 0), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(prom.pid or 0) - before) / (time.monotonic() - started)
+
+
+def evaluation_cost(
+    prom: PrometheusServer, rules_file: Path, rules: dict[str, Any], idle: float
+) -> float:
+    """Prometheus' CPU seconds per evaluation of `rules`: EVALS whole evaluations, from the end
+    of one to the end of the EVALS-th after it, less the idle rate over that time."""
+    group = rules["groups"][0] | {"interval": f"{EVAL_EVERY.total_seconds():g}s"}
+    rules_file.write_text(yaml.safe_dump({"groups": [group]}))
+    prom.reload()
+    last = "prometheus_rule_group_last_evaluation_timestamp_seconds"
+
+    def next_evaluation(after: float) -> float:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            at = _group_metric(prom, last)
+            if at > after:
+                return at
+            time.sleep(0.1)
+        raise RuntimeError(f"no evaluation of the group {RULE_GROUP} within 600 s")
+
+    at = next_evaluation(0.0)
+    at = next_evaluation(at)  # the reloaded group's own
+    before, started = cpu_seconds(prom.pid or 0), time.monotonic()
+    for _ in range(EVALS):
+        at = next_evaluation(at)
+    used = cpu_seconds(prom.pid or 0) - before
+    return (used - idle * (time.monotonic() - started)) / EVALS
+
+
+class _Counting(PrometheusClient):
+    """The client, counting the single queries it sends (the probes for a new evaluation)."""
+
+    probes = 0
+
+    async def query(self, expr: str, *, at: datetime) -> Vector:
+        self.probes += 1
+        return await super().query(expr, at=at)
+
+
+async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[int, int]:
+    """The reads and the probes the real client sends over a minute of cycles `cycle` seconds
+    apart, reading the recorded series while the rules are evaluated every RULES."""
+    sent = 0
+
+    async def count(*_: object) -> None:
+        nonlocal sent
+        sent += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
+    settings = PrometheusSettings(url=prom.url, timeout=timedelta(seconds=120))
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        client = _Counting(session, settings)
+        # A running daemon's client has read before: the minute counted starts warm.
+        await client.connections(RECORDED, at=datetime.now(UTC))
+        sent = client.probes = 0
+        started = time.monotonic()
+        for n in range(round(60 / cycle)):
+            await asyncio.sleep(max(0.0, started + n * cycle - time.monotonic()))
+            result = await client.connections(RECORDED, at=datetime.now(UTC))
+            if not result.ok:
+                raise RuntimeError(f"the recorded read failed: {result.error}")
+    return sent - client.probes, client.probes
+
+
 def measure(series: int, workdir: Path) -> dict[str, float]:
     rules = workdir / "rules.yaml"
-    rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
-    rule_exprs = [r["expr"] for r in recording_rules(RAW)["groups"][0]["rules"]]
+    with scraping(series) as prom:
+        got = {
+            "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
+            "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
+        }
+        idle = idle_rate(prom, EVALS * EVAL_EVERY.total_seconds())
+        rules.write_text("groups: []\n")
+        prom.set_rule_files([rules])
+        got["rules_before"] = evaluation_cost(prom, rules, before_rules(RULES), idle)
+        got["rules"] = evaluation_cost(prom, rules, recording_rules(RECORDED), idle)
+        # The rules recorded, their group is reloaded with a long interval (the same rules:
+        # Prometheus keeps their series), so no evaluation lands among the reads measured.
+        colors = series // PODS
+        prom.wait_for(f"count({RECORDED_SUM})", timeout=600, predicate=all_of(colors))
+        rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
+        prom.reload()
+        got["read_before"] = cpu_per(prom, lambda: query(prom, before_read()))
+        got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
+        got["probe"] = cpu_per(prom, lambda: query(prom, PROBE))
+        prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=all_of(colors))
+        # A minute of 5 s cycles against the rules evaluated every 30 s.
+        rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
+        prom.reload()
+        got["reads_5s"], got["probes_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
+        return got
+
+
+@contextlib.contextmanager
+def scraping(series: int) -> Iterator[PrometheusServer]:
+    """A real Prometheus that has scraped one exposition of `series` series (`exposition`)."""
     prom = PrometheusServer(scrape_interval=SCRAPE)
     with Exposition(exposition(series)) as target:
         prom.start()
         try:
             prom.set_targets([(target.target, {})])
-            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=_all(series))
-            got = {
-                "count_values": cpu_per(prom, lambda: query(prom, count_values_expr(RAW))),
-                "split": cpu_per(prom, lambda: query(prom, summary_expr(RAW))),
-                "rules": cpu_per(prom, lambda: _each(prom, rule_exprs)),
-            }
-            # Then the rules, evaluated every 30 s, and the recorded shape reading them. Once
-            # they have recorded, their group is reloaded with a long interval (the same rules:
-            # Prometheus keeps their series), so no evaluation lands among the reads measured.
-            prom.set_rule_files([rules])
-            colors = series // PODS
-            prom.wait_for("count(rainbowd:connections:sum)", timeout=600, predicate=_all(colors))
-            rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
-            prom.reload()
-            got["recorded"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
-            # ...and the recorded series were all there to be read.
-            prom.wait_for("count(rainbowd:connections:sum)", timeout=5, predicate=_all(colors))
-            return got
+            prom.wait_for("count(rainbow_open_connections)", timeout=600, predicate=all_of(series))
+            yield prom
         finally:
             prom.close()
 
 
-def _each(prom: PrometheusServer, exprs: list[str]) -> None:
-    for expr in exprs:
-        query(prom, expr)
-
-
-def _all(series: int) -> Callable[[list[Sample]], bool]:
+def all_of(series: int) -> Callable[[list[Sample]], bool]:
     def check(samples: list[Sample]) -> bool:
         return bool(samples) and samples[0].value == series
 
     return check
 
 
+def per_minute(got: dict[str, float], cycle: float) -> SimpleNamespace:
+    """Prometheus' CPU seconds a minute, rules evaluated every 30 s, rainbowd's cycle `cycle`."""
+    cycles = 60 / cycle
+    evaluations = 60 / RULES.total_seconds()
+    reads, probes = (got["reads_5s"], got["probes_5s"]) if cycle == 5.0 else (cycles, cycles)
+    return SimpleNamespace(
+        count_values=cycles * got["count_values"],
+        split=cycles * got["split"],
+        before=cycles * got["read_before"] + evaluations * got["rules_before"],
+        now=reads * got["read"] + probes * got["probe"] + evaluations * got["rules"],
+        reads=f"{reads:g}+{probes:g}",
+    )
+
+
 def main() -> None:
     print(
-        "Prometheus CPU, ms per query; per minute at a 30 s cycle and a 30 s rule interval"
-        " (count_values: the shape asked before; recorded per minute includes the rules)"
+        "Prometheus CPU, ms per query or per rule evaluation (before: as shipped before; the"
+        " rules as Prometheus evaluates them)"
     )
     print(
-        f"{'series':>8} {'count_values':>13} {'split':>8} {'recorded':>9} {'rules':>8}"
-        f" {'cv/min':>8} {'rec+rules/min':>14} {'ratio':>6}"
+        f"{'series':>8} {'count_values':>13} {'split':>8} {'read before':>12} {'read':>8}"
+        f" {'rules before':>13} {'rules':>8} {'probe':>6}"
     )
+    rows = []
     for size in SIZES:
         with TemporaryDirectory(prefix="rainbowd-bench-shapes-") as tmp:
             started = time.perf_counter()
             got = measure(size, Path(tmp))
-        per_minute_cv = 2 * got["count_values"]
-        per_minute_rec = 2 * got["recorded"] + 2 * got["rules"]
+        rows.append((size, got))
         print(
             f"{size:>8} {got['count_values'] * 1000:>13.1f} {got['split'] * 1000:>8.1f}"
-            f" {got['recorded'] * 1000:>9.1f} {got['rules'] * 1000:>8.1f}"
-            f" {per_minute_cv * 1000:>8.1f} {per_minute_rec * 1000:>14.1f}"
-            f" {per_minute_cv / per_minute_rec if per_minute_rec else float('inf'):>6.1f}"
+            f" {got['read_before'] * 1000:>12.1f} {got['read'] * 1000:>8.1f}"
+            f" {got['rules_before'] * 1000:>13.1f} {got['rules'] * 1000:>8.1f}"
+            f" {got['probe'] * 1000:>6.1f}"
             f"   ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
+    print(
+        "Per minute, rules every 30 s: s of Prometheus CPU (count_values: asked every cycle;"
+        " recorded: the reads plus two evaluations; ratio: count_values / recorded now)"
+    )
+    print(
+        f"{'series':>8} {'cycle':>6} {'count_values':>13} {'split':>8} {'recorded before':>16}"
+        f" {'reads+probes':>12} {'recorded now':>13} {'ratio':>6}"
+    )
+    for size, got in rows:
+        for cycle in CYCLES:
+            m = per_minute(got, cycle)
+            print(
+                f"{size:>8} {cycle:>5g}s {m.count_values:>13.1f} {m.split:>8.1f}"
+                f" {m.before:>16.1f} {m.reads:>12} {m.now:>13.1f}"
+                f" {m.count_values / m.now if m.now else float('inf'):>6.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -757,10 +757,14 @@ def sizes() -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
-def run(size: int, cycles: int, *, interval: float = 5.0) -> dict[str, Any]:
-    """One size measured; `interval` is both controllers' cycle and the scrape interval."""
+def run(
+    size: int, cycles: int, *, interval: float = 5.0, scrape: float | None = None
+) -> dict[str, Any]:
+    """One size measured; `interval` is both controllers' cycle, and the scrape interval
+    unless `scrape` says otherwise (the sandbox's Prometheus takes whole seconds)."""
     global INTERVAL, SCRAPE
-    INTERVAL = SCRAPE = interval
+    INTERVAL = interval
+    SCRAPE = interval if scrape is None else scrape
     with tempfile.TemporaryDirectory(prefix="rainbowd-scale-") as tmp:
         result = asyncio.run(run_size(size, cycles, Path(tmp)))
     result["interval_s"] = interval

@@ -37,7 +37,7 @@ from rainbowd.kube.events import REPORTING_CONTROLLER
 from rainbowd.settings import PolicySource, Settings
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.procs import Process, free_port
-from rainbowd_sandbox.prometheus import PrometheusServer
+from rainbowd_sandbox.prometheus import DEFAULT_JOB, PrometheusServer
 from tests.demoapps import DemoApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,6 +262,9 @@ class Fleet:
     prometheus: PrometheusServer
     apps: dict[str, DemoApp] = field(default_factory=dict)
     extra_targets: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    job: str = DEFAULT_JOB
+    """The scrape job of the fleet's targets: fleets of two namespaces on one Prometheus each
+    need their own, or the second's targets replace the first's."""
 
     def start(self, color: str) -> DemoApp:
         demo = DemoApp(color, workdir=self.workdir, app=APP, namespace=self.namespace).start()
@@ -273,7 +276,7 @@ class Fleet:
         self.prometheus.set_targets([(address, {})], job=job)
 
     def _targets(self) -> None:
-        self.prometheus.set_targets([(d.target, {}) for d in self.apps.values()])
+        self.prometheus.set_targets([(d.target, {}) for d in self.apps.values()], job=self.job)
 
     async def wait_scraped(self, color: str, value: float) -> None:
         """Until Prometheus reports `value` connections for the color (polled without blocking
@@ -347,6 +350,27 @@ async def status_command(url: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def plan_command(cluster: ControlPlane, namespace: str, policy: Path, *args: str) -> str:
+    """`rainbowd plan` without a snapshot file, one read-only cycle against the live cluster, run
+    as a user runs it: its output (the exit code checked)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rainbowd",
+        "plan",
+        f"--kubeconfig={cluster.kubeconfig}",
+        f"--namespaces={namespace}",
+        f"--policy-file={policy}",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
     return out.decode()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     get_deployment,
     metric_sum,
     our_events,
+    plan_command,
     point_service,
     policy_text,
     running_daemon,
@@ -108,24 +108,11 @@ async def test_once_dry_run_changes_nothing(
     await unchanged(kube_api, namespace, versions)
 
     # `rainbowd plan` without a snapshot file: one read-only cycle against the live cluster.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rainbowd",
-        "plan",
-        f"--kubeconfig={cluster_full.kubeconfig}",
-        f"--namespaces={namespace}",
-        f"--policy-file={policy}",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    rows = [line.split()[:5] for line in out.decode().splitlines()]
-    assert [namespace, "chat", NEW, "live", "1/1"] in rows, out.decode()
+    out = await plan_command(cluster_full, namespace, policy)
+    rows = [line.split()[:5] for line in out.splitlines()]
+    assert [namespace, "chat", NEW, "live", "1/1"] in rows, out
     old_rows = [row for row in rows if row[:3] == [namespace, "chat", OLD]]
-    assert len(old_rows) == 1 and old_rows[0][3] in ("draining", "drained"), out.decode()
+    assert len(old_rows) == 1 and old_rows[0][3] in ("draining", "drained"), out
     await unchanged(kube_api, namespace, versions)
 
 

@@ -49,6 +49,7 @@ from tests.e2e.harness import (
     fetch_json,
     get_deployment,
     metric_sum,
+    our_events,
     point_service,
     running_daemon,
     scrape_metrics,
@@ -155,14 +156,16 @@ async def test_etcd_restart_compaction_and_cut_streams(
     live = Color(APP, "f00000")
     olds = [Color(APP, f"a0000{i}") for i in range(3)]
     await colors_with_pods(kube_api, namespace, pods, olds, live)
-    policy = policy_file(tmp_path, shared_prometheus, namespace)
+    # The pause of the second fault must come before its scale-down is due: the drain starts,
+    # the daemon sees its own stamp a cycle later, and the test pauses its watches at once.
+    policy = policy_file(tmp_path, shared_prometheus, namespace, drain_hold="3s")
     settings = daemon_settings(
         cluster_full,
         namespace,
         policy=PolicySource(file=str(policy)),
         kubeconfig=str(proxied_kubeconfig(cluster_full, apiserver_proxy, tmp_path)),
     )
-    # Every old color is held by a client until its fault is in place.
+    # Every old color is held by a client until its fault begins.
     clients = {c.name: contextlib.AsyncExitStack() for c in olds}
     for color in olds:
         await clients[color.name].enter_async_context(
@@ -217,31 +220,46 @@ async def faults_under_a_daemon(
         witness.cleared(record)
         await converge(witness, record, kube_api, namespace, olds[0].name)
 
-        # Watches expired: etcd compacted past everything the daemon has seen, while its
-        # streams are down; the apiserver restarts so its watch cache holds nothing older.
+        # Watches expired behind a stale picture. The second color's client leaves and the
+        # daemon plans on its drain stamp; then its watches are held (its requests still go
+        # through) and the Service goes back to that color behind its back. Its next action
+        # on the color is planned on the old picture, and would scale a live color down: the
+        # executor's own read of the Services must refuse it. Nothing here races the clock:
+        # the picture stays stale until the action was refused (or landed).
+        await clients[olds[1].name].aclose()
+        await eventually(
+            lambda: planning_on_its_stamps(daemon, {olds[1].name}),
+            what="the daemon to plan on its drain stamp",
+        )
         before = await scrape_metrics(url)
         record = witness.injected("watch expired (410, compaction)", (olds[1].name,))
-        apiserver_proxy.cut()
-        # Behind the daemon's back: the Service goes back to this color, and the client
-        # leaves. Acting on the old picture would scale a live color down.
-        await point_service(kube_api, namespace, olds[1].color)
-        etcd_compact(cluster_full, await asyncio.to_thread(etcd_revision, cluster_full))
-        await clients[olds[1].name].aclose()
-        await asyncio.to_thread(cluster_full.restart_apiserver)
+        apiserver_proxy.pause_downstream()
+        try:
+            early = [a for a in witness.applied() if a.name == olds[1].name]
+            assert not early, f"the daemon acted before the pause (drainHold too short?): {early}"
+            await point_service(kube_api, namespace, olds[1].color)
 
-        # The outage lasts while the daemon retries its watches six times (an apiserver slow
-        # to come back under load): its informers' backoff has grown as it would in a
-        # cluster.
-        async def retried() -> bool:
-            now = await scrape_metrics(url)
-            return all(
-                metric_sum(now, "rainbowd_informer_errors_total", resource=resource)
-                >= metric_sum(before, "rainbowd_informer_errors_total", resource=resource) + 6
-                for resource in ("services", "deployments")
-            )
+            async def refused_or_landed() -> bool:
+                # The executor's refusal is an Event on the Deployment, in its own words.
+                for event in await our_events(kube_api, namespace, name=olds[1].name):
+                    if str(event.get("reason", "")).endswith("Conflict") and (
+                        "selects this color now" in str(event.get("note"))
+                    ):
+                        return True
+                return any(a.name == olds[1].name for a in witness.applied())
 
-        await eventually(retried, what="the daemon to retry its watches six times")
-        apiserver_proxy.resume()
+            await eventually(refused_or_landed, what="the action on the old picture")
+            landed = [a for a in witness.applied() if a.name == olds[1].name]
+            assert not landed, f"an action landed on the old picture: {landed}"
+            # Then its watches expire unseen: etcd compacted past everything the daemon has
+            # seen, and the apiserver restarted so its watch cache holds nothing older (the
+            # held streams' end is held too); then every stream is cut.
+            etcd_compact(cluster_full, await asyncio.to_thread(etcd_revision, cluster_full))
+            await asyncio.to_thread(cluster_full.restart_apiserver)
+            apiserver_proxy.cut()
+        finally:
+            apiserver_proxy.resume_downstream()
+            apiserver_proxy.resume()
         witness.cleared(record)
 
         async def relisted() -> bool:
@@ -251,6 +269,10 @@ async def faults_under_a_daemon(
             )
 
         await eventually(relisted, what="the daemon to list again after 410 Gone")
+        await eventually(
+            lambda: daemon_sees(url, namespace, olds[1].color, live=True),
+            what="the daemon to see the switch made behind its back",
+        )
         # The switched color is live now: the Service goes back, and it drains as usual.
         await point_service(kube_api, namespace, live.color)
         await converge(witness, record, kube_api, namespace, olds[1].name)
@@ -292,6 +314,23 @@ async def faults_under_a_daemon(
         await eventually(sees_it_live, what="the daemon to see the switch made during the cut")
         await point_service(kube_api, namespace, live.color)
         await converge(witness, record, kube_api, namespace, olds[2].name)
+
+
+async def planning_on_its_stamps(daemon: Daemon, names: set[str]) -> bool:
+    """Whether the daemon's cache holds the drain stamps it wrote on `names`: they are draining
+    and nothing is left to stamp, so its next actions on them are the cleanups, planned on this
+    picture."""
+    report = daemon.last_cycle
+    if report is None or report.plan is None:
+        return False
+    planned = {c.name: c for app in report.plan.apps for c in app.colors}
+    return all(
+        (c := planned.get(name)) is not None
+        and c.state is State.DRAINING
+        and c.drained_since is not None
+        and not c.actions
+        for name in names
+    )
 
 
 async def daemon_sees(url: str, namespace: str, color: str, *, live: bool) -> bool:
@@ -352,23 +391,10 @@ async def test_writers_racing_the_daemon_between_plan_and_action(
         kubeconfig=str(proxied_kubeconfig(cluster_full, apiserver_proxy, tmp_path)),
     )
     async with running_daemon(settings) as daemon:
-
-        async def planning_on_its_stamps() -> bool:
-            # Its cache holds the drain stamps it wrote: the three are draining and nothing is
-            # left to stamp, so its next actions on them are the cleanups, on this picture.
-            report = daemon.last_cycle
-            if report is None or report.plan is None:
-                return False
-            planned = {c.name: c for app in report.plan.apps for c in app.colors}
-            return all(
-                (c := planned.get(name)) is not None
-                and c.state is State.DRAINING
-                and c.drained_since is not None
-                and not c.actions
-                for name in names
-            )
-
-        await eventually(planning_on_its_stamps, what="the daemon to plan on its drain stamps")
+        await eventually(
+            lambda: planning_on_its_stamps(daemon, names),
+            what="the daemon to plan on its drain stamps",
+        )
         # From here the daemon's watches hold still, and its requests wait for the writers.
         apiserver_proxy.pause_downstream()
         apiserver_proxy.hold_requests()

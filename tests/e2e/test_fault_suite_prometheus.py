@@ -35,7 +35,7 @@ from tests.e2e.faultkit import (
 )
 from tests.e2e.faultlog import FaultRecord, Witness
 from tests.e2e.harness import DaemonProcess, eventually, point_service
-from tests.fakeprom import FAULTS, FaultyProxy
+from tests.fakeprom import FAULTS, FaultyProxy, running_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_full, pytest.mark.prometheus]
 
@@ -73,12 +73,8 @@ def source(
 
 @pytest.fixture
 async def proxy(shared_prometheus: PrometheusServer) -> AsyncIterator[FaultyProxy]:
-    p = FaultyProxy(shared_prometheus.url)
-    await p.start()
-    try:
+    async with running_proxy(shared_prometheus.url) as p:
         yield p
-    finally:
-        await p.stop()
 
 
 async def test_unknown_connections_never_act_and_recover(

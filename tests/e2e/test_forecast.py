@@ -73,7 +73,10 @@ async def test_a_draining_color_gets_an_eta_that_survives_a_restart(
     policy = tmp_path / "policy.yaml"
     # minRetiredAge 1h: the old color stays draining however fast its connections go.
     policy.write_text(policy_text(prometheus.url, namespace, min_retired_age="1h"))
-    settings = daemon_settings(cluster_full, namespace, policy=PolicySource(file=str(policy)))
+    # Cycles twice a second: the drain's pace is counted in them.
+    settings = daemon_settings(
+        cluster_full, namespace, policy=PolicySource(file=str(policy)), interval=0.5
+    )
 
     # Plain sockets, not reading tasks: the clients outlive the first daemon, whose stop checks
     # that no task is left. The app writes a short line every 0.2 s; the buffers hold minutes.

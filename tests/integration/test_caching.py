@@ -531,8 +531,10 @@ async def test_steady_state_makes_no_list_or_get(
             for resource in resources:
                 assert after[(verb, resource)] == before[(verb, resource)], (verb, resource)
         assert after[("watch", "deployments")] > before[("watch", "deployments")]
-        # One per informer, at start (none for ScaledObjects while KEDA's CRD is not installed).
-        served = [i for i in [*cache.informers, *cache.object_informers] if not i.absent]
+        # One per informer, at start (none for ScaledObjects while KEDA's CRD is not installed,
+        # nor for Rollouts while Argo Rollouts' is not).
+        every = [*cache.informers, *cache.rollout_informers, *cache.object_informers]
+        served = [i for i in every if not i.absent]
         assert cache.stats().lists == len(served) >= 4
     finally:
         await cache.stop()

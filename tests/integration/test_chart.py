@@ -4,6 +4,8 @@ in namespaced mode the same as k8s/namespaced; `helm lint` finds nothing to say.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,7 +65,7 @@ def test_helm_template_equals_the_kustomize_render_for_defaults() -> None:
     assert got == expected, _diff(got, expected)
     kinds = {key[1] for key in got}
     assert {"Deployment", "ClusterRole", "PrometheusRule", "ServiceMonitor", "PodMonitor"} <= kinds
-    assert len(got) == 16
+    assert len(got) == 17
 
 
 def test_helm_template_in_namespaced_mode_equals_k8s_namespaced() -> None:
@@ -82,6 +84,9 @@ def test_namespaced_keda_grants_scaled_objects_in_the_roles() -> None:
 
     assert "keda.sh" not in groups()
     assert "keda.sh" in groups("--set", "namespaced.keda=true")
+    assert "argoproj.io" not in groups()
+    assert "argoproj.io" in groups("--set", "namespaced.argoRollouts=true")
+    assert "keda.sh" not in groups("--set", "namespaced.argoRollouts=true")
 
 
 def test_the_comparison_sees_a_changed_value() -> None:
@@ -288,3 +293,220 @@ def test_the_network_policy_follows_its_values_and_can_be_left_out() -> None:
     assert _one(docs, "NetworkPolicy", "rainbowd-chat")["metadata"]["namespace"] == "platform"
     left_out = helm_template("--set", "networkPolicy.enabled=false")
     assert not [d for d in left_out if d["kind"] == "NetworkPolicy"]
+
+
+# --- shards -----------------------------------------------------------------------------------
+
+SHARDS = {
+    "shards": [
+        {"name": "eu", "namespaces": ["chat-eu", "xmpp-eu"]},
+        {"name": "us", "namespaces": ["chat-us"], "selector": "tier in (chat,xmpp)"},
+    ]
+}
+
+
+def _values(tmp_path: Path, values: dict[str, Any]) -> tuple[str, str]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ("-f", str(path))
+
+
+def _args(deployment: dict[str, Any]) -> list[str]:
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_the_default_is_one_unnamed_shard_rendering_as_before() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["shards"] == [{"name": "", "namespaces": [], "selector": ""}]
+    (deployment,) = [d for d in helm_template() if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["name"] == "rainbowd"
+    assert not [a for a in _args(deployment) if a.startswith(("--namespaces", "--selector"))]
+
+
+def test_each_shard_is_a_deployment_with_its_own_namespaces_lease_and_service(
+    tmp_path: Path,
+) -> None:
+    docs = helm_template(*_values(tmp_path, SHARDS), release="chat", namespace="platform")
+    eu = _one(docs, "Deployment", "rainbowd-chat-eu")
+    us = _one(docs, "Deployment", "rainbowd-chat-us")
+    assert len([d for d in docs if d["kind"] == "Deployment"]) == 2
+    assert {"--namespaces=chat-eu,xmpp-eu", "--lease-name=rainbowd-chat-eu"} <= set(_args(eu))
+    assert {"--namespaces=chat-us", "--lease-name=rainbowd-chat-us"} <= set(_args(us))
+    assert "--selector=tier in (chat,xmpp)" in _args(us)
+    assert not [a for a in _args(eu) if a.startswith("--selector")]
+    for deployment in (eu, us):
+        assert "--lease-namespace=platform" in _args(deployment)
+        assert "--policy-configmap=platform/rainbowd-chat-policy" in _args(deployment)
+    # Each Deployment and Service selects its own shard's pods only; the NetworkPolicy all.
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in (eu, us)}
+    for name, deployment in (("rainbowd-chat-eu", eu), ("rainbowd-chat-us", us)):
+        service = _one(docs, "Service", name)
+        for selector in (
+            deployment["spec"]["selector"]["matchLabels"],
+            service["spec"]["selector"],
+        ):
+            assert [n for n, labels in pods.items() if _labels_match(selector, labels)] == [name]
+        monitor = _one(docs, "ServiceMonitor", "rainbowd-chat")
+        assert service_monitor_problems(monitor, service, deployment) == []
+    # The ServiceMonitor labels each target with its pod's shard, for the per-shard alerts
+    # (Prometheus' Kubernetes discovery writes a pod label's key with _ for what is not a word).
+    (shard,) = [key for key in pods["rainbowd-chat-eu"] if key.endswith("/shard")]
+    relabelings = _one(docs, "ServiceMonitor", "rainbowd-chat")["spec"]["endpoints"][0][
+        "relabelings"
+    ]
+    assert [r["sourceLabels"] for r in relabelings if r.get("targetLabel") == "shard"] == [
+        ["__meta_kubernetes_pod_label_" + re.sub(r"\W", "_", shard)]
+    ]
+    policy = _one(docs, "NetworkPolicy", "rainbowd-chat")["spec"]["podSelector"]["matchLabels"]
+    assert all(_labels_match(policy, labels) for labels in pods.values())
+    # One ServiceAccount and its permissions for all; the Role holds both Leases, no more.
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"] == [
+        "rainbowd-chat"
+    ]
+    assert {d["spec"]["template"]["spec"]["serviceAccountName"] for d in (eu, us)} == {
+        "rainbowd-chat"
+    }
+    role = _one(docs, "Role", "rainbowd-chat")
+    leases = [r for r in role["rules"] if r["resources"] == ["leases"] and "resourceNames" in r]
+    assert [r["resourceNames"] for r in leases] == [["rainbowd-chat-eu", "rainbowd-chat-us"]]
+    _one(docs, "ClusterRoleBinding", "rainbowd-chat")
+
+
+def test_shards_in_namespaced_mode_get_roles_where_they_manage(tmp_path: Path) -> None:
+    values = {
+        "namespaced": {"enabled": True, "namespaces": ["team-a", "team-b"]},
+        "monitoring": {"enabled": False},
+        "shards": [
+            {"name": "a", "namespaces": ["team-a"]},
+            {"name": "b", "namespaces": ["team-b"]},
+        ],
+    }
+    docs = helm_template(*_values(tmp_path, values))
+    assert "--namespaces=team-a" in _args(_one(docs, "Deployment", "rainbowd-a"))
+    assert "--namespaces=team-b" in _args(_one(docs, "Deployment", "rainbowd-b"))
+    roles = {d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"}
+    assert roles == {"team-a", "team-b", "rainbowd"}
+    assert not [d for d in docs if d["kind"].startswith("Cluster")]
+
+
+def test_shards_with_selectors_naming_one_label_apart_may_share_namespaces(
+    tmp_path: Path,
+) -> None:
+    values = {
+        "shards": [
+            {"name": "chat", "namespaces": ["apps"], "selector": "tier=chat,team=x"},
+            {"name": "web", "selector": "tier==web"},
+        ]
+    }
+    docs = helm_template(*_values(tmp_path, values))
+    assert "--selector=tier=chat,team=x" in _args(_one(docs, "Deployment", "rainbowd-chat"))
+    web = _args(_one(docs, "Deployment", "rainbowd-web"))
+    assert "--selector=tier==web" in web
+    assert not [a for a in web if a.startswith("--namespaces")]
+
+
+@pytest.mark.parametrize("values", [SHARDS], ids=["shards"])
+def test_helm_lint_is_clean_with_shards(tmp_path: Path, values: dict[str, Any]) -> None:
+    result = run([helm(), "lint", "--strict", CHART, *_values(tmp_path, values)])
+    out = result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+    for level in ("[INFO]", "[WARNING]", "[ERROR]"):
+        assert level not in out, out
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"shards": []}, "shards: the list is empty"),
+        ({"shards": {"name": "a"}}, "shards: expected a list"),
+        ({"shards": ["a"]}, "shards[0]: expected a mapping"),
+        (
+            {"shards": [{"name": "a", "namespace": ["x"]}]},
+            "shards[0].namespace: unknown key",
+        ),
+        (
+            {"shards": [{"name": "a", "namespaces": ["x"]}, {"namespaces": ["z"]}]},
+            "shards[1].name: missing: with several shards each needs a name",
+        ),
+        ({"shards": [{"name": "EU"}]}, 'shards[0].name: "EU" is not a name'),
+        (
+            {"shards": [{"name": "a", "namespaces": ["x"]}, {"name": "a", "namespaces": ["z"]}]},
+            'shards[1].name: "a" is also the name of shards[0]',
+        ),
+        ({"shards": [{"name": "a", "namespaces": ["Not_A_Name"]}]}, '"Not_A_Name" is not a'),
+        # YAML 1.1, as Helm reads it: an unquoted y is a boolean.
+        ({"shards": [{"name": "a", "namespaces": [True]}]}, "true is a bool, not a namespace"),
+        (
+            {
+                "shards": [
+                    {"name": "a", "namespaces": ["x", "z"]},
+                    {"name": "b", "namespaces": ["z"]},
+                ]
+            },
+            "shards[1] overlaps shards[0] in namespace z",
+        ),
+        (
+            {"shards": [{"name": "a", "namespaces": ["x"]}, {"name": "b"}]},
+            "shards[1] overlaps shards[0] in every namespace (it lists none)",
+        ),
+        (
+            {"shards": [{"name": "a"}, {"name": "b", "namespaces": ["x"]}]},
+            "shards[1] overlaps shards[0] in every namespace (shards[0] lists none)",
+        ),
+        (
+            # Different labels: a Deployment labelled tier=chat and team=web matches both.
+            {
+                "shards": [
+                    {"name": "a", "namespaces": ["x"], "selector": "tier=chat"},
+                    {"name": "b", "namespaces": ["x"], "selector": "team=web"},
+                ]
+            },
+            "shards[1] overlaps shards[0] in namespace x",
+        ),
+        (
+            {
+                "shards": [
+                    {"name": "a", "namespaces": ["x"], "selector": "tier!=chat"},
+                    {"name": "b", "namespaces": ["x"], "selector": "tier=chat"},
+                ]
+            },
+            "shards[1] overlaps shards[0] in namespace x",
+        ),
+        (
+            {
+                "namespaced": {"enabled": True, "namespaces": ["team-a"]},
+                "shards": [{"name": "a", "namespaces": ["team-b"]}],
+            },
+            'shards[0].namespaces: "team-b" is not in namespaced.namespaces',
+        ),
+    ],
+    ids=[
+        "empty",
+        "not-a-list",
+        "not-a-mapping",
+        "unknown-key",
+        "unnamed",
+        "bad-name",
+        "same-name",
+        "bad-namespace",
+        "boolean-namespace",
+        "shared-namespace",
+        "later-has-all",
+        "earlier-has-all",
+        "selectors-on-different-labels",
+        "not-equal-is-no-proof",
+        "outside-namespaced-roles",
+    ],
+)
+def test_a_bad_shard_list_is_refused_naming_the_shard(
+    tmp_path: Path, values: dict[str, Any], complaint: str
+) -> None:
+    argv: list[str | Path] = [helm(), "template", "rainbowd", CHART, *_values(tmp_path, values)]
+    refused = run(argv, check=False)
+    assert refused.returncode != 0
+    assert complaint in refused.stderr, refused.stderr

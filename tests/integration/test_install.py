@@ -19,6 +19,7 @@ import yaml
 from rainbowd_sandbox.controlplane import ControlPlane
 from tests.installtools import (
     ensure_namespaces,
+    helm_template,
     install_namespaced_rbac,
     kubectl_as_admin,
     kustomize,
@@ -60,6 +61,27 @@ def _dry_run(cluster: ControlPlane, manifest: str) -> subprocess.CompletedProces
     )
 
 
+def _dry_run_objects(
+    cluster: ControlPlane, *source: str | Path, stdin: str | None = None
+) -> list[dict[str, Any]]:
+    """The objects the apiserver answers a server-side dry run of `source` (`-k DIR`, or
+    `--filename=-` with `stdin`) with."""
+    result = kubectl_as_admin(
+        cluster,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--output=json",
+        *source,
+        stdin=stdin,
+    )
+    answered = json.loads(result.stdout)
+    items: list[dict[str, Any]] = (
+        answered["items"] if answered.get("kind") == "List" else [answered]
+    )
+    return items
+
+
 def test_the_operator_kinds_are_served(with_crds: ControlPlane) -> None:
     resources: Any = with_crds.request("GET", "/apis/monitoring.coreos.com/v1")
     served = {r["name"] for r in resources["resources"]}
@@ -69,17 +91,7 @@ def test_the_operator_kinds_are_served(with_crds: ControlPlane) -> None:
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_server_side_dry_run_is_accepted(with_crds: ControlPlane, folder: str) -> None:
     docs = kustomize(folder)
-    result = kubectl_as_admin(
-        with_crds,
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--output=json",
-        "-k",
-        ROOT / folder,
-    )
-    answered = json.loads(result.stdout)
-    items = answered["items"] if answered.get("kind") == "List" else [answered]
+    items = _dry_run_objects(with_crds, "-k", ROOT / folder)
     got = {(i["kind"], i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in items}
     want = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]) for d in docs}
     assert got == want
@@ -191,3 +203,27 @@ def test_a_namespace_admin_can_install_the_namespaced_variant(
     )
     assert refused.returncode != 0
     assert "forbidden" in refused.stderr
+
+
+def test_a_sharded_chart_render_is_accepted_by_the_apiserver(
+    with_crds: ControlPlane, tmp_path: Path
+) -> None:
+    """Two shards of the chart, monitoring included, pass the apiserver's validation as a server
+    dry run: each shard's Deployment and Service beside the shared objects."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "shards": [
+                    {"name": "a", "namespaces": ["team-a"]},
+                    {"name": "b", "namespaces": ["team-b"], "selector": "tier in (chat,xmpp)"},
+                ]
+            }
+        )
+    )
+    docs = helm_template("-f", str(values))
+    objects = _dry_run_objects(with_crds, "--filename=-", stdin=yaml.safe_dump_all(docs))
+    got = {(i["kind"], i["metadata"]["name"]) for i in objects}
+    assert {("Deployment", "rainbowd-a"), ("Deployment", "rainbowd-b")} <= got
+    assert {("Service", "rainbowd-a"), ("Service", "rainbowd-b")} <= got
+    assert len(got) == len(docs)

@@ -7,9 +7,6 @@ and a rollback's restore lifts the pause rainbowd set, and only that one.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -32,8 +29,8 @@ from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.clients import request_json, resource_path
 from rainbowd.kube.events import EventRecorder
 from rainbowd.kube.executing import ActionOutcome, Executor
-from rainbowd_sandbox.buildcache import cache_root
 from rainbowd_sandbox.controlplane import ControlPlane
+from tests.installtools import go_module_dir
 from tests.integration.test_autoscalers import cache  # noqa: F401 (a fixture)
 from tests.integration.test_consolidating import consolidation, pod_names
 from tests.integration.test_executing import (
@@ -56,24 +53,7 @@ NAME = "chat-c0c0c0"
 
 def keda_source() -> Path:
     """KEDA's module, from the module proxy into the build cache's module cache."""
-    env = {
-        **os.environ,
-        "GOMODCACHE": str(cache_root() / "go" / "mod"),
-        "GOFLAGS": "-mod=mod",
-        "GOTOOLCHAIN": "local",
-    }
-    done = subprocess.run(
-        ["go", "mod", "download", "-json", KEDA_MODULE],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cache_root(),
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"go mod download {KEDA_MODULE}: {done.stdout}{done.stderr}", pytrace=False)
-    return Path(json.loads(done.stdout)["Dir"])
+    return go_module_dir(KEDA_MODULE)
 
 
 def install_crd(cluster: ControlPlane, crd: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from rainbowd.prom import (
     fetch_connections,
 )
 from rainbowd.prom.querying import (
+    EVALUATED_PART,
     NEGATIVE_PART,
     PART_LABEL,
     PODS_PART,
@@ -567,3 +568,34 @@ async def test_a_failed_range_query_seeds_nothing(
     fakeprom.reply = Reply(body=matrix())
     await seed()
     assert dict(history)[("chat", "web", "3c3fdc")][0] == (1700000000.0, 4.0)
+
+
+async def test_a_recorded_answer_stands_until_the_next_evaluation_is_due_unless_it_failed(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    query = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=15))
+    client = client_for(session, fakeprom.url)
+    answer = summary(("chat", "web", "3c3fdc", "4", "2"))
+    # The oldest figure recorded half a second before AT: the next evaluation is due at 14.5 s.
+    oldest = f"{AT.timestamp() - 0.5:.3f}"
+    evaluated = {"metric": {PART_LABEL: EVALUATED_PART}, "value": [AT.timestamp(), oldest]}
+    answer["data"]["result"].append(evaluated)  # type: ignore[index]
+    fakeprom.reply = Reply(body=answer)
+    first = await client.connections(query, at=AT)
+    later = await client.connections(query, at=AT + timedelta(seconds=14))
+    assert len(fakeprom.requests) == 1
+    assert later.by_color is first.by_color and later.at == AT + timedelta(seconds=14)
+    assert later.get("chat", "web", "3c3fdc") == Connections(value=4.0, series=2)
+    # Due: the probe for the next evaluation fails, so the whole answer is asked for, and a
+    # failed answer is never used again.
+    fakeprom.reply = Reply(status=503, body=b"down")
+    assert not (await client.connections(query, at=AT + timedelta(seconds=15))).ok
+    probe, whole = (r.form["query"] for r in fakeprom.requests[1:])
+    assert probe.startswith("timestamp(") and whole == summary_expr(query)
+    assert not (await client.connections(query, at=AT + timedelta(seconds=16))).ok
+    assert len(fakeprom.requests) == 4
+    # An answer without the evaluated part (no figure recorded) is not used again either.
+    fakeprom.reply = Reply(body=summary(("chat", "web", "3c3fdc", "4", "2")))
+    await client.connections(query, at=AT + timedelta(seconds=17))
+    await client.connections(query, at=AT + timedelta(seconds=17))
+    assert len(fakeprom.requests) == 6

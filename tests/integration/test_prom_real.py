@@ -14,7 +14,13 @@ import pytest
 
 from rainbowd.core.model import NO_SERIES, Connections, PrometheusErrorCause
 from rainbowd.core.planner.assess import effective_connections
-from rainbowd.core.policy import ConnectionsQuery, PrometheusSettings
+from rainbowd.core.policy import (
+    API_VERSION,
+    KIND,
+    ConnectionsQuery,
+    PrometheusSettings,
+    parse_policy,
+)
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
 from tests.backends import Backend, backend, query_requests
 from tests.demoapps import DemoApp
@@ -289,3 +295,42 @@ async def test_the_summary_answers_as_the_per_pod_series_do(
     )
     assert set(summary.by_color) == set(raw.by_color)
     assert summary.warnings and raw.warnings
+
+
+async def test_a_shard_s_policy_asks_only_for_its_namespaces_series(
+    backend: Backend, client: PrometheusClient, tmp_path: Path
+) -> None:
+    """A rainbowd managing only `chat` (a shard) sends queries narrowed to it: the answer holds
+    chat's colors and none of `other`'s, which the same policy unnarrowed answers too."""
+    chat = DemoApp(A, workdir=tmp_path, namespace="chat", app="web", interval=0.5)
+    other = DemoApp(B, workdir=tmp_path, namespace="other", app="web", interval=0.5)
+    try:
+        chat.start()
+        other.start()
+        backend.set_targets([(chat.target, {}), (other.target, {})])
+        policy = parse_policy(
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "connections": {"metric": "rainbow_open_connections", "matchers": 'job="targets"'},
+                "rules": [{"name": "all"}],
+            }
+        )
+        await until_connections(client, {A: Connections(value=0.0, series=1)})
+        (whole,) = policy.queries
+        (narrowed,) = policy.narrowed(["chat"]).queries
+        assert narrowed.selector == 'rainbow_open_connections{job="targets", namespace=~"chat"}'
+
+        async def both_seen() -> dict[ConnectionsQuery, QueryResult] | None:
+            results = await fetch_connections(client, [whole, narrowed], at=datetime.now(UTC))
+            seen = {key[0] for key in results[whole].by_color}
+            return results if seen == {"chat", "other"} else None
+
+        results = await eventually(both_seen, "both namespaces' colors")
+        assert dict(results[narrowed].by_color) == {
+            ("chat", "web", A): Connections(value=0.0, series=1)
+        }
+        assert results[narrowed].get("other", "web", B) == NO_SERIES
+    finally:
+        chat.close()
+        other.close()

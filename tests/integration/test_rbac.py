@@ -126,6 +126,14 @@ NEEDED = [
     dict(verb="list", resource="scaledobjects", group="keda.sh"),
     dict(verb="watch", resource="scaledobjects", group="keda.sh"),
     dict(verb="patch", resource="scaledobjects", group="keda.sh", namespace="chat", name="x"),
+    # Argo Rollouts and their ReplicaSets: watched; a ReplicaSet annotated (its deadline), read
+    # fresh first.
+    dict(verb="list", resource="rollouts", group="argoproj.io"),
+    dict(verb="watch", resource="rollouts", group="argoproj.io"),
+    dict(verb="list", resource="replicasets", group="apps"),
+    dict(verb="watch", resource="replicasets", group="apps"),
+    dict(verb="get", resource="replicasets", group="apps", namespace="chat", name="chat-6d4f"),
+    dict(verb="patch", resource="replicasets", group="apps", namespace="chat", name="chat-6d4f"),
     dict(verb="watch", resource="configmaps", namespace="rainbowd", name="rainbowd-policy"),
     dict(verb="list", resource="configmaps", namespace="rainbowd", name="rainbowd-policy"),
     dict(verb="create", resource="leases", group="coordination.k8s.io", namespace="rainbowd"),
@@ -171,6 +179,18 @@ FORBIDDEN = [
     dict(verb="delete", resource="poddisruptionbudgets", group="policy", namespace="c", name="p"),
     dict(verb="delete", resource="scaledobjects", group="keda.sh", namespace="c", name="x"),
     dict(verb="list", resource="scaledjobs", group="keda.sh"),
+    # A Rollout's ReplicaSets are Argo Rollouts' to scale and delete: only their deadline is ours.
+    dict(verb="delete", resource="replicasets", group="apps", namespace="c", name="x"),
+    dict(
+        verb="patch",
+        resource="replicasets",
+        group="apps",
+        namespace="c",
+        name="x",
+        subresource="scale",
+    ),
+    dict(verb="patch", resource="rollouts", group="argoproj.io", namespace="c", name="x"),
+    dict(verb="delete", resource="rollouts", group="argoproj.io", namespace="c", name="x"),
 ]
 
 

@@ -14,7 +14,7 @@ import yaml
 from rainbowd.cli import build_parser
 from rainbowd.settings import settings_from_args
 from rainbowd_sandbox.controlplane import ControlPlane
-from tests.installtools import install_namespaced_rbac, kustomize
+from tests.installtools import ADDON_ROLES, install_namespaced_rbac, kustomize
 from tests.integration.test_rbac import NEEDED, SA, _allowed
 
 pytestmark = pytest.mark.cluster
@@ -84,23 +84,29 @@ def test_the_deployment_runs_rainbowd_on_what_its_roles_cover() -> None:
 
 def test_the_app_roles_grant_what_the_cluster_role_grants() -> None:
     """The per-namespace Roles are the ClusterRole of k8s/base, rule for rule: the variant's
-    own, and keda-role.yaml's for KEDA's objects (which Kubernetes' admin role does not hold,
-    so a namespace admin could not apply them; applied apart where KEDA runs)."""
+    own, and keda-role.yaml's and argo-rollouts-role.yaml's for KEDA's and Argo Rollouts'
+    objects (which Kubernetes' admin role does not hold, so a namespace admin could not apply
+    them; applied apart where the add-on runs)."""
     base = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "rbac.yaml").read_text()))
     cluster_role = next(d for d in base if d["kind"] == "ClusterRole")
-    keda = list(yaml.safe_load_all((ROOT / "k8s" / "namespaced" / "keda-role.yaml").read_text()))
+    groups = {"keda-role.yaml": "keda.sh", "argo-rollouts-role.yaml": "argoproj.io"}
+    assert set(groups) == set(ADDON_ROLES)
     for ns in MANAGED:
         [own] = [
             d["rules"]
             for d in kustomize("k8s/namespaced")
             if d["kind"] == "Role" and d["metadata"]["namespace"] == ns
         ]
-        [addon] = [
-            d["rules"] for d in keda if d["kind"] == "Role" and d["metadata"]["namespace"] == ns
-        ]
-        assert all(r["apiGroups"] == ["keda.sh"] for r in addon), addon
-        assert not any("keda.sh" in r["apiGroups"] for r in own), own
-        assert sorted(map(repr, own + addon)) == sorted(map(repr, cluster_role["rules"])), ns
+        addons = []
+        for name, group in groups.items():
+            docs = list(yaml.safe_load_all((ROOT / "k8s" / "namespaced" / name).read_text()))
+            [addon] = [
+                d["rules"] for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == ns
+            ]
+            assert all(r["apiGroups"] == [group] for r in addon), addon
+            assert not any(group in r["apiGroups"] for r in own), own
+            addons += addon
+        assert sorted(map(repr, own + addons)) == sorted(map(repr, cluster_role["rules"])), ns
 
 
 @pytest.mark.parametrize("attrs", [*IN_NAMESPACE, *OWN], ids=_ids)

@@ -308,6 +308,7 @@ KNOB_CHOICES: dict[str, Callable[[Choices], Any]] = {
     "scaleUpGrace": lambda c: timedelta(minutes=c.pick((30, 0, 5))),
     "consolidate": lambda c: None,
     "stepDown": lambda c: None,
+    "deadlineAhead": lambda c: timedelta(minutes=c.pick((10, 1, 60))),
 }
 
 

@@ -220,6 +220,8 @@ def test_the_source_in_force_and_the_rules_it_reads(tmp_path: Path) -> None:
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("  connections:")]
     assert "source recorded: the series of the rule group rainbowd-connections" in line
     assert "evaluated every 30s" in line
+    assert "history seeded from rainbowd:connections:sum" in line
+    assert "per-pod figures (consolidation, deletion costs) from the raw series" in line
     rules = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
     assert rules.returncode == 0, rules.stderr
     (group,) = yaml.safe_load(rules.stdout)["groups"]
@@ -242,6 +244,34 @@ def test_rules_recording_two_queries_cannot_be_printed_as_one(tmp_path: Path) ->
     proc = check_policy("-o", "rules", "policy.yaml", cwd=tmp_path)
     assert proc.returncode == 1
     assert "rules a, b read recorded series of different queries" in proc.stderr
+
+
+def test_namespaces_show_the_queries_a_shard_sends(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        HEADER
+        + "connections: {metric: conns, matchers: 'job=\"chat\"'}\n"
+        + "rules:\n  - name: chat\n    selector: app=chat\n"
+        + "  - name: free\n    connections: {query: 'sum by (namespace, app, color) (x)'}\n",
+    )
+    whole = check_policy("policy.yaml", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert 'conns{job="chat"}  (by namespace, app, color; source raw)' in whole.stdout
+    assert whole.stderr == ""
+    shard = check_policy("--namespaces=team-b,team-a", "policy.yaml", cwd=tmp_path)
+    assert shard.returncode == 0, shard.stderr
+    assert (
+        'conns{job="chat", namespace=~"team-a|team-b"}  (by namespace, app, color; source raw)'
+        in shard.stdout
+    )
+    assert shard.stderr.splitlines() == [
+        'policy.yaml: warning: rules[1] ("free"): its connections query is free PromQL, sent as'
+        " written, not narrowed to the namespaces managed (team-a, team-b): Prometheus"
+        " evaluates it over every namespace"
+    ]
+    refused = check_policy("--namespaces=Team_A", "policy.yaml", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "not a namespace name: 'Team_A'" in refused.stderr
 
 
 def test_each_preset_prints_its_expansion_and_its_caveats(tmp_path: Path) -> None:

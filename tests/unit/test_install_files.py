@@ -95,6 +95,7 @@ def test_the_namespaced_roles_follow_the_flag_and_the_cluster_role(tmp_path: Pat
         "charts/rainbowd/files/app-rules.yaml",
         "k8s/namespaced/apps-role.yaml",
         "k8s/namespaced/keda-role.yaml",
+        "k8s/namespaced/argo-rollouts-role.yaml",
     ]
     roles = list(yaml.safe_load_all(sync.expected(tmp_path)["k8s/namespaced/apps-role.yaml"]))
     assert [(d["kind"], d["metadata"]["namespace"]) for d in roles] == [

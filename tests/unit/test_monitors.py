@@ -155,3 +155,28 @@ def test_a_monitor_that_would_select_nothing_is_reported() -> None:
     assert len(problems) == 2, problems
     assert problems[0].startswith("selector ")
     assert problems[1] == "port 'tcp-metrics' is not a container port of the pods"
+
+
+def test_the_rollouts_pod_monitor_labels_a_rollouts_pods_with_their_color() -> None:
+    """Argo Rollouts' pods: the demo app's pods as a Rollout's ReplicaSet makes them (no color
+    label, the hash instead) are selected, a Deployment color's pods are not (the other monitor
+    scrapes them: never twice), and the series get app and color from the pod's labels."""
+    s = _shipped()
+    monitor = _one(K8S / "monitoring" / "podmonitor-rollouts.yaml", "PodMonitor")
+    spec = monitor["spec"]
+    demo_labels = s["demo"]["spec"]["template"]["metadata"]["labels"]
+    rollout_labels = {k: v for k, v in demo_labels.items() if k != "color"}
+    rollout_labels["rollouts-pod-template-hash"] = "6d4f8b9c7"
+    assert spec["namespaceSelector"] == {"any": True}
+    assert _selects(spec["selector"], rollout_labels)
+    assert not _selects(spec["selector"], demo_labels)
+    assert not _selects(s["podmonitor"]["spec"]["selector"], rollout_labels)
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert endpoint["port"] in _container_ports(s["demo"])
+    assert not endpoint["honorLabels"]  # the pod's labels win over an exported color
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert targets == {
+        "app": ["__meta_kubernetes_pod_label_app"],
+        "color": ["__meta_kubernetes_pod_label_rollouts_pod_template_hash"],
+    }
+    assert s["policy"]["connections"]["metric"] in str(endpoint["metricRelabelings"])

@@ -182,6 +182,7 @@ def test_every_key_set_explicitly() -> None:
             after=timedelta(minutes=45), every=timedelta(minutes=10), keep_pods=2
         ),
         step_down=StepDown(every=timedelta(hours=2), max_pods=3),
+        deadline_ahead=timedelta(minutes=15),
     )
     (api,) = policy.rules
     assert api.connections == ConnectionsQuery(
@@ -205,6 +206,7 @@ def test_every_key_set_explicitly() -> None:
         scale_up_grace=timedelta(hours=2),
         consolidate=None,
         step_down=None,
+        deadline_ahead=timedelta(minutes=2),
     )
     assert policy.queries == (api.connections,)
 

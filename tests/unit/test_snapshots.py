@@ -101,7 +101,7 @@ def test_every_error_is_reported_with_its_path() -> None:
     expected = [
         "now:",
         "extra: unknown key",
-        "items[1].kind: expected Deployment or Service",
+        "items[1].kind: expected Deployment, Service, Rollout or ReplicaSet",
         "items[2]: Deployment default/rainbow-deploys-3c3fdc: metadata.creationTimestamp",
         "items[3]: expected a Kubernetes object",
         "connections[0].value: expected a number",

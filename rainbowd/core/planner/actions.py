@@ -1,5 +1,6 @@
 """A color's decisions as a ColorPlan and its actions: the stamps, the scale-down with its
-bookkeeping (original-replicas, scale-down-generation, disrupted-at), or the delete. The note
+bookkeeping (original-replicas, scale-down-generation, disrupted-at), or the delete; for a
+Rollout color a scale-down or delete is its scale-down-deadline set to now (deadlines.py). The note
 stays data (rendered when read); an action's message is rendered here, actions being few."""
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from datetime import datetime
 from rainbowd.core.model import (
     DISRUPTED_AT,
     ORIGINAL_REPLICAS,
+    SCALE_DOWN_DEADLINE,
     SCALE_DOWN_GENERATION,
     Action,
     ActionKind,
     ColorPlan,
+    Deployment,
     PodStep,
     Reason,
 )
+from rainbowd.core.objects import format_time, parse_stamp
 from rainbowd.core.planner.assess import Color
 from rainbowd.core.planner.rules import NOTHING, Decision, Decisions
 from rainbowd.core.reporting import render_why
@@ -54,6 +58,7 @@ def color_plans(
                 if decision.kind is None and color.changes is None
                 else _actions(namespace, app, color, decision, now),
                 held=decision.held,
+                kind=deployment.kind,
             )
         )
     return tuple(plans)
@@ -65,6 +70,8 @@ def _actions(
     deployment = color.deployment
     name = deployment.name
     kind = decision.kind
+    if deployment.rollout is not None and kind in (ActionKind.DELETE, ActionKind.SCALE):
+        kind = _through_deadline(deployment, now)
     if kind is ActionKind.DELETE:
         why = render_why(decision.said, now)
         reason = decision.cleanup or Reason.KEEP_SCALED_DOWN
@@ -86,6 +93,13 @@ def _actions(
         message = f"scale {name} from {deployment.replicas} to 0: {said}"
         reason = decision.cleanup or Reason.DRAINED
         scaled = _scaled(color, decision)
+        if deployment.rollout is not None:
+            # Argo Rollouts scales its ReplicaSet down once the deadline has passed.
+            scaled[SCALE_DOWN_DEADLINE] = format_time(now)
+            message = (
+                f"scale {name} from {deployment.replicas} to 0 through its "
+                f"{SCALE_DOWN_DEADLINE} (now; Argo Rollouts scales it): {said}"
+            )
         return _action(namespace, app, color, ActionKind.SCALE, reason, message, scaled)
     if color.changes is not None and color.reasons is not None:
         changes = _annotated(color, color.changes)
@@ -107,6 +121,7 @@ def _action(
 ) -> tuple[Action, ...]:
     """The color's one action: who it is about comes from the color, the rest is given."""
     deployment = color.deployment
+    rollout = deployment.rollout
     return (
         Action(
             kind,
@@ -121,6 +136,9 @@ def _action(
             annotations,
             color.connections.value,
             step,
+            deployment.kind,
+            "" if rollout is None else rollout.name,
+            "" if rollout is None else rollout.uid,
         ),
     )
 
@@ -145,9 +163,9 @@ def _scaled(color: Color, decision: Decision) -> dict[str, str | None]:
     ):
         # (Cleared this cycle by a scale-up seen with scaleUpGrace 0: written anew.)
         changes[ORIGINAL_REPLICAS] = str(deployment.replicas)
-    # This write bumps the generation by one (annotations are part of a Deployment's
-    # generation); the /scale that follows bumps it again.
-    changes[SCALE_DOWN_GENERATION] = str(deployment.generation + 1)
+    # This write bumps a Deployment's generation by one (annotations are part of it); the
+    # /scale that follows bumps it again. A ReplicaSet's stays (Argo Rollouts' scale bumps it).
+    changes[SCALE_DOWN_GENERATION] = str(_after_annotating(deployment))
     if decision.disrupted:
         changes[DISRUPTED_AT] = decision.disrupted
     return changes
@@ -160,11 +178,36 @@ def _annotated(color: Color, changes: Mapping[str, str | None]) -> Mapping[str, 
         marker == str(deployment.generation)
         and SCALE_DOWN_GENERATION not in changes
         and deployment.replicas > 0
+        and deployment.annotating_bumps_generation
     ):
         # A scale-down cut short: this write bumps the generation, and must carry the
         # marker along, or the next cycle would take the color for one scaled back up.
         return {**changes, SCALE_DOWN_GENERATION: str(deployment.generation + 1)}
     return changes
+
+
+def _after_annotating(deployment: Deployment) -> int:
+    """The generation once an annotation is written."""
+    return deployment.generation + (1 if deployment.annotating_bumps_generation else 0)
+
+
+def _through_deadline(deployment: Deployment, now: datetime) -> ActionKind | None:
+    """What a scale-down or delete of a Rollout color is: its deadline set to now (SCALE);
+    None when nothing is left to do. Argo Rollouts deletes old ReplicaSets itself (its
+    revisionHistoryLimit), and one whose deadline rainbowd already set is Argo Rollouts' to
+    scale down."""
+    if deployment.replicas == 0:
+        return None
+    annotations = deployment.annotations
+    deadline = parse_stamp(annotations.get(SCALE_DOWN_DEADLINE, ""))
+    if (
+        deadline is not None
+        and deadline <= now
+        and ORIGINAL_REPLICAS in annotations
+        and annotations.get(SCALE_DOWN_GENERATION) == str(deployment.generation)
+    ):
+        return None
+    return ActionKind.SCALE
 
 
 def _annotate_message(

@@ -28,6 +28,7 @@ from rainbowd.core.model import (
     REASONS,
     RETIRED_AT,
     RETIREMENT,
+    ROLLOUT_REVISION,
     SCALE_DOWN_GENERATION,
     SCALED_UP_AT,
     BlockReason,
@@ -35,6 +36,8 @@ from rainbowd.core.model import (
     Deployment,
     Namespace,
     Reason,
+    Rollout,
+    Service,
     State,
 )
 from rainbowd.core.notes import (
@@ -77,12 +80,16 @@ _FALSE_WORDS = frozenset({"false", "no", "n", "off", "0"})
 
 class Member(NamedTuple):
     """A color as grouping found it: its Deployment, the rule it follows (None: unmanaged), the
-    name of a Service selecting it (None: not live) and its color label."""
+    name of a Service selecting it (None: not live), its color label, and for a Rollout color
+    not live whether it is pending (True: its preview Service selects it, or Argo Rollouts'
+    revision is above the live one's; False: below it; None: as for a Deployment, by the
+    stamps and creation times)."""
 
     deployment: Deployment
     rule: Rule | None
     live: str | None
     color: str
+    pending: bool | None = None
 
 
 class Color(NamedTuple):
@@ -159,24 +166,74 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Member]]]:
     ns = namespace.name
     groups: dict[str, list[Member]] = {}
     managed: set[str] = set()
+    by_name: dict[str, Service] | None = None
     for deployment in namespace.deployments:
         labels = deployment.template_labels
         app = labels.get(app_label)
         if app is None:
             continue
-        color_name = labels.get(color_label)
+        color_name = deployment.color_of(color_label)
         if color_name is None:
             continue
         rule = rule_for(ns, deployment.labels)
         if rule is not None:
             managed.add(app)
-        member = Member(deployment, rule, services.live(app, color_name, labels), color_name)
+        rollout = deployment.rollout
+        if rollout is None:
+            member = Member(deployment, rule, services.live(app, color_name, labels), color_name)
+        else:
+            if by_name is None:
+                by_name = {s.name: s for s in namespace.services}
+            member = _rollout_member(deployment, rule, color_name, rollout, by_name)
         group = groups.get(app)
         if group is None:
             groups[app] = [member]
         else:
             group.append(member)
+    if by_name is not None:
+        for members in groups.values():
+            _order_by_revision(members)
     return [(app, members) for app, members in groups.items() if app in managed]
+
+
+def _rollout_member(
+    deployment: Deployment,
+    rule: Rule | None,
+    color: str,
+    rollout: Rollout,
+    services: Mapping[str, Service],
+) -> Member:
+    """A Rollout color: live when the Rollout's active Service selects it, pending when its
+    preview Service does (the one definition of live, with the Rollout naming the Service)."""
+    live, previewed = rollout.selecting(deployment.template_labels, services)
+    return Member(deployment, rule, live, color, True if previewed else None)
+
+
+def _revision(deployment: Deployment) -> int | None:
+    text = deployment.annotations.get(ROLLOUT_REVISION, "")
+    return int(text) if text.isdigit() else None
+
+
+def _order_by_revision(members: list[Member]) -> None:
+    """A Rollout's colors neither live nor previewed, pending or retired by Argo Rollouts'
+    revision against the live one's: its revisions order its ReplicaSets (a new one gets the
+    next, a rolled-back-to one too), where creation times to the second may tie."""
+    live: dict[str, int] = {}
+    for member in members:
+        rollout = member.deployment.rollout
+        revision = _revision(member.deployment)
+        if rollout is not None and member.live is not None and revision is not None:
+            live[rollout.name] = max(revision, live.get(rollout.name, revision))
+    if not live:
+        return
+    for i, member in enumerate(members):
+        rollout = member.deployment.rollout
+        if rollout is None or member.live is not None or member.pending is not None:
+            continue
+        revision = _revision(member.deployment)
+        newest = live.get(rollout.name)
+        if revision is not None and newest is not None and revision != newest:
+            members[i] = member._replace(pending=revision > newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +279,7 @@ def assess_app(
             cycle, thresholds, member, knobs, newest_live, warnings, evaluate=evaluate
         )
         if abandoned is None:
-            colors.append(Color(*member, State.PENDING, Plain.PENDING, seen))
+            colors.append(Color(*member[:4], State.PENDING, Plain.PENDING, seen))
             continue
         if member.rule is None:
             colors.append(_assess_unmanaged(member, seen))
@@ -281,7 +338,7 @@ def _assess_live(
     annotations = deployment.annotations
     found = Live(member.live or "")
     if member.rule is None:
-        return Color(*member, State.LIVE, found, seen)
+        return Color(*member[:4], State.LIVE, found, seen)
     stamps = None
     if evaluate:
         # Stamped live and nothing of a retirement left: the steady case, nothing to do.
@@ -295,9 +352,9 @@ def _assess_live(
         stamps = Stamps()
         _reset_drain(stamps, seen, knobs)
     if stamps is None:
-        return Color(*member, State.LIVE, found, seen)
+        return Color(*member[:4], State.LIVE, found, seen)
     changes, reasons = stamps.fields()
-    return Color(*member, State.LIVE, found, seen, changes=changes, reasons=reasons)
+    return Color(*member[:4], State.LIVE, found, seen, changes=changes, reasons=reasons)
 
 
 def _pending_or_abandoned(
@@ -312,10 +369,14 @@ def _pending_or_abandoned(
 ) -> bool | None:
     """None: a pending color (a rollout in progress). Else whether the retired color is one
     abandoned while pending (pending for longer than abandonedAfter)."""
+    pending = member.pending
+    if pending:
+        return None
     deployment = member.deployment
     annotations = deployment.annotations
     if (
-        LIVE_AT in annotations
+        pending is False
+        or LIVE_AT in annotations
         or (newest_live is not None and deployment.created_at < newest_live)
         or (
             RETIRED_AT in annotations
@@ -338,7 +399,7 @@ def _assess_unmanaged(member: Member, seen: Connections) -> Color:
     """A retired color no rule manages: shown, never acted on."""
     stamp = member.deployment.annotations.get(RETIRED_AT)
     retired_at = None if stamp is None else parse_stamp(stamp)
-    return Color(*member, State.RETIRED, Plain.UNMANAGED, seen, retired_at)
+    return Color(*member[:4], State.RETIRED, Plain.UNMANAGED, seen, retired_at)
 
 
 def _assess_retired(
@@ -389,7 +450,7 @@ def _assess_retired(
         state = State.PROTECTED if protected else state
     changes, reasons = stamps.fields()
     return Color(
-        *member, state, found, seen, retired_at, drained_since, protected, guards, disruptive,
+        *member[:4], state, found, seen, retired_at, drained_since, protected, guards, disruptive,
         changes, reasons,
     )  # fmt: skip
 

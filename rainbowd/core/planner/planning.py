@@ -1,6 +1,7 @@
 """`plan(snapshot, policy, now) -> Plan`, and `plan_app`, the three steps for one app: assess each
-color (assess.py), the cleanup rules (rules.py) and what overrides them (resolve.py), then the
-colors' plans and actions (actions.py)."""
+color (assess.py), the cleanup rules (rules.py) and what overrides them (resolve.py), a Rollout
+color's scale-down-deadline kept ahead while it is held (deadlines.py), then the colors' plans
+and actions (actions.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rainbowd.core.model import AppPlan, Namespace, Plan, Snapshot
 from rainbowd.core.planner.actions import color_plans
 from rainbowd.core.planner.assess import Member, assess_app, group
 from rainbowd.core.planner.cycle import Cycle, Thresholds, aware
+from rainbowd.core.planner.deadlines import keep_deadlines, warn_revision_limit
 from rainbowd.core.planner.resolve import decide_cleanups
 from rainbowd.core.planner.rules import Decisions
 from rainbowd.core.policy import Policy
@@ -58,6 +60,10 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]
         pods = {m.color: figures[(app, m.color)] for m in members if (app, m.color) in figures}
         colors, knobs = assessed.colors, assessed.rule.knobs
         decisions = decide_cleanups(cycle, thresholds, colors, assessed.retired, knobs, pods)
+    colors = keep_deadlines(
+        cycle, thresholds, assessed.colors, decisions, assessed.rule.knobs, warnings
+    )
+    decisions = warn_revision_limit(colors, decisions, assessed.rule.knobs, warnings)
     name = namespace.name
     app_plan = AppPlan(
         namespace=name,
@@ -65,7 +71,7 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]
         rule=assessed.rule.name,
         blocked=assessed.blocked,
         message=assessed.message,
-        colors=color_plans(name, app, assessed.colors, decisions, cycle.now),
+        colors=color_plans(name, app, colors, decisions, cycle.now),
     )
     return PlannedApp(app_plan, tuple(warnings), thresholds.valid_until, cycle.cluster_held)
 

@@ -7,7 +7,12 @@ selectors, `parsing` policy.yaml to `Policy` (every error at once, each with its
 """
 
 from rainbowd.core.policy.knobs import KNOB_KEYS, KNOBS, Knob
-from rainbowd.core.policy.parsing import matchers_problem, parse_policy, policy_warnings
+from rainbowd.core.policy.parsing import (
+    matchers_problem,
+    narrowing_warnings,
+    parse_policy,
+    policy_warnings,
+)
 from rainbowd.core.policy.presets import PRESET_NAMES, PRESETS, Preset, series_expr
 from rainbowd.core.policy.rendering import policy_to_document
 from rainbowd.core.policy.selectors import (
@@ -60,6 +65,7 @@ __all__ = [
     "label_key_problem",
     "label_value_problem",
     "matchers_problem",
+    "narrowing_warnings",
     "parse_policy",
     "parse_selector",
     "policy_to_document",

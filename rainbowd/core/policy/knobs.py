@@ -122,6 +122,7 @@ def _same(value: T) -> T:
 
 
 DURATION: Value[timedelta] = Value(duration, format_duration, format_duration)
+POSITIVE_DURATION: Value[timedelta] = Value(positive_duration, format_duration, format_duration)
 COUNT: Value[int] = Value(non_negative_int, _same)
 MAX_COLORS: Value[int] = Value(_max_colors, _same)
 ACTION: Value[CleanupAction] = Value(_action, lambda action: action.value)
@@ -170,6 +171,7 @@ KNOBS = (
     Knob("scaleUpGrace", "scale_up_grace", DURATION),
     Knob("consolidate", "consolidate", CONSOLIDATE, null="never"),
     Knob("stepDown", "step_down", STEP_DOWN, null="never"),
+    Knob("deadlineAhead", "deadline_ahead", POSITIVE_DURATION),
 )
 KNOB_KEYS = tuple(k.key for k in KNOBS)
 BY_KEY: Mapping[str, Knob] = {k.key: k for k in KNOBS}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rainbowd.core.durations import format_duration
@@ -539,6 +539,21 @@ def policy_warnings(policy: Policy) -> list[str]:
                 )
                 break
     return warnings
+
+
+def narrowing_warnings(policy: Policy, namespaces: Iterable[str]) -> list[str]:
+    """What `Policy.narrowed(namespaces)` could not narrow: free queries, which Prometheus
+    evaluates over every namespace whatever rainbowd manages."""
+    names = sorted(set(namespaces))
+    if not names:
+        return []
+    return [
+        f'rules[{i}] ("{rule.name}"): its connections query is free PromQL, sent as written,'
+        f" not narrowed to the namespaces managed ({', '.join(names)}): Prometheus evaluates it"
+        " over every namespace"
+        for i, rule in enumerate(policy.rules)
+        if rule.connections.query is not None
+    ]
 
 
 def _shadows(earlier: Rule, later: Rule) -> bool:

@@ -34,6 +34,8 @@ class SeriesQuery(Protocol):
     def color_label(self) -> str: ...
     @property
     def pod_label(self) -> str: ...
+    @property
+    def namespaces_regex(self) -> str: ...
 
 
 Narrow = Mapping[str, str]
@@ -249,5 +251,10 @@ PRESET_NAMES = tuple(PRESETS)
 def series_expr(query: SeriesQuery, narrow: Narrow | None = None) -> str:
     """The PromQL of `query`'s connections per pod: series labelled with its namespace, app,
     color and pod labels (several per pod may be, summed by whoever reads them), narrowed by
-    `narrow` where the preset can. For the default preset, `metric{matchers}` as written."""
-    return PRESETS[query.preset].build(query, narrow or {})
+    `narrow` where the preset can, and always to the namespaces managed (a shard's), which
+    every preset narrows by. For the default preset unnarrowed, `metric{matchers}` as written."""
+    narrow = narrow or {}
+    managed = query.namespaces_regex
+    if managed and "namespace" not in narrow:
+        narrow = {**narrow, "namespace": managed}
+    return PRESETS[query.preset].build(query, narrow)

@@ -4,8 +4,8 @@ the planner. What each knob means is here; how each is read and shown is in `kno
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from rainbowd.core.durations import format_duration
@@ -99,6 +99,11 @@ class Knobs:
     step_down: StepDown | None = None
     """Remove pods holding connections too, least-connected first (needs consolidate); None:
     only idle pods are given back."""
+    deadline_ahead: timedelta = timedelta(minutes=10)
+    """An Argo Rollout's retired color still held (connections, protect, a hold) has its
+    scale-down-deadline kept at least half this far ahead of now, moved to this far ahead
+    (never past maxRetiredAge). Long enough to outlast a missed cycle or two, short enough
+    that with rainbowd stopped Argo Rollouts' own timer takes over within it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,10 @@ class ConnectionsQuery:
     # is unknown.
     recorded: bool = False
     rule_interval: timedelta = timedelta(seconds=15)
+    # The namespaces this rainbowd manages (`--namespaces`, a shard's share of the cluster):
+    # the query asks only for their series, so each shard costs Prometheus its share. Empty:
+    # every namespace. Not a policy key: `narrowed` sets it from the daemon's settings.
+    namespaces: tuple[str, ...] = ()
 
     @property
     def per_pod_problem(self) -> str | None:
@@ -136,6 +145,20 @@ class ConnectionsQuery:
                 "(use metric and matchers, with the pod label on the series)"
             )
         return None
+
+    @property
+    def namespaces_regex(self) -> str:
+        """The namespaces managed as one regex (`a|b`), what every selection of the series is
+        narrowed by (`presets.series_expr`, the recorded reads); empty: not narrowed.
+        Namespace names are DNS labels: nothing in them needs escaping."""
+        return "|".join(sorted(self.namespaces))
+
+    @property
+    def series_matchers(self) -> str:
+        """The label matchers of a selection of the recorded series, which keep the namespace,
+        app and color labels: the policy's `matchers` and the namespaces managed."""
+        narrowing = f'{self.namespace_label}=~"{self.namespaces_regex}"' if self.namespaces else ""
+        return ", ".join(m for m in (self.matchers, narrowing) if m)
 
     @property
     def selector(self) -> str:
@@ -190,6 +213,21 @@ class Policy:
             if rule.matches(namespace, labels):
                 return rule
         return None
+
+    def narrowed(self, namespaces: Iterable[str]) -> Policy:
+        """The policy as a rainbowd managing only `namespaces` applies it (empty: every
+        namespace, the policy as it is): each connections query asks Prometheus for those
+        namespaces' series only. A free query (`query`) is sent as written: rainbowd cannot
+        narrow PromQL it did not write (`narrowing_warnings` says so)."""
+        names = tuple(sorted(set(namespaces)))
+        if not names:
+            return self
+
+        def narrow(query: ConnectionsQuery) -> ConnectionsQuery:
+            return query if query.query is not None else replace(query, namespaces=names)
+
+        rules = tuple(replace(rule, connections=narrow(rule.connections)) for rule in self.rules)
+        return replace(self, connections=narrow(self.connections), rules=rules)
 
     @property
     def queries(self) -> tuple[ConnectionsQuery, ...]:

@@ -212,7 +212,9 @@ function colorRow(color, app) {
   const protectedColor = color.state === "protected";
   return h("tr", { "data-color": color.color, "data-state": color.state },
     h("td", { class: "colorname" }, swatch(color.color), h("code", {}, color.color),
-      h("div", { class: "muted small" }, color.deployment)),
+      // A Rollout color names its ReplicaSet and says so; a Deployment color its Deployment.
+      h("div", { class: "muted small", "data-field": "kind" },
+        color.kind && color.kind !== "Deployment" ? `${color.deployment} (${color.kind})` : color.deployment)),
     h("td", {}, h("span", { class: `state s-${color.state}`, "data-field": "state" }, color.state),
       // What holds it, by name: rainbowd.io/protect, or rainbowd.io/hold-until and its reason.
       protectedColor ? h("div", { class: "small", "data-field": "guard" }, (color.guards || []).join("; ")) : null),

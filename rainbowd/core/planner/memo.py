@@ -166,9 +166,15 @@ _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
 def _take(color: ColorPlan, member: Member, *, blocked: bool) -> _Take:
     if color.rule is None:
         return _Take.SHOWN
+    deployment = member[0]
     # Connections still reset a drain in progress, of a blocked app's colors too, live ones
-    # included.
-    if DRAINED_SINCE not in member[0].annotations and (blocked or color.state in _SHOWN_ONLY):
+    # included; and whether a Rollout color holds connections, live or blocked, decides its
+    # deadline and the revision limit's warning (deadlines.py).
+    if (
+        DRAINED_SINCE not in deployment.annotations
+        and deployment.rollout is None
+        and (blocked or color.state in _SHOWN_ONLY)
+    ):
         return _Take.SHOWN
     note = color.note
     if isinstance(note, Note) and isinstance(note.found, _FIGURES):

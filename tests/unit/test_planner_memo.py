@@ -9,6 +9,7 @@ the steady state and that each condition of reuse, broken alone, makes the app b
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -25,14 +26,16 @@ from rainbowd.core.model import (
     Deployment,
     Namespace,
     Plan,
+    PodConnections,
     Service,
     Snapshot,
     State,
 )
+from rainbowd.core.notes import AboveFloor, Note
 from rainbowd.core.planner import Planner, plan
 from rainbowd.core.planner.cycle import FOREVER, Ruling, Thresholds, earliest
-from rainbowd.core.policy import Policy
-from rainbowd.core.reporting import compact_duration, render_note
+from rainbowd.core.policy import Consolidate, Policy
+from rainbowd.core.reporting import compact_duration, format_count, render_note
 from tests.unit.strategies import (
     _WORD,
     APP,
@@ -51,6 +54,7 @@ from tests.unit.strategies import (
     snapshots,
     stamp,
 )
+from tests.unit.test_consolidation_properties import consolidating, draining
 
 EXAMPLES = settings(max_examples=2000, deadline=None)
 S = timedelta(seconds=1)
@@ -92,6 +96,52 @@ def _fresh_connections(snap: Snapshot) -> Snapshot:
     return dataclasses.replace(snap, namespaces=namespaces)
 
 
+# A scrape's worth of change to a known figure: mostly a small step, which the generated figures
+# (0, 1, 2, 3, 10, 25, 26, 400) and floors (0, 3, 25) keep on their side of the floor or take
+# across it (to it, to zero, below zero); now and then a pod fewer reporting.
+_NUDGES = (1.0, -1.0, 0.5, -0.5, 2.0, -3.0, 0.0)
+
+
+def _nudged(c: Choices, snap: Snapshot, name: str) -> Snapshot:
+    """Every known figure of namespace `name` moved a little, as each scrape of draining
+    colors moves them."""
+    ns = snap.namespaces[name]
+    moved: dict[tuple[str, str], Connections] = {}
+    for key, before in ns.connections.items():
+        if before.value is None:
+            moved[key] = before
+            continue
+        series = before.series
+        if series is not None and c.chance(8):
+            series -= 1  # coverage may be lost
+        moved[key] = Connections(before.value + c.pick(_NUDGES), series, before.cause)
+    return _with_namespace(snap, name, connections=moved)
+
+
+_UNLISTED = PodConnections(unavailable="the colors' pods are not listed yet")
+
+
+def _with_pods(snap: Snapshot, name: str, d: Deployment, c: Choices) -> Snapshot:
+    """`snap` with new per-pod figures for `d`'s color: none, unavailable, an equal copy, or
+    one pod's figure changed (consolidation decides on them; they keep a draining color's
+    pods' deletion costs whatever its rule)."""
+    ns = snap.namespaces[name]
+    key = (d.template_labels["app"], d.template_labels["color"])
+    pods = dict(ns.pods)
+    kind = c.pick(("unlisted", "figures", "copy", "drop"))
+    if kind == "drop":
+        pods.pop(key, None)
+    elif kind == "unlisted":
+        pods[key] = dataclasses.replace(_UNLISTED)
+    elif kind == "copy" and key in pods:
+        pods[key] = dataclasses.replace(pods[key], pods=dict(pods[key].pods))
+    else:
+        figures = {f"{d.name}-{i}": float(c.pick((0, 1, 0, 3))) for i in range(d.ready_replicas)}
+        pods[key] = PodConnections(pods=figures)
+    namespaces = {**snap.namespaces, name: dataclasses.replace(ns, pods=pods)}
+    return dataclasses.replace(snap, namespaces=namespaces)
+
+
 def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot, Policy]:
     """One cycle's worth of change, decoded from one drawn integer."""
     if c.chance(3):
@@ -99,6 +149,7 @@ def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot
     if c.chance(2):
         snap = _fresh_connections(snap)
     ns_name = c.pick(tuple(snap.namespaces))
+    nudge = c.chance(2)
     ns = snap.namespaces[ns_name]
     if ns.deployments and c.chance(3):
         # New connections for one color: another value, unknown, or no series at all.
@@ -148,14 +199,20 @@ def _step(c: Choices, snap: Snapshot, pol: Policy, last: Plan) -> tuple[Snapshot
         snap = _with_namespace(snap, ns_name, services=tuple(services))
     if c.chance(8):
         pol = dataclasses.replace(pol, paused=c.pick((pol.paused, not pol.paused)))
+    ns = snap.namespaces[ns_name]
+    if ns.deployments and c.chance(2):
+        snap = _with_pods(snap, ns_name, c.pick(ns.deployments), c)
+    if nudge:  # last: it reads as many choices as the namespace has figures
+        snap = _nudged(c, snap, ns_name)
     return snap, pol
 
 
-@EXAMPLES
-@given(snapshots(), policies(), st.lists(_WORD, min_size=1, max_size=8))
-def test_planner_plans_what_plan_does_at_every_cycle(
-    snap: Snapshot, pol: Policy, words: list[int]
-) -> None:
+def _cycles(snap: Snapshot, pol: Policy, words: list[int], *, settled: bool = False) -> None:
+    """Planner and plan() over the cycles `words` decode; `settled`: from the snapshot once
+    its first plans' stamps are written, so more plans are reused."""
+    if settled:
+        for _ in range(2):
+            snap = apply_plan(snap, plan(snap, pol, NOW))
     planner = Planner()
     now = NOW
     expected = plan(snap, pol, now)
@@ -166,6 +223,25 @@ def test_planner_plans_what_plan_does_at_every_cycle(
         snap, pol = _step(c, snap, pol, expected)
         expected = plan(snap, pol, now)
         assert planner.plan(snap, pol, now) == expected
+
+
+@EXAMPLES
+@given(snapshots(), policies(), st.lists(_WORD, min_size=1, max_size=8))
+def test_planner_plans_what_plan_does_at_every_cycle(
+    snap: Snapshot, pol: Policy, words: list[int]
+) -> None:
+    _cycles(snap, pol, words)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(snapshots(), draining()), consolidating(), st.lists(_WORD, min_size=1, max_size=8))
+def test_planner_plans_what_plan_does_with_consolidate_on(
+    snap: Snapshot, pol: Policy, words: list[int]
+) -> None:
+    # Per-pod figures come, go and change: without them a color due a step is shown as
+    # unavailable, one not due yet waits for its time, and a draining color's figure may move
+    # under either. `draining()`: the case consolidation is for, every retired color with them.
+    _cycles(snap, pol, words, settled=True)
 
 
 @pytest.mark.parametrize(
@@ -288,13 +364,103 @@ def test_an_unequal_service_invalidates() -> None:  # (b)
     assert after is not before and after == before
 
 
-def test_changed_connections_invalidate() -> None:  # (c)
-    snap, pol = _steady()
-    before, after = _planned_twice(
-        snap, _connections(snap, OLD, conns(9, series=2)), pol, later=30 * S
+def _kept_but(before: AppPlan, after: AppPlan, index: int) -> bool:
+    """Whether `after` is `before` with only the color at `index` written anew: no other
+    color's plan was built again, so the app was not planned again."""
+    others = [i for i in range(len(before.colors)) if i != index]
+    return after.colors[index] is not before.colors[index] and all(
+        after.colors[i] is before.colors[i] for i in others
     )
-    assert after is not before
-    assert after.colors[1].connections.value == 9
+
+
+def test_a_retired_colors_figure_moving_above_the_floor_is_written_in() -> None:  # (c)
+    # Still above the floor: what was found carries the figure, nothing else depends on it.
+    snap, pol = _steady()
+    pol = policy(max_retired_age=100 * H, min_retired_age=H, drain_hold=5 * M, connection_floor=5)
+    planner = Planner()
+    first = _app(planner.plan(snap, pol, NOW))
+    assert first.colors[1].note == Note(AboveFloor(10, 5))
+    app = first
+    for i, value in enumerate((9, 11.5, 6, 400), start=1):
+        now = NOW + i * 30 * S
+        moved = _connections(snap, OLD, conns(value, series=2))
+        result = planner.plan(moved, pol, now)
+        assert result == plan(moved, pol, now)
+        assert _kept_but(app, _app(result), 1)
+        app = _app(result)
+        assert app.colors[1].connections.value == value
+        assert render_note(app.colors[1].note, now) == (
+            f"draining: {format_count(value)} connections > floor 5"
+        )
+
+
+def test_a_drain_holds_figure_moving_below_the_floor_is_written_in() -> None:  # (c)
+    snap, pol = _steady()
+    pol = policy(max_retired_age=100 * H, min_retired_age=H, drain_hold=5 * M, connection_floor=5)
+    snap = _retired_for(snap, 5 * H, 2 * M)  # at 0, for 2m of drainHold 5m
+    moved = _connections(snap, OLD, conns(3, series=2))
+    before, after = _planned_twice(snap, moved, pol, later=30 * S)
+    assert _kept_but(before, after, 1)
+    assert render_note(after.colors[1].note, NOW + 30 * S).startswith("draining: 3 <= floor 5")
+
+
+@pytest.mark.parametrize(
+    ("floor", "figure", "state"),
+    [
+        (5, conns(5, series=2), State.DRAINING),  # to the floor: a drain starts
+        (0, conns(0, series=2), State.DRAINING),  # to zero (the lowest floor)
+        (5, conns(9, series=1), State.UNKNOWN_CONNECTIONS),  # one of its 2 ready pods reports
+        (5, conns(None, cause="query failed"), State.UNKNOWN_CONNECTIONS),
+        (5, conns(math.inf, series=2), State.UNKNOWN_CONNECTIONS),
+    ],
+)
+def test_a_retired_colors_figure_crossing_what_matters_plans_it_again(
+    floor: int, figure: Connections, state: State
+) -> None:  # (c)
+    snap, pol = _steady()
+    pol = policy(
+        max_retired_age=100 * H, min_retired_age=H, drain_hold=5 * M, connection_floor=floor
+    )
+    before, after = _planned_twice(snap, _connections(snap, OLD, figure), pol, later=30 * S)
+    assert after.colors[0] is not before.colors[0]  # every color built again
+    assert after.colors[1].state is state
+
+
+def test_a_drain_crossing_back_above_the_floor_plans_it_again() -> None:  # (c)
+    snap, pol = _steady()
+    snap = _retired_for(snap, 5 * H, 2 * M)  # at 0 <= floor 0
+    before, after = _planned_twice(
+        snap, _connections(snap, OLD, conns(1, series=2)), pol, later=30 * S
+    )
+    assert after.colors[0] is not before.colors[0]
+    assert [a.reason for c in after.colors for a in c.actions] == ["drain-reset"]
+
+
+def _with_figures(snap: Snapshot, **pods: float) -> Snapshot:
+    """`snap` with per-pod figures for the retired color OLD."""
+    ns = snap.namespaces["default"]
+    figures = {(APP, OLD): PodConnections(pods=dict(pods))}
+    return dataclasses.replace(snap, namespaces={"default": dataclasses.replace(ns, pods=figures)})
+
+
+def test_per_pod_figures_count_only_where_a_rule_consolidates() -> None:
+    # A draining color has per-pod figures for its pods' deletion costs, whatever its rule.
+    snap, pol = _steady()
+    before, after = _planned_twice(snap, _with_figures(snap, a=4.0, b=6.0), pol, later=30 * S)
+    assert after is before
+
+
+def test_changed_per_pod_figures_plan_a_consolidating_app_again() -> None:
+    # Due a step (retired 5h, `after` 0), with no idle pod: nothing to do, reused while its
+    # figures are equal, planned again when one changes.
+    snap, pol = _steady()
+    consolidate = Consolidate(after=0 * S, every=5 * M, keep_pods=1)
+    pol = policy(max_retired_age=100 * H, min_retired_age=H, consolidate=consolidate)
+    first = _with_figures(snap, a=4.0, b=6.0)
+    before, after = _planned_twice(first, _with_figures(snap, a=4.0, b=6.0), pol, later=30 * S)
+    assert after is before
+    before, after = _planned_twice(first, _with_figures(snap, a=4.0, b=5.0), pol, later=30 * S)
+    assert after.colors[0] is not before.colors[0]
 
 
 def test_new_connections_of_a_live_color_are_shown_without_replanning() -> None:  # (c)

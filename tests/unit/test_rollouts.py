@@ -475,3 +475,32 @@ def test_argo_rollouts_revision_orders_colors_whatever_their_creation_times() ->
     p = run(colors(live(), back), {NEW: 5, OLDER: 0})
     assert color(p, OLDER).state is State.PENDING
     assert color(p, OLDER).actions == ()
+
+
+# --- the daemon's Planner -----------------------------------------------------------------------
+
+
+def _planned(deployments: list[Deployment], figures: list[Mapping[str, float | None]]) -> None:
+    """Planner over cycles of the same objects with these connections, each equal to plan()."""
+    planner = Planner()
+    pol = policy()
+    for i, connections in enumerate(figures):
+        now = NOW + i * 30 * timedelta(seconds=1)
+        on = {(NS, APP, c): conns(v, series=None) for c, v in connections.items()}
+        snap = snapshot(deployments, [ACTIVE], on, now=now)
+        assert planner.plan(snap, pol, now) == plan(snap, pol, now)
+
+
+def test_a_live_rollout_colors_figure_crossing_the_floor_warns_or_not_as_plan_does() -> None:
+    # With a revision limit of 0 the live color is warned about while it holds connections.
+    deployments = colors(live(), rollout=rollout_doc(revision_limit=0))
+    _planned(deployments, [{NEW: 5}, {NEW: 0}, {NEW: 3}])
+
+
+def test_a_blocked_rollout_colors_figure_crossing_the_floor_keeps_its_deadline_as_plan_does() -> (
+    None
+):
+    # No live color: the app is blocked, and a retired color holding connections still has its
+    # scale-down-deadline kept ahead; one at the floor does not.
+    old = retired(drained=False, deadline=NOW + M)
+    _planned(colors(old), [{OLD: 0}, {OLD: 4}, {OLD: 0}])

@@ -1,11 +1,14 @@
 """`Planner`: `plan()` for a controller's loop, reusing each app's plan of the previous cycle while
-nothing it was computed from has changed and its `valid_until` has not passed."""
+nothing it was computed from has changed and its `valid_until` has not passed. New connections
+that cross nothing the plan was decided on (a color's plan only shows them, or a retired color's
+figure stays known and on its side of the floor) are written into the reused plan."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 
 from rainbowd.core.memos import RuleMemo
 from rainbowd.core.model import (
@@ -22,6 +25,7 @@ from rainbowd.core.model import (
     Snapshot,
     State,
 )
+from rainbowd.core.notes import AboveFloor, Drained, DrainHold, Note
 from rainbowd.core.planner.assess import Member, effective_connections, group
 from rainbowd.core.planner.cycle import Cycle, aware
 from rainbowd.core.planner.planning import plan_app, whole_plan
@@ -36,10 +40,11 @@ class _AppMemo:
         "keys",
         "members",
         "plan",
+        "pods",
         "positions",
         "raw",
         "reusable",
-        "shown_only",
+        "taken",
         "valid_until",
         "warnings",
     )
@@ -50,6 +55,7 @@ class _AppMemo:
         members: tuple[Member, ...],
         keys: tuple[tuple[str, str], ...],
         raw: tuple[Connections | None, ...],
+        pods: tuple[PodConnections | None, ...] | None,
         plan: AppPlan,
         warnings: tuple[str, ...],
         valid_until: datetime,
@@ -60,16 +66,18 @@ class _AppMemo:
         self.members = members  # in the order the namespace lists the Deployments
         self.keys = keys  # each member's (app, color), the connections key
         self.raw = raw  # the connections each color read, None for no series
+        # The per-pod figures each color read (None: none), which only consolidation decides
+        # on; None when no rule of the app consolidates.
+        self.pods = pods
         self.plan = plan
         self.warnings = warnings
         self.valid_until = valid_until
         # An app with actions changes once they are applied; one without stays as it is.
         self.reusable = reusable
-        # Computed when first needed: each member's index in plan.colors, and whether the plan
-        # only shows its connections (live and pending colors, unmanaged ones, all colors of a
-        # blocked app), so that new connections there patch the plan instead of replanning it.
+        # Computed when first needed: each member's index in plan.colors, and how new
+        # connections of it are taken into the plan without planning it again (`_Take`).
         self.positions: tuple[int, ...] | None = None
-        self.shown_only: tuple[bool, ...] = ()
+        self.taken: tuple[_Take, ...] = ()
 
     def reuse(
         self,
@@ -77,12 +85,12 @@ class _AppMemo:
         connections: Mapping[tuple[str, str], Connections],
         pods: Mapping[tuple[str, str], PodConnections],
     ) -> _AppMemo | None:
-        """This memo (or one with new connections shown) if the plan still holds, else None.
-        Never while one of its colors has per-pod figures: only a color due for a
-        consolidation step has them, and the step is decided on them."""
+        """This memo (or one with new connections written in) if the plan still holds, else
+        None. Per-pod figures (of colors due a consolidation step, and of draining colors,
+        for their pods' deletion costs) count only where a rule of the app consolidates."""
         if not self.reusable or now >= self.valid_until:
             return None
-        if pods and any([key in pods for key in self.keys]):
+        if self.pods is not None and tuple(map(pods.get, self.keys)) != self.pods:
             return None
         raw = self.raw
         get = connections.get
@@ -94,27 +102,23 @@ class _AppMemo:
             self._learn_positions()
         assert self.positions is not None
         positions = self.positions
-        shown_only = self.shown_only
+        taken = self.taken
         colors: list[ColorPlan] | None = None
         for i, after in enumerate(new_raw):
             before = raw[i]
-            if after is before or (
-                after is not None
-                and before is not None
-                and after.__class__ is before.__class__
-                and after.value == before.value
-                and after.series == before.series
-                and after.cause == before.cause
-            ):
+            if after is before or _equal(after, before):
                 continue
-            if not shown_only[i]:
-                return None
+            take = taken[i]
+            if take is _Take.REPLAN:
+                return None  # before copying anything
             if colors is None:
                 colors = list(self.plan.colors)
             ready = self.members[i][0].ready_replicas
             shown = NO_SERIES if after is None else effective_connections(after, ready)
-            old = colors[positions[i]]
-            colors[positions[i]] = old._replace(connections=shown)
+            written = _written_in(take, colors[positions[i]], shown)
+            if written is None:
+                return None
+            colors[positions[i]] = written
         if colors is None:
             return self  # equal, if not identical, to what was planned on
         patched = _AppMemo(
@@ -122,31 +126,25 @@ class _AppMemo:
             self.members,
             self.keys,
             new_raw,
+            self.pods,
             self.plan._replace(colors=tuple(colors)),
             self.warnings,
             self.valid_until,
             reusable=True,
         )
         patched.positions = positions
-        patched.shown_only = shown_only
+        patched.taken = taken
         return patched
 
     def _learn_positions(self) -> None:
-        """Each member's index in plan.colors, and whether the plan only shows its
-        connections."""
+        """Each member's index in plan.colors, and how new connections of it are taken in."""
         plan = self.plan
         index = {color.name: i for i, color in enumerate(plan.colors)}
         self.positions = tuple([index[member[0].name] for member in self.members])
         blocked = plan.blocked is not None
-        self.shown_only = tuple(
+        self.taken = tuple(
             [
-                color.rule is None
-                # Connections still reset a drain in progress, of a blocked app's colors
-                # too, live ones included.
-                or (
-                    DRAINED_SINCE not in member[0].annotations
-                    and (blocked or color.state in _SHOWN_ONLY)
-                )
+                _take(color, member, blocked=blocked)
                 for color, member in zip(
                     [plan.colors[i] for i in self.positions], self.members, strict=True
                 )
@@ -154,7 +152,81 @@ class _AppMemo:
         )
 
 
+class _Take(Enum):
+    """How a color's new connections are taken into its app's reused plan."""
+
+    SHOWN = "shown"  # the plan only shows them: written into the color's plan
+    FIGURE = "figure"  # a retired color's figure against its floor: `_refigured`
+    REPLAN = "replan"  # the app is planned again
+
+
 _SHOWN_ONLY = frozenset({State.LIVE, State.PENDING})
+
+
+def _take(color: ColorPlan, member: Member, *, blocked: bool) -> _Take:
+    if color.rule is None:
+        return _Take.SHOWN
+    deployment = member[0]
+    # Connections still reset a drain in progress, of a blocked app's colors too, live ones
+    # included; and whether a Rollout color holds connections, live or blocked, decides its
+    # deadline and the revision limit's warning (deadlines.py).
+    if (
+        DRAINED_SINCE not in deployment.annotations
+        and deployment.rollout is None
+        and (blocked or color.state in _SHOWN_ONLY)
+    ):
+        return _Take.SHOWN
+    note = color.note
+    if isinstance(note, Note) and isinstance(note.found, _FIGURES):
+        return _Take.FIGURE
+    return _Take.REPLAN
+
+
+def _equal(after: Connections | None, before: Connections | None) -> bool:
+    return (
+        after is not None
+        and before is not None
+        and after.__class__ is before.__class__
+        and after.value == before.value
+        and after.series == before.series
+        and after.cause == before.cause
+    )
+
+
+def _written_in(take: _Take, color: ColorPlan, shown: Connections) -> ColorPlan | None:
+    """`color`'s plan with the connections `shown` written in, or None: plan the app again."""
+    if take is _Take.SHOWN:
+        return color._replace(connections=shown)
+    if take is _Take.FIGURE:
+        return _refigured(color, shown)
+    return None
+
+
+# What assess finds on a known figure of a retired color with replicas, of an app not blocked:
+# above the floor, or at or below it (drainHold running, or drained), each carrying the figure.
+_FIGURES = (AboveFloor, DrainHold, Drained)
+
+
+def _refigured(color: ColorPlan, shown: Connections) -> ColorPlan | None:
+    """`color`'s plan with the figure `shown` instead of the one it was found on, or None when
+    that could change the plan. A retired color's plan depends on its figure only through what
+    side of the floor it is on (assess's state, whether a forced scale-down would disconnect
+    users, whether consolidation looks at it) and the figure that what was found carries: a
+    known figure on the same side changes that figure alone. Unknown, or across the floor
+    (falling to zero from above it is across: floors are never negative), the app is planned
+    again. A figure recorded in an action or a forced scale-down's note would also depend on
+    it, but a plan with actions is never reused, and a forced scale-down held (paused, the
+    budget spent) records none."""
+    note = color.note
+    assert isinstance(note, Note)
+    found = note.found
+    assert isinstance(found, _FIGURES)
+    value = shown.value
+    if value is None or (value > found.floor) != (found.connections > found.floor):
+        return None
+    return color._replace(
+        connections=shown, note=note._replace(found=found._replace(connections=value))
+    )
 
 
 class _NamespaceMemo:
@@ -183,9 +255,10 @@ class Planner:
 
     An app's plan is reused when the policy is the same object, the app's Deployments are the
     same objects (the watch cache rebuilds one only when it changes), the namespace's Services
-    are equal, the app's connections are equal, the plan had no actions, and `now` is still
-    before the next instant at which time alone would change the plan. Not thread-safe: one
-    Planner per loop.
+    are equal, the app's connections are equal or cross nothing it was decided on (they are
+    written into it), its per-pod figures are equal where a rule of the app consolidates, the
+    plan had no actions, and `now` is still before the next instant at which time alone would
+    change the plan. Not thread-safe: one Planner per loop.
     """
 
     def __init__(self) -> None:
@@ -274,6 +347,10 @@ def _replan_namespace(
 def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]) -> _AppMemo:
     keys = tuple([(app, m.color) for m in members])
     raw = tuple(map(namespace.connections.get, keys))
+    # Only consolidation reads per-pod figures, and only with the app's rule's knobs, which
+    # are one of its colors' rules'.
+    consolidates = any([m.rule is not None and m.rule.knobs.consolidate for m in members])
+    pods = tuple(map(namespace.pods.get, keys)) if consolidates else None
     planned = plan_app(cycle, namespace, app, members)
     # An app with actions changes once they are applied; one without stays as it is.
     reusable = not planned.on_others and not any(c.actions for c in planned.plan.colors)
@@ -282,6 +359,7 @@ def _plan_entry(cycle: Cycle, namespace: Namespace, app: str, members: list[Memb
         tuple(members),
         keys,
         raw,
+        pods,
         planned.plan,
         planned.warnings,
         planned.valid_until,

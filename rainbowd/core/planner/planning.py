@@ -56,7 +56,8 @@ def plan_app(cycle: Cycle, namespace: Namespace, app: str, members: list[Member]
     assessed = assess_app(cycle, thresholds, namespace, app, members, warnings)
     decisions: Decisions = {}
     if assessed.blocked is None:
-        pods = {c: figures for (a, c), figures in namespace.pods.items() if a == app}
+        figures = namespace.pods
+        pods = {m.color: figures[(app, m.color)] for m in members if (app, m.color) in figures}
         colors, knobs = assessed.colors, assessed.rule.knobs
         decisions = decide_cleanups(cycle, thresholds, colors, assessed.retired, knobs, pods)
     colors = keep_deadlines(

@@ -141,7 +141,8 @@ async def test_two_shards_act_each_on_its_own_namespace_whatever_befalls_the_oth
         # `rainbowd plan` for shard a's namespace sees every connection there all the same.
         plan = json.loads(await plan_command(cluster_full, a_ns, policy, "--output=json"))
         planned = [c for app in plan["apps"] for c in app["colors"]]
-        assert {c["color"] for c in planned} == {OLD2, OLD3, NEW}
+        # Shard a may have deleted its drained OLD2 already: it is not blocked by b's failures.
+        assert {OLD3, NEW} <= {c["color"] for c in planned} <= {OLD2, OLD3, NEW}
         assert all(c["connections"]["known"] for c in planned), planned
 
         async def a_old2_gone() -> bool:

@@ -42,6 +42,7 @@ from tests.integration.test_consolidating import consolidation, pod_names
 from tests.integration.test_executing import (
     NOW,
     action_for,
+    applied_on_a_fresh_read,
     create_deployment,
     eventually,
     list_items,
@@ -234,10 +235,15 @@ async def test_a_second_step_keeps_the_first_record(
         return len(await pod_names(kube_api, namespace)) == 2
 
     await eventually(two_pods, what="the step's two pods to be left")
-    obj = await settled_deployment(kube_api, namespace, NAME)
+    await settled_deployment(kube_api, namespace, NAME)
     names = sorted(await pod_names(kube_api, namespace))
-    [result] = await executor.apply(plan_of(consolidation(obj, {names[0]: 2.0, names[1]: 0.0})))
-    assert result.outcome is ActionOutcome.OK, result.error
+    await applied_on_a_fresh_read(
+        kube_api,
+        executor,
+        namespace,
+        NAME,
+        lambda fresh: consolidation(fresh, {names[0]: 2.0, names[1]: 0.0}),
+    )
     hpa = await get_hpa(kube_api, namespace, NAME)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 2)
     assert json.loads(hpa["metadata"]["annotations"][HPA_BOUNDS]) == {

@@ -126,6 +126,32 @@ async def eventually(
         await asyncio.sleep(0.2)
 
 
+async def applied_on_a_fresh_read(
+    api: ApiClient,
+    executor: Executor,
+    namespace: str,
+    name: str,
+    action_of: Callable[[dict[str, Any]], Action],
+    *,
+    within: float = 60.0,
+) -> ActionResult:
+    """The action built on a fresh read of the Deployment and applied, built and applied again
+    after a conflict, as the daemon's next cycle would: where a controller (an HPA's, KEDA's)
+    still writes to the Deployment, its resourceVersion may be overtaken. Any outcome but OK or
+    a conflict fails."""
+    results: list[ActionResult] = []
+
+    async def applied() -> bool:
+        fresh = await get_deployment(api, namespace, name)
+        [result] = await executor.apply(plan_of(action_of(fresh)))
+        assert result.outcome in (ActionOutcome.OK, ActionOutcome.CONFLICT), result.error
+        results.append(result)
+        return result.outcome is ActionOutcome.OK
+
+    await eventually(applied, within=within, what=f"an action on {name} to land")
+    return results[-1]
+
+
 async def settled_deployment(
     api: ApiClient, namespace: str, name: str, *, within: float = 60.0
 ) -> dict[str, Any]:

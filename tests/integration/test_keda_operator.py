@@ -25,17 +25,17 @@ from rainbowd.core.model import ActionKind, Reason
 from rainbowd.kube.autoscaling import restore
 from rainbowd.kube.clients import MERGE_PATCH, request_json, resource_path
 from rainbowd.kube.events import EventRecorder
-from rainbowd.kube.executing import ActionOutcome, Executor
+from rainbowd.kube.executing import Executor
 from rainbowd_sandbox import buildcache
 from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.procs import free_port
 from tests.integration.test_autoscalers import cache  # noqa: F401 (a fixture)
 from tests.integration.test_executing import (
     action_for,
+    applied_on_a_fresh_read,
     create_deployment,
     eventually,
     get_deployment,
-    plan_of,
 )
 from tests.integration.test_keda import CRD_PATH, _path, install_crd
 
@@ -235,17 +235,15 @@ async def test_a_scale_to_0_pauses_the_scaled_object_and_restore_resumes_it(
     executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
     executor.objects = cache.objects
 
-    # The action carries the Deployment's resourceVersion: while the HPA KEDA made and the
-    # Deployment controller still write to it, it may meet a conflict, and the daemon would plan
-    # again on the next cycle. So does the test, on a fresh read each time.
-    async def scaled_to_0() -> bool:
-        fresh = await get_deployment(kube_api, namespace, NAME)
-        action = action_for(fresh, ActionKind.SCALE, Reason.DRAINED)
-        [scaled] = await executor.apply(plan_of(action))
-        assert scaled.outcome in (ActionOutcome.OK, ActionOutcome.CONFLICT), scaled.error
-        return scaled.outcome is ActionOutcome.OK
-
-    await eventually(scaled_to_0, within=60, what="the scale to 0 to land")
+    # KEDA's HPA and the Deployment controller still write to the color: on a conflict the
+    # action is built again on a fresh read, as the daemon's next cycle would.
+    await applied_on_a_fresh_read(
+        kube_api,
+        executor,
+        namespace,
+        NAME,
+        lambda fresh: action_for(fresh, ActionKind.SCALE, Reason.DRAINED),
+    )
 
     async def paused() -> bool:
         return await condition(kube_api, namespace, "Paused") == "True"

@@ -64,6 +64,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "`run --namespaces`) sends them: narrowed to their series"
         ),
     )
+    live = parser.add_argument_group(
+        "live mode (--live)",
+        "Then plan once with this policy against the cluster and Prometheus, read-only, as "
+        "`rainbowd plan` does, and print what the policy would meet there: the plan's warnings "
+        "(e.g. an Argo Rollouts revision limit about to cut a color that holds connections) and "
+        "Prometheus' failures. Nothing is written.",
+    )
+    live.add_argument("--live", action="store_true", help="check the policy against the cluster")
+    live.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file [RAINBOWD_KUBECONFIG]")
+    live.add_argument("--context", help="kubeconfig context [RAINBOWD_CONTEXT]")
+    live.add_argument(
+        "--selector",
+        metavar="LABELS",
+        help="label selector on Deployments, e.g. tier=chat [RAINBOWD_SELECTOR]",
+    )
     parser.set_defaults(func=run)
 
 
@@ -93,6 +108,45 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         render(policy, source=source, out=sys.stdout)
+    if args.live:
+        return _live(args, source)
+    return 0
+
+
+def _live(args: argparse.Namespace, source: str) -> int:
+    """One read-only plan with the policy against the cluster: its warnings and Prometheus'
+    failures on standard error, the count on standard output. 1 when the cluster cannot be read."""
+    import asyncio
+
+    from rainbowd.daemon.cycles import plan_once
+    from rainbowd.kube.clients import ConfigError, KubeError
+    from rainbowd.settings import SettingsError, settings_from_args
+
+    if args.file == "-":
+        print(f"{source}: --live: needs the policy as a file, not standard input", file=sys.stderr)
+        return 2
+    cluster = argparse.Namespace(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespaces=",".join(args.namespaces) or None,
+        selector=args.selector,
+        policy_configmap=None,
+        policy_file=args.file,
+    )
+    try:
+        live = asyncio.run(plan_once(settings_from_args(cluster)))
+    except (SettingsError, ConfigError, KubeError, TimeoutError, PolicyError) as exc:
+        print(f"{source}: live: {exc}", file=sys.stderr)
+        return 1
+    for failure in live.prometheus_errors:
+        print(f"{source}: live: prometheus: {failure.query}: {failure.message}", file=sys.stderr)
+    for warning in live.plan.warnings:
+        print(f"{source}: live: warning: {warning}", file=sys.stderr)
+    apps = len(live.plan.apps)
+    print(
+        f"live: {apps} app{'s' * (apps != 1)} planned, {len(live.plan.warnings)} warning(s), "
+        f"{len(live.prometheus_errors)} Prometheus failure(s)"
+    )
     return 0
 
 

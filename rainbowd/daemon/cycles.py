@@ -311,6 +311,12 @@ async def plan_once(settings: Settings, *, sync_timeout: float = SYNC_TIMEOUT) -
                 runner.result()  # an informer crashed: raise its error
             if not synced.result():
                 raise TimeoutError(f"Deployments and Services not listed within {sync_timeout:g}s")
+            # Argo Rollouts are never waited for by the daemon (their colors appear once
+            # listed); one pass has no later cycle to show them in, so it waits for them too.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sync_timeout):
+                    for informer in cache.rollout_informers:
+                        await informer.synced.wait()
             deployments = cache.deployments()
             services = cache.services()
             pods = None

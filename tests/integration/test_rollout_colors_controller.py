@@ -8,20 +8,25 @@ past the controller's 30 s and a reconcile after them; the live one is never tou
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import SCALE_DOWN_DEADLINE, Action, Plan, Reason
 from rainbowd.core.objects import parse_time
-from rainbowd.core.policy import Policy, PrometheusSettings
+from rainbowd.core.policy import Policy, PrometheusSettings, policy_to_document
 from rainbowd.daemon.cycles import Pipeline
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.events import EventRecorder
 from rainbowd.kube.executing import Executor
+from rainbowd_sandbox.controlplane import ControlPlane
 from rainbowd_sandbox.prometheus import PrometheusServer
 from tests.exposition import Exposition, gauge
 from tests.integration.test_executing import eventually
@@ -180,6 +185,8 @@ async def test_a_revision_limit_that_would_cut_a_held_color_is_warned_about_befo
     cache: ClusterCache,
     exposition: Exposition,
     pipeline: tuple[Pipeline, Policy],
+    cluster_full: ControlPlane,
+    tmp_path: Path,
 ) -> None:
     """scaleDownDelayRevisionLimit 1: after one promotion the first version, holding
     connections, is warned about (the next promotion would cut it, a limit of 2 keeps it);
@@ -201,6 +208,30 @@ async def test_a_revision_limit_that_would_cut_a_held_color_is_warned_about_befo
     await eventually(warning, within=WITHIN, what="the revision limit's warning")
     assert "scaleDownDelayRevisionLimit 1 scales it down" in warned[0]
     assert "scaleDownDelayRevisionLimit 2 keeps it" in warned[0]
+    # check-policy's live mode, as a user runs it, says so too.
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy_to_document(policy)))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rainbowd",
+        "check-policy",
+        str(policy_file),
+        "--live",
+        f"--kubeconfig={cluster_full.kubeconfig}",
+        f"--namespaces={namespace}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 0, stderr
+    lines = [line for line in stderr.splitlines() if f"{APP}-{first}" in line]
+    assert len(lines) == 1, stderr + stdout
+    [live] = lines
+    assert live.startswith(f"{policy_file}: live: warning: ")
+    assert "scaleDownDelayRevisionLimit 2 keeps it" in live
+    assert "1 warning(s)" in stdout.splitlines()[-1]
     await roll(kube_api, namespace, APP, 3)
     await healthy(kube_api, namespace, APP)
 

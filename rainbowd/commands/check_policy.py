@@ -18,6 +18,7 @@ from rainbowd.core.durations import format_duration
 from rainbowd.core.policy import (
     KNOBS,
     PRESETS,
+    WORKLOAD_KINDS,
     ConnectionsQuery,
     Policy,
     PolicyError,
@@ -216,7 +217,9 @@ def render(policy: Policy, *, source: str, out: TextIO) -> None:
         namespaces = "all" if rule.namespaces is None else ", ".join(sorted(rule.namespaces))
         out.write(f"\nrule {rule.name}\n")
         out.write(f"  {'namespaces:':<{_WIDTH}}{namespaces}\n")
-        out.write(f"  {'selector:':<{_WIDTH}}{rule.selector.text or '(every Deployment)'}\n")
+        kinds = [kind for kind in WORKLOAD_KINDS if kind in rule.kinds]
+        out.write(f"  {'selector:':<{_WIDTH}}{rule.selector.text or '(any labels)'}\n")
+        out.write(f"  {'kinds:':<{_WIDTH}}{', '.join(kinds)}\n")
         out.write(f"  {'connections:':<{_WIDTH}}{_query(rule.connections)}\n")
         out.writelines(f"  {'':<{_WIDTH}}{line}\n" for line in preset_lines(rule.connections))
         for knob in KNOBS:

@@ -22,10 +22,13 @@ from typing import NamedTuple, Protocol
 
 from rainbowd.core import model
 from rainbowd.core.model import Connections, Deployment, Namespace, Service, Snapshot
-from rainbowd.core.policy import ConnectionsQuery, Policy, Rule
+from rainbowd.core.policy import DEPLOYMENT, ConnectionsQuery, Policy, Rule
 
 Objects = Mapping[str, Sequence[Deployment]]
 """Deployments by namespace, as the watch cache hands them out."""
+
+
+_OTHER_KIND = object()  # marks a cache key of another kind than Deployment: no label value is it
 
 
 class RuleMatcher:
@@ -62,21 +65,25 @@ class RuleMatcher:
         for namespace in [n for n in self._cache if n not in namespaces]:
             del self._cache[namespace]
 
-    def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
-        """The rule deciding a Deployment of `namespace` with `labels`; None: no rule matches."""
+    def rule_for(
+        self, namespace: str, labels: Mapping[str, str], kind: str = DEPLOYMENT
+    ) -> Rule | None:
+        """The rule deciding a workload of `kind` in `namespace` with `labels`; None: no rule
+        matches."""
         cache = self._cache.get(namespace)
         if cache is None:
             cache = self._cache[namespace] = {}
         signature = self.signature(labels)
+        key = signature if kind == DEPLOYMENT else (_OTHER_KIND, kind, signature)
         try:
-            return cache[signature]
+            return cache[key]
         except KeyError:
-            rule = cache[signature] = self.policy.rule_for(namespace, labels)
+            rule = cache[key] = self.policy.rule_for(namespace, labels, kind)
             return rule
 
     def rule_of(self, namespace: str, deployment: Deployment) -> Rule | None:
-        """`rule_for` of a Deployment's own labels."""
-        return self.rule_for(namespace, deployment.labels)
+        """`rule_for` of a Deployment's (or Rollout color's) own labels and kind."""
+        return self.rule_for(namespace, deployment.labels, deployment.kind.value)
 
 
 class RuleMemo:

@@ -59,8 +59,10 @@ def policy_text(
     pod_label: str = "pod",
     consolidate: str = "{after: 2s, every: 1h, keepPods: 1}",
     more: str = "",
+    kinds: str = "[Deployment]",
 ) -> str:
-    """The e2e policy; `more` adds knobs to its defaults (one line, indented to them)."""
+    """The e2e policy; `more` adds knobs to its defaults (one line, indented to them); `kinds`
+    what its rule takes."""
     return textwrap.dedent(
         f"""\
         apiVersion: rainbowd.io/v1alpha1
@@ -80,6 +82,7 @@ def policy_text(
         rules:
           - name: e2e
             namespaces: [{namespace}]
+            kinds: {kinds}
         """
     )
 

@@ -60,7 +60,13 @@ async def test_rainbowd_keeps_a_held_colors_deadline_and_brings_it_to_now_once_d
         for color in (NEW, OLD)
     ]
     policy = tmp_path / "policy.yaml"
-    text = policy_text(prometheus.url, namespace, consolidate="null", more="deadlineAhead: 5m")
+    text = policy_text(
+        prometheus.url,
+        namespace,
+        consolidate="null",
+        kinds="[Deployment, Rollout]",
+        more="deadlineAhead: 5m",
+    )
     policy.write_text(text)
     daemon = policy_daemon(cluster_full, namespace, tmp_path, policy, "rainbowd-rollouts")
     try:

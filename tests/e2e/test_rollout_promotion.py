@@ -67,7 +67,13 @@ class Story:
         policy = self.workdir / "policy.yaml"
         more = f"deadlineAhead: {ahead}"
         policy.write_text(
-            policy_text(self.prometheus.url, self.namespace, consolidate="null", more=more)
+            policy_text(
+                self.prometheus.url,
+                self.namespace,
+                consolidate="null",
+                kinds="[Deployment, Rollout]",
+                more=more,
+            )
         )
         self.daemon = policy_daemon(self.cluster, self.namespace, self.workdir, policy, identity)
         self.daemon.start()

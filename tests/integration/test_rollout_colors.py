@@ -39,7 +39,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time, parse_time
 from rainbowd.core.planner import plan
-from rainbowd.core.policy import Policy, PrometheusSettings
+from rainbowd.core.policy import WORKLOAD_KINDS, Policy, PrometheusSettings
 from rainbowd.daemon.cycles import Pipeline
 from rainbowd.deploy import AppRef, history, render_history
 from rainbowd.kube.caching import ClusterCache
@@ -264,7 +264,7 @@ async def snapshot_of(
 
 
 def any_app() -> Policy:
-    return policy(rule(app=None))
+    return policy(rule(app=None, kinds=WORKLOAD_KINDS))
 
 
 async def fresh_plan(
@@ -380,7 +380,9 @@ async def test_dry_run_paused_and_protect_never_set_the_deadline_to_now(
     if guard == "protect":
         annotations[PROTECT] = "true"
     await make_rollout(kube_api, namespace, old_annotations=annotations)
-    pol = policy(rule(app=None), dry_run=guard == "dry-run", paused=guard == "paused")
+    pol = policy(
+        rule(app=None, kinds=WORKLOAD_KINDS), dry_run=guard == "dry-run", paused=guard == "paused"
+    )
     p = await fresh_plan(cache, namespace, {(APP, NEW): 3, (APP, OLD): 0}, pol)
     executor = Executor(kube_api, EventRecorder(kube_api, instance="test"))
     await executor.apply(p)
@@ -447,7 +449,14 @@ async def test_a_replicaset_prometheus_sees_connected_is_kept_and_scaled_down_on
     (drainHold 2s), the deadline is set to now."""
     await make_rollout(kube_api, namespace, old_annotations=retired_held())
     pol = Policy(
-        rules=(rule(app=None, min_retired_age=timedelta(0), drain_hold=timedelta(seconds=2)),),
+        rules=(
+            rule(
+                app=None,
+                kinds=WORKLOAD_KINDS,
+                min_retired_age=timedelta(0),
+                drain_hold=timedelta(seconds=2),
+            ),
+        ),
         prometheus=PrometheusSettings(url=prometheus.url, timeout=timedelta(seconds=5)),
     )
     apps = [

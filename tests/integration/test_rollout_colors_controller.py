@@ -21,7 +21,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from rainbowd.core.model import SCALE_DOWN_DEADLINE, Action, Plan, Reason
 from rainbowd.core.objects import parse_time
-from rainbowd.core.policy import Policy, PrometheusSettings, policy_to_document
+from rainbowd.core.policy import WORKLOAD_KINDS, Policy, PrometheusSettings, policy_to_document
 from rainbowd.daemon.cycles import Pipeline
 from rainbowd.kube.caching import ClusterCache
 from rainbowd.kube.events import EventRecorder
@@ -68,7 +68,14 @@ async def pipeline(
 ) -> AsyncIterator[tuple[Pipeline, Policy]]:
     prometheus.set_targets([(exposition.target, {})])
     policy = Policy(
-        rules=(rule(app=None, min_retired_age=timedelta(0), drain_hold=timedelta(seconds=2)),),
+        rules=(
+            rule(
+                app=None,
+                kinds=WORKLOAD_KINDS,
+                min_retired_age=timedelta(0),
+                drain_hold=timedelta(seconds=2),
+            ),
+        ),
         prometheus=PrometheusSettings(url=prometheus.url, timeout=timedelta(seconds=5)),
     )
     async with aiohttp.ClientSession() as session:

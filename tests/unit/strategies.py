@@ -35,6 +35,7 @@ from rainbowd.core.model import (
 )
 from rainbowd.core.objects import format_time
 from rainbowd.core.policy import (
+    DEFAULT_KINDS,
     KNOBS,
     Budget,
     CleanupAction,
@@ -148,9 +149,11 @@ def rule(
     *,
     app: str | None = APP,
     namespaces: Iterable[str] | None = None,
+    kinds: Iterable[str] = DEFAULT_KINDS,
     **knobs: Any,
 ) -> Rule:
-    """A rule selecting Deployments labelled app=<app> (any Deployment when app is None)."""
+    """A rule selecting Deployments labelled app=<app> (any Deployment when app is None), and
+    Argo Rollouts' colors too when `kinds` names them."""
     requirements = () if app is None else (Requirement("app", Operator.IN, frozenset({app})),)
     return Rule(
         name=name,
@@ -158,6 +161,7 @@ def rule(
         connections=ConnectionsQuery(),
         namespaces=None if namespaces is None else frozenset(namespaces),
         selector=Selector(requirements=requirements, text="" if app is None else f"app={app}"),
+        kinds=frozenset(kinds),
     )
 
 

@@ -105,10 +105,11 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
     out = proc.stdout
     assert out.startswith("policy.yaml: valid, 2 rules (first match wins)\n")
     chat, rest = out.split("\nrule ")[1:]
-    assert chat.splitlines()[:4] == [
+    assert chat.splitlines()[:5] == [
         "chat",
         "  namespaces:      chat, chat-eu",
         "  selector:        app=chat",
+        "  kinds:           Deployment",
         "  connections:     rainbow_open_connections{}  (by namespace, app, color; source raw)",
     ]
     # A row for every knob of the table, in its order: those set here say so, with the default
@@ -125,12 +126,12 @@ def test_valid_policy_lists_every_rule_with_effective_knobs(tmp_path: Path) -> N
         "maxDisruptions": "1 per 10m",
         "consolidate": "never",
     }
-    assert chat.splitlines()[4:] == [
+    assert chat.splitlines()[5:] == [
         f"  {key + ':':<17}{overridden.get(key) or built_in.get(key) or knob.text(Knobs())}"
         for key, knob in zip(KNOB_KEYS, KNOBS, strict=True)
     ]
     assert "  namespaces:      all" in rest.splitlines()
-    assert "  selector:        (every Deployment)" in rest.splitlines()
+    assert "  selector:        (any labels)" in rest.splitlines()
     assert "  connectionFloor: 5" in rest.splitlines()
 
 

@@ -105,7 +105,7 @@ def test_check_policy_shows_a_row_for_every_knob_in_table_order() -> None:
     out = io.StringIO()
     render(load_policy_file(FULL), source="full.yaml", out=out)
     (rule,) = out.getvalue().split("\nrule ")[1:]
-    keys = [line.split(":")[0].strip() for line in rule.splitlines()[4:]]
+    keys = [line.split(":")[0].strip() for line in rule.splitlines()[5:]]
     assert keys == list(KNOB_KEYS)
 
 

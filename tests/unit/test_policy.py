@@ -449,15 +449,53 @@ def test_a_rule_after_one_that_matches_everything_it_would_is_flagged() -> None:
                 {"name": "other-ns", "namespaces": ["web"], "selector": "app=chat"},
                 {"name": "all"},
                 {"name": "late", "selector": "app=x"},
+                # "all" takes Deployments only: this one still takes the Rollouts.
+                {"name": "rollouts-too", "kinds": ["Deployment", "Rollout"]},
             ],
         }
     )
     assert policy_warnings(policy) == [
-        'rules[1]: never matches anything: rules[0] ("chat") comes first and matches every '
-        "Deployment it would",
-        'rules[4]: never matches anything: rules[3] ("all") comes first and matches every '
-        "Deployment it would",
+        'rules[1]: never matches anything: rules[0] ("chat") comes first and matches '
+        "everything it would",
+        'rules[4]: never matches anything: rules[3] ("all") comes first and matches '
+        "everything it would",
     ]
+
+
+def test_a_rule_takes_argo_rollouts_only_when_its_kinds_say_so() -> None:
+    policy = parse_policy(
+        {**HEADER, "rules": [{"name": "both", "kinds": ["Rollout", "Deployment"]}, {"name": "d"}]}
+    )
+    both, plain = policy.rules
+    assert both.kinds == {"Deployment", "Rollout"} and plain.kinds == {"Deployment"}
+    assert policy.rule_for("chat", {"app": "chat"}, "Rollout") is both
+    assert (
+        parse_policy({**HEADER, "rules": [{"name": "d"}]}).rule_for(
+            "chat", {"app": "chat"}, "Rollout"
+        )
+        is None
+    )
+    rules = policy_to_document(policy)["rules"]
+    assert isinstance(rules, list) and rules[0]["kinds"] == ["Deployment", "Rollout"]
+    assert parse_policy(policy_to_document(policy)) == policy
+
+
+@pytest.mark.parametrize(
+    ("kinds", "error"),
+    [
+        ([], "rules[0].kinds: an empty list takes nothing; leave it out to take Deployments only"),
+        ("Rollout", 'rules[0].kinds: expected a list of Deployment and Rollout, got "Rollout"'),
+        (
+            ["Rolout"],
+            'rules[0].kinds[0]: expected one of Deployment, Rollout, got "Rolout" '
+            '(did you mean "Rollout"?)',
+        ),
+    ],
+)
+def test_a_bad_kinds_list_names_the_rule_and_the_item(kinds: object, error: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy({**HEADER, "rules": [{"name": "r", "kinds": kinds}]})
+    assert [e for e in caught.value.errors if "kinds" in e] == [error]
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -38,12 +38,19 @@ from rainbowd.core.objects import (
     rollout_from_k8s,
 )
 from rainbowd.core.planner import Planner, plan
-from rainbowd.core.policy import CleanupAction, Policy
+from rainbowd.core.policy import WORKLOAD_KINDS, CleanupAction, Policy
 from rainbowd.core.snapshots import snapshot_from_document, snapshot_to_document
-from tests.unit.strategies import APP, NOW, NS, H, M, ago, conns, policy, service, snapshot, stamp
+from tests.unit import strategies
+from tests.unit.strategies import APP, NOW, NS, H, M, ago, conns, service, snapshot, stamp
 
 NEW, OLD, OLDER = "6d4f8b9c7", "5c8d7e6f5", "4b7c6d5e4"
 ACTIVE = service({"app": APP, ROLLOUT_HASH: NEW}, name=f"{APP}-active")
+
+
+def policy(**knobs: Any) -> Policy:
+    """The seed's rule, taking Argo Rollouts' colors too (a rule takes Deployments only unless
+    its `kinds` says so)."""
+    return strategies.policy(kinds=WORKLOAD_KINDS, **knobs)
 
 
 def rollout_doc(
@@ -233,6 +240,15 @@ def test_a_drained_rollout_color_gets_its_deadline_set_to_now() -> None:
     assert action.annotations[SCALE_DOWN_GENERATION] == "3"
     assert "scale-down-deadline" in action.message
     assert color(p, NEW).actions == ()
+
+
+def test_a_rule_that_does_not_name_rollouts_leaves_their_colors_alone() -> None:
+    # The same drained color under a rule of Deployments only (no `kinds`): unmanaged.
+    deployments = colors(live(), retired(deadline=NOW + 10 * M))
+    assert run(deployments, {NEW: 5, OLD: 0}).actions  # taken by a rule naming Rollouts
+    p = run(deployments, {NEW: 5, OLD: 0}, pol=strategies.policy())
+    assert p.actions == ()
+    assert all(c.rule is None for app in p.apps for c in app.colors)
 
 
 def test_a_scale_down_already_asked_of_argo_rollouts_is_not_asked_again() -> None:

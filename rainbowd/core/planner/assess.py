@@ -175,7 +175,7 @@ def group(cycle: Cycle, namespace: Namespace) -> list[tuple[str, list[Member]]]:
         color_name = deployment.color_of(color_label)
         if color_name is None:
             continue
-        rule = rule_for(ns, deployment.labels)
+        rule = rule_for(ns, deployment.labels, deployment.kind.value)
         if rule is not None:
             managed.add(app)
         rollout = deployment.rollout

@@ -26,7 +26,11 @@ from rainbowd.core.policy.selectors import (
 )
 from rainbowd.core.policy.types import (
     API_VERSION,
+    DEFAULT_KINDS,
+    DEPLOYMENT,
     KIND,
+    ROLLOUT,
+    WORKLOAD_KINDS,
     Budget,
     CleanupAction,
     ConnectionsQuery,
@@ -41,11 +45,15 @@ from rainbowd.core.policy.types import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_KINDS",
+    "DEPLOYMENT",
     "KIND",
     "KNOBS",
     "KNOB_KEYS",
     "PRESETS",
     "PRESET_NAMES",
+    "ROLLOUT",
+    "WORKLOAD_KINDS",
     "Budget",
     "CleanupAction",
     "ConnectionsQuery",

@@ -31,7 +31,9 @@ from rainbowd.core.policy.selectors import (
 )
 from rainbowd.core.policy.types import (
     API_VERSION,
+    DEFAULT_KINDS,
     KIND,
+    WORKLOAD_KINDS,
     ConnectionsQuery,
     Knobs,
     Policy,
@@ -309,7 +311,7 @@ def _knobs(
     return knobs
 
 
-_RULE_KEYS = ("name", "namespaces", "selector", "connections", *KNOB_KEYS)
+_RULE_KEYS = ("name", "namespaces", "selector", "kinds", "connections", *KNOB_KEYS)
 _TOP_KEYS = (
     "apiVersion",
     "kind",
@@ -376,6 +378,19 @@ def _namespaces(value: object, path: str, errors: Errors) -> frozenset[str] | No
     return frozenset(ns for ns in value if isinstance(ns, str))
 
 
+def _kinds(value: object, path: str, errors: Errors) -> frozenset[str]:
+    if value is None:
+        return DEFAULT_KINDS
+    if not isinstance(value, list):
+        errors.add(path, f"expected a list of {' and '.join(WORKLOAD_KINDS)}, got {show(value)}")
+        return DEFAULT_KINDS
+    if not value:
+        errors.add(path, "an empty list takes nothing; leave it out to take Deployments only")
+        return DEFAULT_KINDS
+    kinds = [one_of(kind, WORKLOAD_KINDS, f"{path}[{i}]", errors) for i, kind in enumerate(value)]
+    return frozenset(kind for kind in kinds if kind is not None)
+
+
 def _selector(value: object, path: str, errors: Errors) -> Selector:
     if value is None:
         return Selector()
@@ -421,6 +436,7 @@ def _rule(raw: object, path: str, errors: Errors, inherited: _Inherited) -> Rule
     _rule_name(name, path, errors, inherited.names)
     namespaces = _namespaces(fields.get("namespaces"), key_path(path, "namespaces"), errors)
     selector = _selector(fields.get("selector"), key_path(path, "selector"), errors)
+    kinds = _kinds(fields.get("kinds"), key_path(path, "kinds"), errors)
     query = inherited.connections
     if "connections" in fields:
         # A rule's connections replace the top-level ones wholesale: merging would make the
@@ -436,7 +452,14 @@ def _rule(raw: object, path: str, errors: Errors, inherited: _Inherited) -> Rule
     )
     if len(errors) > before or not isinstance(name, str):
         return None
-    return Rule(name=name, knobs=knobs, connections=query, namespaces=namespaces, selector=selector)
+    return Rule(
+        name=name,
+        knobs=knobs,
+        connections=query,
+        namespaces=namespaces,
+        selector=selector,
+        kinds=kinds,
+    )
 
 
 def _header(document: Mapping[Any, object], errors: Errors) -> dict[str, Any]:
@@ -535,7 +558,7 @@ def policy_warnings(policy: Policy) -> list[str]:
             if _shadows(earlier, rule):
                 warnings.append(
                     f'rules[{i}]: never matches anything: rules[{j}] ("{earlier.name}") comes '
-                    "first and matches every Deployment it would"
+                    "first and matches everything it would"
                 )
                 break
     return warnings
@@ -557,7 +580,10 @@ def narrowing_warnings(policy: Policy, namespaces: Iterable[str]) -> list[str]:
 
 
 def _shadows(earlier: Rule, later: Rule) -> bool:
-    # Sufficient, not necessary: fewer requirements over more namespaces matches a superset.
+    # Sufficient, not necessary: fewer requirements over more namespaces and kinds matches a
+    # superset.
+    if not later.kinds <= earlier.kinds:
+        return False
     if earlier.namespaces is not None and (
         later.namespaces is None or not later.namespaces <= earlier.namespaces
     ):

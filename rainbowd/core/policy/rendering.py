@@ -7,7 +7,13 @@ from __future__ import annotations
 from rainbowd.core.durations import format_duration
 from rainbowd.core.policy.knobs import budget_document, knobs_document
 from rainbowd.core.policy.presets import DEFAULT
-from rainbowd.core.policy.types import API_VERSION, KIND, ConnectionsQuery, Policy
+from rainbowd.core.policy.types import (
+    API_VERSION,
+    KIND,
+    WORKLOAD_KINDS,
+    ConnectionsQuery,
+    Policy,
+)
 
 
 def _connections_document(query: ConnectionsQuery) -> dict[str, object]:
@@ -54,6 +60,7 @@ def policy_to_document(policy: Policy) -> dict[str, object]:
                 "name": rule.name,
                 "namespaces": None if rule.namespaces is None else sorted(rule.namespaces),
                 "selector": rule.selector.text,
+                "kinds": [kind for kind in WORKLOAD_KINDS if kind in rule.kinds],
                 "connections": _connections_document(rule.connections),
                 **knobs_document(rule.knobs),
             }

@@ -12,6 +12,14 @@ from rainbowd.core.durations import format_duration
 from rainbowd.core.policy.presets import DEFAULT, series_expr
 from rainbowd.core.policy.selectors import Selector
 
+DEPLOYMENT = "Deployment"
+ROLLOUT = "Rollout"
+WORKLOAD_KINDS = (DEPLOYMENT, ROLLOUT)
+"""What a rule can take (`kinds`): the values of the model's WorkloadKind."""
+DEFAULT_KINDS = frozenset({DEPLOYMENT})
+"""A rule takes Argo Rollouts only when it says so: an existing rule never starts driving
+their timers because rainbowd learnt to."""
+
 API_VERSION = "rainbowd.io/v1alpha1"
 KIND = "DrainPolicy"
 
@@ -184,8 +192,12 @@ class Rule:
     connections: ConnectionsQuery
     namespaces: frozenset[str] | None = None  # None: every namespace
     selector: Selector = Selector()  # noqa: RUF009 - frozen, so one shared default is safe
+    kinds: frozenset[str] = DEFAULT_KINDS
+    """What the rule takes: Deployments unless it names Argo Rollouts too (`kinds`)."""
 
-    def matches(self, namespace: str, labels: Mapping[str, str]) -> bool:
+    def matches(self, namespace: str, labels: Mapping[str, str], kind: str = DEPLOYMENT) -> bool:
+        if kind not in self.kinds:
+            return False
         if self.namespaces is not None and namespace not in self.namespaces:
             return False
         return self.selector.matches(labels)
@@ -207,10 +219,12 @@ class Policy:
     """Forced scale-downs of colors still holding connections, all apps together; None: only
     the per-app budgets bound them."""
 
-    def rule_for(self, namespace: str, labels: Mapping[str, str]) -> Rule | None:
-        """First matching rule wins; None means the Deployment is never touched."""
+    def rule_for(
+        self, namespace: str, labels: Mapping[str, str], kind: str = DEPLOYMENT
+    ) -> Rule | None:
+        """First matching rule wins; None means the workload is never touched."""
         for rule in self.rules:
-            if rule.matches(namespace, labels):
+            if rule.matches(namespace, labels, kind):
                 return rule
         return None
 

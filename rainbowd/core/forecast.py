@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
+from typing import NamedTuple
 
 from rainbowd.core.history import thin
 from rainbowd.core.instants import END, Beyond, later
@@ -213,8 +214,7 @@ class ColorForecast:
         return eta is not None and self.deadline is not None and eta > self.deadline
 
 
-@dataclass(frozen=True, slots=True)
-class _Draining:
+class _Draining(NamedTuple):
     key: ColorKey
     floor: int
     since: float

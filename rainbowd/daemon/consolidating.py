@@ -11,8 +11,10 @@ for: its consolidation is unavailable, with why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.memos import ServiceIndex
@@ -40,72 +42,145 @@ PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 Wants = Callable[[Rule, Deployment, datetime, Connections], bool]
 
 
-def _retired_colors(
+class Retired(NamedTuple):
+    """A retired color with more than one pod, a rule, and no Service making it live: what
+    `candidates` and `costed` choose among."""
+
+    rule: Rule
+    key: ColorKey
+    deployment: Deployment
+    retired_at: datetime
+
+
+class _Scanned(NamedTuple):
+    """A namespace's retired colors and what they were worked out from."""
+
+    policy: Policy
+    deployments: Sequence[Deployment]
+    services: Sequence[Service]
+    retired: list[Retired]
+
+
+class RetiredColors:
+    """Each namespace's retired colors (`Retired`), worked out again only when the policy, the
+    namespace's Deployments or its Services are not the same objects as last cycle (the watch
+    cache hands out the same ones while nothing changed): with 10,000 Deployments, a cycle
+    whose connections alone moved looks at the retired colors only. One per pipeline, for one
+    `rule_of` per policy."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[str, _Scanned] = {}
+
+    def scan(
+        self,
+        policy: Policy,
+        deployments: Mapping[str, Sequence[Deployment]],
+        services: Mapping[str, Sequence[Service]],
+        *,
+        rule_of: Callable[[str, Deployment], Rule | None],
+    ) -> list[list[Retired]]:
+        """Each namespace's retired colors."""
+        before = self._namespaces
+        after: dict[str, _Scanned] = {}
+        for ns, items in deployments.items():
+            listed = services.get(ns, ())
+            kept = before.get(ns)
+            if (
+                kept is None
+                or kept.policy is not policy
+                or not _same_objects(kept.deployments, items)
+                or not _same_objects(kept.services, listed)
+            ):
+                kept = _Scanned(
+                    policy, items, listed, _retired_of(policy, ns, items, listed, rule_of)
+                )
+            after[ns] = kept
+        self._namespaces = after
+        return [kept.retired for kept in after.values()]
+
+
+def _same_objects(before: Sequence[object], after: Sequence[object]) -> bool:
+    return before is after or (len(before) == len(after) and all(map(operator.is_, before, after)))
+
+
+def _retired_of(
     policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
-    results: Mapping[ConnectionsQuery, QueryResult],
+    ns: str,
+    deployments: Sequence[Deployment],
+    services: Sequence[Service],
+    rule_of: Callable[[str, Deployment], Rule | None],
+) -> list[Retired]:
+    """A namespace's retired colors: stamped retired (a malformed stamp is no retirement), with
+    more than one pod, a rule and the app and color labels, and live through no Service."""
+    found: list[Retired] = []
+    index: ServiceIndex | None = None
+    for d in deployments:
+        if d.replicas <= 1:
+            continue
+        stamp = d.annotations.get(RETIRED_AT)
+        retired_at = None if stamp is None else parse_stamp(stamp)
+        if retired_at is None:
+            continue
+        rule = rule_of(ns, d)
+        app = d.template_labels.get(policy.app_label)
+        color = d.color_of(policy.color_label)
+        if rule is None or not app or not color:
+            continue
+        if index is None:
+            index = ServiceIndex(services, policy.app_label, policy.color_label)
+        if index.live(app, color, d.template_labels) is not None:
+            continue  # live: never consolidated, its pods' costs not kept
+        found.append(Retired(rule, (ns, app, color), d, retired_at))
+    return found
+
+
+def retired_colors(
+    policy: Policy,
+    deployments: Mapping[str, Sequence[Deployment]],
+    services: Mapping[str, Sequence[Service]],
     *,
     rule_of: Callable[[str, Deployment], Rule | None],
+) -> list[list[Retired]]:
+    """Each namespace's retired colors, worked out afresh (`RetiredColors` keeps them)."""
+    return RetiredColors().scan(policy, deployments, services, rule_of=rule_of)
+
+
+def _wanted(
+    retired: Iterable[Iterable[Retired]],
+    results: Mapping[ConnectionsQuery, QueryResult],
+    *,
     now: datetime,
     ruled: Callable[[Rule], bool],
     wants: Wants,
 ) -> Iterator[tuple[Rule, ColorKey]]:
-    """The retired, not live colors with more than one pod whose rule is `ruled` and that the
-    caller `wants` (given the rule, the Deployment, its retirement and its connections). Cheapest
-    tests first: with 10,000 Deployments this runs every cycle; a namespace's Service index is
-    built only when one of its colors is wanted."""
-    indexes: dict[str, ServiceIndex] = {}
-    for ns, items in deployments.items():
-        for d in items:
-            if d.replicas <= 1:
+    """The `retired` colors, retired by `now`, whose rule is `ruled` and that the caller
+    `wants` (given the rule, the Deployment, its retirement and its connections)."""
+    for colors in retired:
+        for rule, key, d, retired_at in colors:
+            if retired_at > now or not ruled(rule):
                 continue
-            rule = rule_of(ns, d)
-            if rule is None or not ruled(rule):
-                continue
-            stamp = d.annotations.get(RETIRED_AT)
-            retired_at = None if stamp is None else parse_stamp(stamp)
             result = results.get(rule.connections)
-            if retired_at is None or retired_at > now or result is None:
+            if result is None or not wants(rule, d, retired_at, result.get(*key)):
                 continue
-            app = d.template_labels.get(policy.app_label)
-            color = d.color_of(policy.color_label)
-            if not app or not color:
-                continue
-            if not wants(rule, d, retired_at, result.get(ns, app, color)):
-                continue
-            index = indexes.get(ns)
-            if index is None:
-                index = indexes[ns] = ServiceIndex(
-                    services.get(ns, ()), policy.app_label, policy.color_label
-                )
-            if index.live(app, color, d.template_labels) is not None:
-                continue  # live: never consolidated, its pods' costs not kept
-            yield rule, (ns, app, color)
+            yield rule, key
 
 
 def candidates(
-    policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
+    retired: Iterable[Iterable[Retired]],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
-    rule_of: Callable[[str, Deployment], Rule | None],
     now: datetime,
 ) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
-    """The colors due for a consolidation step if their per-pod figures allow, by query, each
-    with its rule's `every`."""
+    """Of the `retired` colors (`RetiredColors.scan`), those due for a consolidation step if
+    their per-pod figures allow, by query, each with its rule's `every`."""
 
     def due(rule: Rule, d: Deployment, retired_at: datetime, connections: Connections) -> bool:
         return needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections)
 
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _retired_colors(
-        policy,
-        deployments,
-        services,
+    for rule, key in _wanted(
+        retired,
         results,
-        rule_of=rule_of,
         now=now,
         ruled=lambda rule: rule.knobs.consolidate is not None,
         wants=due,
@@ -122,16 +197,13 @@ unavailable before they are asked for again (a consolidating rule waits its `eve
 
 
 def costed(
-    policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
+    retired: Iterable[Iterable[Retired]],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
-    rule_of: Callable[[str, Deployment], Rule | None],
     now: datetime,
 ) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
-    """The retired colors still draining (connections above their floor) with more than one
-    pod, whatever their rule's consolidation: their per-pod figures keep the pods'
+    """Of the `retired` colors (`RetiredColors.scan`), those still draining (connections above
+    their floor), whatever their rule's consolidation: their per-pod figures keep the pods'
     pod-deletion-costs, so a scale-down made by anyone (an HPA, a person) takes idle pods first.
     By query, each with how long to wait before asking again when the figures were
     unavailable."""
@@ -141,12 +213,9 @@ def costed(
         return value is not None and value > rule.knobs.connection_floor
 
     wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _retired_colors(
-        policy,
-        deployments,
-        services,
+    for rule, key in _wanted(
+        retired,
         results,
-        rule_of=rule_of,
         now=now,
         ruled=lambda rule: rule.connections.per_pod_problem is None,
         wants=draining,

@@ -35,6 +35,7 @@ from rainbowd.prom.pods import PodSeries, fetch_pods
 from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
 
 UNLISTED = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+PODS_UNLISTED = PodConnections(unavailable="the colors' pods are not listed yet")
 PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 """Per namespace, by (app, color)."""
 
@@ -308,8 +309,7 @@ async def pod_figures(
     if pods is None:
         for colors in wanted.values():
             for key in colors:
-                unlisted = PodConnections(unavailable="the colors' pods are not listed yet")
-                out.setdefault(key[0], {})[(key[1], key[2])] = unlisted
+                out.setdefault(key[0], {})[(key[1], key[2])] = PODS_UNLISTED
         return out
     by_color: dict[ColorKey, list[PodMark]] = {}
     for pod in pods:
@@ -338,7 +338,7 @@ def join(series: PodSeries, pods: list[PodMark] | None) -> PodConnections:
     if series.unavailable is not None:
         return PodConnections(unavailable=series.unavailable)
     if pods is None:
-        return PodConnections(unavailable="the colors' pods are not listed yet")
+        return PODS_UNLISTED
     waiting = sorted(pod.name for pod in pods if not pod.ready)
     if waiting:
         return PodConnections(

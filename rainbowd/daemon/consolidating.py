@@ -12,7 +12,7 @@ for: its consolidation is unavailable, with why.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -53,13 +53,17 @@ class Retired(NamedTuple):
     retired_at: datetime
 
 
+ByQuery = dict[ConnectionsQuery, list[Retired]]
+"""A namespace's retired colors, by the query asking for their connections."""
+
+
 class _Scanned(NamedTuple):
     """A namespace's retired colors and what they were worked out from."""
 
     policy: Policy
     deployments: Sequence[Deployment]
     services: Sequence[Service]
-    retired: list[Retired]
+    retired: ByQuery
 
 
 class RetiredColors:
@@ -79,8 +83,8 @@ class RetiredColors:
         services: Mapping[str, Sequence[Service]],
         *,
         rule_of: Callable[[str, Deployment], Rule | None],
-    ) -> list[list[Retired]]:
-        """Each namespace's retired colors."""
+    ) -> list[ByQuery]:
+        """Each namespace's retired colors, by query."""
         before = self._namespaces
         after: dict[str, _Scanned] = {}
         for ns, items in deployments.items():
@@ -110,10 +114,10 @@ def _retired_of(
     deployments: Sequence[Deployment],
     services: Sequence[Service],
     rule_of: Callable[[str, Deployment], Rule | None],
-) -> list[Retired]:
+) -> ByQuery:
     """A namespace's retired colors: stamped retired (a malformed stamp is no retirement), with
     more than one pod, a rule and the app and color labels, and live through no Service."""
-    found: list[Retired] = []
+    found: ByQuery = {}
     index: ServiceIndex | None = None
     for d in deployments:
         if d.replicas <= 1:
@@ -131,7 +135,9 @@ def _retired_of(
             index = ServiceIndex(services, policy.app_label, policy.color_label)
         if index.live(app, color, d.template_labels) is not None:
             continue  # live: never consolidated, its pods' costs not kept
-        found.append(Retired(rule, (ns, app, color), d, retired_at))
+        found.setdefault(rule.connections, []).append(
+            Retired(rule, (ns, app, color), d, retired_at)
+        )
     return found
 
 
@@ -141,55 +147,71 @@ def retired_colors(
     services: Mapping[str, Sequence[Service]],
     *,
     rule_of: Callable[[str, Deployment], Rule | None],
-) -> list[list[Retired]]:
+) -> list[ByQuery]:
     """Each namespace's retired colors, worked out afresh (`RetiredColors` keeps them)."""
     return RetiredColors().scan(policy, deployments, services, rule_of=rule_of)
 
 
+Wanted = dict[ConnectionsQuery, dict[ColorKey, timedelta]]
+"""Colors whose per-pod figures are wanted, by query, each with how long to wait before asking
+again when they were unavailable."""
+
+
 def _wanted(
-    retired: Iterable[Iterable[Retired]],
+    retired: Iterable[ByQuery],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
     now: datetime,
     ruled: Callable[[Rule], bool],
     wants: Wants,
-) -> Iterator[tuple[Rule, ColorKey]]:
+    every: Callable[[Rule], timedelta],
+) -> Wanted:
     """The `retired` colors, retired by `now`, whose rule is `ruled` and that the caller
-    `wants` (given the rule, the Deployment, its retirement and its connections)."""
-    for colors in retired:
-        for rule, key, d, retired_at in colors:
-            if retired_at > now or not ruled(rule):
+    `wants` (given the rule, the Deployment, its retirement and its connections), each with
+    its rule's `every`."""
+    wanted: Wanted = {}
+    for by_query in retired:
+        for query, colors in by_query.items():
+            result = results.get(query)
+            if result is None:
                 continue
-            result = results.get(rule.connections)
-            if result is None or not wants(rule, d, retired_at, result.get(*key)):
-                continue
-            yield rule, key
+            into = None
+            for rule, key, d, retired_at in colors:
+                if retired_at > now or not ruled(rule):
+                    continue
+                if not wants(rule, d, retired_at, result.get(*key)):
+                    continue
+                if into is None:
+                    into = wanted.setdefault(query, {})
+                into[key] = every(rule)
+    return wanted
 
 
 def candidates(
-    retired: Iterable[Iterable[Retired]],
+    retired: Iterable[ByQuery],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
     now: datetime,
-) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
+) -> Wanted:
     """Of the `retired` colors (`RetiredColors.scan`), those due for a consolidation step if
     their per-pod figures allow, by query, each with its rule's `every`."""
 
     def due(rule: Rule, d: Deployment, retired_at: datetime, connections: Connections) -> bool:
         return needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections)
 
-    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _wanted(
+    def every(rule: Rule) -> timedelta:
+        consolidate = rule.knobs.consolidate
+        assert consolidate is not None  # `ruled` let only these through
+        return consolidate.every
+
+    return _wanted(
         retired,
         results,
         now=now,
         ruled=lambda rule: rule.knobs.consolidate is not None,
         wants=due,
-    ):
-        consolidate = rule.knobs.consolidate
-        if consolidate is not None:  # `ruled` let only these through
-            wanted.setdefault(rule.connections, {})[key] = consolidate.every
-    return wanted
+        every=every,
+    )
 
 
 COST_RETRY = timedelta(minutes=5)
@@ -198,11 +220,11 @@ unavailable before they are asked for again (a consolidating rule waits its `eve
 
 
 def costed(
-    retired: Iterable[Iterable[Retired]],
+    retired: Iterable[ByQuery],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
     now: datetime,
-) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
+) -> Wanted:
     """Of the `retired` colors (`RetiredColors.scan`), those still draining (connections above
     their floor), whatever their rule's consolidation: their per-pod figures keep the pods'
     pod-deletion-costs, so a scale-down made by anyone (an HPA, a person) takes idle pods first.
@@ -213,19 +235,18 @@ def costed(
         value = connections.value
         return value is not None and value > rule.knobs.connection_floor
 
-    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _wanted(
+    def every(rule: Rule) -> timedelta:
+        consolidate = rule.knobs.consolidate
+        return COST_RETRY if consolidate is None else consolidate.every
+
+    return _wanted(
         retired,
         results,
         now=now,
         ruled=lambda rule: rule.connections.per_pod_problem is None,
         wants=draining,
-    ):
-        consolidate = rule.knobs.consolidate
-        wanted.setdefault(rule.connections, {})[key] = (
-            COST_RETRY if consolidate is None else consolidate.every
-        )
-    return wanted
+        every=every,
+    )
 
 
 def refused_by_scalers(

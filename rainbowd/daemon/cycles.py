@@ -150,9 +150,13 @@ class Pipeline:
         refused = refused_by_scalers(policy, wanted, deployments, objects, unlisted=unlisted)
         # And for the draining colors' pod-deletion-costs, whoever scales them down.
         for query, costs in costed(retired, results, now=now).items():
+            into = None
             for key, retry in costs.items():
-                if key[1:] not in refused.get(key[0], {}):
-                    wanted.setdefault(query, {}).setdefault(key, retry)
+                if refused and key[1:] in refused.get(key[0], ()):
+                    continue
+                if into is None:
+                    into = wanted.setdefault(query, {})
+                into.setdefault(key, retry)
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries

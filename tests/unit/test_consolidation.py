@@ -35,7 +35,7 @@ from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
 from rainbowd.daemon.consolidating import (
     COST_RETRY,
-    Retired,
+    ByQuery,
     RetiredColors,
     Retries,
     candidates,
@@ -457,8 +457,8 @@ def test_the_retired_colors_kept_across_cycles_are_those_a_fresh_scan_finds() ->
     policy = Policy(rules=(r,))
     memo = RetiredColors()
 
-    def keys(found: list[list[Retired]]) -> set[tuple[str, str, str]]:
-        return {color.key for colors in found for color in colors}
+    def keys(found: list[ByQuery]) -> set[tuple[str, str, str]]:
+        return {c.key for by_query in found for colors in by_query.values() for c in colors}
 
     def scan(
         policy: Policy, deployments: dict[str, list[Deployment]], services: dict[str, list[Service]]

@@ -76,20 +76,25 @@ def _check_imports(tree: Path) -> None:
 
 def _commands(names: list[str]) -> list[list[str]]:
     """The processes running `names`: the benchmarks in one, each other module in its own."""
-    benchmarks = [name for name in names if not _is_script(name)]
+    benchmarks = [name for name in names if script(name) is None]
     commands = (
         [[sys.executable, "-m", "tests.bench", *benchmarks]] if benchmarks or not names else []
     )
     for name in names:
-        if _is_script(name):
-            module, *args = name.split(":")
+        found = script(name)
+        if found is not None:
+            module, *args = found
             commands.append([sys.executable, "-m", f"tests.bench.{module}", *args])
     return commands
 
 
-def _is_script(name: str) -> bool:
-    module = name.split(":")[0]
-    return not module.startswith("bench_") and (ROOT / "tests" / "bench" / f"{module}.py").exists()
+def script(name: str) -> list[str] | None:
+    """A module of tests/bench other than a `bench_` one, and its arguments, from `name`
+    (`profile_cycle:10:10000:moving`); None for anything else."""
+    module, *args = name.split(":")
+    if module.startswith("bench_") or not (Path(__file__).parent / f"{module}.py").exists():
+        return None
+    return [module, *args]
 
 
 def _load() -> str:

@@ -66,10 +66,26 @@ NODE_TESTS = "tests/node/"
 """The real node's tests: one node per machine, shared by the session's tests."""
 
 
+LAST = ("thanos", "rollouts_controller", "keda_operator")
+"""What the tests that run last need, in the order scripts/setup builds it in the background on a
+machine that has not built it yet (Thanos as the `backend` fixture's parameter, the controllers
+as fixtures)."""
+
+
+def _order(item: pytest.Item) -> int:
+    if item.nodeid.startswith(NODE_TESTS):
+        return 0
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec else ()
+    needs = {*getattr(item, "fixturenames", ()), *(p for p in params if isinstance(p, str))}
+    return next((2 + i for i, name in enumerate(LAST) if name in needs), 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The real node's tests first: with xdist their one worker is the longest, so it starts
-    # while the others share out the rest.
-    items.sort(key=lambda item: not item.nodeid.startswith(NODE_TESTS))
+    # while the others share out the rest. The tests needing a build of their own last, so the
+    # rest run while it is built.
+    items.sort(key=_order)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

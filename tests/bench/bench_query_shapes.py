@@ -291,10 +291,14 @@ def per_minute(got: dict[str, float], cycle: float) -> SimpleNamespace:
     cycles = 60 / cycle
     evaluations = 60 / RULES.total_seconds()
     reads, probes = (got["reads_5s"], got["probes_5s"]) if cycle == 5.0 else (cycles, cycles)
+    # At least one read per evaluation: a count over whole minutes can miss the last one.
+    reads = max(reads, evaluations)
     return SimpleNamespace(
         count_values=cycles * got["count_values"],
         split=cycles * got["split"],
-        before=cycles * got["read_before"] + evaluations * got["rules_before"],
+        before=reads * got["read_before"]
+        + probes * got["probe"]
+        + evaluations * got["rules_before"],
         now=reads * got["read"] + probes * got["probe"] + evaluations * got["rules"],
         reads=f"{reads:g}+{probes:g}",
     )
@@ -326,7 +330,8 @@ def main() -> None:
         )
     print(
         "Per minute, rules every 30 s: s of Prometheus CPU (count_values: asked every cycle;"
-        " recorded: the reads plus two evaluations; ratio: count_values / recorded now)"
+        " recorded: the reads and probes plus two evaluations, the same client before and now;"
+        " ratio: count_values / recorded now)"
     )
     print(
         f"{'series':>8} {'cycle':>6} {'count_values':>13} {'split':>8} {'recorded before':>16}"

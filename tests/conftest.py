@@ -7,6 +7,7 @@ Nothing is skipped: a missing binary fails the fixture with the command that bui
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import uuid
@@ -19,7 +20,7 @@ from hypothesis._settings import is_in_ci
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from rainbowd_sandbox import procs
+from rainbowd_sandbox import buildcache, procs
 from rainbowd_sandbox.controlplane import ControlPlane, ControlPlaneError
 from rainbowd_sandbox.prometheus import PrometheusError, PrometheusServer
 from tests import summary
@@ -66,10 +67,36 @@ NODE_TESTS = "tests/node/"
 """The real node's tests: one node per machine, shared by the session's tests."""
 
 
+BUILT_APART = {"thanos": "thanos", "rollouts_controller": "argo-rollouts", "keda_operator": "keda"}
+"""What some tests need that the build cache keeps in an entry of its own (Thanos as the `backend`
+fixture's parameter, the controllers as fixtures), in the order scripts/setup builds them in the
+background on a machine that has not built them yet."""
+
+
+@functools.cache
+def _unbuilt() -> tuple[str, ...]:
+    """The names of BUILT_APART whose entry is not there yet (being built, or to be)."""
+    return tuple(
+        name
+        for name, kind in BUILT_APART.items()
+        if not (buildcache.entry(kind) / buildcache.MANIFEST).exists()
+    )
+
+
+def _order(item: pytest.Item) -> int:
+    if item.nodeid.startswith(NODE_TESTS):
+        return 0
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec else ()
+    needs = {*getattr(item, "fixturenames", ()), *(p for p in params if isinstance(p, str))}
+    return next((2 + i for i, name in enumerate(_unbuilt()) if name in needs), 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The real node's tests first: with xdist their one worker is the longest, so it starts
-    # while the others share out the rest.
-    items.sort(key=lambda item: not item.nodeid.startswith(NODE_TESTS))
+    # while the others share out the rest. The tests needing what is still being built last, so
+    # the rest run meanwhile.
+    items.sort(key=_order)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "RAINBOWD_CACHE"
 MANIFEST = ".manifest.json"
@@ -266,6 +267,10 @@ def mark_used(folder: Path) -> None:
         os.utime(folder / MANIFEST)
 
 
+def _lock_path(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".lock")
+
+
 def ensure(folder: Path, build: Callable[[Path], None]) -> bool:
     """Makes `folder` a verified entry, building it with `build(scratch)` unless it is one
     already: True when it was built. Files of a damaged entry that still match its manifest are
@@ -273,31 +278,45 @@ def ensure(folder: Path, build: Callable[[Path], None]) -> bool:
     if not problems(folder):
         mark_used(folder)
         return False
-    with locked(folder.with_name(folder.name + ".lock")):
-        if not problems(folder):  # another process built it while this one waited
-            mark_used(folder)
-            return False
-        # What a build killed before its cleanup left (under this lock, no one else builds it).
-        for left in folder.parent.glob(f".{folder.name}.*.partial"):
-            shutil.rmtree(left, ignore_errors=True)
-        scratch = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
-        scratch.mkdir(parents=True)
-        try:
-            for name in good_files(folder):
-                (scratch / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / name, scratch / name)
-            build(scratch)
-            if not _files(scratch):
-                raise CacheError(f"building {folder.name} made no file")
-            seal(scratch)
-            stale = folder.with_name(f".{folder.name}.{os.getpid()}.stale")
-            if folder.exists():
-                folder.rename(stale)
-            scratch.rename(folder)
-            shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    with locked(_lock_path(folder)):
+        return _ensure_locked(folder, build)
+
+
+def _ensure_locked(folder: Path, build: Callable[[Path], None]) -> bool:
+    """`ensure`'s part under the entry's lock, which the caller holds."""
+    if not problems(folder):  # another process built it while this one waited
+        mark_used(folder)
+        return False
+    # What a build killed before its cleanup left (under this lock, no one else builds it).
+    for left in folder.parent.glob(f".{folder.name}.*.partial"):
+        shutil.rmtree(left, ignore_errors=True)
+    scratch = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    scratch.mkdir(parents=True)
+    try:
+        for name in good_files(folder):
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / name, scratch / name)
+        build(scratch)
+        if not _files(scratch):
+            raise CacheError(f"building {folder.name} made no file")
+        seal(scratch)
+        stale = folder.with_name(f".{folder.name}.{os.getpid()}.stale")
+        if folder.exists():
+            folder.rename(stale)
+        scratch.rename(folder)
+        shutil.rmtree(stale, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return True
+
+
+def _addon_build(kind: str, root: Path) -> Callable[[Path], None]:
+    """The command that builds `kind`'s entry into a scratch folder (given last)."""
+    if kind == "thanos":
+        return _build_command(
+            [str(root / "tests" / "cluster" / "thanos" / "build"), "--build-into"]
+        )
+    return _build_command(["bash", str(root / "tests" / "cluster" / kind / "build")])
 
 
 def ensure_addon(kind: str, *, root: Path | None = None) -> Path:
@@ -307,8 +326,71 @@ def ensure_addon(kind: str, *, root: Path | None = None) -> Path:
         raise CacheError(f"{kind!r} is not built by a script of its own")
     root = root if root is not None else _repo_root()
     folder = entry(kind, root=root)
-    ensure(folder, _build_command(["bash", str(root / "tests" / "cluster" / kind / "build")]))
+    ensure(folder, _addon_build(kind, root))
     return folder
+
+
+BACKGROUND_KINDS = ("thanos", "argo-rollouts", "keda")
+"""The entries built by scripts of their own, in the order `build_in_background` builds them:
+only some tests need them, the sandbox none."""
+
+
+def build_in_background(
+    kinds: Iterable[str], log_path: Path, *, root: Path | None = None
+) -> list[str]:
+    """Builds the entries of `kinds` that are missing, one after the other, in a detached process
+    writing to `log_path`; returns the kinds it builds. Their locks are taken here, before this
+    returns, and each is held until its entry is in place: whoever needs one meanwhile (a test's
+    `ensure`) waits for it instead of building it a second time. A kind another process is
+    building already is left to it."""
+    root = root if root is not None else _repo_root()
+    held: list[tuple[str, Path, Any]] = []
+    for kind in kinds:
+        folder = entry(kind, root=root)
+        if not problems(folder):
+            continue
+        lock = _lock_path(folder)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        held.append((kind, folder, handle))
+    if not held:
+        return []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if os.fork() == 0:  # the builder: a session of its own, so the terminal's signals spare it
+        code = 1
+        try:
+            os.setsid()
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            keep = {0, 1, 2, *(handle.fileno() for *_, handle in held)}
+            for fd in map(int, os.listdir("/proc/self/fd")):  # whatever the caller's pipes were
+                if fd not in keep:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            code = 0
+            for kind, folder, handle in held:
+                start = time.monotonic()
+                try:
+                    _ensure_locked(folder, _addon_build(kind, root))
+                    print(f"[cache] built {kind} in {time.monotonic() - start:.0f} s: {folder}")
+                except (CacheError, OSError) as exc:
+                    print(f"[cache] building {kind} failed: {exc}")
+                    code = 1
+                finally:
+                    sys.stdout.flush()
+                    handle.close()
+        finally:
+            os._exit(code)
+    for *_, handle in held:
+        handle.close()  # the builder holds the same locks until it closes its copies
+    return [kind for kind, *_ in held]
 
 
 def prune(parent: Path, pattern: str, *, keep: int, unused_for: float) -> None:
@@ -358,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     make.add_argument("folder", type=Path)
     make.add_argument("build", nargs=argparse.REMAINDER)
+    later = sub.add_parser(
+        "background",
+        help="build the missing entries of KIND... one after the other in a detached process",
+    )
+    later.add_argument("kinds", nargs="+", choices=BACKGROUND_KINDS, metavar="KIND")
+    later.add_argument("--log", type=Path, required=True)
     trim = sub.add_parser(
         "prune", help="remove FOLDER's siblings like it but the KEEP most recently used"
     )
@@ -374,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
             for problem in found:
                 print(problem, file=sys.stderr)
             return 1 if found else 0
+        elif args.command == "background":
+            print(" ".join(build_in_background(args.kinds, args.log)))
         elif args.command == "prune":
             # Entries of one kind and version differ in their key, after the last "-".
             stem = args.folder.name.rsplit("-", 1)[0]

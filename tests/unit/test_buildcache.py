@@ -355,3 +355,65 @@ def test_the_build_script_prunes_old_keys_of_its_kind_and_version(tmp_path: Path
 def test_only_a_controller_kind_is_built_by_a_script_of_its_own(cluster_copy: Path) -> None:
     with pytest.raises(buildcache.CacheError, match="not built by a script of its own"):
         buildcache.ensure_addon("controlplane", root=cluster_copy)
+
+
+def test_a_background_build_holds_its_locks_from_the_start_and_a_test_waits_for_it(
+    cluster_copy: Path,
+) -> None:
+    """`setup` builds what only some tests need in a detached process: the locks are taken
+    before it returns, so a test asking for an entry meanwhile waits for that build (it never
+    starts a second one), and a failed build leaves the entry to whoever needs it next."""
+    command, log, release = builder(cluster_copy)
+    for kind in ("keda", "argo-rollouts"):  # stand-in build scripts, same calling convention
+        script = cluster_copy / "tests" / "cluster" / kind / "build"
+        fails = "exit 3" if kind == "argo-rollouts" else f'exec {" ".join(command)} "$1"'
+        script.write_text(f"#!/usr/bin/env bash\n{fails}\n")
+    background_log = cluster_copy / "addons.log"
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from rainbowd_sandbox import buildcache; "
+            "print(buildcache.build_in_background(['keda', 'argo-rollouts'], Path(sys.argv[1]), "
+            "root=Path(sys.argv[2])))",
+            str(background_log),
+            str(cluster_copy),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=_WITHIN,
+        check=True,
+    )
+    # It returned while its build waits for the release: the build runs detached.
+    assert started.stdout.strip() == "['keda', 'argo-rollouts']"
+    keda = buildcache.entry("keda", root=cluster_copy)
+    assert buildcache.problems(keda) == [f"{keda}: missing"]
+    never = [sys.executable, "-c", "import sys; sys.exit('built a second time')"]
+    waiter = ensure_process(keda, never)
+    assert waiter.stderr is not None
+    assert "another process holds" in waiter.stderr.readline()
+    release.touch()
+    assert waiter.wait(timeout=_WITHIN) == 0
+    assert builds(log) == ["build []"]
+    assert buildcache.problems(keda) == []
+    # The failed one: its lock released, said in the log, built by whoever asks next.
+    argo = buildcache.entry("argo-rollouts", root=cluster_copy)
+    wait_until(
+        lambda: True if "building argo-rollouts failed" in background_log.read_text() else None,
+        timeout=_WITHIN,
+        what="the failed build in the log",
+    )
+    assert "built keda in" in background_log.read_text()
+    assert buildcache.problems(argo) == [f"{argo}: missing"]
+    release_again = cluster_copy / "release"
+    assert release_again.exists()
+    retried = ensure_process(argo, command)
+    assert retried.wait(timeout=_WITHIN) == 0
+    assert buildcache.problems(argo) == []
+    # Nothing is missing now: nothing is started.
+    again = buildcache.build_in_background(
+        ["keda", "argo-rollouts"], background_log, root=cluster_copy
+    )
+    assert again == []

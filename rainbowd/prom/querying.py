@@ -408,20 +408,26 @@ def recording_rules(query: ConnectionsQuery) -> dict[str, Any]:
     metric; the query's matchers narrow the recorded series when they are read.
 
     With the default preset (whose narrowing by pod is exact) the pod count is the summary's,
-    made cheaper to evaluate every interval: the series with a pod label counted by it, and
-    only the (usually no) series without one relabelled, their instance made their pod, so no
-    series of the metric is relabelled where it need not be.
+    made cheaper to evaluate every interval: one entry of value 1 per pod, summed per color.
+    Only the (usually no) series without a pod label are relabelled, their instance made their
+    pod (`unnamed`, first: a pod named by both counts once, `or` keeping the first); every
+    series is then grouped by its pod label, selected without a matcher on it (matching every
+    value of the pod label costs Prometheus about as much as the selection itself), so the
+    series without one make one more group per color, labelled by the color alone, which an
+    entry of value 0 for each such color (`podless`) stands in for.
     """
     raw = dataclasses.replace(query, matchers="", recorded=False, namespaces=())
     total, pods, negative = _raw_parts(raw)
     if raw.preset == DEFAULT:
         by, pod = _by(raw), raw.pod_label
-        named = f"count by ({by}, {pod}) ({series_expr(raw, {'pod': '.+'})})"
+        without = series_expr(raw, {"pod": ""})
         unnamed = (
-            f"count by ({by}, {pod}) (label_replace(count by ({by}, instance)"
-            f' ({series_expr(raw, {"pod": ""})}), "{pod}", "$1", "instance", "(.+)"))'
+            f"group by ({by}, {pod}) (label_replace(group by ({by}, instance) ({without}),"
+            f' "{pod}", "$1", "instance", "(.+)"))'
         )
-        pods = f"count by ({by}) ({named} or {unnamed})"
+        podless = f"group by ({by}) ({without}) * 0"
+        named = f"group by ({by}, {pod}) ({series_expr(raw)})"
+        pods = f"sum by ({by}) ({unnamed} or {podless} or {named})"
     # The pod count last: once a color's is recorded, its whole evaluation is (`probe`).
     rules = [
         {"record": name, "expr": expr, "labels": {PART_LABEL: part}}

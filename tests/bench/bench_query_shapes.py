@@ -12,9 +12,9 @@ what it spends meanwhile without them (scraping), per evaluation.
 Per minute, with the rules evaluated every 30 s (two evaluations a minute), at the daemon's
 default cycle of 30 s and at a 5 s cycle: the summary asked every cycle; the recorded series
 read at most once a cycle, and only when a new evaluation is recorded (a probe of one series
-asking, once one is due), the reads and probes a minute counted from the real client over a
-minute of 5 s cycles against the rules evaluated every 30 s (at a 30 s cycle, a probe and a
-read each cycle counted).
+asking, once one is due), the reads and probes a minute counted from the real client over
+MINUTES minutes of 5 s cycles against the rules evaluated every 30 s, from their first
+evaluation on (at a 30 s cycle, a probe and a read each cycle counted).
 
     python -m tests.bench query_shapes      (RAINBOWD_BENCH_SHAPES_SIZES=30000,150000)
 """
@@ -59,6 +59,7 @@ SIZES = tuple(
 REPS = int(os.environ.get("RAINBOWD_BENCH_SHAPES_REPS", "10"))
 EVALS = int(os.environ.get("RAINBOWD_BENCH_SHAPES_EVALS", "4"))
 EVAL_EVERY = timedelta(seconds=15)
+MINUTES = int(os.environ.get("RAINBOWD_BENCH_SHAPES_MINUTES", "2"))
 PODS = 3
 RULES = timedelta(seconds=30)  # the rule interval of the comparison
 CYCLES = (30.0, 5.0)  # the daemon's default cycle, and a short one
@@ -92,16 +93,18 @@ def count_values_expr(query: ConnectionsQuery) -> str:
 
 
 def before_rules(interval: timedelta) -> dict[str, Any]:
-    """The recording rules as shipped before: the pod count's series relabelled twice."""
+    """The recording rules as shipped before: the series with a pod label selected by a matcher
+    on it (`pod=~".+"`), which costs Prometheus as much as the selection itself."""
     sel = RAW.selector
-    pod = (
-        f'label_replace(label_replace({sel}, "rainbowd_pod", "$1", "instance", "(.+)"),'
-        f' "rainbowd_pod", "$1", "pod", "(.+)")'
+    named = f'count by ({_BY}, pod) (rainbow_open_connections{{pod=~".+"}})'
+    unnamed = (
+        f"count by ({_BY}, pod) (label_replace(count by ({_BY}, instance)"
+        f' (rainbow_open_connections{{pod=~""}}), "pod", "$1", "instance", "(.+)"))'
     )
     exprs = {
         RECORDED_SUM: ("sum", f"sum by ({_BY}) ({sel})"),
-        RECORDED_PODS: ("pods", f"count by ({_BY}) (count by ({_BY}, rainbowd_pod) ({pod}))"),
         RECORDED_NEGATIVE: ("negative", f"count by ({_BY}) ({sel} < 0)"),
+        RECORDED_PODS: ("pods", f"count by ({_BY}) ({named} or {unnamed})"),
     }
     rules = [
         {"record": name, "expr": expr, "labels": {"rainbowd_part": part}}
@@ -112,14 +115,11 @@ def before_rules(interval: timedelta) -> dict[str, Any]:
 
 
 def before_read() -> str:
-    """The recorded series as read before: every part summed again, the stale colors counted."""
-    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}'
+    """The recorded series as read before: as recorded, with the time of the oldest recorded sum
+    or pod count (a second selection of them)."""
     every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"}}'
-    stale = f"count by ({_BY}) (timestamp({figures}) < time() - 14400)"
-    return (
-        f"sum by ({_BY}, rainbowd_part) ({every})"
-        f' or label_replace({stale}, "rainbowd_part", "stale", "", "")'
-    )
+    evaluated = f'min(timestamp({{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}))'
+    return f'{every} or label_replace({evaluated}, "rainbowd_part", "evaluated", "", "")'
 
 
 def exposition(series: int) -> str:
@@ -201,9 +201,10 @@ class _Counting(PrometheusClient):
         return await super().query(expr, at=at)
 
 
-async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[int, int]:
-    """The reads and the probes the real client sends over a minute of cycles `cycle` seconds
-    apart, reading the recorded series while the rules are evaluated every RULES."""
+async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[float, float]:
+    """The reads and the probes a minute the real client sends over MINUTES minutes of cycles
+    `cycle` seconds apart, reading the recorded series while the rules are evaluated every
+    RULES."""
     sent = 0
 
     async def count(*_: object) -> None:
@@ -219,12 +220,12 @@ async def reads_in_a_minute(prom: PrometheusServer, cycle: float) -> tuple[int, 
         await client.connections(RECORDED, at=datetime.now(UTC))
         sent = client.probes = 0
         started = time.monotonic()
-        for n in range(round(60 / cycle)):
+        for n in range(round(MINUTES * 60 / cycle)):
             await asyncio.sleep(max(0.0, started + n * cycle - time.monotonic()))
             result = await client.connections(RECORDED, at=datetime.now(UTC))
             if not result.ok:
                 raise RuntimeError(f"the recorded read failed: {result.error}")
-    return sent - client.probes, client.probes
+    return (sent - client.probes) / MINUTES, client.probes / MINUTES
 
 
 def measure(series: int, workdir: Path) -> dict[str, float]:
@@ -251,7 +252,15 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
         prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=all_of(colors))
         # A minute of 5 s cycles against the rules evaluated every 30 s.
         rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
+        switched = time.time()
         prom.reload()
+        # Counted from the rules' first evaluation every 30 s on: until then the figures are
+        # the idle group's, older than two intervals, and every cycle would read them again.
+        prom.wait_for(
+            f'min(timestamp({{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}))',
+            timeout=600,
+            predicate=lambda samples: bool(samples) and samples[0].value > switched,
+        )
         got["reads_5s"], got["probes_5s"] = asyncio.run(reads_in_a_minute(prom, 5.0))
         return got
 
@@ -282,10 +291,14 @@ def per_minute(got: dict[str, float], cycle: float) -> SimpleNamespace:
     cycles = 60 / cycle
     evaluations = 60 / RULES.total_seconds()
     reads, probes = (got["reads_5s"], got["probes_5s"]) if cycle == 5.0 else (cycles, cycles)
+    # At least one read per evaluation: a count over whole minutes can miss the last one.
+    reads = max(reads, evaluations)
     return SimpleNamespace(
         count_values=cycles * got["count_values"],
         split=cycles * got["split"],
-        before=cycles * got["read_before"] + evaluations * got["rules_before"],
+        before=reads * got["read_before"]
+        + probes * got["probe"]
+        + evaluations * got["rules_before"],
         now=reads * got["read"] + probes * got["probe"] + evaluations * got["rules"],
         reads=f"{reads:g}+{probes:g}",
     )
@@ -311,12 +324,14 @@ def main() -> None:
             f" {got['read_before'] * 1000:>12.1f} {got['read'] * 1000:>8.1f}"
             f" {got['rules_before'] * 1000:>13.1f} {got['rules'] * 1000:>8.1f}"
             f" {got['probe'] * 1000:>6.1f}"
-            f"   ({time.perf_counter() - started:.0f} s)",
+            f"   ({time.perf_counter() - started:.0f} s, load average"
+            f" {' '.join(f'{load:.1f}' for load in os.getloadavg())})",
             flush=True,
         )
     print(
         "Per minute, rules every 30 s: s of Prometheus CPU (count_values: asked every cycle;"
-        " recorded: the reads plus two evaluations; ratio: count_values / recorded now)"
+        " recorded: the reads and probes plus two evaluations, the same client before and now;"
+        " ratio: count_values / recorded now)"
     )
     print(
         f"{'series':>8} {'cycle':>6} {'count_values':>13} {'split':>8} {'recorded before':>16}"

@@ -66,13 +66,23 @@ def record(
     return dataclasses.replace(raw, recorded=True, matchers="")
 
 
+# Series without a pod label: each counts as the pod its instance names (here the one target),
+# beside the pods named by their label.
+PODLESS = [
+    ({"namespace": "chat", "app": "web", "color": "eeeeee"}, "6"),
+    ({"namespace": "chat", "app": "web", "color": "ffffff", "protocol": "ws"}, "1"),
+    ({"namespace": "chat", "app": "web", "color": "ffffff", "protocol": "xmpp"}, "2"),
+    ({"namespace": "chat", "app": "web", "color": "ffffff", "pod": "f-1"}, "4"),
+]
+
+
 async def test_the_recorded_figures_read_as_the_raw_series_do(
     prometheus: PrometheusServer, client: PrometheusClient, tmp_path: Path
 ) -> None:
     metric = "rainbow_test_connections"
     raw = ConnectionsQuery(metric=metric, matchers='job="exposition"')
     recorded = record(prometheus, raw, tmp_path)
-    with Exposition(gauge(metric, SERIES)) as target:
+    with Exposition(gauge(metric, SERIES + PODLESS)) as target:
         prometheus.set_targets([(target.target, {})], job="exposition")
 
         async def agreeing() -> QueryResult | None:
@@ -89,6 +99,8 @@ async def test_the_recorded_figures_read_as_the_raw_series_do(
     for color in ("bbbbbb", "cccccc", "dddddd"):
         assert not got.get("chat", "web", color).known
     assert got.get("chat", "web", "cccccc").cause == "prometheus returned +Inf"
+    assert got.get("chat", "web", "eeeeee") == Connections(value=6.0, series=1)
+    assert got.get("chat", "web", "ffffff") == Connections(value=7.0, series=2)
 
 
 async def test_a_pod_scraped_twice_never_covers_a_pod_not_scraped(

@@ -50,6 +50,21 @@ def test_colors_that_leave_the_snapshot_are_forgotten() -> None:
     assert set(history) == {A}
 
 
+def test_a_color_gone_as_another_comes_is_forgotten() -> None:
+    # As many colors as before, not the same ones: the one gone is forgotten, the one come kept,
+    # each within its share of the total.
+    C = ("other", "chat", "cccccc")
+    limits = HistoryLimits(window=36000, per_color=100, total=20, min_per_color=2)
+    history = ConnectionHistory(limits)
+    for minute in range(9):
+        history.record_snapshot(snapshot(T0 + timedelta(minutes=minute), {A: 10, B: 3}))
+    for minute in range(9, 30):
+        history.record_snapshot(snapshot(T0 + timedelta(minutes=minute), {A: 10, C: 3}))
+    assert set(history) == {A, C}
+    assert history[C][0][0] == (T0 + timedelta(minutes=9)).timestamp()
+    assert all(len(history[key]) <= limits.capacity(2) for key in (A, C))
+
+
 def test_every_sample_is_kept_until_full_then_the_line_is_thinned_evenly() -> None:
     history = ConnectionHistory(HistoryLimits(window=3600, per_color=20))
     for second in range(0, 200, 10):

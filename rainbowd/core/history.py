@@ -124,7 +124,14 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         """One sample; ignored when it is not newer than the color's last point or unusable."""
         if not _usable(at, value):
             return
-        points = self._points.setdefault(key, [])
+        points = self._points.get(key)
+        if points is None:
+            before = self.capacity
+            points = self._points[key] = []
+            if self.capacity < before:  # a color more: every other one's share is smaller
+                for other, held in self._points.items():
+                    if len(held) > self.capacity:
+                        self._fit(other)
         if points and at <= points[-1][0]:
             return
         points.append((at, value))

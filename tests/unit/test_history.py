@@ -167,6 +167,20 @@ def test_any_sample_sequence_stays_within_bounds(samples: list[tuple[int, float]
         assert points[-1][0] - points[0][0] <= limits.window
 
 
+def test_a_new_color_shrinks_every_others_share_at_once() -> None:
+    """Found by the property above: a color filled while it was one of few kept its points when
+    more colors came, until its own next sample."""
+    limits = HistoryLimits(window=1000, per_color=20, total=60, min_per_color=4)
+    history = ConnectionHistory(limits)
+    keys = [("ns", "app", str(color)) for color in range(6)]
+    for step in range(12):
+        history.add(keys[3], step * 7.0, 0.0)
+    for step, key in enumerate((keys[0], keys[1], keys[2], keys[4], keys[5]), start=12):
+        history.add(key, step * 7.0, 0.0)
+    assert limits.capacity(6) == 10
+    assert len(history[keys[3]]) <= 10
+
+
 def test_sparklines_are_bounded_in_total() -> None:
     history = ConnectionHistory(HistoryLimits(window=36000, per_color=100, total=100_000))
     colors = [("ns", "chat", f"{i:06x}") for i in range(1000)]

@@ -25,6 +25,7 @@ import gc
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -615,6 +616,7 @@ class SummaryReader:
         self._rebuilt = True  # _by_color holds more than _last's figures (negative counts)
         self._warnings: tuple[str, ...] = ()
         self._body: bytes | None = None  # the last answer read, without its evaluation time
+        self._shape = _NO_SHAPE  # the last answer read, but for its values (raw summary only)
         self._made: dict[tuple[str, str], Connections] = {}
         self._missing = missing_cause(query)
         # The answer last read: when it was read, when the next evaluation is due, and until
@@ -686,15 +688,17 @@ class SummaryReader:
         timeless = _timeless(body) if status == 200 and stale is None else None
         if timeless is None or timeless != self._body:
             self._body = None
-            with _collector_paused():
-                items, warnings = parse_document(status, body)
-                if stale is not None and not warnings:
-                    more, warnings = parse_document(*stale)
-                    items += more
-                if warnings:
-                    return None, warnings
-                self.read(items, at=at)
-                del items
+            if timeless is None or not self._shape.reread(self, body):
+                with _collector_paused():
+                    items, warnings = parse_document(status, body)
+                    if stale is not None and not warnings:
+                        more, warnings = parse_document(*stale)
+                        items += more
+                    if warnings:
+                        return None, warnings
+                    self.read(items, at=at)
+                    self._shape = _Shape.learn(self, body, items) if timeless else _NO_SHAPE
+                    del items
             self._body = timeless
         evaluated = self._evaluated
         if self.query.recorded and evaluated is not None and math.isfinite(evaluated) and not stale:
@@ -754,6 +758,24 @@ class SummaryReader:
             warnings.append(f"{stale} colors' {self._stale.cause}")
         self._warnings = tuple(warnings)
         return self._result(at)
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """The labels naming a color: its namespace, app and color."""
+        return self._names
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the answer last read had to warn of."""
+        return self._warnings
+
+    def join_values(self, sums: dict[ColorKey, str], pods: dict[ColorKey, str]) -> None:
+        """An answer with the series of the last one (every one a color's sum or pod count,
+        nothing to warn of) and these values, joined as `read` joins them (`_Shape`)."""
+        if self._join(sums, pods, set()) or self._rebuilt:
+            self._by_color = MappingProxyType({key: entry[2] for key, entry in self._last.items()})
+            self._rebuilt = False
+        self._warnings = ()
 
     def _probe_of(self, key: ColorKey | None) -> str | None:
         if key is None:
@@ -852,6 +874,72 @@ class SummaryReader:
         return found, part, item["value"][1]
 
 
+# A JSON number, as a sample's time is written.
+_TIME = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_TIME_PATTERN = re.compile(_TIME)
+# A sample's time and value in an instant answer, as Prometheus writes them: the time a JSON
+# number, the value printable ASCII without a quote or a backslash (the text between the quotes
+# is then the string itself, nothing to unescape). An unescaped quote never stands inside a JSON
+# string: the pattern matches nowhere but at a sample.
+_SAMPLE = re.compile(rb'"value":\[' + _TIME + rb',"([\x20\x21\x23-\x5b\x5d-\x7e]*)"\]')
+
+
+class _Shape:
+    """A raw summary answer but for its samples' times and values: the text between them
+    (`pieces`), and each sample's color and part (`samples`: whether it is the sum). An answer
+    whose text between its samples is the same is the last one with other times and values
+    written in: the same series in the same order, valid JSON if the last one was, each value
+    a string and each time a number. Only its values are then read (`reread`), into the same
+    join as `SummaryReader.read`'s. Learnt only from an answer every series of which was a
+    color's sum or pod count, each color having both once, with nothing to warn of; else the
+    answer after it is read in full."""
+
+    __slots__ = ("pieces", "samples")
+
+    def __init__(self, pieces: list[bytes], samples: list[tuple[ColorKey, bool]]) -> None:
+        self.pieces = pieces
+        self.samples = samples
+
+    @classmethod
+    def learn(cls, reader: SummaryReader, body: bytes, items: list[Any]) -> _Shape:
+        """The shape of `body`, just read by `reader` into `items` without an error."""
+        if reader.query.recorded or reader.warnings or not items:
+            return _NO_SHAPE
+        pieces = _SAMPLE.split(body)
+        if len(pieces) != 2 * len(items) + 1:
+            return _NO_SHAPE  # a sample written otherwise
+        namespace_label, app_label, color_label = reader.names
+        samples: list[tuple[ColorKey, bool]] = []
+        for item in items:
+            metric = item["metric"]
+            part = metric[PART_LABEL]
+            if part != SUM_PART and part != PODS_PART:
+                return _NO_SHAPE
+            key = (metric[namespace_label], metric[app_label], metric[color_label])
+            samples.append((key, part == SUM_PART))
+        colors = {key for key, _ in samples}
+        if len(set(samples)) != len(samples) or len(samples) != 2 * len(colors):
+            return _NO_SHAPE  # a part twice, or a color without both
+        return cls(pieces[::2], samples)
+
+    def reread(self, reader: SummaryReader, body: bytes) -> bool:
+        """Whether `body` has this shape; if so, its values are read into `reader`."""
+        if not self.samples:
+            return False
+        pieces = _SAMPLE.split(body)
+        if len(pieces) != 2 * len(self.samples) + 1 or pieces[::2] != self.pieces:
+            return False
+        sums: dict[ColorKey, str] = {}
+        pods: dict[ColorKey, str] = {}
+        for (key, is_sum), text in zip(self.samples, pieces[1::2], strict=True):
+            (sums if is_sum else pods)[key] = text.decode("ascii")
+        reader.join_values(sums, pods)
+        return True
+
+
+_NO_SHAPE = _Shape([], [])
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -889,12 +977,13 @@ _MADE_MAX = 100_000
 
 def _timeless(body: bytes) -> bytes:
     """An instant query's answer without its evaluation time, which every sample repeats: the
-    first sample's `"value":[<time>,` made `"value":[` wherever it stands."""
+    first sample's `"value":[<time>,` made `"value":[` wherever it stands (if that time is a
+    JSON number: anything else is left to fail the answer)."""
     start = body.find(_VALUE)
     if start < 0:
         return body
     end = body.find(b",", start)
-    if end < 0:
+    if end < 0 or _TIME_PATTERN.fullmatch(body, start + len(_VALUE), end) is None:
         return body
     return body.replace(body[start : end + 1], _VALUE)
 

@@ -237,6 +237,106 @@ def test_an_answer_as_last_time_but_for_its_time_is_not_read_again() -> None:
     assert again is not None and again.get("n", "a", "c") == Connections(value=6.0, series=3)
 
 
+def written(metric: dict[str, str], time: str, value: str) -> str:
+    """One series of an answer, its time and value written as given (JSON or not)."""
+    return f'{{"metric":{json.dumps(metric, separators=(",", ":"))},"value":[{time},{value}]}}'
+
+
+def outcome(reader: SummaryReader, answer: bytes) -> object:
+    """What reading `answer` gives: each color's connections and the warnings, or the fault."""
+    try:
+        result, warnings = reader.read_answer(200, answer, at=AT)
+    except PrometheusBadResponse as exc:
+        return exc.cause
+    if result is None:
+        return warnings
+    return dict(result.by_color), result.warnings
+
+
+def test_an_answer_with_the_series_of_the_last_one_has_its_values_read() -> None:
+    def answer(time: str, value: str, pods: str = '"3"') -> bytes:
+        metric = {"namespace": "n", "app": "a", PART_LABEL: SUM_PART}
+        series = [
+            written(metric | {"color": "c"}, time, value),
+            written(metric | {"color": "c", PART_LABEL: PODS_PART}, time, pods),
+            written(metric | {"color": "d"}, time, '"1"'),
+            written(metric | {"color": "d", PART_LABEL: PODS_PART}, time, '"1"'),
+        ]
+        head = '{"status":"success","data":{"resultType":"vector","result":['
+        return f"{head}{','.join(series)}]}}}}".encode()
+
+    reader = SummaryReader(QUERY)
+    first = outcome(reader, answer("1700000000.5", '"5"'))
+    assert first == (
+        {("n", "a", "c"): Connections(5.0, 3), ("n", "a", "d"): Connections(1.0, 1)},
+        (),
+    )
+    assert outcome(reader, answer("1700000030", '"6"'))[0][("n", "a", "c")] == Connections(6, 3)  # type: ignore[index]
+    assert outcome(reader, answer("1700000060", '"NaN"', '"4"'))[0][("n", "a", "c")] == (  # type: ignore[index]
+        Connections.unknown("prometheus returned NaN")
+    )
+    # What is not a sample as Prometheus writes it is read in full, and fails as it would.
+    for time, value in (("1.2.3", '"5"'), ('"1"', '"5"'), ("1", "5"), ("1", '"five"')):
+        assert isinstance(outcome(reader, answer("1", '"5"')), tuple)  # the last answer read
+        fault = outcome(reader, answer(time, value))
+        assert isinstance(fault, str) and fault.startswith("prometheus")
+        assert fault == outcome(SummaryReader(QUERY), answer(time, value))
+    # An escaped value is unescaped, as JSON reads it.
+    assert outcome(reader, answer("1", '"5\\n"'))[0][("n", "a", "c")] == Connections(5, 3)  # type: ignore[index]
+    assert outcome(reader, answer("1700000090", '"7"', '"x"'))[0][("n", "a", "c")] == (  # type: ignore[index]
+        Connections.unknown("prometheus counted 'x' pods")
+    )
+
+
+_colors = st.lists(st.sampled_from(["c", "d", "e"]), min_size=1, max_size=3, unique=True)
+_times = st.sampled_from(["1700000000.5", "1700000000", "-1", "1e3", "1.2.3", '"1"', "01", "true"])
+_values = st.one_of(
+    st.sampled_from(['"0"', '"3"', '"5.5"', '"NaN"', '"+Inf"', '"-1"', '"x"', '""', "5", "null"]),
+    st.text(max_size=3).map(json.dumps),
+)
+
+
+@st.composite
+def _layouts(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """The series of an answer: each (color, part), the usual two per color or not."""
+    usual = [(color, part) for color in draw(_colors) for part in (SUM_PART, PODS_PART)]
+    others = st.lists(st.sampled_from(usual), max_size=6)
+    return draw(st.one_of(st.just(usual), st.permutations(usual), others))
+
+
+@given(
+    _layouts(),
+    st.lists(
+        st.tuples(
+            _layouts() | st.none(),
+            st.lists(st.tuples(st.integers(0, 5), st.tuples(_times, _values)), max_size=2),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_a_reader_reads_each_answer_as_a_new_reader_would(
+    layout: list[tuple[str, str]],
+    answers: list[tuple[list[tuple[str, str]] | None, list[tuple[int, tuple[str, str]]]]],
+) -> None:
+    """Answers one after another, each with the series of the one before or others, and a few
+    of its times or values written anew, as Prometheus writes them or not: whatever the reader
+    keeps from the last answer, each reads as it would read alone."""
+    reader = SummaryReader(QUERY)
+    samples = [("1700000000.5", '"3"')] * 6
+    for other, changes in answers:
+        layout = other or layout
+        for index, sample in changes:
+            samples[index] = sample
+        series = [
+            written({"namespace": "n", "app": "a", "color": color, PART_LABEL: part}, *sample)
+            for (color, part), sample in zip(layout, samples, strict=False)
+        ]
+        head = '{"status":"success","data":{"resultType":"vector","result":['
+        answer = f"{head}{','.join(series)}]}}}}".encode()
+        assert outcome(reader, answer) == outcome(SummaryReader(QUERY), answer)
+
+
 @pytest.mark.parametrize(
     "item",
     [

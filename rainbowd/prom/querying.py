@@ -13,7 +13,9 @@ scrape job; `per_pod=True` still asks for the raw series, for whatever needs per
 Reading the answer is most of a steady cycle's cost at 10,000 colors, so the client remembers
 each color's last answer (its value and pod count as Prometheus wrote them) and converts and
 checks only the series that changed; when none did, the previous cycle's mapping is returned
-as it was, the same object.
+as it was, the same object. An answer with the series of the last one, only their times and
+values written anew (every color's connections moving), is not decoded as JSON: its values are
+read where they stand (`_Shape`).
 """
 
 from __future__ import annotations

@@ -22,15 +22,7 @@ from rainbowd.core.policy import (
     parse_policy,
 )
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
-from rainbowd.prom.querying import (
-    NEGATIVE_PART,
-    PART_LABEL,
-    PODS_PART,
-    RECORDED_NEGATIVE,
-    RECORDED_PODS,
-    RECORDED_SUM,
-    SUM_PART,
-)
+from rainbowd.prom import querying as q
 from tests.backends import Backend, backend, query_requests
 from tests.demoapps import DemoApp
 from tests.exposition import Exposition, gauge
@@ -349,21 +341,25 @@ async def test_a_shard_s_policy_asks_only_for_its_namespaces_series(
 # every backend holds them: the sum, the pod count and, for one color, negative series (an
 # infinite sum, not NaN: VictoriaMetrics stores no NaN).
 RECORDED_SERIES = {
-    RECORDED_SUM: [("aaaaaa", "5"), ("bbbbbb", "0"), ("cccccc", "+Inf")],
-    RECORDED_PODS: [("aaaaaa", "2"), ("bbbbbb", "3"), ("cccccc", "1")],
-    RECORDED_NEGATIVE: [("bbbbbb", "1")],
+    q.RECORDED_SUM: [("aaaaaa", "5"), ("bbbbbb", "0"), ("cccccc", "+Inf")],
+    q.RECORDED_PODS: [("aaaaaa", "2"), ("bbbbbb", "3"), ("cccccc", "1")],
+    q.RECORDED_NEGATIVE: [("bbbbbb", "1")],
 }
 
 
 async def test_the_recorded_series_are_read_as_one_range_selection(
     backend: Backend, client: PrometheusClient
 ) -> None:
-    parts = {RECORDED_SUM: SUM_PART, RECORDED_PODS: PODS_PART, RECORDED_NEGATIVE: NEGATIVE_PART}
+    parts = {
+        q.RECORDED_SUM: q.SUM_PART,
+        q.RECORDED_PODS: q.PODS_PART,
+        q.RECORDED_NEGATIVE: q.NEGATIVE_PART,
+    }
     families = "".join(
         gauge(
             name,
             [
-                ({"namespace": "chat", "app": "web", "color": color, PART_LABEL: parts[name]}, v)
+                ({"namespace": "chat", "app": "web", "color": color, q.PART_LABEL: parts[name]}, v)
                 for color, v in series
             ],
         )
@@ -382,4 +378,4 @@ async def test_the_recorded_series_are_read_as_one_range_selection(
     later = await client.connections(recorded, at=got.at + timedelta(seconds=6.5))
     assert later.error is None
     stale = later.get("chat", "web", "aaaaaa")
-    assert not stale.known and RECORDED_PODS in stale.cause
+    assert not stale.known and q.RECORDED_PODS in stale.cause

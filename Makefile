@@ -3,9 +3,10 @@ PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup run test check lint typecheck pytest bench bench-50k screenshot image clean clean-cache soak
-# pytest-xdist workers: one per core (at most 8), each with its own control plane, Prometheus and
-# ports; most of a test's time is waiting on cycles, rollouts and scrapes, not computing.
-PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 8 ] && n=8; echo $$n)
+# pytest-xdist workers: two per core (at most 8), each with its own control plane, Prometheus and
+# ports; most of a test's time is waiting on cycles, rollouts and scrapes, not computing (the
+# suite's processes use about a third of two cores with two workers: README, Development).
+PYTEST_WORKERS ?= $(shell n=$$(( $$(nproc 2>/dev/null || echo 1) * 2 )); [ $$n -gt 8 ] && n=8; echo $$n)
 
 setup:
 	@bash scripts/setup

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
+from typing import NamedTuple
 
 from rainbowd.core.history import thin
 from rainbowd.core.instants import END, Beyond, later
@@ -213,12 +214,22 @@ class ColorForecast:
         return eta is not None and self.deadline is not None and eta > self.deadline
 
 
-@dataclass(frozen=True, slots=True)
-class _Draining:
+class _Draining(NamedTuple):
+    """A draining color a forecast is for, as its rule and retirement make it: compared cycle
+    after cycle to tell whether its last fit still stands, its times worked out when fitted."""
+
     key: ColorKey
     floor: int
-    since: float
-    deadline: float | None
+    retired_at: datetime
+    max_age: timedelta | None  # the rule's maxRetiredAge
+
+    @property
+    def since(self) -> float:
+        return self.retired_at.timestamp()
+
+    @property
+    def deadline(self) -> float | None:
+        return _deadline(self.retired_at, self.max_age)
 
 
 def _draining_colors(plan: Plan, policy: Policy) -> list[_Draining]:
@@ -242,8 +253,8 @@ def _draining_of(app: AppPlan, rules: Mapping[str, Rule]) -> list[_Draining]:
             _Draining(
                 key=(color.namespace, color.app, color.color),
                 floor=rule.knobs.connection_floor,
-                since=color.retired_at.timestamp(),
-                deadline=_deadline(color.retired_at, rule.knobs.max_retired_age),
+                retired_at=color.retired_at,
+                max_age=rule.knobs.max_retired_age,
             )
         )
     return out

@@ -73,33 +73,36 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         at = snapshot.now.timestamp()
         if not math.isfinite(at):
             return
-        current = {
-            (ns.name, app, color): conns.value
-            for ns in snapshot.namespaces.values()
-            for (app, color), conns in ns.connections.items()
-        }
         held = self._points
-        for key in held.keys() - current.keys():
-            del held[key]
-        samples = [
-            (key, value)
-            for key, value in current.items()
-            if value is not None and 0 <= value < math.inf
-        ]
-        for key, _ in samples:
-            if key not in held:
-                held[key] = []
-        # The common case inline (one point appended, nothing to drop): with 10,000 colors
-        # this runs every cycle.
-        capacity = self.capacity
+        colors = sum([len(ns.connections) for ns in snapshot.namespaces.values()])
+        # What `capacity` reads once the colors gone are forgotten: as many as the snapshot's.
+        capacity = self.limits.capacity(colors)
         horizon = at - self.limits.window
-        for key, value in samples:
-            points = held[key]
-            if points and at <= points[-1][0]:
-                continue
-            points.append((at, value))
-            if len(points) > capacity or points[0][0] < horizon:
-                self._fit(key)
+        # One pass, the common case inline (one point appended, nothing to drop): with 10,000
+        # colors this runs every cycle.
+        for ns in snapshot.namespaces.values():
+            name = ns.name
+            for (app, color), connections in ns.connections.items():
+                key = (name, app, color)
+                points = held.get(key)
+                if points is None:
+                    points = held[key] = []
+                value = connections.value
+                if value is None or not 0 <= value < math.inf:
+                    continue
+                if points and at <= points[-1][0]:
+                    continue
+                points.append((at, value))
+                if len(points) > capacity or points[0][0] < horizon:
+                    self._fit(key, capacity)
+        if len(held) > colors:  # every color of the snapshot is held: some are gone
+            current = {
+                (ns.name, app, color)
+                for ns in snapshot.namespaces.values()
+                for app, color in ns.connections
+            }
+            for key in held.keys() - current:
+                del held[key]
 
     def seed(self, series: Mapping[ColorKey, Iterable[Point]]) -> int:
         """Older points (from a range query at start-up) merged under what is already held;
@@ -121,7 +124,14 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         """One sample; ignored when it is not newer than the color's last point or unusable."""
         if not _usable(at, value):
             return
-        points = self._points.setdefault(key, [])
+        points = self._points.get(key)
+        if points is None:
+            before = self.capacity
+            points = self._points[key] = []
+            if self.capacity < before:  # a color more: every other one's share is smaller
+                for other, held in self._points.items():
+                    if len(held) > self.capacity:
+                        self._fit(other)
         if points and at <= points[-1][0]:
             return
         points.append((at, value))
@@ -131,7 +141,7 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
     def capacity(self) -> int:
         return self.limits.capacity(len(self._points))
 
-    def _fit(self, key: ColorKey) -> None:
+    def _fit(self, key: ColorKey, capacity: int | None = None) -> None:
         """Drop what is older than the window; once over capacity, thin the whole line to about
         half of it, evenly in time: every sample is kept until then, so a short history has
         every cycle's figure and a long one its whole span, more coarsely."""
@@ -139,7 +149,8 @@ class ConnectionHistory(Mapping[ColorKey, Sequence[Point]]):
         horizon = points[-1][0] - self.limits.window
         if points[0][0] < horizon:
             points[:] = [p for p in points if p[0] >= horizon]
-        capacity = self.capacity
+        if capacity is None:
+            capacity = self.capacity
         if len(points) > capacity:
             span = points[-1][0] - points[0][0]
             points[:] = thin(points, 2 * span / capacity)

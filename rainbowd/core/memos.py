@@ -296,8 +296,13 @@ class SnapshotMemo:
                 namespace = kept.namespace
             else:
                 conns: dict[tuple[str, str], Connections] = {}
+                # The colors of a rule share its query object: its answer is looked up (the
+                # query hashed, all of its fields) once per run of them, not once per color.
+                asked: ConnectionsQuery | None = None
+                result: Answer | None = None
                 for app, color, query in members.by_namespace.get(ns, ()):
-                    result = results.get(query)
+                    if query is not asked:
+                        asked, result = query, results.get(query)
                     if result is not None:
                         conns[(app, color)] = result.get(ns, app, color)
                 namespace = Namespace(

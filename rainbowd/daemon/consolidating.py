@@ -11,8 +11,10 @@ for: its consolidation is unavailable, with why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from rainbowd.core.consolidation import needs_pods
 from rainbowd.core.memos import ServiceIndex
@@ -33,6 +35,7 @@ from rainbowd.prom.pods import PodSeries, fetch_pods
 from rainbowd.prom.querying import ColorKey, PrometheusClient, QueryResult
 
 UNLISTED = "the HorizontalPodAutoscalers and ScaledObjects are not listed yet"
+PODS_UNLISTED = PodConnections(unavailable="the colors' pods are not listed yet")
 PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 """Per namespace, by (app, color)."""
 
@@ -40,80 +43,175 @@ PodFigures = dict[str, dict[tuple[str, str], PodConnections]]
 Wants = Callable[[Rule, Deployment, datetime, Connections], bool]
 
 
-def _retired_colors(
+class Retired(NamedTuple):
+    """A retired color with more than one pod, a rule, and no Service making it live: what
+    `candidates` and `costed` choose among."""
+
+    rule: Rule
+    key: ColorKey
+    deployment: Deployment
+    retired_at: datetime
+
+
+ByQuery = dict[ConnectionsQuery, list[Retired]]
+"""A namespace's retired colors, by the query asking for their connections."""
+
+
+class _Scanned(NamedTuple):
+    """A namespace's retired colors and what they were worked out from."""
+
+    policy: Policy
+    deployments: Sequence[Deployment]
+    services: Sequence[Service]
+    retired: ByQuery
+
+
+class RetiredColors:
+    """Each namespace's retired colors (`Retired`), worked out again only when the policy, the
+    namespace's Deployments or its Services are not the same objects as last cycle (the watch
+    cache hands out the same ones while nothing changed): with 10,000 Deployments, a cycle
+    whose connections alone moved looks at the retired colors only. One per pipeline, for one
+    `rule_of` per policy."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[str, _Scanned] = {}
+
+    def scan(
+        self,
+        policy: Policy,
+        deployments: Mapping[str, Sequence[Deployment]],
+        services: Mapping[str, Sequence[Service]],
+        *,
+        rule_of: Callable[[str, Deployment], Rule | None],
+    ) -> list[ByQuery]:
+        """Each namespace's retired colors, by query."""
+        before = self._namespaces
+        after: dict[str, _Scanned] = {}
+        for ns, items in deployments.items():
+            listed = services.get(ns, ())
+            kept = before.get(ns)
+            if (
+                kept is None
+                or kept.policy is not policy
+                or not _same_objects(kept.deployments, items)
+                or not _same_objects(kept.services, listed)
+            ):
+                kept = _Scanned(
+                    policy, items, listed, _retired_of(policy, ns, items, listed, rule_of)
+                )
+            after[ns] = kept
+        self._namespaces = after
+        return [kept.retired for kept in after.values()]
+
+
+def _same_objects(before: Sequence[object], after: Sequence[object]) -> bool:
+    return before is after or (len(before) == len(after) and all(map(operator.is_, before, after)))
+
+
+def _retired_of(
     policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
-    results: Mapping[ConnectionsQuery, QueryResult],
+    ns: str,
+    deployments: Sequence[Deployment],
+    services: Sequence[Service],
+    rule_of: Callable[[str, Deployment], Rule | None],
+) -> ByQuery:
+    """A namespace's retired colors: stamped retired (a malformed stamp is no retirement), with
+    more than one pod, a rule and the app and color labels, and live through no Service."""
+    found: ByQuery = {}
+    index: ServiceIndex | None = None
+    for d in deployments:
+        if d.replicas <= 1:
+            continue
+        stamp = d.annotations.get(RETIRED_AT)
+        retired_at = None if stamp is None else parse_stamp(stamp)
+        if retired_at is None:
+            continue
+        rule = rule_of(ns, d)
+        app = d.template_labels.get(policy.app_label)
+        color = d.color_of(policy.color_label)
+        if rule is None or not app or not color:
+            continue
+        if index is None:
+            index = ServiceIndex(services, policy.app_label, policy.color_label)
+        if index.live(app, color, d.template_labels) is not None:
+            continue  # live: never consolidated, its pods' costs not kept
+        found.setdefault(rule.connections, []).append(
+            Retired(rule, (ns, app, color), d, retired_at)
+        )
+    return found
+
+
+def retired_colors(
+    policy: Policy,
+    deployments: Mapping[str, Sequence[Deployment]],
+    services: Mapping[str, Sequence[Service]],
     *,
     rule_of: Callable[[str, Deployment], Rule | None],
+) -> list[ByQuery]:
+    """Each namespace's retired colors, worked out afresh (`RetiredColors` keeps them)."""
+    return RetiredColors().scan(policy, deployments, services, rule_of=rule_of)
+
+
+Wanted = dict[ConnectionsQuery, dict[ColorKey, timedelta]]
+"""Colors whose per-pod figures are wanted, by query, each with how long to wait before asking
+again when they were unavailable."""
+
+
+def _wanted(
+    retired: Iterable[ByQuery],
+    results: Mapping[ConnectionsQuery, QueryResult],
+    *,
     now: datetime,
     ruled: Callable[[Rule], bool],
     wants: Wants,
-) -> Iterator[tuple[Rule, ColorKey]]:
-    """The retired, not live colors with more than one pod whose rule is `ruled` and that the
-    caller `wants` (given the rule, the Deployment, its retirement and its connections). Cheapest
-    tests first: with 10,000 Deployments this runs every cycle; a namespace's Service index is
-    built only when one of its colors is wanted."""
-    indexes: dict[str, ServiceIndex] = {}
-    for ns, items in deployments.items():
-        for d in items:
-            if d.replicas <= 1:
+    every: Callable[[Rule], timedelta],
+) -> Wanted:
+    """The `retired` colors, retired by `now`, whose rule is `ruled` and that the caller
+    `wants` (given the rule, the Deployment, its retirement and its connections), each with
+    its rule's `every`."""
+    wanted: Wanted = {}
+    for by_query in retired:
+        for query, colors in by_query.items():
+            result = results.get(query)
+            if result is None:
                 continue
-            rule = rule_of(ns, d)
-            if rule is None or not ruled(rule):
-                continue
-            stamp = d.annotations.get(RETIRED_AT)
-            retired_at = None if stamp is None else parse_stamp(stamp)
-            result = results.get(rule.connections)
-            if retired_at is None or retired_at > now or result is None:
-                continue
-            app = d.template_labels.get(policy.app_label)
-            color = d.color_of(policy.color_label)
-            if not app or not color:
-                continue
-            if not wants(rule, d, retired_at, result.get(ns, app, color)):
-                continue
-            index = indexes.get(ns)
-            if index is None:
-                index = indexes[ns] = ServiceIndex(
-                    services.get(ns, ()), policy.app_label, policy.color_label
-                )
-            if index.live(app, color, d.template_labels) is not None:
-                continue  # live: never consolidated, its pods' costs not kept
-            yield rule, (ns, app, color)
+            into = None
+            for rule, key, d, retired_at in colors:
+                if retired_at > now or not ruled(rule):
+                    continue
+                if not wants(rule, d, retired_at, result.get(*key)):
+                    continue
+                if into is None:
+                    into = wanted.setdefault(query, {})
+                into[key] = every(rule)
+    return wanted
 
 
 def candidates(
-    policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
+    retired: Iterable[ByQuery],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
-    rule_of: Callable[[str, Deployment], Rule | None],
     now: datetime,
-) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
-    """The colors due for a consolidation step if their per-pod figures allow, by query, each
-    with its rule's `every`."""
+) -> Wanted:
+    """Of the `retired` colors (`RetiredColors.scan`), those due for a consolidation step if
+    their per-pod figures allow, by query, each with its rule's `every`."""
 
     def due(rule: Rule, d: Deployment, retired_at: datetime, connections: Connections) -> bool:
         return needs_pods(now, d, knobs=rule.knobs, retired_at=retired_at, connections=connections)
 
-    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _retired_colors(
-        policy,
-        deployments,
-        services,
+    def every(rule: Rule) -> timedelta:
+        consolidate = rule.knobs.consolidate
+        assert consolidate is not None  # `ruled` let only these through
+        return consolidate.every
+
+    return _wanted(
+        retired,
         results,
-        rule_of=rule_of,
         now=now,
         ruled=lambda rule: rule.knobs.consolidate is not None,
         wants=due,
-    ):
-        consolidate = rule.knobs.consolidate
-        if consolidate is not None:  # `ruled` let only these through
-            wanted.setdefault(rule.connections, {})[key] = consolidate.every
-    return wanted
+        every=every,
+    )
 
 
 COST_RETRY = timedelta(minutes=5)
@@ -122,16 +220,13 @@ unavailable before they are asked for again (a consolidating rule waits its `eve
 
 
 def costed(
-    policy: Policy,
-    deployments: Mapping[str, list[Deployment]],
-    services: Mapping[str, list[Service]],
+    retired: Iterable[ByQuery],
     results: Mapping[ConnectionsQuery, QueryResult],
     *,
-    rule_of: Callable[[str, Deployment], Rule | None],
     now: datetime,
-) -> dict[ConnectionsQuery, dict[ColorKey, timedelta]]:
-    """The retired colors still draining (connections above their floor) with more than one
-    pod, whatever their rule's consolidation: their per-pod figures keep the pods'
+) -> Wanted:
+    """Of the `retired` colors (`RetiredColors.scan`), those still draining (connections above
+    their floor), whatever their rule's consolidation: their per-pod figures keep the pods'
     pod-deletion-costs, so a scale-down made by anyone (an HPA, a person) takes idle pods first.
     By query, each with how long to wait before asking again when the figures were
     unavailable."""
@@ -140,22 +235,18 @@ def costed(
         value = connections.value
         return value is not None and value > rule.knobs.connection_floor
 
-    wanted: dict[ConnectionsQuery, dict[ColorKey, timedelta]] = {}
-    for rule, key in _retired_colors(
-        policy,
-        deployments,
-        services,
+    def every(rule: Rule) -> timedelta:
+        consolidate = rule.knobs.consolidate
+        return COST_RETRY if consolidate is None else consolidate.every
+
+    return _wanted(
+        retired,
         results,
-        rule_of=rule_of,
         now=now,
         ruled=lambda rule: rule.connections.per_pod_problem is None,
         wants=draining,
-    ):
-        consolidate = rule.knobs.consolidate
-        wanted.setdefault(rule.connections, {})[key] = (
-            COST_RETRY if consolidate is None else consolidate.every
-        )
-    return wanted
+        every=every,
+    )
 
 
 def refused_by_scalers(
@@ -239,8 +330,7 @@ async def pod_figures(
     if pods is None:
         for colors in wanted.values():
             for key in colors:
-                unlisted = PodConnections(unavailable="the colors' pods are not listed yet")
-                out.setdefault(key[0], {})[(key[1], key[2])] = unlisted
+                out.setdefault(key[0], {})[(key[1], key[2])] = PODS_UNLISTED
         return out
     by_color: dict[ColorKey, list[PodMark]] = {}
     for pod in pods:
@@ -269,7 +359,7 @@ def join(series: PodSeries, pods: list[PodMark] | None) -> PodConnections:
     if series.unavailable is not None:
         return PodConnections(unavailable=series.unavailable)
     if pods is None:
-        return PodConnections(unavailable="the colors' pods are not listed yet")
+        return PODS_UNLISTED
     waiting = sorted(pod.name for pod in pods if not pod.ready)
     if waiting:
         return PodConnections(

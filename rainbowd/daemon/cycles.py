@@ -33,6 +33,7 @@ from rainbowd.core.planner import Planner
 from rainbowd.core.policy import ConnectionsQuery, Policy, PrometheusSettings
 from rainbowd.daemon.consolidating import (
     UNLISTED,
+    RetiredColors,
     Retries,
     candidates,
     costed,
@@ -113,6 +114,8 @@ class Pipeline:
         self._prometheus: PrometheusClient | None = None
         # Colors whose per-pod figures were unavailable: not asked for again before `every`.
         self._retries = Retries()
+        # The retired colors per namespace, worked out again only where something changed.
+        self._retired = RetiredColors()
         self._snapshots = SnapshotMemo()
         # Dry run: each overlaid Deployment by uid, with the object and changes it came from.
         self._overlaid_by_uid: dict[str, tuple[Deployment, dict[str, str | None], Deployment]] = {}
@@ -141,20 +144,19 @@ class Pipeline:
             results = await fetch_connections(
                 self._client(policy.prometheus), members.queries, at=now
             )
+        retired = self._retired.scan(policy, deployments, services, rule_of=members.rule_of)
         # Per-pod figures, for the colors due for a consolidation step,
-        wanted = (
-            candidates(policy, deployments, services, results, rule_of=members.rule_of, now=now)
-            if consolidates(policy)
-            else {}
-        )
+        wanted = candidates(retired, results, now=now) if consolidates(policy) else {}
         refused = refused_by_scalers(policy, wanted, deployments, objects, unlisted=unlisted)
         # And for the draining colors' pod-deletion-costs, whoever scales them down.
-        for query, costs in costed(
-            policy, deployments, services, results, rule_of=members.rule_of, now=now
-        ).items():
+        for query, costs in costed(retired, results, now=now).items():
+            into = None
             for key, retry in costs.items():
-                if key[1:] not in refused.get(key[0], {}):
-                    wanted.setdefault(query, {}).setdefault(key, retry)
+                if refused and key[1:] in refused.get(key[0], ()):
+                    continue
+                if into is None:
+                    into = wanted.setdefault(query, {})
+                into.setdefault(key, retry)
         figures = (
             await pod_figures(
                 self._client(policy.prometheus), wanted, pods, at=now, retries=self._retries

@@ -1,6 +1,7 @@
 """Runs every benchmark: each tests/bench/bench_*.py module's `main()`, in name order.
 `compare --against <ref> [names]` runs them on a baseline git ref and on this tree, side by
-side (tests/bench/compare.py).
+side (tests/bench/compare.py). A name that is another module of tests/bench (`profile_cycle`)
+runs it, with the arguments after colons (`profile_cycle:10:10000:moving`).
 
 Benchmarks print their numbers; none asserts on time (a shared machine would make that flaky).
 """
@@ -16,10 +17,19 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     """Run the benchmarks whose module name contains any of `argv` (all when empty)."""
-    if argv[:1] == ["compare"]:
-        from tests.bench import compare
+    from tests.bench import compare
 
+    if argv[:1] == ["compare"]:
         return compare.main(argv[1:])
+    scripts = [found for found in map(compare.script, argv) if found is not None]
+    for script, *args in scripts:
+        # A module that is not a benchmark (profile_cycle), with its arguments.
+        print(f"== {script}", flush=True)
+        sys.argv = [script, *args]
+        importlib.import_module(f"{__package__}.{script}").main()
+    argv = [name for name in argv if compare.script(name) is None]
+    if scripts and not argv:
+        return 0
     here = Path(__file__).parent
     names = sorted(
         info.name

@@ -1,14 +1,18 @@
 """Before/after: the same benchmarks on a baseline git ref and on this tree, in one run.
 
     python -m tests.bench compare --against <ref> [--rounds N] planner cycle
+    python -m tests.bench compare --against <ref> profile_cycle:10:10000:moving
 
 The baseline is checked out in a temporary `git worktree` (removed afterwards). Each round runs
 `python -m tests.bench <names>` once per side, each in its own process, the side that goes first
 alternating from round to round, so load on a shared machine falls on both sides alike. Every
 figure a benchmark prints as "<what>: median <x> ms" (or "<what> <x> ms") is collected; the table
 gives, per figure, the median over the rounds of each side and the ratio this/baseline, with
-the range of the rounds' own ratios. Asserts nothing on time: it prints numbers beside their
-baseline.
+the range of the rounds' own ratios. A name that is a module of tests/bench other than a
+`bench_` one (`profile_cycle`) runs as `python -m tests.bench.<name>`, with the arguments that
+follow it after colons. The load average is printed at each run and beside the table: on a
+shared machine it says how far the figures are inflated. Asserts nothing on time: it prints
+numbers beside their baseline.
 """
 
 from __future__ import annotations
@@ -70,18 +74,50 @@ def _check_imports(tree: Path) -> None:
         raise SystemExit(f"compare: in {tree}, these load from elsewhere: {', '.join(wrong)}")
 
 
-def _run(tree: Path, names: list[str]) -> Figures:
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.bench", *names],
-        cwd=tree,
-        env=_environment(tree),
-        capture_output=True,
-        text=True,
-        check=False,
+def _commands(names: list[str]) -> list[list[str]]:
+    """The processes running `names`: the benchmarks in one, each other module in its own."""
+    benchmarks = [name for name in names if script(name) is None]
+    commands = (
+        [[sys.executable, "-m", "tests.bench", *benchmarks]] if benchmarks or not names else []
     )
-    if done.returncode != 0:
-        raise SystemExit(f"compare: the benchmarks failed in {tree}:\n{done.stdout}{done.stderr}")
-    return figures(done.stdout)
+    for name in names:
+        found = script(name)
+        if found is not None:
+            module, *args = found
+            commands.append([sys.executable, "-m", f"tests.bench.{module}", *args])
+    return commands
+
+
+def script(name: str) -> list[str] | None:
+    """A module of tests/bench other than a `bench_` one, and its arguments, from `name`
+    (`profile_cycle:10:10000:moving`); None for anything else."""
+    module, *args = name.split(":")
+    if module.startswith("bench_") or not (Path(__file__).parent / f"{module}.py").exists():
+        return None
+    return [module, *args]
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _run(tree: Path, names: list[str]) -> Figures:
+    found: Figures = {}
+    for command in _commands(names):
+        done = subprocess.run(
+            command,
+            cwd=tree,
+            env=_environment(tree),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(
+                f"compare: the benchmarks failed in {tree}:\n{done.stdout}{done.stderr}"
+            )
+        found.update(figures(done.stdout))
+    return found
 
 
 def _worktree(ref: str, into: Path) -> Path:
@@ -131,13 +167,16 @@ def main(argv: list[str]) -> int:
                     order.reverse()
                 got: dict[str, Figures] = {}
                 for tree, side in order:
-                    print(f"compare: round {i + 1}/{args.rounds}, {side}", flush=True)
+                    print(f"compare: round {i + 1}/{args.rounds}, {side}, {_load()}", flush=True)
                     got[side] = _run(tree, args.names)
                 rounds.append((got["base"], got["this"]))
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False
             )
-    print(f"compare: {args.against} (baseline) vs this tree, {args.rounds} rounds, alternating")
+    print(
+        f"compare: {args.against} (baseline) vs this tree, {args.rounds} rounds, alternating;"
+        f" at the end, {_load()}"
+    )
     print(_table(args.against, rounds))
     return 0

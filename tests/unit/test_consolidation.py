@@ -24,14 +24,25 @@ from rainbowd.core.model import (
     RETIRED_AT,
     STEPPED_DOWN_AT,
     Connections,
+    Deployment,
     PodConnections,
     Reason,
+    Service,
 )
 from rainbowd.core.notes import IdlePods
 from rainbowd.core.policy import ConnectionsQuery, Consolidate, Knobs, Policy, StepDown
 from rainbowd.core.reporting import render_why
 from rainbowd.core.snapshots import SnapshotError, snapshot_from_document, snapshot_to_document
-from rainbowd.daemon.consolidating import COST_RETRY, Retries, candidates, costed, join
+from rainbowd.daemon.consolidating import (
+    COST_RETRY,
+    ByQuery,
+    RetiredColors,
+    Retries,
+    candidates,
+    costed,
+    join,
+    retired_colors,
+)
 from rainbowd.kube.caching import PodMark
 from rainbowd.prom.pods import PodSeries, group_pods, pods_expr
 from rainbowd.prom.querying import QueryResult, Sample, Vector
@@ -390,9 +401,8 @@ def test_per_pod_figures_are_asked_for_the_retired_colors_due_a_step_only() -> N
         by_color={("ns", APP, c): Connections(value=v, series=4) for c, v in counts},
     )
     r = rule(consolidate=KNOBS.consolidate)
-    wanted = candidates(
-        Policy(rules=(r,)), deployments, services, {query: result}, rule_of=lambda ns, d: r, now=NOW
-    )
+    retired = retired_colors(Policy(rules=(r,)), deployments, services, rule_of=lambda ns, d: r)
+    wanted = candidates(retired, {query: result}, now=NOW)
     assert wanted == {query: {("ns", APP, "0due00"): 5 * M}}
 
 
@@ -423,15 +433,60 @@ def test_per_pod_figures_are_asked_for_every_draining_color_for_its_deletion_cos
     )
     drained = {("ns", APP, "0drain"), ("ns", APP, "0young")}
     for r, retry in ((rule(), COST_RETRY), (rule(consolidate=KNOBS.consolidate), 5 * M)):
-        wanted = costed(
+        retired = retired_colors(
             Policy(rules=(r,)),
             deployments,
             services,
-            {query: result},
             rule_of=lambda ns, d, r=r: r,  # type: ignore[misc]
-            now=NOW,
         )
+        wanted = costed(retired, {query: result}, now=NOW)
         assert wanted == {query: dict.fromkeys(drained, retry)}
+
+
+def test_the_retired_colors_kept_across_cycles_are_those_a_fresh_scan_finds() -> None:
+    # `RetiredColors` keeps a namespace's retired colors while its Deployments, its Services and
+    # the policy are the same objects; whatever changed, it answers as a fresh scan does.
+    due = {RETIRED_AT: stamp(40 * M)}
+    deployments = {
+        ns: [deployment(c, namespace=ns, replicas=4, annotations=due) for c in ("0drain", "0other")]
+        + [deployment("00live", namespace=ns, replicas=4)]
+        for ns in ("a", "b")
+    }
+    services = {ns: [service({"app": APP, "color": "00live"}, namespace=ns)] for ns in ("a", "b")}
+    r = rule()
+    policy = Policy(rules=(r,))
+    memo = RetiredColors()
+
+    def keys(found: list[ByQuery]) -> set[tuple[str, str, str]]:
+        return {c.key for by_query in found for colors in by_query.values() for c in colors}
+
+    def scan(
+        policy: Policy, deployments: dict[str, list[Deployment]], services: dict[str, list[Service]]
+    ) -> set[tuple[str, str, str]]:
+        kept = memo.scan(policy, deployments, services, rule_of=lambda ns, d: r)
+        fresh = retired_colors(policy, deployments, services, rule_of=lambda ns, d: r)
+        assert kept == fresh
+        return keys(kept)
+
+    every = {(ns, APP, c) for ns in ("a", "b") for c in ("0drain", "0other")}
+    assert scan(policy, deployments, services) == every
+    first = memo.scan(policy, deployments, services, rule_of=lambda ns, d: r)
+    again = memo.scan(policy, deployments, services, rule_of=lambda ns, d: r)
+    assert all(a is b for a, b in zip(first, again, strict=True))  # kept, not scanned again
+    # A Service of namespace a now selects 0drain: live there, never costed.
+    services = {**services, "a": [*services["a"], service({"app": APP, "color": "0drain"})]}
+    assert scan(policy, deployments, services) == every - {("a", APP, "0drain")}
+    # 0other of namespace b scaled down to one pod (a new object, in a new list): no pods to
+    # choose among.
+    one = deployment("0other", namespace="b", replicas=1, annotations=due)
+    deployments = {
+        **deployments,
+        "b": [one if d.name.endswith("0other") else d for d in deployments["b"]],
+    }
+    gone = every - {("a", APP, "0drain"), ("b", APP, "0other")}
+    assert scan(policy, deployments, services) == gone
+    # Another policy: scanned again (`scan` compares with a fresh scan).
+    assert scan(Policy(rules=(r,)), deployments, services) == gone
 
 
 def test_unavailable_figures_are_not_asked_for_again_before_every() -> None:

@@ -301,3 +301,40 @@ def test_the_forecaster_fits_a_bounded_number_of_colors_per_cycle() -> None:
     # Colors that stop draining are dropped.
     plan = Plan(now=NOW, apps=(AppPlan("ns", "chat", "chat", None, "", ()),))
     assert forecaster.update(plan, policy, history) == {}
+
+
+def test_a_color_whose_retirement_or_deadline_changed_is_fitted_again_first() -> None:
+    hour = timedelta(hours=1)
+    start = (NOW - 2 * hour).timestamp()
+    history = {
+        ("ns", "chat", name): [(start + t, v) for t, v in exponential(600, 2597, MINUTES)]
+        for name in ("d00000", "d00001")
+    }
+    forecaster = Forecaster(per_cycle=1)
+
+    def cycle(
+        at: datetime, retired: timedelta, max_age: timedelta
+    ) -> dict[tuple[str, str, str], ColorForecast]:
+        knobs = Knobs(max_retired_age=max_age)
+        policy = Policy(rules=(Rule(name="chat", knobs=knobs, connections=ConnectionsQuery()),))
+        colors = (
+            color("d00000", State.DRAINING, 150, retired),
+            color("d00001", State.DRAINING, 150, hour),
+        )
+        plan = Plan(now=at, apps=(AppPlan("ns", "chat", "chat", None, "", colors),))
+        return forecaster.update(plan, policy, history)
+
+    a, b = ("ns", "chat", "d00000"), ("ns", "chat", "d00001")
+    cycle(NOW, hour, 3 * hour)
+    both = cycle(NOW + timedelta(seconds=30), hour, 3 * hour)
+    assert both[a].deadline == (NOW + 2 * hour).timestamp()
+    # d00000 retired an hour earlier than it read: its record changed, it is first in line
+    # (d00001 is carried), fitted with its new deadline.
+    moved = cycle(NOW + timedelta(seconds=60), 2 * hour, 3 * hour)
+    assert moved[a].deadline == (NOW + hour).timestamp()
+    assert moved[b].deadline == (NOW + 2 * hour).timestamp()
+    # The rule's maxRetiredAge changed: every record changed; one fitted, the other waits.
+    longer = cycle(NOW + timedelta(seconds=90), 2 * hour, 4 * hour)
+    assert len(longer) == 1
+    ((key, found),) = longer.items()
+    assert found.deadline == (NOW - (2 * hour if key == a else hour) + 4 * hour).timestamp()

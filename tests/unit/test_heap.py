@@ -1,5 +1,5 @@
 """The daemon's heap keeper: long-lived objects frozen out of the collector's walks, reference
-cycles still collected at the next period."""
+cycles still collected at the next period, full collections started less often meanwhile."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from rainbowd.daemon.heap import HeapKeeper
+from rainbowd.daemon.heap import FULL_AFTER, HeapKeeper
 
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    threshold = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 class Node:
@@ -46,6 +48,13 @@ def test_objects_are_frozen_at_most_once_a_period_and_cycles_still_collected() -
     keeper.tend()
     del plain
     assert freed() is None
+
+
+def test_once_the_heap_is_kept_full_collections_start_ten_times_less_often() -> None:
+    young, middle, full = gc.get_threshold()
+    assert full < FULL_AFTER
+    HeapKeeper().tend()
+    assert gc.get_threshold() == (young, middle, FULL_AFTER)
 
 
 def test_the_period_doubles_up_to_its_cap() -> None:

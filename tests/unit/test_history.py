@@ -50,6 +50,21 @@ def test_colors_that_leave_the_snapshot_are_forgotten() -> None:
     assert set(history) == {A}
 
 
+def test_a_color_gone_as_another_comes_is_forgotten() -> None:
+    # As many colors as before, not the same ones: the one gone is forgotten, the one come kept,
+    # each within its share of the total.
+    C = ("other", "chat", "cccccc")
+    limits = HistoryLimits(window=36000, per_color=100, total=20, min_per_color=2)
+    history = ConnectionHistory(limits)
+    for minute in range(9):
+        history.record_snapshot(snapshot(T0 + timedelta(minutes=minute), {A: 10, B: 3}))
+    for minute in range(9, 30):
+        history.record_snapshot(snapshot(T0 + timedelta(minutes=minute), {A: 10, C: 3}))
+    assert set(history) == {A, C}
+    assert history[C][0][0] == (T0 + timedelta(minutes=9)).timestamp()
+    assert all(len(history[key]) <= limits.capacity(2) for key in (A, C))
+
+
 def test_every_sample_is_kept_until_full_then_the_line_is_thinned_evenly() -> None:
     history = ConnectionHistory(HistoryLimits(window=3600, per_color=20))
     for second in range(0, 200, 10):
@@ -150,6 +165,20 @@ def test_any_sample_sequence_stays_within_bounds(samples: list[tuple[int, float]
         points = history[key]
         assert len(points) <= limits.capacity(len(history)) + 1
         assert points[-1][0] - points[0][0] <= limits.window
+
+
+def test_a_new_color_shrinks_every_others_share_at_once() -> None:
+    """Found by the property above: a color filled while it was one of few kept its points when
+    more colors came, until its own next sample."""
+    limits = HistoryLimits(window=1000, per_color=20, total=60, min_per_color=4)
+    history = ConnectionHistory(limits)
+    keys = [("ns", "app", str(color)) for color in range(6)]
+    for step in range(12):
+        history.add(keys[3], step * 7.0, 0.0)
+    for step, key in enumerate((keys[0], keys[1], keys[2], keys[4], keys[5]), start=12):
+        history.add(key, step * 7.0, 0.0)
+    assert limits.capacity(6) == 10
+    assert len(history[keys[3]]) <= 10
 
 
 def test_sparklines_are_bounded_in_total() -> None:

@@ -9,6 +9,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from rainbowd.core.memos import RuleMemo
 from rainbowd.core.model import (
@@ -127,7 +128,7 @@ class _AppMemo:
             self.keys,
             new_raw,
             self.pods,
-            self.plan._replace(colors=tuple(colors)),
+            AppPlan._make(_fields(self.plan, (_COLORS, tuple(colors)))),
             self.warnings,
             self.valid_until,
             reusable=True,
@@ -196,7 +197,7 @@ def _equal(after: Connections | None, before: Connections | None) -> bool:
 def _written_in(take: _Take, color: ColorPlan, shown: Connections) -> ColorPlan | None:
     """`color`'s plan with the connections `shown` written in, or None: plan the app again."""
     if take is _Take.SHOWN:
-        return color._replace(connections=shown)
+        return ColorPlan._make(_fields(color, (_CONNECTIONS, shown)))
     if take is _Take.FIGURE:
         return _refigured(color, shown)
     return None
@@ -224,9 +225,29 @@ def _refigured(color: ColorPlan, shown: Connections) -> ColorPlan | None:
     value = shown.value
     if value is None or (value > found.floor) != (found.connections > found.floor):
         return None
-    return color._replace(
-        connections=shown, note=note._replace(found=found._replace(connections=value))
-    )
+    refound = type(found)._make(_fields(found, (_FIGURE, value)))
+    renoted = Note._make(_fields(note, (_FOUND, refound)))
+    return ColorPlan._make(_fields(color, (_CONNECTIONS, shown), (_NOTE, renoted)))
+
+
+# The indexes of the fields written into a reused plan.
+_COLORS = AppPlan._fields.index("colors")
+_CONNECTIONS = ColorPlan._fields.index("connections")
+_NOTE = ColorPlan._fields.index("note")
+_FOUND = Note._fields.index("found")
+_FIGURE = 0  # each of _FIGURES leads with its `connections`
+assert all(figure._fields[_FIGURE] == "connections" for figure in _FIGURES)
+
+
+def _fields(record: tuple[Any, ...], *changes: tuple[int, object]) -> list[Any]:
+    """The named tuple `record`'s fields with each (field index, value) of `changes` set, for
+    its class's `_make`: its `_replace`, without the keyword handling that makes that cost
+    several times a constructor's (the figures of thousands of colors are written into
+    reused plans every cycle)."""
+    fields = list(record)
+    for index, value in changes:
+        fields[index] = value
+    return fields
 
 
 class _NamespaceMemo:

@@ -44,6 +44,7 @@ from rainbowd.prom.querying import (
     RECORDED_NEGATIVE,
     RECORDED_PODS,
     RECORDED_SUM,
+    RECORDED_WINDOW,
     RULE_GROUP,
     Vector,
     recording_rules,
@@ -248,12 +249,16 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
         prom.wait_for(f"count({RECORDED_SUM})", timeout=600, predicate=all_of(colors))
         rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
         prom.reload()
-        # Both reads pinned to a second after the last evaluation: the range selection over
-        # three of its intervals (EVAL_EVERY) holds three samples a series, as a read over
-        # three 30 s intervals does while the rules are evaluated every 30 s.
+        # Both reads pinned to a second after the last evaluation, the range selection over
+        # the last three evaluations (EVAL_EVERY apart, or more when one ran late): three
+        # samples a series, as a read over three 30 s intervals holds while the rules are
+        # evaluated every 30 s.
         (last,) = prom.query(f"max(timestamp({RECORDED_SUM}))")
         at = last.value + 1
-        window = ConnectionsQuery(recorded=True, rule_interval=EVAL_EVERY)
+        one = f'{RECORDED_SUM}{{namespace="ns0", app="app0", color="c000000"}}[10m]'
+        times = prom.api("query", {"query": one, "time": f"{at:.3f}"})["result"][0]["values"]
+        third = (at - times[-3][0] + 0.5) / RECORDED_WINDOW
+        window = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=third))
         held = f"avg(count_over_time({summary_expr(window)}))"
         got["samples"] = float(
             prom.api("query", {"query": held, "time": f"{at:.3f}"})["result"][0]["value"][1]

@@ -116,7 +116,8 @@ class FaultyProxy:
     - `slow`: no answer until the proxy stops (past any client timeout);
     - `http500`, `http503`: that status (503 with a Prometheus error body, 500 with a plain one);
     - `status-error`: a 200 carrying `status: error`;
-    - `nan`, `inf`: the real answer with every sample's value replaced by NaN or +Inf;
+    - `nan`, `inf`: the real answer with every sample's value replaced by NaN or +Inf (each
+      of a matrix' samples too);
     - `warnings`: the real answer with a partial-data warning added.
 
     And a query whose real answer holds a series of a namespace in `unavailable_namespaces`
@@ -161,7 +162,9 @@ class FaultyProxy:
         if fault in ("nan", "inf") and doc.get("status") == "success":
             value = "NaN" if fault == "nan" else "+Inf"
             for item in doc["data"]["result"]:
-                item["value"][1] = value
+                # An instant vector's sample, or every sample of a matrix (a range selection).
+                for pair in item["values"] if "values" in item else [item["value"]]:
+                    pair[1] = value
         if fault == "warnings":
             doc["warnings"] = ["remote read store-b: connection refused"]
         touched = self._unavailable_in(doc)

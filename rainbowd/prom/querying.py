@@ -60,14 +60,14 @@ PART_LABEL = "rainbowd_part"
 SUM_PART = "sum"
 PODS_PART = "pods"
 NEGATIVE_PART = "negative"
-STALE_PART = "stale"
-EVALUATED_PART = "evaluated"
-_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART, STALE_PART, EVALUATED_PART)
+_PARTS = (SUM_PART, PODS_PART, NEGATIVE_PART)
 # The series the recording rules record (`recording_rules`), one per part of the summary.
 RECORDED_SUM = "rainbowd:connections:sum"
 RECORDED_PODS = "rainbowd:connections_pods:count"
 RECORDED_NEGATIVE = "rainbowd:connections_negative:count"
 RULE_GROUP = "rainbowd-connections"
+# The recorded series are read over this many rule intervals (`summary_expr`).
+RECORDED_WINDOW = 3
 _POD_KEY = "rainbowd_pod"
 
 
@@ -229,9 +229,6 @@ class PrometheusClient:
                     return reused
                 answer = await self._post(expr, at=at)
                 result, warnings = reader.read_answer(*answer, at=at)
-                if result is not None and reader.stale_due(at):
-                    stale = await self._post(stale_expr(query), at=at)
-                    result, warnings = reader.read_answer(*answer, at=at, stale=stale)
             else:
                 vector = await self.query(expr, at=at)
                 warnings = vector.warnings
@@ -338,9 +335,9 @@ def summary_expr(query: ConnectionsQuery) -> str:
     series (a negative gauge summed in would hide connections). rainbowd joins them per color.
 
     With `query.recorded`, the parts are the series the recording rules record
-    (`recording_rules`), selected as recorded (one series per color and part), with an
-    `evaluated` part: when the rules last recorded them. Only if a recorded figure is older
-    than two rule intervals, a second query (`stale_expr`) names the colors that are stale.
+    (`recording_rules`), selected as recorded over the last RECORDED_WINDOW rule intervals (one
+    range selection, answered as a matrix): each figure comes with the times it was recorded,
+    the newest of which is read, and its age tells whether it is fresh.
     """
     if query.recorded:
         return _recorded_expr(query)
@@ -370,31 +367,15 @@ def _raw_parts(query: ConnectionsQuery) -> tuple[str, str, str]:
 
 def _recorded_expr(query: ConnectionsQuery) -> str:
     """The three parts as the rules recorded them, selected as they are (the recorded names
-    tell the parts apart; each rule also marks its series with its part), and, as the
-    `evaluated` part, the time of the oldest recorded sum or pod count (one series naming no
-    color): the next evaluation is due a rule interval after it, and only when it is more than
-    two rule intervals old are the stale colors asked for (`stale_expr`)."""
-    matchers = f", {query.series_matchers}" if query.series_matchers else ""
-    every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}'
-    evaluated = f"min(timestamp({_recorded_figures(query)}))"
-    return f'{every} or label_replace({evaluated}, "{PART_LABEL}", "{EVALUATED_PART}", "", "")'
-
-
-def stale_expr(query: ConnectionsQuery) -> str:
-    """The colors whose recorded sum or pod count is older than two rule intervals (Prometheus
-    still answers a sample up to its lookback delta old, five minutes by default), as the
-    `stale` part."""
-    by = _by(query)
-    oldest = f"time() - {2 * query.rule_interval.total_seconds():g}"
-    stale = f"count by ({by}) (timestamp({_recorded_figures(query)}) < {oldest})"
-    return f'label_replace({stale}, "{PART_LABEL}", "{STALE_PART}", "", "")'
-
-
-def _recorded_figures(query: ConnectionsQuery) -> str:
+    tell the parts apart; each rule also marks its series with its part) over the last
+    RECORDED_WINDOW rule intervals: longer than the two intervals after which a figure is
+    stale, so a stale figure is still answered (and told apart from a missing one) for an
+    interval, and the answer holds about RECORDED_WINDOW samples a series."""
     # The matchers (and the namespaces managed) narrow the recorded series, which keep the
     # namespace, app and color labels.
     matchers = f", {query.series_matchers}" if query.series_matchers else ""
-    return f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"{matchers}}}'
+    window = format_duration(RECORDED_WINDOW * query.rule_interval)
+    return f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"{matchers}}}[{window}]'
 
 
 def _parts(*exprs: str) -> str:
@@ -602,10 +583,14 @@ class SummaryReader:
     Connections of last time is kept (only figures that already passed every check are
     remembered). When no color changed, `read` returns last time's mapping, the same object.
 
-    Recorded series change only when the rules are evaluated: an answer is used again
-    (`reuse`), without asking Prometheus, until a rule interval after the oldest figure it
-    read (the `evaluated` part), when the next evaluation is due; every figure it holds is then
-    still less than one interval old, so the two-interval freshness holds throughout.
+    Recorded series are read with the times they were recorded (a matrix: the newest sample of
+    each series is its figure). A figure its rule did not record at its last evaluation (older
+    than the newest of that rule's by half an interval or more) has ended: Prometheus marked it
+    stale, and it is missing, as from an instant query. A color whose sum or pod count is older
+    than two rule intervals is unknown, naming the rules. Recorded series change only when the
+    rules are evaluated: an answer is used again (`reuse`), without asking Prometheus, until a
+    rule interval after the oldest figure it read, when the next evaluation is due; every
+    figure it holds is then still less than two intervals old.
     """
 
     def __init__(self, query: ConnectionsQuery) -> None:
@@ -613,6 +598,7 @@ class SummaryReader:
         self._names = (query.namespace_label, query.app_label, query.color_label)
         # The labels of a color's part: its three and the part's, and the recorded name.
         self._width = 5 if query.recorded else 4
+        self._matrix = query.recorded  # recorded series are read as a range selection
         self._last: dict[ColorKey, _Read] = {}
         self._by_color: Mapping[ColorKey, Connections] = MappingProxyType({})
         self._rebuilt = True  # _by_color holds more than _last's figures (negative counts)
@@ -667,35 +653,22 @@ class SummaryReader:
         self._reusable = None
         return None
 
-    def stale_due(self, at: datetime) -> bool:
-        """Whether the answer just read holds a recorded figure more than two rule intervals
-        old at `at`: then the stale colors are to be asked for (`stale_expr`)."""
-        twice = 2 * self.query.rule_interval.total_seconds()
-        # Written so that a NaN time counts as old.
-        return self._evaluated is not None and not self._evaluated >= at.timestamp() - twice
-
     def read_answer(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        at: datetime,
-        stale: tuple[int, bytes] | None = None,
+        self, status: int, body: bytes, *, at: datetime
     ) -> tuple[QueryResult | None, tuple[str, ...]]:
-        """An HTTP answer to the query, with the answer to `stale_expr` if it was asked: the
-        result, or None with Prometheus' warnings (partial data); raises PrometheusError. An
-        answer byte for byte as last time but for its evaluation time is not parsed again:
-        last time's result stands, the same mapping."""
+        """An HTTP answer to the query: the result, or None with Prometheus' warnings (partial
+        data); raises PrometheusError. An instant answer byte for byte as last time but for its
+        evaluation time is not parsed again: last time's result stands, the same mapping (a
+        recorded answer is always read: whether its figures are fresh depends on `at`)."""
         self._reusable = self._probe = None
-        timeless = _timeless(body) if status == 200 and stale is None else None
+        timeless = _timeless(body) if status == 200 and not self._matrix else None
         if timeless is None or timeless != self._body:
             self._body = None
             if timeless is None or not self._shape.reread(self, body):
                 with _collector_paused():
-                    items, warnings = parse_document(status, body)
-                    if stale is not None and not warnings:
-                        more, warnings = parse_document(*stale)
-                        items += more
+                    items, warnings = parse_document(
+                        status, body, "matrix" if self._matrix else "vector"
+                    )
                     if warnings:
                         return None, warnings
                     self.read(items, at=at)
@@ -703,9 +676,10 @@ class SummaryReader:
                     del items
             self._body = timeless
         evaluated = self._evaluated
-        if self.query.recorded and evaluated is not None and math.isfinite(evaluated) and not stale:
+        read_at = at.timestamp()
+        twice = 2 * self.query.rule_interval.total_seconds()
+        if self.query.recorded and evaluated is not None and read_at - twice <= evaluated:
             # Never past a rule interval after the read either (a clock ahead of Prometheus').
-            read_at = at.timestamp()
             since = min(evaluated, read_at)
             seconds = self.query.rule_interval.total_seconds()
             self._reusable = (read_at, since + seconds, since + 2 * seconds)
@@ -718,29 +692,28 @@ class SummaryReader:
         pods: dict[ColorKey, str] = {}
         unknown: dict[ColorKey, Connections] = {}
         twice: set[ColorKey] = set()
-        unlabelled = stale = 0
-        self._evaluated = None
+        unlabelled = 0
+        found: list[tuple[ColorKey, str, str, float]] = []
         for index, item in enumerate(items):
-            found = self._part(item, index)
-            if found is None:
+            series = self._part(item, index)
+            if series is None:
                 unlabelled += 1
-                continue
-            key, part, text = found
-            if part == EVALUATED_PART:
-                self._evaluated = _number(text)
-            elif part == NEGATIVE_PART:
+            else:
+                found.append(series)
+        stale = self._recorded(found, at) if self.query.recorded else set()
+        for key, part, text, _ in found:
+            if part == NEGATIVE_PART:
                 count = _number(text)
                 unknown[key] = Connections.unknown(
                     f"prometheus returned a negative count ({count:g} series)"
                 )
-            elif part == STALE_PART:
-                stale += 1
-                unknown.setdefault(key, self._stale)
             else:
                 into = sums if part == SUM_PART else pods
                 if key in into:
                     twice.add(key)
                 into[key] = text
+        for key in stale:
+            unknown.setdefault(key, self._stale)
         self._probed_key = next(iter(pods), None)
         changed = self._join(sums, pods, twice)
         if changed or unknown or self._rebuilt:
@@ -757,7 +730,7 @@ class SummaryReader:
                 f" ({unlabelled} summary series)"
             )
         if stale:
-            warnings.append(f"{stale} colors' {self._stale.cause}")
+            warnings.append(f"{len(stale)} colors' {self._stale.cause}")
         self._warnings = tuple(warnings)
         return self._result(at)
 
@@ -778,6 +751,37 @@ class SummaryReader:
             self._by_color = MappingProxyType({key: entry[2] for key, entry in self._last.items()})
             self._rebuilt = False
         self._warnings = ()
+
+    def _recorded(
+        self, found: list[tuple[ColorKey, str, str, float]], at: datetime
+    ) -> set[ColorKey]:
+        """The recorded figures that ended removed from `found` (their rule's last evaluation
+        did not record them: at least half an interval older than the newest of that rule's);
+        the colors whose sum or pod count is older than two rule intervals at `at`; the time of
+        the oldest sum or pod count left as `_evaluated`. Comparisons are written so that a NaN
+        time counts as old."""
+        seconds = self.query.rule_interval.total_seconds()
+        newest = dict.fromkeys(_PARTS, -math.inf)
+        for _, part, _, time in found:
+            if time > newest[part]:
+                newest[part] = time
+        ended = {part: time - seconds / 2 for part, time in newest.items()}
+        oldest = at.timestamp() - 2 * seconds
+        stale: set[ColorKey] = set()
+        evaluated = math.inf
+        kept = []
+        for entry in found:
+            _, part, _, time = entry
+            if not time > ended[part]:
+                continue
+            kept.append(entry)
+            if part != NEGATIVE_PART:
+                evaluated = min(evaluated, time)
+                if not time >= oldest:
+                    stale.add(entry[0])
+        found[:] = kept
+        self._evaluated = evaluated if kept and evaluated < math.inf else None
+        return stale
 
     def _probe_of(self, key: ColorKey | None) -> str | None:
         if key is None:
@@ -830,15 +834,17 @@ class SummaryReader:
         self._last = read
         return changed
 
-    def _part(self, item: Any, index: int) -> tuple[ColorKey, str, str] | None:
-        """One series of the answer: its color, its part and its value as written (a number),
-        or None for a series naming no color; raises PrometheusBadResponse for anything else."""
+    def _part(self, item: Any, index: int) -> tuple[ColorKey, str, str, float] | None:
+        """One series of the answer: its color, its part, its value as written (a number) and
+        the time of that value (a recorded series' newest sample), or None for a series naming
+        no color; raises PrometheusBadResponse for anything else."""
         namespace_label, app_label, color_label = self._names
         try:
             metric = item["metric"]
             key = (metric[namespace_label], metric[app_label], metric[color_label])
             part = metric[PART_LABEL]
-            pair = item["value"]
+            # A matrix' values come oldest first.
+            pair = item["values"][-1] if self._matrix else item["value"]
             text = pair[1]
         except (TypeError, KeyError, IndexError):
             part = None
@@ -860,7 +866,9 @@ class SummaryReader:
             and len(pair) == 2
             and type(pair[0]) in _NUMBERS
         ):
-            return key, part, text
+            return key, part, text, pair[0]
+        if self._matrix:
+            item = _newest_sample(item, index)
         sample = _parse_sample(item, index)
         part = sample.labels.get(PART_LABEL)
         if part not in _PARTS:
@@ -868,12 +876,22 @@ class SummaryReader:
                 f"prometheus answered a series without a {PART_LABEL} label of"
                 f" {', '.join(_PARTS)}: {_shorten(str(dict(sample.labels)))}"
             )
-        if part == EVALUATED_PART and self.query.recorded and len(sample.labels) == 1:
-            return _NO_COLOR, part, item["value"][1]
         found = _color_key(sample.labels, self._names)
         if found is None:
             return None
-        return found, part, item["value"][1]
+        time, text = item["value"]
+        return found, part, text, time
+
+
+def _newest_sample(item: Any, index: int) -> dict[str, Any]:
+    """A matrix item as the vector item of its newest sample (the last: they come oldest
+    first); raises PrometheusBadResponse if it holds none."""
+    values = item.get("values") if isinstance(item, dict) else None
+    if not isinstance(values, list) or not values:
+        raise PrometheusBadResponse(
+            f"prometheus matrix item {index} has no values: {_shorten(repr(values))}"
+        )
+    return {"metric": item.get("metric", {}), "value": values[-1]}
 
 
 # A JSON number, as a sample's time is written.
@@ -972,7 +990,6 @@ def _collector_paused() -> Iterator[None]:
 
 _VALUE = b'"value":['
 _NAME = "__name__"
-_NO_COLOR: ColorKey = ("", "", "")  # the key of a part naming no color (`evaluated`)
 _NUMBERS = (int, float)
 _MADE_MAX = 100_000
 

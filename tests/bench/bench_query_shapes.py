@@ -44,6 +44,7 @@ from rainbowd.prom.querying import (
     RECORDED_NEGATIVE,
     RECORDED_PODS,
     RECORDED_SUM,
+    RECORDED_WINDOW,
     RULE_GROUP,
     Vector,
     recording_rules,
@@ -115,8 +116,9 @@ def before_rules(interval: timedelta) -> dict[str, Any]:
 
 
 def before_read() -> str:
-    """The recorded series as read before: as recorded, with the time of the oldest recorded sum
-    or pod count (a second selection of them)."""
+    """The recorded series as read before: an instant selection of them as recorded, with the
+    time of the oldest recorded sum or pod count (a second selection of them). Now one range
+    selection answers both (`summary_expr` of a recorded query)."""
     every = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"}}'
     evaluated = f'min(timestamp({{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}))'
     return f'{every} or label_replace({evaluated}, "rainbowd_part", "evaluated", "", "")'
@@ -133,8 +135,9 @@ def exposition(series: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def query(prom: PrometheusServer, expr: str) -> None:
-    data = urllib.parse.urlencode({"query": expr}).encode()
+def query(prom: PrometheusServer, expr: str, at: float | None = None) -> None:
+    form = {"query": expr} | ({"time": f"{at:.3f}"} if at is not None else {})
+    data = urllib.parse.urlencode(form).encode()
     with urllib.request.urlopen(prom.url + "/api/v1/query", data=data, timeout=600) as resp:
         resp.read()
 
@@ -246,9 +249,23 @@ def measure(series: int, workdir: Path) -> dict[str, float]:
         prom.wait_for(f"count({RECORDED_SUM})", timeout=600, predicate=all_of(colors))
         rules.write_text(yaml.safe_dump(recording_rules(IDLE)))
         prom.reload()
-        got["read_before"] = cpu_per(prom, lambda: query(prom, before_read()))
-        got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(IDLE)))
-        got["probe"] = cpu_per(prom, lambda: query(prom, PROBE))
+        # Both reads pinned to a second after the last evaluation, the range selection over
+        # the last three evaluations (EVAL_EVERY apart, or more when one ran late): three
+        # samples a series, as a read over three 30 s intervals holds while the rules are
+        # evaluated every 30 s.
+        (last,) = prom.query(f"max(timestamp({RECORDED_SUM}))")
+        at = last.value + 1
+        one = f'{RECORDED_SUM}{{namespace="ns0", app="app0", color="c000000"}}[10m]'
+        times = prom.api("query", {"query": one, "time": f"{at:.3f}"})["result"][0]["values"]
+        third = (at - times[-3][0] + 0.5) / RECORDED_WINDOW
+        window = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=third))
+        held = f"avg(count_over_time({summary_expr(window)}))"
+        got["samples"] = float(
+            prom.api("query", {"query": held, "time": f"{at:.3f}"})["result"][0]["value"][1]
+        )
+        got["read_before"] = cpu_per(prom, lambda: query(prom, before_read(), at))
+        got["read"] = cpu_per(prom, lambda: query(prom, summary_expr(window), at))
+        got["probe"] = cpu_per(prom, lambda: query(prom, PROBE, at))
         prom.wait_for(f"count({RECORDED_SUM})", timeout=5, predicate=all_of(colors))
         # A minute of 5 s cycles against the rules evaluated every 30 s.
         rules.write_text(yaml.safe_dump(recording_rules(RECORDED)))
@@ -324,6 +341,7 @@ def main() -> None:
             f" {got['read_before'] * 1000:>12.1f} {got['read'] * 1000:>8.1f}"
             f" {got['rules_before'] * 1000:>13.1f} {got['rules'] * 1000:>8.1f}"
             f" {got['probe'] * 1000:>6.1f}"
+            f"   (read: {got['samples']:.1f} samples a series)"
             f"   ({time.perf_counter() - started:.0f} s, load average"
             f" {' '.join(f'{load:.1f}' for load in os.getloadavg())})",
             flush=True,

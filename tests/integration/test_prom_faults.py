@@ -23,10 +23,12 @@ from rainbowd.prom import (
     fetch_connections,
 )
 from rainbowd.prom.querying import (
-    EVALUATED_PART,
     NEGATIVE_PART,
     PART_LABEL,
     PODS_PART,
+    RECORDED_NEGATIVE,
+    RECORDED_PODS,
+    RECORDED_SUM,
     SUM_PART,
     QueryResult,
     summary_expr,
@@ -570,17 +572,46 @@ async def test_a_failed_range_query_seeds_nothing(
     assert dict(history)[("chat", "web", "3c3fdc")][0] == (1700000000.0, 4.0)
 
 
+# What each part of the recorded answer is recorded as.
+RECORDED_NAMES = {
+    SUM_PART: RECORDED_SUM,
+    PODS_PART: RECORDED_PODS,
+    NEGATIVE_PART: RECORDED_NEGATIVE,
+}
+
+
+def recorded(*series: tuple[str, str, list[tuple[float, str]]]) -> dict[str, object]:
+    """The answer to the recorded read (a range selection, so a matrix): (color, part, its
+    samples as (seconds before AT, value), oldest first) per series, in namespace chat, app
+    web."""
+    result = [
+        {
+            "metric": {
+                "__name__": RECORDED_NAMES[part],
+                "namespace": "chat",
+                "app": "web",
+                "color": color,
+                PART_LABEL: part,
+            },
+            "values": [[round(AT.timestamp() - ago, 3), value] for ago, value in samples],
+        }
+        for color, part, samples in series
+    ]
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
 async def test_a_recorded_answer_stands_until_the_next_evaluation_is_due_unless_it_failed(
     fakeprom: FakePrometheus, session: aiohttp.ClientSession
 ) -> None:
     query = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=15))
     client = client_for(session, fakeprom.url)
-    answer = summary(("chat", "web", "3c3fdc", "4", "2"))
     # The oldest figure recorded half a second before AT: the next evaluation is due at 14.5 s.
-    oldest = f"{AT.timestamp() - 0.5:.3f}"
-    evaluated = {"metric": {PART_LABEL: EVALUATED_PART}, "value": [AT.timestamp(), oldest]}
-    answer["data"]["result"].append(evaluated)  # type: ignore[index]
-    fakeprom.reply = Reply(body=answer)
+    fakeprom.reply = Reply(
+        body=recorded(
+            ("3c3fdc", SUM_PART, [(15.5, "9"), (0.5, "4")]),
+            ("3c3fdc", PODS_PART, [(15.5, "3"), (0.5, "2")]),
+        )
+    )
     first = await client.connections(query, at=AT)
     later = await client.connections(query, at=AT + timedelta(seconds=14))
     assert len(fakeprom.requests) == 1
@@ -594,8 +625,110 @@ async def test_a_recorded_answer_stands_until_the_next_evaluation_is_due_unless_
     assert probe.startswith("timestamp(") and whole == summary_expr(query)
     assert not (await client.connections(query, at=AT + timedelta(seconds=16))).ok
     assert len(fakeprom.requests) == 4
-    # An answer without the evaluated part (no figure recorded) is not used again either.
-    fakeprom.reply = Reply(body=summary(("chat", "web", "3c3fdc", "4", "2")))
+    # An answer without a figure is not used again either.
+    fakeprom.reply = Reply(body=recorded())
     await client.connections(query, at=AT + timedelta(seconds=17))
     await client.connections(query, at=AT + timedelta(seconds=17))
     assert len(fakeprom.requests) == 6
+
+
+async def test_the_recorded_read_is_one_range_selection_each_figure_judged_by_its_newest_time(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    query = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=10))
+    fakeprom.reply = Reply(
+        body=recorded(
+            # Its newest figures, recorded 1 s ago, count (not the older ones).
+            ("aaaaaa", SUM_PART, [(21, "0"), (11, "0"), (1, "5")]),
+            ("aaaaaa", PODS_PART, [(21, "1"), (11, "1"), (1, "2")]),
+            # Negative series, recorded in the last evaluation: unknown.
+            ("dddddd", SUM_PART, [(1, "0")]),
+            ("dddddd", PODS_PART, [(1, "2")]),
+            ("dddddd", NEGATIVE_PART, [(1, "1")]),
+            # Ended: not recorded by the last evaluation of its rule (Prometheus marked it
+            # stale), though less than two intervals old: missing, as from an instant query.
+            ("eeeeee", SUM_PART, [(11, "0")]),
+            ("eeeeee", PODS_PART, [(11, "2")]),
+            # A negative count that ended: the color is read by its sum and pods.
+            ("ffffff", SUM_PART, [(1, "2")]),
+            ("ffffff", PODS_PART, [(1, "1")]),
+            ("ffffff", NEGATIVE_PART, [(11, "1")]),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    (request,) = fakeprom.requests
+    assert request.form["query"] == (
+        f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}|{RECORDED_NEGATIVE}"}}[30s]'
+    )
+    assert result.get("chat", "web", "aaaaaa") == Connections(value=5.0, series=2)
+    assert result.get("chat", "web", "dddddd").cause == (
+        "prometheus returned a negative count (1 series)"
+    )
+    assert result.get("chat", "web", "eeeeee").cause == (
+        f"no series of the recording rule {RECORDED_SUM} for this color"
+        " (group rainbowd-connections)"
+    )
+    assert result.get("chat", "web", "ffffff") == Connections(value=2.0, series=1)
+    assert result.warnings == ()
+
+    # Exactly two intervals old: still fresh.
+    fakeprom.reply = Reply(
+        body=recorded(("bbbbbb", SUM_PART, [(20, "3")]), ("bbbbbb", PODS_PART, [(20, "1")]))
+    )
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    assert result.get("chat", "web", "bbbbbb") == Connections(value=3.0, series=1)
+
+    # The pod counts older than two intervals (their rule no longer evaluated): unknown,
+    # naming the rules, with a warning.
+    fakeprom.reply = Reply(
+        body=recorded(
+            ("bbbbbb", SUM_PART, [(1, "3")]),
+            ("bbbbbb", PODS_PART, [(25, "1")]),
+            ("cccccc", SUM_PART, [(1, "0")]),
+            ("cccccc", PODS_PART, [(25, "2")]),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    stale = result.get("chat", "web", "cccccc")
+    assert not stale.known and result.get("chat", "web", "bbbbbb") == stale
+    assert stale.cause == (
+        f"recorded series of the rules {RECORDED_SUM} and {RECORDED_PODS} (group"
+        " rainbowd-connections) older than 20s: are the rules evaluated?"
+    )
+    assert result.warnings == (f"2 colors' {stale.cause}",)
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        ("NaN", "prometheus returned NaN"),
+        ("+Inf", "prometheus returned +Inf"),
+        ("-1", "prometheus returned a negative count (-1)"),
+    ],
+)
+async def test_a_recorded_sum_not_a_count_is_unknown(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession, value: str, cause: str
+) -> None:
+    query = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=10))
+    fakeprom.reply = Reply(
+        body=recorded(
+            ("aaaaaa", SUM_PART, [(11, "0"), (1, value)]),
+            ("aaaaaa", PODS_PART, [(11, "1"), (1, "1")]),
+        )
+    )
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    assert result.get("chat", "web", "aaaaaa").cause == cause
+
+
+async def test_a_recorded_series_without_samples_is_a_bad_answer(
+    fakeprom: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    query = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=10))
+    fakeprom.reply = Reply(body=recorded(("aaaaaa", SUM_PART, [])))
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    assert result.error_cause is PrometheusErrorCause.BAD_RESPONSE
+    assert result.error == "prometheus matrix item 0 has no values: []"
+    # An instant vector is not what a range selection answers.
+    fakeprom.reply = Reply(body=summary(("chat", "web", "aaaaaa", "4", "2")))
+    result = await client_for(session, fakeprom.url).connections(query, at=AT)
+    assert result.error == "prometheus returned a vector, expected a matrix"

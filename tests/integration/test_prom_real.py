@@ -22,6 +22,7 @@ from rainbowd.core.policy import (
     parse_policy,
 )
 from rainbowd.prom import PrometheusClient, QueryResult, fetch_connections
+from rainbowd.prom import querying as q
 from tests.backends import Backend, backend, query_requests
 from tests.demoapps import DemoApp
 from tests.exposition import Exposition, gauge
@@ -334,3 +335,47 @@ async def test_a_shard_s_policy_asks_only_for_its_namespaces_series(
     finally:
         chat.close()
         other.close()
+
+
+# Series as the recording rules record them (`recording_rules`), served by a target here so
+# every backend holds them: the sum, the pod count and, for one color, negative series (an
+# infinite sum, not NaN: VictoriaMetrics stores no NaN).
+RECORDED_SERIES = {
+    q.RECORDED_SUM: [("aaaaaa", "5"), ("bbbbbb", "0"), ("cccccc", "+Inf")],
+    q.RECORDED_PODS: [("aaaaaa", "2"), ("bbbbbb", "3"), ("cccccc", "1")],
+    q.RECORDED_NEGATIVE: [("bbbbbb", "1")],
+}
+
+
+async def test_the_recorded_series_are_read_as_one_range_selection(
+    backend: Backend, client: PrometheusClient
+) -> None:
+    parts = {
+        q.RECORDED_SUM: q.SUM_PART,
+        q.RECORDED_PODS: q.PODS_PART,
+        q.RECORDED_NEGATIVE: q.NEGATIVE_PART,
+    }
+    families = "".join(
+        gauge(
+            name,
+            [
+                ({"namespace": "chat", "app": "web", "color": color, q.PART_LABEL: parts[name]}, v)
+                for color, v in series
+            ],
+        )
+        for name, series in RECORDED_SERIES.items()
+    )
+    recorded = ConnectionsQuery(recorded=True, rule_interval=timedelta(seconds=3))
+    with Exposition(families) as target:
+        backend.set_targets([(target.target, {})], job="recorded")
+        got = await until_connections(client, {"aaaaaa": Connections(5.0, 2)}, recorded)
+    assert got.error is None
+    assert got.get("chat", "web", "bbbbbb").cause == (
+        "prometheus returned a negative count (1 series)"
+    )
+    assert got.get("chat", "web", "cccccc").cause == "prometheus returned +Inf"
+    # Read a window later the figures are older than two intervals: unknown, naming the rules.
+    later = await client.connections(recorded, at=got.at + timedelta(seconds=6.5))
+    assert later.error is None
+    stale = later.get("chat", "web", "aaaaaa")
+    assert not stale.known and q.RECORDED_PODS in stale.cause

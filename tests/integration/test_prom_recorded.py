@@ -134,25 +134,43 @@ async def recorded_once(
     return recorded, fresh
 
 
+def last_recorded(prometheus: PrometheusServer) -> datetime | None:
+    """The time of the newest recorded sum or pod count, once the rules record none any more
+    (Prometheus marked them stale: an instant selection answers none); else None."""
+    figures = f'{{__name__=~"{RECORDED_SUM}|{RECORDED_PODS}"}}'
+    if prometheus.api("query", {"query": figures})["result"]:
+        return None
+    series = prometheus.api("query", {"query": f"{figures}[5m]"})["result"]
+    return datetime.fromtimestamp(max(item["values"][-1][0] for item in series), UTC)
+
+
 async def test_a_recorded_figure_too_old_or_missing_is_unknown_naming_the_rule(
     prometheus: PrometheusServer, client: PrometheusClient, tmp_path: Path
 ) -> None:
-    recorded, fresh = await recorded_once(prometheus, client, tmp_path)
-    # Asked at a later instant, the last recorded samples are older than two rule intervals
-    # (Prometheus still answers them, within its five minutes of lookback): unknown.
-    later = await client.connections(recorded, at=fresh.at + timedelta(seconds=30))
+    recorded, _ = await recorded_once(prometheus, client, tmp_path)
+
+    async def ended() -> datetime | None:
+        return last_recorded(prometheus)
+
+    last = await eventually(ended, "the recorded series ended")
+    # Asked at an instant the last recorded samples are older than two rule intervals, within
+    # the window the recorded series are read over (three): unknown, naming the rule.
+    later = await client.connections(recorded, at=last + 2.5 * EVERY)
     assert later.error is None
     old = later.get("chat", "web", "aaaaaa")
     assert not old.known
     assert RECORDED_SUM in old.cause and RULE_GROUP in old.cause and "older than 2s" in old.cause
     assert any(RECORDED_SUM in warning for warning in later.warnings)
-    # Past the lookback nothing is recorded for the color: unknown, naming the rule.
-    gone = await client.connections(recorded, at=fresh.at + timedelta(minutes=10))
+    # Past the window nothing is recorded for the color: unknown, naming the rule.
+    gone = await client.connections(recorded, at=last + 10 * EVERY)
     missing = gone.get("chat", "web", "aaaaaa")
     assert not missing.known
     assert missing.cause == f"no series of the recording rule {RECORDED_SUM} for this color" + (
         f" (group {RULE_GROUP})"
     )
+    # And two intervals after the last samples, they are still fresh.
+    fresh = await client.connections(recorded, at=last + 2 * EVERY)
+    assert fresh.get("chat", "web", "aaaaaa") == Connections(12.0, 3)
 
 
 @contextlib.asynccontextmanager
@@ -253,9 +271,9 @@ async def test_a_due_evaluation_not_recorded_yet_is_probed_for_with_one_series(
             assert len(sent) == 2
             assert later.by_color is read.by_color
             assert later.get("chat", "web", "aaaaaa") == Connections(12.0, 3)
-            # Two intervals after its oldest figure, the whole answer is asked for, and the
-            # stale colors: unknown, naming the rule.
+            # Two intervals after its oldest figure, the whole answer is asked for (one range
+            # selection, each figure with its time): stale, unknown, naming the rule.
             old = await counted.connections(recorded, at=first + 2 * every + timedelta(seconds=1))
-            assert len(sent) == 4
+            assert len(sent) == 3
             stale = old.get("chat", "web", "aaaaaa")
             assert not stale.known and RECORDED_SUM in stale.cause

@@ -371,10 +371,12 @@ class Informer(Generic[T]):
         return any(r.get("name") == self.resource.plural for r in found.get("resources") or [])
 
     def _gone(self) -> bool:
-        """The resource is not served: an empty store, synced; True."""
+        """The resource is not served: an empty store, synced; True. A refusal from when it
+        was served (its CRD being deleted) no longer says why the store is unlisted."""
         if not self.absent:
             log.info("resource not served, looked for again later", **self._fields())
         self.absent = True
+        self.unlisted_because = None
         if self._store:
             self._store = {}
             self.version += 1

@@ -210,6 +210,21 @@ async def test_sigterm_during_an_action_finishes_it_and_exits_0(
                 ) and bool(listing["items"])
 
             await eventually(pods_marked, what="the old color's pods marked retired")
+
+            # Not while a mark's answer is on its way: frozen then, the daemon's cycle waits for
+            # it to time out (30 s), long enough for the controller-manager to lose its lease
+            # and rewrite the Deployment's status on resuming, which then conflicts with the
+            # scale-down. A cycle finished after the marks were seen has its answers; the
+            # cycles after it ask nothing until the scale-down is due.
+            def finished() -> int:
+                return sum(1 for e in daemon.log_entries() if e.get("msg") == "cycle finished")
+
+            marked_by = finished()
+
+            async def a_cycle_past_the_marks() -> bool:
+                return finished() > marked_by
+
+            await eventually(a_cycle_past_the_marks, what="a cycle finished after the marks")
             # The apiserver freezes before the scale-down is due: the daemon's next cycles
             # plan it, start it, and wait on it.
             fault = witness.injected("SIGTERM during an action", (old.name,))

@@ -7,6 +7,7 @@ and a rollback's restore lifts the pause rainbowd set, and only that one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -56,34 +57,62 @@ def keda_source() -> Path:
     return go_module_dir(KEDA_MODULE)
 
 
+def wait_crd_gone(cluster: ControlPlane, name: str, *, within: float = 60) -> None:
+    """Waits until the CRD `name` (another module's, being deleted) is gone, and discovery no
+    longer serves its resource: the apiserver drops a deleted CRD's API a moment after the
+    object itself."""
+    plural, group = name.split(".", 1)
+    deadline = time.monotonic() + within
+
+    def gone() -> bool:
+        try:
+            cluster.request("GET", f"{CRD_PATH}/{name}")
+            return False
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        try:
+            found = cluster.request("GET", f"/apis/{group}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return True
+            raise
+        for version in found.get("versions") or []:
+            try:
+                served = cluster.request("GET", f"/apis/{version['groupVersion']}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            if any(r.get("name") == plural for r in served.get("resources") or []):
+                return False
+        return True
+
+    while not gone():
+        if time.monotonic() > deadline:
+            pytest.fail(f"CRD {name} still there after {within:g}s")
+        time.sleep(0.2)
+
+
 def install_crd(cluster: ControlPlane, crd: dict[str, Any]) -> None:
     """Creates `crd`, once an earlier one of that name (another module's, being deleted) is
     gone."""
-    path = f"{CRD_PATH}/{crd['metadata']['name']}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            cluster.request("GET", path)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                break
-            raise
-        if time.monotonic() > deadline:
-            pytest.fail(f"CRD {crd['metadata']['name']} still there after 60s")
-        time.sleep(0.2)
+    wait_crd_gone(cluster, crd["metadata"]["name"])
     cluster.request("POST", CRD_PATH, crd)
 
 
-@pytest.fixture(scope="module")
-def keda_crd(cluster_full: ControlPlane) -> Iterator[None]:
+@contextlib.contextmanager
+def scaled_objects_crd(cluster: ControlPlane) -> Iterator[None]:
+    """KEDA's ScaledObject CRD, installed and established; deleted on the way out (what
+    installs it next waits for it to be gone)."""
     crd = yaml.safe_load(
         (keda_source() / "config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml").read_text()
     )
-    install_crd(cluster_full, crd)
+    install_crd(cluster, crd)
     try:
 
         def established() -> bool:
-            found = cluster_full.request("GET", f"{CRD_PATH}/{CRD_NAME}")
+            found = cluster.request("GET", f"{CRD_PATH}/{CRD_NAME}")
             conditions = (found.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
@@ -94,7 +123,17 @@ def keda_crd(cluster_full: ControlPlane) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        cluster_full.request("DELETE", f"{CRD_PATH}/{CRD_NAME}")
+        try:
+            cluster.request("DELETE", f"{CRD_PATH}/{CRD_NAME}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # deleted already, by the test
+                raise
+
+
+@pytest.fixture(scope="module")
+def keda_crd(cluster_full: ControlPlane) -> Iterator[None]:
+    with scaled_objects_crd(cluster_full):
+        yield
 
 
 def scaled_object(target: str, *, minimum: int = 1) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from kubernetes_asyncio import client as k8s
@@ -20,11 +20,19 @@ from rainbowd.core.objects import color_object_from_k8s
 from rainbowd.kube.caching import SCALED_OBJECTS, Backoff, Informer
 from rainbowd_sandbox.controlplane import ControlPlane
 from tests.integration.test_executing import eventually
-from tests.integration.test_keda import keda_crd  # noqa: F401 (a fixture)
+from tests.integration.test_keda import CRD_NAME, CRD_PATH, scaled_objects_crd, wait_crd_gone
 
 pytestmark = pytest.mark.cluster_full
 
 NOBODY = "rainbowd-without-keda-rights"
+
+
+@pytest.fixture
+def crd_served(cluster_full: ControlPlane) -> Iterator[None]:
+    """KEDA's CRD for one test, gone again (discovery included) before the next one."""
+    with scaled_objects_crd(cluster_full):
+        yield
+    wait_crd_gone(cluster_full, CRD_NAME)
 
 
 @contextlib.asynccontextmanager
@@ -54,6 +62,8 @@ async def scaled_objects_as_nobody(cluster: ControlPlane) -> AsyncIterator[Infor
 
 
 async def test_not_served_and_forbidden_is_none(cluster_full: ControlPlane) -> None:
+    # Another module's CRD may still be being deleted on this control plane.
+    wait_crd_gone(cluster_full, CRD_NAME)
     async with scaled_objects_as_nobody(cluster_full) as informer:
 
         async def absent() -> bool:
@@ -66,7 +76,7 @@ async def test_not_served_and_forbidden_is_none(cluster_full: ControlPlane) -> N
         assert informer.stats.errors == 0 and informer.stats.list_pages == 0
 
 
-@pytest.mark.usefixtures("keda_crd")
+@pytest.mark.usefixtures("crd_served")
 async def test_served_and_forbidden_stays_unlisted_with_the_answer(
     cluster_full: ControlPlane,
 ) -> None:
@@ -79,3 +89,24 @@ async def test_served_and_forbidden_stays_unlisted_with_the_answer(
         assert not informer.absent and not informer.synced.is_set()
         assert informer.unlisted_because is not None
         assert "403" in informer.unlisted_because or "forbidden" in informer.unlisted_because
+
+
+@pytest.mark.usefixtures("crd_served")
+async def test_a_refusal_from_when_it_was_served_goes_with_the_crd(
+    cluster_full: ControlPlane,
+) -> None:
+    """Served and refused, then the CRD deleted: the store reads as none, synced, and the old
+    403 no longer says why it is unlisted (consolidation would name it as its reason)."""
+    async with scaled_objects_as_nobody(cluster_full) as informer:
+
+        async def refused() -> bool:
+            return informer.unlisted_because is not None
+
+        await eventually(refused, what="a refused LIST")
+        cluster_full.request("DELETE", f"{CRD_PATH}/{CRD_NAME}")
+
+        async def absent() -> bool:
+            return informer.absent and informer.synced.is_set()
+
+        await eventually(absent, what="ScaledObjects read as not served")
+        assert len(informer) == 0 and informer.unlisted_because is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -36,12 +38,80 @@ class ProcessError(RuntimeError):
     """A child process failed to start, exited early, or never became ready."""
 
 
+# A port is chosen now and listened on later, often by another process, sometimes a minute later
+# (the sandbox prints its live page's address before it starts the control plane). So it is not
+# one the kernel hands out (`bind` to port 0, and every outgoing connection's local port, come
+# from its ephemeral range: a connection made meanwhile could take it), but one below that range
+# and below Kubernetes' NodePorts, reserved for RESERVED_FOR against every other caller of
+# free_port on the machine (a file per port under PORTS_DIR, claimed under an exclusive lock),
+# and free right now.
+PORTS_DIR = Path(tempfile.gettempdir()) / "rainbowd-ports"
+RESERVED_FOR = 600.0
+_BELOW_EPHEMERAL = 12_000  # how many ports below the ephemeral range to choose from
+_LOWEST = 10_000
+_NODE_PORTS = 30_000  # where Kubernetes' NodePorts start (a real node's kube-proxy holds them)
+_TRIES = 200
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of local ports for `bind` to 0 and outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the kernel's ephemeral
+    range, and that no other caller of free_port on the machine was given in the last
+    RESERVED_FOR seconds (see PORTS_DIR above)."""
+    top = min(ephemeral_ports()[0], _NODE_PORTS)
+    low = max(_LOWEST, top - _BELOW_EPHEMERAL)
+    if top - low >= 1_000:
+        PORTS_DIR.mkdir(exist_ok=True)
+        for _ in range(_TRIES):
+            port = low + secrets.randbelow(top - low)
+            if _reserve(port) and _bindable(port):
+                return port
+    # No room below the ephemeral range, or nothing left in it: one the kernel chooses.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _reserve(port: int) -> bool:
+    """Claims `port` unless another caller holds its claim (fresh, or being made)."""
+    try:
+        fd = os.open(PORTS_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # another user's claim, or no room: not this port
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        now = time.time()
+        claimed = os.read(fd, 64).decode(errors="replace").strip()
+        with contextlib.suppress(ValueError):
+            if now - float(claimed) < RESERVED_FOR:
+                return False
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{now:.3f}".encode())
+        return True
+    finally:
+        os.close(fd)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def make_data_dir(given: Path | None, prefix: str) -> Path:

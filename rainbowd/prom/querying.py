@@ -505,6 +505,7 @@ def _parse_sample(item: Any, index: int) -> Sample:
         or len(pair) != 2
         or not isinstance(pair[1], str)
         or not isinstance(pair[0], int | float)
+        or isinstance(pair[0], bool)  # a JSON `true` is an int to Python, and no time
     ):
         raise PrometheusBadResponse(
             f"prometheus vector item {index} has a malformed value: {_shorten(repr(pair))}"

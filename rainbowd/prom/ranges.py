@@ -84,7 +84,13 @@ def _points(values: Any) -> Iterable[Point]:
     if not isinstance(values, list):
         raise PrometheusBadResponse("prometheus matrix values are not a list")
     for pair in values:
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int | float)):
+        # A JSON `true` is an int to Python, and no time.
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], int | float)
+            and not isinstance(pair[0], bool)
+        ):
             raise PrometheusBadResponse(f"prometheus matrix value is malformed: {pair!r:.80}")
         try:
             value = float(pair[1])

@@ -79,6 +79,7 @@ def test_parses_values_as_strings_including_special_floats() -> None:
     [
         {"metric": {"color": "a"}, "value": [1, 3]},  # a bare number: not the API's shape
         {"metric": {"color": "a"}, "value": ["1", "3"]},
+        {"metric": {"color": "a"}, "value": [True, "3"]},  # a JSON `true` is no time
         {"metric": {"color": "a"}, "value": [1]},
         {"metric": {"color": "a"}},
         {"metric": {"color": 1}, "value": [1, "3"]},

@@ -70,6 +70,7 @@ def test_a_matrix_becomes_points_per_color() -> None:
         (200, matrix([{"metric": LABELS, "values": "x"}]), PrometheusBadResponse),
         (200, matrix([{"metric": LABELS, "values": [[1, "x"]]}]), PrometheusBadResponse),
         (200, matrix([{"metric": LABELS, "values": [["1", "2"]]}]), PrometheusBadResponse),
+        (200, matrix([{"metric": LABELS, "values": [[True, "2"]]}]), PrometheusBadResponse),
         (200, matrix(["x"]), PrometheusBadResponse),
         (200, b"not json", PrometheusBadResponse),
         (

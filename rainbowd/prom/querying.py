@@ -489,6 +489,12 @@ def parse_document(
     return raw, tuple(str(w) for w in warnings)
 
 
+def is_sample_time(value: Any) -> bool:
+    """Whether `value`, decoded from an answer, is a sample's time: a JSON number (the API
+    writes `[<unix time as a number>, "<value>"]`). Not a JSON `true`, an int to Python."""
+    return type(value) is float or type(value) is int
+
+
 def _parse_sample(item: Any, index: int) -> Sample:
     if not isinstance(item, dict):
         raise PrometheusBadResponse(f"prometheus vector item {index} is not an object")
@@ -504,8 +510,7 @@ def _parse_sample(item: Any, index: int) -> Sample:
         not isinstance(pair, list)
         or len(pair) != 2
         or not isinstance(pair[1], str)
-        or not isinstance(pair[0], int | float)
-        or isinstance(pair[0], bool)  # a JSON `true` is an int to Python, and no time
+        or not is_sample_time(pair[0])
     ):
         raise PrometheusBadResponse(
             f"prometheus vector item {index} has a malformed value: {_shorten(repr(pair))}"
@@ -865,7 +870,7 @@ class SummaryReader:
             and key[2]
             and type(pair) is list
             and len(pair) == 2
-            and type(pair[0]) in _NUMBERS
+            and is_sample_time(pair[0])
         ):
             return key, part, text, pair[0]
         if self._matrix:
@@ -991,7 +996,6 @@ def _collector_paused() -> Iterator[None]:
 
 _VALUE = b'"value":['
 _NAME = "__name__"
-_NUMBERS = (int, float)
 _MADE_MAX = 100_000
 
 

@@ -19,6 +19,7 @@ from rainbowd.prom.querying import (
     PrometheusPartialData,
     format_duration,
     format_timestamp,
+    is_sample_time,
     parse_document,
     post_form,
 )
@@ -84,13 +85,7 @@ def _points(values: Any) -> Iterable[Point]:
     if not isinstance(values, list):
         raise PrometheusBadResponse("prometheus matrix values are not a list")
     for pair in values:
-        # A JSON `true` is an int to Python, and no time.
-        if not (
-            isinstance(pair, list)
-            and len(pair) == 2
-            and isinstance(pair[0], int | float)
-            and not isinstance(pair[0], bool)
-        ):
+        if not (isinstance(pair, list) and len(pair) == 2 and is_sample_time(pair[0])):
             raise PrometheusBadResponse(f"prometheus matrix value is malformed: {pair!r:.80}")
         try:
             value = float(pair[1])
